@@ -1,0 +1,28 @@
+# dualpet: dual-tracer PET/CT cohort analysis.
+# DICOM study folders (config/studies.tsv) -> SUV NIfTI -> registration of the index
+# study onto the reference study -> lesion detection per tracer -> cross-tracer
+# matching (per-patient checkpoint) -> per-lesion metrics (parallel jobs) -> cohort
+# tables -> statistics. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/lesions.smk"
+include: "workflow/rules/cohort.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,3 @@
+from dualpet.cli import main
+
+raise SystemExit(main())

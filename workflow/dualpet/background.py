@@ -1,0 +1,151 @@
+"""Background (reference region) VOIs: blood pool in the descending aorta.
+
+Method (``bloodpool``, the default): the descending thoracic aorta lies left-anterior of
+the vertebral bodies. On the CT, the thoracic levels are those whose axial slices hold
+the most lung; on each of them the vertebral body is the bone (HU > 150) component
+nearest the body's posterior midline. From the mean vertebral-body centre the aorta is
+searched around a documented anatomical offset (``offset_mm``, default 25 mm left and
+30 mm anterior) as the round soft-tissue structure bounded by fat, lung or bone (see
+:func:`aorta_centre`). The background SUVmean is measured on the PET's own voxels inside a
+cylinder of 10 mm diameter and 20 mm length (the EANM/PERCIST blood-pool VOI).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from dualpet.errors import DualpetInputError
+from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
+
+
+def _thoracic_levels(hu, n_levels=12):
+    """Slice indices (k) of the CT with the largest lung area."""
+    body = hu > -400
+    filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
+    lung = filled & (hu < -500)
+    area = lung.sum(axis=(0, 1))
+    if area.max() == 0:
+        return None, filled
+    order = np.argsort(area)[::-1]
+    keep = [k for k in order[: n_levels * 2] if area[k] >= 0.5 * area.max()]
+    return sorted(keep[:n_levels]), filled
+
+
+def vertebral_centre(hu, affine):
+    """LPS centre (mm) of the vertebral bodies at thoracic levels, or None."""
+    levels, body = _thoracic_levels(hu)
+    if not levels:
+        return None
+    points = []
+    for k in levels:
+        slab = body[:, :, k]
+        if not slab.any():
+            continue
+        ii, jj = np.nonzero(slab)
+        centre_i = ii.mean()
+        posterior_j = np.percentile(jj, 80)  # j grows posterior for axial LPS images
+        bone, n = ndimage.label(hu[:, :, k] > 150)
+        if n == 0:
+            continue
+        coms = np.array(ndimage.center_of_mass(bone, bone, range(1, n + 1)))
+        sizes = ndimage.sum(np.ones_like(bone), bone, range(1, n + 1))
+        ok = sizes >= 5
+        if not ok.any():
+            continue
+        d = np.hypot(coms[:, 0] - centre_i, coms[:, 1] - posterior_j)
+        d[~ok] = np.inf
+        c = coms[int(np.argmin(d))]
+        points.append(apply_affine(affine, [c[0], c[1], k]))
+    return np.median(points, axis=0) if points else None
+
+
+def _cylinder_mask(shape, affine, centre, radius_mm, half_length_mm):
+    """Voxels of a grid whose centres lie in a z-aligned cylinder (LPS)."""
+    sp = voxel_spacing(affine)
+    c = world_to_voxel(affine, centre)
+    reach = np.array([radius_mm, radius_mm, half_length_mm]) / sp + 1
+    lo = np.maximum(np.floor(c - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(c + reach).astype(int) + 1, shape)
+    idx = np.indices(hi - lo).reshape(3, -1).T + lo
+    w = apply_affine(affine, idx) - centre
+    inside = (np.hypot(w[:, 0], w[:, 1]) <= radius_mm) & (np.abs(w[:, 2]) <= half_length_mm)
+    return tuple(idx[inside].T)
+
+
+def aorta_centre(hu, ct_affine, vertebra, *, offset_mm=(25.0, -30.0), search_mm=15.0, half_length_mm=30.0):
+    """LPS centre of the descending aorta near a vertebral centre, from the CT alone.
+
+    On non-contrast CT the descending aorta is a round soft-tissue structure (-50..100 HU)
+    bounded by fat, lung and bone, so its centre is the maximum of the in-plane distance
+    to the nearest non-soft-tissue voxel, averaged over the slices within
+    ``half_length_mm`` of the vertebral level and searched within ``search_mm`` of
+    ``vertebra + offset_mm``. Using the CT only keeps PET noise out of the localisation
+    (a PET-driven search selects, and then reports, positive noise).
+
+    Returns
+    -------
+    (ndarray (3,), float)
+        Centre (LPS mm) and the lumen radius estimate (mm).
+    """
+    spacing = voxel_spacing(ct_affine)
+    target = vertebra + np.array([offset_mm[0], offset_mm[1], 0.0])
+    c = world_to_voxel(ct_affine, target)
+    reach = (search_mm + 30.0) / spacing
+    lo = np.maximum(np.floor(c - [reach[0], reach[1], half_length_mm / spacing[2]]).astype(int), 0)
+    hi = np.minimum(np.ceil(c + [reach[0], reach[1], half_length_mm / spacing[2]]).astype(int) + 1, hu.shape)
+    if np.any(hi - lo < 3):
+        return None, 0.0
+    sub = hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    soft = (sub > -50) & (sub < 100)
+    dist = np.mean(
+        [ndimage.distance_transform_edt(soft[:, :, k], sampling=spacing[:2]) for k in range(soft.shape[2])], axis=0
+    )
+    ii, jj = np.indices(dist.shape)
+    world = apply_affine(ct_affine, np.stack([ii + lo[0], jj + lo[1], np.full(ii.shape, c[2])], -1))
+    inside = np.hypot(world[..., 0] - target[0], world[..., 1] - target[1]) <= search_mm
+    dist[~inside] = 0.0
+    if dist.max() <= 0:
+        return None, 0.0
+    top = dist >= dist.max() - 0.5 * spacing[:2].min()
+    centre = world[top].mean(axis=0)
+    centre[2] = target[2]
+    return centre, float(dist.max())
+
+
+def blood_pool(hu, ct_affine, suv, pet_affine, *, offset_mm=(25.0, -30.0), search_mm=15.0, min_radius_mm=7.0, where=""):
+    """Find the blood-pool VOI and measure its SUV.
+
+    Parameters
+    ----------
+    hu, ct_affine : CT volume (HU) and its voxel->LPS affine.
+    suv, pet_affine : PET volume (SUVbw) and its voxel->LPS affine (same frame of reference).
+    offset_mm : (x, y) offset of the aorta from the vertebral centre, LPS mm
+        (+x = patient left, -y = anterior).
+    min_radius_mm : the aorta's lumen must be at least this wide on the CT.
+
+    Returns
+    -------
+    dict
+        ``suvmean``, ``suvsd``, ``n_voxels``, ``centre_lps``, ``lumen_radius_mm``, ``source``.
+    """
+    vc = vertebral_centre(hu, ct_affine)
+    if vc is None:
+        raise DualpetInputError(f"{where}: blood pool not found: no thoracic level with lungs and spine on the CT")
+    centre, radius = aorta_centre(hu, ct_affine, vc, offset_mm=offset_mm, search_mm=search_mm)
+    if centre is None or radius < min_radius_mm:
+        raise DualpetInputError(
+            f"{where}: blood pool not found: no round soft-tissue structure (aorta) of radius >= "
+            f"{min_radius_mm} mm left-anterior of the spine on the CT"
+        )
+    vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
+    if vals.size == 0:
+        raise DualpetInputError(f"{where}: blood pool VOI at {centre.round(1).tolist()} lies outside the PET")
+    return {
+        "suvmean": float(vals.mean()),
+        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+        "n_voxels": int(vals.size),
+        "centre_lps": [float(v) for v in centre],
+        "lumen_radius_mm": radius,
+        "source": "bloodpool:auto (descending aorta located on CT from the spine; 10 mm x 20 mm cylinder)",
+    }

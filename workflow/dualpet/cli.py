@@ -1,0 +1,250 @@
+"""Command-line interface: ``dualpet COMMAND ...`` (also ``python -m dualpet``).
+
+User commands: ``synth`` (reference cohort) and ``suv`` (one PET series -> SUVbw).
+The other commands are the workflow's steps, one per Snakemake rule, so that the same
+code runs from the shell, the tests and the workflow.
+
+Bad input (a :class:`~dualpet.errors.DualpetInputError`) ends with exit status 2 and
+one line on stderr naming the patient/folder, the series and the DICOM attribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_synth(a):
+    from dualpet.synth import generate_cohort
+
+    generate_cohort(a.outdir, a.patients, a.seed, a.size, log=lambda m: print(m, file=sys.stderr))
+
+
+def _cmd_suv(a):
+    from dualpet.convert import convert_pet
+    from dualpet.dicom import pick_series, scan_folder
+
+    pet = pick_series(scan_folder(a.dicom_dir), a.dicom_dir, "pet_ac", a.series, option="--series")
+    side = convert_pet(pet, a.output, a.json, where=str(a.dicom_dir))
+    print(f"SUVbw factor {side['factor']:.6g} g/Bq ({side['decay_correction']}, "
+          f"reference: {side['reference_time_source']})", file=sys.stderr)  # fmt: skip
+
+
+def _cmd_convert(a):
+    from dualpet.convert import convert_study
+
+    side = convert_study(
+        a.dicom_dir,
+        patient=a.patient,
+        tracer=a.tracer,
+        ct_out=a.ct,
+        pet_out=a.pet,
+        json_out=a.json,
+        pet_series=a.pet_series,
+        ct_series=a.ct_series,
+    )
+    print(f"{a.patient} {a.tracer}: PET {side['pet_series']['shape']}, SUV factor {side['factor']:.6g} g/Bq", file=sys.stderr)
+
+
+def _cmd_register(a):
+    from dualpet.registration import register_ct
+
+    qc = register_ct(a.fixed, a.moving, a.tfm, a.qc, threads=a.threads, grid_mm=a.grid_mm, affine=a.affine)
+    print(f"registration: ok={qc.get('ok')} dice_after={qc.get('dice_after')}", file=sys.stderr)
+
+
+def _cmd_segment(a):
+    from dualpet.segmentation import segment_study
+
+    bg, info = segment_study(
+        a.ct, a.pet, a.labels, a.json, detection=json.loads(a.detection), background=json.loads(a.background),
+        patient=a.patient, tracer=a.tracer,
+    )  # fmt: skip
+    print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {info['threshold_suv']:.3f}, "
+          f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
+
+
+def _load_study(pet, labels, seg):
+    import nibabel as nib
+    import numpy as np
+
+    from dualpet.geometry import lps_affine
+    from dualpet.io import read_json
+
+    img = nib.load(pet)
+    return {
+        "suv": np.asarray(img.dataobj, dtype=np.float32),
+        "affine": lps_affine(img.affine),
+        "labels": np.asarray(nib.load(labels).dataobj).astype(np.int32),
+        "background": read_json(seg)["background"]["suvmean"],
+    }
+
+
+def _cmd_match(a):
+    import nibabel as nib
+    import numpy as np
+
+    from dualpet.geometry import lps_affine
+    from dualpet.matching import build_lesions
+    from dualpet.registration import load_transform
+
+    studies = {
+        a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_seg),
+        a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_seg),
+    }
+    ct = nib.load(a.ref_ct)
+    index = build_lesions(
+        a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
+        tolerance_mm=a.tolerance_mm, fraction=a.fraction, ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
+    )  # fmt: skip
+    print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)
+
+
+def _cmd_lesion_metrics(a):
+    from dualpet.io import write_json
+    from dualpet.metrics import lesion_crop_metrics
+
+    write_json(a.output, lesion_crop_metrics(a.crop, (a.reference, a.index)))
+
+
+def _cmd_patient_table(a):
+    from dualpet.cohort import patient_tables
+
+    patient_tables(
+        a.patient, (a.reference, a.index), a.index_tsv, a.metrics, {a.reference: a.ref_seg, a.index: a.idx_seg},
+        a.registration_qc, a.lesions_out, a.patient_out,
+    )  # fmt: skip
+
+
+def _cmd_cohort(a):
+    from dualpet.cohort import merge_cohort
+
+    merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None)
+
+
+def _cmd_stats(a):
+    from dualpet.stats import run
+
+    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="dualpet", description="Dual-tracer PET/CT cohort analysis.")
+    from dualpet import __version__
+
+    p.add_argument("--version", action="version", version=f"dualpet {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="generate a synthetic dual-tracer cohort with ground truth")
+    s.add_argument("outdir")
+    s.add_argument("--patients", type=int, default=4, help="number of patients (default 4)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--size", choices=["demo", "clinical"], default="demo", help="image grids (default demo)")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")
+    s.add_argument("dicom_dir", metavar="PET_DICOM_DIR")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
+    s.add_argument("--json", metavar="SIDE.json", help="write the SUV sidecar here")
+    s.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the folder holds several PET series")
+    s.set_defaults(func=_cmd_suv)
+
+    s = sub.add_parser("convert", help="[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json")
+    s.add_argument("dicom_dir")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--tracer", required=True)
+    s.add_argument("--ct", required=True)
+    s.add_argument("--pet", required=True)
+    s.add_argument("--json", required=True)
+    s.add_argument("--pet-series", default="")
+    s.add_argument("--ct-series", default="")
+    s.set_defaults(func=_cmd_convert)
+
+    s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
+    s.add_argument("--fixed", required=True, help="reference study CT (NIfTI)")
+    s.add_argument("--moving", required=True, help="index study CT (NIfTI)")
+    s.add_argument("--tfm", required=True)
+    s.add_argument("--qc", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--grid-mm", type=float, default=4.0)
+    s.add_argument("--affine", action="store_true", help="add an affine stage after the rigid one")
+    s.set_defaults(func=_cmd_register)
+
+    s = sub.add_parser("segment", help="[workflow] background VOI and lesion detection for one study")
+    s.add_argument("--ct", required=True)
+    s.add_argument("--pet", required=True)
+    s.add_argument("--labels", required=True)
+    s.add_argument("--json", required=True)
+    s.add_argument("--detection", default='{"method": "background", "factor": 2.0}', help="JSON object")
+    s.add_argument("--background", default="{}", help="JSON object")
+    s.add_argument("--patient", default="")
+    s.add_argument("--tracer", default="")
+    s.set_defaults(func=_cmd_segment)
+
+    s = sub.add_parser("match", help="[workflow] cross-tracer matching and per-lesion crops")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    for side in ("ref", "idx"):
+        for what in ("pet", "labels", "seg"):
+            s.add_argument(f"--{side}-{what}", required=True)
+    s.add_argument("--ref-ct", required=True)
+    s.add_argument("--transform", required=True)
+    s.add_argument("--tolerance-mm", type=float, default=15.0)
+    s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
+    s.add_argument("--index-out", required=True)
+    s.add_argument("--crops-out", required=True)
+    s.set_defaults(func=_cmd_match)
+
+    s = sub.add_parser("lesion-metrics", help="[workflow] metrics of one lesion from its crop")
+    s.add_argument("crop")
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=_cmd_lesion_metrics)
+
+    s = sub.add_parser("patient-table", help="[workflow] join one patient's lesion index and metrics")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--index-tsv", required=True)
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--ref-seg", required=True)
+    s.add_argument("--idx-seg", required=True)
+    s.add_argument("--registration-qc", required=True)
+    s.add_argument("--lesions-out", required=True)
+    s.add_argument("--patient-out", required=True)
+    s.set_defaults(func=_cmd_patient_table)
+
+    s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--lesions", nargs="+", required=True)
+    s.add_argument("--patients", nargs="+", required=True)
+    s.add_argument("--clinical", default="")
+    s.add_argument("--lesions-out", required=True)
+    s.add_argument("--patients-out", required=True)
+    s.set_defaults(func=_cmd_cohort)
+
+    s = sub.add_parser("stats", help="[workflow] cohort statistics -> summary.json, summary.md")
+    s.add_argument("--lesions", required=True)
+    s.add_argument("--patients", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--json", required=True)
+    s.add_argument("--md", required=True)
+    s.set_defaults(func=_cmd_stats)
+    return p
+
+
+def main(argv=None):
+    from dualpet.errors import DualpetInputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DualpetInputError as exc:
+        print(f"dualpet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,85 @@
+"""Per-patient lesion tables and the cohort tables of the contract (``lesions.tsv``, ``patients.tsv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dualpet.io import read_json, write_json, write_tsv
+
+#: Per-tracer lesion columns of the contract, in order.
+LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
+
+
+def lesion_columns(tracers):
+    cols = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region"]
+    for t in tracers:
+        cols += [f"{t}_detected"] + [f"{t}_{m}" for m in LESION_METRICS]
+    # additions (the contract allows new columns, never renames)
+    cols += [f"{t}_{k}" for t in tracers for k in ("voi_source", "voi_ml")] + ["match_distance_mm"]
+    return cols
+
+
+def patient_tables(patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient):
+    """Join the lesion index with the per-lesion metrics; summarise the patient.
+
+    Parameters
+    ----------
+    segmentations : dict tracer -> path of that study's segmentation JSON.
+    registration_qc : path of the registration QC JSON.
+    """
+    index = pd.read_csv(index_tsv, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
+    metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
+    rows = []
+    for rec in index.to_dict("records"):
+        m = metrics.get(rec["lesion"])
+        if m is None:
+            raise ValueError(f"patient {patient}: no metrics for lesion {rec['lesion']}")
+        row = dict(rec)
+        for t in tracers:
+            for key in (*LESION_METRICS, "voi_ml"):
+                row[f"{t}_{key}"] = m[t].get(key, np.nan)
+        rows.append(row)
+    cols = lesion_columns(tracers)
+    lesions = pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame(columns=cols)
+    lesions["region"] = lesions["region"].fillna("")
+    write_tsv(out_lesions, lesions)
+
+    qc = read_json(registration_qc)
+    summary = {"patient": patient}
+    for t in tracers:
+        seg = read_json(segmentations[t])
+        detected = int(lesions[f"{t}_detected"].sum()) if len(lesions) else 0
+        summary[f"{t}_positive"] = int(detected > 0)
+        summary[f"{t}_lesions"] = detected
+        summary[f"{t}_background_suvmean"] = seg["background"]["suvmean"]
+        summary[f"{t}_background_source"] = seg["background"]["source"]
+        summary[f"{t}_threshold_suv"] = seg["detection"]["threshold_suv"]
+    summary["registration_ok"] = int(bool(qc.get("ok", True)))
+    summary["registration_body_dice"] = qc.get("dice_body_after")
+    write_json(out_patient, summary)
+    return lesions, summary
+
+
+def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None):
+    """Concatenate per-patient tables into the cohort tables, adding clinical columns."""
+    frames = [
+        pd.read_csv(p, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
+        for p in lesion_tsvs
+    ]
+    frames = [f for f in frames if len(f)]
+    cols = lesion_columns(tracers)
+    lesions = pd.concat(frames, ignore_index=True).reindex(columns=cols) if frames else pd.DataFrame(columns=cols)
+    lesions["region"] = lesions["region"].fillna("")
+    patients = pd.DataFrame([read_json(p) for p in patient_jsons])
+    if clinical_tsv:
+        clinical = pd.read_csv(clinical_tsv, sep="\t", dtype={"patient": str})
+        extra = [c for c in clinical.columns if c != "patient" and c not in patients.columns]
+        patients = patients.merge(clinical[["patient", *extra]], on="patient", how="left")
+    lesions = lesions.sort_values(["patient", "lesion"], kind="stable")
+    patients = patients.sort_values("patient", kind="stable")
+    write_tsv(out_lesions, lesions)
+    write_tsv(out_patients, patients)
+    return lesions, patients

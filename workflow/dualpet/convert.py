@@ -1,0 +1,67 @@
+"""Study folder -> ``ct.nii.gz``, ``pet_suv.nii.gz`` and the ``pet.json`` sidecar."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualpet.dicom import load_series, scan_folder, select_series
+from dualpet.errors import DualpetInputError
+from dualpet.geometry import voxel_spacing
+from dualpet.io import nifti_image, save_nifti, write_json
+from dualpet.suv import suv_factor, to_suv
+
+
+def _series_summary(series, volume):
+    return {
+        "series_number": series.number,
+        "series_description": series.description,
+        "slices": int(volume.data.shape[2]),
+        "shape": [int(n) for n in volume.data.shape],
+        "voxel_size_mm": [round(float(v), 4) for v in voxel_spacing(volume.affine)],
+    }
+
+
+def convert_pet(series, out, json_out=None, *, where, extra=None):
+    """Convert one PET series to SUVbw NIfTI (float32) and write its sidecar."""
+    volume = load_series(series, label=where)
+    suv = suv_factor(volume.datasets, where=f"{where}, series {series.uid}")
+    data = to_suv(volume.data, suv["factor"])
+    save_nifti(out, nifti_image(data, volume.affine))
+    sidecar = {
+        "units": "SUVbw (g/mL)",
+        **suv,
+        "rescale": "per-slice RescaleSlope applied",
+        "rescale_slope_range": [float(volume.slopes.min()), float(volume.slopes.max())],
+        "pet_series": _series_summary(series, volume),
+        **(extra or {}),
+    }
+    if json_out:
+        write_json(json_out, sidecar)
+    return sidecar
+
+
+def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None):
+    """Convert a PET/CT study folder (one row of the studies sheet)."""
+    where = f"patient {patient}, {tracer}"
+    try:
+        series = scan_folder(dicom_dir)
+        pet, ct = select_series(series, dicom_dir, pet_uid=pet_series or None, ct_uid=ct_series or None)
+    except DualpetInputError as exc:
+        raise DualpetInputError(f"{where}: {exc}") from exc
+    ct_volume = load_series(ct, label=where)
+    hu = ct_volume.data
+    ct_data = hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
+    save_nifti(ct_out, nifti_image(ct_data, ct_volume.affine))
+    shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
+    return convert_pet(
+        pet,
+        pet_out,
+        json_out,
+        where=where,
+        extra={
+            "patient": patient,
+            "tracer": tracer,
+            "ct_series": _series_summary(ct, ct_volume),
+            "pet_ct_same_frame_of_reference": shared,
+        },
+    )

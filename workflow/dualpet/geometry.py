@@ -1,0 +1,88 @@
+"""Coordinate conventions.
+
+DICOM patient coordinates are LPS (+x towards the patient's left, +y posterior,
++z superior), in mm. NIfTI (and nibabel) affines map voxel indices to RAS. dualpet
+keeps volumes as arrays indexed ``[i, j, k]`` = (DICOM column, DICOM row, slice) and
+converts explicitly between the two spaces with :data:`LPS_TO_RAS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: 4x4 matrix flipping x and y: RAS = LPS_TO_RAS @ LPS (and its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def ras_affine(affine_lps):
+    """Convert a voxel->LPS affine to the voxel->RAS affine NIfTI stores."""
+    return LPS_TO_RAS @ np.asarray(affine_lps, dtype=float)
+
+
+def lps_affine(affine_ras):
+    """Convert a NIfTI voxel->RAS affine to voxel->LPS."""
+    return LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)
+
+
+def apply_affine(affine, points):
+    """Apply a 4x4 affine to points of shape (..., 3)."""
+    points = np.asarray(points, dtype=float)
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def voxel_to_world(affine, ijk):
+    """Voxel indices (..., 3) -> world coordinates in the space of ``affine``."""
+    return apply_affine(affine, ijk)
+
+
+def world_to_voxel(affine, xyz):
+    """World coordinates (..., 3) -> continuous voxel indices."""
+    return apply_affine(np.linalg.inv(affine), xyz)
+
+
+def voxel_volume_ml(affine):
+    """Volume of one voxel in mL (1 mL = 1000 mm^3)."""
+    return abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+
+
+def voxel_spacing(affine):
+    """Voxel edge lengths (mm) along i, j, k."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def dicom_affine_lps(image_orientation, pixel_spacing, first_position, slice_step):
+    """Voxel->LPS affine of a stack of DICOM slices.
+
+    Parameters
+    ----------
+    image_orientation : sequence of 6 float
+        ImageOrientationPatient (0020,0037): direction cosines of the rows (the
+        direction of increasing column index) then of the columns.
+    pixel_spacing : sequence of 2 float
+        PixelSpacing (0028,0030): [spacing between rows, spacing between columns], mm.
+    first_position : sequence of 3 float
+        ImagePositionPatient (0020,0032) of the first slice of the stack (LPS, mm).
+    slice_step : sequence of 3 float
+        LPS vector from one slice's position to the next one's (mm).
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        Maps voxel index (i = column, j = row, k = slice) to LPS mm.
+    """
+    iop = np.asarray(image_orientation, dtype=float)
+    affine = np.eye(4)
+    affine[:3, 0] = iop[:3] * float(pixel_spacing[1])
+    affine[:3, 1] = iop[3:] * float(pixel_spacing[0])
+    affine[:3, 2] = np.asarray(slice_step, dtype=float)
+    affine[:3, 3] = np.asarray(first_position, dtype=float)
+    return affine
+
+
+def rotation_matrix(angles_deg):
+    """Rotation matrix from Euler angles (degrees) about x, then y, then z (R = Rz Ry Rx)."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx

@@ -1,0 +1,192 @@
+"""Cross-tracer lesion matching and the per-lesion crops the metric jobs read.
+
+Each tracer's lesions are detected on that study's own PET. Their VOI centroids are
+mapped into the reference study's LPS space (index -> reference through the inverse of
+the registration transform) and paired by minimum total distance (Hungarian assignment)
+within ``tolerance_mm``: a pair is one lesion; unpaired lesions are single-tracer lesions.
+Every union lesion is measured on both PETs, on native voxels: where a tracer did not
+detect it, the other tracer's VOI is carried onto this tracer's grid (nearest neighbour
+through the transform) and measured there.
+
+Output per patient: ``index.tsv`` (one row per union lesion) and one ``{lesion}.npz``
+crop per lesion holding, per tracer, the SUV crop, the region/VOI mask, the crop's
+voxel->LPS affine and how the VOI is to be formed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
+from dualpet.io import atomic_path, write_tsv
+from dualpet.metrics import isocontour_voi
+from dualpet.registration import inverse_transform_points, transform_points
+
+#: Crop margin around a VOI (mm): covers the SUVpeak sphere (6.2 mm) and display context.
+CROP_MARGIN_MM = 12.0
+
+
+def voi_centroids(suv, labels, affine, fraction):
+    """Per detected lesion: VOI (isocontour within its region) and its centroid (LPS)."""
+    out = {}
+    for lab in range(1, int(labels.max()) + 1):
+        region = labels == lab
+        if not region.any():
+            continue
+        voi = isocontour_voi(suv, region, fraction)
+        out[lab] = {"voi": voi, "centroid": apply_affine(affine, np.argwhere(voi).mean(axis=0))}
+    return out
+
+
+def match(ref_centroids, idx_centroids_in_ref, tolerance_mm):
+    """Pairs (ref_label, idx_label, distance) by Hungarian assignment within tolerance."""
+    ref_labs, idx_labs = list(ref_centroids), list(idx_centroids_in_ref)
+    if not ref_labs or not idx_labs:
+        return []
+    a = np.array([ref_centroids[k] for k in ref_labs])
+    b = np.array([idx_centroids_in_ref[k] for k in idx_labs])
+    d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(np.where(d <= tolerance_mm, d, 1e6))
+    return [(ref_labs[r], idx_labs[c], float(d[r, c])) for r, c in zip(rows, cols) if d[r, c] <= tolerance_mm]
+
+
+def _crop_box(mask_or_points, affine, shape, margin_mm):
+    """Index box (lo, hi) around voxels of a mask, with a margin in mm."""
+    idx = np.argwhere(mask_or_points)
+    margin = np.ceil(margin_mm / voxel_spacing(affine)).astype(int)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + margin + 1, shape)
+    return lo, hi
+
+
+def _crop_affine(affine, lo):
+    out = affine.copy()
+    out[:3, 3] = apply_affine(affine, lo)
+    return out
+
+
+def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, radius_mm):
+    """Nearest-neighbour resampling of a VOI onto another grid.
+
+    ``dst_to_src`` maps LPS points of the destination study to the source study. Only a
+    box of ``radius_mm`` around ``centre_dst`` (LPS, destination) is evaluated.
+    """
+    c = world_to_voxel(dst_affine, centre_dst)
+    reach = np.ceil(radius_mm / voxel_spacing(dst_affine)).astype(int) + 1
+    lo = np.maximum(np.floor(c).astype(int) - reach, 0)
+    hi = np.minimum(np.floor(c).astype(int) + reach + 1, dst_shape)
+    out = np.zeros(dst_shape, dtype=bool)
+    if np.any(hi <= lo):
+        return out
+    idx = np.indices(hi - lo).reshape(3, -1).T + lo
+    src_vox = np.rint(world_to_voxel(src_affine, dst_to_src(apply_affine(dst_affine, idx)))).astype(int)
+    ok = np.all((src_vox >= 0) & (src_vox < voi.shape), axis=1)
+    hit = np.zeros(len(idx), dtype=bool)
+    hit[ok] = voi[tuple(src_vox[ok].T)]
+    out[tuple(idx[hit].T)] = True
+    return out
+
+
+def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0):
+    """Anatomical region from the reference CT around a point: 'lung', 'bone' or '' (unknown)."""
+    c = world_to_voxel(ct_affine, point_lps)
+    reach = np.ceil(radius_mm / voxel_spacing(ct_affine)).astype(int)
+    lo = np.maximum(np.rint(c).astype(int) - reach, 0)
+    hi = np.minimum(np.rint(c).astype(int) + reach + 1, ct_hu.shape)
+    if np.any(hi <= lo):
+        return ""
+    idx = np.indices(hi - lo).reshape(3, -1).T + lo
+    near = np.linalg.norm(apply_affine(ct_affine, idx) - point_lps, axis=1) <= radius_mm
+    hu = ct_hu[tuple(idx[near].T)]
+    if hu.size == 0:
+        return ""
+    if np.median(hu) < -300:
+        return "lung"
+    if np.percentile(hu, 75) > 150:
+        return "bone"
+    return ""
+
+
+def build_lesions(patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, ref_ct=None):
+    """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
+
+    Parameters
+    ----------
+    patient : str
+    tracers : (reference, index) tracer names.
+    studies : dict
+        tracer -> {"suv": array, "affine": voxel->LPS, "labels": detection regions,
+        "background": background SUVmean}.
+    tfm : SimpleITK transform (reference LPS -> index LPS).
+    ref_ct : (hu, affine), optional
+        Reference CT for the region label.
+    """
+    ref, idx = tracers
+    cents = {t: voi_centroids(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction) for t in tracers}
+    idx_in_ref = {}
+    if cents[idx]:
+        labs = list(cents[idx])
+        mapped = inverse_transform_points(tfm, np.array([cents[idx][k]["centroid"] for k in labs]))
+        idx_in_ref = dict(zip(labs, mapped))
+    pairs = match({k: v["centroid"] for k, v in cents[ref].items()}, idx_in_ref, tolerance_mm)
+    union = [{ref: r, idx: i, "distance_mm": d} for r, i, d in pairs]
+    union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
+    union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
+    for u in union:
+        u["centroid_ref"] = cents[ref][u[ref]]["centroid"] if u[ref] is not None else idx_in_ref[u[idx]]
+    union.sort(key=lambda u: (-u["centroid_ref"][2], u["centroid_ref"][0]))
+
+    to_src = {  # destination tracer -> function mapping its LPS points into the other study
+        ref: lambda pts: transform_points(tfm, pts),
+        idx: lambda pts: inverse_transform_points(tfm, pts),
+    }
+    out_crops = Path(out_crops)
+    out_crops.mkdir(parents=True, exist_ok=True)
+    rows = []
+    width = max(2, len(str(len(union))))
+    for n, u in enumerate(union, start=1):
+        lesion = f"L{n:0{width}d}"
+        row = {"patient": patient, "lesion": lesion}
+        row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
+        row["region"] = region_label(*ref_ct, u["centroid_ref"]) if ref_ct is not None else ""
+        row["match_distance_mm"] = u["distance_mm"]
+        arrays = {}
+        for t in tracers:
+            other = idx if t == ref else ref
+            st = studies[t]
+            if u[t] is not None:
+                mask, mode = studies[t]["labels"] == u[t], "isocontour"
+                source_label = u[t]
+            else:
+                centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
+                src = cents[other][u[other]]
+                mask = carry_voi(src["voi"], studies[other]["affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
+                mode, source_label = f"mapped_from_{other}", None
+            row[f"{t}_detected"] = int(u[t] is not None)
+            row[f"{t}_voi_source"] = mode
+            row[f"{t}_label"] = source_label
+            if not mask.any():  # carried VOI fell outside this PET's field of view
+                row[f"{t}_voi_source"] = "outside_field_of_view"
+                arrays[f"{t}_mode"] = np.array("outside_field_of_view")
+                continue
+            lo, hi = _crop_box(mask, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
+            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+            arrays[f"{t}_suv"] = st["suv"][sl].astype(np.float32)
+            arrays[f"{t}_mask"] = mask[sl]
+            arrays[f"{t}_affine"] = _crop_affine(st["affine"], lo)
+            arrays[f"{t}_mode"] = np.array(mode)
+            arrays[f"{t}_background"] = np.array(float(st["background"]))
+        arrays["fraction"] = np.array(float(fraction))
+        with atomic_path(out_crops / f"{lesion}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        rows.append(row)
+    columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]
+    columns += [f"{t}_{k}" for t in tracers for k in ("detected", "voi_source", "label")]
+    index = pd.DataFrame(rows, columns=columns)
+    write_tsv(out_index, index)
+    return index

@@ -1,0 +1,708 @@
+"""Rigid CT-to-CT registration between the two studies of one patient.
+
+The reference study (e.g. FDG) and the index study (e.g. Pentixafor) of a patient
+are acquired days apart; within each study PET and CT share a frame of reference, so
+one rigid transform estimated between the two CTs maps every image of one study
+onto the other.
+
+Spaces and conventions
+----------------------
+* Inputs are NIfTI files (RAS affines, as written by nibabel). SimpleITK converts
+  them on reading to DICOM patient coordinates **LPS** (+x patient left,
+  +y posterior, +z superior), in **mm**. Every point and transform in this module
+  is in LPS mm: a voxel nibabel places at RAS ``(x, y, z)`` is at LPS
+  ``(-x, -y, z)``.
+* The transform follows ITK's resampling convention with *fixed* = reference CT
+  and *moving* = index CT: ``tfm.TransformPoint(p_reference_lps)`` returns the same
+  anatomical point in the index study's LPS coordinates. It is written with
+  :func:`SimpleITK.WriteTransform` as a plain ``Euler3DTransform`` (or
+  ``AffineTransform`` when ``affine=True``), never a composite, so ITK and 3D
+  Slicer read it directly. (Slicer shows ITK files as "from parent"
+  transforms: applied to the index study in Slicer's hierarchy it brings the index
+  study onto the reference study.)
+
+Method
+------
+Both CTs are clamped to [-1024, 2000] HU, smoothed (anti-aliasing, sigma about half
+the grid spacing) and resampled to an isotropic ``grid_mm`` grid: full-resolution CT
+adds run time, not accuracy, for a rigid body fit. A body mask (HU threshold,
+morphological opening to detach the couch, largest connected component, holes
+filled per axial slice) restricts metric sampling, and everything outside it (plus
+a one-voxel rim) is set to air, so that neither air nor the couch, which does not
+move with the patient, drives the registration. The Euler transform is initialised
+by aligning the centres of mass of the two body masks (rotation centre = reference
+body centroid), then by an exhaustive search of the z offset (+-80 mm, 8 mm steps)
+at the coarsest level, because the z centroids of masks cut by the field of view
+follow the scan range rather than the anatomy. It is then optimised with Mattes
+mutual information and regular-step gradient descent (physical-shift parameter
+scales) over three resolution levels, sampling a fixed, seeded random subset of the
+masked voxels (deterministic for a given thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from dualpet.errors import DualpetInputError
+from dualpet.geometry import LPS_TO_RAS
+from dualpet.io import atomic_path, save_nifti, write_json
+
+__all__ = [
+    "register_ct",
+    "load_transform",
+    "transform_points",
+    "inverse_transform_points",
+    "resample_to_reference",
+    "body_mask",
+]
+
+#: HU assigned outside the CT field of view, and the clamp applied before registration
+#: (metal and contrast above 2000 HU would otherwise squeeze the MI histogram).
+AIR_HU = -1024.0
+HU_CLAMP = (-1024.0, 2000.0)
+
+#: Multi-resolution schedule on the ``grid_mm`` grid (shrink factors; Gaussian sigmas in
+#: grid voxels).
+SHRINK_FACTORS = (4, 2, 1)
+SMOOTHING_SIGMAS = (2.0, 1.0, 0.0)
+#: Fraction of the fixed-grid voxels the metric draws at random at each level (those
+#: outside the body mask are then discarded; coarse levels have few voxels, so draw more
+#: of them) and the seed of that draw.
+SAMPLING_FRACTIONS = (0.5, 0.3, 0.2)
+SAMPLING_SEED = 20240607
+HISTOGRAM_BINS = 50
+
+#: Minimum body-mask volume (mL) for a CT to be considered usable.
+MIN_BODY_ML = 500.0
+
+_INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_image(path, pixel_type=sitk.sitkUnknown):
+    """Read a NIfTI volume with SimpleITK (LPS physical space) as a 3D scalar image."""
+    path = Path(path)
+    if not path.is_file():
+        raise DualpetInputError(f"image file not found: {path}")
+    try:
+        img = sitk.ReadImage(str(path), pixel_type)
+    except RuntimeError as exc:
+        raise DualpetInputError(f"cannot read image {path}: {exc}") from None
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise DualpetInputError(
+            f"{path}: expected a 3D scalar volume, found dimension {img.GetDimension()} "
+            f"size {img.GetSize()} with {img.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    return img
+
+
+def _read_geometry(path):
+    """Size, origin, spacing and direction (LPS) of an image file, without its voxels."""
+    path = Path(path)
+    if not path.is_file():
+        raise DualpetInputError(f"image file not found: {path}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DualpetInputError(f"cannot read image header {path}: {exc}") from None
+    dim = reader.GetDimension()
+    if dim < 3 or (dim == 4 and reader.GetSize()[3] != 1) or dim > 4:
+        raise DualpetInputError(f"{path}: expected a 3D volume, found size {reader.GetSize()}")
+    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
+    return (
+        tuple(int(s) for s in reader.GetSize()[:3]),
+        tuple(float(o) for o in reader.GetOrigin()[:3]),
+        tuple(float(s) for s in reader.GetSpacing()[:3]),
+        tuple(direction.ravel()),
+    )
+
+
+def _lps_affine(img):
+    """Voxel index -> LPS mm affine (4x4) of a SimpleITK image."""
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(img.GetSpacing(), dtype=float)
+    affine[:3, 3] = img.GetOrigin()
+    return affine
+
+
+# --------------------------------------------------------------------- preprocessing
+
+
+def _to_grid(ct, grid_mm):
+    """Clamp, anti-alias and resample a CT onto an isotropic grid covering the same extent.
+
+    The new grid keeps the image's direction cosines and is centred on the original
+    field of view. Smoothing is applied only along axes finer than the grid, with a
+    Gaussian of sigma ``0.5 * sqrt(grid**2 - spacing**2)`` mm (the blur missing to
+    reach a ~grid/2 sampling kernel), skipped when below half a voxel.
+    """
+    grid_mm = float(grid_mm)
+    if not grid_mm > 0:
+        raise ValueError(f"grid_mm must be positive, got {grid_mm}")
+    img = sitk.Clamp(ct, sitk.sitkFloat32, HU_CLAMP[0], HU_CLAMP[1])
+    spacing = np.asarray(img.GetSpacing(), dtype=float)
+    size = np.asarray(img.GetSize(), dtype=float)
+    for axis, sp in enumerate(spacing):
+        sigma = 0.5 * math.sqrt(max(grid_mm**2 - sp**2, 0.0))
+        if sigma >= 0.5 * sp:
+            img = sitk.RecursiveGaussian(img, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    new_size = np.maximum(np.ceil(size * spacing / grid_mm - 1e-6), 1).astype(int)
+    centre = np.asarray(img.GetOrigin()) + direction @ ((size - 1) / 2 * spacing)
+    new_origin = centre - direction @ ((new_size - 1) / 2 * grid_mm)
+    return sitk.Resample(
+        img,
+        [int(s) for s in new_size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        [float(o) for o in new_origin],
+        [grid_mm] * 3,
+        img.GetDirection(),
+        AIR_HU,
+        sitk.sitkFloat32,
+    )
+
+
+def _axial_axis(img):
+    """Index axis (0, 1, 2 = i, j, k) whose direction is closest to LPS z."""
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    return int(np.argmax(np.abs(direction[2, :])))
+
+
+def body_mask(ct: sitk.Image, threshold_hu=-500, *, opening_mm=5.0) -> sitk.Image:
+    """Binary mask of the patient's body in a CT, excluding air and the couch.
+
+    Parameters
+    ----------
+    ct : SimpleITK.Image
+        3D CT in HU (any pixel type), any grid; geometry in LPS mm.
+    threshold_hu : float, optional
+        Voxels with HU strictly above this value are candidate body (default -500:
+        between air/lung and fat).
+    opening_mm : float, optional
+        Radius (mm) of the ball used for the binary opening that cuts thin bridges
+        (couch top, cushions, cables) from the body; converted per axis to
+        ``max(1, round(opening_mm / spacing))`` voxels.
+
+    Returns
+    -------
+    SimpleITK.Image
+        ``sitkUInt8`` image on the grid of ``ct`` (same origin, spacing and
+        direction): 1 inside the largest 6-connected component of the opened
+        threshold mask, with holes (lungs, airways, bowel gas) filled slice by slice
+        along the axis closest to LPS z; 0 elsewhere. All zeros if nothing exceeds
+        the threshold.
+    """
+    if ct.GetDimension() != 3:
+        raise ValueError(f"body_mask expects a 3D image, got dimension {ct.GetDimension()}")
+    fg = sitk.Cast(sitk.Cast(ct, sitk.sitkFloat32) > float(threshold_hu), sitk.sitkUInt8)
+    radius = [max(1, int(round(float(opening_mm) / sp))) for sp in ct.GetSpacing()]
+    opened = sitk.BinaryMorphologicalOpening(fg, radius, sitk.sitkBall, 0.0, 1.0)
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(opened, False), 0, True)
+    arr = sitk.GetArrayFromImage(labels) == 1  # numpy axes (k, j, i)
+    if arr.any():
+        np_axis = 2 - _axial_axis(ct)
+        slices = np.moveaxis(arr, np_axis, 0)
+        filled = np.stack([ndi.binary_fill_holes(s) for s in slices])
+        arr = np.moveaxis(filled, 0, np_axis)
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(ct)
+    return out
+
+
+# --------------------------------------------------------------------- QC helpers
+
+
+def _mask_volume_ml(mask):
+    return float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000.0
+
+
+def _dice_in_overlap(fixed_mask, moving_mask, tfm):
+    """Dice of the two body masks on the fixed grid, after mapping the moving one by ``tfm``.
+
+    Computed only where the moving field of view (mapped into the reference space)
+    covers the fixed grid, so that different axial coverages of the two studies do
+    not lower the score.
+    """
+    warped = sitk.Resample(moving_mask, fixed_mask, tfm, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    ones = sitk.Image(moving_mask.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(moving_mask)
+    fov = sitk.GetArrayViewFromImage(
+        sitk.Resample(ones, fixed_mask, tfm, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    ).astype(bool)
+    a = sitk.GetArrayViewFromImage(fixed_mask).astype(bool) & fov
+    b = sitk.GetArrayViewFromImage(warped).astype(bool) & fov
+    denom = int(a.sum()) + int(b.sum())
+    return float(2.0 * np.logical_and(a, b).sum() / denom) if denom else float("nan")
+
+
+def _rotation_angle_deg(matrix):
+    """Angle (deg) of the rotation closest to ``matrix`` (polar decomposition)."""
+    u, _, vt = np.linalg.svd(np.asarray(matrix, dtype=float).reshape(3, 3))
+    r = u @ vt
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)))
+
+
+def _new_registration(fixed_mask_metric, shrink, sigmas, fractions, learning_rate, iterations):
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentagePerLevel([float(f) for f in fractions], SAMPLING_SEED)
+    reg.SetMetricFixedMask(fixed_mask_metric)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate,
+        minStep=1e-3,
+        numberOfIterations=iterations,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-8,
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel(list(sigmas))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return reg
+
+
+def _z_search(fixed, moving, metric_mask, rigid, half_range_mm, step_mm, min_overlap=0.6):
+    """Exhaustive search of the z (cranio-caudal) translation at the coarsest level.
+
+    The centre-of-mass initialisation is reliable in x and y but not in z, where
+    both body masks are usually cut by the field of view, so their centroids follow
+    the scan range rather than the anatomy. Mutual information is evaluated for z
+    offsets ``-half_range_mm .. +half_range_mm`` (step ``step_mm``) around the
+    initial transform; among the offsets where at least ``min_overlap`` times the
+    largest number of metric samples falls inside the moving image (MI over a small
+    overlap is unreliable), the best one is written into ``rigid`` in place.
+
+    Returns
+    -------
+    dict
+        ``z_offset_mm`` chosen (relative to the initialisation), and per offset the
+        metric value and number of valid samples.
+    """
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(SAMPLING_FRACTIONS[0], SAMPLING_SEED)
+    reg.SetMetricFixedMask(metric_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    n_steps = max(1, int(round(half_range_mm / step_mm)))
+    reg.SetOptimizerAsExhaustive([0, 0, 0, 0, 0, n_steps], float(step_mm))
+    reg.SetOptimizerScales([1.0] * 6)
+    reg.SetShrinkFactorsPerLevel([SHRINK_FACTORS[0]])
+    reg.SetSmoothingSigmasPerLevel([SMOOTHING_SIGMAS[0]])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    start = rigid.GetParameters()
+    evaluations = []
+
+    def _record():
+        evaluations.append(
+            (
+                float(reg.GetOptimizerPosition()[5] - start[5]),
+                float(reg.GetMetricValue()),
+                int(reg.GetMetricNumberOfValidPoints()),
+            )
+        )
+
+    reg.AddCommand(sitk.sitkIterationEvent, _record)
+    reg.SetInitialTransform(sitk.Euler3DTransform(rigid), inPlace=True)
+    result = {"z_offset_mm": 0.0, "step_mm": float(step_mm)}
+    try:
+        reg.Execute(fixed, moving)
+    except RuntimeError as exc:  # e.g. too few samples inside the moving image
+        result["error"] = str(exc)
+    if evaluations:
+        most = max(n for _, _, n in evaluations)
+        candidates = [e for e in evaluations if e[2] >= min_overlap * most]
+        best = min(candidates, key=lambda e: e[1])
+        result["z_offset_mm"] = best[0]
+        params = list(start)
+        params[5] += best[0]
+        rigid.SetParameters(params)
+    result["offsets_mm"] = [e[0] for e in evaluations]
+    result["metric_values"] = [e[1] for e in evaluations]
+    result["valid_points"] = [e[2] for e in evaluations]
+    return result
+
+
+def _run_stage(name, reg, fixed, moving):
+    per_level = []
+    reg.AddCommand(sitk.sitkMultiResolutionIterationEvent, lambda: per_level.append(0))
+
+    def _count():
+        if per_level:
+            per_level[-1] += 1
+
+    reg.AddCommand(sitk.sitkIterationEvent, _count)
+    reg.Execute(fixed, moving)
+    return {
+        "name": name,
+        "final_metric_value": float(reg.GetMetricValue()),
+        "optimizer_stop_condition": reg.GetOptimizerStopConditionDescription(),
+        "iterations": int(sum(per_level)),
+        "iterations_per_level": per_level,
+    }
+
+
+# ---------------------------------------------------------------------- registration
+
+
+def register_ct(
+    fixed_ct, moving_ct, out_tfm, out_qc_json=None, *, threads=1, grid_mm=4.0, affine=False
+) -> dict:
+    """Rigidly register the index CT (moving) to the reference CT (fixed).
+
+    Parameters
+    ----------
+    fixed_ct : str or path-like
+        Reference-study CT, NIfTI (RAS affine), HU.
+    moving_ct : str or path-like
+        Index-study CT, NIfTI (RAS affine), HU.
+    out_tfm : str or path-like
+        Output ITK transform file (``.tfm``/``.txt``/``.h5``), written atomically.
+        ``TransformPoint`` maps reference LPS mm to index LPS mm.
+    out_qc_json : str or path-like, optional
+        Where to write the QC dict as JSON (atomically).
+    threads : int, optional
+        Number of ITK threads (global default for all SimpleITK filters).
+    grid_mm : float, optional
+        Isotropic spacing (mm) of the grid both CTs are resampled to before
+        registration (default 4 mm, sub-millimetre accuracy for a rigid fit).
+    affine : bool, optional
+        If True, refine the rigid result with a 12-parameter affine stage (levels
+        shrink 2, 1) and write an ``AffineTransform``. Default False.
+
+    Returns
+    -------
+    dict
+        QC record (also written to ``out_qc_json``):
+
+        ``final_metric_value``
+            Mattes mutual information at the end (negative; lower is better).
+        ``optimizer_stop_condition``, ``iterations``, ``iterations_per_level``
+            Of the last stage; ``stages`` lists every stage.
+        ``dice_body_before``, ``dice_body_initial``, ``dice_body_after``
+            Dice of the two body masks on the reference grid, inside the common
+            field of view, under the identity (scanner coordinates), the
+            centre-of-mass initialisation and the result.
+        ``center_mm``
+            Rotation centre (reference LPS mm) = centroid of the reference body mask.
+        ``translation_mm``
+            Translation of the transform (LPS mm) = displacement of ``center_mm``
+            from the reference to the index study.
+        ``rotation_deg``
+            Euler angles (deg) about LPS x, y, z of the rigid result, as ITK's
+            ``Euler3DTransform`` defines them (R = Rz Rx Ry); ``rotation_angle_deg``
+            is the total (axis-angle) rotation of the final transform.
+        ``z_search``
+            Result of the coarse exhaustive search of the cranio-caudal offset
+            (``z_offset_mm`` relative to the centre-of-mass initialisation).
+        ``matrix``
+            3x3 linear part (row-major).
+        ``grid_mm``, ``threads``, ``wall_time_s``, ``warnings``, ``ok`` and inputs.
+    """
+    t_start = time.perf_counter()
+    threads = max(1, int(threads))
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+    images, masks = {}, {}
+    for role, path in (("reference", fixed_ct), ("index", moving_ct)):
+        img = _to_grid(_read_image(path, sitk.sitkFloat32), grid_mm)
+        mask = body_mask(img)
+        volume = _mask_volume_ml(mask)
+        if volume < MIN_BODY_ML:
+            raise DualpetInputError(
+                f"{role} CT {path}: body mask (HU > -500) is only {volume:.0f} mL "
+                f"(expected > {MIN_BODY_ML:.0f} mL); is this a CT in Hounsfield units?"
+            )
+        # Outside the body (plus a one-voxel rim keeping the skin edge), set air: the
+        # couch, which does not move with the patient, then cannot attract either image.
+        rim = sitk.BinaryDilate(mask, [1, 1, 1], sitk.sitkBall, 0.0, 1.0)
+        img = sitk.Mask(img, rim, AIR_HU)
+        images[role], masks[role] = img, mask
+    fixed, moving = images["reference"], images["index"]
+    fmask, mmask = masks["reference"], masks["index"]
+
+    # Centre-of-mass initialisation on the body masks (couch already excluded).
+    rigid = sitk.Euler3DTransform(
+        sitk.CenteredTransformInitializer(
+            sitk.Cast(fmask, sitk.sitkFloat32),
+            sitk.Cast(mmask, sitk.sitkFloat32),
+            sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS,
+        )
+    )
+    dice_before = _dice_in_overlap(fmask, mmask, sitk.Transform())
+    dice_initial = _dice_in_overlap(fmask, mmask, rigid)
+
+    # Sample the metric in the body plus a one-voxel rim, so the skin/air edge counts.
+    metric_mask = sitk.BinaryDilate(fmask, [1, 1, 1], sitk.sitkBall, 0.0, 1.0)
+    z_search = _z_search(fixed, moving, metric_mask, rigid, 80.0, 8.0)
+    reg = _new_registration(metric_mask, SHRINK_FACTORS, SMOOTHING_SIGMAS, SAMPLING_FRACTIONS, 2.0, 300)
+    reg.SetInitialTransform(rigid, inPlace=True)
+    stages = [_run_stage("rigid", reg, fixed, moving)]
+    final = rigid
+
+    if affine:
+        aff = sitk.AffineTransform(3)
+        aff.SetCenter(rigid.GetCenter())
+        aff.SetMatrix(rigid.GetMatrix())
+        aff.SetTranslation(rigid.GetTranslation())
+        reg = _new_registration(
+            metric_mask, SHRINK_FACTORS[1:], SMOOTHING_SIGMAS[1:], SAMPLING_FRACTIONS[1:], 1.0, 300
+        )
+        reg.SetInitialTransform(aff, inPlace=True)
+        stages.append(_run_stage("affine", reg, fixed, moving))
+        final = aff
+
+    if final.GetName() == "CompositeTransform":  # pragma: no cover - guarded by inPlace=True
+        raise RuntimeError("registration produced a composite transform")
+    with atomic_path(out_tfm) as tmp:
+        sitk.WriteTransform(final, str(tmp))
+
+    dice_after = _dice_in_overlap(fmask, mmask, final)
+    matrix = np.asarray(final.GetMatrix(), dtype=float).reshape(3, 3)
+    translation = np.asarray(final.GetTranslation(), dtype=float)
+    rotation_angle = _rotation_angle_deg(matrix)
+    last = stages[-1]
+
+    qc_warnings = []
+    if not dice_after >= 0.9:
+        qc_warnings.append(f"body-mask Dice after registration is {dice_after:.3f} (< 0.9)")
+    if dice_after < dice_before - 0.01:
+        qc_warnings.append(f"body-mask Dice decreased ({dice_before:.3f} -> {dice_after:.3f})")
+    if rotation_angle > 15.0:
+        qc_warnings.append(f"rotation of {rotation_angle:.1f} deg between studies (> 15 deg)")
+    # No limit on the translation: scanner origins (table position) differ between studies
+    # by hundreds of mm, which says nothing about the quality of the alignment.
+    for stage in stages:
+        if "Maximum number of iterations" in stage["optimizer_stop_condition"]:
+            qc_warnings.append(f"{stage['name']} stage stopped at the iteration limit")
+
+    qc = {
+        "reference_ct": str(fixed_ct),
+        "index_ct": str(moving_ct),
+        "transform_file": str(out_tfm),
+        "transform_type": final.GetName(),
+        "convention": "ITK: TransformPoint maps reference (fixed) LPS mm to index (moving) LPS mm",
+        "metric": "MattesMutualInformation",
+        "final_metric_value": last["final_metric_value"],
+        "optimizer_stop_condition": last["optimizer_stop_condition"],
+        "iterations": last["iterations"],
+        "iterations_per_level": last["iterations_per_level"],
+        "stages": stages,
+        "dice_body_before": dice_before,
+        "dice_body_initial": dice_initial,
+        "z_search": z_search,
+        "dice_body_after": dice_after,
+        "center_mm": list(final.GetCenter()),
+        "translation_mm": translation.tolist(),
+        "translation_norm_mm": float(np.linalg.norm(translation)),
+        "rotation_deg": [math.degrees(a) for a in (rigid.GetAngleX(), rigid.GetAngleY(), rigid.GetAngleZ())],
+        "rotation_angle_deg": rotation_angle,
+        "matrix": matrix.tolist(),
+        "body_volume_ml": {"reference": _mask_volume_ml(fmask), "index": _mask_volume_ml(mmask)},
+        "grid_mm": float(grid_mm),
+        "shrink_factors": list(SHRINK_FACTORS),
+        "smoothing_sigmas_voxels": list(SMOOTHING_SIGMAS),
+        "sampling_fractions": list(SAMPLING_FRACTIONS),
+        "sampling_seed": SAMPLING_SEED,
+        "threads": threads,
+        "simpleitk_version": sitk.Version.VersionString(),
+        "warnings": qc_warnings,
+        "ok": not qc_warnings,
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    if out_qc_json is not None:
+        write_json(out_qc_json, qc)
+    return qc
+
+
+# ------------------------------------------------------------------------ transforms
+
+
+def load_transform(path) -> sitk.Transform:
+    """Read an ITK transform file as its concrete SimpleITK type.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.tfm``/``.txt``/``.h5`` file written by :func:`register_ct` (or any ITK tool).
+
+    Returns
+    -------
+    SimpleITK.Transform
+        E.g. ``Euler3DTransform``; a composite holding a single transform is
+        unwrapped. Maps reference LPS mm to index LPS mm.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DualpetInputError(f"transform file not found: {path}")
+    try:
+        tfm = sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        raise DualpetInputError(f"cannot read transform {path}: {exc}") from None
+    if tfm.GetName() == "CompositeTransform":
+        comp = sitk.CompositeTransform(tfm)
+        if comp.GetNumberOfTransforms() == 1:
+            tfm = comp.GetNthTransform(0)
+    return tfm.Downcast()
+
+
+def _as_transform(tfm):
+    return tfm if isinstance(tfm, sitk.Transform) else load_transform(tfm)
+
+
+def _map_points(tfm, points):
+    pts = np.asarray(points, dtype=float)
+    if pts.shape[-1:] != (3,):
+        raise ValueError(f"points must have shape (N, 3) or (3,), got {pts.shape}")
+    flat = pts.reshape(-1, 3)
+    out = np.array([tfm.TransformPoint([float(v) for v in p]) for p in flat], dtype=float)
+    return out.reshape(pts.shape)
+
+
+def transform_points(tfm, points_lps) -> np.ndarray:
+    """Map points from the reference study to the index study.
+
+    Parameters
+    ----------
+    tfm : SimpleITK.Transform or path-like
+        Transform from :func:`register_ct` (or its file).
+    points_lps : array_like, shape (N, 3) or (3,)
+        Points in reference-study LPS coordinates, mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape; the points in index-study LPS coordinates, mm.
+    """
+    return _map_points(_as_transform(tfm), points_lps)
+
+
+def inverse_transform_points(tfm, points_lps) -> np.ndarray:
+    """Map points from the index study back to the reference study.
+
+    Parameters
+    ----------
+    tfm : SimpleITK.Transform or path-like
+        Transform from :func:`register_ct` (reference -> index), or its file.
+    points_lps : array_like, shape (N, 3) or (3,)
+        Points in index-study LPS coordinates, mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape; the points in reference-study LPS coordinates, mm.
+    """
+    tfm = _as_transform(tfm)
+    try:
+        inverse = tfm.GetInverse()
+    except RuntimeError as exc:
+        raise ValueError(f"{tfm.GetName()} has no closed-form inverse: {exc}") from None
+    return _map_points(inverse, points_lps)
+
+
+def resample_to_reference(
+    moving_img_path, reference_img_path, tfm_path, out_path, *, interpolation="linear", default_value=0.0
+) -> None:
+    """Resample an index-study image onto the grid of a reference-study image.
+
+    Parameters
+    ----------
+    moving_img_path : str or path-like
+        Index-study NIfTI (CT in HU, PET in Bq/mL or SUV, or an integer label map).
+        Any image of the index study works: PET and CT share its frame of reference.
+    reference_img_path : str or path-like
+        Reference-study NIfTI whose grid (shape, affine) the output takes.
+    tfm_path : str or path-like
+        Transform from :func:`register_ct` (reference LPS mm -> index LPS mm).
+    out_path : str or path-like
+        Output NIfTI, written atomically.
+    interpolation : {"linear", "nearest"}
+        ``"linear"`` for intensities (output float32); ``"nearest"`` for label maps
+        (output keeps the input's integer dtype; float inputs stay float32).
+    default_value : float
+        Value outside the index image's field of view (e.g. -1024 for CT, 0 for PET
+        and labels).
+
+    Notes
+    -----
+    The output affine is the reference file's affine (checked against the geometry
+    SimpleITK derives from it to 1e-3 mm; if they disagree, e.g. inconsistent
+    sform/qform, the SimpleITK geometry actually used for sampling is written).
+    """
+    import nibabel as nib
+
+    if interpolation not in _INTERPOLATORS:
+        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}")
+    tfm = load_transform(tfm_path)
+
+    out_dtype = np.dtype(np.float32)
+    if interpolation == "nearest":
+        mov_hdr = nib.load(str(moving_img_path)).header
+        slope, inter = mov_hdr.get_slope_inter()
+        on_disk = np.dtype(mov_hdr.get_data_dtype())
+        if on_disk.kind in "iub" and slope in (None, 1.0) and inter in (None, 0.0):
+            out_dtype = np.dtype(np.uint8) if on_disk.kind == "b" else on_disk
+        if out_dtype.kind in "iu":
+            info = np.iinfo(out_dtype)
+            if not (float(default_value).is_integer() and info.min <= default_value <= info.max):
+                raise ValueError(f"default_value {default_value} is not a valid {out_dtype} label")
+        moving = _read_image(moving_img_path)
+        pixel_type = moving.GetPixelID()
+    else:
+        moving = _read_image(moving_img_path, sitk.sitkFloat32)
+        pixel_type = sitk.sitkFloat32
+
+    size, origin, spacing, direction = _read_geometry(reference_img_path)
+    out = sitk.Resample(
+        moving,
+        size,
+        tfm,
+        _INTERPOLATORS[interpolation],
+        origin,
+        spacing,
+        direction,
+        float(default_value),
+        pixel_type,
+    )
+    arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0)  # (k, j, i) -> (i, j, k)
+    arr = arr.astype(out_dtype, copy=False)
+
+    ref_img = nib.load(str(reference_img_path))
+    affine_ras = LPS_TO_RAS @ _lps_affine(out)
+    if np.allclose(ref_img.affine, affine_ras, atol=1e-3):
+        affine_ras = np.asarray(ref_img.affine, dtype=float)
+    else:
+        warnings.warn(
+            f"{reference_img_path}: nibabel affine differs from the SimpleITK geometry; "
+            "writing the geometry used for resampling",
+            stacklevel=2,
+        )
+    img = nib.Nifti1Image(arr, affine_ras)
+    img.header.set_data_dtype(out_dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    ref_hdr = ref_img.header
+    sform_code = int(ref_hdr["sform_code"]) if "sform_code" in ref_hdr else 0
+    qform_code = int(ref_hdr["qform_code"]) if "qform_code" in ref_hdr else 0
+    img.set_sform(affine_ras, code=sform_code or 2)
+    if qform_code:
+        img.set_qform(affine_ras, code=qform_code)
+    save_nifti(out_path, img)

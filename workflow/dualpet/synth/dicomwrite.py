@@ -1,0 +1,137 @@
+"""Write synthetic volumes as standard DICOM CT / PET Image Storage series (pydicom)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dualpet.geometry import apply_affine
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1457.1"  # not a registered root: synthetic data only
+
+#: Radionuclide codes (DICOM CID 4020, SNOMED-RT designators) and names.
+NUCLIDE_CODES = {
+    "F-18": ("C-111A1", "^18^Fluorine"),
+    "Ga-68": ("C-131A3", "^68^Gallium"),
+}
+RADIOPHARMACEUTICAL = {"fdg": "Fluorodeoxyglucose F^18^", "pentixafor": "Ga-68 Pentixafor"}
+
+
+def uid(*entropy):
+    """Deterministic UID (2.25 form) from the given entropy sources."""
+    return generate_uid(prefix=None, entropy_srcs=[str(e) for e in entropy])
+
+
+def dicom_date(dt):
+    return dt.strftime("%Y%m%d")
+
+
+def dicom_time(dt):
+    return dt.strftime("%H%M%S.%f")[:13]
+
+
+def _base_dataset(sop_class, sop_uid, header):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    for key, value in header.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def write_series(
+    folder,
+    stored,
+    affine,
+    *,
+    sop_class,
+    header,
+    slopes,
+    intercept,
+    per_slice=None,
+    uid_seed,
+    file_prefix,
+):
+    """Write a volume as one DICOM file per axial slice.
+
+    Parameters
+    ----------
+    folder : path
+        Output folder (created).
+    stored : ndarray (I, J, K), int16
+        Stored pixel values indexed [column, row, slice].
+    affine : ndarray (4, 4)
+        Voxel -> LPS (mm). Must be axis-aligned with slices along +z or -z.
+    header : dict
+        Attributes common to all slices (patient, study, series, equipment...).
+    slopes : sequence of float (K,)
+        RescaleSlope per slice.
+    intercept : float
+        RescaleIntercept for all slices.
+    per_slice : callable(k) -> dict, optional
+        Extra attributes for slice ``k``.
+    uid_seed : str
+        Entropy for deterministic SOPInstanceUIDs.
+    file_prefix : str
+        File names are ``{file_prefix}{instance:04d}.dcm``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ni, nj, nk = stored.shape
+    iop = np.concatenate([affine[:3, 0] / np.linalg.norm(affine[:3, 0]), affine[:3, 1] / np.linalg.norm(affine[:3, 1])])
+    spacing = [float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0]))]
+    thickness = float(np.linalg.norm(affine[:3, 2]))
+    # Instance numbers run head to feet, as most scanners number axial series.
+    order = np.argsort(-apply_affine(affine, np.stack([np.zeros(nk), np.zeros(nk), np.arange(nk)], 1))[:, 2])
+    for instance, k in enumerate(order, start=1):
+        sop_uid = uid(uid_seed, k)
+        ds = _base_dataset(sop_class, sop_uid, header)
+        pos = apply_affine(affine, [0.0, 0.0, float(k)])
+        ds.InstanceNumber = instance
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
+        ds.SliceLocation = f"{pos[2]:.4f}"
+        ds.SliceThickness = f"{thickness:.4f}"
+        ds.PixelSpacing = [f"{v:.6f}" for v in spacing]
+        ds.Rows, ds.Columns = nj, ni
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = f"{intercept:g}"
+        ds.RescaleSlope = f"{slopes[k]:.10g}"
+        if per_slice is not None:
+            for key, value in per_slice(int(k)).items():
+                setattr(ds, key, value)
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype("<i2").tobytes()
+        pydicom.dcmwrite(folder / f"{file_prefix}{instance:04d}.dcm", ds, enforce_file_format=True)
+
+
+def radiopharmaceutical_sequence(tracer, nuclide, dose_bq, half_life_s, injection_dt):
+    """RadiopharmaceuticalInformationSequence (0054,0016) with one item."""
+    item = Dataset()
+    item.Radiopharmaceutical = RADIOPHARMACEUTICAL.get(tracer, tracer)
+    item.RadiopharmaceuticalStartTime = dicom_time(injection_dt)
+    item.RadiopharmaceuticalStartDateTime = dicom_date(injection_dt) + dicom_time(injection_dt)
+    item.RadionuclideTotalDose = f"{dose_bq:.6g}"
+    item.RadionuclideHalfLife = f"{half_life_s:g}"
+    item.RadionuclidePositronFraction = "0.967" if nuclide == "F-18" else "0.889"
+    code, meaning = NUCLIDE_CODES[nuclide]
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = code, "SRT", meaning
+    item.RadionuclideCodeSequence = Sequence([c])
+    return Sequence([item])

@@ -1,0 +1,124 @@
+"""Render a phantom into CT (HU) and PET (SUV) volumes on a study's voxel grid.
+
+Volumes are arrays indexed ``[i, j, k]`` (DICOM column, row, slice) with a voxel->LPS
+affine (see :mod:`dualpet.geometry`). A study pose maps anatomy to world coordinates:
+``world = R @ a + t``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from dualpet.geometry import apply_affine
+from dualpet.synth.phantom import AIR, HU, LESION_BASE, LESION_HU, TABLE
+
+#: Fine-grid subdivision per axis used to integrate activity over PET voxels.
+PET_SUPERSAMPLE = 2
+_CHUNK = 2_000_000  # voxels evaluated at once (bounds memory on clinical grids)
+
+
+def grid_affine(shape, spacing, center_world):
+    """Axis-aligned voxel->LPS affine (rows along +x, columns along +y, slices along +z)."""
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = np.asarray(center_world, float) - (np.asarray(shape) - 1) / 2.0 * np.asarray(spacing, float)
+    return affine
+
+
+def render_labels(phantom, shape, affine, pose, with_lesions=True):
+    """Tissue label of every voxel centre of a grid (int16 array of ``shape``).
+
+    Each shape is evaluated only inside its bounding box mapped to the grid, in slabs of
+    slices, so clinical-size grids stay cheap in memory.
+    """
+    R, t = pose
+    labels = np.zeros(shape, dtype=np.int16)
+    inv = np.linalg.inv(affine)
+    for sh in phantom.all_shapes(with_lesions):
+        lo, hi = sh.bbox()
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        vox = apply_affine(inv, corners @ R.T + t)
+        vlo = np.clip(np.floor(vox.min(0)).astype(int), 0, np.array(shape))
+        vhi = np.clip(np.ceil(vox.max(0)).astype(int) + 1, 0, np.array(shape))
+        if np.any(vhi <= vlo):
+            continue
+        ii = np.arange(vlo[0], vhi[0])
+        jj = np.arange(vlo[1], vhi[1])
+        slab = max(1, _CHUNK // (len(ii) * len(jj)))
+        for k0 in range(vlo[2], vhi[2], slab):
+            kk = np.arange(k0, min(k0 + slab, vhi[2]))
+            I, J, K = np.meshgrid(ii, jj, kk, indexing="ij")
+            ijk = np.stack([I.ravel(), J.ravel(), K.ravel()], axis=1)
+            a = (apply_affine(affine, ijk) - t) @ R  # world -> anatomy (R orthonormal)
+            inside = sh.contains(a)
+            if inside.any():
+                sel = ijk[inside]
+                labels[sel[:, 0], sel[:, 1], sel[:, 2]] = sh.label
+    return labels
+
+
+def add_table(labels, affine, table_top_y, thickness=12.0, half_width=230.0):
+    """Paint the scanner couch (fixed in scanner coordinates) where there is air."""
+    ny = labels.shape[1]
+    y = affine[1, 3] + affine[1, 1] * np.arange(ny)
+    x = affine[0, 3] + affine[0, 0] * np.arange(labels.shape[0])
+    ysel = (y >= table_top_y) & (y <= table_top_y + thickness)
+    xsel = np.abs(x) <= half_width
+    region = labels[np.ix_(xsel, ysel)]
+    region[region == AIR] = TABLE
+    labels[np.ix_(xsel, ysel)] = region
+    return labels
+
+
+def render_ct(phantom, shape, affine, pose, rng, table_top_y, noise_hu=12.0):
+    """CT in HU (float32): tissue HU, lesion HU, slight blur and noise."""
+    labels = render_labels(phantom, shape, affine, pose)
+    labels = add_table(labels, affine, table_top_y)
+    lut = np.full(LESION_BASE + max(len(phantom.lesions), 1), np.nan, dtype=np.float32)
+    for lab, hu in HU.items():
+        lut[lab] = hu
+    for n, les in enumerate(phantom.lesions):
+        lut[LESION_BASE + n] = LESION_HU[les.region]
+    hu = lut[labels]
+    hu = ndimage.gaussian_filter(hu, sigma=0.6)
+    hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
+    return hu
+
+
+def fine_grid(shape, affine, factor=PET_SUPERSAMPLE):
+    """Sub-voxel grid: ``factor`` samples per axis inside each voxel of the grid."""
+    fine_shape = tuple(int(n) * factor for n in shape)
+    fine = affine.copy()
+    fine[:3, :3] = affine[:3, :3] / factor
+    fine[:3, 3] = apply_affine(affine, np.full(3, -0.5 + 0.5 / factor))
+    return fine_shape, fine
+
+
+def render_pet_truth(phantom, tracer, shape, affine, pose, fwhm_mm):
+    """Noiseless PET in SUV: activity integrated over voxels and blurred by the PSF.
+
+    The activity distribution is sampled on a grid ``PET_SUPERSAMPLE`` times finer than
+    the PET grid, blurred with a Gaussian PSF of ``fwhm_mm`` and averaged over each PET
+    voxel (partial-volume effect of both the PSF and the voxel size).
+    """
+    fshape, faffine = fine_grid(shape, affine)
+    labels = render_labels(phantom, fshape, faffine, pose)
+    suv = phantom.suv_of_labels(labels, tracer)
+    del labels
+    sigma_vox = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / np.linalg.norm(faffine[:3, :3], axis=0)
+    suv = ndimage.gaussian_filter(suv, sigma=sigma_vox, mode="constant")
+    f = PET_SUPERSAMPLE
+    return suv.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
+
+
+def add_pet_noise(clean, rng, cov_ref, ref_suv=2.0, corr_sigma_vox=0.8):
+    """Reconstruction-like noise: spatially correlated, variance proportional to the signal.
+
+    The standard deviation is ``cov_ref * sqrt(v * ref_suv)``, i.e. a coefficient of
+    variation of ``cov_ref`` at SUV ``ref_suv`` (liver-like), falling as 1/sqrt(SUV) for
+    hotter regions. Negative values are clipped as OSEM images are non-negative.
+    """
+    z = ndimage.gaussian_filter(rng.standard_normal(clean.shape).astype(np.float32), corr_sigma_vox)
+    z /= z.std()
+    noisy = clean + cov_ref * np.sqrt(np.maximum(clean, 0.0) * ref_suv) * z
+    return np.maximum(noisy, 0.0).astype(np.float32)

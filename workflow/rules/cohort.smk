@@ -1,0 +1,60 @@
+rule cohort:
+    """Merge the per-patient tables into the cohort tables (plus clinical columns)."""
+    input:
+        lesions=expand("results/{patient}/lesions.tsv", patient=PATIENTS),
+        patients=expand("results/{patient}/patient.json", patient=PATIENTS),
+        clinical=config["clinical"] or [],
+    output:
+        lesions=report(
+            "results/cohort/lesions.tsv",
+            caption="../report/lesions.rst",
+            category="Cohort tables",
+        ),
+        patients=report(
+            "results/cohort/patients.tsv",
+            caption="../report/patients.rst",
+            category="Cohort tables",
+        ),
+    log:
+        "results/logs/cohort/cohort.log",
+    benchmark:
+        "results/benchmarks/cohort/cohort.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/stats.yaml"
+    shell:
+        f"python -m dualpet cohort --reference {REF} --index {IDX}"
+        " --lesions {input.lesions} --patients {input.patients}"
+        " --clinical '{input.clinical}'"
+        " --lesions-out {output.lesions} --patients-out {output.patients} > {log} 2>&1"
+
+
+rule stats:
+    """Cohort statistics: detection, descriptive statistics, paired and clustered tests."""
+    input:
+        lesions="results/cohort/lesions.tsv",
+        patients="results/cohort/patients.tsv",
+    output:
+        json="results/cohort/summary.json",
+        md=report(
+            "results/cohort/summary.md",
+            caption="../report/summary.rst",
+            category="Statistics",
+        ),
+    log:
+        "results/logs/stats/stats.log",
+    benchmark:
+        "results/benchmarks/stats/stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/stats.yaml"
+    shell:
+        f"python -m dualpet stats --reference {REF} --index {IDX}"
+        " --lesions {input.lesions} --patients {input.patients}"
+        " --json {output.json} --md {output.md} > {log} 2>&1"

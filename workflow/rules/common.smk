@@ -1,0 +1,97 @@
+# Sheet loading and validation, wildcard constraints and the small input functions.
+# Nothing else computes at parse time.
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+REF = config["reference_tracer"]
+IDX = config["index_tracer"]
+TRACERS = [REF, IDX]
+if REF == IDX:
+    raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
+
+# Rules run `python -m dualpet` from this checkout (also inside per-rule conda envs).
+_PKG_ROOT = str(Path(workflow.basedir) / "workflow")
+if _PKG_ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_PKG_ROOT, os.environ.get("PYTHONPATH", "")) if p
+    )
+
+
+def load_studies(path):
+    """Read and validate the studies sheet; resolve dicom_dir against its folder."""
+    sheet = pd.read_csv(
+        path, sep="\t", dtype=str, keep_default_na=False, comment="#"
+    ).fillna("")
+    for column in ("pet_series", "ct_series"):
+        if column not in sheet.columns:
+            sheet[column] = ""
+    validate(sheet, "../schemas/studies.schema.yaml")
+    bad = sorted(set(sheet["tracer"]) - set(TRACERS))
+    if bad:
+        raise ValueError(
+            f"{path}: tracer(s) {bad} not configured (reference_tracer={REF}, index_tracer={IDX})"
+        )
+    dup = sheet[sheet.duplicated(["patient", "tracer"], keep=False)]
+    if len(dup):
+        raise ValueError(
+            f"{path}: several rows for {sorted(set(zip(dup.patient, dup.tracer)))}"
+        )
+    incomplete = sorted(
+        p for p, g in sheet.groupby("patient") if set(g["tracer"]) != set(TRACERS)
+    )
+    if incomplete:
+        raise ValueError(
+            f"{path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
+        )
+    base = Path(path).resolve().parent
+    sheet["dicom_dir"] = [
+        os.path.normpath(base / d) if not os.path.isabs(d) else d
+        for d in sheet["dicom_dir"]
+    ]
+    return sheet.set_index(["patient", "tracer"], drop=False)
+
+
+studies = load_studies(config["studies"])
+PATIENTS = sorted(studies["patient"].unique())
+
+
+wildcard_constraints:
+    patient="|".join(PATIENTS) or "__none__",
+    tracer="|".join(TRACERS),
+    lesion=r"L\d+",
+
+
+def study_value(column):
+    """Input/params function: this study's value of a sheet column (per-study only)."""
+
+    def get(wildcards):
+        return studies.loc[(wildcards.patient, wildcards.tracer), column]
+
+    return get
+
+
+def lesion_metrics_of(wildcards):
+    """The per-lesion metric files of one patient, known once its checkpoint ran."""
+    crops = checkpoints.match.get(patient=wildcards.patient).output.crops
+    lesions = glob_wildcards(os.path.join(crops, "{lesion}.npz")).lesion
+    return expand(
+        "results/{patient}/lesions/metrics/{lesion}.json",
+        patient=wildcards.patient,
+        lesion=sorted(lesions),
+    )
+
+
+def final_outputs():
+    return [
+        "results/cohort/lesions.tsv",
+        "results/cohort/patients.tsv",
+        "results/cohort/summary.json",
+        "results/cohort/summary.md",
+    ]

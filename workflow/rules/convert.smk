@@ -1,0 +1,26 @@
+rule convert:
+    """DICOM study folder -> CT (HU) and PET (SUVbw) NIfTI plus the SUV sidecar."""
+    input:
+        dicom=study_value("dicom_dir"),
+    output:
+        ct="results/{patient}/{tracer}/ct.nii.gz",
+        pet="results/{patient}/{tracer}/pet_suv.nii.gz",
+        json="results/{patient}/{tracer}/pet.json",
+    params:
+        pet_series=study_value("pet_series"),
+        ct_series=study_value("ct_series"),
+    log:
+        "results/logs/convert/{patient}_{tracer}.log",
+    benchmark:
+        "results/benchmarks/convert/{patient}_{tracer}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/convert.yaml"
+    shell:
+        "python -m dualpet convert {input.dicom:q} --patient {wildcards.patient}"
+        " --tracer {wildcards.tracer} --ct {output.ct} --pet {output.pet}"
+        " --json {output.json} --pet-series '{params.pet_series}'"
+        " --ct-series '{params.ct_series}' > {log} 2>&1"

@@ -1,0 +1,26 @@
+rule segment:
+    """Background VOI (blood pool) and lesion detection on one study's own PET voxels."""
+    input:
+        ct="results/{patient}/{tracer}/ct.nii.gz",
+        pet="results/{patient}/{tracer}/pet_suv.nii.gz",
+    output:
+        labels="results/{patient}/{tracer}/lesions.nii.gz",
+        json="results/{patient}/{tracer}/segmentation.json",
+    params:
+        detection=json.dumps(config["detection"], sort_keys=True),
+        background=json.dumps(config["background"], sort_keys=True),
+    log:
+        "results/logs/segment/{patient}_{tracer}.log",
+    benchmark:
+        "results/benchmarks/segment/{patient}_{tracer}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/lesions.yaml"
+    shell:
+        "python -m dualpet segment --ct {input.ct} --pet {input.pet}"
+        " --labels {output.labels} --json {output.json}"
+        " --detection {params.detection:q} --background {params.background:q}"
+        " --patient {wildcards.patient} --tracer {wildcards.tracer} > {log} 2>&1"
