@@ -9,7 +9,9 @@ Method:
    uptake regions (liver, kidneys, heart, bladder, spleen, marrow). A candidate whose
    maximum lies in such a region is a lesion only if its SUVmax is at least
    ``organ_contrast`` x the region's median SUV (a metastasis stands out from its organ,
-   noise and organ texture do not). An optional exclusion mask removes more.
+   noise and organ texture do not). Known limitation: a lesion inside an organ whose own
+   uptake exceeds the detection threshold shares the organ's above-threshold region and
+   is rejected with it as oversized; CT-guided organ masks are the planned remedy. An optional exclusion mask removes more.
 3. Touching lesions are split at their own maxima: markers are the regional maxima of
    the lightly smoothed image that stand out by at least ``h`` (h-maxima), the split is
    a watershed of the inverted image over the above-threshold voxels.
@@ -122,33 +124,31 @@ def detect_lesions(
         if sl is None:
             continue
         region = pieces[sl] == lab
-        volume = float(region.sum() * vox_ml)
         vals = np.where(region, suv[sl], -np.inf)
-        peak = np.unravel_index(int(np.argmax(vals)), region.shape)
-        peak = tuple(int(p + s.start) for p, s in zip(peak, sl))
-        cand = {"suvmax": float(suv[peak]), "peak_ijk": list(peak), "volume_ml_at_threshold": volume}
-        cand["peak_lps"] = apply_affine(affine, peak).tolist()
+        local_peak = np.unravel_index(int(np.argmax(vals)), region.shape)
+        peak = tuple(int(p + s.start) for p, s in zip(local_peak, sl))
+        cand = {"suvmax": float(suv[peak]), "peak_ijk": list(peak), "peak_lps": apply_affine(affine, peak).tolist()}
         organ = int(organ_comps[peak])
-        if volume < min_volume_ml:
-            reason = None  # noise-sized: not reported individually
-        elif volume > max_volume_ml:
-            reason = f"larger than max_volume_ml={max_volume_ml}"
-        elif organ in organ_median and cand["suvmax"] < organ_contrast * organ_median[organ]:
+        reason = None
+        if organ in organ_median and cand["suvmax"] < organ_contrast * organ_median[organ]:
             reason = (
                 f"physiological: inside an organ-sized uptake region (median SUV {organ_median[organ]:.2f}) "
                 f"without {organ_contrast}x contrast"
             )
-        else:
-            cand["_lab"] = lab
-            lesions.append(cand)
-            continue
+        volume = float(region.sum() * vox_ml)
+        cand["volume_ml_at_threshold"] = volume
+        if reason is None and volume > max_volume_ml:
+            reason = f"larger than max_volume_ml={max_volume_ml}"
         if reason:
             rejected.append({**cand, "reason": reason})
+        elif volume >= min_volume_ml:  # smaller pieces are noise, not reported individually
+            lesions.append({**cand, "_region": (sl, region)})
     # Stable numbering: cranio-caudal, then by x.
     lesions.sort(key=lambda d: (-d["peak_lps"][2], d["peak_lps"][0]))
     labels = np.zeros(suv.shape, dtype=np.int32)
     for new, les in enumerate(lesions, start=1):
-        labels[pieces == les.pop("_lab")] = new
+        sl, region = les.pop("_region")
+        labels[sl][region] = new
         les["label"] = new
     info = {
         "threshold_suv": float(threshold),

@@ -43,7 +43,7 @@ SIZES = {
     "demo": {"ct_matrix": 160, "ct_pixel": 3.0, "ct_slice": 3.0,
              "pet_matrix": 112, "pet_pixel": 4.0, "pet_slice": 4.0, "z_extent": 390.0},
     "clinical": {"ct_matrix": 512, "ct_pixel": 0.9765625, "ct_slice": 3.0,
-                 "pet_matrix": 200, "pet_pixel": 3.5, "pet_slice": 3.0, "z_extent": 900.0},
+                 "pet_matrix": 200, "pet_pixel": 4.0, "pet_slice": 3.0, "z_extent": 900.0},
 }  # fmt: skip
 #: PET resolution (FWHM, mm) and noise (coefficient of variation at SUV 2) per nuclide:
 #: Ga-68 has a longer positron range and, at lower injected activity, more noise.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dualpet.geometry import apply_affine
 
@@ -25,8 +26,12 @@ RADIOPHARMACEUTICAL = {"fdg": "Fluorodeoxyglucose F^18^", "pentixafor": "Ga-68 P
 
 
 def uid(*entropy):
-    """Deterministic UID (2.25 form) from the given entropy sources."""
-    return generate_uid(prefix=None, entropy_srcs=[str(e) for e in entropy])
+    """Deterministic UID in the 2.25 (UUID-derived, 128-bit) form from the entropy sources.
+
+    (pydicom's ``generate_uid(prefix=None)`` ignores ``entropy_srcs`` and is random.)
+    """
+    digest = hashlib.sha256("|".join(str(e) for e in entropy).encode()).hexdigest()
+    return f"2.25.{int(digest[:32], 16)}"
 
 
 def dicom_date(dt):

@@ -94,17 +94,45 @@ def fine_grid(shape, affine, factor=PET_SUPERSAMPLE):
     return fine_shape, fine
 
 
+def sphere_occupancy(shape, affine, centre, radius, sub=4):
+    """Fraction of each voxel inside a sphere (``sub``^3 samples per voxel), on its bounding box.
+
+    Returns ``(lo, hi, frac)`` with ``frac`` of shape ``hi - lo``, or ``(None, None, None)``
+    when the sphere lies outside the grid.
+    """
+    c = apply_affine(np.linalg.inv(affine), centre)
+    reach = radius / np.linalg.norm(affine[:3, :3], axis=0) + 1
+    lo = np.maximum(np.floor(c - reach).astype(int), 0)
+    hi = np.minimum(np.ceil(c + reach).astype(int) + 1, shape)
+    if np.any(hi <= lo):
+        return None, None, None
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    axes = [(np.arange(a, b)[:, None] + offs[None, :]).ravel() for a, b in zip(lo, hi)]
+    I, J, K = np.meshgrid(*axes, indexing="ij")
+    pts = apply_affine(affine, np.stack([I.ravel(), J.ravel(), K.ravel()], 1))
+    inside = (np.sum((pts - centre) ** 2, axis=1) <= radius**2).astype(np.float32)
+    n = hi - lo
+    frac = inside.reshape(n[0], sub, n[1], sub, n[2], sub).mean(axis=(1, 3, 5))
+    return lo, hi, frac
+
+
 def render_pet_truth(phantom, tracer, shape, affine, pose, fwhm_mm):
     """Noiseless PET in SUV: activity integrated over voxels and blurred by the PSF.
 
     The activity distribution is sampled on a grid ``PET_SUPERSAMPLE`` times finer than
-    the PET grid, blurred with a Gaussian PSF of ``fwhm_mm`` and averaged over each PET
-    voxel (partial-volume effect of both the PSF and the voxel size).
+    the PET grid (lesion spheres with their exact fractional voxel occupancy), blurred
+    with a Gaussian PSF of ``fwhm_mm`` and averaged over each PET voxel (partial-volume
+    effect of both the PSF and the voxel size).
     """
     fshape, faffine = fine_grid(shape, affine)
-    labels = render_labels(phantom, fshape, faffine, pose)
+    labels = render_labels(phantom, fshape, faffine, pose, with_lesions=False)
     suv = phantom.suv_of_labels(labels, tracer)
     del labels
+    for les in phantom.lesions:  # spheres with fractional voxel occupancy
+        lo, hi, frac = sphere_occupancy(fshape, faffine, les.center @ pose[0].T + pose[1], les.radius)
+        if frac is not None:
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            suv[box] = suv[box] * (1.0 - frac) + frac * les.suv[tracer]
     sigma_vox = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / np.linalg.norm(faffine[:3, :3], axis=0)
     suv = ndimage.gaussian_filter(suv, sigma=sigma_vox, mode="constant")
     f = PET_SUPERSAMPLE

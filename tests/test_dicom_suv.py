@@ -1,0 +1,262 @@
+"""DICOM reading, geometry and SUVbw: against hand computation, dicom2nifti, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from dualpet.convert import convert_study
+from dualpet.dicom import load_series, scan_folder, select_series
+from dualpet.errors import DualpetInputError
+from dualpet.geometry import apply_affine, lps_affine
+from dualpet.suv import suv_factor
+
+
+def _pet_header(**over):
+    """A minimal PET slice header for SUV tests (values chosen for hand computation)."""
+    ds = Dataset()
+    ds.Units = "BQML"
+    ds.DecayCorrection = "START"
+    ds.PatientWeight = "75"
+    ds.SeriesDate, ds.SeriesTime = "20240310", "110000"
+    ds.AcquisitionDate, ds.AcquisitionTime = "20240310", "110000"
+    ds.RescaleIntercept, ds.RescaleSlope = "0", "1"
+    item = Dataset()
+    item.RadionuclideTotalDose = "370000000"
+    item.RadionuclideHalfLife = "6586.2"
+    item.RadiopharmaceuticalStartDateTime = "20240310100000"
+    ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+    for key, value in over.items():
+        if key.startswith("rp_"):
+            setattr(item, key[3:], value)
+        else:
+            setattr(ds, key, value)
+    return ds
+
+
+# Hand computation: 370 MBq at 10:00, reference 11:00 (3600 s), F-18:
+# dose(ref) = 370e6 * 2^(-3600/6586.2); SUV factor = 75000 g / dose(ref).
+EXPECTED = 75000.0 / (370e6 * 2 ** (-3600 / 6586.2))
+
+
+def test_suv_textbook_start():
+    out = suv_factor([_pet_header()])
+    assert out["factor"] == pytest.approx(EXPECTED, rel=1e-9)
+    assert out["reference_time_source"] == "series_time"
+    assert out["injection_to_reference_s"] == 3600
+
+
+def test_suv_dose_in_mbq_and_weight_in_grams():
+    out = suv_factor([_pet_header(rp_RadionuclideTotalDose="370", PatientWeight="75000")])
+    assert out["factor"] == pytest.approx(EXPECTED, rel=1e-9)
+    assert out["dose_source"] == "MBq_converted" and out["weight_source"] == "grams_converted"
+
+
+def test_suv_injection_time_before_midnight():
+    # injected 23:30 the day before, scanned 00:30: one hour of decay, not minus 23 h
+    ds = _pet_header(SeriesTime="003000", AcquisitionTime="003000", rp_RadiopharmaceuticalStartTime="233000")
+    del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime
+    out = suv_factor([ds])
+    assert out["injection_time_source"] == "start_time_previous_day"
+    assert out["factor"] == pytest.approx(EXPECTED, rel=1e-9)
+
+
+def test_suv_admin_needs_no_decay():
+    out = suv_factor([_pet_header(DecayCorrection="ADMIN")])
+    assert out["factor"] == pytest.approx(75000.0 / 370e6, rel=1e-9)
+
+
+def test_suv_half_life_from_radionuclide_code():
+    ds = _pet_header()
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    del item.RadionuclideHalfLife
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "C-111A1", "SRT", "^18^Fluorine"
+    item.RadionuclideCodeSequence = Sequence([code])
+    out = suv_factor([ds])
+    assert out["half_life_source"] == "radionuclide_code"
+    assert out["factor"] == pytest.approx(EXPECTED, rel=1e-9)
+
+
+def test_series_time_after_acquisition_uses_acquisition():
+    # post-processed series: SeriesTime 11:30 after the acquisition at 11:00
+    out = suv_factor([_pet_header(SeriesTime="113000")])
+    assert out["reference_time_source"] == "earliest_acquisition_time"
+    assert out["factor"] == pytest.approx(EXPECTED, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "over, attribute",
+    [
+        ({"Units": "CPS"}, "Units"),
+        ({"PatientWeight": "0"}, "PatientWeight"),
+        ({"rp_RadionuclideTotalDose": "0"}, "RadionuclideTotalDose"),
+        ({"RescaleIntercept": "5"}, "RescaleIntercept"),
+        ({"DecayCorrection": "WEIRD"}, "DecayCorrection"),
+    ],
+)
+def test_suv_refusals_name_the_attribute(over, attribute):
+    with pytest.raises(DualpetInputError, match=attribute):
+        suv_factor([_pet_header(**over)], where="patient X, series 1.2.3")
+
+
+# --- reading real (synthetic) series -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study(cohort_dir):
+    return cohort_dir / "dicom" / "P001" / "fdg"
+
+
+def test_nifti_world_equals_dicom_lps(study, tmp_path):
+    """A voxel's world position from the NIfTI equals the DICOM LPS position with x, y negated."""
+    convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
+                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    img = nib.load(tmp_path / "pet.nii.gz")
+    dss = [pydicom.dcmread(p, stop_before_pixels=True) for p in (study / "PT_3").glob("*.dcm")]
+    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    for k in (0, 17, len(dss) - 1):
+        ds = dss[k]
+        ipp = np.array(ds.ImagePositionPatient, float)
+        iop = np.array(ds.ImageOrientationPatient, float)
+        col, row = float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0])
+        for i, j in ((0, 0), (5, 9), (80, 3)):  # i = column, j = row
+            lps = ipp + i * col * iop[:3] + j * row * iop[3:]
+            ras = apply_affine(img.affine, [i, j, k])
+            assert np.allclose(ras, [-lps[0], -lps[1], lps[2]], atol=1e-3)
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert img.get_data_dtype() == np.float32
+
+
+def test_file_names_and_order_do_not_matter(study, tmp_path):
+    """Shuffled, renamed files in nested folders give the same volume (order by position)."""
+    src = sorted((study / "PT_3").glob("*.dcm"))
+    rng = np.random.default_rng(0)
+    for n, p in enumerate(rng.permutation(src)):
+        dst = tmp_path / f"sub{n % 3}" / f"x{rng.integers(1e9)}"
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copy(p, dst)
+    (tmp_path / "README.txt").write_text("not DICOM")
+    a = load_series(next(iter(scan_folder(study / "PT_3").values())))
+    b = load_series(next(iter(scan_folder(tmp_path).values())))
+    assert np.array_equal(a.data, b.data) and np.allclose(a.affine, b.affine)
+
+
+def test_matches_dicom2nifti(study, tmp_path):
+    """Our stacking agrees with dicom2nifti (a core dependency) on CT and PET, in world space."""
+    import dicom2nifti.convert_dicom as c2n
+
+    for series in ("CT_2", "PT_3"):
+        dss = [pydicom.dcmread(p) for p in (study / series).glob("*.dcm")]
+        ref = c2n.dicom_array_to_nifti(dss, str(tmp_path / f"{series}.nii.gz"), reorient_nifti=True)["NII"]
+        ours = load_series(next(iter(scan_folder(study / series).values())))
+        ref_c = nib.as_closest_canonical(ref)
+        ours_c = nib.as_closest_canonical(nib.Nifti1Image(ours.data, np.diag([-1, -1, 1, 1]) @ ours.affine))
+        assert np.allclose(ref_c.affine, ours_c.affine, atol=1e-3)
+        # per-slice slopes: dicom2nifti keeps them (float); float32 rounding only
+        assert np.allclose(np.asarray(ref_c.dataobj, float), np.asarray(ours_c.dataobj), rtol=1e-5, atol=1e-3)
+
+
+def test_varying_slopes_first_slice_slope_one(study, tmp_path):
+    """Per-slice RescaleSlope applied even when the first slice's slope is exactly 1."""
+    files = sorted((study / "PT_3").glob("*.dcm"))
+    dss = [pydicom.dcmread(p) for p in files]
+    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    expected = []
+    for k, ds in enumerate(dss):
+        slope = 1.0 if k == 0 else 0.25 * (1 + k % 7)
+        ds.RescaleSlope = f"{slope:g}"
+        expected.append(ds.pixel_array.T * slope)
+        ds.save_as(tmp_path / f"{k:04d}.dcm")
+    vol = load_series(next(iter(scan_folder(tmp_path).values())))
+    assert vol.data.dtype == np.float32
+    assert np.allclose(vol.data, np.stack(expected, axis=2), rtol=1e-6)
+
+
+def test_missing_slice_names_the_gap(study, tmp_path):
+    files = sorted((study / "PT_3").glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    for p in files[:20] + files[21:]:
+        shutil.copy(p, tmp_path / p.name)
+    gone = float(pydicom.dcmread(files[20]).ImagePositionPatient[2])
+    with pytest.raises(DualpetInputError, match=r"gap of 8\.00 mm.*1 slice\(s\) missing") as err:
+        load_series(next(iter(scan_folder(tmp_path).values())))
+    assert "ImagePositionPatient" in str(err.value)
+    assert f"{gone - 4.0:.2f}" in str(err.value)  # the slice before the gap is named
+
+
+def test_ambiguous_series_lists_candidates(study, tmp_path):
+    shutil.copytree(study, tmp_path / "s")
+    extra = tmp_path / "s" / "PT_copy"
+    extra.mkdir()
+    uid = "1.2.3.4.5.6"
+    for p in (study / "PT_3").glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.SeriesInstanceUID = uid
+        ds.SeriesDescription = "PET copy"
+        ds.save_as(extra / p.name)
+    series = scan_folder(tmp_path / "s")
+    with pytest.raises(DualpetInputError, match="2 candidate attenuation-corrected PET series.*pet_series"):
+        select_series(series, tmp_path / "s")
+    pet, ct = select_series(series, tmp_path / "s", pet_uid=uid)
+    assert pet.uid == uid and ct.kind == "ct_axial"
+
+
+def test_nac_and_localizer_are_not_chosen(study, tmp_path):
+    shutil.copytree(study, tmp_path / "s")
+    for name, kind in (("NAC", "pet_nac"), ("SCOUT", "localizer")):
+        src = "PT_3" if kind == "pet_nac" else "CT_2"
+        (tmp_path / "s" / name).mkdir()
+        for p in sorted((study / src).glob("*.dcm"))[:3]:
+            ds = pydicom.dcmread(p)
+            ds.SeriesInstanceUID = f"1.2.3.{len(name)}"
+            if kind == "pet_nac":
+                ds.CorrectedImage = ["DECY", "NORM"]
+            else:
+                ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+            ds.save_as(tmp_path / "s" / name / p.name)
+    series = scan_folder(tmp_path / "s")
+    assert sorted(s.kind for s in series.values()) == ["ct_axial", "localizer", "pet_ac", "pet_nac"]
+    pet, ct = select_series(series, tmp_path / "s")
+    assert pet.kind == "pet_ac" and ct.kind == "ct_axial"
+
+
+def test_cli_error_is_one_line(tmp_path, tool_env):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dualpet", "suv", str(tmp_path / "empty"), "-o", str(tmp_path / "x.nii.gz")],
+        capture_output=True, text=True, env=tool_env,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no attenuation-corrected PET series" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_suv_cli_writes_sidecar(study, tmp_path, tool_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dualpet", "suv", str(study), "-o", str(tmp_path / "s.nii.gz"), "--json", str(tmp_path / "s.json")],
+        capture_output=True, text=True, env=tool_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    side = pydicom.dcmread(next((study / "PT_3").glob("*.dcm")), stop_before_pixels=True)
+    text = (tmp_path / "s.json").read_text()
+    for ident in (str(side.PatientName), side.PatientID, side.PatientBirthDate, side.AccessionNumber):
+        assert ident not in text
+    assert side.StudyDate not in text  # no absolute dates either (only durations)
+    sidecar = json.loads(text)
+    assert sidecar["units"] == "SUVbw (g/mL)" and sidecar["factor"] > 0
+    # the NIfTI origin is the lowest slice's ImagePositionPatient (LPS), in RAS
+    lowest = min(
+        (np.array(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient, float) for p in (study / "PT_3").glob("*.dcm")),
+        key=lambda v: v[2],
+    )  # fmt: skip
+    assert np.allclose(lps_affine(nib.load(tmp_path / "s.nii.gz").affine)[:3, 3], lowest, atol=1e-3)

@@ -1,0 +1,178 @@
+"""The reference-data generator: its truth must agree with its pixels and headers.
+
+The SUVs here are recomputed from the raw DICOM attributes with the textbook formula,
+independently of :mod:`dualpet.suv`, so that generator and reader check each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from dualpet.synth import SIZES, generate_cohort
+from dualpet.synth.phantom import CATEGORY_P, make_phantom
+
+
+def _read_series(folder):
+    dss = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
+    dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    return dss
+
+
+def _textbook_suv(dss):
+    """SUVbw volume [i, j, k] from raw attributes: BQML, DecayCorrection START."""
+    d0 = dss[0]
+    rp = d0.RadiopharmaceuticalInformationSequence[0]
+    inj = dt.datetime.strptime(str(rp.RadiopharmaceuticalStartDateTime)[:14], "%Y%m%d%H%M%S")
+    ser = dt.datetime.strptime(d0.SeriesDate + d0.SeriesTime[:6], "%Y%m%d%H%M%S")
+    dose = float(rp.RadionuclideTotalDose) * 2 ** (-(ser - inj).total_seconds() / float(rp.RadionuclideHalfLife))
+    factor = float(d0.PatientWeight) * 1000.0 / dose
+    return np.stack([d.pixel_array.T * float(d.RescaleSlope) * factor for d in dss], axis=2)
+
+
+def _positions(dss):
+    """LPS coordinates of the voxel centres of an axial series: x[i], y[j], z[k], half diagonal."""
+    d0 = dss[0]
+    origin = np.array(d0.ImagePositionPatient, float)
+    col, row = float(d0.PixelSpacing[1]), float(d0.PixelSpacing[0])
+    z = np.array([float(d.ImagePositionPatient[2]) for d in dss])
+    x = origin[0] + np.arange(d0.Columns) * col
+    y = origin[1] + np.arange(d0.Rows) * row
+    return x, y, z, np.sqrt(col**2 + row**2 + (z[1] - z[0]) ** 2) / 2
+
+
+def test_truth_suvs_match_pixels(cohort_dir, truth):
+    """The truth's image SUVmax/SUVmean are what the pixels hold (same voxel sets)."""
+    for pid, t in truth.items():
+        for tracer in t["tracers"]:
+            dss = _read_series(cohort_dir / "dicom" / pid / tracer / "PT_3")
+            assert dss[0].Units == "BQML" and dss[0].DecayCorrection == "START"
+            suv = _textbook_suv(dss)
+            x, y, z, half_diag = _positions(dss)
+            for les in t["lesions"]:
+                c = les["center_lps"][tracer]
+                d = np.sqrt(
+                    (x[:, None, None] - c[0]) ** 2 + (y[None, :, None] - c[1]) ** 2 + (z[None, None, :] - c[2]) ** 2
+                )
+                inside = d <= max(les["radius_mm"], half_diag)
+                # rel 1e-4: the generator writes the dose with 6 significant digits
+                assert suv[inside].max() == pytest.approx(les["image_suvmax"][tracer], rel=1e-4)
+                core = d <= les["radius_mm"]
+                if core.any():
+                    assert suv[core].mean() == pytest.approx(les["image_suvmean"][tracer], rel=1e-4)
+
+
+def test_partial_volume_of_a_large_sphere():
+    """A 15 mm sphere of SUV 10 in a uniform body keeps its value at the centre (PSF FWHM
+    6.5 mm: recovery erf(15/(2.76*sqrt2)) ~ 1.0; 2 % allows the 4 mm voxel averaging),
+    and the blur conserves the activity (1 %: discretisation of the sphere)."""
+    from dualpet.synth.phantom import MUSCLE, Lesion, Phantom, Shape
+    from dualpet.synth.render import grid_affine, render_pet_truth
+
+    body = Shape(MUSCLE, np.zeros(3), np.array([150.0, 100.0, 1000.0]), "cylinder")
+    shape = (64, 64, 40)
+    aff = grid_affine(shape, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    pose = (np.eye(3), np.zeros(3))
+    base = render_pet_truth(Phantom(shapes=[body], uptake={"fdg": {MUSCLE: 1.0}}), "fdg", shape, aff, pose, 6.5)
+    ph = Phantom(shapes=[body], uptake={"fdg": {MUSCLE: 1.0}})
+    ph.lesions = [Lesion("T01", "lymph node", np.array([10.0, -5.0, 3.0]), 15.0, {"fdg": 10.0}, "both")]
+    img = render_pet_truth(ph, "fdg", shape, aff, pose, 6.5)
+    assert img.max() == pytest.approx(10.0, rel=0.02)
+    excess = (img - base).sum() * 0.064  # SUV x mL
+    assert excess == pytest.approx(9.0 * 4 / 3 * np.pi * 15.0**3 / 1000.0, rel=0.01)
+
+
+def test_transform_maps_lesion_centres(truth):
+    for t in truth.values():
+        M = np.array(t["transform_reference_to_index"]["matrix_lps"])
+        assert np.allclose(M[:3, :3] @ M[:3, :3].T, np.eye(3), atol=1e-9)  # rigid
+        for les in t["lesions"]:
+            a = np.array(les["center_lps"][t["reference_tracer"]])
+            b = np.array(les["center_lps"][t["index_tracer"]])
+            assert np.allclose(M[:3, :3] @ a + M[:3, 3], b, atol=1e-6)
+        angles = t["studies"][t["index_tracer"]]["pose"]["angles_deg"]
+        assert max(abs(a) for a in angles) <= 5.0
+
+
+def test_headers_complete_and_frames(cohort_dir, truth):
+    for pid, t in truth.items():
+        frames = []
+        for tracer in t["tracers"]:
+            ct = pydicom.dcmread(next((cohort_dir / "dicom" / pid / tracer / "CT_2").glob("*.dcm")))
+            pets = _read_series(cohort_dir / "dicom" / pid / tracer / "PT_3")
+            pt = pets[0]
+            assert ct.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+            assert pt.SOPClassUID == "1.2.840.10008.5.1.4.1.1.128"
+            assert ct.FrameOfReferenceUID == pt.FrameOfReferenceUID
+            frames.append(pt.FrameOfReferenceUID)
+            for kw in ("PatientWeight", "PatientSize", "PatientSex", "CorrectedImage", "ImageOrientationPatient"):
+                assert kw in pt, kw
+            assert "ATTN" in pt.CorrectedImage
+            rp = pt.RadiopharmaceuticalInformationSequence[0]
+            assert float(rp.RadionuclideTotalDose) > 1e7 and float(rp.RadionuclideHalfLife) > 0
+            assert rp.RadionuclideCodeSequence[0].CodeValue in ("C-111A1", "C-131A3")
+            # synthetic identifying data, so that de-identification can be tested
+            assert str(pt.PatientName) == t["identifiers"]["PatientName"]
+            assert pt.PatientID == t["identifiers"]["PatientID"]
+            assert pt.PatientBirthDate == t["identifiers"]["PatientBirthDate"]
+            # int16 with per-slice RescaleSlope that really differs between slices
+            slopes = {float(d.RescaleSlope) for d in pets}
+            assert len(slopes) > len(pets) // 2
+            assert pt.BitsAllocated == 16 and pt.PixelRepresentation == 1
+        assert frames[0] != frames[1]  # two studies, two frames of reference
+        half_lives = {t["studies"][x]["half_life_s"] for x in t["tracers"]}
+        assert half_lives == {6586.2, 4062.6}
+
+
+def test_adding_patients_keeps_earlier_ones(tmp_path, cohort_dir):
+    """Patient 1 of a 1-patient cohort equals patient 1 of the 2-patient cohort, bit for bit."""
+    generate_cohort(tmp_path, n_patients=1, seed=11, size="demo", log=lambda m: None)
+
+    def digest(root):
+        h = hashlib.sha256()
+        for p in sorted((root / "dicom" / "P001").rglob("*.dcm")):
+            h.update(p.read_bytes())
+        return h.hexdigest()
+
+    assert digest(tmp_path) == digest(cohort_dir)
+    assert json.loads((tmp_path / "truth" / "P001.json").read_text()) == json.loads(
+        (cohort_dir / "truth" / "P001.json").read_text()
+    )
+    # a second call keeps the existing patient untouched (no rewrite, same mtime)
+    mtime = (tmp_path / "truth" / "P001.json").stat().st_mtime_ns
+    generate_cohort(tmp_path, n_patients=1, seed=11, size="demo", log=lambda m: None)
+    assert (tmp_path / "truth" / "P001.json").stat().st_mtime_ns == mtime
+
+
+def test_lesion_mix_like_the_study():
+    """About 40 % of lesions Pentixafor-negative, a few Pentixafor-only, sizes 4-20 mm."""
+    cats, radii, regions = [], [], set()
+    for n in range(40):
+        ph = make_phantom(np.random.default_rng([5, n, 0]), ("fdg", "pentixafor"), 8, (-175.0, 135.0))
+        cats += [les.category for les in ph.lesions]
+        radii += [les.radius for les in ph.lesions]
+        regions |= {les.region for les in ph.lesions}
+    frac = {c: cats.count(c) / len(cats) for c in CATEGORY_P}
+    # 320 lesions: binomial SD of a proportion ~0.028; allow ~3.5 SD
+    assert abs(frac["reference_only"] - CATEGORY_P["reference_only"]) < 0.1
+    assert 0.03 < frac["index_only"] < 0.2
+    assert 4.0 <= min(radii) and max(radii) <= 20.0
+    assert regions == {"liver", "lymph node", "bone", "lung"}
+
+
+def test_size_presets():
+    c = SIZES["clinical"]
+    assert c["ct_matrix"] == 512 and abs(c["ct_pixel"] - 1.0) < 0.05 and c["ct_slice"] == 3.0
+    assert round(c["z_extent"] / c["ct_slice"]) == 300
+    assert c["pet_matrix"] == 200 and abs(c["pet_pixel"] - 4.0) < 0.1
+
+
+@pytest.mark.parametrize("bad", ["tiny", ""])
+def test_unknown_size_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="unknown size"):
+        generate_cohort(tmp_path, n_patients=1, size=bad)
