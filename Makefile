@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CORES  ?= all
-DEMO_PATIENTS ?= 4
+DEMO_PATIENTS ?= 6
 DEMO_SEED ?= 2021
 
 # Rules call `python -m dualpet`: the venv must come first on PATH.

@@ -7,7 +7,8 @@ import numpy as np
 from dualpet.dicom import load_series, scan_folder, select_series
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import voxel_spacing
-from dualpet.io import nifti_image, save_nifti, write_json
+from dualpet.io import write_json
+from dualpet.nifti import nifti_image, save_nifti
 from dualpet.suv import suv_factor, to_suv
 
 

@@ -64,28 +64,3 @@ def write_tsv(path, df):
     """Write a pandas DataFrame as TSV (no index, empty string for missing), atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.6g")
-
-
-def save_nifti(path, img):
-    """Save a nibabel image atomically."""
-    import nibabel as nib
-
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-
-
-def nifti_image(data, affine_lps):
-    """NIfTI-1 image with the RAS affine in both qform and sform (code 1, scanner).
-
-    The header carries nothing but geometry and data type: no description, no
-    auxiliary file name, no extensions (DICOM identifiers must not leak into outputs).
-    """
-    import nibabel as nib
-
-    from dualpet.geometry import ras_affine
-
-    img = nib.Nifti1Image(data, ras_affine(affine_lps))
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    return img

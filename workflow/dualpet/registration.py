@@ -52,7 +52,8 @@ from scipy import ndimage as ndi
 
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import LPS_TO_RAS
-from dualpet.io import atomic_path, save_nifti, write_json
+from dualpet.io import atomic_path, write_json
+from dualpet.nifti import save_nifti
 
 __all__ = [
     "register_ct",

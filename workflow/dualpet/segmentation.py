@@ -179,7 +179,8 @@ def segment_study(ct_path, pet_path, labels_out, json_out, *, detection, backgro
 
     from dualpet.background import blood_pool
     from dualpet.geometry import lps_affine
-    from dualpet.io import nifti_image, save_nifti, write_json
+    from dualpet.io import write_json
+    from dualpet.nifti import nifti_image, save_nifti
 
     where = f"patient {patient}, {tracer}"
     ct = nib.load(str(ct_path))

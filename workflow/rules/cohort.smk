@@ -19,12 +19,12 @@ rule cohort:
         "results/logs/cohort/cohort.log",
     benchmark:
         "results/benchmarks/cohort/cohort.tsv"
+    conda:
+        "../../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/stats.yaml"
     shell:
         f"python -m dualpet cohort --reference {REF} --index {IDX}"
         " --lesions {input.lesions} --patients {input.patients}"
@@ -48,12 +48,12 @@ rule stats:
         "results/logs/stats/stats.log",
     benchmark:
         "results/benchmarks/stats/stats.tsv"
+    conda:
+        "../../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/stats.yaml"
     shell:
         f"python -m dualpet stats --reference {REF} --index {IDX}"
         " --lesions {input.lesions} --patients {input.patients}"

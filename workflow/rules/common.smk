@@ -2,11 +2,11 @@
 # Nothing else computes at parse time.
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
-
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -17,11 +17,10 @@ if REF == IDX:
     raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
 
 # Rules run `python -m dualpet` from this checkout (also inside per-rule conda envs).
-_PKG_ROOT = str(Path(workflow.basedir) / "workflow")
-if _PKG_ROOT not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (_PKG_ROOT, os.environ.get("PYTHONPATH", "")) if p
-    )
+shell.prefix(
+    f"export PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'workflow'))}"
+    "${{PYTHONPATH:+:$PYTHONPATH}}; "
+)
 
 
 def load_studies(path):

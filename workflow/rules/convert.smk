@@ -6,19 +6,19 @@ rule convert:
         ct="results/{patient}/{tracer}/ct.nii.gz",
         pet="results/{patient}/{tracer}/pet_suv.nii.gz",
         json="results/{patient}/{tracer}/pet.json",
-    params:
-        pet_series=study_value("pet_series"),
-        ct_series=study_value("ct_series"),
     log:
         "results/logs/convert/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/convert/{patient}_{tracer}.tsv"
+    conda:
+        "../../envs/convert.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/convert.yaml"
+    params:
+        pet_series=study_value("pet_series"),
+        ct_series=study_value("ct_series"),
     shell:
         "python -m dualpet convert {input.dicom:q} --patient {wildcards.patient}"
         " --tracer {wildcards.tracer} --ct {output.ct} --pet {output.pet}"

@@ -12,19 +12,19 @@ checkpoint match:
     output:
         index="results/{patient}/lesions/index.tsv",
         crops=directory("results/{patient}/lesions/crops"),
-    params:
-        tolerance=config["matching"]["tolerance_mm"],
-        fraction=config["voi"]["isocontour"],
     log:
         "results/logs/match/{patient}.log",
     benchmark:
         "results/benchmarks/match/{patient}.tsv"
+    conda:
+        "../../envs/lesions.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/lesions.yaml"
+    params:
+        tolerance=config["matching"]["tolerance_mm"],
+        fraction=config["voi"]["isocontour"],
     shell:
         "python -m dualpet match --patient {wildcards.patient}"
         f" --reference {REF} --index {IDX}"
@@ -48,12 +48,12 @@ rule lesion_metrics:
         "results/benchmarks/lesion_metrics/{patient}_{lesion}.tsv"
     group:
         "lesions"
+    conda:
+        "../../envs/lesions.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/lesions.yaml"
     shell:
         f"python -m dualpet lesion-metrics {{input}} --reference {REF} --index {IDX}"
         " -o {output} > {log} 2>&1"
@@ -76,12 +76,12 @@ rule patient_table:
         "results/benchmarks/patient_table/{patient}.tsv"
     group:
         "lesions"
+    conda:
+        "../../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/stats.yaml"
     shell:
         "python -m dualpet patient-table --patient {wildcards.patient}"
         f" --reference {REF} --index {IDX}"

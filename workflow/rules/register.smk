@@ -6,19 +6,19 @@ rule register:
     output:
         tfm="results/{patient}/registration/transform.tfm",
         qc="results/{patient}/registration/qc.json",
-    params:
-        grid_mm=config["registration"]["grid_mm"],
-        affine="--affine" if config["registration"]["affine"] else "",
     log:
         "results/logs/register/{patient}.log",
     benchmark:
         "results/benchmarks/register/{patient}.tsv"
+    conda:
+        "../../envs/register.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/register.yaml"
+    params:
+        grid_mm=config["registration"]["grid_mm"],
+        affine="--affine" if config["registration"]["affine"] else "",
     shell:
         "python -m dualpet register --fixed {input.fixed} --moving {input.moving}"
         " --tfm {output.tfm} --qc {output.qc} --threads {threads}"

@@ -6,19 +6,19 @@ rule segment:
     output:
         labels="results/{patient}/{tracer}/lesions.nii.gz",
         json="results/{patient}/{tracer}/segmentation.json",
-    params:
-        detection=json.dumps(config["detection"], sort_keys=True),
-        background=json.dumps(config["background"], sort_keys=True),
     log:
         "results/logs/segment/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/segment/{patient}_{tracer}.tsv"
+    conda:
+        "../../envs/lesions.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/lesions.yaml"
+    params:
+        detection=json.dumps(config["detection"], sort_keys=True),
+        background=json.dumps(config["background"], sort_keys=True),
     shell:
         "python -m dualpet segment --ct {input.ct} --pet {input.pet}"
         " --labels {output.labels} --json {output.json}"

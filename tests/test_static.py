@@ -1,0 +1,211 @@
+"""Static checks: per-rule conda envs list what each rule imports, pinned like
+pyproject.toml; the workflow is lint-clean and snakefmt-formatted; config and demo
+sheets are consistent. (Conda channels are unreachable on the CI machine, so the env
+files are kept correct by these checks instead of by building them.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+PKG = REPO / "workflow" / "dualpet"
+#: import name -> distribution name (conda-forge and PyPI agree for these)
+DIST = {"SimpleITK": "simpleitk", "skimage": "scikit-image", "yaml": "pyyaml"}
+STDLIB = set(sys.stdlib_module_names)
+
+
+def _imports(path):
+    """(third-party top-level names, dualpet modules) imported anywhere in a file."""
+    third, own = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "dualpet" else [])
+        for name in names:
+            top = name.split(".")[0]
+            if top == "dualpet":
+                own.add(name)
+            elif top not in STDLIB:
+                third.add(top)
+    return third, own
+
+
+def _module_file(name):
+    parts = name.split(".")[1:]
+    base = PKG.joinpath(*parts)
+    if (base / "__init__.py").exists():
+        return base / "__init__.py"
+    return base.with_suffix(".py") if base.with_suffix(".py").exists() else None
+
+
+def _closure(start_modules):
+    seen, third, todo = set(), set(), list(start_modules)
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        f = _module_file(mod)
+        if f is None:
+            continue
+        t, own = _imports(f)
+        third |= t
+        todo += list(own)
+    return third
+
+
+def _command_imports(command):
+    """Third-party packages a `dualpet COMMAND` may import (transitively, function-level too)."""
+    tree = ast.parse((PKG / "cli.py").read_text())
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"_cmd_{command.replace('-', '_')}")
+    mods, third = set(), set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("dualpet"):
+            mods.add(node.module)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("_load"):
+            loader = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == node.func.id)
+            for sub in ast.walk(loader):
+                if isinstance(sub, ast.ImportFrom) and sub.module.startswith("dualpet"):
+                    mods.add(sub.module)
+                elif isinstance(sub, ast.Import):
+                    third |= {a.name.split(".")[0] for a in sub.names}
+        elif isinstance(node, ast.Import):
+            third |= {a.name.split(".")[0] for a in node.names}
+    return {DIST.get(n, n) for n in (_closure(mods) | third) - STDLIB}
+
+
+def _rules():
+    """rule name -> (env file, dualpet command) parsed from the rule files."""
+    out = {}
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for block in re.split(r"\n(?=(?:checkpoint|rule) )", text):
+            m = re.match(r"(?:checkpoint|rule) (\w+):", block)
+            if not m:
+                continue
+            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            cmd = re.search(r"python -m dualpet ([\w-]+)", block)
+            out[m.group(1)] = ((smk.parent / env.group(1)).resolve() if env else None, cmd.group(1) if cmd else None)
+    return out
+
+
+def _pyproject_ranges():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for d in deps:
+        m = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", d)
+        out[m.group(1).lower()] = m.group(2).replace(" ", "")
+    return out
+
+
+def _env_ranges(path):
+    out = {}
+    for dep in yaml.safe_load(path.read_text())["dependencies"]:
+        name, _, spec = dep.partition(" ")
+        out[name.lower()] = spec.replace(" ", "")
+    return out
+
+
+RULES = _rules()
+
+
+def test_every_rule_has_log_benchmark_resources_threads_env():
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text()):
+            m = re.match(r"(?:checkpoint|rule) (\w+):", block)
+            if m:
+                for directive in ("log:", "benchmark:", "resources:", "threads:", "conda:"):
+                    assert directive in block, f"rule {m.group(1)} lacks {directive}"
+    assert len(RULES) >= 8
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_env_lists_what_the_rule_imports_with_pyproject_pins(rule):
+    env, command = RULES[rule]
+    assert env is not None and env.exists(), f"rule {rule}: env file {env}"
+    assert command, f"rule {rule} does not call python -m dualpet"
+    listed = _env_ranges(env)
+    needed = _command_imports(command)
+    missing = needed - set(listed)
+    assert not missing, f"rule {rule} ({command}) imports {sorted(missing)}, not in {env.name}"
+    pins = _pyproject_ranges()
+    for name, spec in listed.items():
+        if name != "python":
+            assert pins.get(name) == spec, f"{env.name}: {name} {spec} differs from pyproject ({pins.get(name)})"
+
+
+def test_snakemake_lint_clean(tool_env):
+    proc = subprocess.run(["snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, env=tool_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakefmt_formatted(tool_env):
+    files = ["Snakefile", *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    proc = subprocess.run(["snakefmt", "--check", *files], cwd=REPO, capture_output=True, text=True, env=tool_env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_config_validates_with_defaults():
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    minimal = {"studies": "x.tsv"}
+    validate(minimal, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert minimal["detection"]["factor"] == 2.0 and minimal["voi"]["isocontour"] == 0.41
+    assert minimal["reference_tracer"] == "fdg"
+
+
+def test_demo_sheets_match_the_generator_and_makefile():
+    """config/studies.tsv is what `make demo` generates, seen from config/."""
+    from dualpet.synth import patient_id
+
+    n = int(re.search(r"DEMO_PATIENTS \?= (\d+)", (REPO / "Makefile").read_text()).group(1))
+    rows = [line.split("\t") for line in (REPO / "config" / "studies.tsv").read_text().splitlines()[1:]]
+    expected = [
+        [patient_id(i), t, f"../results/demo_input/dicom/{patient_id(i)}/{t}", "", ""]
+        for i in range(1, n + 1)
+        for t in ("fdg", "pentixafor")
+    ]
+    assert rows == expected
+    clinical = (REPO / "config" / "clinical.tsv").read_text().splitlines()
+    assert len(clinical) == n + 1 and clinical[0].startswith("patient\t")
+
+
+def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("studies: s.tsv\n")
+    (tmp_path / "s.tsv").write_text("patient\ttracer\tdicom_dir\nJohn Doe\tfdg\td\nJohn Doe\tpentixafor\td\n")
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
+        capture_output=True, text=True, env=tool_env,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "John Doe" in proc.stdout + proc.stderr
+    (tmp_path / "s.tsv").write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\n")
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
+        capture_output=True, text=True, env=tool_env,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "lack a study of both tracers" in proc.stdout + proc.stderr
+
+
+def test_readme_gives_the_two_commands():
+    text = (REPO / "README.md").read_text()
+    assert "make demo" in text and "make test" in text
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_results_are_not_committed():
+    ignore = (REPO / ".gitignore").read_text()
+    assert "results/*" in ignore and Path(REPO / "results" / ".gitkeep").exists()
