@@ -42,7 +42,7 @@ rule stats:
         md=report(
             "results/cohort/summary.md",
             caption="../report/summary.rst",
-            category="Statistics",
+            category="Cohort statistics",
         ),
     log:
         "results/logs/stats/stats.log",
