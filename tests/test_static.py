@@ -186,18 +186,17 @@ def test_demo_sheets_match_the_generator_and_makefile():
 def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text("studies: s.tsv\n")
-    (tmp_path / "s.tsv").write_text("patient\ttracer\tdicom_dir\nJohn Doe\tfdg\td\nJohn Doe\tpentixafor\td\n")
-    proc = subprocess.run(
-        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
-        capture_output=True, text=True, env=tool_env,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "John Doe" in proc.stdout + proc.stderr
-    (tmp_path / "s.tsv").write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\n")
-    proc = subprocess.run(
-        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
-        capture_output=True, text=True, env=tool_env,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "lack a study of both tracers" in proc.stdout + proc.stderr
+
+    def dry_run(sheet):
+        (tmp_path / "s.tsv").write_text(sheet)
+        cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=tool_env)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    rc, out = dry_run("patient\ttracer\tdicom_dir\nJohn Doe\tfdg\td\nJohn Doe\tpentixafor\td\n")
+    assert rc != 0 and "John Doe" in out
+    rc, out = dry_run("patient\ttracer\tdicom_dir\nP1\tfdg\td\n")
+    assert rc != 0 and "lack a study of both tracers" in out
 
 
 def test_readme_gives_the_two_commands():

@@ -575,7 +575,12 @@ def _map_points(tfm, points):
     if pts.shape[-1:] != (3,):
         raise ValueError(f"points must have shape (N, 3) or (3,), got {pts.shape}")
     flat = pts.reshape(-1, 3)
-    out = np.array([tfm.TransformPoint([float(v) for v in p]) for p in flat], dtype=float)
+    if hasattr(tfm, "GetMatrix"):  # rigid/affine: p' = A (p - c) + c + t, vectorised
+        A = np.asarray(tfm.GetMatrix(), dtype=float).reshape(3, 3)
+        c = np.asarray(tfm.GetCenter(), dtype=float)
+        out = (flat - c) @ A.T + c + np.asarray(tfm.GetTranslation(), dtype=float)
+    else:
+        out = np.array([tfm.TransformPoint([float(v) for v in p]) for p in flat], dtype=float)
     return out.reshape(pts.shape)
 
 
