@@ -9,9 +9,10 @@ Method:
    uptake regions (liver, kidneys, heart, bladder, spleen, marrow). A candidate whose
    maximum lies in such a region is a lesion only if its SUVmax is at least
    ``organ_contrast`` x the region's median SUV (a metastasis stands out from its organ,
-   noise and organ texture do not). Known limitation: a lesion inside an organ whose own
-   uptake exceeds the detection threshold shares the organ's above-threshold region and
-   is rejected with it as oversized; CT-guided organ masks are the planned remedy. An optional exclusion mask removes more.
+   noise and organ texture do not). An optional exclusion mask removes more. Known
+   limitation: a lesion inside an organ whose own uptake exceeds the detection threshold
+   shares the organ's above-threshold region and is rejected with it as oversized;
+   CT-guided organ masks are the planned remedy.
 3. Touching lesions are split at their own maxima: markers are the regional maxima of
    the lightly smoothed image that stand out by at least ``h`` (h-maxima), the split is
    a watershed of the inverted image over the above-threshold voxels.
