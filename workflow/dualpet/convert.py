@@ -9,7 +9,7 @@ from dualpet.errors import DualpetInputError
 from dualpet.geometry import voxel_spacing
 from dualpet.io import write_json
 from dualpet.nifti import nifti_image, save_nifti
-from dualpet.suv import suv_factor, to_suv
+from dualpet.suv import suv_factors
 
 
 def _series_summary(series, volume):
@@ -25,8 +25,9 @@ def _series_summary(series, volume):
 def convert_pet(series, out, json_out=None, *, where, extra=None):
     """Convert one PET series to SUVbw NIfTI (float32) and write its sidecar."""
     volume = load_series(series, label=where)
-    suv = suv_factor(volume.datasets, where=f"{where}, series {series.uid}")
-    data = to_suv(volume.data, suv["factor"])
+    factors, suv = suv_factors(volume.datasets, where=f"{where}, series {series.uid}")
+    data = volume.data  # float32, rescaled per slice; scaled in place to save memory
+    data *= factors.astype(np.float32)[None, None, :]
     save_nifti(out, nifti_image(data, volume.affine))
     sidecar = {
         "units": "SUVbw (g/mL)",

@@ -235,7 +235,11 @@ def load_series(series, *, dtype=np.float32, label=None):
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         slopes[k] = slope
-        pix = ds.pixel_array
+        try:
+            pix = ds.pixel_array
+        except Exception as exc:  # truncated or undecodable pixel data: name the file
+            name = getattr(ds, "filename", "?")
+            raise DualpetInputError(f"{where}: cannot decode pixel data of {name} (attribute PixelData): {exc}") from exc
         data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
         del ds.PixelData
     return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes)
