@@ -1,5 +1,8 @@
 """The Snakemake workflow end to end on a tiny generated cohort, checked against its truth.
 
+The cohort carries every vendor header variant of `dualpet synth --quirks` (3 patients =
+6 studies = 6 variants) and extra NAC, localizer and MIP series in every study folder.
+
 The tests share one working directory and run in file order: dry run on a fresh
 directory, full run, audit (nothing left to do), de-identification scan, and finally
 adding a patient (which plans only that patient's jobs and the cohort-level ones).
@@ -27,7 +30,7 @@ N = 3
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("wf")
-    generate_cohort(wd / "data", n_patients=N, seed=5, size="demo", log=lambda m: None)
+    generate_cohort(wd / "data", n_patients=N, seed=5, size="demo", quirks=True, log=lambda m: None)
     (wd / "config").mkdir()
     (wd / "config" / "config.yaml").write_text(
         "studies: data/studies.tsv\nclinical: data/clinical.tsv\nreference_tracer: fdg\nindex_tracer: pentixafor\n"
@@ -146,7 +149,7 @@ def test_no_identifying_data_in_outputs(workdir):
 
 
 def test_adding_a_patient_plans_only_its_jobs(workdir, tool_env):
-    generate_cohort(workdir / "data", n_patients=N + 1, seed=5, size="demo", log=lambda m: None)
+    generate_cohort(workdir / "data", n_patients=N + 1, seed=5, size="demo", quirks=True, log=lambda m: None)
     proc = snakemake(workdir, tool_env, "-n")
     assert proc.returncode == 0, proc.stderr
     jobs = planned(proc)

@@ -18,7 +18,7 @@ import sys
 def _cmd_synth(a):
     from dualpet.synth import generate_cohort
 
-    generate_cohort(a.outdir, a.patients, a.seed, a.size, log=lambda m: print(m, file=sys.stderr))
+    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, log=lambda m: print(m, file=sys.stderr))
 
 
 def _cmd_suv(a):
@@ -141,6 +141,12 @@ def build_parser():
     s.add_argument("--patients", type=int, default=4, help="number of patients (default 4)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--size", choices=["demo", "clinical"], default="demo", help="image grids (default demo)")
+    s.add_argument(
+        "--quirks",
+        action="store_true",
+        help="vendor header variants (Philips CNTS, MBq dose, midnight injection, post-processed SeriesTime, "
+        "GE private datetime, feet-first), one per study, plus NAC, localizer and MIP series in each folder",
+    )
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")

@@ -54,6 +54,19 @@ LESION_Z_RANGE = (-175.0, 135.0)
 FOV_CENTER_Z = -25.0  # anatomy z at the centre of the field of view
 BED_LENGTH_MM, BED_DURATION_S = 160.0, 120.0
 
+#: Vendor header variants of ``--quirks`` (one per study, cycling), each a real-world case
+#: the reader must handle: Philips counts with private scale factors, dose in MBq,
+#: injection before midnight (StartTime only), post-processed SeriesTime after the
+#: acquisition, GE private scan datetime, feet-first acquisition numbering.
+QUIRKS = (
+    "philips_cnts",
+    "mbq_dose",
+    "midnight_injection",
+    "postprocessed_series_time",
+    "ge_private_datetime",
+    "feet_first",
+)
+
 DETECTABILITY_RULE = (
     "detectable on a tracer if the noiseless partial-volume image maximum within the lesion "
     "is at least 1.5 x the local background (noiseless mean in a 10-20 mm shell around the "
@@ -69,8 +82,13 @@ def patient_id(n):
     return f"P{n:03d}"
 
 
-def generate_cohort(outdir, n_patients=4, seed=0, size="demo", tracers=("fdg", "pentixafor"), log=print):
-    """Generate (or complete) a cohort in ``outdir``; returns the studies table."""
+def generate_cohort(outdir, n_patients=4, seed=0, size="demo", tracers=("fdg", "pentixafor"), quirks=False, log=print):
+    """Generate (or complete) a cohort in ``outdir``; returns the studies table.
+
+    With ``quirks``, every study carries one vendor header variant of :data:`QUIRKS`
+    (cycling over the studies) and extra series (NAC PET, CT localizer, PET MIP) in its
+    folder; the pixel truth is the same.
+    """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
     outdir = Path(outdir)
@@ -79,11 +97,12 @@ def generate_cohort(outdir, n_patients=4, seed=0, size="demo", tracers=("fdg", "
         pid = patient_id(n)
         truth_path = outdir / "truth" / f"{pid}.json"
         truth = read_json(truth_path) if truth_path.exists() else None
-        if truth and truth.get("seed") == seed and truth.get("size") == size and tuple(truth["tracers"]) == tuple(tracers):
+        same = truth and (truth.get("seed"), truth.get("size"), bool(truth.get("quirks_enabled"))) == (seed, size, quirks)
+        if same and tuple(truth["tracers"]) == tuple(tracers):
             log(f"{pid}: present, kept")
         else:
             log(f"{pid}: generating ({size})")
-            truth = generate_patient(outdir, pid, n, seed, size, tracers)
+            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks)
         for tracer in tracers:
             rows.append({"patient": pid, "tracer": tracer, "dicom_dir": f"dicom/{pid}/{tracer}", "pet_series": "", "ct_series": ""})
         clinical.append({"patient": pid, **truth["clinical"]})
@@ -98,7 +117,7 @@ def _write_if_changed(path, text):
         write_text(path, text)
 
 
-def generate_patient(outdir, pid, n, seed, size, tracers):
+def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False):
     """Simulate one patient's two studies; writes DICOM and truth, returns the truth dict."""
     grid = SIZES[size]
     rng_anat = np.random.default_rng([seed, n, 0])  # anatomy, physiology, lesions
@@ -131,7 +150,11 @@ def generate_patient(outdir, pid, n, seed, size, tracers):
             dose = float(3.5e6 * weight * rng_study.uniform(0.9, 1.1))
         else:
             dose = float(rng_study.uniform(90e6, 160e6))
-        inj = day0 + dt.timedelta(days=gap_days * s_i, minutes=int(rng_study.integers(8 * 60, 11 * 60)), seconds=int(rng_study.integers(60)))
+        inj_minute = int(rng_study.integers(8 * 60, 11 * 60))
+        quirk = QUIRKS[(2 * (n - 1) + s_i) % len(QUIRKS)] if quirks else None
+        if quirk == "midnight_injection":  # injected late evening, scanned after midnight
+            inj_minute = 23 * 60 + 5 + inj_minute % 30
+        inj = day0 + dt.timedelta(days=gap_days * s_i, minutes=inj_minute, seconds=int(rng_study.integers(60)))
         uptake_s = float(rng_study.uniform(50.0, 75.0) * 60.0)
         series_dt = inj + dt.timedelta(seconds=round(uptake_s))
         uptake_s = (series_dt - inj).total_seconds()
@@ -150,8 +173,9 @@ def generate_patient(outdir, pid, n, seed, size, tracers):
             "injection_datetime": inj.isoformat(),
             "series_datetime": series_dt.isoformat(),
             "uptake_time_s": uptake_s,
-            "units": "BQML",
+            "units": "CNTS" if quirk == "philips_cnts" else "BQML",
             "decay_correction": "START",
+            "quirk": quirk,
             "pose": {"angles_deg": angles.tolist(), "rotation": R.tolist(), "translation_mm": trans.tolist()},
             "fov_center_lps": [0.0, 0.0, table_z + FOV_CENTER_Z],
             "_accession": accession,
@@ -184,6 +208,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers):
         "seed": seed,
         "size": size,
         "tracers": list(tracers),
+        "quirks_enabled": bool(quirks),
         "reference_tracer": ref,
         "index_tracer": idx,
         "identifiers": ident,
@@ -250,10 +275,12 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     series_dt = dt.datetime.fromisoformat(st["series_datetime"])
     dose_ref = st["injected_dose_bq"] * 2.0 ** (-(series_dt - inj).total_seconds() / st["half_life_s"])
     suv_to_bqml = dose_ref / (st["weight_kg"] * 1000.0)
-    bqml = noisy * suv_to_bqml
-    slopes = np.maximum(bqml.reshape(-1, bqml.shape[2]).max(axis=0), 1.0) / 32000.0
-    pet_stored = np.round(bqml / slopes).astype(np.int16)
-    suv_image = pet_stored * slopes / suv_to_bqml  # what a correct reader recovers
+    quirk = st.get("quirk")
+    # Philips stores counts: value x activity scale factor = Bq/mL
+    to_bqml = 0.5 + 0.1 * (n % 7) if quirk == "philips_cnts" else 1.0
+    values = noisy * (suv_to_bqml / to_bqml)
+    pet_stored, slopes = _quantise(values)
+    suv_image = pet_stored * slopes * (to_bqml / suv_to_bqml)  # what a correct reader recovers
     st["dose_at_reference_time_bq"] = dose_ref
     st["suv_to_bqml"] = suv_to_bqml
     st["ct"] = {"shape": list(ct_shape), "affine_lps": ct_aff.tolist()}
@@ -287,7 +314,7 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "StationName": "SYNTH01",
         "FrameOfReferenceUID": for_uid,
         "PositionReferenceIndicator": "",
-        "PatientPosition": "FFS",
+        "PatientPosition": "FFS" if quirk == "feet_first" else "HFS",
         "BodyPartExamined": "WHOLEBODY",
     }
     ct_header = {
@@ -347,8 +374,83 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
             tracer, st["radionuclide"], st["injected_dose_bq"], st["half_life_s"], inj
         ),
     }
+    hook = _apply_quirk(quirk, pet_header, st, series_dt, to_bqml, suv_to_bqml)
     dw.write_series(folder / "PT_3", pet_stored, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=pet_header,
-                    slopes=slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(seed, n, tracer, "pet"), file_prefix="PT")  # fmt: skip
+                    slopes=slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(seed, n, tracer, "pet"), file_prefix="PT",
+                    instances_from="feet" if quirk == "feet_first" else "head", hook=hook)  # fmt: skip
+    if quirk is not None:
+        st["extra_series"] = _write_extra_series(folder, pet_header, ct_header, values, ct_stored, pet_aff, ct_aff,
+                                                 pet_slice, (seed, n, tracer))  # fmt: skip
+
+
+def _quantise(values):
+    """int16 pixels and per-slice RescaleSlope (slope = slice max / 32000, as scanners do)."""
+    slopes = np.maximum(values.reshape(-1, values.shape[2]).max(axis=0), 1e-6) / 32000.0
+    return np.round(values / slopes).astype(np.int16), slopes
+
+
+def _apply_quirk(quirk, header, st, series_dt, to_bqml, suv_to_bqml):
+    """Change the PET header for a vendor variant; returns a per-slice hook or None."""
+    item = header["RadiopharmaceuticalInformationSequence"][0]
+    if quirk == "mbq_dose":
+        item.RadionuclideTotalDose = f"{st['injected_dose_bq'] / 1e6:.7g}"
+    elif quirk == "midnight_injection":
+        del item.RadiopharmaceuticalStartDateTime  # only the time of day: the reader must roll back a day
+    elif quirk in ("postprocessed_series_time", "ge_private_datetime"):
+        late = series_dt + dt.timedelta(minutes=37)  # series re-saved after reconstruction
+        header["SeriesTime"] = dw.dicom_time(late)
+        if quirk == "ge_private_datetime":
+            header["Manufacturer"] = "GE MEDICAL SYSTEMS"
+
+            def hook(ds, k):
+                block = ds.private_block(0x0009, "GEMS_PETD_01", create=True)
+                block.add_new(0x0D, "DT", dw.dicom_date(series_dt) + dw.dicom_time(series_dt))
+
+            return hook
+    elif quirk == "philips_cnts":
+        header["Units"] = "CNTS"
+        header["RescaleType"] = "CNTS"
+        header["Manufacturer"] = "Philips"
+
+        def hook(ds, k):
+            block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+            block.add_new(0x00, "DS", f"{to_bqml / suv_to_bqml:.10g}")  # SUV Scale Factor
+            block.add_new(0x09, "DS", f"{to_bqml:.10g}")  # Activity Concentration Scale Factor
+
+        return hook
+    return None
+
+
+def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pet_aff, ct_aff, pet_slice, key):
+    """Series a study folder also holds: NAC PET, CT localizer, PET MIP (all to be ignored)."""
+    # Non-attenuation-corrected PET: same grid and frame, no ATTN in CorrectedImage.
+    nac, nac_slopes = _quantise(pet_values * 0.35)
+    nac_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "nac"), "SeriesNumber": 4,
+                  "SeriesDescription": "PET WB NAC", "CorrectedImage": ["DECY", "RAN", "DTIM", "NORM"]}  # fmt: skip
+    dw.write_series(folder / "PT_4", nac, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=nac_header,
+                    slopes=nac_slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(*key, "nac"), file_prefix="NAC")  # fmt: skip
+    # CT localizer: one coronal projection image (rows along -z, columns along +x).
+    proj = (ct_stored.astype(np.float32).mean(axis=1))[:, ::-1]  # [x, z from top]
+    loc_aff = np.eye(4)
+    loc_aff[:3, 0] = [ct_aff[0, 0], 0.0, 0.0]
+    loc_aff[:3, 1] = [0.0, 0.0, -ct_aff[2, 2]]
+    loc_aff[:3, 2] = [0.0, 1.0, 0.0]
+    loc_aff[:3, 3] = apply_affine(ct_aff, [0.0, (ct_stored.shape[1] - 1) / 2.0, ct_stored.shape[2] - 1])
+    loc_header = {**ct_header, "SeriesInstanceUID": dw.uid(*key, "loc"), "SeriesNumber": 1,
+                  "SeriesDescription": "Topogram 0.6 T20f", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}  # fmt: skip
+    dw.write_series(folder / "CT_1", np.round(proj)[:, :, None].astype(np.int16), loc_aff, sop_class=dw.CT_IMAGE_STORAGE,
+                    header=loc_header, slopes=[1.0], intercept=-1024.0, uid_seed=(*key, "loc"), file_prefix="LOC")  # fmt: skip
+    # PET MIP: a derived coronal image.
+    mip, mip_slopes = _quantise(pet_values.max(axis=1)[:, ::-1, None])
+    mip_aff = loc_aff.copy()
+    mip_aff[:3, 0] = [pet_aff[0, 0], 0.0, 0.0]
+    mip_aff[:3, 1] = [0.0, 0.0, -pet_aff[2, 2]]
+    mip_aff[:3, 3] = apply_affine(pet_aff, [0.0, (pet_values.shape[1] - 1) / 2.0, pet_values.shape[2] - 1])
+    mip_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "mip"), "SeriesNumber": 5,
+                  "SeriesDescription": "PET MIP", "ImageType": ["DERIVED", "SECONDARY", "MIP"]}  # fmt: skip
+    dw.write_series(folder / "PT_5", mip, mip_aff, sop_class=dw.PET_IMAGE_STORAGE, header=mip_header,
+                    slopes=mip_slopes, intercept=0.0, uid_seed=(*key, "mip"), file_prefix="MIP")  # fmt: skip
+    return ["PET NAC", "CT localizer", "PET MIP"]
 
 
 def _voxel_centres(affine, shape):

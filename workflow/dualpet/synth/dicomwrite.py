@@ -70,6 +70,8 @@ def write_series(
     per_slice=None,
     uid_seed,
     file_prefix,
+    instances_from="head",
+    hook=None,
 ):
     """Write a volume as one DICOM file per axial slice.
 
@@ -93,6 +95,11 @@ def write_series(
         Entropy for deterministic SOPInstanceUIDs.
     file_prefix : str
         File names are ``{file_prefix}{instance:04d}.dcm``.
+    instances_from : "head" or "feet"
+        Where InstanceNumber 1 is (scanners number head-first or feet-first acquisitions
+        from where they start).
+    hook : callable(ds, k), optional
+        Last-minute changes to slice ``k`` (private elements, removed attributes).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +108,8 @@ def write_series(
     spacing = [float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0]))]
     thickness = float(np.linalg.norm(affine[:3, 2]))
     # Instance numbers run head to feet, as most scanners number axial series.
-    order = np.argsort(-apply_affine(affine, np.stack([np.zeros(nk), np.zeros(nk), np.arange(nk)], 1))[:, 2])
+    z = apply_affine(affine, np.stack([np.zeros(nk), np.zeros(nk), np.arange(nk)], 1))[:, 2]
+    order = np.argsort(-z if instances_from == "head" else z, kind="stable")
     for instance, k in enumerate(order, start=1):
         sop_uid = uid(uid_seed, k)
         ds = _base_dataset(sop_class, sop_uid, header)
@@ -123,6 +131,8 @@ def write_series(
             for key, value in per_slice(int(k)).items():
                 setattr(ds, key, value)
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype("<i2").tobytes()
+        if hook is not None:
+            hook(ds, int(k))
         pydicom.dcmwrite(folder / f"{file_prefix}{instance:04d}.dcm", ds, enforce_file_format=True)
 
 

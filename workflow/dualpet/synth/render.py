@@ -34,6 +34,11 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True):
     R, t = pose
     labels = np.zeros(shape, dtype=np.int16)
     inv = np.linalg.inv(affine)
+    # voxel -> anatomy in one matrix (float32 is ample: 1e-4 mm at 1 m)
+    world_to_anat = np.eye(4)
+    world_to_anat[:3, :3] = R.T
+    world_to_anat[:3, 3] = -R.T @ t
+    vox_to_anat = (world_to_anat @ affine).astype(np.float32)
     for sh in phantom.all_shapes(with_lesions):
         lo, hi = sh.bbox()
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
@@ -49,7 +54,7 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True):
             kk = np.arange(k0, min(k0 + slab, vhi[2]))
             I, J, K = np.meshgrid(ii, jj, kk, indexing="ij")
             ijk = np.stack([I.ravel(), J.ravel(), K.ravel()], axis=1)
-            a = (apply_affine(affine, ijk) - t) @ R  # world -> anatomy (R orthonormal)
+            a = ijk.astype(np.float32) @ vox_to_anat[:3, :3].T + vox_to_anat[:3, 3]
             inside = sh.contains(a)
             if inside.any():
                 sel = ijk[inside]
