@@ -29,7 +29,7 @@ results/demo_input/studies.tsv: | $(STAMP)
 	$(BIN)/dualpet synth results/demo_input --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --size demo
 
 demo: $(STAMP) results/demo_input/studies.tsv
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	@echo "Cohort outputs:" && ls -1 results/cohort/
 
 test: $(STAMP)

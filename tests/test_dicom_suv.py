@@ -260,3 +260,61 @@ def test_suv_cli_writes_sidecar(study, tmp_path, tool_env):
         key=lambda v: v[2],
     )  # fmt: skip
     assert np.allclose(lps_affine(nib.load(tmp_path / "s.nii.gz").affine)[:3, 3], lowest, atol=1e-3)
+
+
+def test_oblique_nonsquare_feet_first_geometry(study, tmp_path):
+    """Rotated in-plane orientation, non-square pixels, feet-first numbering: every voxel's
+    NIfTI world position equals its DICOM position (x, y negated), and dicom2nifti agrees."""
+    import dicom2nifti.convert_dicom as c2n
+
+    th = np.deg2rad(20.0)
+    row_dir = np.array([np.cos(th), np.sin(th), 0.0])
+    col_dir = np.array([-np.sin(th), np.cos(th), 0.0])
+    row_sp, col_sp = 3.0, 4.5  # PixelSpacing = [between rows, between columns]
+    files = sorted((study / "PT_3").glob("*.dcm"))[:12]
+    for n, p in enumerate(files):
+        ds = pydicom.dcmread(p)
+        ds.ImageOrientationPatient = [*row_dir, *col_dir]
+        ds.PixelSpacing = [row_sp, col_sp]
+        ds.ImagePositionPatient = [10.0, -20.0, 500.0 - 4.0 * n]  # instance 1 at the top
+        ds.InstanceNumber = n + 1
+        ds.save_as(tmp_path / f"f{n}.dcm")
+    vol = load_series(next(iter(scan_folder(tmp_path).values())))
+    img = nib.Nifti1Image(vol.data, np.diag([-1, -1, 1, 1]) @ vol.affine)
+    dss = sorted((pydicom.dcmread(p) for p in tmp_path.glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    for k in (0, 5, 11):
+        ipp = np.array(dss[k].ImagePositionPatient, float)
+        for i, j in ((0, 0), (7, 3), (100, 50)):  # i = column index, j = row index
+            lps = ipp + i * col_sp * row_dir + j * row_sp * col_dir
+            assert np.allclose(apply_affine(img.affine, [i, j, k]), [-lps[0], -lps[1], lps[2]], atol=1e-4)
+        assert np.array_equal(vol.data[:, :, k], (dss[k].pixel_array.T * float(dss[k].RescaleSlope)).astype(np.float32))
+    ref = c2n.dicom_array_to_nifti([pydicom.dcmread(p) for p in tmp_path.glob("*.dcm")], str(tmp_path / "r.nii.gz"),
+                                   reorient_nifti=False)["NII"]  # fmt: skip
+    M = np.linalg.inv(ref.affine) @ img.affine  # our voxel -> dicom2nifti voxel
+    perm = np.rint(M[:3, :3])
+    assert np.allclose(M[:3, :3], perm, atol=1e-4) and np.allclose(M[:3, 3], np.rint(M[:3, 3]), atol=1e-3)
+    rng = np.random.default_rng(1)
+    for ijk in rng.integers(0, vol.data.shape, size=(50, 3)):
+        rijk = np.rint(M[:3, :3] @ ijk + M[:3, 3]).astype(int)
+        assert np.isclose(vol.data[tuple(ijk)], np.asarray(ref.dataobj)[tuple(rijk)], rtol=1e-5, atol=1e-3)
+
+
+def test_pet_ct_frame_mismatch_refused(study, tmp_path):
+    shutil.copytree(study, tmp_path / "s")
+    for p in (tmp_path / "s" / "CT_2").glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.FrameOfReferenceUID = "1.2.3.999"
+        ds.save_as(p)
+    with pytest.raises(DualpetInputError, match="FrameOfReferenceUID"):
+        select_series(scan_folder(tmp_path / "s"), tmp_path / "s")
+
+
+def test_outputs_follow_umask(study, tmp_path):
+    import os
+
+    convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
+                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("ct.nii.gz", "pet.nii.gz", "pet.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask

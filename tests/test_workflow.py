@@ -11,12 +11,14 @@ adding a patient (which plans only that patient's jobs and the cohort-level ones
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import subprocess
 import zipfile
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 
 from conftest import REPO
@@ -39,7 +41,8 @@ def workdir(tmp_path_factory):
 
 
 def snakemake(workdir, env, *args):
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -155,4 +158,28 @@ def test_adding_a_patient_plans_only_its_jobs(workdir, tool_env):
     jobs = planned(proc)
     new = f"P{N + 1:03d}"
     assert {p for _, p in jobs if p is not None} == {new}
-    assert {r for r, p in jobs if p is None} >= {"cohort", "stats"}
+    # cohort-level: `cohort` is planned; `stats` joins once the new patient's inspect
+    # checkpoint has run and the DAG is re-evaluated (the next test sees its new summary)
+    assert "cohort" in {r for r, p in jobs if p is None}
+
+
+def test_refused_study_is_excluded_and_listed(workdir, tool_env):
+    """A study the reader refuses fails its own jobs only; the cohort is still built and
+    lists the patient as excluded, naming the series attribute at fault."""
+    new = f"P{N + 1:03d}"
+    for p in (workdir / "data" / "dicom" / new / "pentixafor" / "PT_3").glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.Units = "CPS"
+        ds.save_as(p)
+    proc = snakemake(workdir, tool_env)  # the default profile keeps going
+    assert proc.returncode != 0  # something failed, and says so
+    res = workdir / "results"
+    log = (res / "logs" / "convert" / f"{new}_pentixafor.log").read_text().strip().splitlines()
+    assert len(log) == 1 and "Units" in log[0] and new in log[0]
+    patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
+    row = patients[patients.patient == new].iloc[0]
+    assert row["status"] == "excluded" and "Units" in row["excluded_reason"]
+    assert set(patients[patients.status == "included"].patient) == {f"P{i:03d}" for i in range(1, N + 1)}
+    assert (res / new / "fdg" / "pet_suv.nii.gz").exists()  # its other study still converted
+    summary = read_json(res / "cohort" / "summary.json")
+    assert summary["n_patients"] == N and new in json.dumps(summary["excluded_patients"])

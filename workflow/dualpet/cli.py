@@ -47,6 +47,14 @@ def _cmd_convert(a):
     print(f"{a.patient} {a.tracer}: PET {side['pet_series']['shape']}, SUV factor {side['factor']:.6g} g/Bq", file=sys.stderr)
 
 
+def _cmd_inspect(a):
+    from dualpet.convert import inspect_study
+
+    verdict = inspect_study(a.dicom_dir, patient=a.patient, tracer=a.tracer, out_json=a.output,
+                            pet_series=a.pet_series, ct_series=a.ct_series)  # fmt: skip
+    print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
+
+
 def _cmd_register(a):
     from dualpet.registration import register_ct
 
@@ -96,7 +104,8 @@ def _cmd_match(a):
     ct = nib.load(a.ref_ct)
     index = build_lesions(
         a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
-        tolerance_mm=a.tolerance_mm, fraction=a.fraction, ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
+        tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm,
+        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
     )  # fmt: skip
     print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)
 
@@ -120,7 +129,8 @@ def _cmd_patient_table(a):
 def _cmd_cohort(a):
     from dualpet.cohort import merge_cohort
 
-    merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None)
+    merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None,
+                 inspections=a.inspect)  # fmt: skip
 
 
 def _cmd_stats(a):
@@ -167,6 +177,15 @@ def build_parser():
     s.add_argument("--ct-series", default="")
     s.set_defaults(func=_cmd_convert)
 
+    s = sub.add_parser("inspect", help="[workflow] header-only check of a study folder -> ok/error JSON")
+    s.add_argument("dicom_dir")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--tracer", required=True)
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--pet-series", default="")
+    s.add_argument("--ct-series", default="")
+    s.set_defaults(func=_cmd_inspect)
+
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
     s.add_argument("--fixed", required=True, help="reference study CT (NIfTI)")
     s.add_argument("--moving", required=True, help="index study CT (NIfTI)")
@@ -199,6 +218,7 @@ def build_parser():
     s.add_argument("--transform", required=True)
     s.add_argument("--tolerance-mm", type=float, default=15.0)
     s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
+    s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far a VOI may grow beyond the detection")
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.set_defaults(func=_cmd_match)
@@ -226,8 +246,9 @@ def build_parser():
     s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
-    s.add_argument("--lesions", nargs="+", required=True)
-    s.add_argument("--patients", nargs="+", required=True)
+    s.add_argument("--lesions", nargs="*", default=[])
+    s.add_argument("--patients", nargs="*", default=[])
+    s.add_argument("--inspect", nargs="*", default=[], help="inspect.json of every study (lists exclusions)")
     s.add_argument("--clinical", default="")
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patients-out", required=True)
@@ -247,10 +268,18 @@ def build_parser():
 def main(argv=None):
     from dualpet.errors import DualpetInputError
 
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except DualpetInputError as exc:
         print(f"dualpet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # last resort: one line, the traceback only on request
+        if os.environ.get("DUALPET_DEBUG"):
+            raise
+        print(f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {exc} "
+              "[set DUALPET_DEBUG=1 for the traceback]", file=sys.stderr)  # fmt: skip
+        return 1
     return 0

@@ -63,8 +63,12 @@ def patient_tables(patient, tracers, index_tsv, metric_jsons, segmentations, reg
     return lesions, summary
 
 
-def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None):
-    """Concatenate per-patient tables into the cohort tables, adding clinical columns."""
+def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, inspections=()):
+    """Concatenate per-patient tables into the cohort tables, adding clinical columns.
+
+    ``inspections`` (the studies' inspect.json verdicts) add one row per excluded patient
+    to ``patients.tsv`` with ``status`` = excluded and ``excluded_reason``.
+    """
     frames = [
         pd.read_csv(p, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
         for p in lesion_tsvs
@@ -73,7 +77,17 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     cols = lesion_columns(tracers)
     lesions = pd.concat(frames, ignore_index=True).reindex(columns=cols) if frames else pd.DataFrame(columns=cols)
     lesions["region"] = lesions["region"].fillna("")
-    patients = pd.DataFrame([read_json(p) for p in patient_jsons])
+    rows = [{**read_json(p), "status": "included", "excluded_reason": ""} for p in patient_jsons]
+    done = {r["patient"] for r in rows}
+    reasons = {}
+    for path in inspections:
+        verdict = read_json(path)
+        if not verdict.get("ok", False):
+            reasons.setdefault(verdict["patient"], []).append(verdict.get("error", "refused"))
+    for patient, why in sorted(reasons.items()):
+        if patient not in done:
+            rows.append({"patient": patient, "status": "excluded", "excluded_reason": " | ".join(why)})
+    patients = pd.DataFrame(rows, columns=list(dict.fromkeys(["patient", *(k for r in rows for k in r)])))
     if clinical_tsv:
         clinical = pd.read_csv(clinical_tsv, sep="\t", dtype={"patient": str})
         extra = [c for c in clinical.columns if c != "patient" and c not in patients.columns]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualpet.dicom import load_series, scan_folder, select_series
+from dualpet.dicom import load_series, read_headers, scan_folder, select_series
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import voxel_spacing
 from dualpet.io import write_json
@@ -67,3 +67,33 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
             "pet_ct_same_frame_of_reference": shared,
         },
     )
+
+
+def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None):
+    """Check from the headers alone that a study can be converted; write the verdict.
+
+    Runs the series choice, the slice-geometry checks of both series and the SUV rules,
+    without reading pixel data. A refusal is recorded (``ok: false`` and the one-line
+    error naming the series and attribute) rather than raised, so that the workflow can
+    exclude the patient from the cohort and say why.
+    """
+    where = f"patient {patient}, {tracer}"
+    verdict = {"patient": patient, "tracer": tracer}
+    try:
+        series = scan_folder(dicom_dir)
+        pet, ct = select_series(series, dicom_dir, pet_uid=pet_series or None, ct_uid=ct_series or None)
+        pet_headers, _ = read_headers(pet, label=where)
+        ct_headers, _ = read_headers(ct, label=where)
+        _, suv = suv_factors(pet_headers, where=f"{where}, series {pet.uid}")
+        verdict.update(
+            ok=True,
+            pet_series={"series_number": pet.number, "series_description": pet.description, "slices": len(pet_headers)},
+            ct_series={"series_number": ct.number, "series_description": ct.description, "slices": len(ct_headers)},
+            pet_ct_same_frame_of_reference=bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference,
+            suv_rules={k: v for k, v in suv.items() if k.endswith("_source") or k in ("units_in", "decay_correction")},
+        )
+    except DualpetInputError as exc:
+        message = str(exc)
+        verdict.update(ok=False, error=message if message.startswith(where) else f"{where}: {message}")
+    write_json(out_json, verdict)
+    return verdict

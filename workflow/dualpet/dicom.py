@@ -14,6 +14,7 @@ after checking one orientation, one matrix size and uniform spacing.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +87,14 @@ def scan_folder(folder):
     for root, _dirs, names in os.walk(folder):
         for name in sorted(names):
             path = Path(root) / name
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-            except (InvalidDicomError, OSError, EOFError, ValueError):
+            try:  # force: DICOM files without the 128-byte preamble exist in the wild
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain
+                    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+                    uid = _text(ds, "SeriesInstanceUID")
+            except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
                 continue  # not DICOM (or unreadable header): ignored, as documented
-            uid = _text(ds, "SeriesInstanceUID")
-            if not uid:
+            if not uid or "SOPClassUID" not in ds:
                 continue
             if uid not in series:
                 series[uid] = Series(
@@ -144,6 +147,14 @@ def select_series(series, folder, *, pet_uid=None, ct_uid=None):
     ct = pick_series(
         series, folder, "ct_axial", ct_uid, option="studies-sheet column ct_series", frame=pet.frame_of_reference
     )
+    if pet.frame_of_reference != ct.frame_of_reference:
+        # PET and CT in different spaces would put the CT-derived background and regions in
+        # the wrong place; PET-to-CT registration for this case is not implemented yet.
+        raise DualpetInputError(
+            f"PET series {pet.uid} and CT series {ct.uid} in {folder} have different FrameOfReferenceUID "
+            "(attribute FrameOfReferenceUID): they do not share a space",
+            attribute="FrameOfReferenceUID (0020,0052)",
+        )
     return pet, ct
 
 
@@ -157,28 +168,16 @@ class Volume:
     slopes: np.ndarray
 
 
-def load_series(series, *, dtype=np.float32, label=None):
-    """Read a series' pixels, ordered along the slice normal, with per-slice rescale.
+def _where(series, label):
+    return f"{label + ', ' if label else ''}series {series.uid} ('{series.description}')"
 
-    Parameters
-    ----------
-    series : Series
-    dtype : numpy dtype of the output values.
-    label : str, optional
-        Prefix for error messages (e.g. "patient P001, fdg").
 
-    Returns
-    -------
-    Volume
-        Values are ``stored * RescaleSlope + RescaleIntercept`` of each slice.
+def stack_geometry(datasets, where):
+    """Order slices along the slice normal and check the stack; returns (datasets, affine).
+
+    Checks one orientation, one matrix size, no duplicate positions and uniform spacing
+    (a gap names the missing position). Works on headers alone.
     """
-    where = f"{label + ', ' if label else ''}series {series.uid} ('{series.description}')"
-    datasets = []
-    for path in series.files:
-        try:
-            datasets.append(pydicom.dcmread(path))
-        except Exception as exc:  # corrupt file: name it
-            raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
         raise DualpetInputError(f"{where}: multi-frame images are not supported (attribute NumberOfFrames)")
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
@@ -228,6 +227,44 @@ def load_series(series, *, dtype=np.float32, label=None):
         thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
         slice_step = normal * thickness
     affine = dicom_affine_lps(iop0, datasets[0].PixelSpacing, datasets[0].ImagePositionPatient, slice_step)
+    return datasets, affine
+
+
+def read_headers(series, *, label=None):
+    """The series' headers (no pixel data) ordered along the slice normal, and the affine."""
+    where = _where(series, label)
+    datasets = []
+    for path in series.files:
+        try:
+            datasets.append(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+        except Exception as exc:
+            raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
+    return stack_geometry(datasets, where)
+
+
+def load_series(series, *, dtype=np.float32, label=None):
+    """Read a series' pixels, ordered along the slice normal, with per-slice rescale.
+
+    Parameters
+    ----------
+    series : Series
+    dtype : numpy dtype of the output values.
+    label : str, optional
+        Prefix for error messages (e.g. "patient P001, fdg").
+
+    Returns
+    -------
+    Volume
+        Values are ``stored * RescaleSlope + RescaleIntercept`` of each slice.
+    """
+    where = _where(series, label)
+    datasets = []
+    for path in series.files:
+        try:
+            datasets.append(pydicom.dcmread(path, force=True))
+        except Exception as exc:  # corrupt file: name it
+            raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
+    datasets, affine = stack_geometry(datasets, where)
     nk = len(datasets)
     data = np.empty((int(datasets[0].Columns), int(datasets[0].Rows), nk), dtype=dtype)
     slopes = np.empty(nk)

@@ -11,6 +11,15 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -24,6 +33,7 @@ def atomic_path(path, suffix=None):
         suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs follow the umask like any file
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
@@ -30,15 +31,35 @@ from dualpet.registration import inverse_transform_points, transform_points
 CROP_MARGIN_MM = 12.0
 
 
-def voi_centroids(suv, labels, affine, fraction):
-    """Per detected lesion: VOI (isocontour within its region) and its centroid (LPS)."""
+def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
+    """Per detected lesion: crop, neighbourhood, isocontour VOI and centroid (LPS).
+
+    The neighbourhood is the lesion's detection region dilated by ``neighbourhood_mm``
+    without entering another lesion's region; the VOI is the ``fraction`` isocontour of the
+    lesion's SUVmax grown from the maximum inside it (so a lesion whose 41 % level lies
+    below the detection threshold keeps its full isocontour). Crops extend
+    ``neighbourhood_mm + CROP_MARGIN_MM`` beyond the detection region.
+    """
+    spacing = voxel_spacing(affine)
+    reach = np.ceil((neighbourhood_mm + CROP_MARGIN_MM) / spacing).astype(int)
     out = {}
-    for lab in range(1, int(labels.max()) + 1):
-        region = labels == lab
-        if not region.any():
+    for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
             continue
-        voi = isocontour_voi(suv, region, fraction)
-        out[lab] = {"voi": voi, "centroid": apply_affine(affine, np.argwhere(voi).mean(axis=0))}
+        lo = np.maximum([s.start for s in sl] - reach, 0)
+        hi = np.minimum([s.stop for s in sl] + reach, labels.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        sub = labels[box]
+        dist = ndimage.distance_transform_edt(sub != lab, sampling=spacing)
+        near = (dist <= neighbourhood_mm) & ((sub == 0) | (sub == lab))
+        voi = isocontour_voi(suv[box], near, fraction)
+        out[lab] = {
+            "box": box,
+            "lo": lo,
+            "neighbourhood": near,
+            "voi": voi,
+            "centroid": apply_affine(affine, np.argwhere(voi).mean(axis=0) + lo),
+        }
     return out
 
 
@@ -111,7 +132,9 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0):
     return ""
 
 
-def build_lesions(patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, ref_ct=None):
+def build_lesions(
+    patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None
+):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 
     Parameters
@@ -126,7 +149,10 @@ def build_lesions(patient, tracers, studies, tfm, out_index, out_crops, *, toler
         Reference CT for the region label.
     """
     ref, idx = tracers
-    cents = {t: voi_centroids(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction) for t in tracers}
+    cents = {
+        t: lesion_vois(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction, neighbourhood_mm)
+        for t in tracers
+    }
     idx_in_ref = {}
     if cents[idx]:
         labs = list(cents[idx])
@@ -158,25 +184,27 @@ def build_lesions(patient, tracers, studies, tfm, out_index, out_crops, *, toler
         for t in tracers:
             other = idx if t == ref else ref
             st = studies[t]
-            if u[t] is not None:
-                mask, mode = studies[t]["labels"] == u[t], "isocontour"
-                source_label = u[t]
-            else:
+            row[f"{t}_detected"] = int(u[t] is not None)
+            row[f"{t}_label"] = u[t]
+            if u[t] is not None:  # detected: its neighbourhood; the metric job draws the isocontour
+                own = cents[t][u[t]]
+                mode, box, mask, lo = "isocontour", own["box"], own["neighbourhood"], own["lo"]
+            else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]
-                mask = carry_voi(src["voi"], studies[other]["affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
-                mode, source_label = f"mapped_from_{other}", None
-            row[f"{t}_detected"] = int(u[t] is not None)
+                src_affine = _crop_affine(studies[other]["affine"], src["lo"])
+                full = carry_voi(src["voi"], src_affine, st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
+                if not full.any():  # the lesion lies outside this PET's field of view
+                    row[f"{t}_voi_source"] = "outside_field_of_view"
+                    arrays[f"{t}_mode"] = np.array("outside_field_of_view")
+                    continue
+                mode = f"mapped_from_{other}"
+                lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
+                box = tuple(slice(a, b) for a, b in zip(lo, hi))
+                mask = full[box]
             row[f"{t}_voi_source"] = mode
-            row[f"{t}_label"] = source_label
-            if not mask.any():  # carried VOI fell outside this PET's field of view
-                row[f"{t}_voi_source"] = "outside_field_of_view"
-                arrays[f"{t}_mode"] = np.array("outside_field_of_view")
-                continue
-            lo, hi = _crop_box(mask, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-            arrays[f"{t}_suv"] = st["suv"][sl].astype(np.float32)
-            arrays[f"{t}_mask"] = mask[sl]
+            arrays[f"{t}_suv"] = st["suv"][box].astype(np.float32)
+            arrays[f"{t}_mask"] = mask
             arrays[f"{t}_affine"] = _crop_affine(st["affine"], lo)
             arrays[f"{t}_mode"] = np.array(mode)
             arrays[f"{t}_background"] = np.array(float(st["background"]))

@@ -29,6 +29,7 @@ Rules, in order:
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 
@@ -39,9 +40,11 @@ HALF_LIFE_S = {"F-18": 6586.2, "Ga-68": 4062.6, "C-11": 1223.4, "N-13": 597.9, "
 #: Radionuclide codes (CID 4020, SNOMED-RT and SNOMED CT) -> nuclide.
 NUCLIDE_CODES = {
     "C-111A1": "F-18", "77004003": "F-18",
-    "C-131A3": "Ga-68", "C-131A2": "Ga-68", "1156958003": "Ga-68",
-    "C-105A1": "C-11", "C-107A1": "N-13", "C-127A2": "Cu-64", "C-B1031": "Zr-89",
+    "C-131A3": "Ga-68",
+    "C-105A1": "C-11", "C-107A1": "N-13", "C-127A2": "Cu-64", "C-168A4": "Zr-89",
 }  # fmt: skip
+#: Element names in CodeMeaning (e.g. "^68^Gallium") -> symbol.
+ELEMENTS = {"fluorine": "F", "gallium": "Ga", "carbon": "C", "nitrogen": "N", "copper": "Cu", "zirconium": "Zr"}
 PHILIPS_CREATOR = "Philips PET Private Group"
 GE_CREATOR = "GEMS_PETD_01"
 
@@ -98,11 +101,11 @@ def radionuclide(item):
         value = str(code.get("CodeValue", ""))
         if value in NUCLIDE_CODES:
             return NUCLIDE_CODES[value]
-        meaning = str(code.get("CodeMeaning", "")).replace("^", "").replace("-", "").lower()
-        for nuclide in HALF_LIFE_S:
-            element, mass = nuclide.lower().split("-")
-            if meaning.startswith(mass) and element in meaning or meaning == element + mass:
-                return nuclide
+        meaning = re.sub(r"[^a-z0-9]", "", str(code.get("CodeMeaning", "")).lower())
+        mass = re.search(r"\d+", meaning)
+        for name, symbol in ELEMENTS.items():
+            if name in meaning and mass and f"{symbol}-{mass.group()}" in HALF_LIFE_S:
+                return f"{symbol}-{mass.group()}"
     return None
 
 

@@ -1,8 +1,15 @@
 rule cohort:
     """Merge the per-patient tables into the cohort tables (plus clinical columns)."""
     input:
-        lesions=expand("results/{patient}/lesions.tsv", patient=PATIENTS),
-        patients=expand("results/{patient}/patient.json", patient=PATIENTS),
+        lesions=lambda wc: expand(
+            "results/{patient}/lesions.tsv", patient=included_patients()
+        ),
+        patients=lambda wc: expand(
+            "results/{patient}/patient.json", patient=included_patients()
+        ),
+        inspect=expand(
+            "results/{patient}/{tracer}/inspect.json", patient=PATIENTS, tracer=TRACERS
+        ),
         clinical=config["clinical"] or [],
     output:
         lesions=report(
@@ -28,7 +35,7 @@ rule cohort:
     shell:
         f"python -m dualpet cohort --reference {REF} --index {IDX}"
         " --lesions {input.lesions} --patients {input.patients}"
-        " --clinical '{input.clinical}'"
+        " --inspect {input.inspect} --clinical '{input.clinical}'"
         " --lesions-out {output.lesions} --patients-out {output.patients} > {log} 2>&1"
 
 

@@ -25,9 +25,7 @@ shell.prefix(
 
 def load_studies(path):
     """Read and validate the studies sheet; resolve dicom_dir against its folder."""
-    sheet = pd.read_csv(
-        path, sep="\t", dtype=str, keep_default_na=False, comment="#"
-    ).fillna("")
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).fillna("")
     for column in ("pet_series", "ct_series"):
         if column not in sheet.columns:
             sheet[column] = ""
@@ -87,8 +85,22 @@ def lesion_metrics_of(wildcards):
     )
 
 
+def study_ok(patient, tracer):
+    """Whether a study passed its header inspection (known once its checkpoint ran)."""
+    with open(checkpoints.inspect.get(patient=patient, tracer=tracer).output[0]) as fh:
+        return json.load(fh)["ok"]
+
+
+def included_patients():
+    """Patients whose studies all passed inspection; the others are listed as excluded."""
+    return [p for p in PATIENTS if all(study_ok(p, t) for t in TRACERS)]
+
+
 def final_outputs():
+    # Every patient's table is requested, so a refused study fails its own jobs (with the
+    # error in its log); the cohort tables are built from the included patients.
     return [
+        *expand("results/{patient}/lesions.tsv", patient=PATIENTS),
         "results/cohort/lesions.tsv",
         "results/cohort/patients.tsv",
         "results/cohort/summary.json",

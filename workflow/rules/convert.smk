@@ -1,3 +1,28 @@
+checkpoint inspect:
+    """Header-only check of a study folder: ok, or the reason it is excluded."""
+    input:
+        dicom=study_value("dicom_dir"),
+    output:
+        "results/{patient}/{tracer}/inspect.json",
+    log:
+        "results/logs/inspect/{patient}_{tracer}.log",
+    benchmark:
+        "results/benchmarks/inspect/{patient}_{tracer}.tsv"
+    conda:
+        "../../envs/convert.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        pet_series=study_value("pet_series"),
+        ct_series=study_value("ct_series"),
+    shell:
+        "python -m dualpet inspect {input.dicom:q} --patient {wildcards.patient}"
+        " --tracer {wildcards.tracer} -o {output}"
+        " --pet-series '{params.pet_series}' --ct-series '{params.ct_series}' > {log} 2>&1"
+
+
 rule convert:
     """DICOM study folder -> CT (HU) and PET (SUVbw) NIfTI plus the SUV sidecar."""
     input:

@@ -25,6 +25,7 @@ checkpoint match:
     params:
         tolerance=config["matching"]["tolerance_mm"],
         fraction=config["voi"]["isocontour"],
+        neighbourhood=config["voi"]["neighbourhood_mm"],
     shell:
         "python -m dualpet match --patient {wildcards.patient}"
         f" --reference {REF} --index {IDX}"
@@ -33,6 +34,7 @@ checkpoint match:
         " --idx-pet {input.idx_pet} --idx-labels {input.idx_labels}"
         " --idx-seg {input.idx_seg} --transform {input.tfm}"
         " --tolerance-mm {params.tolerance} --fraction {params.fraction}"
+        " --neighbourhood-mm {params.neighbourhood}"
         " --index-out {output.index} --crops-out {output.crops} > {log} 2>&1"
 
 

@@ -1,0 +1,75 @@
+"""Cross-tracer matching, VOI neighbourhoods and VOI carrying, on constructed volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from dualpet.matching import carry_voi, lesion_vois, match
+from dualpet.metrics import isocontour_voi
+from dualpet.segmentation import detect_lesions
+
+AFF = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _blob(shape, centre, sigma_vox, peak, bg=1.0):
+    img = np.zeros(shape, np.float32)
+    img[tuple(centre)] = 1.0
+    img = ndimage.gaussian_filter(img, sigma_vox)
+    return (bg + (peak - bg) * img / img.max()).astype(np.float32)
+
+
+def test_voi_is_the_isocontour_not_the_detection_region():
+    """A lesion whose 41 % level (2.05) lies below the threshold (3.0) keeps its whole
+    41 % isocontour: the VOI equals the isocontour computed on the full volume."""
+    suv = _blob((50, 50, 50), (25, 25, 25), 3.0, peak=5.0, bg=0.5)
+    labels, info = detect_lesions(suv, AFF, 3.0)
+    assert len(info["lesions"]) == 1
+    vois = lesion_vois(suv, labels, AFF, 0.41, neighbourhood_mm=20.0)
+    got = np.zeros(suv.shape, bool)
+    v = vois[1]
+    got[v["box"]] = v["voi"]
+    expected = isocontour_voi(suv, np.ones(suv.shape, bool), 0.41)
+    assert got.sum() > (labels == 1).sum() * 1.5  # really larger than the detection region
+    assert np.array_equal(got, expected)
+    assert np.allclose(v["centroid"], [50.0, 50.0, 50.0], atol=0.01)  # 25 voxels x 2 mm
+
+
+def test_neighbourhood_never_enters_another_lesion():
+    suv = _blob((60, 40, 40), (20, 20, 20), 2.0, peak=8.0) + _blob((60, 40, 40), (32, 20, 20), 2.0, peak=8.0) - 1.0
+    labels, info = detect_lesions(suv, AFF, 3.0)
+    assert len(info["lesions"]) == 2
+    vois = lesion_vois(suv, labels, AFF, 0.41, neighbourhood_mm=10.0)
+    for lab, v in vois.items():
+        other = labels[v["box"]] == (3 - lab)
+        assert not (v["neighbourhood"] & other).any() and not (v["voi"] & other).any()
+
+
+def test_match_hungarian_within_tolerance():
+    ref = {1: np.array([0.0, 0, 0]), 2: np.array([30.0, 0, 0])}
+    idx = {7: np.array([28.0, 1, 0]), 8: np.array([2.0, 0, 0]), 9: np.array([100.0, 0, 0])}
+    pairs = {(r, i) for r, i, _ in match(ref, idx, tolerance_mm=15.0)}
+    assert pairs == {(1, 8), (2, 7)}
+    assert match(ref, {}, 15.0) == [] and match({}, idx, 15.0) == []
+
+
+def test_carry_voi_through_a_translation():
+    """A VOI carried to another grid through a known translation lands where it should."""
+    voi = np.zeros((30, 30, 30), bool)
+    voi[10:14, 12:15, 8:11] = True
+    src_aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    dst_aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    dst_aff[:3, 3] = [-10.0, 4.0, 6.0]
+    shift = np.array([6.0, -8.0, 4.0])  # destination point p is source point p + shift
+    tfm = sitk.TranslationTransform(3, tuple(shift))  # maps destination -> source
+    carried = carry_voi(voi, src_aff, (40, 40, 40), dst_aff, lambda pts: pts + shift, np.array([0.0, 0, 0]), 60.0)
+    src_pts = np.argwhere(voi) * 2.0
+    dst_idx = np.rint((src_pts - shift - dst_aff[:3, 3]) / 2.0).astype(int)
+    expected = np.zeros((40, 40, 40), bool)
+    expected[tuple(dst_idx.T)] = True
+    assert np.array_equal(carried, expected)
+    assert tfm.TransformPoint((0.0, 0.0, 0.0)) == pytest.approx(tuple(shift))
+    outside = carry_voi(voi, src_aff, (40, 40, 40), dst_aff, lambda pts: pts + 1000.0, np.array([0.0, 0, 0]), 60.0)
+    assert not outside.any()
