@@ -151,6 +151,20 @@ def test_no_identifying_data_in_outputs(workdir):
             assert ident.encode() not in blob, f"{ident!r} found in {path}"
 
 
+def test_nifti_headers_carry_nothing_but_geometry(workdir):
+    import nibabel as nib
+
+    images = sorted((workdir / "results").rglob("*.nii.gz"))
+    assert len(images) >= 4 * N
+    for path in images:
+        img = nib.load(path)
+        h = img.header
+        for field in ("descrip", "aux_file", "intent_name", "db_name"):
+            assert bytes(h[field]).strip(b"\x00 ") == b"", (path, field)
+        assert len(h.extensions) == 0, path
+        assert h["sform_code"] == 1 and h["qform_code"] == 1
+
+
 def test_adding_a_patient_plans_only_its_jobs(workdir, tool_env):
     generate_cohort(workdir / "data", n_patients=N + 1, seed=5, size="demo", quirks=True, log=lambda m: None)
     proc = snakemake(workdir, tool_env, "-n")

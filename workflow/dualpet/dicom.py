@@ -46,6 +46,7 @@ class Series:
     corrected_image: tuple
     sop_class: str
     files: list = field(default_factory=list)
+    headers: list = field(default_factory=list, repr=False)  # parsed once; pixel data deferred
 
     @property
     def kind(self):
@@ -90,7 +91,8 @@ def scan_folder(folder):
             try:  # force: DICOM files without the 128-byte preamble exist in the wild
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain
-                    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+                    # headers parsed once; elements over 4 KB (pixel data) load lazily on access
+                    ds = pydicom.dcmread(path, defer_size=4096, force=True)
                     uid = _text(ds, "SeriesInstanceUID")
             except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
                 continue  # not DICOM (or unreadable header): ignored, as documented
@@ -108,6 +110,7 @@ def scan_folder(folder):
                     sop_class=_text(ds, "SOPClassUID"),
                 )
             series[uid].files.append(path)
+            series[uid].headers.append(ds)
     return series
 
 
@@ -232,14 +235,21 @@ def stack_geometry(datasets, where):
 
 def read_headers(series, *, label=None):
     """The series' headers (no pixel data) ordered along the slice normal, and the affine."""
+    return stack_geometry(_datasets(series, label), _where(series, label))
+
+
+def _datasets(series, label):
+    """The series' datasets: the headers parsed by :func:`scan_folder`, else read now."""
+    if len(series.headers) == len(series.files):
+        return list(series.headers)
     where = _where(series, label)
     datasets = []
     for path in series.files:
         try:
-            datasets.append(pydicom.dcmread(path, stop_before_pixels=True, force=True))
-        except Exception as exc:
+            datasets.append(pydicom.dcmread(path, defer_size=4096, force=True))
+        except Exception as exc:  # corrupt file: name it
             raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
-    return stack_geometry(datasets, where)
+    return datasets
 
 
 def load_series(series, *, dtype=np.float32, label=None):
@@ -258,13 +268,7 @@ def load_series(series, *, dtype=np.float32, label=None):
         Values are ``stored * RescaleSlope + RescaleIntercept`` of each slice.
     """
     where = _where(series, label)
-    datasets = []
-    for path in series.files:
-        try:
-            datasets.append(pydicom.dcmread(path, force=True))
-        except Exception as exc:  # corrupt file: name it
-            raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
-    datasets, affine = stack_geometry(datasets, where)
+    datasets, affine = stack_geometry(_datasets(series, label), where)
     nk = len(datasets)
     data = np.empty((int(datasets[0].Columns), int(datasets[0].Rows), nk), dtype=dtype)
     slopes = np.empty(nk)
