@@ -209,7 +209,7 @@ def _reference_time(ds, datasets, acq, lam, where):
     starts = []
     for d, a in zip(datasets, acq):
         frt, dur = _float(d.get("FrameReferenceTime")), _float(d.get("ActualFrameDuration"))
-        if a is None or frt is None or dur is None:
+        if a is None or not frt or not dur or frt <= 0 or dur <= 0:  # QIBA: both must be > 0
             starts = []
             break
         starts.append(a + dt.timedelta(seconds=_frame_mid(dur / 1000.0, lam) - frt / 1000.0))
