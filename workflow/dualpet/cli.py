@@ -139,6 +139,15 @@ def _cmd_stats(a):
     run(a.lesions, a.patients, a.reference, a.index, a.json, a.md)
 
 
+def _study_arguments(s):
+    """A study folder and its studies-sheet row (patient, tracer, optional series UIDs)."""
+    s.add_argument("dicom_dir")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--tracer", required=True)
+    s.add_argument("--pet-series", default="")
+    s.add_argument("--ct-series", default="")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="dualpet", description="Dual-tracer PET/CT cohort analysis.")
     from dualpet import __version__
@@ -167,23 +176,15 @@ def build_parser():
     s.set_defaults(func=_cmd_suv)
 
     s = sub.add_parser("convert", help="[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json")
-    s.add_argument("dicom_dir")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--tracer", required=True)
+    _study_arguments(s)
     s.add_argument("--ct", required=True)
     s.add_argument("--pet", required=True)
     s.add_argument("--json", required=True)
-    s.add_argument("--pet-series", default="")
-    s.add_argument("--ct-series", default="")
     s.set_defaults(func=_cmd_convert)
 
     s = sub.add_parser("inspect", help="[workflow] header-only check of a study folder -> ok/error JSON")
-    s.add_argument("dicom_dir")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--tracer", required=True)
+    _study_arguments(s)
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--pet-series", default="")
-    s.add_argument("--ct-series", default="")
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
