@@ -62,6 +62,20 @@ def _cmd_register(a):
     print(f"registration: ok={qc.get('ok')} dice_after={qc.get('dice_after')}", file=sys.stderr)
 
 
+def _cmd_registration_views(a):
+    import nibabel as nib
+    import numpy as np
+
+    from dualpet.qc import registration_figure
+    from dualpet.registration import resample_to_reference
+
+    # for viewing only: quantification always uses each PET's own voxels
+    resample_to_reference(a.index_ct, a.reference_ct, a.tfm, a.ct_out, default_value=-1024.0)
+    resample_to_reference(a.index_pet, a.reference_ct, a.tfm, a.pet_out, default_value=0.0)
+    ref, ct, pet = (np.asarray(nib.load(p).dataobj, dtype=np.float32) for p in (a.reference_ct, a.ct_out, a.pet_out))
+    registration_figure(ref, ct, pet, a.png, title=a.title)
+
+
 def _cmd_segment(a):
     from dualpet.segmentation import segment_study
 
@@ -196,6 +210,17 @@ def build_parser():
     s.add_argument("--grid-mm", type=float, default=4.0)
     s.add_argument("--affine", action="store_true", help="add an affine stage after the rigid one")
     s.set_defaults(func=_cmd_register)
+
+    s = sub.add_parser("registration-views", help="[workflow] index CT/PET in the reference space + QC picture")
+    s.add_argument("--reference-ct", required=True)
+    s.add_argument("--index-ct", required=True)
+    s.add_argument("--index-pet", required=True)
+    s.add_argument("--tfm", required=True)
+    s.add_argument("--ct-out", required=True)
+    s.add_argument("--pet-out", required=True)
+    s.add_argument("--png", required=True)
+    s.add_argument("--title", default="")
+    s.set_defaults(func=_cmd_registration_views)
 
     s = sub.add_parser("segment", help="[workflow] background VOI and lesion detection for one study")
     s.add_argument("--ct", required=True)

@@ -101,6 +101,7 @@ def final_outputs():
     # error in its log); the cohort tables are built from the included patients.
     return [
         *expand("results/{patient}/lesions.tsv", patient=PATIENTS),
+        *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
         "results/cohort/lesions.tsv",
         "results/cohort/patients.tsv",
         "results/cohort/summary.json",

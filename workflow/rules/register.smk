@@ -23,3 +23,38 @@ rule register:
         "python -m dualpet register --fixed {input.fixed} --moving {input.moving}"
         " --tfm {output.tfm} --qc {output.qc} --threads {threads}"
         " --grid-mm {params.grid_mm} {params.affine} > {log} 2>&1"
+
+
+rule registration_views:
+    """Index CT and PET resampled into the reference space (viewing only) and a QC picture."""
+    input:
+        reference_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
+        index_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
+        index_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
+        tfm="results/{patient}/registration/transform.tfm",
+    output:
+        ct=f"results/{{patient}}/registration/{IDX}_ct_in_reference.nii.gz",
+        pet=f"results/{{patient}}/registration/{IDX}_pet_suv_in_reference.nii.gz",
+        png=report(
+            "results/{patient}/registration/qc.png",
+            caption="../report/registration.rst",
+            category="Registration QC",
+            labels={"patient": "{patient}"},
+        ),
+    log:
+        "results/logs/registration_views/{patient}.log",
+    benchmark:
+        "results/benchmarks/registration_views/{patient}.tsv"
+    conda:
+        "../../envs/register.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",
+    shell:
+        "python -m dualpet registration-views --reference-ct {input.reference_ct}"
+        " --index-ct {input.index_ct} --index-pet {input.index_pet} --tfm {input.tfm}"
+        " --ct-out {output.ct} --pet-out {output.pet} --png {output.png}"
+        " --title '{params.title}' > {log} 2>&1"
