@@ -420,3 +420,28 @@ def test_run_writes_json_and_markdown(tmp_path, half_cohort):
     ki67 = [e for e in summary["correlations"]["entries"] if e["clinical"] == "ki67"]
     assert all(e["n"] == 4 for e in ki67)
     json.dumps(read_json(out_json), allow_nan=False)
+
+
+def test_quality_control_lists_exclusions_and_flagged_registrations():
+    from dualpet.stats import render_markdown, summarize
+
+    lesions = pd.DataFrame(
+        {"patient": ["A", "A", "B", "C"], "lesion": ["L1", "L2", "L1", "L1"],
+         "fdg_detected": [1, 1, 1, 1], "pentixafor_detected": [0, 1, 1, 0],
+         "fdg_suvmax": [10.0, 8.0, 6.0, 5.0], "pentixafor_suvmax": [3.0, 4.0, 5.0, 2.0]}
+    )  # fmt: skip
+    patients = pd.DataFrame(
+        {"patient": ["A", "B", "C"], "status": ["included", "included", "excluded"],
+         "excluded_reason": ["", "", "patient C, pentixafor: attribute Units (0054,1001): Units 'CPS'"],
+         "fdg_positive": [1, 1, 1], "pentixafor_positive": [1, 1, 0],
+         "registration_ok": [1, 0, 1], "registration_body_dice": [0.99, 0.7, 0.98],
+         "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""]}
+    )  # fmt: skip
+    summary = summarize(lesions, patients, "fdg", "pentixafor")
+    assert summary["n_patients"] == 2 and summary["n_lesions"] == 3
+    assert [e["patient"] for e in summary["excluded_patients"]] == ["C"]
+    assert summary["registration_flagged"] == [{"patient": "B", "warnings": "body-mask Dice after registration is 0.700 (< 0.9)"}]
+    # QC columns are not clinical variables
+    assert all(c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"])
+    md = render_markdown(summary)
+    assert "## Quality control" in md and "C excluded" in md and "Units" in md and "B: registration flagged" in md

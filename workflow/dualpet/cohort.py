@@ -59,6 +59,7 @@ def patient_tables(patient, tracers, index_tsv, metric_jsons, segmentations, reg
         summary[f"{t}_threshold_suv"] = seg["detection"]["threshold_suv"]
     summary["registration_ok"] = int(bool(qc.get("ok", True)))
     summary["registration_body_dice"] = qc.get("dice_body_after")
+    summary["registration_warnings"] = "; ".join(qc.get("warnings", []))
     write_json(out_patient, summary)
     return lesions, summary
 

@@ -43,7 +43,14 @@ METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
 CORRELATION_METRICS = {"suvmax": "max", "suvmean": "mean", "tbr": "max"}
 
 #: patients.tsv columns that are neither tracer-specific nor clinical.
-NON_CLINICAL_COLUMNS = ("patient", "status", "excluded_reason")
+NON_CLINICAL_COLUMNS = (
+    "patient",
+    "status",
+    "excluded_reason",
+    "registration_ok",
+    "registration_body_dice",
+    "registration_warnings",
+)
 
 #: Status values (case-insensitive) that remove a patient from the analysis.
 EXCLUDED_STATUS = frozenset({"excluded", "exclude"})
@@ -581,6 +588,13 @@ def summarize(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, ind
         reason = None if reason is None or (isinstance(reason, float) and math.isnan(reason)) else str(reason)
         excluded_list.append({"patient": row["patient"], "reason": reason})
     excluded_ids = {e["patient"] for e in excluded_list}
+    flagged = []
+    if "registration_ok" in patients.columns:
+        for _, row in patients[~excluded].iterrows():
+            if _float(row.get("registration_ok")) == 0:
+                warn = row.get("registration_warnings") if "registration_warnings" in patients.columns else None
+                warn = None if warn is None or (isinstance(warn, float) and math.isnan(warn)) else str(warn)
+                flagged.append({"patient": row["patient"], "warnings": warn})
     patients = patients[~excluded].reset_index(drop=True)
     lesions = lesions[~lesions["patient"].isin(excluded_ids)].reset_index(drop=True)
     tracers = {"reference": reference, "index": index}
@@ -590,6 +604,7 @@ def summarize(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, ind
         "n_patients": int(len(patients)),
         "n_lesions": int(len(lesions)),
         "excluded_patients": excluded_list,
+        "registration_flagged": flagged,
         "definitions": {
             "difference": DIFFERENCE_DEFINITION,
             "positive": "{tracer}_positive == 1 (patient level); missing values are excluded",
@@ -798,6 +813,16 @@ def render_markdown(summary: dict) -> str:
     if summary.get("excluded_patients"):
         cohort += f" ({len(summary['excluded_patients'])} patient(s) excluded)"
     out += [cohort + ".", "", f"Differences are {summary['definitions']['difference']}.", ""]
+    if summary.get("excluded_patients") or summary.get("registration_flagged"):
+        out += ["## Quality control", ""]
+        for e in summary.get("excluded_patients", []):
+            out.append(f"- **{e['patient']} excluded**: {_cell(e.get('reason') or 'no reason given')}")
+        for f in summary.get("registration_flagged", []):
+            out.append(
+                f"- **{f['patient']}: registration flagged** (kept in the analysis; check "
+                f"`{f['patient']}/registration/qc.png`): {_cell(f.get('warnings') or 'see qc.json')}"
+            )
+        out.append("")
 
     # patient detection
     pdet = summary["patient_detection"]
