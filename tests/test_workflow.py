@@ -99,6 +99,15 @@ def test_end_to_end_against_truth(workdir, tool_env):
         # registration: the transform maps the reference lesion centres onto the index ones
         from dualpet.registration import load_transform, transform_points
 
+        # viewing volumes on the reference CT grid, and the QC picture
+        import nibabel as nib
+
+        reg = res / pid / "registration"
+        ref_ct = nib.load(res / pid / "fdg" / "ct.nii.gz")
+        for name in ("pentixafor_ct_in_reference.nii.gz", "pentixafor_pet_suv_in_reference.nii.gz"):
+            img = nib.load(reg / name)
+            assert img.shape == ref_ct.shape and np.allclose(img.affine, ref_ct.affine, atol=1e-3)
+        assert (reg / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         tfm = load_transform(res / pid / "registration" / "transform.tfm")
         a = np.array([les["center_lps"]["fdg"] for les in truth["lesions"]])
         b = np.array([les["center_lps"]["pentixafor"] for les in truth["lesions"]])
