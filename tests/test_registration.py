@@ -231,17 +231,38 @@ def test_large_motion_short_fov(studies, tmp_path):
 
 
 def test_deterministic_and_affine(studies, tmp_path):
-    """Single-threaded runs are bit-for-bit repeatable (seeded sampling); affine=True
-    writes a plain AffineTransform at least as accurate (the motion is rigid)."""
+    """Single-threaded runs are bit-for-bit repeatable (seeded sampling); with affine=True
+    on rigid motion the rigid result is kept."""
     q1 = register_ct(studies["ref"], studies["idx"], tmp_path / "a.tfm", threads=1)
     q2 = register_ct(studies["ref"], studies["idx"], tmp_path / "b.tfm", threads=1)
     assert q1["translation_mm"] == q2["translation_mm"] and q1["rotation_deg"] == q2["rotation_deg"]
     assert (tmp_path / "a.tfm").read_text() == (tmp_path / "b.tfm").read_text()
+    # rigid motion: the affine stage runs but cannot improve the body fit, so the rigid
+    # result is kept (extra parameters would only fit noise)
     qa = register_ct(studies["ref"], studies["idx"], tmp_path / "aff.tfm", threads=2, affine=True)
-    assert qa["transform_type"] == "AffineTransform"
-    assert sitk.ReadTransform(str(tmp_path / "aff.tfm")).GetName() == "AffineTransform"
     assert [s["name"] for s in qa["stages"]] == ["rigid", "affine"]
+    assert qa["stages"][1]["accepted"] is False and qa["transform_type"] == "Euler3DTransform"
     assert _tre(tmp_path / "aff.tfm", studies["r"], studies["t"]).max() < 1.0
+
+
+def test_affine_accepted_for_a_scaled_body(studies, tmp_path):
+    """Anatomy scaled 6 % left-right and -5 % antero-posterior (e.g. weight change) and
+    rotated 3 deg: the affine stage is accepted, written as an AffineTransform, and beats
+    the rigid TRE at the landmarks (bound 1.5 mm: a 4 mm grid fitting 12 parameters)."""
+    r3, _ = rigid(AXIS, 3.0, np.zeros(3))
+    A = r3 @ np.diag([1.06, 0.95, 1.0])
+    t = C0 + SHIFT - A @ C0  # C0 moves to C0 + SHIFT
+    idx = tmp_path / "scaled.nii.gz"
+    idx_origin = C0 + SHIFT - np.array([62.0 * 3.1, 64.0 * 3.1, 39.5 * 2.9])
+    make_ct(idx, idx_origin, (3.1, 3.1, 2.9), r=np.linalg.inv(A).T, t=t, seed=3)
+    qr = register_ct(studies["ref"], idx, tmp_path / "rigid.tfm", threads=2)
+    qa = register_ct(studies["ref"], idx, tmp_path / "affine.tfm", threads=2, affine=True)
+    assert qa["stages"][1]["accepted"] is True
+    assert sitk.ReadTransform(str(tmp_path / "affine.tfm")).GetName() == "AffineTransform"
+    tre_rigid = _tre(tmp_path / "rigid.tfm", A, t)
+    tre_affine = _tre(tmp_path / "affine.tfm", A, t)
+    assert tre_affine.max() < 1.5 and tre_affine.max() < 0.5 * tre_rigid.max()
+    assert qa["dice_body_after"] > qr["dice_body_after"]
 
 
 def test_rejects_non_ct(studies, tmp_path):

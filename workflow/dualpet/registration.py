@@ -78,6 +78,8 @@ SMOOTHING_SIGMAS = (2.0, 1.0, 0.0)
 #: of them) and the seed of that draw.
 SAMPLING_FRACTIONS = (0.5, 0.3, 0.2)
 SAMPLING_SEED = 20240607
+#: Minimum gain in body-mask Dice for the affine stage's result to replace the rigid one.
+AFFINE_MIN_DICE_GAIN = 0.005
 HISTOGRAM_BINS = 50
 
 #: Minimum body-mask volume (mL) for a CT to be considered usable.
@@ -470,7 +472,14 @@ def register_ct(
         )
         reg.SetInitialTransform(aff, inPlace=True)
         stages.append(_run_stage("affine", reg, fixed, moving))
-        final = aff
+        # Keep the affine result only if it fits the body clearly better than the rigid one:
+        # on rigid motion the 6 extra parameters fit noise (measured: TRE median 0.08 ->
+        # 0.39 mm on rigidly posed phantoms), on real anatomical change they should help.
+        dice_rigid, dice_affine = _dice_in_overlap(fmask, mmask, rigid), _dice_in_overlap(fmask, mmask, aff)
+        accepted = dice_affine >= dice_rigid + AFFINE_MIN_DICE_GAIN
+        stages[-1].update(dice_rigid=dice_rigid, dice_affine=dice_affine, accepted=accepted,
+                          rule=f"accepted if body-mask Dice improves by >= {AFFINE_MIN_DICE_GAIN}")  # fmt: skip
+        final = aff if accepted else rigid
 
     if final.GetName() == "CompositeTransform":  # pragma: no cover - guarded by inPlace=True
         raise RuntimeError("registration produced a composite transform")
@@ -481,7 +490,8 @@ def register_ct(
     matrix = np.asarray(final.GetMatrix(), dtype=float).reshape(3, 3)
     translation = np.asarray(final.GetTranslation(), dtype=float)
     rotation_angle = _rotation_angle_deg(matrix)
-    last = stages[-1]
+    used = [st for st in stages if st.get("accepted", True)]
+    last = used[-1]
 
     qc_warnings = []
     if not dice_after >= 0.9:
@@ -492,7 +502,7 @@ def register_ct(
         qc_warnings.append(f"rotation of {rotation_angle:.1f} deg between studies (> 15 deg)")
     # No limit on the translation: scanner origins (table position) differ between studies
     # by hundreds of mm, which says nothing about the quality of the alignment.
-    for stage in stages:
+    for stage in used:
         if "Maximum number of iterations" in stage["optimizer_stop_condition"]:
             qc_warnings.append(f"{stage['name']} stage stopped at the iteration limit")
 
