@@ -5,10 +5,8 @@ files are kept correct by these checks instead of by building them.)"""
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,72 +15,15 @@ import yaml
 
 from conftest import REPO
 
-PKG = REPO / "workflow" / "dualpet"
 #: import name -> distribution name (conda-forge and PyPI agree for these)
 DIST = {"SimpleITK": "simpleitk", "skimage": "scikit-image", "yaml": "pyyaml"}
-STDLIB = set(sys.stdlib_module_names)
-
-
-def _imports(path):
-    """(third-party top-level names, dualpet modules) imported anywhere in a file."""
-    third, own = set(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "dualpet" else [])
-        for name in names:
-            top = name.split(".")[0]
-            if top == "dualpet":
-                own.add(name)
-            elif top not in STDLIB:
-                third.add(top)
-    return third, own
-
-
-def _module_file(name):
-    parts = name.split(".")[1:]
-    base = PKG.joinpath(*parts)
-    if (base / "__init__.py").exists():
-        return base / "__init__.py"
-    return base.with_suffix(".py") if base.with_suffix(".py").exists() else None
-
-
-def _closure(start_modules):
-    seen, third, todo = set(), set(), list(start_modules)
-    while todo:
-        mod = todo.pop()
-        if mod in seen:
-            continue
-        seen.add(mod)
-        f = _module_file(mod)
-        if f is None:
-            continue
-        t, own = _imports(f)
-        third |= t
-        todo += list(own)
-    return third
 
 
 def _command_imports(command):
     """Third-party packages a `dualpet COMMAND` may import (transitively, function-level too)."""
-    tree = ast.parse((PKG / "cli.py").read_text())
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == f"_cmd_{command.replace('-', '_')}")
-    mods, third = set(), set()
-    for node in ast.walk(func):
-        if isinstance(node, ast.ImportFrom) and node.module.startswith("dualpet"):
-            mods.add(node.module)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("_load"):
-            loader = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == node.func.id)
-            for sub in ast.walk(loader):
-                if isinstance(sub, ast.ImportFrom) and sub.module.startswith("dualpet"):
-                    mods.add(sub.module)
-                elif isinstance(sub, ast.Import):
-                    third |= {a.name.split(".")[0] for a in sub.names}
-        elif isinstance(node, ast.Import):
-            third |= {a.name.split(".")[0] for a in node.names}
-    return {DIST.get(n, n) for n in (_closure(mods) | third) - STDLIB}
+    from dualpet.provenance import command_modules
+
+    return {DIST.get(n, n) for n in command_modules(command)[1]}
 
 
 def _rules():
@@ -208,3 +149,33 @@ def test_readme_gives_the_two_commands():
 def test_results_are_not_committed():
     ignore = (REPO / ".gitignore").read_text()
     assert "results/*" in ignore and Path(REPO / "results" / ".gitkeep").exists()
+
+
+def test_code_version_tracks_the_modules_a_command_uses(tmp_path, monkeypatch):
+    """A change to a module reruns the rules whose command imports it, and only those."""
+    import shutil
+
+    from dualpet import provenance
+
+    pkg = tmp_path / "dualpet"
+    shutil.copytree(REPO / "workflow" / "dualpet", pkg)
+    monkeypatch.setattr(provenance, "PACKAGE", pkg)
+    for cache in (provenance.command_modules, provenance._command_roots):
+        cache.cache_clear()
+    before = {c: provenance.code_version(c) for c in ("convert", "stats", "lesion-metrics")}
+    (pkg / "stats.py").write_text((pkg / "stats.py").read_text() + "\n# changed\n")
+    for cache in (provenance.command_modules, provenance._command_roots):
+        cache.cache_clear()
+    after = {c: provenance.code_version(c) for c in before}
+    assert after["stats"] != before["stats"]
+    assert after["convert"] == before["convert"] and after["lesion-metrics"] == before["lesion-metrics"]
+    for cache in (provenance.command_modules, provenance._command_roots):
+        cache.cache_clear()
+
+
+def test_every_rule_passes_its_code_version():
+    for rule, (env, command) in RULES.items():
+        smk = next(p for p in (REPO / "workflow" / "rules").glob("*.smk") if re.search(rf"(rule|checkpoint) {rule}:", p.read_text()))
+        block = re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text())
+        block = next(b for b in block if re.match(rf"(?:checkpoint|rule) {rule}:", b))
+        assert f'code=code_version("{command}")' in block, rule

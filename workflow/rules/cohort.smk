@@ -32,6 +32,8 @@ rule cohort:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_version("cohort"),
     shell:
         f"python -m dualpet cohort --reference {REF} --index {IDX}"
         " --lesions {input.lesions} --patients {input.patients}"
@@ -61,6 +63,8 @@ rule stats:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_version("stats"),
     shell:
         f"python -m dualpet stats --reference {REF} --index {IDX}"
         " --lesions {input.lesions} --patients {input.patients}"

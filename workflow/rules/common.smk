@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,10 @@ IDX = config["index_tracer"]
 TRACERS = [REF, IDX]
 if REF == IDX:
     raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
+
+# The package's source, for code_version (a stdlib-only module) at parse time.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from dualpet.provenance import code_version  # noqa: E402
 
 # Rules run `python -m dualpet` from this checkout (also inside per-rule conda envs).
 shell.prefix(

@@ -15,6 +15,7 @@ checkpoint inspect:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code_version("inspect"),
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
@@ -42,6 +43,7 @@ rule convert:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_version("convert"),
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:

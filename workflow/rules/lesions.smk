@@ -23,6 +23,7 @@ checkpoint match:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_version("match"),
         tolerance=config["matching"]["tolerance_mm"],
         fraction=config["voi"]["isocontour"],
         neighbourhood=config["voi"]["neighbourhood_mm"],
@@ -56,6 +57,8 @@ rule lesion_metrics:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        code=code_version("lesion-metrics"),
     shell:
         f"python -m dualpet lesion-metrics {{input}} --reference {REF} --index {IDX}"
         " -o {output} > {log} 2>&1"
@@ -84,6 +87,8 @@ rule patient_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        code=code_version("patient-table"),
     shell:
         "python -m dualpet patient-table --patient {wildcards.patient}"
         f" --reference {REF} --index {IDX}"

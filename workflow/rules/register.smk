@@ -17,6 +17,7 @@ rule register:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_version("register"),
         grid_mm=config["registration"]["grid_mm"],
         affine="--affine" if config["registration"]["affine"] else "",
     shell:
@@ -52,6 +53,7 @@ rule registration_views:
         mem_mb=4000,
         runtime=10,
     params:
+        code=code_version("registration-views"),
         title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",
     shell:
         "python -m dualpet registration-views --reference-ct {input.reference_ct}"

@@ -17,6 +17,7 @@ rule segment:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_version("segment"),
         detection=json.dumps(config["detection"], sort_keys=True),
         background=json.dumps(config["background"], sort_keys=True),
     shell:
