@@ -1,7 +1,8 @@
 """Registration benchmark: target registration error at the true lesion centres, and time.
 
     python tests/benchmarks/bench_registration.py [--size demo|clinical] [--patients 6]
-        [--seed 7] [--quirks] [--affine] [--threads 2] [--workdir DIR]
+        [--seed 7] [--quirks] [--affine] [--threads 2] [--max-rotation-deg 5]
+        [--max-translation-mm 30] [--workdir DIR]
 
 Generates a cohort (unless present in --workdir), converts every CT, registers each
 patient's index CT onto its reference CT exactly as the workflow does, and prints per
@@ -37,11 +38,15 @@ def main(argv=None):
     ap.add_argument("--quirks", action="store_true")
     ap.add_argument("--affine", action="store_true", help="rigid then affine")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-rotation-deg", type=float, default=5.0)
+    ap.add_argument("--max-translation-mm", type=float, default=30.0)
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args(argv)
-    work = Path(a.workdir or os.path.join(tempfile.gettempdir(), f"dualpet-reg-{a.size}-{a.seed}"))
+    tag = f"{a.size}-{a.seed}-{a.max_rotation_deg:g}deg-{a.max_translation_mm:g}mm{'-quirks' if a.quirks else ''}"
+    work = Path(a.workdir or os.path.join(tempfile.gettempdir(), f"dualpet-reg-{tag}"))
     t0 = time.perf_counter()
-    generate_cohort(work / "cohort", a.patients, a.seed, a.size, quirks=a.quirks, log=lambda m: None)
+    generate_cohort(work / "cohort", a.patients, a.seed, a.size, quirks=a.quirks, max_rotation_deg=a.max_rotation_deg,
+                    max_translation_mm=a.max_translation_mm, log=lambda m: None)  # fmt: skip
     print(f"cohort ready ({time.perf_counter() - t0:.0f} s): {a.patients} patients, size {a.size}")
     tres, times = [], []
     print(f"{'patient':<8} {'lesions':>7} {'TRE med':>8} {'TRE max':>8} {'Dice':>6} {'ok':>3} {'time s':>7}")

@@ -18,7 +18,8 @@ import sys
 def _cmd_synth(a):
     from dualpet.synth import generate_cohort
 
-    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, log=lambda m: print(m, file=sys.stderr))
+    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, max_rotation_deg=a.max_rotation_deg,
+                    max_translation_mm=a.max_translation_mm, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
 
 
 def _cmd_suv(a):
@@ -180,6 +181,8 @@ def build_parser():
         help="vendor header variants (Philips CNTS, MBq dose, midnight injection, post-processed SeriesTime, "
         "GE private datetime, feet-first), one per study, plus NAC, localizer and MIP series in each folder",
     )
+    s.add_argument("--max-rotation-deg", type=float, default=5.0, help="pose difference between studies (default 5)")
+    s.add_argument("--max-translation-mm", type=float, default=30.0, help="(default 30)")
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")

@@ -51,7 +51,8 @@ PET_PHYSICS = {"F-18": {"fwhm": 6.5, "cov": 0.10}, "Ga-68": {"fwhm": 7.0, "cov":
 #: Anatomy z range (mm) that holds the lesions; inside every size's field of view even
 #: after the pose translation (up to 30 mm).
 LESION_Z_RANGE = (-175.0, 135.0)
-FOV_CENTER_Z = -25.0  # anatomy z at the centre of the field of view
+FOV_CENTER_Z = -25.0
+DEFAULT_POSES = {"max_rotation_deg": 5.0, "max_translation_mm": 30.0}  # anatomy z at the centre of the field of view
 BED_LENGTH_MM, BED_DURATION_S = 160.0, 120.0
 
 #: Vendor header variants of ``--quirks`` (one per study, cycling), each a real-world case
@@ -82,12 +83,24 @@ def patient_id(n):
     return f"P{n:03d}"
 
 
-def generate_cohort(outdir, n_patients=4, seed=0, size="demo", tracers=("fdg", "pentixafor"), quirks=False, log=print):
+def generate_cohort(
+    outdir,
+    n_patients=4,
+    seed=0,
+    size="demo",
+    tracers=("fdg", "pentixafor"),
+    quirks=False,
+    max_rotation_deg=5.0,
+    max_translation_mm=30.0,
+    log=print,
+):
     """Generate (or complete) a cohort in ``outdir``; returns the studies table.
 
     With ``quirks``, every study carries one vendor header variant of :data:`QUIRKS`
     (cycling over the studies) and extra series (NAC PET, CT localizer, PET MIP) in its
-    folder; the pixel truth is the same.
+    folder; the pixel truth is the same. ``max_rotation_deg`` and ``max_translation_mm``
+    bound the pose difference between a patient's two studies (defaults 5 deg, 30 mm;
+    larger values scale the same random draws, for harder registration benchmarks).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
@@ -97,12 +110,14 @@ def generate_cohort(outdir, n_patients=4, seed=0, size="demo", tracers=("fdg", "
         pid = patient_id(n)
         truth_path = outdir / "truth" / f"{pid}.json"
         truth = read_json(truth_path) if truth_path.exists() else None
-        same = truth and (truth.get("seed"), truth.get("size"), bool(truth.get("quirks_enabled"))) == (seed, size, quirks)
+        pose_range = {"max_rotation_deg": float(max_rotation_deg), "max_translation_mm": float(max_translation_mm)}
+        got = (truth.get("seed"), truth.get("size"), bool(truth.get("quirks_enabled")), truth.get("pose_range", DEFAULT_POSES)) if truth else None
+        same = got == (seed, size, quirks, pose_range)
         if same and tuple(truth["tracers"]) == tuple(tracers):
             log(f"{pid}: present, kept")
         else:
             log(f"{pid}: generating ({size})")
-            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks)
+            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range)
         for tracer in tracers:
             rows.append({"patient": pid, "tracer": tracer, "dicom_dir": f"dicom/{pid}/{tracer}", "pet_series": "", "ct_series": ""})
         clinical.append({"patient": pid, **truth["clinical"]})
@@ -117,13 +132,19 @@ def _write_if_changed(path, text):
         write_text(path, text)
 
 
-def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False):
+def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_range=None):
     """Simulate one patient's two studies; writes DICOM and truth, returns the truth dict."""
     grid = SIZES[size]
     rng_anat = np.random.default_rng([seed, n, 0])  # anatomy, physiology, lesions
     rng_study = np.random.default_rng([seed, n, 1])  # doses, times, poses, identifiers
     ref, idx = tracers
-    phantom = make_phantom(rng_anat, tracers, int(rng_anat.integers(4, 11)), LESION_Z_RANGE)
+    pose_range = pose_range or DEFAULT_POSES
+    rot_scale = pose_range["max_rotation_deg"] / DEFAULT_POSES["max_rotation_deg"]
+    shift_scale = pose_range["max_translation_mm"] / DEFAULT_POSES["max_translation_mm"]
+    # keep lesions inside both fields of view when the studies may move further apart
+    margin = max(0.0, pose_range["max_translation_mm"] - DEFAULT_POSES["max_translation_mm"])
+    z_range = (LESION_Z_RANGE[0] + margin, LESION_Z_RANGE[1] - margin)
+    phantom = make_phantom(rng_anat, tracers, int(rng_anat.integers(4, 11)), z_range)
 
     sex = str(rng_study.choice(["F", "M"]))
     height = float(rng_study.uniform(1.55, 1.80) + (0.08 if sex == "M" else 0.0))
@@ -158,9 +179,10 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False):
         uptake_s = float(rng_study.uniform(50.0, 75.0) * 60.0)
         series_dt = inj + dt.timedelta(seconds=round(uptake_s))
         uptake_s = (series_dt - inj).total_seconds()
-        angles = rng_study.uniform([-3.0, -3.0, -5.0], [3.0, 3.0, 5.0])
+        angles = rng_study.uniform([-3.0, -3.0, -5.0], [3.0, 3.0, 5.0]) * rot_scale
         table_z = float(rng_study.uniform(-1100.0, -700.0))
-        trans = np.array([rng_study.uniform(-30, 30), rng_study.uniform(-15, 15), table_z + rng_study.uniform(-30, 30)])
+        offset = np.array([rng_study.uniform(-30, 30), rng_study.uniform(-15, 15), rng_study.uniform(-30, 30)])
+        trans = offset * shift_scale + np.array([0.0, 0.0, table_z])
         R = rotation_matrix(angles)
         poses[tracer] = (R, trans)
         accession = f"ACC{rng_study.integers(10**7, 10**8)}"
@@ -209,6 +231,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False):
         "size": size,
         "tracers": list(tracers),
         "quirks_enabled": bool(quirks),
+        "pose_range": pose_range,
         "reference_tracer": ref,
         "index_tracer": idx,
         "identifiers": ident,
