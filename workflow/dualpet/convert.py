@@ -22,19 +22,32 @@ def _series_summary(series, volume):
     }
 
 
-def convert_pet(series, out, json_out=None, *, where, extra=None):
-    """Convert one PET series to SUVbw NIfTI (float32) and write its sidecar."""
+def convert_pet(series, out, json_out=None, *, where, extra=None, register_to=None):
+    """Convert one PET series to SUVbw NIfTI (float32) and write its sidecar.
+
+    ``register_to`` (a CT :class:`~dualpet.dicom.Volume` of another frame of reference):
+    the PET is registered rigidly onto it and written with its affine placed in the CT's
+    frame; its voxels are not resampled. The sidecar's ``pet_to_ct_registration`` says so.
+    """
     volume = load_series(series, label=where)
     factors, suv = suv_factors(volume.datasets, where=f"{where}, series {series.uid}")
     data = volume.data  # float32, rescaled per slice; scaled in place to save memory
     data *= factors.astype(np.float32)[None, None, :]
-    save_nifti(out, nifti_image(data, volume.affine))
+    affine, registration = volume.affine, None
+    if register_to is not None:
+        from dualpet.registration import register_pet_to_ct
+
+        M, qc = register_pet_to_ct(data, affine, register_to.data, register_to.affine)
+        affine = M @ affine
+        registration = {"reason": "PET and CT have different FrameOfReferenceUID", **qc}
+    save_nifti(out, nifti_image(data, affine))
     sidecar = {
         "units": "SUVbw (g/mL)",
         **suv,
         "rescale": "per-slice RescaleSlope applied",
         "rescale_slope_range": [float(volume.slopes.min()), float(volume.slopes.max())],
         "pet_series": _series_summary(series, volume),
+        "pet_to_ct_registration": registration,
         **(extra or {}),
     }
     if json_out:
@@ -60,6 +73,7 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
         pet_out,
         json_out,
         where=where,
+        register_to=None if shared else ct_volume,
         extra={
             "patient": patient,
             "tracer": tracer,

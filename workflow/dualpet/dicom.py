@@ -144,20 +144,13 @@ def pick_series(series, folder, kind, uid=None, *, option="pet_series", frame=No
 
 
 def select_series(series, folder, *, pet_uid=None, ct_uid=None):
-    """Choose the AC PET and the axial CT of the same frame of reference (sheet columns
-    ``pet_series`` / ``ct_series`` name them when the folder is ambiguous)."""
+    """Choose the AC PET and the axial CT, preferring the CT of the PET's frame of reference
+    (sheet columns ``pet_series`` / ``ct_series`` name them when the folder is ambiguous).
+    A pair of different frames is returned too: the converter then registers them."""
     pet = pick_series(series, folder, "pet_ac", pet_uid, option="studies-sheet column pet_series")
     ct = pick_series(
         series, folder, "ct_axial", ct_uid, option="studies-sheet column ct_series", frame=pet.frame_of_reference
     )
-    if pet.frame_of_reference != ct.frame_of_reference:
-        # PET and CT in different spaces would put the CT-derived background and regions in
-        # the wrong place; PET-to-CT registration for this case is not implemented yet.
-        raise DualpetInputError(
-            f"PET series {pet.uid} and CT series {ct.uid} in {folder} have different FrameOfReferenceUID "
-            "(attribute FrameOfReferenceUID): they do not share a space",
-            attribute="FrameOfReferenceUID (0020,0052)",
-        )
     return pet, ct
 
 

@@ -555,6 +555,97 @@ def register_ct(
 # ------------------------------------------------------------------------ transforms
 
 
+def image_from_array(data, affine_lps):
+    """SimpleITK image from an array indexed [i, j, k] and its voxel->LPS affine."""
+    affine_lps = np.asarray(affine_lps, dtype=float)
+    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0)))
+    img.SetSpacing([float(v) for v in spacing])
+    img.SetOrigin([float(v) for v in affine_lps[:3, 3]])
+    img.SetDirection([float(v) for v in (affine_lps[:3, :3] / spacing).ravel()])
+    return img
+
+
+def matrix_4x4(tfm):
+    """4x4 LPS matrix of a rigid/affine SimpleITK transform (x' = M @ [x, 1])."""
+    A = np.asarray(tfm.GetMatrix(), dtype=float).reshape(3, 3)
+    c = np.asarray(tfm.GetCenter(), dtype=float)
+    M = np.eye(4)
+    M[:3, :3] = A
+    M[:3, 3] = c + np.asarray(tfm.GetTranslation(), dtype=float) - A @ c
+    return M
+
+
+#: PET-to-CT mutual information: intensity windows and histogram. Clipping the PET at
+#: SUV 2.5 and the CT at 200 HU spreads the histogram over the tissues that carry the
+#: anatomy (lung, fat, soft tissue); unclipped, the bladder's SUV ~25 leaves the body in a
+#: few bins and the MI landscape flat (measured on phantoms: 10-20 mm errors unclipped,
+#: 1.5-3 mm clipped).
+PET_CT_SUV_CLIP = 2.5
+PET_CT_HU_WINDOW = (-1000.0, 200.0)
+PET_CT_BINS = 64
+
+
+def register_pet_to_ct(pet_suv, pet_affine, ct_hu, ct_affine, *, threads=1, grid_mm=4.0):
+    """Rigid PET-to-CT registration for a PET and a CT that do not share a frame of reference.
+
+    Mattes mutual information between the PET (SUVbw on its native grid, clipped at
+    :data:`PET_CT_SUV_CLIP`) and the CT (on a ``grid_mm`` grid, windowed), sampled in the
+    CT body dilated by 3 voxels, initialised by the centres of mass of the body masks (CT:
+    HU > -500; PET: SUV > 0.15, below the body's lowest physiological uptake of about
+    0.3), three resolution levels. Accuracy on the phantoms: about 1.5-3 mm, mostly
+    along z (a PET voxel is 4 mm).
+
+    Returns
+    -------
+    M : ndarray (4, 4)
+        Rigid LPS transform from the PET's world coordinates to the CT's: the PET's
+        voxel->LPS affine in the CT's frame is ``M @ pet_affine`` (its voxels unchanged).
+    qc : dict
+        Method, final metric, translation (mm) and rotation (deg) of ``M``, body Dice.
+    """
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
+    fixed = sitk.Clamp(_to_grid(image_from_array(ct_hu, ct_affine), grid_mm), sitk.sitkFloat32, *PET_CT_HU_WINDOW)
+    fmask = body_mask(fixed)
+    pet = image_from_array(pet_suv, pet_affine)
+    moving = sitk.Clamp(pet, sitk.sitkFloat32, 0.0, PET_CT_SUV_CLIP)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(pet > 0.15), sortByObjectSize=True)
+    mmask = sitk.Cast(components == 1, sitk.sitkUInt8)
+    rigid = sitk.Euler3DTransform(
+        sitk.CenteredTransformInitializer(
+            sitk.Cast(fmask, sitk.sitkFloat32),
+            sitk.Cast(mmask, sitk.sitkFloat32),
+            sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS,
+        )
+    )
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=PET_CT_BINS)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.5, SAMPLING_SEED)
+    reg.SetMetricFixedMask(sitk.BinaryDilate(fmask, [3, 3, 3]))
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 300, relaxationFactor=0.5)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
+    reg.SetSmoothingSigmasPerLevel(list(SMOOTHING_SIGMAS))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    reg.SetInitialTransform(rigid, inPlace=True)
+    stage = _run_stage("pet_to_ct", reg, fixed, moving)
+    M = np.linalg.inv(matrix_4x4(rigid))  # ITK maps fixed (CT) points to moving (PET) points
+    qc = {
+        "method": "rigid, Mattes mutual information (PET SUV clipped at "
+        f"{PET_CT_SUV_CLIP}, CT {PET_CT_HU_WINDOW[0]:g}..{PET_CT_HU_WINDOW[1]:g} HU), PET native voxels kept",
+        "expected_accuracy_mm": "about 1.5-3 (phantoms)",
+        "final_metric_value": stage["final_metric_value"],
+        "optimizer_stop_condition": stage["optimizer_stop_condition"],
+        "translation_mm": M[:3, 3].tolist(),
+        "rotation_deg": _rotation_angle_deg(M[:3, :3]),
+        "dice_body_after": _dice_in_overlap(fmask, mmask, rigid),
+    }
+    return M, qc
+
+
 def load_transform(path) -> sitk.Transform:
     """Read an ITK transform file as its concrete SimpleITK type.
 
