@@ -435,7 +435,8 @@ def test_quality_control_lists_exclusions_and_flagged_registrations():
          "excluded_reason": ["", "", "patient C, pentixafor: attribute Units (0054,1001): Units 'CPS'"],
          "fdg_positive": [1, 1, 1], "pentixafor_positive": [1, 1, 0],
          "registration_ok": [1, 0, 1], "registration_body_dice": [0.99, 0.7, 0.98],
-         "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""]}
+         "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""],
+         "pentixafor_pet_ct_registered": [1, 0, 0]}
     )  # fmt: skip
     summary = summarize(lesions, patients, "fdg", "pentixafor")
     assert summary["n_patients"] == 2 and summary["n_lesions"] == 3
@@ -445,3 +446,5 @@ def test_quality_control_lists_exclusions_and_flagged_registrations():
     assert all(c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"])
     md = render_markdown(summary)
     assert "## Quality control" in md and "C excluded" in md and "Units" in md and "B: registration flagged" in md
+    assert summary["pet_ct_registered"] == [{"patient": "A", "tracer": "pentixafor"}]
+    assert "A, pentixafor: PET registered onto its CT" in md

@@ -83,6 +83,7 @@ def test_end_to_end_against_truth(workdir, tool_env):
         for c in ("positive", "lesions", "background_suvmean", "background_source"):
             assert f"{t}_{c}" in patients.columns
     assert "cxcr4_ihc" in patients.columns and len(patients) == N
+    assert (patients["fdg_pet_ct_registered"] == 0).all()  # synthetic studies share a frame
 
     # every union lesion is measured on both tracers (undetected ones too)
     assert lesions[["fdg_suvmax", "pentixafor_suvmax", "fdg_tbr", "pentixafor_tbr"]].notna().all().all()

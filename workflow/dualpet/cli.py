@@ -137,7 +137,7 @@ def _cmd_patient_table(a):
 
     patient_tables(
         a.patient, (a.reference, a.index), a.index_tsv, a.metrics, {a.reference: a.ref_seg, a.index: a.idx_seg},
-        a.registration_qc, a.lesions_out, a.patient_out,
+        a.registration_qc, a.lesions_out, a.patient_out, pet_sidecars={a.reference: a.ref_pet_json, a.index: a.idx_pet_json},
     )  # fmt: skip
 
 
@@ -267,6 +267,8 @@ def build_parser():
     s.add_argument("--metrics", nargs="*", default=[])
     s.add_argument("--ref-seg", required=True)
     s.add_argument("--idx-seg", required=True)
+    s.add_argument("--ref-pet-json", default="")
+    s.add_argument("--idx-pet-json", default="")
     s.add_argument("--registration-qc", required=True)
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patient-out", required=True)

@@ -22,13 +22,16 @@ def lesion_columns(tracers):
     return cols
 
 
-def patient_tables(patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient):
+def patient_tables(
+    patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient, pet_sidecars=None
+):
     """Join the lesion index with the per-lesion metrics; summarise the patient.
 
     Parameters
     ----------
     segmentations : dict tracer -> path of that study's segmentation JSON.
     registration_qc : path of the registration QC JSON.
+    pet_sidecars : dict tracer -> path of that study's pet.json (PET-to-CT registration).
     """
     index = pd.read_csv(index_tsv, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
@@ -57,6 +60,9 @@ def patient_tables(patient, tracers, index_tsv, metric_jsons, segmentations, reg
         summary[f"{t}_background_suvmean"] = seg["background"]["suvmean"]
         summary[f"{t}_background_source"] = seg["background"]["source"]
         summary[f"{t}_threshold_suv"] = seg["detection"]["threshold_suv"]
+        if pet_sidecars and pet_sidecars.get(t):
+            # 1: PET and CT did not share a frame of reference and were registered (pet.json)
+            summary[f"{t}_pet_ct_registered"] = int(bool(read_json(pet_sidecars[t]).get("pet_to_ct_registration")))
     summary["registration_ok"] = int(bool(qc.get("ok", True)))
     summary["registration_body_dice"] = qc.get("dice_body_after")
     summary["registration_warnings"] = "; ".join(qc.get("warnings", []))

@@ -588,6 +588,12 @@ def summarize(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, ind
         reason = None if reason is None or (isinstance(reason, float) and math.isnan(reason)) else str(reason)
         excluded_list.append({"patient": row["patient"], "reason": reason})
     excluded_ids = {e["patient"] for e in excluded_list}
+    pet_ct = []
+    for col in (f"{reference}_pet_ct_registered", f"{index}_pet_ct_registered"):
+        if col in patients.columns:
+            for _, row in patients[~excluded].iterrows():
+                if _float(row.get(col)) == 1:
+                    pet_ct.append({"patient": row["patient"], "tracer": col.rsplit("_pet_ct_registered", 1)[0]})
     flagged = []
     if "registration_ok" in patients.columns:
         for _, row in patients[~excluded].iterrows():
@@ -605,6 +611,7 @@ def summarize(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, ind
         "n_lesions": int(len(lesions)),
         "excluded_patients": excluded_list,
         "registration_flagged": flagged,
+        "pet_ct_registered": pet_ct,
         "definitions": {
             "difference": DIFFERENCE_DEFINITION,
             "positive": "{tracer}_positive == 1 (patient level); missing values are excluded",
@@ -813,7 +820,7 @@ def render_markdown(summary: dict) -> str:
     if summary.get("excluded_patients"):
         cohort += f" ({len(summary['excluded_patients'])} patient(s) excluded)"
     out += [cohort + ".", "", f"Differences are {summary['definitions']['difference']}.", ""]
-    if summary.get("excluded_patients") or summary.get("registration_flagged"):
+    if summary.get("excluded_patients") or summary.get("registration_flagged") or summary.get("pet_ct_registered"):
         out += ["## Quality control", ""]
         for e in summary.get("excluded_patients", []):
             out.append(f"- **{e['patient']} excluded**: {_cell(e.get('reason') or 'no reason given')}")
@@ -821,6 +828,11 @@ def render_markdown(summary: dict) -> str:
             out.append(
                 f"- **{f['patient']}: registration flagged** (kept in the analysis; check "
                 f"`{f['patient']}/registration/qc.png`): {_cell(f.get('warnings') or 'see qc.json')}"
+            )
+        for r in summary.get("pet_ct_registered", []):
+            out.append(
+                f"- **{r['patient']}, {r['tracer']}: PET registered onto its CT** (no shared frame of reference; "
+                "accuracy about one PET voxel, see pet.json)"
             )
         out.append("")
 

@@ -71,6 +71,8 @@ rule patient_table:
         metrics=lesion_metrics_of,
         ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
         idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+        ref_pet_json=f"results/{{patient}}/{REF}/pet.json",
+        idx_pet_json=f"results/{{patient}}/{IDX}/pet.json",
         qc="results/{patient}/registration/qc.json",
     output:
         lesions="results/{patient}/lesions.tsv",
@@ -94,5 +96,6 @@ rule patient_table:
         f" --reference {REF} --index {IDX}"
         " --index-tsv {input.index} --metrics {input.metrics}"
         " --ref-seg {input.ref_seg} --idx-seg {input.idx_seg}"
+        " --ref-pet-json {input.ref_pet_json} --idx-pet-json {input.idx_pet_json}"
         " --registration-qc {input.qc}"
         " --lesions-out {output.lesions} --patient-out {output.patient} > {log} 2>&1"
