@@ -73,3 +73,26 @@ def test_carry_voi_through_a_translation():
     assert tfm.TransformPoint((0.0, 0.0, 0.0)) == pytest.approx(tuple(shift))
     outside = carry_voi(voi, src_aff, (40, 40, 40), dst_aff, lambda pts: pts + 1000.0, np.array([0.0, 0, 0]), 60.0)
     assert not outside.any()
+
+
+def test_overlapping_vois_are_one_lesion_even_with_distant_centroids(tmp_path):
+    """An elongated lesion seen on both tracers, hot at opposite ends: the two centroids are
+    further apart than the tolerance, but the VOIs overlap, so it is one union lesion."""
+    from dualpet.matching import build_lesions
+
+    shape = (40, 40, 60)
+    idx = np.indices(shape)
+    rod = (np.hypot(idx[0] - 20, idx[1] - 20) <= 3) & (idx[2] >= 15) & (idx[2] <= 45)  # 60 mm long
+    grad = np.clip((idx[2] - 15) / 30.0, 0, 1)
+    # SUV 1 -> 8 along the rod: each tracer's 41 % VOI is the hot two thirds of the rod
+    ref_suv = np.where(rod, 1.0 + 7.0 * (1 - grad), 0.5).astype(np.float32)  # hot at the bottom
+    idx_suv = np.where(rod, 1.0 + 7.0 * grad, 0.5).astype(np.float32)  # hot at the top
+    lab = rod.astype(np.int32)
+    studies = {t: {"suv": v, "affine": AFF, "labels": lab, "background": 1.0}
+               for t, v in (("fdg", ref_suv), ("pentixafor", idx_suv))}  # fmt: skip
+    tfm = sitk.Euler3DTransform()
+    index = build_lesions("P1", ("fdg", "pentixafor"), studies, tfm, tmp_path / "i.tsv", tmp_path / "c",
+                          tolerance_mm=5.0, fraction=0.41, neighbourhood_mm=0.0)  # fmt: skip
+    assert len(index) == 1
+    row = index.iloc[0]
+    assert row["fdg_detected"] == 1 and row["pentixafor_detected"] == 1 and row["match_distance_mm"] > 15.0

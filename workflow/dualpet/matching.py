@@ -56,6 +56,7 @@ def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
         out[lab] = {
             "box": box,
             "lo": lo,
+            "crop_affine": _crop_affine(affine, lo),
             "neighbourhood": near,
             "voi": voi,
             "centroid": apply_affine(affine, np.argwhere(voi).mean(axis=0) + lo),
@@ -73,6 +74,40 @@ def match(ref_centroids, idx_centroids_in_ref, tolerance_mm):
     d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
     rows, cols = linear_sum_assignment(np.where(d <= tolerance_mm, d, 1e6))
     return [(ref_labs[r], idx_labs[c], float(d[r, c])) for r, c in zip(rows, cols) if d[r, c] <= tolerance_mm]
+
+
+def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=60.0):
+    """Pairs of lesions left unmatched by centroid distance whose VOIs overlap.
+
+    A large or irregular lesion can have its two tracers' centroids further apart than the
+    tolerance; if the reference VOI, carried onto the index grid, shares voxels with an
+    unmatched index VOI (centroids within ``search_mm``), they are one lesion. Conflicts are
+    resolved greedily by the number of shared voxels.
+    """
+    done_ref, done_idx = {p[0] for p in pairs}, {p[1] for p in pairs}
+    candidates = []
+    for r, rv in cents[ref].items():
+        if r in done_ref:
+            continue
+        near = [i for i in cents[idx] if i not in done_idx and np.linalg.norm(idx_in_ref[i] - rv["centroid"]) <= search_mm]
+        if not near:
+            continue
+        centre_idx = transform_points(tfm, rv["centroid"][None])[0]
+        # destination = index grid: its points map back to the reference by the inverse
+        carried = carry_voi(rv["voi"], rv["crop_affine"], idx_study["suv"].shape, idx_study["affine"],
+                            lambda pts: inverse_transform_points(tfm, pts), centre_idx, search_mm + 30.0)  # fmt: skip
+        for i in near:
+            iv = cents[idx][i]
+            shared = int((carried[iv["box"]] & iv["voi"]).sum())
+            if shared:
+                candidates.append((shared, r, i))
+    out = []
+    for shared, r, i in sorted(candidates, reverse=True):
+        if r not in done_ref and i not in done_idx:
+            done_ref.add(r)
+            done_idx.add(i)
+            out.append((r, i, float(np.linalg.norm(idx_in_ref[i] - cents[ref][r]["centroid"]))))
+    return out
 
 
 def _crop_box(mask_or_points, affine, shape, margin_mm):
@@ -159,6 +194,7 @@ def build_lesions(
         mapped = inverse_transform_points(tfm, np.array([cents[idx][k]["centroid"] for k in labs]))
         idx_in_ref = dict(zip(labs, mapped))
     pairs = match({k: v["centroid"] for k, v in cents[ref].items()}, idx_in_ref, tolerance_mm)
+    pairs += overlap_pairs(cents, ref, idx, idx_in_ref, pairs, studies[idx], tfm)
     union = [{ref: r, idx: i, "distance_mm": d} for r, i, d in pairs]
     union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
     union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
@@ -192,8 +228,7 @@ def build_lesions(
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]
-                src_affine = _crop_affine(studies[other]["affine"], src["lo"])
-                full = carry_voi(src["voi"], src_affine, st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
+                full = carry_voi(src["voi"], src["crop_affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
                 if not full.any():  # the lesion lies outside this PET's field of view
                     row[f"{t}_voi_source"] = "outside_field_of_view"
                     arrays[f"{t}_mode"] = np.array("outside_field_of_view")
