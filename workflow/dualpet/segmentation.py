@@ -165,7 +165,45 @@ def detect_lesions(
     return labels, info
 
 
-def segment_study(ct_path, pet_path, labels_out, json_out, *, detection, background=None, patient="", tracer=""):
+def mask_on_grid(mask_path, labels, shape, affine_lps):
+    """A NIfTI label image resampled onto a grid by nearest neighbour through world coordinates.
+
+    Parameters
+    ----------
+    mask_path : path of a NIfTI label image (any grid, RAS affine as NIfTI stores it).
+    labels : sequence of int or None
+        Label values selected; None or empty: every non-zero label.
+    shape, affine_lps : the target grid and its voxel->LPS affine.
+
+    Returns
+    -------
+    ndarray of bool (``shape``)
+    """
+    import nibabel as nib
+
+    from dualpet.geometry import lps_affine
+
+    img = nib.load(str(mask_path))
+    data = np.asarray(img.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"exclusion mask {mask_path}: expected a 3-D label image, got shape {data.shape}")
+    selected = np.isin(data, list(labels)) if labels else data != 0
+    to_mask = np.linalg.inv(lps_affine(img.affine)) @ np.asarray(affine_lps, dtype=float)  # voxel -> mask voxel
+    out = np.zeros(shape, dtype=bool)
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for k in range(shape[2]):
+        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
+        m = np.rint(apply_affine(to_mask, ijk)).astype(int)
+        ok = np.all((m >= 0) & (m < data.shape), axis=1)
+        hit = np.zeros(len(m), dtype=bool)
+        hit[ok] = selected[tuple(m[ok].T)]
+        out[:, :, k] = hit.reshape(ii.shape)
+    return out
+
+
+def segment_study(
+    ct_path, pet_path, labels_out, json_out, *, detection, background=None, patient="", tracer="", exclusion_mask=None
+):
     """Background VOI + lesion detection for one study (files in, files out).
 
     Parameters
@@ -175,6 +213,9 @@ def segment_study(ct_path, pet_path, labels_out, json_out, *, detection, backgro
         ``max_volume_ml``, ``organ_fraction``, ``organ_contrast``.
     background : dict, optional
         ``offset_mm`` for the blood-pool search (see :func:`dualpet.background.blood_pool`).
+    exclusion_mask : path, optional
+        NIfTI label image of physiological uptake; ``detection["exclusion_labels"][tracer]``
+        selects its labels (default: every non-zero label).
     """
     import nibabel as nib
 
@@ -192,7 +233,15 @@ def segment_study(ct_path, pet_path, labels_out, json_out, *, detection, backgro
     bg = blood_pool(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where, **bg_opts)
     threshold = detection_threshold(detection, bg["suvmean"])
     keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
-    labels, info = detect_lesions(suv, pet_affine, threshold, **{k: detection[k] for k in keys if k in detection})
+    exclusion, excluded = None, {"provided": False}
+    if exclusion_mask:
+        chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None
+        exclusion = mask_on_grid(exclusion_mask, chosen, suv.shape, pet_affine)
+        excluded = {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
+    labels, info = detect_lesions(
+        suv, pet_affine, threshold, exclusion=exclusion, **{k: detection[k] for k in keys if k in detection}
+    )
+    info["exclusion_mask"] = excluded
     save_nifti(labels_out, nifti_image(labels, pet_affine))
     write_json(json_out, {"patient": patient, "tracer": tracer, "background": bg, "detection": {"method": dict(detection), **info}})
     return bg, info

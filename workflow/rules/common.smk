@@ -31,7 +31,7 @@ shell.prefix(
 def load_studies(path):
     """Read and validate the studies sheet; resolve dicom_dir against its folder."""
     sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).fillna("")
-    for column in ("pet_series", "ct_series"):
+    for column in ("pet_series", "ct_series", "exclusion_mask"):
         if column not in sheet.columns:
             sheet[column] = ""
     validate(sheet, "../schemas/studies.schema.yaml")
@@ -53,10 +53,11 @@ def load_studies(path):
             f"{path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
         )
     base = Path(path).resolve().parent
-    sheet["dicom_dir"] = [
-        os.path.normpath(base / d) if not os.path.isabs(d) else d
-        for d in sheet["dicom_dir"]
-    ]
+    for column in ("dicom_dir", "exclusion_mask"):
+        sheet[column] = [
+            os.path.normpath(base / d) if d and not os.path.isabs(d) else d
+            for d in sheet[column]
+        ]
     return sheet.set_index(["patient", "tracer"], drop=False)
 
 
@@ -75,6 +76,16 @@ def study_value(column):
 
     def get(wildcards):
         return studies.loc[(wildcards.patient, wildcards.tracer), column]
+
+    return get
+
+
+def optional_study_file(column):
+    """Input function: this study's file in an optional sheet column, or none."""
+
+    def get(wildcards):
+        value = studies.loc[(wildcards.patient, wildcards.tracer), column]
+        return [value] if value else []
 
     return get
 

@@ -3,6 +3,7 @@ rule segment:
     input:
         ct="results/{patient}/{tracer}/ct.nii.gz",
         pet="results/{patient}/{tracer}/pet_suv.nii.gz",
+        exclusion=optional_study_file("exclusion_mask"),
     output:
         labels="results/{patient}/{tracer}/lesions.nii.gz",
         json="results/{patient}/{tracer}/segmentation.json",
@@ -24,4 +25,5 @@ rule segment:
         "python -m dualpet segment --ct {input.ct} --pet {input.pet}"
         " --labels {output.labels} --json {output.json}"
         " --detection {params.detection:q} --background {params.background:q}"
+        " --exclusion '{input.exclusion}'"
         " --patient {wildcards.patient} --tracer {wildcards.tracer} > {log} 2>&1"
