@@ -263,9 +263,21 @@ def _rotation_angle_deg(matrix):
     return float(np.degrees(np.arccos(cos)))
 
 
-def _new_registration(fixed_mask_metric, shrink, sigmas, fractions, learning_rate, iterations):
+def _moments_init(fixed_mask, moving_mask):
+    """Euler transform aligning the centres of mass of two body masks."""
+    return sitk.Euler3DTransform(
+        sitk.CenteredTransformInitializer(
+            sitk.Cast(fixed_mask, sitk.sitkFloat32),
+            sitk.Cast(moving_mask, sitk.sitkFloat32),
+            sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS,
+        )
+    )
+
+
+def _new_registration(fixed_mask_metric, shrink, sigmas, fractions, learning_rate, iterations, bins=HISTOGRAM_BINS):
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentagePerLevel([float(f) for f in fractions], SAMPLING_SEED)
     reg.SetMetricFixedMask(fixed_mask_metric)
@@ -445,14 +457,7 @@ def register_ct(
     fmask, mmask = masks["reference"], masks["index"]
 
     # Centre-of-mass initialisation on the body masks (couch already excluded).
-    rigid = sitk.Euler3DTransform(
-        sitk.CenteredTransformInitializer(
-            sitk.Cast(fmask, sitk.sitkFloat32),
-            sitk.Cast(mmask, sitk.sitkFloat32),
-            sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.MOMENTS,
-        )
-    )
+    rigid = _moments_init(fmask, mmask)
     dice_before = _dice_in_overlap(fmask, mmask, sitk.Transform())
     dice_initial = _dice_in_overlap(fmask, mmask, rigid)
 
@@ -611,25 +616,11 @@ def register_pet_to_ct(pet_suv, pet_affine, ct_hu, ct_affine, *, threads=1, grid
     moving = sitk.Clamp(pet, sitk.sitkFloat32, 0.0, PET_CT_SUV_CLIP)
     components = sitk.RelabelComponent(sitk.ConnectedComponent(pet > 0.15), sortByObjectSize=True)
     mmask = sitk.Cast(components == 1, sitk.sitkUInt8)
-    rigid = sitk.Euler3DTransform(
-        sitk.CenteredTransformInitializer(
-            sitk.Cast(fmask, sitk.sitkFloat32),
-            sitk.Cast(mmask, sitk.sitkFloat32),
-            sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.MOMENTS,
-        )
-    )
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=PET_CT_BINS)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.5, SAMPLING_SEED)
-    reg.SetMetricFixedMask(sitk.BinaryDilate(fmask, [3, 3, 3]))
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 300, relaxationFactor=0.5)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
-    reg.SetSmoothingSigmasPerLevel(list(SMOOTHING_SIGMAS))
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    rigid = _moments_init(fmask, mmask)
+    reg = _new_registration(
+        sitk.BinaryDilate(fmask, [3, 3, 3]), SHRINK_FACTORS, SMOOTHING_SIGMAS, [0.5] * len(SHRINK_FACTORS),
+        2.0, 300, bins=PET_CT_BINS,
+    )  # fmt: skip
     reg.SetInitialTransform(rigid, inPlace=True)
     stage = _run_stage("pet_to_ct", reg, fixed, moving)
     M = np.linalg.inv(matrix_4x4(rigid))  # ITK maps fixed (CT) points to moving (PET) points
