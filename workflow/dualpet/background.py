@@ -149,3 +149,105 @@ def blood_pool(hu, ct_affine, suv, pet_affine, *, offset_mm=(25.0, -30.0), searc
         "lumen_radius_mm": radius,
         "source": "bloodpool:auto (descending aorta located on CT from the spine; 10 mm x 20 mm cylinder)",
     }
+
+
+#: Non-contrast CT density window of liver parenchyma (HU, after light smoothing).
+LIVER_HU = (50.0, 85.0)
+
+
+def _sphere_values(suv, affine, centre, radius_mm):
+    """PET values of the voxels whose centres lie within a sphere (LPS mm)."""
+    sp = voxel_spacing(affine)
+    c = world_to_voxel(affine, centre)
+    reach = np.ceil(radius_mm / sp).astype(int) + 1
+    lo = np.maximum(np.floor(c).astype(int) - reach, 0)
+    hi = np.minimum(np.floor(c).astype(int) + reach + 1, suv.shape)
+    if np.any(hi <= lo):
+        return np.array([])
+    idx = np.indices(hi - lo).reshape(3, -1).T + lo
+    inside = np.linalg.norm(apply_affine(affine, idx) - centre, axis=1) <= radius_mm
+    return suv[tuple(idx[inside].T)]
+
+
+def liver_centre(hu, ct_affine, radius_mm=15.0):
+    """LPS centre of a sphere of ``radius_mm`` inside the liver's right lobe, from the CT.
+
+    The liver is the large organ of liver density (``LIVER_HU``, non-contrast CT) on the patient's right under the
+    right hemidiaphragm: below the lowest point of the right lung and within 150 mm of it,
+    right of the body's midline. The centre is the point deepest inside that soft tissue
+    (3-D distance transform), which keeps the sphere off vessels, fat and the organ's edge.
+
+    Returns (centre or None, depth in mm).
+    """
+    spacing = voxel_spacing(ct_affine)
+    body = hu > -400
+    filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
+    lung = filled & (hu < -500)
+    if not lung.any():
+        return None, 0.0
+    ii, jj, kk = np.nonzero(filled)
+    mid_i = ii.mean()
+    # the patient's right is -x in LPS: the columns on the side of decreasing x
+    right = apply_affine(ct_affine, [[0, 0, 0], [1, 0, 0]])
+    right_is_low_i = right[1, 0] > right[0, 0]
+    lung_right = lung.copy()
+    cols = np.arange(hu.shape[0])
+    lung_right[(cols > mid_i) if right_is_low_i else (cols < mid_i)] = False
+    if not lung_right.any():
+        return None, 0.0
+    z_of_k = apply_affine(ct_affine, np.stack([np.zeros(hu.shape[2]), np.zeros(hu.shape[2]), np.arange(hu.shape[2])], 1))[:, 2]
+    dome_z = z_of_k[np.nonzero(lung_right.any(axis=(0, 1)))[0]].min()
+    band = (z_of_k < dome_z - 5.0) & (z_of_k > dome_z - 150.0)
+    # non-contrast liver (~55-65 HU) is denser than muscle (~45 HU) and spleen; the
+    # smoothing keeps CT noise from breaking the organ into pieces
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), 1.0)
+    soft = filled & (smooth > LIVER_HU[0]) & (smooth < LIVER_HU[1])
+    soft[:, :, ~band] = False
+    soft[(cols > mid_i - 10) if right_is_low_i else (cols < mid_i + 10)] = False
+    if not soft.any():
+        return None, 0.0
+    depth = ndimage.distance_transform_edt(soft, sampling=spacing)
+    k = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return apply_affine(ct_affine, k), float(depth[k])
+
+
+def liver(hu, ct_affine, suv, pet_affine, *, radius_mm=15.0, where=""):
+    """Liver background: SUVmean in a 3 cm sphere in the right lobe (found by :func:`liver_centre`)."""
+    centre, depth = liver_centre(hu, ct_affine, radius_mm)
+    if centre is None or depth < radius_mm:
+        raise DualpetInputError(
+            f"{where}: liver background not found: no soft-tissue region under the right lung deep enough "
+            f"for a {2 * radius_mm:.0f} mm sphere on the CT"
+        )
+    return _measure(suv, pet_affine, centre, "liver:auto (right lobe below the right lung base, 30 mm sphere)", radius_mm)
+
+
+def _measure(suv, pet_affine, centre, source, radius_mm):
+    vals = _sphere_values(suv, pet_affine, np.asarray(centre, float), radius_mm)
+    if vals.size == 0:
+        raise DualpetInputError(f"background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
+    return {
+        "suvmean": float(vals.mean()),
+        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+        "n_voxels": int(vals.size),
+        "centre_lps": [float(v) for v in centre],
+        "source": source,
+    }
+
+
+def measure_at(suv, pet_affine, centre, method="bloodpool"):
+    """Background VOI at given coordinates (from the studies sheet): the method's VOI shape
+    (blood pool: 10 mm x 20 mm z-cylinder; liver: 30 mm sphere) centred there."""
+    centre = np.asarray(centre, dtype=float)
+    if method == "liver":
+        return _measure(suv, pet_affine, centre, "liver:sheet coordinates (30 mm sphere)", 15.0)
+    vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
+    if vals.size == 0:
+        raise DualpetInputError(f"background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
+    return {
+        "suvmean": float(vals.mean()),
+        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+        "n_voxels": int(vals.size),
+        "centre_lps": [float(v) for v in centre],
+        "source": "bloodpool:sheet coordinates (10 mm x 20 mm cylinder)",
+    }

@@ -202,7 +202,17 @@ def mask_on_grid(mask_path, labels, shape, affine_lps):
 
 
 def segment_study(
-    ct_path, pet_path, labels_out, json_out, *, detection, background=None, patient="", tracer="", exclusion_mask=None
+    ct_path,
+    pet_path,
+    labels_out,
+    json_out,
+    *,
+    detection,
+    background=None,
+    patient="",
+    tracer="",
+    exclusion_mask=None,
+    background_at=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
@@ -212,14 +222,17 @@ def segment_study(
         ``method`` ('background' or 'fixed'), ``factor`` / ``value``, ``min_volume_ml``,
         ``max_volume_ml``, ``organ_fraction``, ``organ_contrast``.
     background : dict, optional
-        ``offset_mm`` for the blood-pool search (see :func:`dualpet.background.blood_pool`).
+        ``method`` ('bloodpool' or 'liver') and ``offset_mm`` for the blood-pool search
+        (see :mod:`dualpet.background`).
+    background_at : (x, y, z), optional
+        VOI centre (this study's LPS mm) given in the studies sheet: no search.
     exclusion_mask : path, optional
         NIfTI label image of physiological uptake; ``detection["exclusion_labels"][tracer]``
         selects its labels (default: every non-zero label).
     """
     import nibabel as nib
 
-    from dualpet.background import blood_pool
+    from dualpet.background import blood_pool, liver, measure_at
     from dualpet.geometry import lps_affine
     from dualpet.io import write_json
     from dualpet.nifti import nifti_image, save_nifti
@@ -230,7 +243,13 @@ def segment_study(
     suv = np.asarray(pet.dataobj, dtype=np.float32)
     pet_affine = lps_affine(pet.affine)
     bg_opts = dict(background or {})
-    bg = blood_pool(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where, **bg_opts)
+    method = bg_opts.pop("method", "bloodpool")
+    if background_at is not None:
+        bg = measure_at(suv, pet_affine, background_at, method)
+    elif method == "liver":
+        bg = liver(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where)
+    else:
+        bg = blood_pool(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where, **bg_opts)
     threshold = detection_threshold(detection, bg["suvmean"])
     keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
     exclusion, excluded = None, {"provided": False}

@@ -31,7 +31,7 @@ shell.prefix(
 def load_studies(path):
     """Read and validate the studies sheet; resolve dicom_dir against its folder."""
     sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).fillna("")
-    for column in ("pet_series", "ct_series", "exclusion_mask"):
+    for column in ("pet_series", "ct_series", "exclusion_mask", "background_lps"):
         if column not in sheet.columns:
             sheet[column] = ""
     validate(sheet, "../schemas/studies.schema.yaml")

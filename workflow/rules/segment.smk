@@ -21,9 +21,10 @@ rule segment:
         code=code_version("segment"),
         detection=json.dumps(config["detection"], sort_keys=True),
         background=json.dumps(config["background"], sort_keys=True),
+        background_at=study_value("background_lps"),
     shell:
         "python -m dualpet segment --ct {input.ct} --pet {input.pet}"
         " --labels {output.labels} --json {output.json}"
         " --detection {params.detection:q} --background {params.background:q}"
-        " --exclusion '{input.exclusion}'"
+        " --exclusion '{input.exclusion}' --background-at '{params.background_at}'"
         " --patient {wildcards.patient} --tracer {wildcards.tracer} > {log} 2>&1"

@@ -33,7 +33,7 @@ from dualpet import __version__
 from dualpet.geometry import apply_affine, rotation_matrix
 from dualpet.io import read_json, write_json, write_text
 from dualpet.synth import dicomwrite as dw
-from dualpet.synth.phantom import BLOOD, LESION_BASE, LIVER, TRACER_NUCLIDE, make_phantom
+from dualpet.synth.phantom import BLOOD, LIVER, TRACER_NUCLIDE, make_phantom
 from dualpet.synth.render import add_pet_noise, grid_affine, render_ct, render_pet_truth
 
 HALF_LIFE_S = {"F-18": 6586.2, "Ga-68": 4062.6}
@@ -488,11 +488,15 @@ def _background_truth(phantom, tracer, pose, clean, affine):
     idx, world = _voxel_centres(affine, clean.shape)
     a = (world - t) @ R
     ax, ay = lm["aorta_xy"]
-    core = (np.hypot(a[:, 0] - ax, a[:, 1] - ay) <= lm["aorta_radius"] - 5.0) & (a[:, 2] > -120) & (a[:, 2] < 100)
-    lesion_free = phantom.labels_at(a[core]) < LESION_BASE
-    aorta_vals = clean.ravel()[np.flatnonzero(core)[lesion_free]]
-    liv = np.linalg.norm(a - lm["liver_center"], axis=1) <= 15.0
-    liv_ok = phantom.labels_at(a[liv]) == LIVER
+    # reference regions keep 15 mm (> 2 PSF FWHM) away from every lesion, so that spill-in
+    # from a hot lesion does not inflate the background truth
+    far = np.ones(len(a), dtype=bool)
+    for les in phantom.lesions:
+        far &= np.linalg.norm(a - les.center, axis=1) > les.radius + 15.0
+    core = (np.hypot(a[:, 0] - ax, a[:, 1] - ay) <= lm["aorta_radius"] - 5.0) & (a[:, 2] > -120) & (a[:, 2] < 100) & far
+    aorta_vals = clean.ravel()[core]
+    liv = (np.linalg.norm(a - lm["liver_center"], axis=1) <= 30.0) & far
+    liv_ok = phantom.labels_at(a[liv], with_lesions=False) == LIVER
     liver_vals = clean.ravel()[np.flatnonzero(liv)[liv_ok]]
     return {
         "blood_pool_suv_true": phantom.uptake[tracer][BLOOD],
