@@ -109,6 +109,8 @@ def test_end_to_end_against_truth(workdir, tool_env):
             img = nib.load(reg / name)
             assert img.shape == ref_ct.shape and np.allclose(img.affine, ref_ct.affine, atol=1e-3)
         assert (reg / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for tracer in ("fdg", "pentixafor"):
+            assert (res / pid / tracer / "background.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         tfm = load_transform(res / pid / "registration" / "transform.tfm")
         a = np.array([les["center_lps"]["fdg"] for les in truth["lesions"]])
         b = np.array([les["center_lps"]["pentixafor"] for les in truth["lesions"]])

@@ -84,6 +84,7 @@ def _cmd_segment(a):
         a.ct, a.pet, a.labels, a.json, detection=json.loads(a.detection), background=json.loads(a.background),
         patient=a.patient, tracer=a.tracer, exclusion_mask=a.exclusion or None,
         background_at=[float(v) for v in a.background_at.split(",")] if a.background_at.strip() else None,
+        background_png=a.background_png or None,
     )  # fmt: skip
     print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {info['threshold_suv']:.3f}, "
           f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
@@ -235,6 +236,7 @@ def build_parser():
     s.add_argument("--background", default="{}", help="JSON object")
     s.add_argument("--exclusion", default="", help="NIfTI label image of physiological uptake (optional)")
     s.add_argument("--background-at", default="", help="background VOI centre 'x,y,z' (LPS mm), overriding the search")
+    s.add_argument("--background-png", default="", help="QC picture of the background VOI")
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.set_defaults(func=_cmd_segment)

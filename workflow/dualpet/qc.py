@@ -54,3 +54,55 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *, title=""):
+    """Axial and coronal CT and PET slices through the background VOI centre, VOI outlined.
+
+    ``background`` is the dict of :mod:`dualpet.background` (``centre_lps``, ``source``,
+    ``suvmean``); the outline is a circle of the VOI's radius (10 mm diameter blood-pool
+    cylinder or 30 mm liver sphere) in each view.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    from dualpet.geometry import voxel_spacing, world_to_voxel
+
+    centre = np.asarray(background["centre_lps"], dtype=float)
+    liver = background["source"].startswith("liver")
+    radius = 15.0 if liver else 5.0
+    fig, axes = plt.subplots(2, 2, figsize=(9, 9), dpi=80)
+    for col, (vol, aff, kw, name) in enumerate(
+        (
+            (ct_hu, ct_affine, dict(cmap="gray", vmin=-400, vmax=400), "CT"),
+            (suv, pet_affine, dict(cmap="gray_r", vmin=0, vmax=max(3 * background["suvmean"], 1e-3)), "PET (SUV)"),
+        )
+    ):
+        i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
+        sp = voxel_spacing(aff)
+        ax = axes[0, col]  # axial: rows j (anterior at top), columns i (patient right on the left)
+        ax.imshow(vol[:, :, k].T, origin="upper", **kw)
+        ax.add_patch(Circle((i, j), radius / sp[0], fill=False, color="lime", lw=1.5))
+        ax.set_title(f"{name}, axial")
+        ax = axes[1, col]  # coronal: rows k (superior at top)
+        ax.imshow(vol[:, j, :].T, origin="lower", **kw)
+        if liver:
+            ax.add_patch(Circle((i, k), radius / sp[2], fill=False, color="lime", lw=1.5))
+        else:  # 20 mm long cylinder along z
+            ax.add_patch(Rectangle((i - radius / sp[0], k - 10.0 / sp[2]), 2 * radius / sp[0], 20.0 / sp[2],
+                                   fill=False, color="lime", lw=1.5))  # fmt: skip
+        ax.set_title(f"{name}, coronal")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -213,6 +213,7 @@ def segment_study(
     tracer="",
     exclusion_mask=None,
     background_at=None,
+    background_png=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
@@ -226,6 +227,8 @@ def segment_study(
         (see :mod:`dualpet.background`).
     background_at : (x, y, z), optional
         VOI centre (this study's LPS mm) given in the studies sheet: no search.
+    background_png : path, optional
+        QC picture of the background VOI.
     exclusion_mask : path, optional
         NIfTI label image of physiological uptake; ``detection["exclusion_labels"][tracer]``
         selects its labels (default: every non-zero label).
@@ -250,6 +253,11 @@ def segment_study(
         bg = liver(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where)
     else:
         bg = blood_pool(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where, **bg_opts)
+    if background_png:
+        from dualpet.qc import background_figure
+
+        background_figure(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, bg, background_png,
+                          title=f"patient {patient}, {tracer}: background VOI")  # fmt: skip
     threshold = detection_threshold(detection, bg["suvmean"])
     keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
     exclusion, excluded = None, {"provided": False}

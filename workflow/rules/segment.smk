@@ -7,6 +7,12 @@ rule segment:
     output:
         labels="results/{patient}/{tracer}/lesions.nii.gz",
         json="results/{patient}/{tracer}/segmentation.json",
+        png=report(
+            "results/{patient}/{tracer}/background.png",
+            caption="../report/background.rst",
+            category="Background QC",
+            labels={"patient": "{patient}", "tracer": "{tracer}"},
+        ),
     log:
         "results/logs/segment/{patient}_{tracer}.log",
     benchmark:
@@ -27,4 +33,5 @@ rule segment:
         " --labels {output.labels} --json {output.json}"
         " --detection {params.detection:q} --background {params.background:q}"
         " --exclusion '{input.exclusion}' --background-at '{params.background_at}'"
+        " --background-png {output.png}"
         " --patient {wildcards.patient} --tracer {wildcards.tracer} > {log} 2>&1"
