@@ -138,19 +138,12 @@ def blood_pool(hu, ct_affine, suv, pet_affine, *, offset_mm=(25.0, -30.0), searc
             f"{where}: blood pool not found: no round soft-tissue structure (aorta) of radius >= "
             f"{min_radius_mm} mm left-anterior of the spine on the CT"
         )
-    vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
-    if vals.size == 0:
-        raise DualpetInputError(f"{where}: blood pool VOI at {centre.round(1).tolist()} lies outside the PET")
-    return {
-        "suvmean": float(vals.mean()),
-        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
-        "n_voxels": int(vals.size),
-        "centre_lps": [float(v) for v in centre],
-        "lumen_radius_mm": radius,
-        "source": "bloodpool:auto (descending aorta located on CT from the spine; 10 mm x 20 mm cylinder)",
-    }
+    source = "bloodpool:auto (descending aorta located on CT from the spine; 10 mm x 20 mm cylinder)"
+    return {**_measure(suv, pet_affine, centre, source, "bloodpool", where), "lumen_radius_mm": radius}
 
 
+#: Radius (mm) of the liver background sphere (3 cm diameter).
+LIVER_RADIUS_MM = 15.0
 #: Non-contrast CT density window of liver parenchyma (HU, after light smoothing).
 LIVER_HU = (50.0, 85.0)
 
@@ -169,8 +162,8 @@ def _sphere_values(suv, affine, centre, radius_mm):
     return suv[tuple(idx[inside].T)]
 
 
-def liver_centre(hu, ct_affine, radius_mm=15.0):
-    """LPS centre of a sphere of ``radius_mm`` inside the liver's right lobe, from the CT.
+def liver_centre(hu, ct_affine):
+    """LPS centre for the liver background sphere inside the right lobe, from the CT.
 
     The liver is the large organ of liver density (``LIVER_HU``, non-contrast CT) on the patient's right under the
     right hemidiaphragm: below the lowest point of the right lung and within 150 mm of it,
@@ -211,21 +204,29 @@ def liver_centre(hu, ct_affine, radius_mm=15.0):
     return apply_affine(ct_affine, k), float(depth[k])
 
 
-def liver(hu, ct_affine, suv, pet_affine, *, radius_mm=15.0, where=""):
+def liver(hu, ct_affine, suv, pet_affine, *, where=""):
     """Liver background: SUVmean in a 3 cm sphere in the right lobe (found by :func:`liver_centre`)."""
-    centre, depth = liver_centre(hu, ct_affine, radius_mm)
-    if centre is None or depth < radius_mm:
+    centre, depth = liver_centre(hu, ct_affine)
+    if centre is None or depth < LIVER_RADIUS_MM:
         raise DualpetInputError(
             f"{where}: liver background not found: no soft-tissue region under the right lung deep enough "
-            f"for a {2 * radius_mm:.0f} mm sphere on the CT"
+            f"for a {2 * LIVER_RADIUS_MM:.0f} mm sphere on the CT"
         )
-    return _measure(suv, pet_affine, centre, "liver:auto (right lobe below the right lung base, 30 mm sphere)", radius_mm)
+    source = "liver:auto (right lobe below the right lung base, 30 mm sphere)"
+    return _measure(suv, pet_affine, centre, source, "liver", where)
 
 
-def _measure(suv, pet_affine, centre, source, radius_mm):
-    vals = _sphere_values(suv, pet_affine, np.asarray(centre, float), radius_mm)
+def _measure(suv, pet_affine, centre, source, method, where=""):
+    """SUV statistics in the method's VOI at ``centre`` (LPS mm), on the PET's own voxels:
+    blood pool, a 10 mm x 20 mm z-cylinder; liver, a 30 mm sphere."""
+    centre = np.asarray(centre, dtype=float)
+    if method == "liver":
+        vals = _sphere_values(suv, pet_affine, centre, LIVER_RADIUS_MM)
+    else:
+        vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
     if vals.size == 0:
-        raise DualpetInputError(f"background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
+        prefix = f"{where}: " if where else ""
+        raise DualpetInputError(f"{prefix}background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
     return {
         "suvmean": float(vals.mean()),
         "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
@@ -238,16 +239,5 @@ def _measure(suv, pet_affine, centre, source, radius_mm):
 def measure_at(suv, pet_affine, centre, method="bloodpool"):
     """Background VOI at given coordinates (from the studies sheet): the method's VOI shape
     (blood pool: 10 mm x 20 mm z-cylinder; liver: 30 mm sphere) centred there."""
-    centre = np.asarray(centre, dtype=float)
-    if method == "liver":
-        return _measure(suv, pet_affine, centre, "liver:sheet coordinates (30 mm sphere)", 15.0)
-    vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
-    if vals.size == 0:
-        raise DualpetInputError(f"background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
-    return {
-        "suvmean": float(vals.mean()),
-        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
-        "n_voxels": int(vals.size),
-        "centre_lps": [float(v) for v in centre],
-        "source": "bloodpool:sheet coordinates (10 mm x 20 mm cylinder)",
-    }
+    shape = "30 mm sphere" if method == "liver" else "10 mm x 20 mm cylinder"
+    return _measure(suv, pet_affine, centre, f"{method}:sheet coordinates ({shape})", method)
