@@ -204,6 +204,30 @@ def liver_centre(hu, ct_affine):
     return apply_affine(ct_affine, k), float(depth[k])
 
 
+def liver_mask(hu, ct_affine):
+    """The liver on the CT (bool, CT grid) or None: the connected liver-density tissue
+    around :func:`liver_centre`, closed and hole-filled slice by slice so that hypodense
+    metastases inside it belong to it."""
+    centre, depth = liver_centre(hu, ct_affine)
+    if centre is None or depth < LIVER_RADIUS_MM:
+        return None
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), 1.0)
+    dense = (smooth > LIVER_HU[0]) & (smooth < LIVER_HU[1])
+    comps, _ = ndimage.label(dense)
+    seed = tuple(int(round(v)) for v in world_to_voxel(ct_affine, centre))
+    if not comps[seed]:
+        return None
+    organ = comps == comps[seed]
+    radius = np.maximum(np.rint(6.0 / voxel_spacing(ct_affine)[:2]).astype(int), 1)
+    disk = np.zeros((2 * radius[0] + 1, 2 * radius[1] + 1), dtype=bool)
+    yy, xx = np.ogrid[-radius[0] : radius[0] + 1, -radius[1] : radius[1] + 1]
+    disk[(yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0] = True
+    for k in np.flatnonzero(organ.any(axis=(0, 1))):
+        closed = ndimage.binary_closing(organ[:, :, k], structure=disk, border_value=0)
+        organ[:, :, k] = ndimage.binary_fill_holes(closed)
+    return organ
+
+
 def liver(hu, ct_affine, suv, pet_affine, *, where=""):
     """Liver background: SUVmean in a 3 cm sphere in the right lobe (found by :func:`liver_centre`)."""
     centre, depth = liver_centre(hu, ct_affine)
@@ -241,3 +265,18 @@ def measure_at(suv, pet_affine, centre, method="bloodpool"):
     (blood pool: 10 mm x 20 mm z-cylinder; liver: 30 mm sphere) centred there."""
     shape = "30 mm sphere" if method == "liver" else "10 mm x 20 mm cylinder"
     return _measure(suv, pet_affine, centre, f"{method}:sheet coordinates ({shape})", method)
+
+
+def measure_mask(suv, pet_affine, voi, *, where=""):
+    """Background from a mask given in the studies sheet (``voi``: bool on the PET grid)."""
+    vals = suv[voi]
+    if vals.size == 0:
+        raise DualpetInputError(f"{where}: no voxel of the mask lies inside the PET")
+    centre = apply_affine(pet_affine, np.argwhere(voi).mean(axis=0))
+    return {
+        "suvmean": float(vals.mean()),
+        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+        "n_voxels": int(vals.size),
+        "centre_lps": [float(v) for v in centre],
+        "source": f"mask:sheet ({vals.size} PET voxels)",
+    }

@@ -84,10 +84,26 @@ def _cmd_segment(a):
         a.ct, a.pet, a.labels, a.json, detection=json.loads(a.detection), background=json.loads(a.background),
         patient=a.patient, tracer=a.tracer, exclusion_mask=a.exclusion or None,
         background_at=[float(v) for v in a.background_at.split(",")] if a.background_at.strip() else None,
-        background_png=a.background_png or None,
+        background_mask=a.background_mask or None, background_png=a.background_png or None,
+        lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds),
     )  # fmt: skip
-    print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {info['threshold_suv']:.3f}, "
+    thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
+    print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {thr}, "
           f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
+
+
+def _parse_seeds(text):
+    """'x,y,z;x,y,z' (LPS mm) -> list of (x, y, z)."""
+    from dualpet.errors import DualpetInputError
+
+    seeds = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        try:
+            x, y, z = (float(v) for v in part.split(","))
+        except ValueError:
+            raise DualpetInputError(f"seed {part!r}: expected 'x,y,z' in LPS mm") from None
+        seeds.append((x, y, z))
+    return seeds
 
 
 def _load_study(pet, labels, seg):
@@ -237,6 +253,9 @@ def build_parser():
     s.add_argument("--exclusion", default="", help="NIfTI label image of physiological uptake (optional)")
     s.add_argument("--background-at", default="", help="background VOI centre 'x,y,z' (LPS mm), overriding the search")
     s.add_argument("--background-png", default="", help="QC picture of the background VOI")
+    s.add_argument("--background-mask", default="", help="NIfTI mask of the background region, overriding the search")
+    s.add_argument("--lesion-mask", default="", help="NIfTI label image of the reader's lesions (method 'masks')")
+    s.add_argument("--seeds", default="", help="reader's lesion seeds 'x,y,z;x,y,z' in LPS mm (method 'seeds')")
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.set_defaults(func=_cmd_segment)

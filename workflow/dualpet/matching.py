@@ -147,24 +147,47 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
     return out
 
 
-def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0):
-    """Anatomical region from the reference CT around a point: 'lung', 'bone' or '' (unknown)."""
-    c = world_to_voxel(ct_affine, point_lps)
-    reach = np.ceil(radius_mm / voxel_spacing(ct_affine)).astype(int)
+def _ball_values(volume, affine, point_lps, r_in, r_out):
+    c = world_to_voxel(affine, point_lps)
+    reach = np.ceil(r_out / voxel_spacing(affine)).astype(int)
     lo = np.maximum(np.rint(c).astype(int) - reach, 0)
-    hi = np.minimum(np.rint(c).astype(int) + reach + 1, ct_hu.shape)
+    hi = np.minimum(np.rint(c).astype(int) + reach + 1, volume.shape)
     if np.any(hi <= lo):
-        return ""
+        return volume.ravel()[:0]
     idx = np.indices(hi - lo).reshape(3, -1).T + lo
-    near = np.linalg.norm(apply_affine(ct_affine, idx) - point_lps, axis=1) <= radius_mm
-    hu = ct_hu[tuple(idx[near].T)]
+    d = np.linalg.norm(apply_affine(affine, idx) - point_lps, axis=1)
+    return volume[tuple(idx[(d >= r_in) & (d <= r_out)].T)]
+
+
+#: CT numbers of fat (HU).
+FAT_HU = (-190.0, -30.0)
+
+
+def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
+    """Anatomical region from the reference CT around a lesion centroid.
+
+    In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
+    HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
+    mask, :func:`dualpet.background.liver_mask`), 'lymph node' (soft tissue with fat
+    making up at least 15 % of a 10-20 mm shell around it: nodal stations lie in the
+    mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the point
+    lies outside the CT.
+    """
+    hu = _ball_values(ct_hu, ct_affine, point_lps, 0.0, radius_mm)
     if hu.size == 0:
         return ""
-    if np.median(hu) < -300:
-        return "lung"
     if np.percentile(hu, 75) > 150:
         return "bone"
-    return ""
+    if np.median(hu) < -300:
+        return "lung"
+    if liver is not None:
+        v = np.rint(world_to_voxel(ct_affine, point_lps)).astype(int)
+        if np.all(v >= 0) and np.all(v < liver.shape) and liver[tuple(v)]:
+            return "liver"
+    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
+    if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:
+        return "lymph node"
+    return "other"
 
 
 def build_lesions(
@@ -198,6 +221,11 @@ def build_lesions(
     union = [{ref: r, idx: i, "distance_mm": d} for r, i, d in pairs]
     union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
     union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
+    liver = None
+    if ref_ct is not None and union:
+        from dualpet.background import liver_mask
+
+        liver = liver_mask(*ref_ct)
     for u in union:
         u["centroid_ref"] = cents[ref][u[ref]]["centroid"] if u[ref] is not None else idx_in_ref[u[idx]]
     union.sort(key=lambda u: (-u["centroid_ref"][2], u["centroid_ref"][0]))
@@ -214,7 +242,7 @@ def build_lesions(
         lesion = f"L{n:0{width}d}"
         row = {"patient": patient, "lesion": lesion}
         row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
-        row["region"] = region_label(*ref_ct, u["centroid_ref"]) if ref_ct is not None else ""
+        row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver) if ref_ct is not None else ""
         row["match_distance_mm"] = u["distance_mm"]
         arrays = {}
         for t in tracers:

@@ -56,12 +56,13 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
     plt.close(fig)
 
 
-def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *, title=""):
+def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *, title="", mask=None):
     """Axial and coronal CT and PET slices through the background VOI centre, VOI outlined.
 
     ``background`` is the dict of :mod:`dualpet.background` (``centre_lps``, ``source``,
     ``suvmean``); the outline is a circle of the VOI's radius (10 mm diameter blood-pool
-    cylinder or 30 mm liver sphere) in each view.
+    cylinder or 30 mm liver sphere) in each view; a background given as a ``mask`` (bool,
+    PET grid) is outlined by its contour on the PET views.
     """
     import matplotlib
 
@@ -85,11 +86,18 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         sp = voxel_spacing(aff)
         ax = axes[0, col]  # axial: rows j (anterior at top), columns i (patient right on the left)
         ax.imshow(vol[:, :, k].T, origin="upper", **kw)
-        ax.add_patch(Circle((i, j), radius / sp[0], fill=False, color="lime", lw=1.5))
+        if mask is not None:
+            if vol is suv and mask[:, :, k].any():
+                ax.contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
+        else:
+            ax.add_patch(Circle((i, j), radius / sp[0], fill=False, color="lime", lw=1.5))
         ax.set_title(f"{name}, axial")
         ax = axes[1, col]  # coronal: rows k (superior at top)
         ax.imshow(vol[:, j, :].T, origin="lower", **kw)
-        if liver:
+        if mask is not None:
+            if vol is suv and mask[:, j, :].any():
+                ax.contour(mask[:, j, :].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
+        elif liver:
             ax.add_patch(Circle((i, k), radius / sp[2], fill=False, color="lime", lw=1.5))
         else:  # 20 mm long cylinder along z
             ax.add_patch(Rectangle((i - radius / sp[0], k - 10.0 / sp[2]), 2 * radius / sp[0], 20.0 / sp[2],

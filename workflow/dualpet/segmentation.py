@@ -4,19 +4,31 @@ Method:
 
 1. Threshold (configurable): ``fixed`` (SUV >= ``value``) or ``background`` (SUV >=
    ``factor`` x background SUVmean, default 2 x blood pool).
-2. Physiological uptake: connected components (26-connectivity) of SUV >=
-   ``organ_fraction`` x threshold that are larger than ``max_volume_ml`` are organ-sized
-   uptake regions (liver, kidneys, heart, bladder, spleen, marrow). A candidate whose
-   maximum lies in such a region is a lesion only if its SUVmax is at least
-   ``organ_contrast`` x the region's median SUV (a metastasis stands out from its organ,
-   noise and organ texture do not). An optional exclusion mask removes more. Known
-   limitation: a lesion inside an organ whose own uptake exceeds the detection threshold
-   shares the organ's above-threshold region and is rejected with it as oversized;
-   CT-guided organ masks are the planned remedy.
-3. Touching lesions are split at their own maxima: markers are the regional maxima of
-   the lightly smoothed image that stand out by at least ``h`` (h-maxima), the split is
-   a watershed of the inverted image over the above-threshold voxels.
-4. Pieces smaller than ``min_volume_ml`` or larger than ``max_volume_ml`` are dropped.
+2. Candidates: the above-threshold voxels, split at their own maxima (markers are the
+   regional maxima of the lightly smoothed image that stand out by at least ``h``,
+   h-maxima; the split is a watershed of the inverted image). Pieces smaller than
+   ``min_volume_ml`` are noise and dropped unreported.
+3. A candidate is a lesion only if it stands out from where it lies (every rejection is
+   reported with its reason in ``segmentation.json``):
+
+   - *organ*: connected regions of SUV >= ``organ_fraction`` x threshold larger than
+     ``max_volume_ml`` are organ-sized uptake (liver, kidneys, heart, bladder, spleen,
+     marrow); a candidate larger than ``max_volume_ml`` or holding a quarter or more of
+     such a region must stand out from its own median SUV (see *local contrast*);
+   - *prominence*: the connected region at or above SUVmax / ``organ_contrast`` around
+     its maximum must not exceed ``max_volume_ml`` (a lesion stands out from its
+     surroundings by ``organ_contrast``; noise and texture of a hot organ do not);
+   - *urine* (CT-guided): if 60 % or more of the hot core (SUV >= half the SUVmax, at
+     least 2 mL) is water-dense on the CT (-20..20 HU), it is excreted tracer in the
+     bladder, ureter or renal pelvis;
+   - *local contrast*: SUVmax >= ``organ_contrast`` x the median SUV in a 6-16 mm shell
+     around the candidate (inside an organ-sized region: the region's voxels only; for an
+     organ-sized candidate at least its own median).
+
+   A lesion inside an organ whose own uptake exceeds the threshold shares the organ's
+   watershed basin; once it passes these tests its region is trimmed to the part above
+   ``organ_contrast`` x the local background. An optional exclusion mask (for example
+   TotalSegmentator organs) removes voxels before all of this.
 
 Each remaining piece is a lesion's *region* (label value = lesion number); its VOI is
 the isocontour inside that region (see :func:`dualpet.metrics.isocontour_voi`).
@@ -32,24 +44,121 @@ from skimage.segmentation import watershed
 from dualpet.geometry import apply_affine, voxel_volume_ml
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
+#: A candidate holding at least this share of an organ-sized uptake region is that organ.
+ORGAN_SHARE = 0.25
+#: Water density on CT (HU): urine in the bladder, ureters and renal pelvis.
+URINE_HU = (-20.0, 20.0)
+#: Smallest hot core (mL) the urine rule judges (smaller cores are mostly partial volume).
+URINE_MIN_ML = 2.0
+#: Share of the hot core that must be water-dense for the urine rule.
+URINE_SHARE = 0.6
 
 
-def detection_threshold(method, background_suvmean):
+#: Methods that threshold the image; the others take the lesions from the reader.
+THRESHOLD_METHODS = ("background", "fixed", "percist")
+READER_METHODS = ("seeds", "masks")
+
+
+def detection_threshold(method, background_suvmean, liver=None):
     """SUV threshold from the configured method.
 
     Parameters
     ----------
     method : dict
-        ``{"method": "fixed", "value": 3.0}`` or ``{"method": "background", "factor": 2.0}``.
+        ``{"method": "fixed", "value": 3.0}``, ``{"method": "background", "factor": 2.0}``
+        or ``{"method": "percist"}`` (1.5 x liver SUVmean + 2 x liver SD, PERCIST 1.0).
     background_suvmean : float
         Background SUVmean of the study (blood pool by default).
+    liver : dict, optional
+        Liver VOI statistics (``suvmean``, ``suvsd``), needed by ``percist``.
     """
     kind = method.get("method", "background")
     if kind == "fixed":
         return float(method["value"])
     if kind == "background":
         return float(method.get("factor", 2.0)) * float(background_suvmean)
-    raise ValueError(f"unknown detection method {kind!r} (expected 'fixed' or 'background')")
+    if kind == "percist":
+        if liver is None:
+            raise ValueError("the percist threshold needs the liver VOI (SUVmean and SD)")
+        return 1.5 * float(liver["suvmean"]) + 2.0 * float(liver["suvsd"])
+    raise ValueError(f"unknown detection method {kind!r} (expected one of {THRESHOLD_METHODS + READER_METHODS})")
+
+
+def _reader_lesion(suv, affine, region, source, **extra):
+    peak = np.unravel_index(int(np.argmax(np.where(region, suv, -np.inf))), suv.shape)
+    return {
+        "suvmax": float(suv[peak]),
+        "peak_ijk": [int(v) for v in peak],
+        "peak_lps": apply_affine(affine, peak).tolist(),
+        "volume_ml_at_threshold": float(region.sum() * voxel_volume_ml(affine)),
+        "source": source,
+        **extra,
+        "_region": region,
+    }
+
+
+def _number(lesions, shape):
+    """Label image and stable numbering (cranio-caudal, then by x) of detected lesions."""
+    lesions.sort(key=lambda d: (-d["peak_lps"][2], d["peak_lps"][0]))
+    labels = np.zeros(shape, dtype=np.int32)
+    for new, les in enumerate(lesions, start=1):
+        region = les.pop("_region")
+        if isinstance(region, tuple):
+            sl, region = region
+            labels[sl][region & (labels[sl] == 0)] = new
+        else:
+            labels[region & (labels == 0)] = new
+        les["label"] = new
+    return labels
+
+
+def lesions_from_seeds(suv, affine, seeds_lps, *, radius_mm=10.0, fraction=0.5, where=""):
+    """Reader-supplied seeds (LPS mm) -> lesion regions.
+
+    Each seed becomes one lesion: its hottest voxel within ``radius_mm`` (readers click
+    near, not exactly on, the maximum), and as region the voxels at or above ``fraction``
+    x that maximum, connected to it, within ``radius_mm`` of it.
+    """
+    from dualpet.errors import DualpetInputError
+
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    inv = np.linalg.inv(np.asarray(affine, dtype=float))
+    lesions = []
+    for n, seed in enumerate(seeds_lps, start=1):
+        ijk = apply_affine(inv, seed)
+        if np.any(ijk < -0.5) or np.any(ijk > np.array(suv.shape) - 0.5):
+            raise DualpetInputError(f"{where}: seed {n} at {list(seed)} (LPS mm) lies outside the PET")
+        ball = _ball(suv.shape, ijk, radius_mm, spacing)
+        peak = np.unravel_index(int(np.argmax(np.where(ball, suv, -np.inf))), suv.shape)
+        near = _ball(suv.shape, peak, radius_mm, spacing)
+        comps, _ = ndimage.label(near & (suv >= fraction * suv[peak]), structure=_STRUCTURE)
+        lesions.append(_reader_lesion(suv, affine, comps == comps[peak], "seed", seed_lps=[float(v) for v in seed]))
+    return lesions
+
+
+def _ball(shape, centre_ijk, radius_mm, spacing):
+    """Voxels whose centres lie within ``radius_mm`` of a (fractional) voxel position."""
+    centre = np.asarray(centre_ijk, dtype=float)
+    half = np.ceil(radius_mm / spacing).astype(int) + 1
+    lo = np.maximum(np.floor(centre).astype(int) - half, 0)
+    hi = np.minimum(np.ceil(centre).astype(int) + half + 1, shape)
+    idx = np.indices(tuple(hi - lo), dtype=np.float32)
+    d2 = sum(((idx[a] + lo[a] - centre[a]) * spacing[a]) ** 2 for a in range(3))
+    out = np.zeros(shape, dtype=bool)
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = d2 <= radius_mm**2
+    return out
+
+
+def lesions_from_mask(suv, affine, label_image):
+    """Reader-supplied lesion masks on the PET grid -> lesion regions: every non-zero
+    label value is one lesion; a binary mask is split into its connected components."""
+    values = [int(v) for v in np.unique(label_image) if v != 0]
+    if len(values) == 1:
+        comps, n = ndimage.label(label_image != 0, structure=_STRUCTURE)
+        regions = [(f"component {i}", comps == i) for i in range(1, n + 1)]
+    else:
+        regions = [(f"label {v}", label_image == v) for v in values]
+    return [_reader_lesion(suv, affine, r, "mask", mask_part=name) for name, r in regions]
 
 
 def detect_lesions(
@@ -57,12 +166,14 @@ def detect_lesions(
     affine,
     threshold,
     *,
-    min_volume_ml=0.2,
+    min_volume_ml=0.1,
     max_volume_ml=60.0,
     organ_fraction=0.6,
     organ_contrast=1.5,
     split_h=None,
     exclusion=None,
+    shell_mm=(6.0, 16.0),
+    hu=None,
 ):
     """Detect lesions in a PET volume.
 
@@ -77,13 +188,17 @@ def detect_lesions(
     min_volume_ml, max_volume_ml : float
         Lesion size limits at the detection threshold (mL).
     organ_fraction, organ_contrast : float
-        Organ-sized regions are found at ``organ_fraction`` x threshold; a candidate in
-        one must reach ``organ_contrast`` x its median SUV.
+        Organ-sized regions are found at ``organ_fraction`` x threshold; a lesion stands
+        out from its surroundings by ``organ_contrast`` (see the module docstring).
     split_h : float, optional
         Minimum prominence (SUV) of a maximum to seed its own lesion (default 25 % of the
         threshold).
     exclusion : ndarray of bool, optional
         Voxels that can never be lesions (physiological uptake masks).
+    shell_mm : (float, float)
+        Inner and outer distance (mm) of the local-background shell.
+    hu : ndarray, optional
+        CT numbers on the PET grid (:func:`ct_on_pet_grid`) for the urine rule.
 
     Returns
     -------
@@ -120,6 +235,7 @@ def detect_lesions(
     markers, _ = ndimage.label(h_maxima(np.where(mask, smooth, 0.0), h) & mask, structure=_STRUCTURE)
     pieces = watershed(-smooth, markers, mask=mask, connectivity=3)
 
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
     lesions, rejected = [], []
     for lab, sl in enumerate(ndimage.find_objects(pieces), start=1):
         if sl is None:
@@ -129,28 +245,42 @@ def detect_lesions(
         local_peak = np.unravel_index(int(np.argmax(vals)), region.shape)
         peak = tuple(int(p + s.start) for p, s in zip(local_peak, sl))
         cand = {"suvmax": float(suv[peak]), "peak_ijk": list(peak), "peak_lps": apply_affine(affine, peak).tolist()}
-        organ = int(organ_comps[peak])
-        reason = None
-        if organ in organ_median and cand["suvmax"] < organ_contrast * organ_median[organ]:
-            reason = (
-                f"physiological: inside an organ-sized uptake region (median SUV {organ_median[organ]:.2f}) "
-                f"without {organ_contrast}x contrast"
-            )
         volume = float(region.sum() * vox_ml)
         cand["volume_ml_at_threshold"] = volume
-        if reason is None and volume > max_volume_ml:
-            reason = f"larger than max_volume_ml={max_volume_ml}"
+        if volume < min_volume_ml:  # noise-sized pieces are dropped without a report
+            continue
+        organ = int(organ_comps[peak])
+        in_organ = organ in organ_median
+        local = _local_background(suv, pieces, lab, sl, spacing, shell_mm, organ_comps if in_organ else None, organ)
+        # An organ-sized piece (or most of an organ-sized region): its bulk is the tissue
+        # the candidate has to stand out from.
+        organ_like = volume > max_volume_ml or (in_organ and volume >= ORGAN_SHARE * org_sizes[organ])
+        if organ_like:
+            local = max(local, float(np.median(suv[sl][region])))
+        cand["local_background_suv"] = local
+        reason = None
+        if _part_of_larger_uptake(suv, peak, cand["suvmax"] / organ_contrast, max_volume_ml, spacing, vox_ml):
+            reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
+                      f"above 1/{organ_contrast} of its SUVmax")  # fmt: skip
+        elif hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, cand["suvmax"], vox_ml)) is not None:
+            reason = (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
+                      f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
+        elif cand["suvmax"] < organ_contrast * local:
+            where = "an organ-sized uptake region" if organ_like or in_organ else "its surroundings"
+            reason = f"physiological or noise: SUVmax below {organ_contrast}x the local background {local:.2f} of {where}"
+        elif organ_like:
+            # A lesion inside an organ whose own uptake exceeds the threshold shares the
+            # organ's watershed basin: keep only its part above the contrast level.
+            region = _trim_to_contrast(suv[sl], region, local_peak, organ_contrast * local)
+            volume = float(region.sum() * vox_ml)
+            cand["volume_ml_trimmed"] = volume
+            if volume > max_volume_ml:
+                reason = f"larger than max_volume_ml={max_volume_ml} also above {organ_contrast}x its local background"
         if reason:
             rejected.append({**cand, "reason": reason})
-        elif volume >= min_volume_ml:  # smaller pieces are noise, not reported individually
+        else:
             lesions.append({**cand, "_region": (sl, region)})
-    # Stable numbering: cranio-caudal, then by x.
-    lesions.sort(key=lambda d: (-d["peak_lps"][2], d["peak_lps"][0]))
-    labels = np.zeros(suv.shape, dtype=np.int32)
-    for new, les in enumerate(lesions, start=1):
-        sl, region = les.pop("_region")
-        labels[sl][region] = new
-        les["label"] = new
+    labels = _number(lesions, suv.shape)
     info = {
         "threshold_suv": float(threshold),
         "min_volume_ml": min_volume_ml,
@@ -165,40 +295,115 @@ def detect_lesions(
     return labels, info
 
 
-def mask_on_grid(mask_path, labels, shape, affine_lps):
+def _local_background(suv, pieces, lab, sl, spacing, shell_mm, organ_comps=None, organ=0):
+    """Median SUV in a shell ``shell_mm`` (inner, outer distance in mm) around a candidate:
+    the tissue it has to stand out from. For a candidate inside an organ-sized uptake
+    region only the region's voxels count (the organ, not the fat around it)."""
+    inner, outer = shell_mm
+    pad = np.ceil(outer / spacing).astype(int) + 1
+    box = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(sl, pad, suv.shape))
+    own = pieces[box] == lab
+    dist = ndimage.distance_transform_edt(~own, sampling=spacing)
+    shell = (dist > inner) & (dist <= outer)
+    if organ_comps is not None and (shell & (organ_comps[box] == organ)).any():
+        shell &= organ_comps[box] == organ
+    vals = suv[box][shell]
+    return float(np.median(vals)) if vals.size else 0.0
+
+
+def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
+    """Whether the connected region at or above ``level`` around ``peak`` exceeds
+    ``max_volume_ml``: the hot spot does not stand out from an organ-sized structure.
+    Flood fill in a box around the peak; reaching the box edge counts as larger."""
+    half = np.ceil((3.0 * max_volume_ml * 1000.0 / (4.0 * np.pi)) ** (1 / 3) * 2.0 / spacing).astype(int)
+    box = tuple(slice(max(p - h, 0), min(p + h + 1, n)) for p, h, n in zip(peak, half, suv.shape))
+    comps, _ = ndimage.label(suv[box] >= level, structure=_STRUCTURE)
+    region = comps == comps[tuple(p - b.start for p, b in zip(peak, box))]
+    if region.sum() * vox_ml > max_volume_ml:
+        return True
+    edges = [(b.start > 0, b.stop < n) for b, n in zip(box, suv.shape)]
+    for axis, (lo, hi) in enumerate(edges):
+        if (lo and region.take(0, axis=axis).any()) or (hi and region.take(-1, axis=axis).any()):
+            return True
+    return False
+
+
+def _urine_density(values, hu, region, suvmax, vox_ml):
+    """Share of a candidate's hot core (SUV >= half its SUVmax) that is water-dense on CT
+    (bladder, ureter, renal pelvis) if that share is at least URINE_SHARE and the core at
+    least URINE_MIN_ML, else None."""
+    core = region & (values >= 0.5 * suvmax)
+    if core.sum() * vox_ml < URINE_MIN_ML:
+        return None
+    share = float(np.mean((hu[core] >= URINE_HU[0]) & (hu[core] <= URINE_HU[1])))
+    return share if share >= URINE_SHARE else None
+
+
+def ct_on_pet_grid(hu, ct_affine, shape, pet_affine):
+    """CT numbers at the PET voxel centres (nearest CT voxel through world coordinates;
+    -1000 HU outside the CT), so CT rules can be applied voxel by voxel on the PET grid."""
+    to_ct = np.linalg.inv(np.asarray(ct_affine, dtype=float)) @ np.asarray(pet_affine, dtype=float)
+    out = np.full(shape, -1000.0, dtype=np.float32)
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for k in range(shape[2]):
+        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
+        m = np.rint(apply_affine(to_ct, ijk)).astype(int)
+        ok = np.all((m >= 0) & (m < hu.shape), axis=1)
+        plane = out[:, :, k].reshape(-1)
+        plane[ok] = hu[tuple(m[ok].T)]
+        out[:, :, k] = plane.reshape(ii.shape)
+    return out
+
+
+def _trim_to_contrast(values, region, peak, level):
+    """The part of ``region`` at or above ``level`` that is connected to ``peak``."""
+    comps, _ = ndimage.label(region & (values >= level), structure=_STRUCTURE)
+    return comps == comps[peak] if comps[peak] else region & False
+
+
+def labels_on_grid(path, shape, affine_lps, what="mask"):
     """A NIfTI label image resampled onto a grid by nearest neighbour through world coordinates.
 
     Parameters
     ----------
-    mask_path : path of a NIfTI label image (any grid, RAS affine as NIfTI stores it).
-    labels : sequence of int or None
-        Label values selected; None or empty: every non-zero label.
+    path : path of a NIfTI label image (any grid, RAS affine as NIfTI stores it).
     shape, affine_lps : the target grid and its voxel->LPS affine.
 
     Returns
     -------
-    ndarray of bool (``shape``)
+    ndarray of int32 (``shape``); 0 outside the label image.
     """
     import nibabel as nib
 
+    from dualpet.errors import DualpetInputError
     from dualpet.geometry import lps_affine
 
-    img = nib.load(str(mask_path))
-    data = np.asarray(img.dataobj)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise DualpetInputError(f"{what} {path}: not a readable NIfTI image ({exc})") from exc
     if data.ndim != 3:
-        raise ValueError(f"exclusion mask {mask_path}: expected a 3-D label image, got shape {data.shape}")
-    selected = np.isin(data, list(labels)) if labels else data != 0
+        raise DualpetInputError(f"{what} {path}: expected a 3-D label image, got shape {data.shape}")
+    data = np.rint(data).astype(np.int32)
     to_mask = np.linalg.inv(lps_affine(img.affine)) @ np.asarray(affine_lps, dtype=float)  # voxel -> mask voxel
-    out = np.zeros(shape, dtype=bool)
+    out = np.zeros(shape, dtype=np.int32)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     for k in range(shape[2]):
         ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
         m = np.rint(apply_affine(to_mask, ijk)).astype(int)
         ok = np.all((m >= 0) & (m < data.shape), axis=1)
-        hit = np.zeros(len(m), dtype=bool)
-        hit[ok] = selected[tuple(m[ok].T)]
+        hit = np.zeros(len(m), dtype=np.int32)
+        hit[ok] = data[tuple(m[ok].T)]
         out[:, :, k] = hit.reshape(ii.shape)
     return out
+
+
+def mask_on_grid(mask_path, labels, shape, affine_lps):
+    """Boolean mask of the selected ``labels`` (None or empty: every non-zero label) of a
+    NIfTI label image on a grid (see :func:`labels_on_grid`)."""
+    data = labels_on_grid(mask_path, shape, affine_lps, "exclusion mask")
+    return np.isin(data, list(labels)) if labels else data != 0
 
 
 def segment_study(
@@ -213,29 +418,40 @@ def segment_study(
     tracer="",
     exclusion_mask=None,
     background_at=None,
+    background_mask=None,
     background_png=None,
+    lesion_mask=None,
+    seeds=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
     Parameters
     ----------
     detection : dict
-        ``method`` ('background' or 'fixed'), ``factor`` / ``value``, ``min_volume_ml``,
-        ``max_volume_ml``, ``organ_fraction``, ``organ_contrast``.
+        ``method`` ('background', 'fixed', 'percist', 'seeds' or 'masks'), ``factor`` /
+        ``value``, ``min_volume_ml``, ``max_volume_ml``, ``organ_fraction``,
+        ``organ_contrast``, ``seed_radius_mm``, ``exclusion_labels``.
     background : dict, optional
         ``method`` ('bloodpool' or 'liver') and ``offset_mm`` for the blood-pool search
         (see :mod:`dualpet.background`).
     background_at : (x, y, z), optional
         VOI centre (this study's LPS mm) given in the studies sheet: no search.
+    background_mask : path, optional
+        NIfTI mask of the background region (any grid; non-zero voxels) from the sheet.
     background_png : path, optional
         QC picture of the background VOI.
     exclusion_mask : path, optional
         NIfTI label image of physiological uptake; ``detection["exclusion_labels"][tracer]``
         selects its labels (default: every non-zero label).
+    lesion_mask : path, optional
+        NIfTI label image of the reader's lesions (method 'masks').
+    seeds : list of (x, y, z), optional
+        The reader's lesion seeds in this study's LPS mm (method 'seeds').
     """
     import nibabel as nib
 
-    from dualpet.background import blood_pool, liver, measure_at
+    from dualpet.background import blood_pool, liver, measure_at, measure_mask
+    from dualpet.errors import DualpetInputError
     from dualpet.geometry import lps_affine
     from dualpet.io import write_json
     from dualpet.nifti import nifti_image, save_nifti
@@ -244,31 +460,57 @@ def segment_study(
     ct = nib.load(str(ct_path))
     pet = nib.load(str(pet_path))
     suv = np.asarray(pet.dataobj, dtype=np.float32)
-    pet_affine = lps_affine(pet.affine)
+    hu_ct = np.asarray(ct.dataobj, dtype=np.float32)
+    ct_affine, pet_affine = lps_affine(ct.affine), lps_affine(pet.affine)
     bg_opts = dict(background or {})
     method = bg_opts.pop("method", "bloodpool")
-    if background_at is not None:
+    bg_voi = None
+    if background_mask:
+        bg_voi = labels_on_grid(background_mask, suv.shape, pet_affine, "background mask") != 0
+        bg = measure_mask(suv, pet_affine, bg_voi, where=f"{where}: background mask {background_mask}")
+    elif background_at is not None:
         bg = measure_at(suv, pet_affine, background_at, method)
     elif method == "liver":
-        bg = liver(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where)
+        bg = liver(hu_ct, ct_affine, suv, pet_affine, where=where)
     else:
-        bg = blood_pool(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, where=where, **bg_opts)
+        bg = blood_pool(hu_ct, ct_affine, suv, pet_affine, where=where, **bg_opts)
     if background_png:
         from dualpet.qc import background_figure
 
-        background_figure(np.asarray(ct.dataobj), lps_affine(ct.affine), suv, pet_affine, bg, background_png,
+        background_figure(hu_ct, ct_affine, suv, pet_affine, bg, background_png, mask=bg_voi,
                           title=f"patient {patient}, {tracer}: background VOI")  # fmt: skip
-    threshold = detection_threshold(detection, bg["suvmean"])
-    keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
-    exclusion, excluded = None, {"provided": False}
-    if exclusion_mask:
-        chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None
-        exclusion = mask_on_grid(exclusion_mask, chosen, suv.shape, pet_affine)
-        excluded = {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
-    labels, info = detect_lesions(
-        suv, pet_affine, threshold, exclusion=exclusion, **{k: detection[k] for k in keys if k in detection}
-    )
-    info["exclusion_mask"] = excluded
+    kind = detection.get("method", "background")
+    if kind == "masks":
+        if not lesion_mask:
+            raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
+        regions = labels_on_grid(lesion_mask, suv.shape, pet_affine, "lesion mask")
+        lesions = lesions_from_mask(suv, pet_affine, regions)
+        info = {"threshold_suv": None, "lesion_mask": str(lesion_mask)}
+    elif kind == "seeds":
+        lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
+                                     where=where)  # fmt: skip
+        info = {"threshold_suv": None, "seeds": len(seeds or [])}
+    else:
+        liver_voi = None
+        if kind == "percist":
+            liver_voi = bg if bg["source"].startswith("liver") else liver(hu_ct, ct_affine, suv, pet_affine, where=where)
+        threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
+        keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
+        exclusion, excluded = None, {"provided": False}
+        if exclusion_mask:
+            chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None
+            exclusion = mask_on_grid(exclusion_mask, chosen, suv.shape, pet_affine)
+            excluded = {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
+        hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
+        labels, info = detect_lesions(
+            suv, pet_affine, threshold, exclusion=exclusion, hu=hu, **{k: detection[k] for k in keys if k in detection}
+        )
+        info["exclusion_mask"] = excluded
+        if liver_voi is not None:
+            info["percist_liver"] = liver_voi
+    if kind in READER_METHODS:
+        labels = _number(lesions, suv.shape)
+        info["lesions"] = lesions
     save_nifti(labels_out, nifti_image(labels, pet_affine))
     write_json(json_out, {"patient": patient, "tracer": tracer, "background": bg, "detection": {"method": dict(detection), **info}})
     return bg, info

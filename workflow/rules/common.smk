@@ -31,7 +31,14 @@ shell.prefix(
 def load_studies(path):
     """Read and validate the studies sheet; resolve dicom_dir against its folder."""
     sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).fillna("")
-    for column in ("pet_series", "ct_series", "exclusion_mask", "background_lps"):
+    for column in (
+        "pet_series",
+        "ct_series",
+        "exclusion_mask",
+        "background_lps",
+        "background_mask",
+        "lesion_mask",
+    ):
         if column not in sheet.columns:
             sheet[column] = ""
     validate(sheet, "../schemas/studies.schema.yaml")
@@ -53,7 +60,7 @@ def load_studies(path):
             f"{path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
         )
     base = Path(path).resolve().parent
-    for column in ("dicom_dir", "exclusion_mask"):
+    for column in ("dicom_dir", "exclusion_mask", "background_mask", "lesion_mask"):
         sheet[column] = [
             os.path.normpath(base / d) if d and not os.path.isabs(d) else d
             for d in sheet[column]
@@ -61,8 +68,35 @@ def load_studies(path):
     return sheet.set_index(["patient", "tracer"], drop=False)
 
 
+def load_seeds(path):
+    """Reader seeds per study: {(patient, tracer): 'x,y,z;x,y,z'} (LPS mm)."""
+    if not path:
+        return {}
+    seeds = pd.read_csv(path, sep="\t", dtype={"patient": str, "tracer": str})
+    missing = {"patient", "tracer", "x", "y", "z"} - set(seeds.columns)
+    if missing:
+        raise ValueError(f"{path}: seed sheet lacks column(s) {sorted(missing)}")
+    bad = seeds[seeds[["x", "y", "z"]].isna().any(axis=1)]
+    if len(bad):
+        raise ValueError(f"{path}: rows {list(bad.index + 2)} lack a coordinate")
+    return {
+        key: ";".join(f"{r.x:g},{r.y:g},{r.z:g}" for r in g.itertuples())
+        for key, g in seeds.groupby(["patient", "tracer"])
+    }
+
+
 studies = load_studies(config["studies"])
 PATIENTS = sorted(studies["patient"].unique())
+if config["detection"]["method"] == "seeds" and not config["detection"].get("seeds"):
+    raise ValueError("config: detection method 'seeds' needs detection.seeds (a TSV)")
+if config["detection"]["method"] == "masks":
+    unmasked = studies[studies["lesion_mask"] == ""]
+    if len(unmasked):
+        raise ValueError(
+            "config: detection method 'masks' needs a lesion_mask for every study; missing for "
+            f"{sorted(zip(unmasked.patient, unmasked.tracer))}"
+        )
+SEEDS = load_seeds(config["detection"].get("seeds", ""))
 
 
 wildcard_constraints:
@@ -78,6 +112,11 @@ def study_value(column):
         return studies.loc[(wildcards.patient, wildcards.tracer), column]
 
     return get
+
+
+def study_seeds(wildcards):
+    """Params function: this study's reader seeds (only its own, so other rows never rerun it)."""
+    return SEEDS.get((wildcards.patient, wildcards.tracer), "")
 
 
 def optional_study_file(column):

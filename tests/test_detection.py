@@ -1,0 +1,177 @@
+"""Detection rules on constructed images with a known answer, and the reader-driven methods."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from dualpet.background import measure_mask
+from dualpet.convert import convert_study
+from dualpet.geometry import apply_affine, lps_affine, ras_affine
+from dualpet.io import read_json
+from dualpet.segmentation import (
+    detect_lesions,
+    detection_threshold,
+    labels_on_grid,
+    lesions_from_mask,
+    lesions_from_seeds,
+    segment_study,
+)
+
+AFF = np.diag([4.0, 4.0, 4.0, 1.0])  # 4 mm voxels like a clinical PET: 0.064 mL each
+
+
+def _ball(shape, centre, radius_vox):
+    idx = np.indices(shape)
+    return sum((idx[a] - centre[a]) ** 2 for a in range(3)) <= radius_vox**2
+
+
+def test_lesion_inside_an_organ_above_the_threshold_is_found_and_trimmed():
+    """Organ SUV 5 > threshold 3 (~113 mL); a 12 mm metastasis of SUV 12 inside it is one
+    lesion whose region is the metastasis, not the organ; the organ itself is rejected."""
+    shape = (40, 40, 40)
+    suv = np.full(shape, 0.8, np.float32)
+    organ = _ball(shape, (20, 20, 20), 7.5)
+    suv[organ] = 5.0
+    met = _ball(shape, (20, 20, 22), 1.5)
+    suv[met] = 12.0
+    labels, info = detect_lesions(suv, AFF, 3.0)
+    assert len(info["lesions"]) == 1, info["rejected"]
+    les = info["lesions"][0]
+    assert les["suvmax"] == 12.0 and met[tuple(les["peak_ijk"])]
+    region = labels == les["label"]
+    assert np.array_equal(region, met)  # trimmed at 1.5 x the organ's 5.0: exactly the metastasis
+
+
+def test_noisy_hot_organ_gives_no_lesion_but_a_real_one_beside_it_does():
+    """A kidney-like organ (SUV 3.6, 4.6x noise of a Ga-68 scan) above a threshold of 3.0:
+    its noise maxima are not lesions; a lesion of SUV 8 in fat 25 mm away is."""
+    rng = np.random.default_rng(3)
+    shape = (48, 48, 48)
+    suv = np.full(shape, 0.5, np.float32)
+    kidney = _ball(shape, (16, 24, 24), 8)  # ~137 mL
+    suv[kidney] = 3.6
+    lesion = _ball(shape, (36, 24, 24), 2)
+    suv[lesion] = 8.0
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.normal(size=shape), 0.8)
+    suv = suv + (noise / noise.std() * 0.14 * 2.0 * np.sqrt(suv / 2.0)).astype(np.float32)
+    labels, info = detect_lesions(suv, AFF, 3.0)
+    assert [les["peak_ijk"] for les in info["lesions"]] and len(info["lesions"]) == 1, info["lesions"]
+    assert np.linalg.norm(np.subtract(info["lesions"][0]["peak_ijk"], (36, 24, 24))) <= 2
+    assert any("physiological" in r["reason"] for r in info["rejected"])
+
+
+@pytest.mark.parametrize("hu_value, is_lesion", [(8.0, False), (40.0, True)])
+def test_urine_rule_uses_the_ct(hu_value, is_lesion):
+    """A 30 mL hot blob (SUV 20) is bladder urine if the CT there is water (8 HU), a tumour
+    if it is soft tissue (40 HU)."""
+    shape = (40, 40, 40)
+    suv = np.full(shape, 0.6, np.float32)
+    blob = _ball(shape, (20, 20, 20), 4.8)  # ~30 mL
+    suv[blob] = 20.0
+    hu = np.where(blob, hu_value, 45.0).astype(np.float32)
+    _, info = detect_lesions(suv, AFF, 3.0, hu=hu)
+    assert (len(info["lesions"]) == 1) == is_lesion
+    if not is_lesion:
+        assert "urinary" in info["rejected"][0]["reason"]
+
+
+def test_percist_threshold():
+    liver = {"suvmean": 2.0, "suvsd": 0.3}
+    assert detection_threshold({"method": "percist"}, 1.7, liver) == pytest.approx(1.5 * 2.0 + 2 * 0.3)
+    with pytest.raises(ValueError):
+        detection_threshold({"method": "percist"}, 1.7)
+
+
+def test_seeds_find_the_maximum_near_the_click():
+    shape = (30, 30, 30)
+    suv = np.full(shape, 1.0, np.float32)
+    suv[_ball(shape, (10, 10, 10), 2)] = 6.0
+    suv[10, 11, 10] = 9.0
+    aff = AFF.copy()
+    aff[:3, 3] = [-50.0, -20.0, 300.0]
+    click = apply_affine(aff, (11.5, 12.0, 10.5))  # ~8 mm off the maximum
+    (les,) = lesions_from_seeds(suv, aff, [click], radius_mm=10.0)
+    assert les["peak_ijk"] == [10, 11, 10] and les["suvmax"] == 9.0
+    region = les["_region"]
+    # >= 50 % of 9.0: the SUV-6 ball, as far as it lies within 10 mm (2.5 voxels) of the maximum
+    expected = _ball(shape, (10, 10, 10), 2) & _ball(shape, (10, 11, 10), 2.5)
+    assert np.array_equal(region, expected) and expected.sum() == _ball(shape, (10, 10, 10), 2).sum() - 1
+    from dualpet.errors import DualpetInputError
+
+    with pytest.raises(DualpetInputError, match="seed 1"):
+        lesions_from_seeds(suv, aff, [(1e4, 0.0, 0.0)], where="patient X, fdg")
+
+
+def test_masks_labels_and_binary_components():
+    shape = (20, 20, 20)
+    suv = np.ones(shape, np.float32)
+    lab = np.zeros(shape, np.int32)
+    lab[2:5, 2:5, 2:5] = 3
+    lab[10:13, 10:13, 10:13] = 7
+    suv[11, 11, 11] = 5.0
+    out = lesions_from_mask(suv, AFF, lab)
+    assert sorted(o["mask_part"] for o in out) == ["label 3", "label 7"]
+    assert max(o["suvmax"] for o in out) == 5.0
+    binary = (lab > 0).astype(np.int32)  # one label value: its connected components are lesions
+    assert len(lesions_from_mask(suv, AFF, binary)) == 2
+
+
+def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_path):
+    """On a generated study: a background mask drawn in the aorta gives the blood pool; a
+    lesion mask and seeds at the true centres give exactly the true lesions."""
+    pid, tracer = "P001", "fdg"
+    t = truth[pid]
+    convert_study(cohort_dir / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp_path / "ct.nii.gz",
+                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    ct = nib.load(tmp_path / "ct.nii.gz")
+    world = apply_affine(lps_affine(ct.affine), np.argwhere(np.ones(ct.shape, bool))).reshape(*ct.shape, 3)
+    wanted = [les for les in t["lesions"] if les["detectable"][tracer]][:3]
+    lab = np.zeros(ct.shape, np.int16)
+    for n, les in enumerate(wanted, start=1):
+        lab[np.linalg.norm(world - les["center_lps"][tracer], axis=-1) <= les["radius_mm"]] = n
+    nib.save(nib.Nifti1Image(lab, ct.affine), str(tmp_path / "lesions.nii.gz"))
+    seg = {}
+    for name, kw in {
+        "masks": {"lesion_mask": tmp_path / "lesions.nii.gz"},
+        "seeds": {"seeds": [les["center_lps"][tracer] for les in wanted]},
+    }.items():
+        segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / f"{name}.nii.gz",
+                      tmp_path / f"{name}.json", detection={"method": name}, patient=pid, tracer=tracer, **kw)  # fmt: skip
+        seg[name] = read_json(tmp_path / f"{name}.json")["detection"]
+        assert len(seg[name]["lesions"]) == len(wanted)
+        for les in wanted:  # every true lesion has its detection at its maximum (within 1.5 voxels)
+            d = [np.linalg.norm(np.subtract(f["peak_lps"], les["center_lps"][tracer])) for f in seg[name]["lesions"]]
+            assert min(d) <= 6.0
+        labels = np.asarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj)
+        assert set(np.unique(labels)) == set(range(len(wanted) + 1))
+    # background mask: a 8 mm sphere in the aorta at the truth's blood-pool centre
+    bp = t["studies"][tracer]["background"]
+    auto = read_json(tmp_path / "masks.json")["background"]
+    sphere = np.linalg.norm(world - np.array(auto["centre_lps"]), axis=-1) <= 8.0
+    nib.save(nib.Nifti1Image(sphere.astype(np.uint8), ct.affine), str(tmp_path / "bg.nii.gz"))
+    segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "b.nii.gz", tmp_path / "b.json",
+                  detection={"method": "background"}, patient=pid, tracer=tracer,
+                  background_mask=tmp_path / "bg.nii.gz", background_png=tmp_path / "b.png")  # fmt: skip
+    got = read_json(tmp_path / "b.json")["background"]
+    assert got["source"].startswith("mask:sheet")
+    # 10 % : the noise of a ~30-voxel VOI at the generator's 10 % CoV, plus partial volume at the lumen wall
+    assert got["suvmean"] == pytest.approx(bp["blood_pool_suvmean_noiseless"], rel=0.10)
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    pet = nib.load(tmp_path / "pet.nii.gz")
+    voi = labels_on_grid(tmp_path / "bg.nii.gz", pet.shape, lps_affine(pet.affine)) != 0
+    assert measure_mask(np.asarray(pet.dataobj), lps_affine(pet.affine), voi)["suvmean"] == pytest.approx(got["suvmean"])
+
+
+def test_unreadable_mask_is_a_clear_error(tmp_path):
+    from dualpet.errors import DualpetInputError
+
+    (tmp_path / "bad.nii.gz").write_text("not an image")
+    with pytest.raises(DualpetInputError, match="lesion mask .*bad.nii.gz"):
+        labels_on_grid(tmp_path / "bad.nii.gz", (4, 4, 4), np.eye(4), "lesion mask")
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2), np.int16), ras_affine(np.eye(4))), str(tmp_path / "4d.nii.gz"))
+    with pytest.raises(DualpetInputError, match="3-D"):
+        labels_on_grid(tmp_path / "4d.nii.gz", (4, 4, 4), np.eye(4))
