@@ -175,3 +175,49 @@ def test_unreadable_mask_is_a_clear_error(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2), np.int16), ras_affine(np.eye(4))), str(tmp_path / "4d.nii.gz"))
     with pytest.raises(DualpetInputError, match="3-D"):
         labels_on_grid(tmp_path / "4d.nii.gz", (4, 4, 4), np.eye(4))
+
+
+def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
+    """bone, lung and liver lesions of generated patients get their true region from the
+    reference CT alone; the phantom's lymph nodes sit in muscle-density tissue without
+    the nodal fat of real patients, so they are 'other' (never liver, lung or bone)."""
+    from dualpet.background import liver_mask
+    from dualpet.matching import region_label
+
+    for pid, t in truth.items():
+        ref = t["tracers"][0]
+        out = tmp_path / pid
+        convert_study(cohort_dir / "dicom" / pid / ref, patient=pid, tracer=ref, ct_out=out / "ct.nii.gz",
+                      pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
+        ct = nib.load(out / "ct.nii.gz")
+        hu, aff = np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine)
+        liver = liver_mask(hu, aff)
+        assert liver is not None
+        for les in t["lesions"]:
+            got = region_label(hu, aff, np.array(les["center_lps"][ref]), liver=liver)
+            assert got == (les["region"] if les["region"] != "lymph node" else "other"), (pid, les["id"])
+
+
+def test_lymph_node_label_needs_surrounding_fat():
+    """A soft-tissue nodule in fat is a lymph node; the same nodule in muscle is 'other'."""
+    from dualpet.matching import region_label
+
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    for host, expected in ((-100.0, "lymph node"), (45.0, "other")):
+        hu = np.full((40, 40, 40), host, np.float32)
+        hu[_ball((40, 40, 40), (20, 20, 20), 4)] = 35.0
+        assert region_label(hu, aff, apply_affine(aff, (20, 20, 20))) == expected
+
+
+def test_h_maxima_per_component_equals_the_whole_image():
+    """The per-component shortcut gives exactly skimage's h-maxima of the masked image."""
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+
+    from dualpet.segmentation import _h_maxima_in
+
+    rng = np.random.default_rng(0)
+    values = ndimage.gaussian_filter(rng.gamma(2.0, 1.0, size=(40, 40, 40)), 1.0).astype(np.float32) * 3
+    mask = values >= np.percentile(values, 90)
+    whole = h_maxima(np.where(mask, values, 0.0), 0.2).astype(bool) & mask
+    assert whole.sum() > 5 and np.array_equal(_h_maxima_in(mask, values, 0.2), whole)

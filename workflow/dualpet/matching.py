@@ -167,7 +167,8 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     """Anatomical region from the reference CT around a lesion centroid.
 
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
-    HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
+    HU), 'lung' (their median below -300 HU, or lung density, below -500 HU, in 40 % or
+    more of a 10-20 mm shell: a large lung lesion fills the inner sphere), 'liver' (the centroid inside the CT liver
     mask, :func:`dualpet.background.liver_mask`), 'lymph node' (soft tissue with fat
     making up at least 15 % of a 10-20 mm shell around it: nodal stations lie in the
     mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the point
@@ -178,13 +179,13 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
         return ""
     if np.percentile(hu, 75) > 150:
         return "bone"
-    if np.median(hu) < -300:
+    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
+    if np.median(hu) < -300 or (shell.size and np.mean(shell < -500) >= 0.4):
         return "lung"
     if liver is not None:
         v = np.rint(world_to_voxel(ct_affine, point_lps)).astype(int)
         if np.all(v >= 0) and np.all(v < liver.shape) and liver[tuple(v)]:
             return "liver"
-    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
     if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:
         return "lymph node"
     return "other"

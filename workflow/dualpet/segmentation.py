@@ -232,7 +232,7 @@ def detect_lesions(
         mask &= ~exclusion.astype(bool)
     h = 0.25 * threshold if split_h is None else float(split_h)
     smooth = ndimage.gaussian_filter(suv.astype(np.float32), 0.7)
-    markers, _ = ndimage.label(h_maxima(np.where(mask, smooth, 0.0), h) & mask, structure=_STRUCTURE)
+    markers, _ = ndimage.label(_h_maxima_in(mask, smooth, h), structure=_STRUCTURE)
     pieces = watershed(-smooth, markers, mask=mask, connectivity=3)
 
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
@@ -293,6 +293,21 @@ def detect_lesions(
         "rejected": rejected,
     }
     return labels, info
+
+
+def _h_maxima_in(mask, values, h):
+    """h-maxima of ``values`` inside ``mask``, computed per connected component of the mask
+    on its bounding box (the same result as on the whole image with zeros outside the
+    mask, where components cannot interact; far cheaper, as most voxels lie outside)."""
+    comps, _ = ndimage.label(mask, structure=_STRUCTURE)
+    out = np.zeros(mask.shape, dtype=bool)
+    for lab, sl in enumerate(ndimage.find_objects(comps), start=1):
+        if sl is None:
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(sl, mask.shape))
+        own = comps[box] == lab
+        out[box] |= h_maxima(np.where(own, values[box], 0.0), h).astype(bool) & own
+    return out
 
 
 def _local_background(suv, pieces, lab, sl, spacing, shell_mm, organ_comps=None, organ=0):
