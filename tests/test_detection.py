@@ -178,9 +178,8 @@ def test_unreadable_mask_is_a_clear_error(tmp_path):
 
 
 def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
-    """bone, lung and liver lesions of generated patients get their true region from the
-    reference CT alone; the phantom's lymph nodes sit in muscle-density tissue without
-    the nodal fat of real patients, so they are 'other' (never liver, lung or bone)."""
+    """Every lesion of the generated patients gets its true region (bone, lung, liver,
+    lymph node) from the reference CT alone."""
     from dualpet.background import liver_mask
     from dualpet.matching import region_label
 
@@ -195,7 +194,7 @@ def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
         assert liver is not None
         for les in t["lesions"]:
             got = region_label(hu, aff, np.array(les["center_lps"][ref]), liver=liver)
-            assert got == (les["region"] if les["region"] != "lymph node" else "other"), (pid, les["id"])
+            assert got == les["region"], (pid, les["id"])
 
 
 def test_lymph_node_label_needs_surrounding_fat():

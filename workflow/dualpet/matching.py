@@ -166,6 +166,8 @@ FAT_HU = (-190.0, -30.0)
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     """Anatomical region from the reference CT around a lesion centroid.
 
+    ``liver`` is the ``(mask, affine)`` of :func:`dualpet.background.liver_mask` or None.
+
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
     HU), 'lung' (their median below -300 HU, or lung density, below -500 HU, in 40 % or
     more of a 10-20 mm shell: a large lung lesion fills the inner sphere), 'liver' (the centroid inside the CT liver
@@ -183,8 +185,9 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     if np.median(hu) < -300 or (shell.size and np.mean(shell < -500) >= 0.4):
         return "lung"
     if liver is not None:
-        v = np.rint(world_to_voxel(ct_affine, point_lps)).astype(int)
-        if np.all(v >= 0) and np.all(v < liver.shape) and liver[tuple(v)]:
+        mask, mask_affine = liver
+        v = np.rint(world_to_voxel(mask_affine, point_lps)).astype(int)
+        if np.all(v >= 0) and np.all(v < mask.shape) and mask[tuple(v)]:
             return "liver"
     if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:
         return "lymph node"

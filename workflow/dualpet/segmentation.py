@@ -18,8 +18,8 @@ Method:
    - *prominence*: the connected region at or above SUVmax / ``organ_contrast`` around
      its maximum must not exceed ``max_volume_ml`` (a lesion stands out from its
      surroundings by ``organ_contrast``; noise and texture of a hot organ do not);
-   - *urine* (CT-guided): if 60 % or more of the hot core (SUV >= half the SUVmax, at
-     least 2 mL) is water-dense on the CT (-20..20 HU), it is excreted tracer in the
+   - *urine* (CT-guided): if 60 % or more of the hot core (SUV >= 70 % of the SUVmax,
+     at least 2 mL) is water-dense on the CT (-20..20 HU), it is excreted tracer in the
      bladder, ureter or renal pelvis;
    - *local contrast*: SUVmax >= ``organ_contrast`` x the median SUV in a 6-16 mm shell
      around the candidate (inside an organ-sized region: the region's voxels only; for an
@@ -48,6 +48,8 @@ _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 ORGAN_SHARE = 0.25
 #: Water density on CT (HU): urine in the bladder, ureters and renal pelvis.
 URINE_HU = (-20.0, 20.0)
+#: The hot core the urine rule looks at: SUV at or above this fraction of the SUVmax.
+URINE_CORE = 0.7
 #: Smallest hot core (mL) the urine rule judges (smaller cores are mostly partial volume).
 URINE_MIN_ML = 2.0
 #: Share of the hot core that must be water-dense for the urine rule.
@@ -344,10 +346,11 @@ def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
 
 
 def _urine_density(values, hu, region, suvmax, vox_ml):
-    """Share of a candidate's hot core (SUV >= half its SUVmax) that is water-dense on CT
-    (bladder, ureter, renal pelvis) if that share is at least URINE_SHARE and the core at
-    least URINE_MIN_ML, else None."""
-    core = region & (values >= 0.5 * suvmax)
+    """Share of a candidate's hot core (SUV >= URINE_CORE x its SUVmax) that is water-dense
+    on CT (bladder, ureter, renal pelvis) if that share is at least URINE_SHARE and the core
+    at least URINE_MIN_ML, else None. The core is kept well inside the hot region, where
+    the CT is not a partial-volume mixture of the lesion and the fat around it."""
+    core = region & (values >= URINE_CORE * suvmax)
     if core.sum() * vox_ml < URINE_MIN_ML:
         return None
     share = float(np.mean((hu[core] >= URINE_HU[0]) & (hu[core] <= URINE_HU[1])))

@@ -65,6 +65,7 @@ class Shape:
     semi: np.ndarray  # semi-axes (mm); for a cylinder semi[2] is the half length
     kind: str = "ellipsoid"  # or "cylinder"
     rotation: np.ndarray | None = None  # 3x3, shape frame -> anatomy frame
+    replaces: frozenset | None = None  # paint only over these labels (None: over anything)
 
     def bbox(self):
         """Axis-aligned bounding box in anatomy coordinates (lo, hi)."""
@@ -125,7 +126,10 @@ class Phantom:
             sel = np.all((a >= lo) & (a <= hi), axis=1)
             if sel.any():
                 idx = np.flatnonzero(sel)
-                lab[idx[shape.contains(a[idx])]] = shape.label
+                idx = idx[shape.contains(a[idx])]
+                if shape.replaces is not None:
+                    idx = idx[np.isin(lab[idx], list(shape.replaces))]
+                lab[idx] = shape.label
         return lab
 
     def suv_of_labels(self, labels, tracer):
@@ -339,4 +343,19 @@ def make_phantom(rng, tracers, n_lesions, z_range):
     shapes, landmarks, body = make_anatomy(rng)
     phantom = Phantom(shapes=shapes, uptake=sample_uptake(rng, tracers), body_semi=body, landmarks=landmarks)
     phantom.lesions = sample_lesions(rng, phantom, tracers, n_lesions, z_range)
+    phantom.shapes += nodal_fat(phantom.lesions)
     return phantom
+
+
+#: Thickness (mm) of the fat around a lymph node: nodal stations lie in mediastinal,
+#: retroperitoneal and mesenteric fat, which the torso's muscle-density interior lacks.
+NODAL_FAT_MM = 10.0
+
+
+def nodal_fat(lesions):
+    """Fat pads around the lymph-node lesions (painted over muscle only)."""
+    return [
+        Shape(FAT, les.center, np.full(3, les.radius + NODAL_FAT_MM), replaces=frozenset({MUSCLE}))
+        for les in lesions
+        if les.region == "lymph node"
+    ]

@@ -58,6 +58,8 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True):
             inside = sh.contains(a)
             if inside.any():
                 sel = ijk[inside]
+                if sh.replaces is not None:
+                    sel = sel[np.isin(labels[sel[:, 0], sel[:, 1], sel[:, 2]], list(sh.replaces))]
                 labels[sel[:, 0], sel[:, 1], sel[:, 2]] = sh.label
     return labels
 
