@@ -209,3 +209,32 @@ def test_refused_study_is_excluded_and_listed(workdir, tool_env):
     assert (res / new / "fdg" / "pet_suv.nii.gz").exists()  # its other study still converted
     summary = read_json(res / "cohort" / "summary.json")
     assert summary["n_patients"] == N and new in json.dumps(summary["excluded_patients"])
+
+
+def test_reader_seeds_reach_only_their_own_study(tmp_path, tool_env):
+    """detection.method 'seeds': each segment job gets its own study's seeds as a parameter
+    (so a new seed reruns one study), and a config without the seed sheet is refused."""
+    (tmp_path / "studies.tsv").write_text(
+        "patient\ttracer\tdicom_dir\n" + "".join(f"{p}\t{t}\td/{p}/{t}\n" for p in ("A1", "A2") for t in ("fdg", "ga"))
+    )
+    for p in ("A1", "A2"):
+        for t in ("fdg", "ga"):
+            (tmp_path / "d" / p / t).mkdir(parents=True)
+    (tmp_path / "seeds.tsv").write_text("patient\ttracer\tx\ty\tz\nA1\tga\t1.5\t-2\t300\nA1\tga\t10\t20\t-30.25\n")
+    base = "studies: studies.tsv\nreference_tracer: fdg\nindex_tracer: ga\n"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n  seeds: seeds.tsv\n")
+    proc = snakemake(tmp_path, tool_env, "-n", "--forceall", "results/A1/ga/segmentation.json",
+                     "results/A2/ga/segmentation.json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cmds = [line for line in proc.stdout.splitlines() if "python -m dualpet segment" in line]
+    assert len(cmds) == 2
+    a1 = next(c for c in cmds if "--patient A1" in c)
+    a2 = next(c for c in cmds if "--patient A2" in c)
+    assert "--seeds '1.5,-2,300;10,20,-30.25'" in a1 and "--seeds ''" in a2
+    (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n")
+    proc = snakemake(tmp_path, tool_env, "-n")
+    assert proc.returncode != 0 and "detection.seeds" in proc.stderr + proc.stdout
+    (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: masks\n")
+    proc = snakemake(tmp_path, tool_env, "-n")
+    assert proc.returncode != 0 and "lesion_mask" in proc.stderr + proc.stdout

@@ -331,10 +331,13 @@ def _local_background(suv, pieces, lab, sl, spacing, shell_mm, organ_comps=None,
 def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
     """Whether the connected region at or above ``level`` around ``peak`` exceeds
     ``max_volume_ml``: the hot spot does not stand out from an organ-sized structure.
-    Flood fill in a box around the peak; reaching the box edge counts as larger."""
+    Flood fill in a box around the peak; reaching the box edge counts as larger. The fill
+    uses face connectivity: the bulk of an organ above the level is one solid region, while
+    the noise of a tissue whose mean lies below the level (marrow around a bone
+    metastasis) has its above-level voxels too sparse to percolate through face contacts."""
     half = np.ceil((3.0 * max_volume_ml * 1000.0 / (4.0 * np.pi)) ** (1 / 3) * 2.0 / spacing).astype(int)
     box = tuple(slice(max(p - h, 0), min(p + h + 1, n)) for p, h, n in zip(peak, half, suv.shape))
-    comps, _ = ndimage.label(suv[box] >= level, structure=_STRUCTURE)
+    comps, _ = ndimage.label(suv[box] >= level)
     region = comps == comps[tuple(p - b.start for p, b in zip(peak, box))]
     if region.sum() * vox_ml > max_volume_ml:
         return True
