@@ -113,11 +113,32 @@ def test_masks_labels_and_binary_components():
     lab[2:5, 2:5, 2:5] = 3
     lab[10:13, 10:13, 10:13] = 7
     suv[11, 11, 11] = 5.0
-    out = lesions_from_mask(suv, AFF, lab)
-    assert sorted(o["mask_part"] for o in out) == ["label 3", "label 7"]
+    out, dropped = lesions_from_mask(suv, AFF, lab)
+    assert sorted(o["mask_part"] for o in out) == ["label 3", "label 7"] and dropped == []
     assert max(o["suvmax"] for o in out) == 5.0
     binary = (lab > 0).astype(np.int32)  # one label value: its connected components are lesions
-    assert len(lesions_from_mask(suv, AFF, binary)) == 2
+    assert len(lesions_from_mask(suv, AFF, binary)[0]) == 2
+    # the file's labels decide: label 9 never reached the PET grid, so it is reported, and
+    # the two labels left are still two labelled lesions, not a binary mask
+    out, dropped = lesions_from_mask(suv, AFF, lab, file_labels=[3, 7, 9])
+    assert len(out) == 2 and dropped == [9]
+    out, dropped = lesions_from_mask(suv, AFF, np.where(lab == 3, 3, 0), file_labels=[3, 7])
+    assert [o["mask_part"] for o in out] == ["label 3"] and dropped == [7]
+
+
+def test_seeds_clicked_twice_and_tiny_radius():
+    """Two clicks on one lesion are one lesion; regions never overlap; a radius smaller
+    than the distance to the nearest voxel centre still finds the voxel under the click."""
+    shape = (30, 30, 30)
+    suv = np.full(shape, 1.0, np.float32)
+    suv[_ball(shape, (10, 10, 10), 2)] = 6.0
+    suv[_ball(shape, (14, 10, 10), 1)] = 5.0  # a neighbour touching it
+    out = lesions_from_seeds(suv, AFF, [apply_affine(AFF, (10, 10, 10)), apply_affine(AFF, (10.4, 10, 10)),
+                                        apply_affine(AFF, (14, 10, 10))], radius_mm=10.0)  # fmt: skip
+    assert len(out) == 2 and out[0]["merged_seeds"] == [2]
+    assert not (out[0]["_region"] & out[1]["_region"]).any() and out[1]["_region"].any()
+    (one,) = lesions_from_seeds(suv, AFF, [apply_affine(AFF, (20.3, 20.3, 20.3))], radius_mm=0.5)
+    assert one["peak_ijk"] == [20, 20, 20]
 
 
 def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_path):
@@ -198,11 +219,12 @@ def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
 
 
 def test_lymph_node_label_needs_surrounding_fat():
-    """A soft-tissue nodule in fat is a lymph node; the same nodule in muscle is 'other'."""
+    """A soft-tissue nodule in fat is a lymph node; in muscle it is 'other'; in aerated
+    lung 'lung'; next to outside air (a nodule under the skin) not 'lung'."""
     from dualpet.matching import region_label
 
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    for host, expected in ((-100.0, "lymph node"), (45.0, "other")):
+    for host, expected in ((-100.0, "lymph node"), (45.0, "other"), (-840.0, "lung"), (-1000.0, "other")):
         hu = np.full((40, 40, 40), host, np.float32)
         hu[_ball((40, 40, 40), (20, 20, 20), 4)] = 35.0
         assert region_label(hu, aff, apply_affine(aff, (20, 20, 20))) == expected

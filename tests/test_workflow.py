@@ -238,3 +238,7 @@ def test_reader_seeds_reach_only_their_own_study(tmp_path, tool_env):
     (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: masks\n")
     proc = snakemake(tmp_path, tool_env, "-n")
     assert proc.returncode != 0 and "lesion_mask" in proc.stderr + proc.stdout
+    (tmp_path / "seeds.tsv").write_text("patient\ttracer\tx\ty\tz\nA9\tga\t1\t2\t3\n")  # a typo in the patient ID
+    (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n  seeds: seeds.tsv\n")
+    proc = snakemake(tmp_path, tool_env, "-n")
+    assert proc.returncode != 0 and "not in the studies sheet" in proc.stderr + proc.stdout

@@ -222,10 +222,16 @@ def liver_centre(hu, ct_affine):
     return apply_affine(ct_affine, k), float(depth[k])
 
 
+#: Plausible liver volumes (mL); a mask outside this range is not trusted for labels.
+LIVER_ML = (600.0, 4000.0)
+
+
 def liver_mask(hu, ct_affine):
     """The liver on the CT, or None: ``(mask, affine)`` on the in-plane coarsened CT grid
     (:func:`coarse_ct`); the connected liver-density tissue around :func:`liver_centre`,
-    closed and hole-filled slice by slice so that hypodense metastases belong to it."""
+    closed and hole-filled slice by slice so that hypodense metastases belong to it. None
+    if no liver is found or the mask's volume is implausible (``LIVER_ML``: it leaked into
+    touching organs of similar density, or only a fragment was found)."""
     hu, ct_affine = coarse_ct(hu, ct_affine)
     centre, depth = liver_centre(hu, ct_affine)
     if centre is None or depth < LIVER_RADIUS_MM:
@@ -244,6 +250,9 @@ def liver_mask(hu, ct_affine):
     for k in np.flatnonzero(organ.any(axis=(0, 1))):
         closed = ndimage.binary_closing(organ[:, :, k], structure=disk, border_value=0)
         organ[:, :, k] = ndimage.binary_fill_holes(closed)
+    volume_ml = organ.sum() * float(np.prod(voxel_spacing(ct_affine))) / 1000.0
+    if not LIVER_ML[0] <= volume_ml <= LIVER_ML[1]:  # leaked into neighbours, or a fragment
+        return None
     return organ, ct_affine
 
 

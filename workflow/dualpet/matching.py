@@ -161,6 +161,8 @@ def _ball_values(volume, affine, point_lps, r_in, r_out):
 
 #: CT numbers of fat (HU).
 FAT_HU = (-190.0, -30.0)
+#: CT numbers of aerated lung (HU); outside air and bowel gas (about -1000) stay below.
+LUNG_HU = (-950.0, -500.0)
 
 
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
@@ -169,9 +171,10 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     ``liver`` is the ``(mask, affine)`` of :func:`dualpet.background.liver_mask` or None.
 
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
-    HU), 'lung' (their median below -300 HU, or lung density, below -500 HU, in 40 % or
-    more of a 10-20 mm shell: a large lung lesion fills the inner sphere), 'liver' (the centroid inside the CT liver
-    mask, :func:`dualpet.background.liver_mask`), 'lymph node' (soft tissue with fat
+    HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
+    mask, :func:`dualpet.background.liver_mask`), 'lung' (aerated lung, -950..-500 HU, in
+    40 % or more of a 10-20 mm shell: a large lung lesion fills the inner sphere; outside
+    air and bowel gas are denser than -950 HU), 'lymph node' (soft tissue with fat
     making up at least 15 % of a 10-20 mm shell around it: nodal stations lie in the
     mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the point
     lies outside the CT.
@@ -181,14 +184,16 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
         return ""
     if np.percentile(hu, 75) > 150:
         return "bone"
-    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
-    if np.median(hu) < -300 or (shell.size and np.mean(shell < -500) >= 0.4):
+    if np.median(hu) < -300:
         return "lung"
     if liver is not None:
         mask, mask_affine = liver
         v = np.rint(world_to_voxel(mask_affine, point_lps)).astype(int)
         if np.all(v >= 0) and np.all(v < mask.shape) and mask[tuple(v)]:
             return "liver"
+    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
+    if shell.size and np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])) >= 0.4:
+        return "lung"
     if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:
         return "lymph node"
     return "other"

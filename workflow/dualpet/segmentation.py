@@ -119,22 +119,32 @@ def lesions_from_seeds(suv, affine, seeds_lps, *, radius_mm=10.0, fraction=0.5, 
 
     Each seed becomes one lesion: its hottest voxel within ``radius_mm`` (readers click
     near, not exactly on, the maximum), and as region the voxels at or above ``fraction``
-    x that maximum, connected to it, within ``radius_mm`` of it.
+    x that maximum, connected to it, within ``radius_mm`` of it and not already part of
+    an earlier seed's lesion. A seed whose maximum lies in an earlier seed's lesion is
+    the same lesion clicked twice: it is merged (listed in that lesion's ``merged_seeds``).
     """
     from dualpet.errors import DualpetInputError
 
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
     inv = np.linalg.inv(np.asarray(affine, dtype=float))
-    lesions = []
+    lesions, taken = [], np.zeros(suv.shape, dtype=bool)
     for n, seed in enumerate(seeds_lps, start=1):
         ijk = apply_affine(inv, seed)
         if np.any(ijk < -0.5) or np.any(ijk > np.array(suv.shape) - 0.5):
             raise DualpetInputError(f"{where}: seed {n} at {list(seed)} (LPS mm) lies outside the PET")
         ball = _ball(suv.shape, ijk, radius_mm, spacing)
+        ball[tuple(np.clip(np.rint(ijk).astype(int), 0, np.array(suv.shape) - 1))] = True  # never empty
         peak = np.unravel_index(int(np.argmax(np.where(ball, suv, -np.inf))), suv.shape)
+        if taken[peak]:  # a second click on a lesion already seeded
+            owner = next(les for les in lesions if les["_region"][peak])
+            owner.setdefault("merged_seeds", []).append(n)
+            continue
         near = _ball(suv.shape, peak, radius_mm, spacing)
-        comps, _ = ndimage.label(near & (suv >= fraction * suv[peak]), structure=_STRUCTURE)
-        lesions.append(_reader_lesion(suv, affine, comps == comps[peak], "seed", seed_lps=[float(v) for v in seed]))
+        near[peak] = True
+        comps, _ = ndimage.label(near & (suv >= fraction * suv[peak]) & ~taken, structure=_STRUCTURE)
+        region = comps == comps[peak]
+        taken |= region
+        lesions.append(_reader_lesion(suv, affine, region, "seed", seed=n, seed_lps=[float(v) for v in seed]))
     return lesions
 
 
@@ -151,16 +161,23 @@ def _ball(shape, centre_ijk, radius_mm, spacing):
     return out
 
 
-def lesions_from_mask(suv, affine, label_image):
-    """Reader-supplied lesion masks on the PET grid -> lesion regions: every non-zero
-    label value is one lesion; a binary mask is split into its connected components."""
-    values = [int(v) for v in np.unique(label_image) if v != 0]
+def lesions_from_mask(suv, affine, label_image, file_labels=None):
+    """Reader-supplied lesion masks on the PET grid -> (lesion regions, dropped labels).
+
+    Every non-zero label value of the file (``file_labels``; default: those on the grid)
+    is one lesion; a file with a single label value is a binary mask, split into its
+    connected components. Labels that do not reach any PET voxel (outside the field of
+    view, or smaller than a voxel) are returned as dropped.
+    """
+    on_grid = [int(v) for v in np.unique(label_image) if v != 0]
+    values = sorted(int(v) for v in file_labels) if file_labels is not None else on_grid
+    dropped = [v for v in values if v not in on_grid]
     if len(values) == 1:
         comps, n = ndimage.label(label_image != 0, structure=_STRUCTURE)
         regions = [(f"component {i}", comps == i) for i in range(1, n + 1)]
     else:
-        regions = [(f"label {v}", label_image == v) for v in values]
-    return [_reader_lesion(suv, affine, r, "mask", mask_part=name) for name, r in regions]
+        regions = [(f"label {v}", label_image == v) for v in values if v in on_grid]
+    return [_reader_lesion(suv, affine, r, "mask", mask_part=name) for name, r in regions], dropped
 
 
 def detect_lesions(
@@ -505,8 +522,9 @@ def segment_study(
         if not lesion_mask:
             raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
         regions = labels_on_grid(lesion_mask, suv.shape, pet_affine, "lesion mask")
-        lesions = lesions_from_mask(suv, pet_affine, regions)
-        info = {"threshold_suv": None, "lesion_mask": str(lesion_mask)}
+        values = np.unique(np.rint(np.asarray(nib.load(str(lesion_mask)).dataobj)).astype(np.int64))
+        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, [v for v in values if v != 0])
+        info = {"threshold_suv": None, "lesion_mask": str(lesion_mask), "labels_outside_pet": dropped}
     elif kind == "seeds":
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
                                      where=where)  # fmt: skip
@@ -514,7 +532,8 @@ def segment_study(
     else:
         liver_voi = None
         if kind == "percist":
-            liver_voi = bg if bg["source"].startswith("liver") else liver(hu_ct, ct_affine, suv, pet_affine, where=where)
+            given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
+            liver_voi = bg if given_liver else liver(hu_ct, ct_affine, suv, pet_affine, where=where)
         threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
         keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
         exclusion, excluded = None, {"provided": False}

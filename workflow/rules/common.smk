@@ -68,19 +68,29 @@ def load_studies(path):
     return sheet.set_index(["patient", "tracer"], drop=False)
 
 
-def load_seeds(path):
+def load_seeds(path, studies):
     """Reader seeds per study: {(patient, tracer): 'x,y,z;x,y,z'} (LPS mm)."""
     if not path:
         return {}
-    seeds = pd.read_csv(path, sep="\t", dtype={"patient": str, "tracer": str})
+    seeds = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     missing = {"patient", "tracer", "x", "y", "z"} - set(seeds.columns)
     if missing:
         raise ValueError(f"{path}: seed sheet lacks column(s) {sorted(missing)}")
-    bad = seeds[seeds[["x", "y", "z"]].isna().any(axis=1)]
-    if len(bad):
-        raise ValueError(f"{path}: rows {list(bad.index + 2)} lack a coordinate")
+    for col in ("x", "y", "z"):
+        bad = pd.to_numeric(seeds[col], errors="coerce").isna()
+        if bad.any():
+            raise ValueError(
+                f"{path}: column {col} is not a number in row(s) {list(seeds.index[bad] + 2)}"
+            )
+    unknown = sorted(set(zip(seeds.patient, seeds.tracer)) - set(studies.index))
+    if unknown:
+        raise ValueError(
+            f"{path}: seeds for studies not in the studies sheet: {unknown}"
+        )
     return {
-        key: ";".join(f"{r.x:g},{r.y:g},{r.z:g}" for r in g.itertuples())
+        key: ";".join(
+            f"{float(r.x):g},{float(r.y):g},{float(r.z):g}" for r in g.itertuples()
+        )
         for key, g in seeds.groupby(["patient", "tracer"])
     }
 
@@ -96,7 +106,7 @@ if config["detection"]["method"] == "masks":
             "config: detection method 'masks' needs a lesion_mask for every study; missing for "
             f"{sorted(zip(unmasked.patient, unmasked.tracer))}"
         )
-SEEDS = load_seeds(config["detection"].get("seeds", ""))
+SEEDS = load_seeds(config["detection"].get("seeds", ""), studies)
 
 
 wildcard_constraints:
