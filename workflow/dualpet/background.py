@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from dualpet.errors import DualpetInputError
-from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
+from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
 
 
 def _thoracic_levels(hu, n_levels=12):
@@ -148,20 +148,6 @@ LIVER_RADIUS_MM = 15.0
 LIVER_HU = (50.0, 85.0)
 
 
-def _sphere_values(suv, affine, centre, radius_mm):
-    """PET values of the voxels whose centres lie within a sphere (LPS mm)."""
-    sp = voxel_spacing(affine)
-    c = world_to_voxel(affine, centre)
-    reach = np.ceil(radius_mm / sp).astype(int) + 1
-    lo = np.maximum(np.floor(c).astype(int) - reach, 0)
-    hi = np.minimum(np.floor(c).astype(int) + reach + 1, suv.shape)
-    if np.any(hi <= lo):
-        return np.array([])
-    idx = np.indices(hi - lo).reshape(3, -1).T + lo
-    inside = np.linalg.norm(apply_affine(affine, idx) - centre, axis=1) <= radius_mm
-    return suv[tuple(idx[inside].T)]
-
-
 #: In-plane voxel size (mm) the liver search works at: block averages of finer CT pixels
 #: (a 512 x 512 clinical CT is searched at ~3 mm, 9x fewer voxels, same organ).
 COARSE_MM = 3.0
@@ -190,12 +176,17 @@ def liver_centre(hu, ct_affine):
 
     Returns (centre or None, depth in mm).
     """
+    return _liver_search(hu, ct_affine)[:2]
+
+
+def _liver_search(hu, ct_affine):
+    """:func:`liver_centre` plus the smoothed CT it searched (None if it stopped early)."""
     spacing = voxel_spacing(ct_affine)
     body = hu > -400
     filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
     lung = filled & (hu < -500)
     if not lung.any():
-        return None, 0.0
+        return None, 0.0, None
     ii, jj, kk = np.nonzero(filled)
     mid_i = ii.mean()
     # the patient's right is -x in LPS: the columns on the side of decreasing x
@@ -205,7 +196,7 @@ def liver_centre(hu, ct_affine):
     cols = np.arange(hu.shape[0])
     lung_right[(cols > mid_i) if right_is_low_i else (cols < mid_i)] = False
     if not lung_right.any():
-        return None, 0.0
+        return None, 0.0, None
     z_of_k = apply_affine(ct_affine, np.stack([np.zeros(hu.shape[2]), np.zeros(hu.shape[2]), np.arange(hu.shape[2])], 1))[:, 2]
     dome_z = z_of_k[np.nonzero(lung_right.any(axis=(0, 1)))[0]].min()
     band = (z_of_k < dome_z - 5.0) & (z_of_k > dome_z - 150.0)
@@ -216,10 +207,10 @@ def liver_centre(hu, ct_affine):
     soft[:, :, ~band] = False
     soft[(cols > mid_i - 10) if right_is_low_i else (cols < mid_i + 10)] = False
     if not soft.any():
-        return None, 0.0
+        return None, 0.0, None
     depth = ndimage.distance_transform_edt(soft, sampling=spacing)
     k = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return apply_affine(ct_affine, k), float(depth[k])
+    return apply_affine(ct_affine, k), float(depth[k]), smooth
 
 
 #: Plausible liver volumes (mL); a mask outside this range is not trusted for labels.
@@ -233,10 +224,9 @@ def liver_mask(hu, ct_affine):
     if no liver is found or the mask's volume is implausible (``LIVER_ML``: it leaked into
     touching organs of similar density, or only a fragment was found)."""
     hu, ct_affine = coarse_ct(hu, ct_affine)
-    centre, depth = liver_centre(hu, ct_affine)
+    centre, depth, smooth = _liver_search(hu, ct_affine)
     if centre is None or depth < LIVER_RADIUS_MM:
         return None
-    smooth = ndimage.gaussian_filter(hu.astype(np.float32), 1.0)
     dense = (smooth > LIVER_HU[0]) & (smooth < LIVER_HU[1])
     comps, _ = ndimage.label(dense)
     seed = tuple(int(round(v)) for v in world_to_voxel(ct_affine, centre))
@@ -274,12 +264,16 @@ def _measure(suv, pet_affine, centre, source, method, where=""):
     blood pool, a 10 mm x 20 mm z-cylinder; liver, a 30 mm sphere."""
     centre = np.asarray(centre, dtype=float)
     if method == "liver":
-        vals = _sphere_values(suv, pet_affine, centre, LIVER_RADIUS_MM)
+        vals = values_in_ball(suv, pet_affine, centre, LIVER_RADIUS_MM)
     else:
         vals = suv[_cylinder_mask(suv.shape, pet_affine, centre, 5.0, 10.0)]
     if vals.size == 0:
         prefix = f"{where}: " if where else ""
         raise DualpetInputError(f"{prefix}background VOI at {np.round(centre, 1).tolist()} lies outside the PET")
+    return _statistics(vals, centre, source)
+
+
+def _statistics(vals, centre, source):
     return {
         "suvmean": float(vals.mean()),
         "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
@@ -302,10 +296,4 @@ def measure_mask(suv, pet_affine, voi, *, where=""):
     if vals.size == 0:
         raise DualpetInputError(f"{where}: no voxel of the mask lies inside the PET")
     centre = apply_affine(pet_affine, np.argwhere(voi).mean(axis=0))
-    return {
-        "suvmean": float(vals.mean()),
-        "suvsd": float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
-        "n_voxels": int(vals.size),
-        "centre_lps": [float(v) for v in centre],
-        "source": f"mask:sheet ({vals.size} PET voxels)",
-    }
+    return _statistics(vals, centre, f"mask:sheet ({vals.size} PET voxels)")

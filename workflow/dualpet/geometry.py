@@ -50,6 +50,38 @@ def voxel_spacing(affine):
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
 
 
+def nearest_on_grid(data, data_affine, shape, affine, fill=0):
+    """``data`` (voxel->LPS ``data_affine``) sampled at the voxel centres of another grid
+    (``shape``, voxel->LPS ``affine``) by nearest neighbour; ``fill`` outside ``data``.
+    Slice by slice, so large grids stay cheap in memory."""
+    to_data = np.linalg.inv(np.asarray(data_affine, dtype=float)) @ np.asarray(affine, dtype=float)
+    out = np.full(shape, fill, dtype=data.dtype)
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    for k in range(shape[2]):
+        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
+        m = np.rint(apply_affine(to_data, ijk)).astype(int)
+        ok = np.all((m >= 0) & (m < data.shape), axis=1)
+        plane = np.full(len(m), fill, dtype=data.dtype)
+        plane[ok] = data[tuple(m[ok].T)]
+        out[:, :, k] = plane.reshape(ii.shape)
+    return out
+
+
+def values_in_ball(volume, affine, centre, outer_mm, inner_mm=0.0):
+    """Values of the voxels whose centres lie between ``inner_mm`` and ``outer_mm`` from
+    ``centre`` (LPS mm): a sphere, or with ``inner_mm`` > 0 a shell."""
+    centre = np.asarray(centre, dtype=float)
+    c = world_to_voxel(affine, centre)
+    reach = np.ceil(outer_mm / voxel_spacing(affine)).astype(int) + 1
+    lo = np.maximum(np.floor(c).astype(int) - reach, 0)
+    hi = np.minimum(np.floor(c).astype(int) + reach + 1, volume.shape)
+    if np.any(hi <= lo):
+        return volume.ravel()[:0]
+    idx = np.indices(hi - lo).reshape(3, -1).T + lo
+    d = np.linalg.norm(apply_affine(affine, idx) - centre, axis=1)
+    return volume[tuple(idx[(d >= inner_mm) & (d <= outer_mm)].T)]
+
+
 def dicom_affine_lps(image_orientation, pixel_spacing, first_position, slice_step):
     """Voxel->LPS affine of a stack of DICOM slices.
 

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
+from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
 from dualpet.io import atomic_path, write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
@@ -147,18 +147,6 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
     return out
 
 
-def _ball_values(volume, affine, point_lps, r_in, r_out):
-    c = world_to_voxel(affine, point_lps)
-    reach = np.ceil(r_out / voxel_spacing(affine)).astype(int)
-    lo = np.maximum(np.rint(c).astype(int) - reach, 0)
-    hi = np.minimum(np.rint(c).astype(int) + reach + 1, volume.shape)
-    if np.any(hi <= lo):
-        return volume.ravel()[:0]
-    idx = np.indices(hi - lo).reshape(3, -1).T + lo
-    d = np.linalg.norm(apply_affine(affine, idx) - point_lps, axis=1)
-    return volume[tuple(idx[(d >= r_in) & (d <= r_out)].T)]
-
-
 #: CT numbers of fat (HU).
 FAT_HU = (-190.0, -30.0)
 #: CT numbers of aerated lung (HU); outside air and bowel gas (about -1000) stay below.
@@ -179,7 +167,7 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the point
     lies outside the CT.
     """
-    hu = _ball_values(ct_hu, ct_affine, point_lps, 0.0, radius_mm)
+    hu = values_in_ball(ct_hu, ct_affine, point_lps, radius_mm)
     if hu.size == 0:
         return ""
     if np.percentile(hu, 75) > 150:
@@ -191,7 +179,7 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
         v = np.rint(world_to_voxel(mask_affine, point_lps)).astype(int)
         if np.all(v >= 0) and np.all(v < mask.shape) and mask[tuple(v)]:
             return "liver"
-    shell = _ball_values(ct_hu, ct_affine, point_lps, 10.0, 20.0)
+    shell = values_in_ball(ct_hu, ct_affine, point_lps, 20.0, inner_mm=10.0)
     if shell.size and np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])) >= 0.4:
         return "lung"
     if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:

@@ -41,7 +41,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from dualpet.geometry import apply_affine, voxel_volume_ml
+from dualpet.geometry import apply_affine, nearest_on_grid, voxel_volume_ml
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 #: A candidate holding at least this share of an organ-sized uptake region is that organ.
@@ -380,17 +380,7 @@ def _urine_density(values, hu, region, suvmax, vox_ml):
 def ct_on_pet_grid(hu, ct_affine, shape, pet_affine):
     """CT numbers at the PET voxel centres (nearest CT voxel through world coordinates;
     -1000 HU outside the CT), so CT rules can be applied voxel by voxel on the PET grid."""
-    to_ct = np.linalg.inv(np.asarray(ct_affine, dtype=float)) @ np.asarray(pet_affine, dtype=float)
-    out = np.full(shape, -1000.0, dtype=np.float32)
-    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    for k in range(shape[2]):
-        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
-        m = np.rint(apply_affine(to_ct, ijk)).astype(int)
-        ok = np.all((m >= 0) & (m < hu.shape), axis=1)
-        plane = out[:, :, k].reshape(-1)
-        plane[ok] = hu[tuple(m[ok].T)]
-        out[:, :, k] = plane.reshape(ii.shape)
-    return out
+    return nearest_on_grid(np.asarray(hu, dtype=np.float32), ct_affine, shape, pet_affine, fill=-1000.0)
 
 
 def _trim_to_contrast(values, region, peak, level):
@@ -399,18 +389,8 @@ def _trim_to_contrast(values, region, peak, level):
     return comps == comps[peak] if comps[peak] else region & False
 
 
-def labels_on_grid(path, shape, affine_lps, what="mask"):
-    """A NIfTI label image resampled onto a grid by nearest neighbour through world coordinates.
-
-    Parameters
-    ----------
-    path : path of a NIfTI label image (any grid, RAS affine as NIfTI stores it).
-    shape, affine_lps : the target grid and its voxel->LPS affine.
-
-    Returns
-    -------
-    ndarray of int32 (``shape``); 0 outside the label image.
-    """
+def read_label_image(path, what="mask"):
+    """A NIfTI label image as (int32 array, voxel->LPS affine); a clear error if unusable."""
     import nibabel as nib
 
     from dualpet.errors import DualpetInputError
@@ -423,18 +403,13 @@ def labels_on_grid(path, shape, affine_lps, what="mask"):
         raise DualpetInputError(f"{what} {path}: not a readable NIfTI image ({exc})") from exc
     if data.ndim != 3:
         raise DualpetInputError(f"{what} {path}: expected a 3-D label image, got shape {data.shape}")
-    data = np.rint(data).astype(np.int32)
-    to_mask = np.linalg.inv(lps_affine(img.affine)) @ np.asarray(affine_lps, dtype=float)  # voxel -> mask voxel
-    out = np.zeros(shape, dtype=np.int32)
-    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    for k in range(shape[2]):
-        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)], axis=1)
-        m = np.rint(apply_affine(to_mask, ijk)).astype(int)
-        ok = np.all((m >= 0) & (m < data.shape), axis=1)
-        hit = np.zeros(len(m), dtype=np.int32)
-        hit[ok] = data[tuple(m[ok].T)]
-        out[:, :, k] = hit.reshape(ii.shape)
-    return out
+    return np.rint(data).astype(np.int32), lps_affine(img.affine)
+
+
+def labels_on_grid(path, shape, affine_lps, what="mask"):
+    """A NIfTI label image (any grid) resampled onto a grid by nearest neighbour through
+    world coordinates: int32 array of ``shape``, 0 outside the label image."""
+    return nearest_on_grid(*read_label_image(path, what), shape, affine_lps)
 
 
 def mask_on_grid(mask_path, labels, shape, affine_lps):
@@ -521,9 +496,9 @@ def segment_study(
     if kind == "masks":
         if not lesion_mask:
             raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
-        regions = labels_on_grid(lesion_mask, suv.shape, pet_affine, "lesion mask")
-        values = np.unique(np.rint(np.asarray(nib.load(str(lesion_mask)).dataobj)).astype(np.int64))
-        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, [v for v in values if v != 0])
+        data, data_affine = read_label_image(lesion_mask, "lesion mask")
+        regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
+        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, [int(v) for v in np.unique(data) if v != 0])
         info = {"threshold_suv": None, "lesion_mask": str(lesion_mask), "labels_outside_pet": dropped}
     elif kind == "seeds":
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
