@@ -9,6 +9,7 @@ per-slice slope quantises to ~1e-4 relative).
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import nibabel as nib
 import numpy as np
@@ -48,16 +49,26 @@ def _t(t):
 
 def write_pet(folder, *, units="BQML", decay="START", series_time=T, inj=INJ, inj_mode="datetime",
               dose_value=DOSE, weight="80", sex="M", half_life=F18, code="C-111A1", acq_delay_s=0.0,
-              frame_ref=True, suv_type=None, value_of=None, extra=None):  # fmt: skip
-    """Write a 6-slice PET series (8x8) whose rescaled values are ``value_of(k, acq_start)``."""
+              frame_ref=True, suv_type=None, value_of=None, extra=None, pattern=None, manufacturer=None,
+              ge_frame_reference=False, acq_date_shift_days=0, frame_duration=True, t0=None, size=H):  # fmt: skip
+    """Write a 6-slice PET series (8x8) whose rescaled values are ``value_of(k, acq_start)``.
+
+    ``pattern`` (8x8) multiplies the values (e.g. cold, background and hot voxels);
+    ``ge_frame_reference`` writes FrameReferenceTime as GE does (frame start after the
+    series start) instead of the decay-weighted mid-frame; ``acq_date_shift_days`` shifts
+    AcquisitionDate as de-identification tools do. ``t0`` is the true decay reference of
+    START (the scan start; default T). ``None`` leaves an attribute out.
+    """
+    t0 = T if t0 is None else t0
     folder.mkdir(parents=True, exist_ok=True)
-    lam = np.log(2) / F18
+    lam = np.log(2) / F18 if half_life is None else np.log(2) / float(half_life)
+    pattern = np.ones((8, 8)) if pattern is None else np.asarray(pattern, float)
     for k in range(NK):
         bed = k // BED_SLICES
-        start = T + dt.timedelta(seconds=acq_delay_s + bed * BED_S)
+        start = t0 + dt.timedelta(seconds=acq_delay_s + bed * BED_S)
         value = value_of(k, start)
-        slope = value / 20000.0 * (1.0 + 0.1 * k)  # varying per-slice slopes
-        stored = np.full((8, 8), int(round(value / slope)), dtype=np.int16)
+        slope = value * pattern.max() / 20000.0 * (1.0 + 0.1 * k)  # varying per-slice slopes
+        stored = np.round(value * pattern / slope).astype(np.int16)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.128"
         meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{k + 1}"
@@ -70,15 +81,22 @@ def write_pet(folder, *, units="BQML", decay="START", series_time=T, inj=INJ, in
         ds.Units, ds.DecayCorrection = units, decay
         if suv_type:
             ds.SUVType = suv_type
-        ds.PatientWeight, ds.PatientSize, ds.PatientSex = weight, f"{H}", sex
+        for key, val in (("PatientWeight", weight), ("PatientSize", size), ("PatientSex", sex)):
+            if val is not None:
+                setattr(ds, key, f"{val}")
         ds.SeriesDate, ds.SeriesTime = _d(series_time), _t(series_time)
-        ds.AcquisitionDate, ds.AcquisitionTime = _d(start), _t(start)
-        if frame_ref:
-            mid = np.log(lam * BED_S / (1 - np.exp(-lam * BED_S))) / lam
-            ds.FrameReferenceTime = f"{(start - T).total_seconds() * 1000 + mid * 1000:.3f}"
+        ds.AcquisitionDate = _d(start + dt.timedelta(days=acq_date_shift_days))
+        ds.AcquisitionTime = _t(start)
+        if manufacturer:
+            ds.Manufacturer = manufacturer
+        if frame_ref:  # relative to t0, the true decay reference of START
+            mid = 0.0 if ge_frame_reference else np.log(lam * BED_S / (1 - np.exp(-lam * BED_S))) / lam
+            ds.FrameReferenceTime = f"{(start - t0).total_seconds() * 1000 + mid * 1000:.3f}"
+        if frame_duration:
             ds.ActualFrameDuration = int(BED_S * 1000)
         item = Dataset()
-        item.RadionuclideTotalDose = f"{dose_value:.10g}"
+        if dose_value is not None:
+            item.RadionuclideTotalDose = f"{dose_value:.10g}"
         if half_life:
             item.RadionuclideHalfLife = f"{half_life}"
         if code:
@@ -223,10 +241,12 @@ def test_cm2ml(tmp_path):
 
 
 def _philips(suv_scale=None, acf=None):
+    """Philips private scale factors; ``suv_scale`` may be a function of (slice, start)."""
+
     def add(ds, k, start):
         block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
         if suv_scale is not None:
-            block.add_new(0x00, "DS", f"{suv_scale:.10g}")
+            block.add_new(0x00, "DS", f"{suv_scale(k, start) if callable(suv_scale) else suv_scale:.10g}")
         if acf is not None:
             block.add_new(0x09, "DS", f"{acf:.10g}")
 
@@ -276,3 +296,153 @@ def test_corrupt_file_is_named(tmp_path):
     ds.save_as(path)
     with pytest.raises(DualpetInputError, match=path.name):
         convert(f, tmp_path)
+
+
+# --- the IBSI SUV reference-object variants ---------------------------------------------
+# The IBSI SUV computation manual's digital reference objects (DRO, oncoray/suv_computation)
+# hold a cold, a background and a hot region of SUVbw 0.20, 1.00 and 4.00 under header
+# variants; a reader must give those to two decimals or refuse the error objects. Each
+# variant below is written here from the physics (activity, decay, body size computed in
+# the test, not by dualpet), converted through the `dualpet suv --json` command, and
+# checked to two decimals (and to 0.5 % voxel-wise: int16 storage quantises to ~1e-4).
+
+IBSI_PATTERN = np.ones((8, 8))
+IBSI_PATTERN[2, 2], IBSI_PATTERN[5, 5] = 4.0, 0.2
+ZR89, GA68 = 282240.0, 4062.6
+MIDNIGHT_T0, MIDNIGHT_INJ = dt.datetime(2024, 3, 11, 0, 20), dt.datetime(2024, 3, 10, 23, 25)
+
+
+def _unit_activity(half_life=F18, inj=INJ, t0=T, decay="START"):
+    """Rescaled value of SUVbw 1 (Bq/mL) under each DecayCorrection, from the physics."""
+    lam = np.log(2) / half_life
+
+    def value(k, start):
+        if decay == "ADMIN":
+            return DOSE / (W * 1000)
+        if decay == "NONE":  # the frame average of the decaying activity
+            at_start = DOSE * 2 ** (-(start - inj).total_seconds() / half_life) / (W * 1000)
+            return at_start * (1 - np.exp(-lam * BED_S)) / (lam * BED_S)
+        return DOSE * 2 ** (-(t0 - inj).total_seconds() / half_life) / (W * 1000)
+
+    return value
+
+
+def _hand_mass(kind, sex):
+    """Normalisation mass (kg) written out by hand: James-128, Janmahasatian, Sugawara IBW."""
+    h_cm, bmi = H * 100, W / H**2
+    male = {"JAMES": 1.10 * W - 128 * (W / h_cm) ** 2, "JANMA": 9270 * W / (6680 + 216 * bmi), "IBW": 48.0 + 1.06 * (h_cm - 152)}
+    female = {"JAMES": 1.07 * W - 148 * (W / h_cm) ** 2, "JANMA": 9270 * W / (8780 + 244 * bmi), "IBW": 45.5 + 0.91 * (h_cm - 152)}
+    return {"M": male[kind], "F": female[kind], "O": (male[kind] + female[kind]) / 2}[sex]
+
+
+def _private_datetime(group, creator, element):
+    def add(ds, k, start):
+        ds.private_block(group, creator, create=True).add_new(element, "DT", _d(T) + _t(T))
+
+    return add
+
+
+COUNTS_PER_SUV = 5000.0
+LATE = T + dt.timedelta(minutes=40)  # SeriesTime re-saved after reconstruction
+IBSI_VALID = {
+    "DRO_0_0 default, per-slice slopes (DRO_1_0)": {"value_of": _unit_activity()},
+    "DRO_2_0 GML SUVbw": {"units": "GML", "value_of": lambda k, s: 1.0},
+    **{f"DRO_2_1 GML LBMJAMES128 sex {x}": {"units": "GML", "suv_type": "LBMJAMES128", "sex": x,
+                                            "value_of": (lambda x: lambda k, s: _hand_mass("JAMES", x) / W)(x)}
+       for x in "MFO"},
+    **{f"DRO_2_2 GML IBW sex {x}": {"units": "GML", "suv_type": "IBW", "sex": x,
+                                    "value_of": (lambda x: lambda k, s: _hand_mass("IBW", x) / W)(x)} for x in "MFO"},
+    "DRO_2_3 CM2ML (Du Bois)": {"units": "CM2ML", "value_of": lambda k, s: 0.007184e4 * W**0.425 * (H * 100) ** 0.725 / (W * 1000)},
+    "DRO_2_4 CNTS SUV Scale Factor": {"units": "CNTS", "value_of": lambda k, s: COUNTS_PER_SUV,
+                                      "extra": _philips(suv_scale=1 / COUNTS_PER_SUV), "manufacturer": "Philips"},
+    "DRO_2_5 CNTS Activity Concentration Scale Factor": {
+        "units": "CNTS", "value_of": lambda k, s: _unit_activity()(k, s) / 0.75, "extra": _philips(acf=0.75),
+        "manufacturer": "Philips"},
+    **{f"DRO_2_6 GML LBMJANMA sex {x}": {"units": "GML", "suv_type": "LBMJANMA", "sex": x,
+                                         "value_of": (lambda x: lambda k, s: _hand_mass("JANMA", x) / W)(x)} for x in "MFO"},
+    "DRO_3_0 dose in MBq": {"dose_value": DOSE / 1e6, "value_of": _unit_activity()},
+    "DRO_3_1 ADMIN": {"decay": "ADMIN", "value_of": _unit_activity(decay="ADMIN")},
+    **{f"DRO_3_2 START, SeriesTime after acquisition, {v or 'synthetic'}": {
+        "series_time": LATE, "acq_delay_s": 30.0, "manufacturer": v, "ge_frame_reference": v == "GE MEDICAL SYSTEMS",
+        "value_of": _unit_activity()} for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", None)},
+    "DRO_3_3 START, Siemens private decay correction datetime": {
+        "series_time": LATE, "acq_delay_s": 45.0, "frame_ref": False, "manufacturer": "SIEMENS",
+        "extra": _private_datetime(0x0071, "SIEMENS MED PT", 0x22), "value_of": _unit_activity()},
+    "DRO_3_3 START, GE private scan datetime": {
+        "series_time": LATE, "acq_delay_s": 45.0, "frame_ref": False, "manufacturer": "GE MEDICAL SYSTEMS",
+        "extra": _private_datetime(0x0009, "GEMS_PETD_01", 0x0D), "value_of": _unit_activity()},
+    **{f"DRO_3_4 NONE, per-slice acquisition times, {v or 'synthetic'}": {
+        "decay": "NONE", "manufacturer": v, "value_of": _unit_activity(decay="NONE")}
+       for v in ("SIEMENS", "GE MEDICAL SYSTEMS", None)},
+    "DRO_3_4 NONE, Philips CNTS": {
+        "decay": "NONE", "units": "CNTS", "manufacturer": "Philips", "value_of": lambda k, s: _unit_activity(decay="NONE")(k, s) / 0.75,
+        "extra": _philips(acf=0.75, suv_scale=lambda k, s: 0.75 / _unit_activity(decay="NONE")(k, s))},
+    **{f"DRO_3_5 START, SeriesTime equal to acquisition, {v or 'synthetic'}": {"manufacturer": v, "value_of": _unit_activity()}
+       for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips", None)},
+    "DRO_4_1 injection StartTime only": {"inj_mode": "time", "value_of": _unit_activity()},
+    "DRO_4_2 across midnight, StartTime only": {
+        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ, "inj_mode": "time",
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+    "DRO_4_3 across midnight, StartDateTime": {
+        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ,
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+    "DRO_4_4 across midnight, de-identified AcquisitionDate": {
+        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ, "inj_mode": "time", "acq_date_shift_days": -3650,
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+    "DRO_4_5 Zr-89, uptake over 24 h, StartDateTime": {
+        "half_life": ZR89, "code": "C-168A4", "inj": T - dt.timedelta(hours=26),
+        "value_of": _unit_activity(half_life=ZR89, inj=T - dt.timedelta(hours=26))},
+    "DRO_5_0 Ga-68": {"half_life": GA68, "code": "C-131A3", "value_of": _unit_activity(half_life=GA68)},
+}  # fmt: skip
+
+
+def _suv_cli(folder, tmp_path):
+    from dualpet.cli import main
+
+    out, side = tmp_path / "o.nii.gz", tmp_path / "o.json"
+    return main(["suv", str(folder), "-o", str(out), "--json", str(side)]), out, side
+
+
+@pytest.mark.parametrize("variant", list(IBSI_VALID))
+def test_ibsi_reference_object_variants(tmp_path, variant):
+    folder = write_pet(tmp_path / "s", pattern=IBSI_PATTERN, **IBSI_VALID[variant])
+    code, out, side = _suv_cli(folder, tmp_path)
+    assert code == 0
+    suv = np.asarray(nib.load(out).dataobj)
+    stats = np.round(np.array([suv.min(), np.median(suv), suv.max()], dtype=float), 2)
+    assert stats.tolist() == [0.20, 1.00, 4.00], (variant, stats)
+    # voxel [i, j] is pixel (row j, column i)
+    assert np.allclose(suv, np.repeat(IBSI_PATTERN.T[:, :, None], NK, axis=2), rtol=0.005)
+    sidecar = json.loads(side.read_text())
+    for key in ("units", "factor", "factor_source", "decay_correction", "reference_time_source", "pet_series"):
+        assert key in sidecar, key
+
+
+IBSI_ERRORS = {
+    "DRO_error_2_0 weight missing": ({"weight": None}, "PatientWeight"),
+    "DRO_error_2_1 weight 0": ({"weight": "0"}, "PatientWeight"),
+    "DRO_error_2_2 IBW, sex missing": ({"units": "GML", "suv_type": "IBW", "sex": None}, "PatientSex"),
+    "DRO_error_2_3 IBW, sex other value": ({"units": "GML", "suv_type": "IBW", "sex": "X"}, "PatientSex"),
+    "DRO_error_2_4 IBW, size missing": ({"units": "GML", "suv_type": "IBW", "size": None}, "PatientSize"),
+    "DRO_error_2_5 IBW, size 0": ({"units": "GML", "suv_type": "IBW", "size": "0"}, "PatientSize"),
+    "DRO_error_2_6 CNTS without factors": ({"units": "CNTS"}, "Units"),
+    "DRO_error_2_7 PROPCNTS": ({"units": "PROPCNTS"}, "Units"),
+    "DRO_error_3_0 dose missing": ({"dose_value": None}, "RadionuclideTotalDose"),
+    "DRO_error_3_1 dose negative": ({"dose_value": -DOSE}, "RadionuclideTotalDose"),
+    "DRO_error_4_0 injection time missing": ({"inj_mode": None}, "RadiopharmaceuticalStartTime"),
+    "DRO_error_4_1 Zr-89 over 24 h, StartTime only": (
+        {"half_life": ZR89, "inj": T - dt.timedelta(hours=26), "inj_mode": "time"}, "RadiopharmaceuticalStartDateTime"),
+    "DRO_error_4_2 Zr-89 over 24 h, StartDateTime shifted": (
+        {"half_life": ZR89, "inj": dt.datetime(1900, 1, 1, 9)}, "RadiopharmaceuticalStartDateTime"),
+    "NONE without frame durations": ({"decay": "NONE", "frame_duration": False}, "ActualFrameDuration"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", list(IBSI_ERRORS))
+def test_ibsi_error_objects_are_refused(tmp_path, variant, capsys):
+    kwargs, attribute = IBSI_ERRORS[variant]
+    folder = write_pet(tmp_path / "s", pattern=IBSI_PATTERN, value_of=_unit_activity(), **kwargs)
+    code, out, side = _suv_cli(folder, tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and attribute in err[0], (variant, err)
+    assert not out.exists() and not side.exists()

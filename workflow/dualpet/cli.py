@@ -28,8 +28,8 @@ def _cmd_suv(a):
 
     pet = pick_series(scan_folder(a.dicom_dir), a.dicom_dir, "pet_ac", a.series, option="--series")
     side = convert_pet(pet, a.output, a.json, where=str(a.dicom_dir))
-    print(f"SUVbw factor {side['factor']:.6g} g/Bq ({side['decay_correction']}, "
-          f"reference: {side['reference_time_source']})", file=sys.stderr)  # fmt: skip
+    print(f"SUVbw factor {side['factor']:.6g} ({side['factor_source']}; decay correction "
+          f"{side['decay_correction']}; reference time: {side['reference_time_source']})", file=sys.stderr)  # fmt: skip
 
 
 def _cmd_convert(a):

@@ -1,4 +1,4 @@
-"""SUVbw from PET DICOM headers (QIBA/IBSI rules).
+"""SUVbw from PET DICOM headers (QIBA pseudo-code and the IBSI SUV computation manual).
 
 SUVbw = activity concentration [Bq/mL] x body weight [g] / injected activity [Bq] decayed
 to the time the voxel values refer to. :func:`suv_factors` returns, per slice, the factor
@@ -11,19 +11,29 @@ Rules, in order:
 - RescaleIntercept must be 0; RescaleSlope is applied per slice by the reader.
 - Units BQML: Bq/mL. GML: already normalised; SUVType BW (or empty) is SUVbw, LBM (Morgan),
   LBMJAMES128, LBMJANMA (Janmahasatian), IBW (Sugawara) are mass normalisations
-  (SUVbw = value x weight / mass), BSA is an area normalisation like CM2ML (SUVbw = value x
-  weight[g] / BSA[cm2], Du Bois). CNTS (Philips): private (7053,1000) SUV Scale Factor gives
-  SUVbw, else (7053,1009) Activity Concentration Scale Factor gives Bq/mL. Others: refused.
-- Weight PatientWeight in kg (> 1000: grams). Dose RadionuclideTotalDose in Bq (< 1e5: MBq).
-- DecayCorrection ADMIN: no decay. START: decay to the reference time T = SeriesDate/Time if
-  not after the earliest acquisition; else the GE private scan datetime (0009,100D) of
-  GEMS_PETD_01; else back-computed from AcquisitionTime, FrameReferenceTime and
-  ActualFrameDuration; else the earliest acquisition time. NONE: every slice is
+  (SUVbw = value x weight / mass; PatientSex M, F or O (mean of both) and PatientSize
+  needed), BSA and Units CM2ML are area normalisations (SUVbw = value x weight[g] /
+  BSA[cm2], Du Bois). CNTS (Philips): private (7053,1000) SUV Scale Factor gives SUVbw,
+  (7053,1009) Activity Concentration Scale Factor gives Bq/mL (preferred when
+  DecayCorrection is NONE, whose per-slice decay it keeps explicit). Others: refused
+  (see :func:`quantitative_units`).
+- Weight PatientWeight in kg (>= 1000: grams), needed only where the rule uses it.
+  Dose RadionuclideTotalDose in Bq (< 1e5: MBq).
+- DecayCorrection ADMIN: no decay. START: decay to the reference time T = SeriesDate/Time
+  if not after the earliest acquisition; else the vendor's private decay reference
+  (Siemens (0071,1022), GE (0009,100D)); else back-computed from each slice's
+  AcquisitionTime and FrameReferenceTime (GE: T = acquisition - FrameReferenceTime;
+  others: T = acquisition + decay-weighted mid-frame - FrameReferenceTime, which needs
+  ActualFrameDuration); else the earliest acquisition time. NONE: every slice is
   decay-corrected to the earliest acquisition start from its own AcquisitionTime and
-  frame duration (decay during the frame included), the dose to that same time.
-- Injection: RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the
-  series date (the previous day if that puts it after the scan).
+  ActualFrameDuration (decay during the frame included), the dose to that same time.
+- Injection: RadiopharmaceuticalStartDateTime, unless it implies an implausible uptake
+  time (date shifted by de-identification); then, like RadiopharmaceuticalStartTime, the
+  time of day on the scan date (the previous day if that puts it after the scan). A time
+  of day alone is refused for nuclides whose uptake may exceed a day (half-life >= 11.5 h).
 - Half-life: RadionuclideHalfLife, else from the radionuclide code.
+- Acquisition dates that differ from the series date by more than a day (shifted by
+  de-identification) are replaced by the series date (times of day kept).
 """
 
 from __future__ import annotations
@@ -47,6 +57,18 @@ NUCLIDE_CODES = {
 ELEMENTS = {"fluorine": "F", "gallium": "Ga", "carbon": "C", "nitrogen": "N", "copper": "Cu", "zirconium": "Zr"}
 PHILIPS_CREATOR = "Philips PET Private Group"
 GE_CREATOR = "GEMS_PETD_01"
+SIEMENS_CREATOR = "SIEMENS MED PT"
+#: Units whose values are quantitative (can become SUVbw); CNTS only with a Philips factor.
+QUANTITATIVE_UNITS = ("BQML", "GML", "CM2ML", "CNTS")
+#: Weight (kg) at or above which PatientWeight is taken to be in grams.
+GRAMS_FROM = 1000.0
+#: Dose (Bq) below which RadionuclideTotalDose is taken to be in MBq (no PET injection is
+#: below 0.1 MBq, none above 100 GBq).
+MBQ_BELOW = 1e5
+#: An injection datetime is plausible if the scan is 1 h before to 2 half-lives after it.
+PLAUSIBLE_UPTAKE = (-3600.0, 2.0)
+#: Half-life (s) from which uptake may exceed a day: a time of day alone is ambiguous.
+DAY_AMBIGUOUS_HALF_LIFE_S = 41400.0
 
 
 def _fail(msg, attribute, where):
@@ -58,9 +80,12 @@ def parse_da_tm(date, time):
     date, time = str(date or "").strip(), str(time or "").strip().replace(":", "")
     if len(date) < 8 or len(time) < 2:
         return None
-    hh, mm = int(time[0:2]), int(time[2:4] or 0)
-    ss = float(time[4:] or 0)
-    return dt.datetime.strptime(date[:8], "%Y%m%d") + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
+    try:
+        hh, mm = int(time[0:2]), int(time[2:4] or 0)
+        ss = float(time[4:] or 0)
+        return dt.datetime.strptime(date[:8], "%Y%m%d") + dt.timedelta(hours=hh, minutes=mm, seconds=ss)
+    except ValueError:
+        return None
 
 
 def parse_dt(value):
@@ -95,6 +120,38 @@ def _float(value):
         return None
 
 
+def _vendor(ds):
+    """'GE', 'SIEMENS', 'PHILIPS' or '' from Manufacturer (case-insensitive words)."""
+    maker = str(ds.get("Manufacturer", "") or "").upper()
+    words = set(re.split(r"[^A-Z]+", maker))
+    if words & {"GE", "GEMS"} or "GENERAL ELECTRIC" in maker:
+        return "GE"
+    if "SIEMENS" in maker or words & {"CPS", "CTI"}:
+        return "SIEMENS"
+    if "PHILIPS" in maker:
+        return "PHILIPS"
+    return ""
+
+
+def philips_factors(ds):
+    """(SUV Scale Factor, Activity Concentration Scale Factor) of one slice; None if absent or <= 0."""
+    suv = _float(_private(ds, 0x7053, 0x00, PHILIPS_CREATOR))
+    acf = _float(_private(ds, 0x7053, 0x09, PHILIPS_CREATOR))
+    return (suv if suv and suv > 0 else None), (acf if acf and acf > 0 else None)
+
+
+def quantitative_units(ds):
+    """Whether a PET slice's values can become SUVbw, and why not: (bool, reason or '')."""
+    units = str(ds.get("Units", "") or "").strip().upper()
+    if not units:
+        return False, "Units (0054,1001) missing"
+    if units not in QUANTITATIVE_UNITS:
+        return False, f"Units {units} are not quantitative"
+    if units == "CNTS" and philips_factors(ds) == (None, None):
+        return False, "Units CNTS without a Philips scale factor (7053,1000)/(7053,1009)"
+    return True, ""
+
+
 def radionuclide(item):
     """Nuclide name ('F-18', 'Ga-68', ...) from the RadionuclideCodeSequence, or None."""
     for code in item.get("RadionuclideCodeSequence", []) or []:
@@ -117,7 +174,7 @@ def _by_sex(sex, male, female):
         return male
     if sex == "F":
         return female
-    return (male + female) / 2.0  # "O" or unknown: mean of both (domain rule)
+    return (male + female) / 2.0  # "O": mean of both (QIBA/IBSI: no consensus, mean is reasonable)
 
 
 def lbm_james128(weight, height, sex):
@@ -145,7 +202,10 @@ def ibw_sugawara(weight, height, sex):
 
 
 def bsa_dubois_cm2(weight, height, sex=None):
-    """Body surface area (cm2), Du Bois: 71.84 W^0.425 H^0.725, H in cm."""
+    """Body surface area (cm2), Du Bois 1916: 71.84 W^0.425 H^0.725 (W kg, H cm).
+
+    The formula of the DICOM Units CM2ML, the IBSI SUV manual and the vendors' SUVbsa.
+    """
     return 71.84 * weight**0.425 * (height * 100.0) ** 0.725
 
 
@@ -153,26 +213,32 @@ MASS_NORMALISATIONS = {"LBM": lbm_morgan, "LBMJAMES128": lbm_james128, "LBMJANMA
 
 
 def _patient_size(ds):
-    """(height m, sex) or (None, sex); PatientSize may be recorded in cm."""
+    """(height m or None, sex 'M'/'F'/'O' or None): PatientSize may be recorded in cm."""
     height = _float(ds.get("PatientSize"))
     if height is not None and height > 3.0:  # recorded in cm
         height /= 100.0
-    sex = str(ds.get("PatientSex", "") or "").upper()[:1] or "O"
-    return (height if height and height > 0 else None), sex
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    return (height if height and height > 0 else None), (sex if sex in ("M", "F", "O") else None)
 
 
 def other_normalisations(weight, height, sex):
     """Ratios SUVx / SUVbw of the other normalisations (for the sidecar), or a reason."""
+    if not weight:
+        return {"available": False, "reason": "PatientWeight (0010,1030) missing"}
     if not height:
         return {"available": False, "reason": "PatientSize (0010,1020) missing"}
-    out = {"available": True, "sex_used": sex if sex in ("M", "F") else "O (mean of male and female)"}
+    out = {"available": True}
+    bsa = bsa_dubois_cm2(weight, height)
+    out["bsa_dubois_m2"] = bsa / 1e4
+    out["suv_bsa_per_suvbw"] = bsa / (weight * 1000.0)  # (cm2/mL) per (g/mL)
+    if sex is None:
+        out["mass_normalisations"] = "PatientSex (0010,0040) missing or not M/F/O"
+        return out
+    out["sex_used"] = sex if sex in ("M", "F") else "O (mean of male and female)"
     for name, func in (("lbm_janmahasatian", lbm_janmahasatian), ("lbm_james128", lbm_james128), ("ibw_sugawara", ibw_sugawara)):
         mass = func(weight, height, sex)
         out[f"{name}_kg"] = mass
         out[f"suv_{name}_per_suvbw"] = mass / weight
-    bsa = bsa_dubois_cm2(weight, height)
-    out["bsa_dubois_m2"] = bsa / 1e4
-    out["suv_bsa_per_suvbw"] = bsa / (weight * 1000.0)  # (cm2/mL) per (g/mL)
     return out
 
 
@@ -187,12 +253,40 @@ def _frame_mid(duration_s, lam):
     return np.log(x / (1.0 - np.exp(-x))) / lam
 
 
-def _acquisitions(datasets):
-    out = []
+def _acquisitions(datasets, series):
+    """Each slice's acquisition start, and whether any AcquisitionDate was replaced.
+
+    A date more than a day away from the series date was shifted by de-identification:
+    the time of day is kept on the series date (the next or previous day when that is
+    closer, for scans across midnight).
+    """
+    out, replaced = [], False
     for d in datasets:
-        t = parse_da_tm(d.get("AcquisitionDate", "") or d.get("SeriesDate", ""), d.get("AcquisitionTime", ""))
+        time = d.get("AcquisitionTime", "")
+        t = parse_da_tm(d.get("AcquisitionDate", "") or d.get("SeriesDate", ""), time)
+        if t is not None and series is not None and abs((t - series).total_seconds()) > 86400.0:
+            on_day = parse_da_tm(series.strftime("%Y%m%d"), time)
+            t = min((on_day + dt.timedelta(days=k) for k in (-1, 0, 1)), key=lambda c: abs((c - series).total_seconds()))
+            replaced = True
         out.append(t)
-    return out
+    return out, replaced
+
+
+def _frame_reference_starts(datasets, acq, lam, vendor):
+    """Series start back-computed per slice from FrameReferenceTime, or None."""
+    starts = []
+    for d, a in zip(datasets, acq):
+        frt, dur = _float(d.get("FrameReferenceTime")), _float(d.get("ActualFrameDuration"))
+        if a is None or frt is None or frt < 0:
+            return None
+        if vendor == "GE":  # GE: FrameReferenceTime is the frame start's offset from the series start
+            starts.append(a - dt.timedelta(seconds=frt / 1000.0))
+        elif dur and dur > 0:  # QIBA/IBSI: reference = acquisition + decay-weighted mid-frame - FRT
+            starts.append(a + dt.timedelta(seconds=_frame_mid(dur / 1000.0, lam) - frt / 1000.0))
+        else:
+            return None
+    spread = (max(starts) - min(starts)).total_seconds()
+    return min(starts) if spread <= 2.0 else None
 
 
 def _reference_time(ds, datasets, acq, lam, where):
@@ -202,42 +296,80 @@ def _reference_time(ds, datasets, acq, lam, where):
     first = min(known) if known else None
     if series is not None and (first is None or series <= first):
         return series, "series_time"
-    ge = parse_dt(_private(ds, 0x0009, 0x0D, GE_CREATOR))
-    if ge is not None:
-        return ge, "ge_private_scan_datetime"
-    # back-computed: T = acquisition start + decay-weighted mid-frame - FrameReferenceTime
-    starts = []
-    for d, a in zip(datasets, acq):
-        frt, dur = _float(d.get("FrameReferenceTime")), _float(d.get("ActualFrameDuration"))
-        if a is None or not frt or not dur or frt <= 0 or dur <= 0:  # QIBA: both must be > 0
-            starts = []
-            break
-        starts.append(a + dt.timedelta(seconds=_frame_mid(dur / 1000.0, lam) - frt / 1000.0))
-    if starts:
-        spread = (max(starts) - min(starts)).total_seconds()
-        if spread <= 2.0:
-            return min(starts), "frame_reference_time"
+    vendor = _vendor(ds)
+    for name, group, element, creator in (("siemens", 0x0071, 0x22, SIEMENS_CREATOR), ("ge", 0x0009, 0x0D, GE_CREATOR)):
+        if vendor in ("", name.upper()):
+            private = parse_dt(_private(ds, group, element, creator))
+            if private is not None:
+                return private, f"{name}_private_{'decay_correction' if name == 'siemens' else 'scan'}_datetime"
+    start = _frame_reference_starts(datasets, acq, lam, vendor)
+    if start is not None:
+        return start, "frame_reference_time" + ("_ge" if vendor == "GE" else "")
     if first is not None:
         return first, "earliest_acquisition_time"
     _fail("no usable series or acquisition time", "SeriesTime (0008,0031)", where)
 
 
-def _injection(ds, item, scan, where):
+def _injection(ds, item, scan, half_life, where):
+    """Injection datetime and the rule that gave it (``scan``: the scan's start)."""
+    note = ""
     if item.get("RadiopharmaceuticalStartDateTime"):
         inj = parse_dt(item.RadiopharmaceuticalStartDateTime)
         if inj is not None:
-            return inj, "start_datetime"
-    if item.get("RadiopharmaceuticalStartTime"):
-        day = ds.get("SeriesDate", "") or ds.get("AcquisitionDate", "") or ds.get("StudyDate", "")
-        inj = parse_da_tm(day, item.RadiopharmaceuticalStartTime)
+            uptake = (scan - inj).total_seconds() if scan is not None else 0.0
+            lo, hi = PLAUSIBLE_UPTAKE
+            if scan is None or lo <= uptake < hi * half_life:
+                return inj, "start_datetime"
+            if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S:
+                _fail(f"RadiopharmaceuticalStartDateTime implies an uptake time of {uptake / 3600:.1f} h "
+                      "(date shifted?) and the nuclide's uptake may exceed a day",
+                      "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
+            note = "start_datetime_date_implausible_"
+    time_of_day = item.get("RadiopharmaceuticalStartTime") or (
+        str(item.get("RadiopharmaceuticalStartDateTime", ""))[8:] if note else ""
+    )
+    if time_of_day:
+        if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S:
+            _fail("only the time of day of the injection is known, and this nuclide's uptake may exceed a day",
+                  "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
+        day = scan.strftime("%Y%m%d") if scan is not None else (ds.get("SeriesDate", "") or ds.get("StudyDate", ""))
+        inj = parse_da_tm(day, time_of_day)
         if inj is not None:
             if scan is not None and inj > scan:
-                return inj - dt.timedelta(days=1), "start_time_previous_day"
-            return inj, "start_time_on_series_date"
+                return inj - dt.timedelta(days=1), note + "start_time_previous_day"
+            return inj, note + "start_time_on_series_date"
     _fail("injection time missing", "RadiopharmaceuticalStartTime (0018,1072)", where)
 
 
 # --- the factors ----------------------------------------------------------------------------
+
+
+class _Header:
+    """Lazy access to the inputs a rule needs, failing with the attribute's name."""
+
+    def __init__(self, datasets, where):
+        self.datasets, self.ds, self.where = datasets, datasets[0], where
+
+    def weight(self, side):
+        weight = _float(self.ds.get("PatientWeight"))
+        if not weight or weight <= 0:
+            _fail("patient weight missing or 0: SUVbw needs it", "PatientWeight (0010,1030)", self.where)
+        if weight >= GRAMS_FROM:
+            weight, rule = weight / 1000.0, "grams_converted"
+        else:
+            rule = "kg"
+        side.update(weight_kg=weight, weight_source=rule)
+        return weight
+
+    def size_and_sex(self, suv_type, need_sex):
+        height, sex = _patient_size(self.ds)
+        if height is None:
+            _fail(f"SUVType {suv_type} needs the patient's height (missing or 0)", "PatientSize (0010,1020)", self.where)
+        if need_sex and sex is None:
+            found = str(self.ds.get("PatientSex", "") or "").strip() or "missing"
+            _fail(f"SUVType {suv_type} needs the patient's sex M, F or O (found: {found})", "PatientSex (0010,0040)",
+                  self.where)  # fmt: skip
+        return height, sex
 
 
 def suv_factors(datasets, where="PET series"):
@@ -255,80 +387,93 @@ def suv_factors(datasets, where="PET series"):
     factors : ndarray (K,)
         SUVbw = (stored x RescaleSlope) x factors[k].
     sidecar : dict
-        Every input, derived factor and the rule that chose it.
+        Every input, derived factor and the rule that chose it. The keys
+        ``decay_correction``, ``reference_time_source``, ``factor_source`` and ``factor``
+        are always present (``None`` where the rule does not use them).
     """
     ds = datasets[0]
-    units = str(ds.get("Units", "") or "").upper()
+    hdr = _Header(datasets, where)
+    units = str(ds.get("Units", "") or "").strip().upper()
     intercepts = {_float(d.get("RescaleIntercept", 0)) or 0.0 for d in datasets}
     if intercepts != {0.0}:
         _fail(f"RescaleIntercept must be 0 for PET, found {sorted(intercepts)}", "RescaleIntercept (0028,1052)", where)
-
-    weight = _float(ds.get("PatientWeight"))
-    if not weight or weight <= 0:
-        _fail("patient weight missing or 0: SUVbw needs it", "PatientWeight (0010,1030)", where)
-    weight_rule = "kg"
-    if weight > 1000:
-        weight, weight_rule = weight / 1000.0, "grams_converted"
-    height, sex = _patient_size(ds)
-    side = {"units_in": units, "weight_kg": weight, "weight_source": weight_rule}
-    if height:
-        side["height_m"] = height
-    side["sex"] = sex
-    side["other_normalisations"] = other_normalisations(weight, height, sex)
-    nk = len(datasets)
+    decay = str(ds.get("DecayCorrection", "") or "").strip().upper()
+    side = {"units_in": units, "decay_correction": decay or None, "reference_time_source": None}
+    ok, why = quantitative_units(ds)
+    if not ok and units != "CNTS":
+        _fail(f"{why} (supported: {', '.join(QUANTITATIVE_UNITS)})", "Units (0054,1001)", where)
 
     if units in ("GML", "CM2ML"):
-        suv_type = str(ds.get("SUVType", "") or "BW").upper() if units == "GML" else "BSA"
-        side["suv_type"] = suv_type
-        if suv_type == "BW":
-            factor = 1.0
-        else:
-            if height is None:
-                _fail(f"SUVType {suv_type} needs the patient's height", "PatientSize (0010,1020)", where)
-            if suv_type in MASS_NORMALISATIONS:
-                mass = MASS_NORMALISATIONS[suv_type](weight, height, sex)
-                side["normalisation_mass_kg"] = mass
-                factor = weight / mass
-            elif suv_type == "BSA":
-                bsa = bsa_dubois_cm2(weight, height)
-                side["bsa_cm2"] = bsa
-                factor = weight * 1000.0 / bsa
-            else:
-                _fail(f"SUVType '{suv_type}' not supported", "SUVType (0054,1006)", where)
-        side.update({"factor_source": f"{units}/{suv_type} back-computed to SUVbw", "factor": factor})
-        return np.full(nk, factor), _finish(side)
+        factors = np.full(len(datasets), _normalised_factor(hdr, units, side))
+    else:
+        factors = _activity_factors(hdr, units, decay, side)
+    height, sex = _patient_size(ds)
+    if height:
+        side["height_m"] = height
+    if "weight_kg" not in side and (_float(ds.get("PatientWeight")) or 0) > 0:
+        hdr.weight(side)  # for the sidecar's other normalisations only
+    side["sex"] = sex or str(ds.get("PatientSex", "") or "").strip() or None
+    side["other_normalisations"] = other_normalisations(side.get("weight_kg"), height, sex)
+    side["factor_units"] = "SUVbw per rescaled pixel value"
+    return factors, side
 
+
+def _normalised_factor(hdr, units, side):
+    """Units GML/CM2ML: values are already normalised; the factor back to SUVbw."""
+    ds = hdr.ds
+    suv_type = str(ds.get("SUVType", "") or "BW").strip().upper() if units == "GML" else "BSA"
+    side.update(suv_type=suv_type, reference_time_source="not needed: values are already normalised")
+    if suv_type == "BW":
+        factor = 1.0
+    elif suv_type in MASS_NORMALISATIONS:
+        weight = hdr.weight(side)
+        height, sex = hdr.size_and_sex(suv_type, need_sex=True)
+        mass = MASS_NORMALISATIONS[suv_type](weight, height, sex)
+        side["normalisation_mass_kg"] = mass
+        factor = weight / mass
+    elif suv_type == "BSA":
+        weight = hdr.weight(side)
+        height, _ = hdr.size_and_sex(suv_type, need_sex=False)
+        bsa = bsa_dubois_cm2(weight, height)
+        side["bsa_cm2"] = bsa
+        factor = weight * 1000.0 / bsa  # (g/mL) per (cm2/mL)
+    else:
+        _fail(f"SUVType '{suv_type}' not supported", "SUVType (0054,1006)", hdr.where)
+    side.update(factor_source=f"{units}/{suv_type} back-computed to SUVbw", factor=factor)
+    return factor
+
+
+def _activity_factors(hdr, units, decay, side):
+    """Units BQML or CNTS: per-slice factors from activity, dose, weight and decay."""
+    datasets, where = hdr.datasets, hdr.where
+    to_bqml = np.ones(len(datasets))
     if units == "CNTS":
-        suv_scale = [_float(_private(d, 0x7053, 0x00, PHILIPS_CREATOR)) for d in datasets]
-        if all(v is not None for v in suv_scale):
-            if any(v <= 0 for v in suv_scale):
-                _fail("Philips SUV Scale Factor is 0", "(7053,1000) SUV Scale Factor", where)
-            side.update({"factor_source": "philips_suv_scale_factor", "factor": suv_scale[0]})
-            return np.array(suv_scale, float), _finish(side)
-        acf = [_float(_private(d, 0x7053, 0x09, PHILIPS_CREATOR)) for d in datasets]
-        if not all(v is not None for v in acf) or any(v <= 0 for v in acf):
-            _fail(
-                "Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
-                "Concentration Scale Factor (missing or 0)",
-                "Units (0054,1001)",
-                where,
-            )
+        pairs = [philips_factors(d) for d in datasets]
+        suv_scale = [p[0] for p in pairs]
+        acf = [p[1] for p in pairs]
+        have_suv, have_acf = all(v is not None for v in suv_scale), all(v is not None for v in acf)
+        # NONE: the activity factor keeps each slice's decay explicit (IBSI)
+        if have_suv and not (decay == "NONE" and have_acf):
+            side.update(factor_source="philips_suv_scale_factor", factor=suv_scale[0],
+                        reference_time_source="not needed: Philips SUV Scale Factor")  # fmt: skip
+            return np.array(suv_scale, float)
+        if not have_acf:
+            _fail("Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
+                  "Concentration Scale Factor (missing or 0)", "Units (0054,1001)", where)  # fmt: skip
         to_bqml = np.array(acf, float)
         side["activity_concentration_scale_factor"] = float(acf[0])
-    elif units == "BQML":
-        to_bqml = np.ones(nk)
-    else:
-        _fail(f"Units '{units}' cannot be converted to SUV (supported: BQML, GML, CM2ML, CNTS)", "Units (0054,1001)", where)
 
+    weight = hdr.weight(side)
+    ds = hdr.ds
     seq = ds.get("RadiopharmaceuticalInformationSequence")
     if not seq:
         _fail("missing", "RadiopharmaceuticalInformationSequence (0054,0016)", where)
     item = seq[0]
     dose = _float(item.get("RadionuclideTotalDose"))
     if not dose or dose <= 0:
-        _fail("injected dose missing or 0", "RadionuclideTotalDose (0018,1074)", where)
+        _fail("injected dose missing or not positive", "RadionuclideTotalDose (0018,1074)", where)
     dose_rule = "Bq"
-    if dose < 1e5:  # no PET injection is below 0.1 MBq: the value is in MBq
+    if dose < MBQ_BELOW:
         dose, dose_rule = dose * 1e6, "MBq_converted"
     nuclide = radionuclide(item)
     half_life = _float(item.get("RadionuclideHalfLife"))
@@ -339,26 +484,21 @@ def suv_factors(datasets, where="PET series"):
         half_life, half_life_rule = HALF_LIFE_S[nuclide], "radionuclide_code"
     lam = np.log(2.0) / half_life
 
-    decay = str(ds.get("DecayCorrection", "") or "").upper()
-    acq = _acquisitions(datasets)
+    series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
+    acq, acq_replaced = _acquisitions(datasets, series)
+    if acq_replaced:
+        side["acquisition_date_replaced"] = "AcquisitionDate more than a day from SeriesDate (de-identified): series date used"
     known = [a for a in acq if a is not None]
-    first = min(known) if known else parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
-    injection, injection_rule = _injection(ds, item, first, where)
-    per_slice = np.ones(nk)
+    first = min(known) if known else series
+    injection, injection_rule = _injection(ds, item, first, half_life, where)
+    per_slice = np.ones(len(datasets))
     if decay == "ADMIN":
         reference, reference_rule = injection, "injection (images decay-corrected to administration)"
     elif decay == "START":
         reference, reference_rule = _reference_time(ds, datasets, acq, lam, where)
     elif decay == "NONE":
-        if any(a is None for a in acq):
-            _fail("DecayCorrection NONE needs every slice's acquisition time", "AcquisitionTime (0008,0032)", where)
-        reference, reference_rule = min(acq), "earliest_acquisition_time (per-slice decay correction)"
-        for k, (d, a) in enumerate(zip(datasets, acq)):
-            dur = (_float(d.get("ActualFrameDuration")) or 0.0) / 1000.0
-            # activity averaged over the frame -> activity at the frame start -> at the reference
-            during = lam * dur / (1.0 - np.exp(-lam * dur)) if dur > 0 else 1.0
-            per_slice[k] = 2.0 ** ((a - reference).total_seconds() / half_life) * during
-        side["frame_durations_used"] = bool(any(_float(d.get("ActualFrameDuration")) for d in datasets))
+        reference, reference_rule = _none_decay(datasets, acq, half_life, lam, per_slice, where)
+        side["slice_decay_factor_range"] = [float(per_slice.min()), float(per_slice.max())]
     else:
         _fail(f"DecayCorrection '{decay}' not supported (START, ADMIN, NONE)", "DecayCorrection (0054,1102)", where)
 
@@ -369,7 +509,6 @@ def suv_factors(datasets, where="PET series"):
     factor = weight * 1000.0 / dose_ref
     side.update(
         {
-            "decay_correction": decay,
             "radionuclide": nuclide,
             "half_life_s": half_life,
             "half_life_source": half_life_rule,
@@ -383,14 +522,24 @@ def suv_factors(datasets, where="PET series"):
             "factor": factor,
         }
     )
-    if decay == "NONE":
-        side["slice_decay_factor_range"] = [float(per_slice.min()), float(per_slice.max())]
-    return to_bqml * per_slice * factor, _finish(side)
+    return to_bqml * per_slice * factor
 
 
-def _finish(side):
-    side["factor_units"] = "SUVbw per rescaled pixel value"
-    return side
+def _none_decay(datasets, acq, half_life, lam, per_slice, where):
+    """DecayCorrection NONE: per-slice factors (in place) to the earliest acquisition start."""
+    if any(a is None for a in acq):
+        _fail("DecayCorrection NONE needs every slice's acquisition time", "AcquisitionTime (0008,0032)", where)
+    durations = [_float(d.get("ActualFrameDuration")) for d in datasets]
+    if any(not v or v <= 0 for v in durations):
+        _fail("DecayCorrection NONE needs every slice's frame duration (decay during the frame)",
+              "ActualFrameDuration (0018,1242)", where)  # fmt: skip
+    reference = min(acq)
+    for k, (a, dur_ms) in enumerate(zip(acq, durations)):
+        dur = dur_ms / 1000.0
+        # activity averaged over the frame -> activity at the frame start -> at the reference
+        during = lam * dur / (1.0 - np.exp(-lam * dur))
+        per_slice[k] = 2.0 ** ((a - reference).total_seconds() / half_life) * during
+    return reference, "earliest_acquisition_time (per-slice decay correction)"
 
 
 def suv_factor(datasets, where="PET series"):
