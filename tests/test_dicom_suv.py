@@ -14,8 +14,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dualpet.convert import convert_study
-from dualpet.dicom import load_series, scan_folder, select_series
+from dualpet.convert import convert_pet, convert_study
+from dualpet.dicom import choose_pet, load_series, scan_folder, select_series
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import apply_affine, lps_affine
 from dualpet.suv import suv_factor
@@ -204,10 +204,11 @@ def test_ambiguous_series_lists_candidates(study, tmp_path):
         ds.SeriesDescription = "PET copy"
         ds.save_as(extra / p.name)
     series = scan_folder(tmp_path / "s")
-    with pytest.raises(DualpetInputError, match="2 candidate attenuation-corrected PET series.*pet_series"):
-        select_series(series, tmp_path / "s")
-    pet, ct = select_series(series, tmp_path / "s", pet_uid=uid)
-    assert pet.uid == uid and ct.kind == "ct_axial"
+    with pytest.raises(DualpetInputError, match="2 candidate attenuation-corrected PET series.*pet_series") as err:
+        select_series(series)
+    assert "PET copy" in str(err.value) and uid not in str(err.value)  # named by number/description
+    choice = select_series(series, pet_uid=uid)
+    assert choice.pet.uid == uid and choice.ct.kind == "ct_axial"
 
 
 def test_nac_and_localizer_are_not_chosen(study, tmp_path):
@@ -225,8 +226,8 @@ def test_nac_and_localizer_are_not_chosen(study, tmp_path):
             ds.save_as(tmp_path / "s" / name / p.name)
     series = scan_folder(tmp_path / "s")
     assert sorted(s.kind for s in series.values()) == ["ct_axial", "localizer", "pet_ac", "pet_nac"]
-    pet, ct = select_series(series, tmp_path / "s")
-    assert pet.kind == "pet_ac" and ct.kind == "ct_axial"
+    choice = select_series(series)
+    assert choice.pet.kind == "pet_ac" and choice.ct.kind == "ct_axial"
 
 
 def test_cli_error_is_one_line(tmp_path, tool_env):
@@ -237,7 +238,7 @@ def test_cli_error_is_one_line(tmp_path, tool_env):
     )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no attenuation-corrected PET series" in lines[0]
+    assert len(lines) == 1 and "no quantitative attenuation-corrected PET series" in lines[0]
     assert "Traceback" not in proc.stderr
 
 
@@ -330,3 +331,110 @@ def test_outputs_follow_umask(study, tmp_path):
     os.umask(mask)
     for name in ("ct.nii.gz", "pet.nii.gz", "pet.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def _copy_series(src, dst, **attrs):
+    """Copy a series with changed attributes (callables get (ds, k) with k the file's index)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for k, p in enumerate(sorted(src.glob("*.dcm"))):
+        ds = pydicom.dcmread(p)
+        for key, value in attrs.items():
+            setattr(ds, key, value(ds, k) if callable(value) else value)
+        ds.save_as(dst / p.name)
+
+
+def test_real_ge_slice_jitter_is_accepted_and_recorded(study, tmp_path):
+    """A GE whole-body PET's gaps (261 x 3.27, 4 x 3.29, 1 x 3.19 mm), scaled to this 4 mm
+    stack: converted, with the fitted spacing and the largest deviation in the sidecar."""
+    files = sorted((study / "PT_3").glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    gaps = np.full(len(files) - 1, 4.0)
+    gaps[[10, 30, 50, 70]] = 4.0 * 3.29 / 3.27
+    gaps[40] = 4.0 * 3.19 / 3.27
+    z = np.concatenate([[0.0], np.cumsum(gaps)]) - 200.0
+    (tmp_path / "s").mkdir()
+    for k, p in enumerate(files):
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], f"{z[k]:.3f}"]
+        ds.save_as(tmp_path / "s" / p.name)
+    pet, _ = choose_pet(scan_folder(tmp_path / "s"))
+    side = convert_pet(pet, tmp_path / "pet.nii.gz", tmp_path / "pet.json", where="test")
+    geo = side["pet_series"]
+    assert geo["slice_gaps_mm"] == [pytest.approx(3.902, abs=1e-3), pytest.approx(4.0245, abs=1e-3)]
+    assert geo["slice_spacing_mm"] == pytest.approx((z[-1] - z[0]) / (len(z) - 1), abs=0.01)  # the robust (fitted) spacing
+    fitted = lps_affine(nib.load(tmp_path / "pet.nii.gz").affine)
+    world_z = apply_affine(fitted, np.stack([np.zeros(len(z)), np.zeros(len(z)), np.arange(len(z))], 1))[:, 2]
+    assert np.abs(world_z - z).max() == pytest.approx(geo["slice_position_max_deviation_mm"], abs=1e-3)
+    assert geo["slice_position_max_deviation_mm"] < 0.2  # every slice within 0.2 mm of its recorded position
+
+
+def test_slice_position_drift_is_refused(study, tmp_path):
+    """Gaps growing from 3.8 to 4.2 mm pass the per-gap tolerance but are not one grid."""
+    files = sorted((study / "PT_3").glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    z = np.concatenate([[0.0], np.cumsum(np.linspace(3.8, 4.2, len(files) - 1))])
+    (tmp_path / "s").mkdir()
+    for k, p in enumerate(files):
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], f"{z[k]:.3f}"]
+        ds.save_as(tmp_path / "s" / p.name)
+    with pytest.raises(DualpetInputError, match="drift.*ImagePositionPatient"):
+        load_series(next(iter(scan_folder(tmp_path / "s").values())))
+
+
+def test_pet_sharing_the_cts_frame_is_preferred(study, tmp_path):
+    """Two quantitative AC PETs, one in another frame of reference (e.g. an imported
+    study): the one sharing the CT's frame is chosen, and why is said."""
+    shutil.copytree(study, tmp_path / "s")
+    _copy_series(study / "PT_3", tmp_path / "s" / "other", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
+                 FrameOfReferenceUID="1.2.3.78", SeriesDescription="PET imported")  # fmt: skip
+    choice = select_series(scan_folder(tmp_path / "s"))
+    assert choice.pet.number == "3" and "frame of reference" in choice.pet_why
+
+
+def test_series_named_by_number(study, tmp_path):
+    shutil.copytree(study, tmp_path / "s")
+    _copy_series(study / "PT_3", tmp_path / "s" / "copy", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
+                 SeriesDescription="PET copy")  # fmt: skip
+    series = scan_folder(tmp_path / "s")
+    assert select_series(series, pet_uid="7").pet.uid == "1.2.3.77"
+    assert select_series(series, pet_uid="3").pet.number == "3"
+    with pytest.raises(DualpetInputError, match="pet_series 9 not found"):
+        select_series(series, pet_uid="9")
+    with pytest.raises(DualpetInputError, match="not a PET series"):
+        select_series(series, pet_uid="2")  # the CT
+
+
+@pytest.mark.parametrize(
+    "attrs, reason",
+    [
+        ({"SeriesType": ["DYNAMIC", "IMAGE"]}, "SeriesType DYNAMIC"),
+        ({"Units": "CPS"}, "Units CPS are not quantitative"),
+        ({"AttenuationCorrectionMethod": "NONE"}, "AttenuationCorrectionMethod NONE"),
+        ({"SeriesDescription": "WB_NOAC"}, "SeriesDescription says not attenuation-corrected"),
+        ({"SeriesDescription": "Fused PET-CT"}, "SeriesDescription says a derived picture"),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.130"}, "Enhanced PET objects are not supported"),
+    ],
+)
+def test_pet_rejections_name_the_signal(study, tmp_path, attrs, reason):
+    """Every signal that rules a PET series out is named; the real AC PET is still chosen."""
+    shutil.copytree(study, tmp_path / "s")
+    _copy_series(study / "PT_3", tmp_path / "s" / "x", SeriesInstanceUID="1.2.3.77", SeriesNumber="7", **attrs)
+    series = scan_folder(tmp_path / "s")
+    assert reason in series["1.2.3.77"].why_not()
+    choice = select_series(series)
+    assert choice.pet.number == "3"
+    assert any(reason in s["not_used_because"] for s in choice.report()["other_image_series"])
+
+
+def test_ct_for_attenuation_correction_is_preferred(study, tmp_path):
+    """Two axial CTs of the PET's frame: the one covering the PET's range with the
+    closest slice spacing (the CT used for attenuation correction) is chosen."""
+    shutil.copytree(study, tmp_path / "s")
+    files = sorted((study / "CT_2").glob("*.dcm"))
+    half = tmp_path / "s" / "ct_half"
+    half.mkdir()
+    for p in files[: len(files) // 2]:  # a partial CT of the same frame (e.g. a diagnostic thorax)
+        ds = pydicom.dcmread(p)
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = "1.2.3.88", "8", "CT thorax"
+        ds.save_as(half / p.name)
+    choice = select_series(scan_folder(tmp_path / "s"))
+    assert choice.ct.number == "2" and "covering" in choice.ct_why

@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dualpet.convert import convert_pet
-from dualpet.dicom import pick_series, scan_folder
+from dualpet.dicom import choose_pet, scan_folder
 from dualpet.errors import DualpetInputError
 from dualpet.suv import (
     bsa_dubois_cm2,
@@ -128,7 +128,7 @@ def bqml_start(k, start):
 
 
 def convert(folder, tmp_path):
-    pet = pick_series(scan_folder(folder), folder, "pet_ac")
+    pet, _ = choose_pet(scan_folder(folder))
     side = convert_pet(pet, tmp_path / "o.nii.gz", tmp_path / "o.json", where="test")
     return np.asarray(nib.load(tmp_path / "o.nii.gz").dataobj), side
 

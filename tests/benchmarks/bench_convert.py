@@ -25,11 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 OURS = """
 import sys
 sys.path.insert(0, {pkg!r})
-from dualpet.dicom import load_series, pick_series, scan_folder
+from dualpet.dicom import choose_ct, choose_pet, load_series, scan_folder
 from dualpet.nifti import nifti_image, save_nifti
 from dualpet.convert import convert_pet
 folder, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
-series = pick_series(scan_folder(folder), folder, kind)
+found = scan_folder(folder)
+series, _ = choose_pet(found)
+if kind != "pet_ac":
+    series, _ = choose_ct(found, series)
 if kind == "pet_ac":
     convert_pet(series, out, out.replace(".nii.gz", ".json"), where="bench")
 else:

@@ -24,10 +24,11 @@ def _cmd_synth(a):
 
 def _cmd_suv(a):
     from dualpet.convert import convert_pet
-    from dualpet.dicom import pick_series, scan_folder
+    from dualpet.dicom import choose_pet, scan_folder
 
-    pet = pick_series(scan_folder(a.dicom_dir), a.dicom_dir, "pet_ac", a.series, option="--series")
-    side = convert_pet(pet, a.output, a.json, where=str(a.dicom_dir))
+    pet, why = choose_pet(scan_folder(a.dicom_dir), a.series, option="--series")
+    side = convert_pet(pet, a.output, a.json, where="PET", extra={"series_choice": {"pet": {"series": pet.label,
+                                                                                          "chosen_because": why}}})
     print(f"SUVbw factor {side['factor']:.6g} ({side['factor_source']}; decay correction "
           f"{side['decay_correction']}; reference time: {side['reference_time_source']})", file=sys.stderr)  # fmt: skip
 
@@ -207,7 +208,8 @@ def build_parser():
     s.add_argument("dicom_dir", metavar="PET_DICOM_DIR")
     s.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
     s.add_argument("--json", metavar="SIDE.json", help="write the SUV sidecar here")
-    s.add_argument("--series", metavar="UID", help="SeriesInstanceUID when the folder holds several PET series")
+    s.add_argument("--series", metavar="UID|NUMBER",
+                   help="SeriesInstanceUID or SeriesNumber of the PET series, when the folder holds several candidates")
     s.set_defaults(func=_cmd_suv)
 
     s = sub.add_parser("convert", help="[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json")

@@ -19,6 +19,7 @@ def _series_summary(series, volume):
         "slices": int(volume.data.shape[2]),
         "shape": [int(n) for n in volume.data.shape],
         "voxel_size_mm": [round(float(v), 4) for v in voxel_spacing(volume.affine)],
+        **{k: v for k, v in volume.geometry.items() if k != "slices"},
     }
 
 
@@ -30,7 +31,7 @@ def convert_pet(series, out, json_out=None, *, where, extra=None, register_to=No
     frame; its voxels are not resampled. The sidecar's ``pet_to_ct_registration`` says so.
     """
     volume = load_series(series, label=where)
-    factors, suv = suv_factors(volume.datasets, where=f"{where}, series {series.uid}")
+    factors, suv = suv_factors(volume.datasets, where=f"{where}, {series.label}")
     data = volume.data  # float32, rescaled per slice; scaled in place to save memory
     data *= factors.astype(np.float32)[None, None, :]
     affine, registration = volume.affine, None
@@ -55,18 +56,22 @@ def convert_pet(series, out, json_out=None, *, where, extra=None, register_to=No
     return sidecar
 
 
+def _select(dicom_dir, where, pet_series, ct_series):
+    try:
+        return select_series(scan_folder(dicom_dir), pet_uid=pet_series or None, ct_uid=ct_series or None)
+    except DualpetInputError as exc:
+        raise DualpetInputError(f"{where}: {exc}") from exc
+
+
 def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None):
     """Convert a PET/CT study folder (one row of the studies sheet)."""
     where = f"patient {patient}, {tracer}"
-    try:
-        series = scan_folder(dicom_dir)
-        pet, ct = select_series(series, dicom_dir, pet_uid=pet_series or None, ct_uid=ct_series or None)
-    except DualpetInputError as exc:
-        raise DualpetInputError(f"{where}: {exc}") from exc
-    ct_volume = load_series(ct, label=where)
+    choice = _select(dicom_dir, where, pet_series, ct_series)
+    ct_volume = load_series(choice.ct, label=where)
     hu = ct_volume.data
     ct_data = hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
     save_nifti(ct_out, nifti_image(ct_data, ct_volume.affine))
+    pet, ct = choice.pet, choice.ct
     shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
     return convert_pet(
         pet,
@@ -79,6 +84,7 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
             "tracer": tracer,
             "ct_series": _series_summary(ct, ct_volume),
             "pet_ct_same_frame_of_reference": shared,
+            "series_choice": choice.report(),
         },
     )
 
@@ -94,16 +100,17 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
     where = f"patient {patient}, {tracer}"
     verdict = {"patient": patient, "tracer": tracer}
     try:
-        series = scan_folder(dicom_dir)
-        pet, ct = select_series(series, dicom_dir, pet_uid=pet_series or None, ct_uid=ct_series or None)
-        pet_headers, _ = read_headers(pet, label=where)
-        ct_headers, _ = read_headers(ct, label=where)
-        _, suv = suv_factors(pet_headers, where=f"{where}, series {pet.uid}")
+        choice = _select(dicom_dir, where, pet_series, ct_series)
+        pet_headers, _, pet_geometry = read_headers(choice.pet, label=where)
+        ct_headers, _, ct_geometry = read_headers(choice.ct, label=where)
+        _, suv = suv_factors(pet_headers, where=f"{where}, {choice.pet.label}")
+        pet, ct = choice.pet, choice.ct
         verdict.update(
             ok=True,
-            pet_series={"series_number": pet.number, "series_description": pet.description, "slices": len(pet_headers)},
-            ct_series={"series_number": ct.number, "series_description": ct.description, "slices": len(ct_headers)},
+            pet_series={"series_number": pet.number, "series_description": pet.description, **pet_geometry},
+            ct_series={"series_number": ct.number, "series_description": ct.description, **ct_geometry},
             pet_ct_same_frame_of_reference=bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference,
+            series_choice=choice.report(),
             suv_rules={k: v for k, v in suv.items() if k.endswith("_source") or k in ("units_in", "decay_correction")},
         )
     except DualpetInputError as exc:

@@ -1,21 +1,35 @@
 """Reading a study folder: series discovery, series choice and slice geometry.
 
-A study folder is searched recursively (any file names, any order; non-DICOM files are
-ignored). Files are grouped by SeriesInstanceUID and each series is classified as
-attenuation-corrected PET, non-attenuation-corrected PET, axial CT, localizer,
-derived/secondary image or other. The AC PET and the axial CT sharing its
-FrameOfReferenceUID are chosen unless the studies sheet names them.
+A study folder is searched recursively (any file names, any order; only regular files;
+non-DICOM files are ignored). Files are grouped by SeriesInstanceUID. Non-image objects
+(real-world value maps, segmentations, structure sets, reports, presentation states,
+secondary captures...) are recognised by their SOP class and skipped quietly. Every PET
+and CT image series is checked with every signal the headers carry (SOP class,
+ImageType, Units, CorrectedImage, AttenuationCorrectionMethod, SeriesType,
+SeriesDescription, slice count and orientation); each reason a series cannot be the
+study's quantitative attenuation-corrected PET or its axial CT is recorded. The one
+usable PET is chosen, and the axial CT sharing its FrameOfReferenceUID; when several
+qualify the choice is refused with the candidates listed, unless the studies sheet names
+one (by SeriesInstanceUID or SeriesNumber).
 
 Volumes are stacked by slice position along the slice normal (computed from
 ImagePositionPatient and ImageOrientationPatient), never by file name or InstanceNumber,
-after checking one orientation, one matrix size and uniform spacing.
+after checking one orientation and one matrix size. Slice positions may jitter (scanners
+round positions and overlap beds): a gap is accepted when it is within
+:data:`GAP_ATOL_MM` + :data:`GAP_RTOL` x the median spacing of the median, the tolerance
+dicom2nifti applies; a larger gap (a missing slice) is refused and named. The affine is
+the least-squares fit of the slice positions, and the largest deviation of a slice from it
+is recorded.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +38,70 @@ from pydicom.errors import InvalidDicomError
 
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import dicom_affine_lps
+from dualpet.suv import quantitative_units
 
-#: Relative tolerance on slice spacing before a stack is called non-uniform.
-SPACING_RTOL = 0.01
+#: Slice gap tolerance (dicom2nifti's): |gap - median gap| <= GAP_ATOL_MM + GAP_RTOL x median.
+GAP_ATOL_MM = 0.1
+GAP_RTOL = 0.05
+#: Single-frame image storage SOP classes dualpet reads.
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2": "CT",  # CT Image Storage
-    "1.2.840.10008.5.1.4.1.1.128": "PT",  # PET Image Storage
+    "1.2.840.10008.5.1.4.1.1.128": "PT",  # Positron Emission Tomography Image Storage
 }
+#: Multi-frame (enhanced) images: recognised, to say why they are not used.
+MULTIFRAME_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET",
+}
+#: Names of the non-image objects study folders hold (SOP class prefix -> name), for inspect.json.
+OBJECT_NAMES = (
+    ("1.2.840.10008.5.1.4.1.1.67", "RWV"),
+    ("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),
+    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT"),
+    ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),
+    ("1.2.840.10008.5.1.4.1.1.88.67", "dose report"),
+    ("1.2.840.10008.5.1.4.1.1.88.68", "dose report"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "SR"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "PR"),
+    ("1.2.840.10008.5.1.4.1.1.7", "secondary capture"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "encapsulated document"),
+    ("1.2.840.10008.5.1.4.1.1.66", "raw data or registration"),
+    ("1.2.840.10008.5.1.4.1.1.481.", "RT object"),
+)
+#: ImageType values of derived pictures rather than reconstructed volumes.
+DERIVED_IMAGE_TYPES = {"MIP", "PROJECTION", "REFORMATTED", "SCREEN SAVE", "MPR", "FUSED"}
+#: SeriesDescription words (upper case, whole words) and what they mean.
+DESCRIPTION_HINTS = (
+    (r"N\s?AC|NOAC|NON[\s-]?AC|NO[\s-]AC|NON[\s-]?ATTN|NO[\s-]?ATTN|UNCORR(ECTED)?|NOT[\s-]CORR(ECTED)?|NO[\s-]?CORR",
+     "not_attenuation_corrected", "not attenuation-corrected"),
+    (r"MIP|MIPS|PROJECTION|FUSED|FUSION|SCREEN\s?SAVE|SCREEN\s?CAPTURE|KEY\s?IMAGES?|SNAPSHOT|3D\s?VR|CORONAL|SAGITTAL",
+     "derived", "a derived picture"),
+    (r"SCOUT|TOPO(GRAM)?|SURVIEW|LOCALI[SZ]ER|SCANOGRAM|PILOT", "localizer", "a localizer"),
+)  # fmt: skip
+#: Slices a volume needs.
+MIN_SLICES = 2
+#: |slice normal . z| below which a stack is not axial (gantry tilt up to ~60 degrees passes).
+MIN_AXIAL_COS = 0.5
+
+
+def _words(text):
+    """Upper-case text with separators normalised, padded, for whole-word matching."""
+    return " " + re.sub(r"[_/\\.,;:()\[\]]+", " ", str(text).upper()) + " "
+
+
+def _text(ds, keyword, default=""):
+    value = ds.get(keyword, default)
+    return default if value is None else str(value)
+
+
+def object_name(sop_class):
+    """Short name of a non-image object's SOP class ('RWV', 'SEG', ...), or 'other object'."""
+    for prefix, name in OBJECT_NAMES:
+        if sop_class == prefix or (prefix.endswith(".") and sop_class.startswith(prefix)):
+            return name
+    return "other object"
 
 
 @dataclass
@@ -49,28 +120,101 @@ class Series:
     headers: list = field(default_factory=list, repr=False)  # parsed once; pixel data deferred
 
     @property
-    def kind(self):
-        """Classification used for series choice."""
-        itype = {v.upper() for v in self.image_type}
-        if self.sop_class not in IMAGE_SOP_CLASSES:
-            return "secondary"
-        if "LOCALIZER" in itype:
-            return "localizer"
-        if "DERIVED" in itype or "SECONDARY" in itype or "MIP" in itype or "REFORMATTED" in itype:
-            return "derived"
-        if self.modality == "PT":
-            return "pet_ac" if "ATTN" in {v.upper() for v in self.corrected_image} else "pet_nac"
-        if self.modality == "CT":
-            return "ct_axial"
-        return "other"
+    def is_image(self):
+        return self.sop_class in IMAGE_SOP_CLASSES or self.sop_class in MULTIFRAME_SOP_CLASSES
+
+    @property
+    def label(self):
+        """How messages name the series: number and description, never the UID."""
+        number = f"series {self.number}" if self.number else "unnumbered series"
+        return f"{number} '{self.description}'" if self.description else number
 
     def describe(self):
-        return f"{self.uid} ({self.modality}, '{self.description}', #{self.number}, {len(self.files)} files, {self.kind})"
+        return f"{self.label} ({self.modality}, {len(self.files)} file(s))"
+
+    @cached_property
+    def rejections(self):
+        """[(category, reason)]: why this series is not a usable PET or CT volume (empty: usable)."""
+        if not self.is_image:
+            return [("object", f"not an image ({object_name(self.sop_class)})")]
+        out = []
+        if self.sop_class in MULTIFRAME_SOP_CLASSES:
+            out.append(("multiframe", f"multi-frame {MULTIFRAME_SOP_CLASSES[self.sop_class]} objects are not supported"))
+        itype = {v.strip().upper() for v in self.image_type}
+        if "LOCALIZER" in itype:
+            out.append(("localizer", "ImageType LOCALIZER"))
+        derived = itype & DERIVED_IMAGE_TYPES
+        if derived or {"DERIVED", "SECONDARY"} <= itype:
+            out.append(("derived", f"ImageType {'/'.join(self.image_type)}"))
+        words = _words(self.description)
+        for pattern, category, meaning in DESCRIPTION_HINTS:
+            if category == "not_attenuation_corrected" and self.modality != "PT":
+                continue
+            if re.search(rf" ({pattern}) ", words):
+                out.append((category, f"SeriesDescription says {meaning}"))
+        if self.modality == "PT":
+            out += self._pet_rejections()
+        elif self.modality != "CT":
+            out.append(("modality", f"modality {self.modality}"))
+        out += self._geometry_rejections()
+        return out
+
+    def _pet_rejections(self):
+        out = []
+        ds = self.headers[0] if self.headers else {}
+        if "ATTN" not in {v.strip().upper() for v in self.corrected_image}:
+            out.append(("not_attenuation_corrected", "CorrectedImage lacks ATTN"))
+        method = _words(_text(ds, "AttenuationCorrectionMethod"))
+        if re.search(r" (NONE|NO|NAC|NOT CORRECTED) ", method):
+            out.append(("not_attenuation_corrected", f"AttenuationCorrectionMethod {method.strip()}"))
+        ok, why = quantitative_units(ds)
+        if not ok:
+            out.append(("not_quantitative", why))
+        series_type = [str(v).upper() for v in (ds.get("SeriesType") or [])]
+        if series_type and series_type[0] in ("DYNAMIC", "GATED"):
+            out.append(("dynamic", f"SeriesType {series_type[0]} (a static volume is needed)"))
+        return out
+
+    def _geometry_rejections(self):
+        if len(self.files) < MIN_SLICES:
+            return [("geometry", f"{len(self.files)} image(s), not a volume (attribute ImagePositionPatient)")]
+        orientations = {tuple(np.round(np.asarray(h.get("ImageOrientationPatient") or [0] * 6, float), 3)) for h in self.headers}
+        if len(orientations) > 1:
+            return [("geometry", "several ImageOrientationPatient values (rotating MIP or reformats)")]
+        iop = np.array(next(iter(orientations)))
+        normal = np.cross(iop[:3], iop[3:])
+        if np.linalg.norm(normal) < 0.5:
+            return [("geometry", "ImageOrientationPatient missing or invalid")]
+        if abs(normal[2]) / np.linalg.norm(normal) < MIN_AXIAL_COS:
+            return [("geometry", "ImageOrientationPatient is not axial")]
+        return []
+
+    @property
+    def kind(self):
+        """One word for the series: pet_ac, ct_axial (usable) or why not (pet_nac, localizer, ...)."""
+        cats = [c for c, _ in self.rejections]
+        if not cats:
+            return {"PT": "pet_ac", "CT": "ct_axial"}[self.modality]
+        for cat, kind in (("object", "object"), ("localizer", "localizer"), ("derived", "derived"),
+                          ("not_attenuation_corrected", "pet_nac")):  # fmt: skip
+            if cat in cats:
+                return kind
+        return "pet_other" if self.modality == "PT" else "ct_other"
+
+    def why_not(self):
+        return "; ".join(reason for _, reason in self.rejections)
 
 
-def _text(ds, keyword, default=""):
-    value = ds.get(keyword, default)
-    return default if value is None else str(value)
+def _regular_files(folder):
+    """Regular files under ``folder`` (symlinks followed; pipes, sockets, devices skipped)."""
+    for root, _dirs, names in os.walk(folder):
+        for name in sorted(names):
+            path = Path(root) / name
+            try:
+                if stat.S_ISREG(path.stat().st_mode):
+                    yield path
+            except OSError:
+                continue
 
 
 def scan_folder(folder):
@@ -79,79 +223,173 @@ def scan_folder(folder):
     Returns
     -------
     dict
-        SeriesInstanceUID -> :class:`Series`.
+        SeriesInstanceUID -> :class:`Series`. Non-image objects are listed with their
+        files but without their headers (they are never read again).
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DualpetInputError(f"DICOM folder {folder} does not exist or is not a folder")
+        raise DualpetInputError("the study's DICOM folder does not exist or is not a folder")
     series = {}
-    for root, _dirs, names in os.walk(folder):
-        for name in sorted(names):
-            path = Path(root) / name
-            try:  # force: DICOM files without the 128-byte preamble exist in the wild
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain
-                    # headers parsed once; elements over 4 KB (pixel data) load lazily on access
-                    ds = pydicom.dcmread(path, defer_size=4096, force=True)
-                    uid = _text(ds, "SeriesInstanceUID")
-            except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
-                continue  # not DICOM (or unreadable header): ignored, as documented
-            if not uid or "SOPClassUID" not in ds:
-                continue
-            if uid not in series:
-                series[uid] = Series(
-                    uid=uid,
-                    modality=_text(ds, "Modality"),
-                    description=_text(ds, "SeriesDescription"),
-                    number=_text(ds, "SeriesNumber"),
-                    frame_of_reference=_text(ds, "FrameOfReferenceUID"),
-                    image_type=tuple(ds.get("ImageType", []) or []),
-                    corrected_image=tuple(ds.get("CorrectedImage", []) or []),
-                    sop_class=_text(ds, "SOPClassUID"),
-                )
-            series[uid].files.append(path)
+    for path in _regular_files(folder):
+        try:  # force: DICOM files without the 128-byte preamble exist in the wild
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain
+                # headers parsed once; elements over 4 KB (pixel data) load lazily on access
+                ds = pydicom.dcmread(path, defer_size=4096, force=True)
+                uid = _text(ds, "SeriesInstanceUID")
+        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            continue  # not DICOM (or unreadable header): ignored, as documented
+        if not uid or "SOPClassUID" not in ds:
+            continue
+        if uid not in series:
+            series[uid] = Series(
+                uid=uid,
+                modality=_text(ds, "Modality"),
+                description=_text(ds, "SeriesDescription").strip(),
+                number=_text(ds, "SeriesNumber").strip(),
+                frame_of_reference=_text(ds, "FrameOfReferenceUID"),
+                image_type=tuple(str(v) for v in (ds.get("ImageType", []) or [])),
+                corrected_image=tuple(str(v) for v in (ds.get("CorrectedImage", []) or [])),
+                sop_class=_text(ds, "SOPClassUID"),
+            )
+        series[uid].files.append(path)
+        if series[uid].is_image:
             series[uid].headers.append(ds)
     return series
 
 
-def pick_series(series, folder, kind, uid=None, *, option="pet_series", frame=None):
-    """The one series of ``kind`` (e.g. "pet_ac"), or the one named by ``uid``.
+def _named(series, name, option):
+    """The series a user named by SeriesInstanceUID or SeriesNumber."""
+    if name in series:
+        return series[name]
+    by_number = [s for s in series.values() if s.is_image and s.number == name]
+    if len(by_number) == 1:
+        return by_number[0]
+    present = "; ".join(s.describe() for s in series.values() if s.is_image) or "no image series"
+    if len(by_number) > 1:
+        raise DualpetInputError(f"{option} {name}: several series have this number; name one by SeriesInstanceUID "
+                                f"(series present: {present})")  # fmt: skip
+    raise DualpetInputError(f"{option} {name} not found (series present: {present})")
 
-    ``frame`` prefers series of that FrameOfReferenceUID. Raises
-    :class:`DualpetInputError` listing the candidates when none or several qualify, so
-    the user can name one (``option`` says where: a studies-sheet column or CLI option).
+
+def _listing(series_list):
+    return "; ".join(f"{s.describe()}: {s.why_not() or 'usable'}" for s in series_list)
+
+
+def choose_pet(series, named=None, *, option="studies-sheet column pet_series"):
+    """The study's quantitative attenuation-corrected PET and why it was chosen.
+
+    Raises :class:`DualpetInputError` listing the PET series when none or several qualify.
     """
-    if uid:
-        if uid not in series:
-            raise DualpetInputError(
-                f"{option} {uid} not found in {folder}; series present: "
-                + "; ".join(s.describe() for s in series.values())
-            )
-        return series[uid]
-    cands = [s for s in series.values() if s.kind == kind]
-    if frame is not None:
-        cands = [s for s in cands if s.frame_of_reference == frame] or cands
-    what = kind.replace("_", " ").replace("pet ac", "attenuation-corrected PET").replace("ct axial", "axial CT")
-    if not cands:
-        found = "; ".join(s.describe() for s in series.values()) or "no DICOM image files"
-        raise DualpetInputError(f"no {what} series in {folder} (found: {found})")
-    if len(cands) > 1:
+    if named:
+        pet = _named(series, named, option)
+        if pet.modality != "PT":
+            raise DualpetInputError(f"{option} {named} is {pet.describe()}, not a PET series")
+        return pet, f"named by {option}" + (f" (note: {pet.why_not()})" if pet.rejections else "")
+    pets = [s for s in series.values() if s.is_image and s.modality == "PT"]
+    usable = [s for s in pets if not s.rejections]
+    if not usable:
+        found = _listing(pets) if pets else "no PET image series in the folder"
+        raise DualpetInputError(f"no quantitative attenuation-corrected PET series (found: {found})")
+    why = "the only PET series with quantitative units, attenuation correction and a static axial volume"
+    if len(usable) > 1:
+        cts = {s.frame_of_reference for s in series.values() if s.kind == "ct_axial"}
+        with_ct = [s for s in usable if s.frame_of_reference in cts]
+        if len(with_ct) == 1:
+            return with_ct[0], why.replace("the only PET series", "of the usable PET series, the only one") + (
+                " sharing its frame of reference with an axial CT")
         raise DualpetInputError(
-            f"{len(cands)} candidate {what} series in {folder}; name one with {option}: "
-            + "; ".join(s.describe() for s in cands)
-        )
-    return cands[0]
+            f"{len(usable)} candidate attenuation-corrected PET series; name one in the {option} "
+            f"(series number or SeriesInstanceUID): " + "; ".join(s.describe() for s in usable)
+        )  # fmt: skip
+    return usable[0], why
 
 
-def select_series(series, folder, *, pet_uid=None, ct_uid=None):
-    """Choose the AC PET and the axial CT, preferring the CT of the PET's frame of reference
-    (sheet columns ``pet_series`` / ``ct_series`` name them when the folder is ambiguous).
-    A pair of different frames is returned too: the converter then registers them."""
-    pet = pick_series(series, folder, "pet_ac", pet_uid, option="studies-sheet column pet_series")
-    ct = pick_series(
-        series, folder, "ct_axial", ct_uid, option="studies-sheet column ct_series", frame=pet.frame_of_reference
-    )
-    return pet, ct
+def _z_range(s):
+    z = [float(np.asarray(h.ImagePositionPatient, float)[2]) for h in s.headers if "ImagePositionPatient" in h]
+    return (min(z), max(z)) if z else (0.0, 0.0)
+
+
+def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series"):
+    """The axial CT for ``pet`` and why: preferably of the PET's frame of reference; among
+    several, the one covering the PET's axial range best, then the one whose slice spacing
+    is closest to the PET's (the CT the scanner used for attenuation correction)."""
+    if named:
+        ct = _named(series, named, option)
+        if ct.modality != "CT":
+            raise DualpetInputError(f"{option} {named} is {ct.describe()}, not a CT series")
+        return ct, f"named by {option}" + (f" (note: {ct.why_not()})" if ct.rejections else "")
+    cts = [s for s in series.values() if s.is_image and s.modality == "CT"]
+    usable = [s for s in cts if not s.rejections]
+    if not usable:
+        found = _listing(cts) if cts else "no CT image series in the folder"
+        raise DualpetInputError(f"no axial CT series (found: {found})")
+    same_frame = [s for s in usable if pet.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
+    pool = same_frame or usable
+    frame = "sharing the PET's frame of reference" if same_frame else "(none shares the PET's frame of reference: registered)"
+    if len(pool) == 1:
+        return pool[0], f"the only axial CT {frame}"
+    if not same_frame:
+        raise DualpetInputError(
+            f"{len(pool)} candidate axial CT series and none shares the PET's frame of reference; name one in the "
+            f"{option} (series number or SeriesInstanceUID): " + "; ".join(s.describe() for s in pool)
+        )  # fmt: skip
+    lo, hi = _z_range(pet)
+    pet_step = (hi - lo) / max(len(pet.files) - 1, 1)
+
+    def rank(s):
+        a, b = _z_range(s)
+        coverage = max(0.0, min(b, hi + pet_step) - max(a, lo - pet_step)) / max(hi - lo + 2 * pet_step, 1e-6)
+        step = (b - a) / max(len(s.files) - 1, 1)
+        return (-round(coverage, 2), abs(step - pet_step), -len(s.files))
+
+    ranked = sorted(pool, key=rank)
+    if rank(ranked[0]) == rank(ranked[1]):
+        raise DualpetInputError(
+            f"{len(pool)} equally suitable axial CT series; name one in the {option} (series number or "
+            "SeriesInstanceUID): " + "; ".join(s.describe() for s in pool)
+        )  # fmt: skip
+    return ranked[0], (f"of {len(pool)} axial CTs {frame}, the one covering the PET's axial range best with the slice "
+                       "spacing closest to the PET's")  # fmt: skip
+
+
+@dataclass
+class Selection:
+    """The series chosen in a study folder, why, and what was left aside."""
+
+    pet: Series
+    ct: Series
+    pet_why: str
+    ct_why: str
+    series: dict = field(repr=False)
+
+    def report(self):
+        """JSON-ready account of the choice (series by number/description; no UIDs)."""
+        skipped = [
+            {"series": s.label, "modality": s.modality, "images": len(s.files), "not_used_because": s.why_not() or "not needed"}
+            for s in self.series.values()
+            if s.is_image and s is not self.pet and s is not self.ct
+        ]
+        objects = {}
+        for s in self.series.values():
+            if not s.is_image:
+                name = object_name(s.sop_class)
+                objects[name] = objects.get(name, 0) + len(s.files)
+        return {
+            "pet": {"series": self.pet.label, "chosen_because": self.pet_why},
+            "ct": {"series": self.ct.label, "chosen_because": self.ct_why},
+            "other_image_series": skipped,
+            "non_image_objects_skipped": dict(sorted(objects.items())),
+        }
+
+
+def select_series(series, *, pet_uid=None, ct_uid=None):
+    """Choose the AC PET and its axial CT (sheet columns ``pet_series`` / ``ct_series``
+    name them when the folder is ambiguous). A pair of different frames of reference is
+    returned too: the converter then registers them."""
+    pet, pet_why = choose_pet(series, pet_uid)
+    ct, ct_why = choose_ct(series, pet, ct_uid)
+    return Selection(pet=pet, ct=ct, pet_why=pet_why, ct_why=ct_why, series=series)
 
 
 @dataclass
@@ -162,18 +400,14 @@ class Volume:
     affine: np.ndarray
     datasets: list  # one per slice, in k order (pixel data released)
     slopes: np.ndarray
+    geometry: dict = field(default_factory=dict)
 
 
 def _where(series, label):
-    return f"{label + ', ' if label else ''}series {series.uid} ('{series.description}')"
+    return f"{label + ', ' if label else ''}{series.label}"
 
 
-def stack_geometry(datasets, where):
-    """Order slices along the slice normal and check the stack; returns (datasets, affine).
-
-    Checks one orientation, one matrix size, no duplicate positions and uniform spacing
-    (a gap names the missing position). Works on headers alone.
-    """
+def _check_stack(datasets, where):
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
         raise DualpetInputError(f"{where}: multi-frame images are not supported (attribute NumberOfFrames)")
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
@@ -192,42 +426,79 @@ def stack_geometry(datasets, where):
                 f"{where}: mixed matrix sizes (attributes Rows/Columns {ds.Rows}x{ds.Columns} "
                 f"vs {datasets[0].Rows}x{datasets[0].Columns})"
             )
+    return iop0
+
+
+def _check_gaps(dist, where):
+    """Refuse duplicate positions and gaps beyond the jitter tolerance; the median gap."""
+    steps = np.diff(dist)
+    if np.any(steps < 1e-3):
+        k = int(np.argmin(steps))
+        raise DualpetInputError(
+            f"{where}: two slices at the same position {dist[k]:.2f} mm along the slice normal "
+            "(attribute ImagePositionPatient; duplicate files or several series mixed)"
+        )
+    step = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - step) > GAP_ATOL_MM + GAP_RTOL * step)
+    if bad.size:
+        k = int(bad[np.argmax(np.abs(steps[bad] - step))])
+        n_missing = int(round(steps[k] / step)) - 1
+        raise DualpetInputError(
+            f"{where}: non-uniform slice spacing (attribute ImagePositionPatient): gap of "
+            f"{steps[k]:.2f} mm instead of {step:.2f} mm after the slice at {dist[k]:.2f} mm "
+            f"along the normal" + (f" ({n_missing} slice(s) missing)" if n_missing >= 1 else "")
+            + f"; tolerated: {GAP_ATOL_MM:g} mm + {GAP_RTOL:.0%} of the spacing"
+        )  # fmt: skip
+    return step, steps
+
+
+def stack_geometry(datasets, where):
+    """Order slices along the slice normal and check the stack.
+
+    Works on headers alone. Checks one orientation, one matrix size, no duplicate
+    positions and gaps within the jitter tolerance (a larger gap names the missing
+    position). The slice axis of the affine is the least-squares line through the slice
+    positions, so jitter does not bias the spacing.
+
+    Returns
+    -------
+    datasets : list, in slice order
+    affine : ndarray (4, 4), voxel -> LPS mm
+    geometry : dict
+        ``slices``, ``slice_spacing_mm`` (fitted), ``slice_gaps_mm`` (min, max) and
+        ``slice_position_max_deviation_mm`` (largest distance of a slice from the fit).
+    """
+    iop0 = _check_stack(datasets, where)
     normal = np.cross(iop0[:3], iop0[3:])
-    dist = np.array([np.dot(normal, np.array(ds.ImagePositionPatient, float)) for ds in datasets])
-    order = np.argsort(dist, kind="stable")
+    positions = np.array([np.array(ds.ImagePositionPatient, float) for ds in datasets])
+    order = np.argsort(positions @ normal, kind="stable")
     datasets = [datasets[i] for i in order]
-    dist = dist[order]
+    positions = positions[order]
+    geometry = {"slices": len(datasets)}
     if len(datasets) > 1:
-        steps = np.diff(dist)
-        if np.any(steps < 1e-3):
-            k = int(np.argmin(steps))
+        _, steps = _check_gaps(positions @ normal, where)
+        k = np.arange(len(datasets), dtype=float)
+        design = np.stack([np.ones_like(k), k], axis=1)
+        (origin, slice_step), *_ = np.linalg.lstsq(design, positions, rcond=None)
+        deviation = float(np.linalg.norm(positions - design @ np.stack([origin, slice_step]), axis=1).max())
+        spacing = float(abs(slice_step @ normal))
+        if deviation > GAP_ATOL_MM + GAP_RTOL * spacing:
             raise DualpetInputError(
-                f"{where}: two slices at the same position {dist[k]:.2f} mm along the slice normal "
-                "(attribute ImagePositionPatient; duplicate files or several series mixed)"
-            )
-        step = float(np.median(steps))
-        bad = np.flatnonzero(np.abs(steps - step) > SPACING_RTOL * step)
-        if bad.size:
-            k = int(bad[0])
-            n_missing = int(round(steps[k] / step)) - 1
-            raise DualpetInputError(
-                f"{where}: non-uniform slice spacing (attribute ImagePositionPatient): gap of "
-                f"{steps[k]:.2f} mm instead of {step:.2f} mm after the slice at {dist[k]:.2f} mm "
-                f"along the normal" + (f" ({n_missing} slice(s) missing)" if n_missing >= 1 else "")
-            )
-        # The mean step between first and last positions: along the normal for axial
-        # stacks, sheared (still exact) for gantry-tilted ones.
-        positions = np.array([ds.ImagePositionPatient for ds in (datasets[0], datasets[-1])], float)
-        slice_step = (positions[1] - positions[0]) / (len(datasets) - 1)
+                f"{where}: slice positions drift from a uniform stack by up to {deviation:.2f} mm (attribute "
+                f"ImagePositionPatient; tolerated: {GAP_ATOL_MM:g} mm + {GAP_RTOL:.0%} of the {spacing:.2f} mm spacing)"
+            )  # fmt: skip
+        geometry.update(slice_spacing_mm=round(spacing, 5), slice_gaps_mm=[round(float(steps.min()), 4),
+                        round(float(steps.max()), 4)], slice_position_max_deviation_mm=round(deviation, 4))  # fmt: skip
     else:
         thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
-        slice_step = normal * thickness
-    affine = dicom_affine_lps(iop0, datasets[0].PixelSpacing, datasets[0].ImagePositionPatient, slice_step)
-    return datasets, affine
+        origin, slice_step = positions[0], normal * thickness
+        geometry.update(slice_spacing_mm=thickness, slice_position_max_deviation_mm=0.0)
+    affine = dicom_affine_lps(iop0, datasets[0].PixelSpacing, origin, slice_step)
+    return datasets, affine, geometry
 
 
 def read_headers(series, *, label=None):
-    """The series' headers (no pixel data) ordered along the slice normal, and the affine."""
+    """The series' headers (no pixel data) in slice order, the affine and the geometry."""
     return stack_geometry(_datasets(series, label), _where(series, label))
 
 
@@ -241,7 +512,7 @@ def _datasets(series, label):
         try:
             datasets.append(pydicom.dcmread(path, defer_size=4096, force=True))
         except Exception as exc:  # corrupt file: name it
-            raise DualpetInputError(f"{where}: cannot read {path}: {exc}") from exc
+            raise DualpetInputError(f"{where}: cannot read file {path.name}: {exc}") from exc
     return datasets
 
 
@@ -261,7 +532,7 @@ def load_series(series, *, dtype=np.float32, label=None):
         Values are ``stored * RescaleSlope + RescaleIntercept`` of each slice.
     """
     where = _where(series, label)
-    datasets, affine = stack_geometry(_datasets(series, label), where)
+    datasets, affine, geometry = stack_geometry(_datasets(series, label), where)
     nk = len(datasets)
     data = np.empty((int(datasets[0].Columns), int(datasets[0].Rows), nk), dtype=dtype)
     slopes = np.empty(nk)
@@ -272,8 +543,8 @@ def load_series(series, *, dtype=np.float32, label=None):
         try:
             pix = ds.pixel_array
         except Exception as exc:  # truncated or undecodable pixel data: name the file
-            name = getattr(ds, "filename", "?")
-            raise DualpetInputError(f"{where}: cannot decode pixel data of {name} (attribute PixelData): {exc}") from exc
+            name = Path(getattr(ds, "filename", "?") or "?").name
+            raise DualpetInputError(f"{where}: cannot decode pixel data of file {name} (attribute PixelData): {exc}") from exc
         data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
         del ds.PixelData
-    return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes)
+    return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes, geometry=geometry)

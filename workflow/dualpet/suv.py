@@ -148,7 +148,8 @@ def quantitative_units(ds):
     if units not in QUANTITATIVE_UNITS:
         return False, f"Units {units} are not quantitative"
     if units == "CNTS" and philips_factors(ds) == (None, None):
-        return False, "Units CNTS without a Philips scale factor (7053,1000)/(7053,1009)"
+        return False, ("Units CNTS without a Philips SUV Scale Factor (7053,1000) or Activity Concentration Scale "
+                       "Factor (7053,1009)")
     return True, ""
 
 

@@ -54,6 +54,9 @@ LESION_Z_RANGE = (-175.0, 135.0)
 FOV_CENTER_Z = -25.0
 DEFAULT_POSES = {"max_rotation_deg": 5.0, "max_translation_mm": 30.0}  # anatomy z at the centre of the field of view
 BED_LENGTH_MM, BED_DURATION_S = 160.0, 120.0
+#: ``--quirks``: recorded slice positions jitter by up to this much (real scanners round
+#: positions and overlap beds: e.g. gaps of 3.19-3.29 mm around 3.27 mm).
+SLICE_JITTER_MM = 0.05
 
 #: Vendor header variants of ``--quirks`` (one per study, cycling), each a real-world case
 #: the reader must handle: Philips counts with private scale factors, dose in MBq,
@@ -201,6 +204,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
             "pose": {"angles_deg": angles.tolist(), "rotation": R.tolist(), "translation_mm": trans.tolist()},
             "fov_center_lps": [0.0, 0.0, table_z + FOV_CENTER_Z],
             "_accession": accession,
+            "_index": s_i,
             "_table_z": table_z,
         }
 
@@ -354,8 +358,10 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "KVP": "120",
         "RescaleType": "HU",
     }
+    jitter = SLICE_JITTER_MM if quirk is not None else 0.0
     dw.write_series(folder / "CT_2", ct_stored, ct_aff, sop_class=dw.CT_IMAGE_STORAGE, header=ct_header,
-                    slopes=np.ones(nk_ct), intercept=-1024.0, uid_seed=(seed, n, tracer, "ct"), file_prefix="CT")  # fmt: skip
+                    slopes=np.ones(nk_ct), intercept=-1024.0, uid_seed=(seed, n, tracer, "ct"), file_prefix="CT",
+                    jitter_mm=jitter)  # fmt: skip
 
     lam = np.log(2.0) / st["half_life_s"]
     z_of_k = apply_affine(pet_aff, np.stack([np.zeros(nk_pet), np.zeros(nk_pet), np.arange(nk_pet)], 1))[:, 2]
@@ -363,13 +369,15 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     # decay-weighted mid-frame time of a bed (s after its start)
     mid = -np.log((1 - np.exp(-lam * BED_DURATION_S)) / (lam * BED_DURATION_S)) / lam
 
+    ge = quirk == "ge_private_datetime"  # GE: FrameReferenceTime is the frame start's offset
+
     def pet_slice(k):
         start = bed[k] * BED_DURATION_S
         acq = series_dt + dt.timedelta(seconds=float(start))
         return {
             "AcquisitionDate": dw.dicom_date(acq),
             "AcquisitionTime": dw.dicom_time(acq),
-            "FrameReferenceTime": f"{(start + mid) * 1000.0:.1f}",
+            "FrameReferenceTime": f"{(start + (0.0 if ge else mid)) * 1000.0:.1f}",
             "ActualFrameDuration": int(BED_DURATION_S * 1000),
             "DecayFactor": f"{np.exp(lam * (start + mid)):.6f}",
             "ImageIndex": int(nk_pet - k),
@@ -400,10 +408,13 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     hook = _apply_quirk(quirk, pet_header, st, series_dt, to_bqml, suv_to_bqml)
     dw.write_series(folder / "PT_3", pet_stored, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=pet_header,
                     slopes=slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(seed, n, tracer, "pet"), file_prefix="PT",
-                    instances_from="feet" if quirk == "feet_first" else "head", hook=hook)  # fmt: skip
+                    instances_from="feet" if quirk == "feet_first" else "head", hook=hook, jitter_mm=jitter)  # fmt: skip
     if quirk is not None:
+        ge_nac = (n + st["_index"]) % 2 == 0  # every other study: GE-style NAC
         st["extra_series"] = _write_extra_series(folder, pet_header, ct_header, values, ct_stored, pet_aff, ct_aff,
-                                                 pet_slice, (seed, n, tracer))  # fmt: skip
+                                                 pet_slice, (seed, n, tracer), ge_nac=ge_nac, jitter_mm=jitter)  # fmt: skip
+        st["extra_series"] += _write_objects(folder, common, pet_stored, (seed, n, tracer))
+        st["slice_jitter_mm"] = jitter
 
 
 def _quantise(values):
@@ -444,14 +455,25 @@ def _apply_quirk(quirk, header, st, series_dt, to_bqml, suv_to_bqml):
     return None
 
 
-def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pet_aff, ct_aff, pet_slice, key):
-    """Series a study folder also holds: NAC PET, CT localizer, PET MIP (all to be ignored)."""
-    # Non-attenuation-corrected PET: same grid and frame, no ATTN in CorrectedImage.
-    nac, nac_slopes = _quantise(pet_values * 0.35)
-    nac_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "nac"), "SeriesNumber": 4,
-                  "SeriesDescription": "PET WB NAC", "CorrectedImage": ["DECY", "RAN", "DTIM", "NORM"]}  # fmt: skip
+def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pet_aff, ct_aff, pet_slice, key, *,
+                        ge_nac=False, jitter_mm=0.0):  # fmt: skip
+    """Series a study folder also holds: NAC PET, CT localizer, PET MIP (all to be ignored).
+
+    ``ge_nac``: the NAC series as GE writes it (ATTN listed in CorrectedImage too, Units
+    PROPCNTS); otherwise as Siemens does (no ATTN, Units BQML).
+    """
+    # Non-attenuation-corrected PET: same grid and frame, lower and flatter values.
+    nac, nac_slopes = _quantise(pet_values * (0.35 if not ge_nac else 120.0))
+    if ge_nac:
+        nac_style = {"SeriesDescription": "WB NAC", "Units": "PROPCNTS", "RescaleType": "PROPCNTS",
+                     "CorrectedImage": ["DECY", "ATTN", "SCAT", "DTIM", "RAN", "NORM"], "AttenuationCorrectionMethod": ""}
+    else:
+        nac_style = {"SeriesDescription": "PET WB NAC", "CorrectedImage": ["DECY", "RAN", "DTIM", "NORM"],
+                     "AttenuationCorrectionMethod": "NONE"}  # fmt: skip
+    nac_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "nac"), "SeriesNumber": 4, **nac_style}
     dw.write_series(folder / "PT_4", nac, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=nac_header,
-                    slopes=nac_slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(*key, "nac"), file_prefix="NAC")  # fmt: skip
+                    slopes=nac_slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(*key, "nac"), file_prefix="NAC",
+                    jitter_mm=jitter_mm)  # fmt: skip
     # CT localizer: one coronal projection image (rows along -z, columns along +x).
     proj = (ct_stored.astype(np.float32).mean(axis=1))[:, ::-1]  # [x, z from top]
     loc_aff = np.eye(4)
@@ -473,7 +495,24 @@ def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pe
                   "SeriesDescription": "PET MIP", "ImageType": ["DERIVED", "SECONDARY", "MIP"]}  # fmt: skip
     dw.write_series(folder / "PT_5", mip, mip_aff, sop_class=dw.PET_IMAGE_STORAGE, header=mip_header,
                     slopes=mip_slopes, intercept=0.0, uid_seed=(*key, "mip"), file_prefix="MIP")  # fmt: skip
-    return ["PET NAC", "CT localizer", "PET MIP"]
+    return ["PET NAC (GE style: ATTN listed, Units PROPCNTS)" if ge_nac else "PET NAC", "CT localizer", "PET MIP"]
+
+
+def _write_objects(folder, header, pet_stored, key):
+    """Non-image objects of a scanner export: three SUV-factor maps (RWV), a segmentation
+    of the hottest PET region (SEG) and a structured report (SR), as a GE export holds."""
+    written = []
+    for i, factor in enumerate(("SUVbw", "SUVlbm", "SUVbsa")):
+        dw.write_object(folder / "RWV" / f"RWV{i}.dcm", "RWV", header, series_uid=dw.uid(*key, "rwv", i),
+                        sop_uid=dw.uid(*key, "rwv-obj", i), number=100 + i, description=f"{factor} factor")  # fmt: skip
+        written.append(f"RWV {factor}")
+    hot = pet_stored >= np.percentile(pet_stored, 99.9)
+    frames = np.moveaxis(hot[:, :, hot.any(axis=(0, 1))], 2, 0).transpose(0, 2, 1).astype(np.uint8)
+    dw.write_object(folder / "SEG" / "SEG0.dcm", "SEG", header, series_uid=dw.uid(*key, "seg"), sop_uid=dw.uid(*key, "seg-obj"),
+                    number=200, description="Lesion segmentation", frames=frames)  # fmt: skip
+    dw.write_object(folder / "SR" / "SR0.dcm", "SR", header, series_uid=dw.uid(*key, "sr"), sop_uid=dw.uid(*key, "sr-obj"),
+                    number=300, description="Dose report")  # fmt: skip
+    return written + ["SEG", "SR"]
 
 
 def _voxel_centres(affine, shape):

@@ -72,6 +72,7 @@ def write_series(
     file_prefix,
     instances_from="head",
     hook=None,
+    jitter_mm=0.0,
 ):
     """Write a volume as one DICOM file per axial slice.
 
@@ -100,6 +101,10 @@ def write_series(
         from where they start).
     hook : callable(ds, k), optional
         Last-minute changes to slice ``k`` (private elements, removed attributes).
+    jitter_mm : float
+        Each slice's recorded position moves along the slice normal by a deterministic
+        uniform offset within +-``jitter_mm`` (real scanners round positions and overlap
+        beds); the pixels stay those of the uniform grid.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,10 +115,13 @@ def write_series(
     # Instance numbers run head to feet, as most scanners number axial series.
     z = apply_affine(affine, np.stack([np.zeros(nk), np.zeros(nk), np.arange(nk)], 1))[:, 2]
     order = np.argsort(-z if instances_from == "head" else z, kind="stable")
+    normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    seed = int(hashlib.sha256(repr(uid_seed).encode()).hexdigest()[:8], 16)
+    offsets = np.random.default_rng(seed).uniform(-jitter_mm, jitter_mm, nk) if jitter_mm else np.zeros(nk)
     for instance, k in enumerate(order, start=1):
         sop_uid = uid(uid_seed, k)
         ds = _base_dataset(sop_class, sop_uid, header)
-        pos = apply_affine(affine, [0.0, 0.0, float(k)])
+        pos = apply_affine(affine, [0.0, 0.0, float(k)]) + offsets[k] * normal
         ds.InstanceNumber = instance
         ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
@@ -150,3 +158,35 @@ def radiopharmaceutical_sequence(tracer, nuclide, dose_bq, half_life_s, injectio
     c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = code, "SRT", meaning
     item.RadionuclideCodeSequence = Sequence([c])
     return Sequence([item])
+
+
+#: Non-image objects a scanner export holds beside the images (SOP class, modality).
+OBJECT_SOP_CLASSES = {
+    "RWV": ("1.2.840.10008.5.1.4.1.1.67", "RWV"),  # Real World Value Mapping (SUV factors)
+    "SEG": ("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),  # Segmentation
+    "SR": ("1.2.840.10008.5.1.4.1.1.88.22", "SR"),  # Enhanced SR (a dose report or measurements)
+}
+
+
+def write_object(path, kind, header, *, series_uid, sop_uid, number, description, frames=None):
+    """One non-image object (RWV, SEG, SR) with the study's patient and study attributes.
+
+    A SEG carries ``frames`` (binary, uint8 (n, rows, cols)) as its pixel data, as real
+    segmentations do; the others carry their kind's typical top-level attributes only.
+    """
+    sop_class, modality = OBJECT_SOP_CLASSES[kind]
+    keep = {k: v for k, v in header.items() if k.startswith(("Patient", "Study", "Accession", "Referring", "Institution",
+                                                              "Manufacturer", "FrameOfReference"))}  # fmt: skip
+    ds = _base_dataset(sop_class, sop_uid, {**keep, "Modality": modality, "SeriesInstanceUID": series_uid,
+                                           "SeriesNumber": number, "SeriesDescription": description, "InstanceNumber": 1})  # fmt: skip
+    if kind == "SEG" and frames is not None:
+        n, rows, cols = frames.shape
+        ds.NumberOfFrames, ds.Rows, ds.Columns = n, rows, cols
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.SegmentationType = "BINARY"  # stored as 8 bit here (simpler than 1-bit packing)
+        ds.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
+    elif kind == "SR":
+        ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
