@@ -8,6 +8,7 @@ import pytest
 
 from dualpet.background import blood_pool, liver, measure_at
 from dualpet.convert import convert_study
+from dualpet.errors import DualpetInputError
 from dualpet.geometry import lps_affine
 
 
@@ -52,3 +53,11 @@ def test_measure_at_sheet_coordinates():
     assert 150 < bp["n_voxels"] < 250
     lv = measure_at(suv, aff, [40.0, 40.0, 30.0], "liver")
     assert lv["suvmean"] == pytest.approx(2.0) and lv["source"].startswith("liver:sheet")
+
+
+def test_background_outside_the_pet_is_named():
+    """A sheet coordinate far outside the PET (a typo in background_lps) is refused by name."""
+    suv = np.ones((20, 20, 20), np.float32)
+    for method in ("bloodpool", "liver"):
+        with pytest.raises(DualpetInputError, match=r"background VOI at \[0.0, 0.0, 9000.0\] lies outside the PET"):
+            measure_at(suv, np.diag([4.0, 4.0, 4.0, 1.0]), [0.0, 0.0, 9000.0], method)

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 
 #: import name -> distribution name (conda-forge and PyPI agree for these)
-DIST = {"SimpleITK": "simpleitk", "skimage": "scikit-image", "yaml": "pyyaml"}
+DIST = {"SimpleITK": "simpleitk", "skimage": "scikit-image", "yaml": "pyyaml", "PIL": "pillow"}
 
 
 def _command_imports(command):
@@ -36,7 +36,7 @@ def _rules():
             if not m:
                 continue
             env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            cmd = re.search(r"python -m dualpet ([\w-]+)", block)
+            cmd = re.search(r"-m dualpet ([\w-]+)", block)
             out[m.group(1)] = ((smk.parent / env.group(1)).resolve() if env else None, cmd.group(1) if cmd else None)
     return out
 
@@ -75,7 +75,7 @@ def test_every_rule_has_log_benchmark_resources_threads_env():
 def test_env_lists_what_the_rule_imports_with_pyproject_pins(rule):
     env, command = RULES[rule]
     assert env is not None and env.exists(), f"rule {rule}: env file {env}"
-    assert command, f"rule {rule} does not call python -m dualpet"
+    assert command, f"rule {rule} does not call {{PYTHON}} -m dualpet"
     listed = _env_ranges(env)
     needed = _command_imports(command)
     missing = needed - set(listed)

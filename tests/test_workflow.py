@@ -49,8 +49,8 @@ def snakemake(workdir, env, *args):
 def planned(proc):
     """(rule, patient) pairs of the jobs a dry run plans."""
     jobs = []
-    for block in re.split(r"\n(?=\S*rule \w+:)", proc.stdout):
-        m = re.match(r"\S*rule (\w+):", block)
+    for block in re.split(r"\n(?=\s*\S*(?:rule|checkpoint) \w+:)", proc.stdout):
+        m = re.match(r"\s*\S*(?:rule|checkpoint) (\w+):", block)
         if m:
             w = re.search(r"wildcards: .*?patient=(\w+)", block)
             jobs.append((m.group(1), w.group(1) if w else None))
@@ -227,11 +227,11 @@ def test_reader_seeds_reach_only_their_own_study(tmp_path, tool_env):
     proc = snakemake(tmp_path, tool_env, "-n", "--forceall", "results/A1/ga/segmentation.json",
                      "results/A2/ga/segmentation.json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    cmds = [line for line in proc.stdout.splitlines() if "python -m dualpet segment" in line]
+    cmds = [line for line in proc.stdout.splitlines() if "-m dualpet segment" in line]
     assert len(cmds) == 2
-    a1 = next(c for c in cmds if "--patient A1" in c)
-    a2 = next(c for c in cmds if "--patient A2" in c)
-    assert "--seeds '1.5,-2,300;10,20,-30.25'" in a1 and "--seeds ''" in a2
+    a1 = next(c for c in cmds if "--patient=A1" in c)
+    a2 = next(c for c in cmds if "--patient=A2" in c)
+    assert "--seeds='1.5,-2,300;10,20,-30.25'" in a1 and "--seeds= " in a2
     (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n")
     proc = snakemake(tmp_path, tool_env, "-n")
     assert proc.returncode != 0 and "detection.seeds" in proc.stderr + proc.stdout
@@ -242,3 +242,69 @@ def test_reader_seeds_reach_only_their_own_study(tmp_path, tool_env):
     (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n  seeds: seeds.tsv\n")
     proc = snakemake(tmp_path, tool_env, "-n")
     assert proc.returncode != 0 and "not in the studies sheet" in proc.stderr + proc.stdout
+
+
+def test_failure_after_inspection_excludes_only_that_patient(workdir, tool_env):
+    """A study that passes inspection and fails later (here: a background VOI outside the
+    PET, given in the sheet) excludes its patient with a one-line reason; the cohort tables
+    and statistics are written for the others; the run exits non-zero naming the patient.
+    Fixing the sheet reruns that study and the cohort jobs and includes the patient again."""
+    sheet = workdir / "data" / "studies.tsv"
+    original = sheet.read_text()
+    rows = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
+    rows["background_lps"] = ""
+    rows.loc[(rows.patient == "P002") & (rows.tracer == "pentixafor"), "background_lps"] = "0,0,9000"
+    rows.to_csv(sheet, sep="\t", index=False)
+    try:
+        proc = snakemake(workdir, tool_env)
+        assert proc.returncode != 0
+        assert "P002: patient P002, pentixafor: segmentation failed" in proc.stdout + proc.stderr  # the final check names it
+        res = workdir / "results"
+        patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
+        assert patients.loc["P002", "status"] == "excluded"
+        assert patients.loc["P002", "excluded_reason"] == (
+            "patient P002, pentixafor: segmentation failed: background VOI at [0.0, 0.0, 9000.0] lies outside the PET")
+        assert patients.loc["P001", "status"] == "included" and patients.loc["P003", "status"] == "included"
+        lesions = pd.read_csv(res / "cohort" / "lesions.tsv", sep="\t")
+        assert "P002" not in set(lesions.patient) and {"P001", "P003"} <= set(lesions.patient)
+        summary = read_json(res / "cohort" / "summary.json")
+        assert summary["n_patients"] == N - 1
+        assert "P002" in (res / "cohort" / "summary.md").read_text()
+        # the failed step's outputs are placeholders naming the reason; later steps did not run
+        from dualpet.failures import read_failures
+
+        assert read_failures(res / "P002" / "pentixafor" / "segmentation.json")[0]["step"] == "segment"
+        assert read_failures(res / "P002" / "lesions" / "index.tsv")[0]["step"] == "segment"
+        assert read_failures(res / "P002" / "pentixafor" / "background.png")[0]["step"] == "segment"
+        assert read_failures(res / "P002" / "fdg" / "segmentation.json") is None  # its other study is fine
+        log = (res / "logs" / "segment" / "P002_pentixafor.log").read_text().strip().splitlines()
+        assert len(log) == 1 and "outside the PET" in log[0]
+    finally:
+        sheet.write_text(original)
+    jobs = planned(snakemake(workdir, tool_env, "-n"))
+    assert {p for _, p in jobs if p is not None} == {"P002"}  # only the fixed patient's jobs rerun
+    assert {r for r, p in jobs if p == "P002"} >= {"segment", "match", "patient_table"}
+    assert ("convert", "P002") not in jobs
+    proc = snakemake(workdir, tool_env)
+    patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
+    assert patients.set_index("patient").loc["P002", "status"] == "included"
+    assert proc.returncode != 0  # P004 (refused at inspection) is still excluded
+
+
+def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_path):
+    """`.venv/bin/snakemake` started by path, venv not activated (its bin not on PATH, no
+    PYTHONPATH): jobs still run with the venv's interpreter, not whatever `python` is first."""
+    import os
+    import sys
+    from pathlib import Path
+
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin) or "/usr/bin:/bin"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(f"studies: {cohort_dir / 'studies.tsv'}\n")
+    proc = subprocess.run([os.path.join(venv_bin, "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "--cores", "1", "results/P001/fdg/inspect.json"], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_json(tmp_path / "results" / "P001" / "fdg" / "inspect.json")["ok"]

@@ -67,6 +67,8 @@ def _cylinder_mask(shape, affine, centre, radius_mm, half_length_mm):
     reach = np.array([radius_mm, radius_mm, half_length_mm]) / sp + 1
     lo = np.maximum(np.floor(c - reach).astype(int), 0)
     hi = np.minimum(np.ceil(c + reach).astype(int) + 1, shape)
+    if np.any(hi <= lo):  # entirely outside the grid
+        return tuple(np.empty((3, 0), dtype=int))
     idx = np.indices(hi - lo).reshape(3, -1).T + lo
     w = apply_affine(affine, idx) - centre
     inside = (np.hypot(w[:, 0], w[:, 1]) <= radius_mm) & (np.abs(w[:, 2]) <= half_length_mm)

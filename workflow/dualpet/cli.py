@@ -36,6 +36,14 @@ def _cmd_suv(a):
 def _cmd_convert(a):
     from dualpet.convert import convert_study
 
+    if a.inspect:  # the header check refused the study: nothing to convert
+        from dualpet.failures import UpstreamFailure, record
+        from dualpet.io import read_json
+
+        verdict = read_json(a.inspect)
+        if not verdict.get("ok"):
+            raise UpstreamFailure([record("inspect", a.patient, a.tracer, verdict.get("error", "refused"))])
+
     side = convert_study(
         a.dicom_dir,
         patient=a.patient,
@@ -164,13 +172,31 @@ def _cmd_cohort(a):
     from dualpet.cohort import merge_cohort
 
     merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None,
-                 inspections=a.inspect)  # fmt: skip
+                 other_outputs=a.outputs)  # fmt: skip
+
+
+def _cmd_check_cohort(a):
+    from dualpet.cohort import check_cohort
+
+    return check_cohort(a.patients, a.output)
 
 
 def _cmd_stats(a):
     from dualpet.stats import run
 
     run(a.lesions, a.patients, a.reference, a.index, a.json, a.md)
+
+
+def isolation(s, *, inputs=(), outputs=(), dirs=()):
+    """Make a workflow step runnable with ``--isolate-failures`` (see :mod:`dualpet.failures`):
+    ``inputs`` are the argument names whose files may be placeholders of a failed earlier
+    step, ``outputs``/``dirs`` those the step writes."""
+    s.add_argument("--isolate-failures", action="store_true",
+                   help="on failure, write placeholders carrying the reason (the patient is excluded) and exit 0")  # fmt: skip
+    for name in ("--patient", "--tracer"):
+        if name not in s._option_string_actions:
+            s.add_argument(name, default="")
+    s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs)})
 
 
 def _study_arguments(s):
@@ -217,7 +243,9 @@ def build_parser():
     s.add_argument("--ct", required=True)
     s.add_argument("--pet", required=True)
     s.add_argument("--json", required=True)
+    s.add_argument("--inspect", default="", help="the study's inspect.json: a refused study is not converted")
     s.set_defaults(func=_cmd_convert)
+    isolation(s, outputs=["ct", "pet", "json"])
 
     s = sub.add_parser("inspect", help="[workflow] header-only check of a study folder -> ok/error JSON")
     _study_arguments(s)
@@ -233,6 +261,7 @@ def build_parser():
     s.add_argument("--grid-mm", type=float, default=4.0)
     s.add_argument("--affine", action="store_true", help="add an affine stage after the rigid one")
     s.set_defaults(func=_cmd_register)
+    isolation(s, inputs=["fixed", "moving"], outputs=["tfm", "qc"])
 
     s = sub.add_parser("registration-views", help="[workflow] index CT/PET in the reference space + QC picture")
     s.add_argument("--reference-ct", required=True)
@@ -244,6 +273,7 @@ def build_parser():
     s.add_argument("--png", required=True)
     s.add_argument("--title", default="")
     s.set_defaults(func=_cmd_registration_views)
+    isolation(s, inputs=["reference_ct", "index_ct", "index_pet", "tfm"], outputs=["ct_out", "pet_out", "png"])
 
     s = sub.add_parser("segment", help="[workflow] background VOI and lesion detection for one study")
     s.add_argument("--ct", required=True)
@@ -261,6 +291,7 @@ def build_parser():
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.set_defaults(func=_cmd_segment)
+    isolation(s, inputs=["ct", "pet"], outputs=["labels", "json", "background_png"])
 
     s = sub.add_parser("match", help="[workflow] cross-tracer matching and per-lesion crops")
     s.add_argument("--patient", required=True)
@@ -277,6 +308,8 @@ def build_parser():
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.set_defaults(func=_cmd_match)
+    isolation(s, inputs=["ref_pet", "ref_labels", "ref_seg", "ref_ct", "idx_pet", "idx_labels", "idx_seg", "transform"],
+              outputs=["index_out"], dirs=["crops_out"])  # fmt: skip
 
     s = sub.add_parser("lesion-metrics", help="[workflow] metrics of one lesion from its crop")
     s.add_argument("crop")
@@ -284,6 +317,7 @@ def build_parser():
     s.add_argument("--index", required=True)
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=_cmd_lesion_metrics)
+    isolation(s, inputs=["crop"], outputs=["output"])
 
     s = sub.add_parser("patient-table", help="[workflow] join one patient's lesion index and metrics")
     s.add_argument("--patient", required=True)
@@ -299,13 +333,15 @@ def build_parser():
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patient-out", required=True)
     s.set_defaults(func=_cmd_patient_table)
+    isolation(s, inputs=["index_tsv", "metrics", "ref_seg", "idx_seg", "ref_pet_json", "idx_pet_json", "registration_qc"],
+              outputs=["lesions_out", "patient_out"])  # fmt: skip
 
     s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
     s.add_argument("--lesions", nargs="*", default=[])
     s.add_argument("--patients", nargs="*", default=[])
-    s.add_argument("--inspect", nargs="*", default=[], help="inspect.json of every study (lists exclusions)")
+    s.add_argument("--outputs", nargs="*", default=[], help="the patients' other outputs (placeholders name exclusions)")
     s.add_argument("--clinical", default="")
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patients-out", required=True)
@@ -319,6 +355,11 @@ def build_parser():
     s.add_argument("--json", required=True)
     s.add_argument("--md", required=True)
     s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser("check-cohort", help="[workflow] fail (exit 1) while any patient is excluded; else write a status")
+    s.add_argument("patients", help="the cohort's patients.tsv")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=_cmd_check_cohort)
     return p
 
 
@@ -328,8 +369,12 @@ def main(argv=None):
     import os
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "isolate_failures", False):
+        from dualpet.failures import run_isolated
+
+        return run_isolated(args)
     try:
-        args.func(args)
+        status = args.func(args)
     except DualpetInputError as exc:
         print(f"dualpet {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -339,4 +384,4 @@ def main(argv=None):
         print(f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {exc} "
               "[set DUALPET_DEBUG=1 for the traceback]", file=sys.stderr)  # fmt: skip
         return 1
-    return 0
+    return status or 0

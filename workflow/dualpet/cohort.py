@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dualpet.failures import failures_in, read_failures, reasons
 from dualpet.io import read_json, write_json, write_tsv
 
 #: Per-tracer lesion columns of the contract, in order.
@@ -70,30 +71,36 @@ def patient_tables(
     return lesions, summary
 
 
-def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, inspections=()):
+def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, other_outputs=()):
     """Concatenate per-patient tables into the cohort tables, adding clinical columns.
 
-    ``inspections`` (the studies' inspect.json verdicts) add one row per excluded patient
-    to ``patients.tsv`` with ``status`` = excluded and ``excluded_reason``.
+    Every patient of the sheet has a ``patient.json``: a real one, or the placeholder of
+    a failed step (:mod:`dualpet.failures`). A patient with a placeholder among its
+    ``patient.json``, ``lesions.tsv`` or ``other_outputs`` (registration views, background
+    pictures) is listed in ``patients.tsv`` with ``status`` excluded and
+    ``excluded_reason`` (one line per failed step); its lesions are left out.
     """
+    failed = {}
+    for rec in failures_in([*patient_jsons, *lesion_tsvs, *other_outputs]):
+        failed.setdefault(rec["patient"], []).append(rec)
+    rows = []
+    for path in patient_jsons:
+        if read_failures(path) is None:
+            row = read_json(path)
+            if row["patient"] not in failed:
+                rows.append({**row, "status": "included", "excluded_reason": ""})
+    for patient, recs in sorted(failed.items()):
+        rows.append({"patient": patient, "status": "excluded", "excluded_reason": reasons(recs)})
     frames = [
         pd.read_csv(p, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
         for p in lesion_tsvs
+        if read_failures(p) is None
     ]
+    frames = [f[~f["patient"].isin(failed)] for f in frames if len(f)]
     frames = [f for f in frames if len(f)]
     cols = lesion_columns(tracers)
     lesions = pd.concat(frames, ignore_index=True).reindex(columns=cols) if frames else pd.DataFrame(columns=cols)
     lesions["region"] = lesions["region"].fillna("")
-    rows = [{**read_json(p), "status": "included", "excluded_reason": ""} for p in patient_jsons]
-    done = {r["patient"] for r in rows}
-    reasons = {}
-    for path in inspections:
-        verdict = read_json(path)
-        if not verdict.get("ok", False):
-            reasons.setdefault(verdict["patient"], []).append(verdict.get("error", "refused"))
-    for patient, why in sorted(reasons.items()):
-        if patient not in done:
-            rows.append({"patient": patient, "status": "excluded", "excluded_reason": " | ".join(why)})
     patients = pd.DataFrame(rows, columns=list(dict.fromkeys(["patient", *(k for r in rows for k in r)])))
     if clinical_tsv:
         clinical = pd.read_csv(clinical_tsv, sep="\t", dtype={"patient": str})
@@ -104,3 +111,20 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     write_tsv(out_lesions, lesions)
     write_tsv(out_patients, patients)
     return lesions, patients
+
+
+def check_cohort(patients_tsv, out_json):
+    """Exit status of the run: 1 (with one line per excluded patient on stderr) while any
+    patient is excluded, else 0 and ``out_json`` written. The cohort outputs exist either way."""
+    import sys
+
+    patients = pd.read_csv(patients_tsv, sep="\t", dtype=str, keep_default_na=False)
+    excluded = patients[patients["status"] == "excluded"]
+    if len(excluded):
+        print(f"{len(excluded)} of {len(patients)} patient(s) excluded; the cohort tables and statistics were written "
+              "for the others (results/cohort/). Fix or remove these patients to complete the run:", file=sys.stderr)  # fmt: skip
+        for row in excluded.itertuples():
+            print(f"  {row.patient}: {row.excluded_reason}", file=sys.stderr)
+        return 1
+    write_json(out_json, {"patients": len(patients), "included": len(patients), "complete": True})
+    return 0

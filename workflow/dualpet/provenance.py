@@ -45,6 +45,22 @@ def _module_file(name):
     return base.with_suffix(".py") if base.with_suffix(".py").exists() else None
 
 
+def _isolated_commands(tree):
+    """Commands whose parser calls ``isolation(s, ...)`` (they also run dualpet.failures)."""
+    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_parser")
+    isolated, current = set(), None
+    for stmt in build.body:
+        call = stmt.value if isinstance(stmt, (ast.Assign, ast.Expr)) else None
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "add_parser" and call.args:
+            current = ast.literal_eval(call.args[0])
+        elif isinstance(func, ast.Name) and func.id == "isolation" and current:
+            isolated.add(current)
+    return isolated
+
+
 @lru_cache(maxsize=None)
 def _command_roots(command):
     """dualpet modules, third-party names and the source of the CLI functions that
@@ -67,6 +83,8 @@ def _command_roots(command):
                 third |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in funcs:
                 todo.append(node.func.id)
+    if command in _isolated_commands(tree):
+        mods.add("dualpet.failures")
     code = "\n".join(ast.get_source_segment(source, funcs[name]) for name in sorted(seen))
     return frozenset(mods), frozenset(third - set(sys.stdlib_module_names)), code
 

@@ -1,15 +1,17 @@
 rule cohort:
-    """Merge the per-patient tables into the cohort tables (plus clinical columns)."""
+    """Merge the per-patient tables into the cohort tables (plus clinical columns); a
+    patient whose step failed is listed as excluded with the reason."""
     input:
-        lesions=lambda wc: expand(
-            "results/{patient}/lesions.tsv", patient=included_patients()
-        ),
-        patients=lambda wc: expand(
-            "results/{patient}/patient.json", patient=included_patients()
-        ),
-        inspect=expand(
-            "results/{patient}/{tracer}/inspect.json", patient=PATIENTS, tracer=TRACERS
-        ),
+        lesions=expand("results/{patient}/lesions.tsv", patient=PATIENTS),
+        patients=expand("results/{patient}/patient.json", patient=PATIENTS),
+        outputs=[
+            *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
+            *expand(
+                "results/{patient}/{tracer}/background.png",
+                patient=PATIENTS,
+                tracer=TRACERS,
+            ),
+        ],
         clinical=config["clinical"] or [],
     output:
         lesions=report(
@@ -33,12 +35,14 @@ rule cohort:
         mem_mb=2000,
         runtime=10,
     params:
+        reference=REF,
+        index=IDX,
         code=code_version("cohort"),
     shell:
-        f"python -m dualpet cohort --reference {REF} --index {IDX}"
-        " --lesions {input.lesions} --patients {input.patients}"
-        " --inspect {input.inspect} --clinical '{input.clinical}'"
-        " --lesions-out {output.lesions} --patients-out {output.patients} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet cohort --reference={params.reference:q} --index={params.index:q}'
+        " --lesions {input.lesions:q} --patients {input.patients:q}"
+        " --outputs {input.outputs:q} --clinical={input.clinical:q}"
+        " --lesions-out={output.lesions:q} --patients-out={output.patients:q} > {log:q} 2>&1"
 
 
 rule stats:
@@ -64,8 +68,34 @@ rule stats:
         mem_mb=2000,
         runtime=10,
     params:
+        reference=REF,
+        index=IDX,
         code=code_version("stats"),
     shell:
-        f"python -m dualpet stats --reference {REF} --index {IDX}"
-        " --lesions {input.lesions} --patients {input.patients}"
-        " --json {output.json} --md {output.md} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet stats --reference={params.reference:q} --index={params.index:q}'
+        " --lesions={input.lesions:q} --patients={input.patients:q}"
+        " --json={output.json:q} --md={output.md:q} > {log:q} 2>&1"
+
+
+rule check_cohort:
+    """The run's verdict: fails (naming them) while any patient is excluded, after the
+    cohort tables and statistics were written for the others."""
+    input:
+        patients="results/cohort/patients.tsv",
+        summary="results/cohort/summary.json",
+    output:
+        "results/cohort/complete.json",
+    log:
+        "results/logs/check_cohort/check_cohort.log",
+    benchmark:
+        "results/benchmarks/check_cohort/check_cohort.tsv"
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        code=code_version("check-cohort"),
+    shell:
+        '"$DUALPET_PYTHON" -m dualpet check-cohort {input.patients:q} -o {output:q} 2>&1 | tee {log:q}'

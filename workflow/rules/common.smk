@@ -21,9 +21,15 @@ if REF == IDX:
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
 
-# Rules run `python -m dualpet` from this checkout (also inside per-rule conda envs).
+# Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
+# was started with, so that `.venv/bin/snakemake` works without activating the venv; with
+# a software deployment method (conda, apptainer, env modules), the `python` of the
+# rule's environment. (An environment variable, not a parameter: moving the venv must not
+# rerun the cohort.)
+PYTHON = "python" if workflow.deployment_settings.deployment_method else sys.executable
 shell.prefix(
-    f"export PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'workflow'))}"
+    f"export DUALPET_PYTHON={shlex.quote(PYTHON)}"
+    f" PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'workflow'))}"
     "${{PYTHONPATH:+:$PYTHONPATH}}; "
 )
 
@@ -150,25 +156,15 @@ def lesion_metrics_of(wildcards):
     )
 
 
-def study_ok(patient, tracer):
-    """Whether a study passed its header inspection (known once its checkpoint ran)."""
-    with open(checkpoints.inspect.get(patient=patient, tracer=tracer).output[0]) as fh:
-        return json.load(fh)["ok"]
-
-
-def included_patients():
-    """Patients whose studies all passed inspection; the others are listed as excluded."""
-    return [p for p in PATIENTS if all(study_ok(p, t) for t in TRACERS)]
-
-
 def final_outputs():
-    # Every patient's table is requested, so a refused study fails its own jobs (with the
-    # error in its log); the cohort tables are built from the included patients.
+    # Every patient's outputs feed the cohort tables; a patient whose step failed has
+    # placeholders naming the reason and is listed as excluded (dualpet.failures). The
+    # last job fails, naming them, while any patient is excluded.
     return [
-        *expand("results/{patient}/lesions.tsv", patient=PATIENTS),
         *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
         "results/cohort/lesions.tsv",
         "results/cohort/patients.tsv",
         "results/cohort/summary.json",
         "results/cohort/summary.md",
+        "results/cohort/complete.json",
     ]

@@ -1,4 +1,4 @@
-checkpoint inspect:
+rule inspect:
     """Header-only check of a study folder: ok, or the reason it is excluded."""
     input:
         dicom=study_value("dicom_dir"),
@@ -19,15 +19,16 @@ checkpoint inspect:
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
-        "python -m dualpet inspect {input.dicom:q} --patient {wildcards.patient}"
-        " --tracer {wildcards.tracer} -o {output}"
-        " --pet-series '{params.pet_series}' --ct-series '{params.ct_series}' > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet inspect {input.dicom:q} --patient={wildcards.patient:q}'
+        " --tracer={wildcards.tracer:q} -o {output:q}"
+        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q} > {log:q} 2>&1"
 
 
 rule convert:
     """DICOM study folder -> CT (HU) and PET (SUVbw) NIfTI plus the SUV sidecar."""
     input:
         dicom=study_value("dicom_dir"),
+        inspect="results/{patient}/{tracer}/inspect.json",
     output:
         ct="results/{patient}/{tracer}/ct.nii.gz",
         pet="results/{patient}/{tracer}/pet_suv.nii.gz",
@@ -47,7 +48,8 @@ rule convert:
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
-        "python -m dualpet convert {input.dicom:q} --patient {wildcards.patient}"
-        " --tracer {wildcards.tracer} --ct {output.ct} --pet {output.pet}"
-        " --json {output.json} --pet-series '{params.pet_series}'"
-        " --ct-series '{params.ct_series}' > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet convert {input.dicom:q} --inspect={input.inspect:q}'
+        " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
+        " --ct={output.ct:q} --pet={output.pet:q} --json={output.json:q}"
+        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
+        " --isolate-failures > {log:q} 2>&1"

@@ -23,20 +23,23 @@ checkpoint match:
         mem_mb=4000,
         runtime=20,
     params:
+        reference=REF,
+        index=IDX,
         code=code_version("match"),
         tolerance=config["matching"]["tolerance_mm"],
         fraction=config["voi"]["isocontour"],
         neighbourhood=config["voi"]["neighbourhood_mm"],
     shell:
-        "python -m dualpet match --patient {wildcards.patient}"
-        f" --reference {REF} --index {IDX}"
-        " --ref-pet {input.ref_pet} --ref-labels {input.ref_labels}"
-        " --ref-seg {input.ref_seg} --ref-ct {input.ref_ct}"
-        " --idx-pet {input.idx_pet} --idx-labels {input.idx_labels}"
-        " --idx-seg {input.idx_seg} --transform {input.tfm}"
-        " --tolerance-mm {params.tolerance} --fraction {params.fraction}"
-        " --neighbourhood-mm {params.neighbourhood}"
-        " --index-out {output.index} --crops-out {output.crops} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet match --patient={wildcards.patient:q}'
+        " --reference={params.reference:q} --index={params.index:q}"
+        " --ref-pet={input.ref_pet:q} --ref-labels={input.ref_labels:q}"
+        " --ref-seg={input.ref_seg:q} --ref-ct={input.ref_ct:q}"
+        " --idx-pet={input.idx_pet:q} --idx-labels={input.idx_labels:q}"
+        " --idx-seg={input.idx_seg:q} --transform={input.tfm:q}"
+        " --tolerance-mm={params.tolerance} --fraction={params.fraction}"
+        " --neighbourhood-mm={params.neighbourhood}"
+        " --index-out={output.index:q} --crops-out={output.crops:q}"
+        " --isolate-failures > {log:q} 2>&1"
 
 
 rule lesion_metrics:
@@ -58,10 +61,12 @@ rule lesion_metrics:
         mem_mb=1000,
         runtime=5,
     params:
+        reference=REF,
+        index=IDX,
         code=code_version("lesion-metrics"),
     shell:
-        f"python -m dualpet lesion-metrics {{input}} --reference {REF} --index {IDX}"
-        " -o {output} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet lesion-metrics {input:q} --reference={params.reference:q} --index={params.index:q}'
+        " -o {output:q} --patient={wildcards.patient:q} --isolate-failures > {log:q} 2>&1"
 
 
 rule patient_table:
@@ -90,12 +95,15 @@ rule patient_table:
         mem_mb=1000,
         runtime=5,
     params:
+        reference=REF,
+        index=IDX,
         code=code_version("patient-table"),
     shell:
-        "python -m dualpet patient-table --patient {wildcards.patient}"
-        f" --reference {REF} --index {IDX}"
-        " --index-tsv {input.index} --metrics {input.metrics}"
-        " --ref-seg {input.ref_seg} --idx-seg {input.idx_seg}"
-        " --ref-pet-json {input.ref_pet_json} --idx-pet-json {input.idx_pet_json}"
-        " --registration-qc {input.qc}"
-        " --lesions-out {output.lesions} --patient-out {output.patient} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet patient-table --patient={wildcards.patient:q}'
+        " --reference={params.reference:q} --index={params.index:q}"
+        " --index-tsv={input.index:q} --metrics {input.metrics:q}"
+        " --ref-seg={input.ref_seg:q} --idx-seg={input.idx_seg:q}"
+        " --ref-pet-json={input.ref_pet_json:q} --idx-pet-json={input.idx_pet_json:q}"
+        " --registration-qc={input.qc:q}"
+        " --lesions-out={output.lesions:q} --patient-out={output.patient:q}"
+        " --isolate-failures > {log:q} 2>&1"

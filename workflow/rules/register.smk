@@ -1,5 +1,5 @@
 rule register:
-    """Index study CT -> reference study CT (rigid; fixed = reference, moving = index)."""
+    """Index study CT -> reference study CT (rigid, then affine; fixed = reference, moving = index)."""
     input:
         fixed=f"results/{{patient}}/{REF}/ct.nii.gz",
         moving=f"results/{{patient}}/{IDX}/ct.nii.gz",
@@ -21,9 +21,10 @@ rule register:
         grid_mm=config["registration"]["grid_mm"],
         affine="--affine" if config["registration"]["affine"] else "",
     shell:
-        "python -m dualpet register --fixed {input.fixed} --moving {input.moving}"
-        " --tfm {output.tfm} --qc {output.qc} --threads {threads}"
-        " --grid-mm {params.grid_mm} {params.affine} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet register --fixed={input.fixed:q} --moving={input.moving:q}'
+        " --tfm={output.tfm:q} --qc={output.qc:q} --threads={threads}"
+        " --grid-mm={params.grid_mm} {params.affine} --patient={wildcards.patient:q}"
+        " --isolate-failures > {log:q} 2>&1"
 
 
 rule registration_views:
@@ -56,7 +57,8 @@ rule registration_views:
         code=code_version("registration-views"),
         title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",
     shell:
-        "python -m dualpet registration-views --reference-ct {input.reference_ct}"
-        " --index-ct {input.index_ct} --index-pet {input.index_pet} --tfm {input.tfm}"
-        " --ct-out {output.ct} --pet-out {output.pet} --png {output.png}"
-        " --title '{params.title}' > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet registration-views --reference-ct={input.reference_ct:q}'
+        " --index-ct={input.index_ct:q} --index-pet={input.index_pet:q} --tfm={input.tfm:q}"
+        " --ct-out={output.ct:q} --pet-out={output.pet:q} --png={output.png:q}"
+        " --title={params.title:q} --patient={wildcards.patient:q}"
+        " --isolate-failures > {log:q} 2>&1"

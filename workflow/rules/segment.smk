@@ -32,10 +32,11 @@ rule segment:
         background_at=study_value("background_lps"),
         seeds=study_seeds,
     shell:
-        "python -m dualpet segment --ct {input.ct} --pet {input.pet}"
-        " --labels {output.labels} --json {output.json}"
-        " --detection {params.detection:q} --background {params.background:q}"
-        " --exclusion '{input.exclusion}' --background-at '{params.background_at}'"
-        " --background-png {output.png} --background-mask '{input.background_mask}'"
-        " --lesion-mask '{input.lesion_mask}' --seeds '{params.seeds}'"
-        " --patient {wildcards.patient} --tracer {wildcards.tracer} > {log} 2>&1"
+        '"$DUALPET_PYTHON" -m dualpet segment --ct={input.ct:q} --pet={input.pet:q}'
+        " --labels={output.labels:q} --json={output.json:q}"
+        " --detection={params.detection:q} --background={params.background:q}"
+        " --exclusion={input.exclusion:q} --background-at={params.background_at:q}"
+        " --background-png={output.png:q} --background-mask={input.background_mask:q}"
+        " --lesion-mask={input.lesion_mask:q} --seeds={params.seeds:q}"
+        " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
+        " --isolate-failures > {log:q} 2>&1"
