@@ -1,0 +1,98 @@
+"""Failure isolation (dualpet.failures): placeholders carry the reason downstream; machine
+failures are not isolated; the cohort lists the patient as excluded."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pandas as pd
+
+from dualpet.cli import main
+from dualpet.cohort import check_cohort, merge_cohort
+from dualpet.failures import MAGIC, read_failures, reason, record, write_placeholders
+
+
+def test_placeholders_round_trip(tmp_path):
+    rec = record("segment", "P007", "fdg", "patient P007, fdg: no blood pool found\nsecond line")
+    assert rec == {"patient": "P007", "tracer": "fdg", "step": "segment", "error": "no blood pool found"}
+    assert reason(rec) == "patient P007, fdg: segmentation failed: no blood pool found"
+    files = [tmp_path / "a.nii.gz", tmp_path / "b.json", tmp_path / "c.png"]
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / "L01.npz").write_bytes(b"old")
+    write_placeholders(files, [tmp_path / "crops"], [rec])
+    for f in files:
+        assert read_failures(f) == [rec], f
+    assert files[0].read_bytes().startswith(MAGIC)
+    assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real picture saying why
+    assert list((tmp_path / "crops").iterdir()) == []
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    assert read_failures(real) is None and read_failures(tmp_path / "missing.tsv") is None
+
+
+def _register_args(tmp_path, fixed):
+    return ["register", "--fixed", str(fixed), "--moving", str(fixed), "--tfm", str(tmp_path / "t.tfm"),
+            "--qc", str(tmp_path / "qc.json"), "--patient", "P009", "--isolate-failures"]  # fmt: skip
+
+
+def test_a_failing_step_writes_placeholders_and_exits_0(tmp_path, capsys):
+    bad = tmp_path / "ct.nii.gz"
+    bad.write_bytes(b"not a NIfTI")
+    assert main(_register_args(tmp_path, bad)) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "patient P009: registration failed" in err[0]
+    recs = read_failures(tmp_path / "t.tfm")
+    assert recs == read_failures(tmp_path / "qc.json") and recs[0]["step"] == "register"
+    # without --isolate-failures the same step fails as before
+    assert main(_register_args(tmp_path, bad)[:-1]) != 0
+
+
+def test_a_step_after_a_failure_passes_the_reason_on(tmp_path, capsys):
+    upstream = record("convert", "P009", "fdg", "cannot decode pixel data of file x.dcm (attribute PixelData)")
+    ct = tmp_path / "ct.nii.gz"
+    write_placeholders([ct], [], [upstream])
+    assert main(_register_args(tmp_path, ct)) == 0
+    assert read_failures(tmp_path / "t.tfm") == [upstream]
+    assert "not run, the patient is excluded" in capsys.readouterr().err
+
+
+def test_machine_failures_are_not_isolated(tmp_path, monkeypatch):
+    """Disk full or out of memory is the machine's failure: the job fails and reruns next time."""
+    import dualpet.registration as reg
+
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"x")
+    for exc in (OSError(errno.ENOSPC, "No space left on device"), MemoryError()):
+        def boom(*a, _exc=exc, **k):
+            raise _exc
+
+        monkeypatch.setattr(reg, "register_ct", boom)
+        assert main(_register_args(tmp_path, ct)) == 1
+        assert not (tmp_path / "t.tfm").exists()
+
+
+def test_cohort_lists_failed_patients_and_the_check_fails(tmp_path, capsys):
+    tracers = ("fdg", "ga")
+    ok = tmp_path / "P1"
+    ok.mkdir()
+    (ok / "patient.json").write_text(json.dumps({"patient": "P1", "fdg_positive": 1, "ga_positive": 0}))
+    pd.DataFrame([{"patient": "P1", "lesion": "L01", "x_mm": 1, "y_mm": 2, "z_mm": 3, "region": "liver",
+                   "fdg_detected": 1, "ga_detected": 0}]).to_csv(ok / "lesions.tsv", sep="\t", index=False)  # fmt: skip
+    bad = tmp_path / "P2"
+    bad.mkdir()
+    recs = [record("segment", "P2", "ga", "no blood pool"), record("segment", "P2", "fdg", "no blood pool")]
+    write_placeholders([bad / "patient.json", bad / "lesions.tsv"], [], recs)
+    views = tmp_path / "P1_qc.png"  # P1's registration views failed after its table was written
+    write_placeholders([views], [], [record("registration-views", "P1", None, "ValueError: x")])
+    lesions, patients = merge_cohort([ok / "lesions.tsv", bad / "lesions.tsv"], [ok / "patient.json", bad / "patient.json"],
+                                     tracers, tmp_path / "l.tsv", tmp_path / "p.tsv", other_outputs=[views])  # fmt: skip
+    rows = patients.set_index("patient")
+    assert rows.loc["P2", "status"] == "excluded"
+    assert rows.loc["P2", "excluded_reason"] == ("patient P2, ga: segmentation failed: no blood pool | "
+                                                 "patient P2, fdg: segmentation failed: no blood pool")  # fmt: skip
+    assert rows.loc["P1", "status"] == "excluded" and "registration views failed" in rows.loc["P1", "excluded_reason"]
+    assert len(lesions) == 0  # excluded patients' lesions are left out
+    assert check_cohort(tmp_path / "p.tsv", tmp_path / "done.json") == 1
+    assert "P2: patient P2, ga: segmentation failed" in capsys.readouterr().err
+    assert not (tmp_path / "done.json").exists()
