@@ -25,14 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 OURS = """
 import sys
 sys.path.insert(0, {pkg!r})
-from dualpet.dicom import choose_ct, choose_pet, load_series, scan_folder
+from dualpet.dicom import choose_pet, load_series, scan_folder
 from dualpet.nifti import nifti_image, save_nifti
 from dualpet.convert import convert_pet
 folder, out, kind = sys.argv[1], sys.argv[2], sys.argv[3]
-found = scan_folder(folder)
-series, _ = choose_pet(found)
-if kind != "pet_ac":
-    series, _ = choose_ct(found, series)
+found = scan_folder(folder)  # one series folder: the PET, or the CT
+series = choose_pet(found)[0] if kind == "pet_ac" else next(s for s in found.values() if s.kind == kind)
 if kind == "pet_ac":
     convert_pet(series, out, out.replace(".nii.gz", ".json"), where="bench")
 else:
