@@ -276,21 +276,31 @@ def _listing(series_list):
     return "; ".join(f"{s.describe()}: {s.why_not() or 'usable'}" for s in series_list)
 
 
+def _usable(series, modality, named, option, what):
+    """((the series the user named, why), []) or (None, the usable series of ``modality``);
+    refuses when none is usable, listing why each series of that modality is not."""
+    if named:
+        chosen = _named(series, named, option)
+        if chosen.modality != modality:
+            name = {"PT": "PET", "CT": "CT"}.get(modality, modality)
+            raise DualpetInputError(f"{option} {named} is {chosen.describe()}, not a {name} series")
+        return (chosen, f"named by {option}" + (f" (note: {chosen.why_not()})" if chosen.rejections else "")), []
+    found = [s for s in series.values() if s.is_image and s.modality == modality]
+    usable = [s for s in found if not s.rejections]
+    if not usable:
+        listing = _listing(found) if found else f"no {modality} image series in the folder"
+        raise DualpetInputError(f"no {what} series (found: {listing})")
+    return None, usable
+
+
 def choose_pet(series, named=None, *, option="studies-sheet column pet_series"):
     """The study's quantitative attenuation-corrected PET and why it was chosen.
 
     Raises :class:`DualpetInputError` listing the PET series when none or several qualify.
     """
-    if named:
-        pet = _named(series, named, option)
-        if pet.modality != "PT":
-            raise DualpetInputError(f"{option} {named} is {pet.describe()}, not a PET series")
-        return pet, f"named by {option}" + (f" (note: {pet.why_not()})" if pet.rejections else "")
-    pets = [s for s in series.values() if s.is_image and s.modality == "PT"]
-    usable = [s for s in pets if not s.rejections]
-    if not usable:
-        found = _listing(pets) if pets else "no PET image series in the folder"
-        raise DualpetInputError(f"no quantitative attenuation-corrected PET series (found: {found})")
+    named_choice, usable = _usable(series, "PT", named, option, "quantitative attenuation-corrected PET")
+    if named_choice:
+        return named_choice
     why = "the only PET series with quantitative units, attenuation correction and a static axial volume"
     if len(usable) > 1:
         cts = {s.frame_of_reference for s in series.values() if s.kind == "ct_axial"}
@@ -314,16 +324,9 @@ def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series
     """The axial CT for ``pet`` and why: preferably of the PET's frame of reference; among
     several, the one covering the PET's axial range best, then the one whose slice spacing
     is closest to the PET's (the CT the scanner used for attenuation correction)."""
-    if named:
-        ct = _named(series, named, option)
-        if ct.modality != "CT":
-            raise DualpetInputError(f"{option} {named} is {ct.describe()}, not a CT series")
-        return ct, f"named by {option}" + (f" (note: {ct.why_not()})" if ct.rejections else "")
-    cts = [s for s in series.values() if s.is_image and s.modality == "CT"]
-    usable = [s for s in cts if not s.rejections]
-    if not usable:
-        found = _listing(cts) if cts else "no CT image series in the folder"
-        raise DualpetInputError(f"no axial CT series (found: {found})")
+    named_choice, usable = _usable(series, "CT", named, option, "axial CT")
+    if named_choice:
+        return named_choice
     same_frame = [s for s in usable if pet.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
     pool = same_frame or usable
     frame = "sharing the PET's frame of reference" if same_frame else "(none shares the PET's frame of reference: registered)"
