@@ -46,7 +46,7 @@ STEP_NAMES = {
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EIO, errno.EROFS}
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(DualpetInputError):
     """A step cannot run because an earlier one failed; carries the failure records."""
 
     def __init__(self, failures):
