@@ -135,9 +135,19 @@ def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
         return proc.returncode, proc.stdout + proc.stderr
 
     rc, out = dry_run("patient\ttracer\tdicom_dir\nJohn Doe\tfdg\td\nJohn Doe\tpentixafor\td\n")
-    assert rc != 0 and "John Doe" in out
+    assert rc != 0 and "s.tsv, line 2, column patient: 'John Doe' is not valid" in out
     rc, out = dry_run("patient\ttracer\tdicom_dir\nP1\tfdg\td\n")
     assert rc != 0 and "lack a study of both tracers" in out
+    rc, out = dry_run("patient\ttracer\tdicom_dir\nP1\tfdg\td\n\nP1\tfdg\te\nP1\tpentixafor\td\n")
+    assert rc != 0 and "s.tsv, lines 2, 4: several rows" in out  # blank lines keep the numbering
+    rc, out = dry_run("patient\ttracer\tdicom_dir\n")
+    assert rc != 0 and "s.tsv: no rows below the header" in out
+    rc, out = dry_run("patient,tracer,dicom_dir\nP1,fdg,d\n")
+    assert rc != 0 and "s.tsv, line 1: column(s) ['patient', 'tracer', 'dicom_dir'] missing" in out
+    (tmp_path / "s.tsv").write_bytes(b"patient\ttracer\tdicom_dir\nP1\tfdg\td/M\xfcller\n")  # Latin-1, not UTF-8
+    proc = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"], capture_output=True,
+                          text=True, env=tool_env)  # fmt: skip
+    assert proc.returncode != 0 and "s.tsv, line 2: not UTF-8 text (byte 0xfc)" in proc.stdout + proc.stderr
 
 
 def test_readme_gives_the_two_commands():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
@@ -20,6 +21,7 @@ if REF == IDX:
 # The package's source, for code_version (a stdlib-only module) at parse time.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
+from dualpet.sheets import SheetError, lines, read_tsv, validate_rows  # noqa: E402
 
 # Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
 # was started with, so that `.venv/bin/snakemake` works without activating the venv; with
@@ -34,36 +36,37 @@ shell.prefix(
 )
 
 
+STUDY_COLUMNS = ("pet_series", "ct_series", "exclusion_mask", "background_lps")
+STUDY_COLUMNS += ("background_mask", "lesion_mask")
+
+
 def load_studies(path):
-    """Read and validate the studies sheet; resolve dicom_dir against its folder."""
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).fillna("")
-    for column in (
-        "pet_series",
-        "ct_series",
-        "exclusion_mask",
-        "background_lps",
-        "background_mask",
-        "lesion_mask",
-    ):
+    """Read and validate the studies sheet (errors name the file and line); resolve
+    dicom_dir and mask paths against the sheet's folder."""
+    what = "studies sheet"
+    sheet = read_tsv(path, what=what, required=("patient", "tracer", "dicom_dir"))
+    for column in STUDY_COLUMNS:
         if column not in sheet.columns:
             sheet[column] = ""
-    validate(sheet, "../schemas/studies.schema.yaml")
-    bad = sorted(set(sheet["tracer"]) - set(TRACERS))
-    if bad:
-        raise ValueError(
-            f"{path}: tracer(s) {bad} not configured (reference_tracer={REF}, index_tracer={IDX})"
+    schema = Path(workflow.basedir) / "workflow" / "schemas" / "studies.schema.yaml"
+    validate_rows(sheet, yaml.safe_load(schema.read_text()), what=what, path=path)
+    bad = ~sheet["tracer"].isin(TRACERS)
+    if bad.any():
+        raise SheetError(
+            f"{what} {path}, line(s) {lines(sheet, bad)}: tracer(s) {sorted(set(sheet.tracer[bad]))} "
+            f"not configured (reference_tracer={REF}, index_tracer={IDX})"
         )
-    dup = sheet[sheet.duplicated(["patient", "tracer"], keep=False)]
-    if len(dup):
-        raise ValueError(
-            f"{path}: several rows for {sorted(set(zip(dup.patient, dup.tracer)))}"
+    dup = sheet.duplicated(["patient", "tracer"], keep=False)
+    if dup.any():
+        raise SheetError(
+            f"{what} {path}, lines {lines(sheet, dup)}: several rows for one patient and tracer"
         )
     incomplete = sorted(
         p for p, g in sheet.groupby("patient") if set(g["tracer"]) != set(TRACERS)
     )
     if incomplete:
-        raise ValueError(
-            f"{path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
+        raise SheetError(
+            f"{what} {path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
         )
     base = Path(path).resolve().parent
     for column in ("dicom_dir", "exclusion_mask", "background_mask", "lesion_mask"):
@@ -78,20 +81,20 @@ def load_seeds(path, studies):
     """Reader seeds per study: {(patient, tracer): 'x,y,z;x,y,z'} (LPS mm)."""
     if not path:
         return {}
-    seeds = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    missing = {"patient", "tracer", "x", "y", "z"} - set(seeds.columns)
-    if missing:
-        raise ValueError(f"{path}: seed sheet lacks column(s) {sorted(missing)}")
+    what = "seed sheet"
+    seeds = read_tsv(path, what=what, required=("patient", "tracer", "x", "y", "z"))
     for col in ("x", "y", "z"):
         bad = pd.to_numeric(seeds[col], errors="coerce").isna()
         if bad.any():
-            raise ValueError(
-                f"{path}: column {col} is not a number in row(s) {list(seeds.index[bad] + 2)}"
+            raise SheetError(
+                f"{what} {path}, line(s) {lines(seeds, bad)}: column {col} is not a number"
             )
-    unknown = sorted(set(zip(seeds.patient, seeds.tracer)) - set(studies.index))
-    if unknown:
-        raise ValueError(
-            f"{path}: seeds for studies not in the studies sheet: {unknown}"
+    known = pd.Series(
+        [(p, t) in studies.index for p, t in zip(seeds.patient, seeds.tracer)]
+    )
+    if not known.all():
+        raise SheetError(
+            f"{what} {path}, line(s) {lines(seeds, ~known)}: seeds for studies not in the studies sheet"
         )
     return {
         key: ";".join(
@@ -113,6 +116,8 @@ if config["detection"]["method"] == "masks":
             f"{sorted(zip(unmasked.patient, unmasked.tracer))}"
         )
 SEEDS = load_seeds(config["detection"].get("seeds", ""), studies)
+if config["clinical"]:  # read by the cohort job; refused here with the file and line
+    read_tsv(config["clinical"], what="clinical sheet", required=("patient",))
 
 
 wildcard_constraints:
