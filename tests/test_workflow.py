@@ -291,6 +291,40 @@ def test_failure_after_inspection_excludes_only_that_patient(workdir, tool_env):
     assert proc.returncode != 0  # P004 (refused at inspection) is still excluded
 
 
+
+def test_fixing_a_header_in_place_reruns_that_study(workdir, tool_env):
+    """Editing DICOM files in place (the refused study's Units fixed) reruns that study and
+    its patient's and the cohort's jobs, nothing else; the patient is included again."""
+    new = f"P{N + 1:03d}"
+    for p in (workdir / "data" / "dicom" / new / "pentixafor" / "PT_3").glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.Units = "BQML"
+        ds.save_as(p)
+    jobs = planned(snakemake(workdir, tool_env, "-n"))
+    assert {p for _, p in jobs if p is not None} == {new}
+    assert ("inspect", new) in jobs and ("convert", new) in jobs
+    assert sum(r == "inspect" for r, _ in jobs) == 1  # the edited study only
+    proc = snakemake(workdir, tool_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # every patient included: the run is complete
+    patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
+    assert set(patients.status) == {"included"} and (workdir / "results" / "cohort" / "complete.json").exists()
+
+
+def test_missing_study_folder_excludes_only_that_patient(workdir, tool_env):
+    folder = workdir / "data" / "dicom" / "P003" / "fdg"
+    folder.rename(folder.with_name("moved"))
+    try:
+        proc = snakemake(workdir, tool_env)
+        assert proc.returncode != 0
+        patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
+        row = patients.set_index("patient").loc["P003"]
+        assert row.status == "excluded" and "DICOM folder does not exist" in row.excluded_reason
+        assert str(workdir) not in row.excluded_reason  # no folder path in outputs
+        assert set(patients[patients.status == "included"].patient) == {"P001", "P002", f"P{N + 1:03d}"}
+    finally:
+        folder.with_name("moved").rename(folder)
+    assert snakemake(workdir, tool_env).returncode == 0
+
 def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_path):
     """`.venv/bin/snakemake` started by path, venv not activated (its bin not on PATH, no
     PYTHONPATH): jobs still run with the venv's interpreter, not whatever `python` is first."""

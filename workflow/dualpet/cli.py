@@ -61,7 +61,7 @@ def _cmd_inspect(a):
     from dualpet.convert import inspect_study
 
     verdict = inspect_study(a.dicom_dir, patient=a.patient, tracer=a.tracer, out_json=a.output,
-                            pet_series=a.pet_series, ct_series=a.ct_series)  # fmt: skip
+                            pet_series=a.pet_series, ct_series=a.ct_series, fingerprint=a.fingerprint)  # fmt: skip
     print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
 
@@ -250,6 +250,7 @@ def build_parser():
     s = sub.add_parser("inspect", help="[workflow] header-only check of a study folder -> ok/error JSON")
     _study_arguments(s)
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")

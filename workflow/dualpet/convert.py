@@ -89,7 +89,7 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
     )
 
 
-def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None):
+def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None, fingerprint=None):
     """Check from the headers alone that a study can be converted; write the verdict.
 
     Runs the series choice, the slice-geometry checks of both series and the SUV rules,
@@ -98,7 +98,7 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
     exclude the patient from the cohort and say why.
     """
     where = f"patient {patient}, {tracer}"
-    verdict = {"patient": patient, "tracer": tracer}
+    verdict = {"patient": patient, "tracer": tracer, "folder_fingerprint": fingerprint or None}
     try:
         choice = _select(dicom_dir, where, pet_series, ct_series)
         pet_headers, _, pet_geometry = read_headers(choice.pet, label=where)

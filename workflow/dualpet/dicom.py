@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +36,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dualpet.errors import DualpetInputError
+from dualpet.files import regular_files
 from dualpet.geometry import dicom_affine_lps
 from dualpet.suv import quantitative_units
 
@@ -205,18 +205,6 @@ class Series:
         return "; ".join(reason for _, reason in self.rejections)
 
 
-def _regular_files(folder):
-    """Regular files under ``folder`` (symlinks followed; pipes, sockets, devices skipped)."""
-    for root, _dirs, names in os.walk(folder):
-        for name in sorted(names):
-            path = Path(root) / name
-            try:
-                if stat.S_ISREG(path.stat().st_mode):
-                    yield path
-            except OSError:
-                continue
-
-
 def scan_folder(folder):
     """Group the DICOM files under ``folder`` by series (reads headers only).
 
@@ -229,8 +217,10 @@ def scan_folder(folder):
     folder = Path(folder)
     if not folder.is_dir():
         raise DualpetInputError("the study's DICOM folder does not exist or is not a folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DualpetInputError("the study's DICOM folder cannot be read (permission denied)")
     series = {}
-    for path in _regular_files(folder):
+    for path in regular_files(folder):
         try:  # force: DICOM files without the 128-byte preamble exist in the wild
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain

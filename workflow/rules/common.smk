@@ -21,6 +21,7 @@ if REF == IDX:
 # The package's source, for code_version (a stdlib-only module) at parse time.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
+from dualpet.files import folder_fingerprint  # noqa: E402
 from dualpet.sheets import SheetError, lines, read_tsv, validate_rows  # noqa: E402
 
 # Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
@@ -133,6 +134,15 @@ def study_value(column):
         return studies.loc[(wildcards.patient, wildcards.tracer), column]
 
     return get
+
+
+def study_fingerprint(wildcards):
+    """Params function: a hash of the study folder's files (paths, sizes, modification
+    times), so that adding, removing or editing a DICOM file reruns the study's inspection
+    and everything downstream of it ('missing' for a missing folder)."""
+    return folder_fingerprint(
+        studies.loc[(wildcards.patient, wildcards.tracer), "dicom_dir"]
+    )
 
 
 def study_seeds(wildcards):

@@ -1,7 +1,7 @@
 rule inspect:
-    """Header-only check of a study folder: ok, or the reason it is excluded."""
-    input:
-        dicom=study_value("dicom_dir"),
+    """Header-only check of a study folder: ok, or the reason it is excluded. The folder
+    is a parameter, not an input: a missing folder excludes its patient, not the run;
+    the fingerprint of its files reruns the study when they change."""
     output:
         "results/{patient}/{tracer}/inspect.json",
     log:
@@ -16,18 +16,20 @@ rule inspect:
         runtime=10,
     params:
         code=code_version("inspect"),
+        dicom=study_value("dicom_dir"),
+        fingerprint=study_fingerprint,
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet inspect {input.dicom:q} --patient={wildcards.patient:q}'
+        '"$DUALPET_PYTHON" -m dualpet inspect {params.dicom:q} --patient={wildcards.patient:q}'
         " --tracer={wildcards.tracer:q} -o {output:q}"
-        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q} > {log:q} 2>&1"
+        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
+        " --fingerprint={params.fingerprint:q} > {log:q} 2>&1"
 
 
 rule convert:
     """DICOM study folder -> CT (HU) and PET (SUVbw) NIfTI plus the SUV sidecar."""
     input:
-        dicom=study_value("dicom_dir"),
         inspect="results/{patient}/{tracer}/inspect.json",
     output:
         ct="results/{patient}/{tracer}/ct.nii.gz",
@@ -45,10 +47,11 @@ rule convert:
         runtime=20,
     params:
         code=code_version("convert"),
+        dicom=study_value("dicom_dir"),
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet convert {input.dicom:q} --inspect={input.inspect:q}'
+        '"$DUALPET_PYTHON" -m dualpet convert {params.dicom:q} --inspect={input.inspect:q}'
         " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
         " --ct={output.ct:q} --pet={output.pet:q} --json={output.json:q}"
         " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"

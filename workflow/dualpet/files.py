@@ -1,0 +1,45 @@
+"""The files of a study folder: only regular files, and a cheap fingerprint of them.
+
+Standard library only: the workflow computes fingerprints at parse time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+
+def regular_files(folder):
+    """Regular files under ``folder`` (recursive, sorted; symlinks to files followed; named
+    pipes, sockets and devices skipped, so that reading never blocks)."""
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            try:
+                if stat.S_ISREG(path.stat().st_mode):
+                    yield path
+            except OSError:
+                continue
+
+
+def folder_fingerprint(folder):
+    """A short hash of a study folder's regular files (relative path, size, modification
+    time): it changes when a file is added, removed, replaced or edited in place.
+
+    'missing' or 'unreadable' for a folder that is not there or cannot be listed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "unreadable"
+    h = hashlib.sha256()
+    n = 0
+    for path in regular_files(folder):
+        st = path.stat()
+        h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        n += 1
+    return f"{n}-{h.hexdigest()[:16]}"
