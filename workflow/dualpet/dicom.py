@@ -205,6 +205,18 @@ class Series:
         return "; ".join(reason for _, reason in self.rejections)
 
 
+def looks_like_dicom(path):
+    """Whether a file is worth parsing as DICOM, from its first 132 bytes: the 'DICM'
+    marker after the preamble, or (files written without preamble) a first element of
+    group 0002 or 0008 in little-endian order. Keeps the cost of foreign files bounded."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
 def scan_folder(folder):
     """Group the DICOM files under ``folder`` by series (reads headers only).
 
@@ -221,6 +233,8 @@ def scan_folder(folder):
         raise DualpetInputError("the study's DICOM folder cannot be read (permission denied)")
     series = {}
     for path in regular_files(folder):
+        if not looks_like_dicom(path):
+            continue  # not DICOM: ignored, as documented (and never parsed)
         try:  # force: DICOM files without the 128-byte preamble exist in the wild
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain

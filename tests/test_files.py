@@ -1,0 +1,66 @@
+"""Study folders: only regular files are read (a named pipe never blocks), foreign files
+are skipped unread, and the content fingerprint follows every change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pydicom
+
+from conftest import REPO
+from dualpet.dicom import looks_like_dicom, scan_folder
+from dualpet.files import folder_fingerprint
+
+
+def test_named_pipe_does_not_hang(cohort_dir, tmp_path, tool_env):
+    shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg" / "PT_3", tmp_path / "s")
+    os.mkfifo(tmp_path / "s" / "pipe.dcm")
+    os.mkfifo(tmp_path / "s" / "zz_pipe")
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'workflow')!r}); from dualpet.dicom import scan_folder; "
+            f"from dualpet.files import folder_fingerprint; s = scan_folder({str(tmp_path / 's')!r}); "
+            f"print(len(s), folder_fingerprint({str(tmp_path / 's')!r}))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=tool_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "1"
+
+
+def test_foreign_files_are_skipped_unread(cohort_dir, tmp_path):
+    shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg" / "PT_3", tmp_path / "s")
+    (tmp_path / "s" / "video.mp4").write_bytes(b"\x00\x00\x00\x20ftypisom" + b"\x00" * 5000)
+    (tmp_path / "s" / "README").write_text("exported by PACS")
+    assert not looks_like_dicom(tmp_path / "s" / "video.mp4") and not looks_like_dicom(tmp_path / "s" / "README")
+    # a DICOM file written without the 128-byte preamble is still read
+    src = next((tmp_path / "s").glob("*.dcm"))
+    ds = pydicom.dcmread(src)
+    ds.preamble = None
+    raw = tmp_path / "s" / "nopreamble"
+    pydicom.dcmwrite(raw, ds, enforce_file_format=False)
+    with open(raw, "rb") as fh:
+        assert fh.read(132)[128:132] != b"DICM"
+    assert looks_like_dicom(raw)
+    series = scan_folder(tmp_path / "s")
+    assert len(series) == 1 and len(next(iter(series.values())).files) == len(list((tmp_path / "s").glob("*.dcm"))) + 1
+
+
+def test_fingerprint_follows_every_change(cohort_dir, tmp_path):
+    shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg" / "PT_3", tmp_path / "s")
+    folder = tmp_path / "s"
+    first = folder_fingerprint(folder)
+    assert first == folder_fingerprint(folder)  # stable
+    f = sorted(folder.glob("*.dcm"))[3]
+    st = f.stat()
+    ds = pydicom.dcmread(f)
+    ds.PatientWeight = "71"  # same size, new content
+    ds.save_as(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    edited = folder_fingerprint(folder)
+    assert edited != first
+    (folder / "extra.dcm").write_bytes(b"x")
+    added = folder_fingerprint(folder)
+    assert added not in (first, edited)
+    (folder / "extra.dcm").unlink()
+    assert folder_fingerprint(folder) == edited
+    assert folder_fingerprint(tmp_path / "nope") == "missing"
