@@ -399,8 +399,11 @@ def test_series_named_by_number(study, tmp_path):
     assert select_series(series, pet_uid="3").pet.number == "3"
     with pytest.raises(DualpetInputError, match="pet_series 9 not found"):
         select_series(series, pet_uid="9")
+    ct_uid = next(uid for uid, s in series.items() if s.modality == "CT")
     with pytest.raises(DualpetInputError, match="not a PET series"):
-        select_series(series, pet_uid="2")  # the CT
+        select_series(series, pet_uid=ct_uid)
+    with pytest.raises(DualpetInputError, match="pet_series 2 not found"):
+        select_series(series, pet_uid="2")  # the CT's number: numbers are looked up among PET series
 
 
 @pytest.mark.parametrize(
@@ -438,3 +441,25 @@ def test_ct_for_attenuation_correction_is_preferred(study, tmp_path):
         ds.save_as(half / p.name)
     choice = select_series(scan_folder(tmp_path / "s"))
     assert choice.ct.number == "2" and "covering" in choice.ct_why
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"CorrectedImage": "ATTN"},  # single-valued: one value, not its letters
+        {"AttenuationCorrectionMethod": "CT, no truncation correction"},  # free text, not "NONE"
+        {"SeriesDescription": "PET WB Pilot study MAC"},  # a trial's name, not a localizer
+        {"ImageType": ["DERIVED", "PRIMARY"]},  # re-reconstructions are DERIVED but primary
+    ],
+)
+def test_usable_pet_is_not_ruled_out_by_lookalike_signals(study, tmp_path, attrs):
+    _copy_series(study / "PT_3", tmp_path / "s", **attrs)
+    (series,) = scan_folder(tmp_path / "s").values()
+    assert series.rejections == [], series.why_not()
+
+
+def test_hyphenated_nac_description_is_recognised(study, tmp_path):
+    for n, text in enumerate(("PET-NAC", "PET N-AC", "WB_NON-AC")):
+        _copy_series(study / "PT_3", tmp_path / str(n), SeriesDescription=text)
+        (series,) = scan_folder(tmp_path / str(n)).values()
+        assert "SeriesDescription says not attenuation-corrected" in series.why_not(), text

@@ -288,14 +288,16 @@ def test_refusals_name_the_attribute(tmp_path, kwargs, attribute):
         convert(f, tmp_path)
 
 
-def test_corrupt_file_is_named(tmp_path):
+def test_corrupt_image_is_named_by_instance_number(tmp_path):
     f = write_pet(tmp_path / "s", value_of=bqml_start)
     path = sorted(f.glob("*.dcm"))[2]
     ds = pydicom.dcmread(path)
     ds.PixelData = ds.PixelData[:10]  # truncated pixel data
+    ds.InstanceNumber = 17
     ds.save_as(path)
-    with pytest.raises(DualpetInputError, match=path.name):
+    with pytest.raises(DualpetInputError, match="image InstanceNumber 17 .*PixelData") as err:
         convert(f, tmp_path)
+    assert path.name not in str(err.value) and str(tmp_path) not in str(err.value)  # file names are often UIDs
 
 
 # --- the IBSI SUV reference-object variants ---------------------------------------------
@@ -446,3 +448,62 @@ def test_ibsi_error_objects_are_refused(tmp_path, variant, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and attribute in err[0], (variant, err)
     assert not out.exists() and not side.exists()
+
+
+# --- review regressions: real exports the reference objects do not cover -----------------
+
+
+def _set(**attrs):
+    def add(ds, k, start):
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+
+    return add
+
+
+def _both(*hooks):
+    def add(ds, k, start):
+        for hook in hooks:
+            hook(ds, k, start)
+
+    return add
+
+
+def test_series_reconstructed_days_later_keeps_its_acquisition_dates(tmp_path):
+    """SeriesDate is the day of a later reconstruction; StudyDate and the acquisitions are
+    the scan's: the Siemens private decay reference is used, the SUV is exact."""
+    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(days=3, hours=2), frame_ref=False, manufacturer="SIEMENS",
+                  extra=_both(_private_datetime(0x0071, "SIEMENS MED PT", 0x22), _set(StudyDate=_d(T))),
+                  value_of=bqml_start)  # fmt: skip
+    side = check(f, tmp_path, reference_time_source="siemens_private_decay_correction_datetime",
+                 injection_time_source="start_datetime")  # fmt: skip
+    assert "acquisition_date_replaced" not in side
+
+
+@pytest.mark.parametrize("nuclide, half_life, code, hours", [("Zr-89", ZR89, "C-168A4", 168), ("Cu-64", 45720.0, "C-127A2", 48)])
+def test_long_lived_nuclides_days_after_injection(tmp_path, nuclide, half_life, code, hours):
+    """Immuno-PET at day 7 (Zr-89) or 48 h (Cu-64): a correct StartDateTime is used as it is."""
+    inj = T - dt.timedelta(hours=hours)
+    f = write_pet(tmp_path / "s", half_life=half_life, code=code, inj=inj, extra=_set(StudyDate=_d(T)),
+                  value_of=lambda k, s: TRUE_SUV * _unit_activity(half_life=half_life, inj=inj)(k, s))  # fmt: skip
+    check(f, tmp_path, injection_time_source="start_datetime")
+
+
+def test_unshifted_private_datetime_of_a_shifted_export_is_not_used(tmp_path):
+    """De-identification shifted every standard date by 30 days but left the Siemens
+    private datetime: it lies far from the acquisitions and is set aside (the earliest
+    acquisition, 30 s after the true reference, gives the SUV to 0.3 %)."""
+    def unshifted(ds, k, start):
+        ds.private_block(0x0071, "SIEMENS MED PT", create=True).add_new(0x22, "DT", _d(T + dt.timedelta(days=30)) + _t(T))
+
+    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(minutes=40), acq_delay_s=30.0, frame_ref=False,
+                  manufacturer="SIEMENS", extra=unshifted, value_of=bqml_start)  # fmt: skip
+    check(f, tmp_path, reference_time_source="earliest_acquisition_time")
+
+
+def test_zero_frame_reference_time_is_not_a_reference_outside_ge(tmp_path):
+    """FrameReferenceTime 0 (not > 0, as QIBA requires) is no basis for back-computation
+    on non-GE scanners: the earliest acquisition is used, which here is the reference."""
+    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(minutes=40), manufacturer="Philips",
+                  extra=_set(FrameReferenceTime="0"), value_of=bqml_start)  # fmt: skip
+    check(f, tmp_path, reference_time_source="earliest_acquisition_time")

@@ -60,8 +60,10 @@ def _cmd_convert(a):
 def _cmd_inspect(a):
     from dualpet.convert import inspect_study
 
+    other = (a.other_dicom, a.other_tracer) if a.other_dicom else None
     verdict = inspect_study(a.dicom_dir, patient=a.patient, tracer=a.tracer, out_json=a.output,
-                            pet_series=a.pet_series, ct_series=a.ct_series, fingerprint=a.fingerprint)  # fmt: skip
+                            pet_series=a.pet_series, ct_series=a.ct_series, fingerprint=a.fingerprint,
+                            other_study=other)  # fmt: skip
     print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
 
@@ -251,6 +253,8 @@ def build_parser():
     _study_arguments(s)
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
+    s.add_argument("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)")
+    s.add_argument("--other-tracer", default="")
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
@@ -365,7 +369,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from dualpet.errors import DualpetInputError
+    from dualpet.errors import DualpetInputError, redact_paths
 
     import os
 
@@ -377,12 +381,12 @@ def main(argv=None):
     try:
         status = args.func(args)
     except DualpetInputError as exc:
-        print(f"dualpet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dualpet {args.command}: error: {redact_paths(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # last resort: one line, the traceback only on request
         if os.environ.get("DUALPET_DEBUG"):
             raise
-        print(f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {exc} "
+        print(f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {redact_paths(exc)} "
               "[set DUALPET_DEBUG=1 for the traceback]", file=sys.stderr)  # fmt: skip
         return 1
     return status or 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dualpet import consistency
 from dualpet.dicom import load_series, read_headers, scan_folder, select_series
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import voxel_spacing
@@ -89,27 +90,39 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
     )
 
 
-def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None, fingerprint=None):
-    """Check from the headers alone that a study can be converted; write the verdict.
+def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None, fingerprint=None,
+                  other_study=None):  # fmt: skip
+    """Check from the headers that a study can be converted; write the verdict.
 
-    Runs the series choice, the slice-geometry checks of both series and the SUV rules,
-    without reading pixel data. A refusal is recorded (``ok: false`` and the one-line
-    error naming the series and attribute) rather than raised, so that the workflow can
-    exclude the patient from the cohort and say why.
+    Runs the series choice, the slice-geometry checks of both series, the SUV rules and
+    the consistency checks of :mod:`dualpet.consistency` (one patient, one study, the CT
+    covering the PET, complete and decodable pixel data; ``other_study``: (folder,
+    tracer) of the patient's other study, to compare PatientID and sex). Pixel data is read
+    for one image per series. A refusal is recorded (``ok: false`` and the one-line error
+    naming the series and attribute) rather than raised, so that the workflow can exclude
+    the patient from the cohort and say why.
     """
     where = f"patient {patient}, {tracer}"
     verdict = {"patient": patient, "tracer": tracer, "folder_fingerprint": fingerprint or None}
     try:
         choice = _select(dicom_dir, where, pet_series, ct_series)
-        pet_headers, _, pet_geometry = read_headers(choice.pet, label=where)
-        ct_headers, _, ct_geometry = read_headers(choice.ct, label=where)
-        _, suv = suv_factors(pet_headers, where=f"{where}, {choice.pet.label}")
         pet, ct = choice.pet, choice.ct
+        pet_headers, pet_affine, pet_geometry = read_headers(pet, label=where)
+        ct_headers, ct_affine, ct_geometry = read_headers(ct, label=where)
+        _, suv = suv_factors(pet_headers, where=f"{where}, {pet.label}")
+        consistency.same_study(pet_headers[0], ct_headers[0], where)
+        if other_study:
+            consistency.same_patient(pet_headers[0], other_study[0], tracer, other_study[1], where)
+        shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
+        coverage = consistency.ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where) if shared else None
+        consistency.pixel_data_readable(pet, pet_headers, where)
+        consistency.pixel_data_readable(ct, ct_headers, where)
         verdict.update(
             ok=True,
             pet_series={"series_number": pet.number, "series_description": pet.description, **pet_geometry},
             ct_series={"series_number": ct.number, "series_description": ct.description, **ct_geometry},
-            pet_ct_same_frame_of_reference=bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference,
+            pet_ct_same_frame_of_reference=shared,
+            ct_coverage=coverage,
             series_choice=choice.report(),
             suv_rules={k: v for k, v in suv.items() if k.endswith("_source") or k in ("units_in", "decay_correction")},
         )

@@ -35,7 +35,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from dualpet.errors import DualpetInputError
+from dualpet.errors import DualpetInputError, redact_paths
 from dualpet.files import regular_files
 from dualpet.geometry import dicom_affine_lps
 from dualpet.suv import quantitative_units
@@ -78,8 +78,10 @@ DESCRIPTION_HINTS = (
      "not_attenuation_corrected", "not attenuation-corrected"),
     (r"MIP|MIPS|PROJECTION|FUSED|FUSION|SCREEN\s?SAVE|SCREEN\s?CAPTURE|KEY\s?IMAGES?|SNAPSHOT|3D\s?VR|CORONAL|SAGITTAL",
      "derived", "a derived picture"),
-    (r"SCOUT|TOPO(GRAM)?|SURVIEW|LOCALI[SZ]ER|SCANOGRAM|PILOT", "localizer", "a localizer"),
+    (r"SCOUT|TOPO(GRAM)?|SURVIEW|LOCALI[SZ]ER|SCANOGRAM", "localizer", "a localizer"),
 )  # fmt: skip
+#: AttenuationCorrectionMethod values (whole, normalised) that mean none was applied.
+NO_ATTENUATION_CORRECTION = {"NONE", "NO", "NAC", "NOAC", "NO AC", "NOT CORRECTED", "UNCORRECTED"}
 #: Slices a volume needs.
 MIN_SLICES = 2
 #: |slice normal . z| below which a stack is not axial (gantry tilt up to ~60 degrees passes).
@@ -88,7 +90,17 @@ MIN_AXIAL_COS = 0.5
 
 def _words(text):
     """Upper-case text with separators normalised, padded, for whole-word matching."""
-    return " " + re.sub(r"[_/\\.,;:()\[\]]+", " ", str(text).upper()) + " "
+    return " " + re.sub(r"[-+_/\\.,;:()\[\]]+", " ", str(text).upper()) + " "
+
+
+def _values(ds, keyword):
+    """A multi-valued attribute as a tuple of strings (a single value is one item, not its letters)."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ()
+    if isinstance(value, (str, bytes)):
+        return (value.decode("ascii", "ignore") if isinstance(value, bytes) else value,)
+    return tuple(str(v) for v in value)
 
 
 def _text(ds, keyword, default=""):
@@ -164,9 +176,9 @@ class Series:
         ds = self.headers[0] if self.headers else {}
         if "ATTN" not in {v.strip().upper() for v in self.corrected_image}:
             out.append(("not_attenuation_corrected", "CorrectedImage lacks ATTN"))
-        method = _words(_text(ds, "AttenuationCorrectionMethod"))
-        if re.search(r" (NONE|NO|NAC|NOT CORRECTED) ", method):
-            out.append(("not_attenuation_corrected", f"AttenuationCorrectionMethod {method.strip()}"))
+        method = _words(_text(ds, "AttenuationCorrectionMethod")).strip()
+        if method in NO_ATTENUATION_CORRECTION:  # the whole value, not a word of free text
+            out.append(("not_attenuation_corrected", f"AttenuationCorrectionMethod {method}"))
         ok, why = quantitative_units(ds)
         if not ok:
             out.append(("not_quantitative", why))
@@ -252,8 +264,8 @@ def scan_folder(folder):
                 description=_text(ds, "SeriesDescription").strip(),
                 number=_text(ds, "SeriesNumber").strip(),
                 frame_of_reference=_text(ds, "FrameOfReferenceUID"),
-                image_type=tuple(str(v) for v in (ds.get("ImageType", []) or [])),
-                corrected_image=tuple(str(v) for v in (ds.get("CorrectedImage", []) or [])),
+                image_type=_values(ds, "ImageType"),
+                corrected_image=_values(ds, "CorrectedImage"),
                 sop_class=_text(ds, "SOPClassUID"),
             )
         series[uid].files.append(path)
@@ -262,11 +274,11 @@ def scan_folder(folder):
     return series
 
 
-def _named(series, name, option):
-    """The series a user named by SeriesInstanceUID or SeriesNumber."""
+def _named(series, name, option, modality):
+    """The series a user named by SeriesInstanceUID or SeriesNumber (among ``modality``'s)."""
     if name in series:
         return series[name]
-    by_number = [s for s in series.values() if s.is_image and s.number == name]
+    by_number = [s for s in series.values() if s.is_image and s.number == name and s.modality == modality]
     if len(by_number) == 1:
         return by_number[0]
     present = "; ".join(s.describe() for s in series.values() if s.is_image) or "no image series"
@@ -284,7 +296,7 @@ def _usable(series, modality, named, option, what):
     """((the series the user named, why), []) or (None, the usable series of ``modality``);
     refuses when none is usable, listing why each series of that modality is not."""
     if named:
-        chosen = _named(series, named, option)
+        chosen = _named(series, named, option, modality)
         if chosen.modality != modality:
             name = {"PT": "PET", "CT": "CT"}.get(modality, modality)
             raise DualpetInputError(f"{option} {named} is {chosen.describe()}, not a {name} series")
@@ -515,11 +527,11 @@ def _datasets(series, label):
         return list(series.headers)
     where = _where(series, label)
     datasets = []
-    for path in series.files:
+    for n, path in enumerate(series.files, start=1):
         try:
             datasets.append(pydicom.dcmread(path, defer_size=4096, force=True))
-        except Exception as exc:  # corrupt file: name it
-            raise DualpetInputError(f"{where}: cannot read file {path.name}: {exc}") from exc
+        except Exception as exc:  # corrupt file: say which (not by file name: names are often UIDs)
+            raise DualpetInputError(f"{where}: cannot read its file {n} of {len(series.files)}: {redact_paths(exc)}") from exc
     return datasets
 
 
@@ -549,9 +561,11 @@ def load_series(series, *, dtype=np.float32, label=None):
         slopes[k] = slope
         try:
             pix = ds.pixel_array
-        except Exception as exc:  # truncated or undecodable pixel data: name the file
-            name = Path(getattr(ds, "filename", "?") or "?").name
-            raise DualpetInputError(f"{where}: cannot decode pixel data of file {name} (attribute PixelData): {exc}") from exc
+        except Exception as exc:  # truncated or undecodable pixel data: name the image (not its file: often a UID)
+            raise DualpetInputError(
+                f"{where}: cannot decode the pixel data of image InstanceNumber {_text(ds, 'InstanceNumber') or '?'} "
+                f"(slice {k + 1} of {nk}; attribute PixelData): {redact_paths(exc)}"
+            ) from exc
         data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
         del ds.PixelData
     return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes, geometry=geometry)

@@ -1,4 +1,16 @@
-"""Exceptions for bad input: messages a clinician-scientist can act on."""
+"""Exceptions for bad input: messages a clinician-scientist can act on, without identifiers."""
+
+import re
+
+#: Absolute paths (POSIX, or Windows drive), quoted (spaces allowed) or bare: folder names
+#: of PACS exports often hold patient names and record numbers, so messages never carry them.
+_QUOTED_PATH = re.compile(r"\"(?:[A-Za-z]:\\|/)[^\"]*\"|'(?:[A-Za-z]:\\|/)[^']*'")
+_BARE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|/)(?:[^\s'\"/\\]+[/\\])*[^\s'\"/\\]*[^\s'\"/\\:,;.)]")
+
+
+def redact_paths(text):
+    """``text`` (or an exception's message) with absolute paths replaced by '<path>'."""
+    return _BARE_PATH.sub("<path>", _QUOTED_PATH.sub("'<path>'", str(text)))
 
 
 class DualpetInputError(Exception):

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
-from dualpet.errors import DualpetInputError
+from dualpet.errors import DualpetInputError, redact_paths
 from dualpet.io import atomic_path
 
 MAGIC = b"DUALPET-FAILED v1\n"
@@ -44,6 +45,9 @@ STEP_NAMES = {
 }
 #: OSError numbers that are the machine's fault, not the patient's (not isolated).
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EIO, errno.EROFS}
+#: Words of other exceptions' messages meaning the same (e.g. SimpleITK's RuntimeError).
+MACHINE_MESSAGES = re.compile(r"failed to allocate|bad_alloc|out of memory|cannot allocate|no space left|disk quota",
+                              re.IGNORECASE)  # fmt: skip
 
 
 class UpstreamFailure(DualpetInputError):
@@ -55,8 +59,8 @@ class UpstreamFailure(DualpetInputError):
 
 
 def one_line(message, limit=400):
-    """The first line of an error message, shortened."""
-    line = (str(message).strip().splitlines() or [""])[0].strip()
+    """The first line of an error message, shortened, absolute paths redacted."""
+    line = redact_paths((str(message).strip().splitlines() or [""])[0].strip())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
@@ -178,6 +182,9 @@ def run_isolated(args):
         print(f"dualpet {args.command}: error: out of memory (raise the rule's mem_mb)", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - any failure of this patient's data isolates the patient
+        if not isinstance(exc, DualpetInputError) and MACHINE_MESSAGES.search(str(exc)):
+            print(f"dualpet {args.command}: error (machine, not patient): {one_line(exc)}", file=sys.stderr)
+            return 1
         message = str(exc) if isinstance(exc, DualpetInputError) else f"{type(exc).__name__}: {exc}"
         failure = record(args.command, patient, tracer, message)
     write_placeholders(outputs, dirs, [failure])

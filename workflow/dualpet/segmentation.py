@@ -393,16 +393,16 @@ def read_label_image(path, what="mask"):
     """A NIfTI label image as (int32 array, voxel->LPS affine); a clear error if unusable."""
     import nibabel as nib
 
-    from dualpet.errors import DualpetInputError
+    from dualpet.errors import DualpetInputError, redact_paths
     from dualpet.geometry import lps_affine
 
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for unreadable files
-        raise DualpetInputError(f"{what} {path}: not a readable NIfTI image ({exc})") from exc
+        raise DualpetInputError(f"{what} (studies sheet): not a readable NIfTI image ({redact_paths(exc)})") from exc
     if data.ndim != 3:
-        raise DualpetInputError(f"{what} {path}: expected a 3-D label image, got shape {data.shape}")
+        raise DualpetInputError(f"{what} (studies sheet): expected a 3-D label image, got shape {data.shape}")
     return np.rint(data).astype(np.int32), lps_affine(img.affine)
 
 

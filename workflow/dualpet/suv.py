@@ -65,10 +65,19 @@ GRAMS_FROM = 1000.0
 #: Dose (Bq) below which RadionuclideTotalDose is taken to be in MBq (no PET injection is
 #: below 0.1 MBq, none above 100 GBq).
 MBQ_BELOW = 1e5
-#: An injection datetime is plausible if the scan is 1 h before to 2 half-lives after it.
-PLAUSIBLE_UPTAKE = (-3600.0, 2.0)
+#: How far (s) a vendor's private scan-start datetime may lie from the first acquisition.
+PRIVATE_START_TOLERANCE_S = 2 * 3600.0
 #: Half-life (s) from which uptake may exceed a day: a time of day alone is ambiguous.
 DAY_AMBIGUOUS_HALF_LIFE_S = 41400.0
+#: Plausible uptake times (s, image reference time - injection): up to a day for shorter-
+#: lived nuclides, up to two weeks for longer-lived ones (Zr-89, Cu-64, I-124 imaging days
+#: after injection); the scan may appear up to an hour "before" injection (clock skew).
+PLAUSIBLE_UPTAKE_S = {"short": (-3600.0, 86400.0), "long": (-3600.0, 14 * 86400.0)}
+
+
+def plausible_uptake(half_life):
+    """(lowest, highest) plausible uptake time (s) for a nuclide of this half-life."""
+    return PLAUSIBLE_UPTAKE_S["long" if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S else "short"]
 
 
 def _fail(msg, attribute, where):
@@ -254,20 +263,27 @@ def _frame_mid(duration_s, lam):
     return np.log(x / (1.0 - np.exp(-x))) / lam
 
 
-def _acquisitions(datasets, series):
+def _acquisitions(datasets, ds):
     """Each slice's acquisition start, and whether any AcquisitionDate was replaced.
 
-    A date more than a day away from the series date was shifted by de-identification:
-    the time of day is kept on the series date (the next or previous day when that is
-    closer, for scans across midnight).
+    An AcquisitionDate more than a day and a half from both the StudyDate and the
+    SeriesDate was shifted by de-identification: the time of day is kept on the series
+    date (the next or previous day when that is closer, for scans across midnight). A date
+    that agrees with either is kept: series reconstructed again days later carry the
+    reconstruction's SeriesDate, and studies imaged over several days (long-lived
+    nuclides) the first day's StudyDate.
     """
+    study = parse_da_tm(ds.get("StudyDate", ""), "120000")
+    series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", "") or "120000")
+    anchors = [a for a in (study, series) if a is not None]
     out, replaced = [], False
     for d in datasets:
         time = d.get("AcquisitionTime", "")
         t = parse_da_tm(d.get("AcquisitionDate", "") or d.get("SeriesDate", ""), time)
-        if t is not None and series is not None and abs((t - series).total_seconds()) > 86400.0:
-            on_day = parse_da_tm(series.strftime("%Y%m%d"), time)
-            t = min((on_day + dt.timedelta(days=k) for k in (-1, 0, 1)), key=lambda c: abs((c - series).total_seconds()))
+        if t is not None and anchors and all(abs((t - a).total_seconds()) > 1.5 * 86400.0 for a in anchors):
+            anchor = series or study
+            on_day = parse_da_tm(anchor.strftime("%Y%m%d"), time)
+            t = min((on_day + dt.timedelta(days=k) for k in (-1, 0, 1)), key=lambda c: abs((c - anchor).total_seconds()))
             replaced = True
         out.append(t)
     return out, replaced
@@ -280,9 +296,9 @@ def _frame_reference_starts(datasets, acq, lam, vendor):
         frt, dur = _float(d.get("FrameReferenceTime")), _float(d.get("ActualFrameDuration"))
         if a is None or frt is None or frt < 0:
             return None
-        if vendor == "GE":  # GE: FrameReferenceTime is the frame start's offset from the series start
+        if vendor == "GE":  # GE: FrameReferenceTime is the frame start's offset from the series start (>= 0)
             starts.append(a - dt.timedelta(seconds=frt / 1000.0))
-        elif dur and dur > 0:  # QIBA/IBSI: reference = acquisition + decay-weighted mid-frame - FRT
+        elif frt > 0 and dur and dur > 0:  # QIBA/IBSI: reference = acquisition + decay-weighted mid-frame - FRT
             starts.append(a + dt.timedelta(seconds=_frame_mid(dur / 1000.0, lam) - frt / 1000.0))
         else:
             return None
@@ -301,7 +317,9 @@ def _reference_time(ds, datasets, acq, lam, where):
     for name, group, element, creator in (("siemens", 0x0071, 0x22, SIEMENS_CREATOR), ("ge", 0x0009, 0x0D, GE_CREATOR)):
         if vendor in ("", name.upper()):
             private = parse_dt(_private(ds, group, element, creator))
-            if private is not None:
+            # the scan's start, so within the hour of the first acquisition; one that
+            # de-identification left unshifted lies days away: not used
+            if private is not None and (first is None or abs((private - first).total_seconds()) <= PRIVATE_START_TOLERANCE_S):
                 return private, f"{name}_private_{'decay_correction' if name == 'siemens' else 'scan'}_datetime"
     start = _frame_reference_starts(datasets, acq, lam, vendor)
     if start is not None:
@@ -318,14 +336,14 @@ def _injection(ds, item, scan, half_life, where):
         inj = parse_dt(item.RadiopharmaceuticalStartDateTime)
         if inj is not None:
             uptake = (scan - inj).total_seconds() if scan is not None else 0.0
-            lo, hi = PLAUSIBLE_UPTAKE
-            if scan is None or lo <= uptake < hi * half_life:
+            lo, hi = plausible_uptake(half_life)
+            if scan is None or lo <= uptake <= hi:
                 return inj, "start_datetime"
             if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S:
                 _fail(f"RadiopharmaceuticalStartDateTime implies an uptake time of {uptake / 3600:.1f} h "
-                      "(date shifted?) and the nuclide's uptake may exceed a day",
+                      f"(outside {lo / 3600:.0f} to {hi / 3600:.0f} h: date shifted?)",
                       "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
-            note = "start_datetime_date_implausible_"
+            note = "start_datetime_date_set_aside_"  # a shifted date: its time of day is still right
     time_of_day = item.get("RadiopharmaceuticalStartTime") or (
         str(item.get("RadiopharmaceuticalStartDateTime", ""))[8:] if note else ""
     )
@@ -486,9 +504,10 @@ def _activity_factors(hdr, units, decay, side):
     lam = np.log(2.0) / half_life
 
     series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
-    acq, acq_replaced = _acquisitions(datasets, series)
+    acq, acq_replaced = _acquisitions(datasets, ds)
     if acq_replaced:
-        side["acquisition_date_replaced"] = "AcquisitionDate more than a day from SeriesDate (de-identified): series date used"
+        side["acquisition_date_replaced"] = ("AcquisitionDate far from both StudyDate and SeriesDate (de-identified): "
+                                             "the series date used")  # fmt: skip
     known = [a for a in acq if a is not None]
     first = min(known) if known else series
     injection, injection_rule = _injection(ds, item, first, half_life, where)
@@ -506,6 +525,9 @@ def _activity_factors(hdr, units, decay, side):
     elapsed = (reference - injection).total_seconds()
     if elapsed < 0:
         _fail(f"injection {-elapsed:.0f} s after the image reference time", "RadiopharmaceuticalStartTime (0018,1072)", where)
+    if elapsed > plausible_uptake(half_life)[1]:
+        _fail(f"{elapsed / 3600:.1f} h from injection to the image reference time ({reference_rule}): the dates "
+              "disagree (shifted by de-identification?)", "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
     dose_ref = dose * 2.0 ** (-elapsed / half_life)
     factor = weight * 1000.0 / dose_ref
     side.update(

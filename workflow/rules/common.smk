@@ -31,6 +31,7 @@ from dualpet.sheets import SheetError, lines, read_tsv, validate_rows  # noqa: E
 # rerun the cohort.)
 PYTHON = "python" if workflow.deployment_settings.deployment_method else sys.executable
 shell.prefix(
+    "set -euo pipefail; "  # Snakemake's own default, which a prefix replaces
     f"export DUALPET_PYTHON={shlex.quote(PYTHON)}"
     f" PYTHONPATH={shlex.quote(str(Path(workflow.basedir) / 'workflow'))}"
     "${{PYTHONPATH:+:$PYTHONPATH}}; "
@@ -143,6 +144,15 @@ def study_fingerprint(wildcards):
     return folder_fingerprint(
         studies.loc[(wildcards.patient, wildcards.tracer), "dicom_dir"]
     )
+
+
+def other_study_folder(wildcards):
+    """Params function: the folder of the patient's other study (its PatientID and sex are
+    compared), or '' when config inspection.check_patient_identity is false."""
+    if not config["inspection"]["check_patient_identity"]:
+        return ""
+    other = IDX if wildcards.tracer == REF else REF
+    return studies.loc[(wildcards.patient, other), "dicom_dir"]
 
 
 def study_seeds(wildcards):

@@ -20,11 +20,14 @@ rule inspect:
         fingerprint=study_fingerprint,
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
+        other_dicom=other_study_folder,
+        other_tracer=lambda wc: IDX if wc.tracer == REF else REF,
     shell:
         '"$DUALPET_PYTHON" -m dualpet inspect {params.dicom:q} --patient={wildcards.patient:q}'
         " --tracer={wildcards.tracer:q} -o {output:q}"
         " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
-        " --fingerprint={params.fingerprint:q} > {log:q} 2>&1"
+        " --fingerprint={params.fingerprint:q} --other-dicom={params.other_dicom:q}"
+        " --other-tracer={params.other_tracer:q} > {log:q} 2>&1"
 
 
 rule convert:

@@ -1,0 +1,149 @@
+"""Checks at inspection that the chosen series belong together and can be read.
+
+From headers (and one decoded image per series), before any conversion:
+
+- the PET and the CT of a study are of one patient (PatientID, when both carry one), of one
+  study or one frame of reference (StudyInstanceUID or FrameOfReferenceUID) and of one day
+  (acquisition dates at most a day apart, for scans across midnight);
+- both tracers' studies of a patient carry the same PatientID and PatientSex (when present);
+- the CT covers the PET's axial range, within :data:`COVERAGE_TOLERANCE_MM` at each end;
+- every image's pixel data is complete (the file is as long as its PixelData says), and
+  one image per series decodes (its transfer syntax is supported).
+
+Messages name attributes, never their values: identifiers stay out of every output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import numpy as np
+import pydicom
+
+from dualpet.errors import DualpetInputError
+from dualpet.files import regular_files
+
+#: How far (mm) the PET may extend beyond the CT at either end.
+COVERAGE_TOLERANCE_MM = 10.0
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _value(ds, keyword):
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def _day(ds):
+    for keyword in ("AcquisitionDate", "SeriesDate", "StudyDate"):
+        text = _value(ds, keyword)
+        if len(text) >= 8:
+            try:
+                return dt.datetime.strptime(text[:8], "%Y%m%d").date()
+            except ValueError:
+                continue
+    return None
+
+
+def same_study(pet, ct, where):
+    """Refuse a PET and CT of different patients, studies or days (header of one image each)."""
+    if _value(pet, "PatientID") and _value(ct, "PatientID") and _value(pet, "PatientID") != _value(ct, "PatientID"):
+        raise DualpetInputError(f"{where}: the PET and the CT carry different PatientID (0010,0020): another patient's "
+                                "series in the study folder?")  # fmt: skip
+    shared = [
+        keyword
+        for keyword in ("StudyInstanceUID", "FrameOfReferenceUID")
+        if _value(pet, keyword) and _value(pet, keyword) == _value(ct, keyword)
+    ]
+    if not shared:
+        raise DualpetInputError(f"{where}: the PET and the CT share neither StudyInstanceUID (0020,000D) nor "
+                                "FrameOfReferenceUID (0020,0052): they are not of one study")  # fmt: skip
+    a, b = _day(pet), _day(ct)
+    if a and b and abs((a - b).days) > 1:
+        raise DualpetInputError(f"{where}: the PET and the CT were acquired {abs((a - b).days)} days apart "
+                                "(AcquisitionDate (0008,0022)): not of one study")  # fmt: skip
+
+
+def same_patient(pet, other_folder, tracer, other_tracer, where):
+    """Refuse when the other tracer's study (the first image in its folder) carries another
+    PatientID or PatientSex than this study's PET. A missing other folder is its own
+    study's problem, not this one's."""
+    other = _first_image(other_folder)
+    if other is None:
+        return
+    for keyword, tag in (("PatientID", "(0010,0020)"), ("PatientSex", "(0010,0040)")):
+        mine, theirs = _value(pet, keyword), _value(other, keyword)
+        if mine and theirs and mine != theirs:
+            raise DualpetInputError(f"{where}: the {tracer} and {other_tracer} studies carry different {keyword} {tag}: "
+                                    "not one patient? (set inspection.check_patient_identity: false if the studies "
+                                    "were de-identified separately)")  # fmt: skip
+
+
+def _first_image(folder):
+    from dualpet.dicom import IMAGE_SOP_CLASSES, looks_like_dicom
+
+    if not folder or not os.path.isdir(folder):
+        return None
+    for path in regular_files(folder):
+        if not looks_like_dicom(path):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["SOPClassUID", "PatientID", "PatientSex"])  # fmt: skip
+        except Exception:  # noqa: BLE001 - unreadable files are the other study's inspection's concern
+            continue
+        if _value(ds, "SOPClassUID") in IMAGE_SOP_CLASSES:
+            return ds
+    return None
+
+
+def _z_extent(headers, affine):
+    """(low, high) world z (mm) covered by a stack, half a slice beyond the end slices."""
+    k = np.array([0.0, len(headers) - 1.0])
+    ends = affine[:3, 3][None, :] + k[:, None] * affine[:3, 2][None, :]
+    half = abs(affine[2, 2]) / 2.0
+    return float(ends[:, 2].min() - half), float(ends[:, 2].max() + half)
+
+
+def ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where):
+    """Refuse a CT that leaves more than the tolerance of the PET's axial range uncovered
+    (same frame of reference assumed)."""
+    p_lo, p_hi = _z_extent(pet_headers, pet_affine)
+    c_lo, c_hi = _z_extent(ct_headers, ct_affine)
+    uncovered = max(c_lo - p_lo, 0.0), max(p_hi - c_hi, 0.0)
+    if max(uncovered) > COVERAGE_TOLERANCE_MM:
+        raise DualpetInputError(
+            f"{where}: the CT covers z = {c_lo:.0f} to {c_hi:.0f} mm but the PET spans {p_lo:.0f} to {p_hi:.0f} mm "
+            f"({max(uncovered):.0f} mm uncovered; tolerated {COVERAGE_TOLERANCE_MM:.0f} mm; attribute "
+            "ImagePositionPatient): a CT covering the whole PET is needed"
+        )  # fmt: skip
+    return {"pet_z_mm": [round(p_lo, 1), round(p_hi, 1)], "ct_z_mm": [round(c_lo, 1), round(c_hi, 1)],
+            "uncovered_mm": [round(u, 1) for u in uncovered]}  # fmt: skip
+
+
+def pixel_data_readable(series, headers, where):
+    """Refuse truncated images (every file) and an undecodable transfer syntax (one image)."""
+    for ds in headers:
+        element = ds.get_item(PIXEL_DATA, keep_deferred=True)
+        number = _value(ds, "InstanceNumber") or "?"
+        if element is None:
+            raise DualpetInputError(f"{where}, {series.label}: image InstanceNumber {number} has no PixelData (7FE0,0010)")
+        value = getattr(element, "value", None)
+        length = getattr(element, "length", None)
+        if value is None and length not in (None, UNDEFINED_LENGTH):  # deferred: compare with the file's size
+            size = os.path.getsize(ds.filename)
+            if element.value_tell + length > size:
+                raise DualpetInputError(
+                    f"{where}, {series.label}: image InstanceNumber {number} is truncated (PixelData (7FE0,0010) "
+                    f"needs {length} bytes, the file ends {element.value_tell + length - size} bytes short)"
+                )  # fmt: skip
+    probe = pydicom.dcmread(headers[len(headers) // 2].filename, force=True)
+    try:
+        probe.pixel_array  # noqa: B018 - decoding is the check
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: unsupported or corrupt
+        syntax = getattr(getattr(probe, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", "") or "unknown"
+        raise DualpetInputError(
+            f"{where}, {series.label}: pixel data cannot be decoded (transfer syntax {name}, attribute "
+            f"TransferSyntaxUID (0002,0010)): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
