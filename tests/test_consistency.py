@@ -1,0 +1,99 @@
+"""Inspection refuses what would otherwise be measured wrongly or fail later: another
+patient's series, a CT not covering the PET, studies of different patients, truncated or
+undecodable pixel data. Messages name attributes, never their values."""
+
+from __future__ import annotations
+
+import shutil
+
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate
+
+from dualpet.convert import inspect_study
+
+
+@pytest.fixture()
+def studies(cohort_dir, tmp_path):
+    """Copies of patient P001's two studies and patient P002's reference study."""
+    for pid, tracer in (("P001", "fdg"), ("P001", "pentixafor"), ("P002", "fdg")):
+        shutil.copytree(cohort_dir / "dicom" / pid / tracer, tmp_path / pid / tracer)
+    return tmp_path
+
+
+def _inspect(folder, tmp_path, other=None, tracer="fdg"):
+    return inspect_study(folder, patient="P001", tracer=tracer, out_json=tmp_path / "inspect.json",
+                         other_study=other)  # fmt: skip
+
+
+def _edit(folder, **attrs):
+    for p in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        for key, value in attrs.items():
+            setattr(ds, key, value(ds) if callable(value) else value)
+        ds.save_as(p)
+
+
+def test_a_clean_study_passes_with_coverage_recorded(studies, tmp_path):
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path, other=(studies / "P001" / "pentixafor", "pentixafor"))
+    assert verdict["ok"], verdict
+    # the generator's grids share a 390 mm field of view: 98 PET slices of 4 mm reach 1 mm further
+    assert max(verdict["ct_coverage"]["uncovered_mm"]) <= 1.0
+
+
+def test_another_patients_pet_in_the_folder_is_refused(studies, tmp_path):
+    folder = studies / "P001" / "fdg"
+    shutil.rmtree(folder / "PT_3")
+    shutil.copytree(studies / "P002" / "fdg" / "PT_3", folder / "PT_3")
+    verdict = _inspect(folder, tmp_path)
+    assert not verdict["ok"] and "different PatientID (0010,0020)" in verdict["error"]
+    pid = pydicom.dcmread(next((folder / "PT_3").glob("*.dcm"))).PatientID
+    assert pid not in (tmp_path / "inspect.json").read_text()  # named by attribute, not by value
+
+
+def test_pet_and_ct_of_different_studies_or_days_are_refused(studies, tmp_path):
+    folder = studies / "P001" / "fdg"
+    _edit(folder / "PT_3", StudyInstanceUID="1.2.3.4", FrameOfReferenceUID="1.2.3.5")
+    assert "share neither StudyInstanceUID" in _inspect(folder, tmp_path)["error"]
+    _edit(folder / "PT_3", StudyInstanceUID=lambda ds: pydicom.dcmread(next((folder / "CT_2").glob("*.dcm"))).StudyInstanceUID,
+          AcquisitionDate="20000101")  # fmt: skip
+    verdict = _inspect(folder, tmp_path)
+    assert not verdict["ok"] and "days apart" in verdict["error"]
+
+
+def test_ct_covering_half_the_pet_is_refused(studies, tmp_path):
+    ct = studies / "P001" / "fdg" / "CT_2"
+    files = sorted(ct.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    for p in files[: len(files) // 2]:
+        p.unlink()
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert not verdict["ok"] and "the CT covers z =" in verdict["error"] and "ImagePositionPatient" in verdict["error"]
+
+
+def test_studies_of_different_patients_are_refused_unless_told(studies, tmp_path):
+    _edit(studies / "P002" / "fdg" / "PT_3", PatientSex=lambda ds: "M" if ds.PatientSex == "F" else "F")
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path, other=(studies / "P002" / "fdg", "pentixafor"))
+    assert not verdict["ok"] and "the fdg and pentixafor studies carry different PatientID" in verdict["error"]
+    assert "check_patient_identity" in verdict["error"]  # says how to allow separately de-identified studies
+    assert _inspect(studies / "P001" / "fdg", tmp_path, other=None)["ok"]
+    assert _inspect(studies / "P001" / "fdg", tmp_path, other=(tmp_path / "missing", "pentixafor"))["ok"]
+
+
+def test_truncated_image_is_refused_at_inspection(studies, tmp_path):
+    path = sorted((studies / "P001" / "fdg" / "CT_2").glob("*.dcm"))[7]
+    number = pydicom.dcmread(path).InstanceNumber
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])  # cut inside PixelData
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert not verdict["ok"] and f"image InstanceNumber {number} is truncated" in verdict["error"]
+    assert path.name not in verdict["error"]
+
+
+def test_undecodable_pixel_data_is_refused_at_inspection(studies, tmp_path):
+    for p in (studies / "P001" / "fdg" / "PT_3").glob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        ds.PixelData = encapsulate([ds.PixelData])  # claims JPEG 2000; the bytes are not a codestream
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+        ds.save_as(p)
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert not verdict["ok"] and "cannot be decoded" in verdict["error"] and "TransferSyntaxUID" in verdict["error"]
