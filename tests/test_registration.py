@@ -420,3 +420,21 @@ def test_body_mask_excludes_table(studies):
     # Lungs (holes in the thresholded body) are filled.
     i, j, k = np.round(img.TransformPhysicalPointToContinuousIndex(tuple(C0 + [70, -10, 50]))).astype(int)
     assert arr[i, j, k] == 1
+
+
+@pytest.mark.slow
+def test_same_transform_at_any_thread_count(cohort_dir, tmp_path):
+    """Identical inputs give byte-identical transform files with 1 and 2 threads, and on
+    repeated runs (ITK's multi-threaded metric sums are not; the optimisation runs in one)."""
+    from dualpet.convert import convert_study
+
+    cts = {}
+    for tracer in ("fdg", "pentixafor"):
+        convert_study(cohort_dir / "dicom" / "P001" / tracer, patient="P001", tracer=tracer, ct_out=tmp_path / f"{tracer}.nii.gz",
+                      pet_out=tmp_path / f"{tracer}_pet.nii.gz", json_out=tmp_path / f"{tracer}.json")  # fmt: skip
+        cts[tracer] = tmp_path / f"{tracer}.nii.gz"
+    texts = set()
+    for n, threads in enumerate((2, 1, 2)):
+        register_ct(cts["fdg"], cts["pentixafor"], tmp_path / f"t{n}.tfm", None, threads=threads, affine=True)
+        texts.add((tmp_path / f"t{n}.tfm").read_text())
+    assert len(texts) == 1

@@ -12,7 +12,7 @@ rule register:
         "results/benchmarks/register/{patient}.tsv"
     conda:
         "../../envs/register.yaml"
-    threads: 2
+    threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
     resources:
         mem_mb=4000,
         runtime=20,
