@@ -480,7 +480,7 @@ def segment_study(
     bg_voi = None
     if background_mask:
         bg_voi = labels_on_grid(background_mask, suv.shape, pet_affine, "background mask") != 0
-        bg = measure_mask(suv, pet_affine, bg_voi, where=f"{where}: background mask {background_mask}")
+        bg = measure_mask(suv, pet_affine, bg_voi, where=f"{where}: background mask (studies sheet)")
     elif background_at is not None:
         bg = measure_at(suv, pet_affine, background_at, method)
     elif method == "liver":
@@ -499,7 +499,7 @@ def segment_study(
         data, data_affine = read_label_image(lesion_mask, "lesion mask")
         regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
         lesions, dropped = lesions_from_mask(suv, pet_affine, regions, [int(v) for v in np.unique(data) if v != 0])
-        info = {"threshold_suv": None, "lesion_mask": str(lesion_mask), "labels_outside_pet": dropped}
+        info = {"threshold_suv": None, "lesion_mask": "studies sheet column lesion_mask", "labels_outside_pet": dropped}
     elif kind == "seeds":
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
                                      where=where)  # fmt: skip
