@@ -10,7 +10,7 @@ DEMO_SEED ?= 2021
 # Rules call `python -m dualpet`: the venv must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test venv lint fmt dry-run clean
+.PHONY: demo test test-fast venv lint fmt dry-run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(STAMP) results/demo_input/studies.tsv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The developer's loop: everything but the end-to-end workflow runs (about a minute).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
