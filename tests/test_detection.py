@@ -243,3 +243,37 @@ def test_h_maxima_per_component_equals_the_whole_image():
     mask = values >= np.percentile(values, 90)
     whole = h_maxima(np.where(mask, values, 0.0), 0.2).astype(bool) & mask
     assert whole.sum() > 5 and np.array_equal(_h_maxima_in(mask, values, 0.2), whole)
+
+
+def test_what_lives_only_in_the_end_planes_is_noise():
+    """A hot speck in the first 2 planes of the axial field of view (4 mm planes, 12 mm
+    rule: 3 planes) is rejected as end-plane noise; the same speck mid-volume, and a lesion
+    that reaches from the end planes into the volume, are lesions."""
+    shape = (30, 30, 40)
+    suv = np.full(shape, 0.6, np.float32)
+    suv[14:17, 14:17, 0:2] = 6.0  # end planes only
+    suv[14:17, 14:17, 20:22] = 6.0  # the same speck in the middle
+    suv[5:9, 5:9, 34:40] = 6.0  # from the last plane 6 planes (24 mm) into the volume
+    labels, info = detect_lesions(suv, AFF, 3.0, min_volume_ml=0.05)
+    ks = sorted(les["peak_ijk"][2] for les in info["lesions"])
+    assert len(ks) == 2 and 20 <= ks[0] <= 21 and ks[1] >= 34, info
+    assert any("first or last 3 planes" in r["reason"] for r in info["rejected"])
+    _, kept = detect_lesions(suv, AFF, 3.0, min_volume_ml=0.05, end_planes_mm=0)
+    assert len(kept["lesions"]) == 3
+
+
+def test_plane_noise_profile_is_measured_from_the_image():
+    """Noise 3x higher in the end planes (the generator's sensitivity model) is measured
+    from the image alone, and a noise blob there must stand out further than mid-volume."""
+    from dualpet.segmentation import plane_noise_profile
+    from dualpet.synth.render import add_pet_noise, axial_noise_profile
+
+    true = axial_noise_profile(60, 4.0)
+    clean = np.full((40, 40, 60), 1.0, np.float32)
+    clean[5:35, 5:35, :] = 2.0  # a "body" in air-like surroundings
+    noisy = add_pet_noise(clean, np.random.default_rng(1), 0.12, axial_profile=true)
+    est = plane_noise_profile(noisy)
+    # 15 %: a robust SD of ~900 correlated voxels per plane; the two outermost planes are
+    # further raised by the smoothing kernel's reflection at the volume's edge
+    assert np.allclose(est[2:-2], true[2:-2], rtol=0.15)
+    assert est[0] > 2.0 and est[-1] > 2.0 and 0.85 < np.median(est[20:40]) < 1.15

@@ -176,3 +176,20 @@ def test_size_presets():
 def test_unknown_size_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="unknown size"):
         generate_cohort(tmp_path, n_patients=1, size=bad)
+
+
+def test_pet_end_planes_are_noisier():
+    """The generator's whole-body PET has the scanner's falling sensitivity at both axial
+    ends: the noise of the outermost planes is about 1/sqrt(0.1) = 3.2x that of the middle."""
+    from dualpet.synth.render import add_pet_noise, axial_noise_profile
+
+    profile = axial_noise_profile(100, 4.0)
+    assert profile[0] == pytest.approx(1 / np.sqrt(0.1 + 0.9 * 2 / 40), rel=1e-6) and profile[50] == 1.0
+    assert np.all(np.diff(profile[:50]) <= 0) and np.allclose(profile, profile[::-1])
+    clean = np.full((40, 40, 100), 2.0, np.float32)
+    noisy = add_pet_noise(clean, np.random.default_rng(0), 0.1, axial_profile=profile)
+    # plane 3 (14 mm in): clear of the smoothing kernel's edge effect on the outermost planes;
+    # 10 %: the standard deviation of 1,600 correlated samples
+    ratio = noisy[:, :, 3].std() / noisy[:, :, 45:55].std()
+    assert ratio == pytest.approx(profile[3], rel=0.1)
+    assert noisy[:, :, 0].std() > 2.5 * noisy[:, :, 45:55].std()

@@ -193,6 +193,7 @@ def detect_lesions(
     exclusion=None,
     shell_mm=(6.0, 16.0),
     hu=None,
+    end_planes_mm=12.0,
 ):
     """Detect lesions in a PET volume.
 
@@ -218,6 +219,9 @@ def detect_lesions(
         Inner and outer distance (mm) of the local-background shell.
     hu : ndarray, optional
         CT numbers on the PET grid (:func:`ct_on_pet_grid`) for the urine rule.
+    end_planes_mm : float
+        A candidate lying entirely within this distance of either end of the PET's axial
+        field of view is noise: the end planes have the scanner's lowest sensitivity.
 
     Returns
     -------
@@ -255,6 +259,8 @@ def detect_lesions(
     pieces = watershed(-smooth, markers, mask=mask, connectivity=3)
 
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    n_end = int(np.ceil(end_planes_mm / spacing[2] - 1e-9)) if end_planes_mm > 0 else 0
+    plane_noise = plane_noise_profile(suv)
     lesions, rejected = [], []
     for lab, sl in enumerate(ndimage.find_objects(pieces), start=1):
         if sl is None:
@@ -278,15 +284,19 @@ def detect_lesions(
             local = max(local, float(np.median(suv[sl][region])))
         cand["local_background_suv"] = local
         reason = None
-        if _part_of_larger_uptake(suv, peak, cand["suvmax"] / organ_contrast, max_volume_ml, spacing, vox_ml):
+        if n_end and (sl[2].stop <= n_end or sl[2].start >= suv.shape[2] - n_end):
+            reason = (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
+                      "axial field of view, where sensitivity is lowest)")  # fmt: skip
+        elif _part_of_larger_uptake(suv, peak, cand["suvmax"] / organ_contrast, max_volume_ml, spacing, vox_ml):
             reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
                       f"above 1/{organ_contrast} of its SUVmax")  # fmt: skip
         elif hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, cand["suvmax"], vox_ml)) is not None:
             reason = (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
                       f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
-        elif cand["suvmax"] < organ_contrast * local:
+        elif cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local:
             where = "an organ-sized uptake region" if organ_like or in_organ else "its surroundings"
-            reason = f"physiological or noise: SUVmax below {organ_contrast}x the local background {local:.2f} of {where}"
+            noisier = f" (its plane {plane_noise[peak[2]]:.1f}x noisier than the volume's middle)" if contrast > organ_contrast else ""
+            reason = f"physiological or noise: SUVmax below {contrast:.2f}x the local background {local:.2f} of {where}{noisier}"
         elif organ_like:
             # A lesion inside an organ whose own uptake exceeds the threshold shares the
             # organ's watershed basin: keep only its part above the contrast level.
@@ -306,12 +316,47 @@ def detect_lesions(
         "max_volume_ml": max_volume_ml,
         "organ_fraction": organ_fraction,
         "organ_contrast": organ_contrast,
+        "end_planes_mm": end_planes_mm,
         "split_h_suv": h,
         "lesions": lesions,
         "organs": organs,
         "rejected": rejected,
     }
     return labels, info
+
+
+#: Planes whose noise is estimated: voxels above this fraction of the median SUV of the
+#: positive voxels (the body), in planes holding at least MIN_PLANE_VOXELS of them.
+NOISE_BODY_FRACTION, MIN_PLANE_VOXELS = 0.5, 50
+
+
+def plane_noise_profile(suv):
+    """Noise of each axial plane relative to the volume's middle, from the image itself.
+
+    PET noise grows towards the ends of the axial field of view (falling sensitivity) and
+    with activity (as its square root). Per plane, the robust SD (1.4826 x MAD) of the
+    high-pass residual (image minus a 1-voxel Gaussian smoothing), divided by the square
+    root of the smoothed activity, inside the body; divided by the median of the central
+    half of the planes. Planes too empty to estimate get 1.
+    """
+    suv = suv.astype(np.float32)
+    smooth = ndimage.gaussian_filter(suv, 1.0)
+    positive = suv[suv > 0]
+    if positive.size == 0:
+        return np.ones(suv.shape[2])
+    body = smooth > NOISE_BODY_FRACTION * float(np.median(positive))
+    z = (suv - smooth) / np.sqrt(np.maximum(smooth, 1e-3))
+    sd = np.full(suv.shape[2], np.nan)
+    for k in range(suv.shape[2]):
+        vals = z[:, :, k][body[:, :, k]]
+        if vals.size >= MIN_PLANE_VOXELS:
+            sd[k] = 1.4826 * np.median(np.abs(vals - np.median(vals)))
+    n = suv.shape[2]
+    central = sd[n // 4 : n - n // 4]
+    ref = np.nanmedian(central) if np.isfinite(central).any() else np.nan
+    if not np.isfinite(ref) or ref <= 0:
+        return np.ones(n)
+    return np.where(np.isfinite(sd), sd / ref, 1.0)
 
 
 def _h_maxima_in(mask, values, h):
@@ -510,7 +555,7 @@ def segment_study(
             given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
             liver_voi = bg if given_liver else liver(hu_ct, ct_affine, suv, pet_affine, where=where)
         threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
-        keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast")
+        keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
         exclusion, excluded = None, {"provided": False}
         if exclusion_mask:
             chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None

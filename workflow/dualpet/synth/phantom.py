@@ -17,20 +17,23 @@ import numpy as np
 
 # Tissue labels. Lesions get LESION_BASE + index.
 AIR, FAT, MUSCLE, LUNG, LIVER, SPLEEN, KIDNEY, BLADDER = 0, 1, 2, 3, 4, 5, 6, 7
-MYOCARDIUM, BLOOD, BONE, MARROW, TABLE = 8, 9, 10, 11, 12
+MYOCARDIUM, BLOOD, BONE, MARROW, TABLE, PAD = 8, 9, 10, 11, 12, 13
 LESION_BASE = 100
 TISSUES = {
     AIR: "air", FAT: "fat", MUSCLE: "muscle", LUNG: "lung", LIVER: "liver",
     SPLEEN: "spleen", KIDNEY: "kidney", BLADDER: "bladder", MYOCARDIUM: "myocardium",
-    BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table",
+    BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table", PAD: "pad",
 }  # fmt: skip
 
 #: CT numbers (HU) per tissue; lesions get their own (see :class:`Lesion`).
 HU = {
     AIR: -1000.0, FAT: -100.0, MUSCLE: 45.0, LUNG: -840.0, LIVER: 62.0, SPLEEN: 50.0,
     KIDNEY: 32.0, BLADDER: 8.0, MYOCARDIUM: 45.0, BLOOD: 40.0, BONE: 750.0,
-    MARROW: 230.0, TABLE: 150.0,
+    MARROW: 230.0, TABLE: 250.0, PAD: -300.0,
 }  # fmt: skip
+#: The couch (fixed in the scanner): a curved carbon-fibre shell (TABLE) under a thin,
+#: compressed mattress (PAD) on which the patient's back rests, as on real PET/CT couches.
+COUCH = {"pad_mm": 3.0, "shell_mm": 6.0, "curvature_radius_mm": 600.0, "half_width_mm": 230.0}
 
 #: Physiological uptake (SUVbw of the tissue, before partial volume), population medians.
 #: FDG: liver ~2, myocardium variable, renal excretion into kidneys and bladder.
@@ -192,7 +195,18 @@ def make_anatomy(rng):
     # Bladder (urine) low in the pelvis.
     bladder_c = np.array([0.0, -45.0, -205.0]) + j(5)
     shapes.append(Shape(BLADDER, bladder_c, np.array([42.0, 32.0, 30.0]) * g()))
+    arms = "down" if rng.uniform() < 0.5 else "up"  # arms up lie above the field of view
+    if arms == "down":
+        for side in (-1, 1):
+            semi = np.array([40.0, 46.0]) * rng.uniform(0.9, 1.1, size=2)
+            c = np.array([side * (bx + rng.uniform(4.0, 18.0) + semi[0]), rng.uniform(-10.0, 15.0), -80.0])
+            shapes.append(Shape(FAT, c, np.array([*semi, 330.0]), "cylinder"))
+            shapes.append(Shape(MUSCLE, c, np.array([*(semi - 8.0), 330.0]), "cylinder"))
+            bone_c = c + np.array([side * -6.0, 0.0, 0.0])
+            shapes.append(Shape(BONE, bone_c, np.array([12.0, 12.0, 330.0]), "cylinder"))
+            shapes.append(Shape(MARROW, bone_c, np.array([7.0, 7.0, 330.0]), "cylinder"))
     landmarks = {
+        "arms": arms,
         "aorta_xy": aorta_xy,
         "aorta_radius": aorta_r,
         "aorta_z": (-200.0, 150.0),

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from dualpet.geometry import apply_affine
-from dualpet.synth.phantom import AIR, HU, LESION_BASE, LESION_HU, TABLE
+from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, PAD, TABLE
 
 #: Fine-grid subdivision per axis used to integrate activity over PET voxels.
 PET_SUPERSAMPLE = 2
@@ -64,16 +64,21 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True):
     return labels
 
 
-def add_table(labels, affine, table_top_y, thickness=12.0, half_width=230.0):
-    """Paint the scanner couch (fixed in scanner coordinates) where there is air."""
-    ny = labels.shape[1]
-    y = affine[1, 3] + affine[1, 1] * np.arange(ny)
-    x = affine[0, 3] + affine[0, 0] * np.arange(labels.shape[0])
-    ysel = (y >= table_top_y) & (y <= table_top_y + thickness)
-    xsel = np.abs(x) <= half_width
-    region = labels[np.ix_(xsel, ysel)]
-    region[region == AIR] = TABLE
-    labels[np.ix_(xsel, ysel)] = region
+def add_table(labels, affine, table_top_y):
+    """Paint the couch (fixed in scanner coordinates) where there is air: a curved shell
+    (rising towards its edges) under a thin pad, whose top touches the patient's lowest
+    (most posterior, largest y) point at ``table_top_y``."""
+    ni, nj = labels.shape[:2]
+    x = (affine[0, 3] + affine[0, 0] * np.arange(ni))[:, None]
+    y = (affine[1, 3] + affine[1, 1] * np.arange(nj))[None, :]
+    top = table_top_y - x**2 / (2.0 * COUCH["curvature_radius_mm"])  # cradle: edges more anterior
+    across = np.abs(x) <= COUCH["half_width_mm"]
+    pad = across & (y >= top) & (y < top + COUCH["pad_mm"])
+    shell = across & (y >= top + COUCH["pad_mm"]) & (y < top + COUCH["pad_mm"] + COUCH["shell_mm"])
+    for k in range(labels.shape[2]):
+        plane = labels[:, :, k]
+        plane[pad & (plane == AIR)] = PAD
+        plane[shell & (plane == AIR)] = TABLE
     return labels
 
 
@@ -146,14 +151,31 @@ def render_pet_truth(phantom, tracer, shape, affine, pose, fwhm_mm):
     return suv.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
 
 
-def add_pet_noise(clean, rng, cov_ref, ref_suv=2.0, corr_sigma_vox=0.8):
+#: Whole-body PET sensitivity falls towards both ends of the axial field of view (the outer
+#: half of the first and last bed is seen by ever fewer detector rings): relative
+#: sensitivity rises linearly from END_SENSITIVITY at the outermost plane to 1 at
+#: END_RAMP_MM from it, so noise there is up to 1/sqrt(END_SENSITIVITY) ~ 3x higher.
+END_SENSITIVITY, END_RAMP_MM = 0.1, 40.0
+
+
+def axial_noise_profile(n_slices, slice_mm):
+    """Per-plane noise factor 1/sqrt(relative sensitivity) of a whole-body PET."""
+    d = np.minimum(np.arange(n_slices), np.arange(n_slices)[::-1]) * slice_mm + slice_mm / 2.0
+    sensitivity = np.minimum(1.0, END_SENSITIVITY + (1.0 - END_SENSITIVITY) * d / END_RAMP_MM)
+    return 1.0 / np.sqrt(sensitivity)
+
+
+def add_pet_noise(clean, rng, cov_ref, ref_suv=2.0, corr_sigma_vox=0.8, axial_profile=None):
     """Reconstruction-like noise: spatially correlated, variance proportional to the signal.
 
     The standard deviation is ``cov_ref * sqrt(v * ref_suv)``, i.e. a coefficient of
     variation of ``cov_ref`` at SUV ``ref_suv`` (liver-like), falling as 1/sqrt(SUV) for
-    hotter regions. Negative values are clipped as OSEM images are non-negative.
+    hotter regions, times ``axial_profile[k]`` per plane (see :func:`axial_noise_profile`).
+    Negative values are clipped as OSEM images are non-negative.
     """
     z = ndimage.gaussian_filter(rng.standard_normal(clean.shape).astype(np.float32), corr_sigma_vox)
     z /= z.std()
+    if axial_profile is not None:
+        z *= np.asarray(axial_profile, dtype=np.float32)[None, None, :]
     noisy = clean + cov_ref * np.sqrt(np.maximum(clean, 0.0) * ref_suv) * z
     return np.maximum(noisy, 0.0).astype(np.float32)
