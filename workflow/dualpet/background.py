@@ -15,15 +15,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from dualpet.anatomy import BODY_HU_MIN, BONE_HU_MIN, LIVER_HU, LUNG_HU_MAX, SOFT_TISSUE_HU
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
 
 
 def _thoracic_levels(hu, n_levels=12):
     """Slice indices (k) of the CT with the largest lung area."""
-    body = hu > -400
+    body = hu > BODY_HU_MIN
     filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
-    lung = filled & (hu < -500)
+    lung = filled & (hu < LUNG_HU_MAX)
     area = lung.sum(axis=(0, 1))
     if area.max() == 0:
         return None, filled
@@ -45,7 +46,7 @@ def vertebral_centre(hu, affine):
         ii, jj = np.nonzero(slab)
         centre_i = ii.mean()
         posterior_j = np.percentile(jj, 80)  # j grows posterior for axial LPS images
-        bone, n = ndimage.label(hu[:, :, k] > 150)
+        bone, n = ndimage.label(hu[:, :, k] > BONE_HU_MIN)
         if n == 0:
             continue
         coms = np.array(ndimage.center_of_mass(bone, bone, range(1, n + 1)))
@@ -99,7 +100,7 @@ def aorta_centre(hu, ct_affine, vertebra, *, offset_mm=(25.0, -30.0), search_mm=
     if np.any(hi - lo < 3):
         return None, 0.0
     sub = hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    soft = (sub > -50) & (sub < 100)
+    soft = (sub > SOFT_TISSUE_HU[0]) & (sub < SOFT_TISSUE_HU[1])
     dist = np.mean(
         [ndimage.distance_transform_edt(soft[:, :, k], sampling=spacing[:2]) for k in range(soft.shape[2])], axis=0
     )
@@ -146,8 +147,6 @@ def blood_pool(hu, ct_affine, suv, pet_affine, *, offset_mm=(25.0, -30.0), searc
 
 #: Radius (mm) of the liver background sphere (3 cm diameter).
 LIVER_RADIUS_MM = 15.0
-#: Non-contrast CT density window of liver parenchyma (HU, after light smoothing).
-LIVER_HU = (50.0, 85.0)
 
 
 #: In-plane voxel size (mm) the liver search works at: block averages of finer CT pixels
@@ -184,9 +183,9 @@ def liver_centre(hu, ct_affine):
 def _liver_search(hu, ct_affine):
     """:func:`liver_centre` plus the smoothed CT it searched (None if it stopped early)."""
     spacing = voxel_spacing(ct_affine)
-    body = hu > -400
+    body = hu > BODY_HU_MIN
     filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
-    lung = filled & (hu < -500)
+    lung = filled & (hu < LUNG_HU_MAX)
     if not lung.any():
         return None, 0.0, None
     ii, jj, kk = np.nonzero(filled)

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from dualpet.anatomy import BONE_HU_MIN, FAT_HU, LUNG_HU
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
 from dualpet.io import atomic_path, write_tsv
 from dualpet.metrics import isocontour_voi
@@ -147,10 +148,6 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
     return out
 
 
-#: CT numbers of fat (HU).
-FAT_HU = (-190.0, -30.0)
-#: CT numbers of aerated lung (HU); outside air and bowel gas (about -1000) stay below.
-LUNG_HU = (-950.0, -500.0)
 
 
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
@@ -170,7 +167,7 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     hu = values_in_ball(ct_hu, ct_affine, point_lps, radius_mm)
     if hu.size == 0:
         return ""
-    if np.percentile(hu, 75) > 150:
+    if np.percentile(hu, 75) > BONE_HU_MIN:
         return "bone"
     if np.median(hu) < -300:
         return "lung"

@@ -41,13 +41,14 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from dualpet.anatomy import WATER_HU
 from dualpet.geometry import apply_affine, nearest_on_grid, voxel_volume_ml
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 #: A candidate holding at least this share of an organ-sized uptake region is that organ.
 ORGAN_SHARE = 0.25
 #: Water density on CT (HU): urine in the bladder, ureters and renal pelvis.
-URINE_HU = (-20.0, 20.0)
+URINE_HU = WATER_HU
 #: The hot core the urine rule looks at: SUV at or above this fraction of the SUVmax.
 URINE_CORE = 0.7
 #: Smallest hot core (mL) the urine rule judges (smaller cores are mostly partial volume).
