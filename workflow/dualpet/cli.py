@@ -196,8 +196,10 @@ def isolation(s, *, inputs=(), outputs=(), dirs=()):
     s.add_argument("--isolate-failures", action="store_true",
                    help="on failure, write placeholders carrying the reason (the patient is excluded) and exit 0")  # fmt: skip
     for name in ("--patient", "--tracer"):
-        if name not in s._option_string_actions:
+        try:  # most steps have them already
             s.add_argument(name, default="")
+        except argparse.ArgumentError:
+            pass
     s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs)})
 
 

@@ -14,15 +14,21 @@ from pathlib import Path
 def regular_files(folder):
     """Regular files under ``folder`` (recursive, sorted; symlinks to files followed; named
     pipes, sockets and devices skipped, so that reading never blocks)."""
+    for path, _ in _regular_files_with_stat(folder):
+        yield path
+
+
+def _regular_files_with_stat(folder):
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
             path = Path(root) / name
             try:
-                if stat.S_ISREG(path.stat().st_mode):
-                    yield path
+                st = path.stat()
             except OSError:
                 continue
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
 
 
 def folder_fingerprint(folder):
@@ -38,8 +44,7 @@ def folder_fingerprint(folder):
         return "unreadable"
     h = hashlib.sha256()
     n = 0
-    for path in regular_files(folder):
-        st = path.stat()
+    for path, st in _regular_files_with_stat(folder):
         h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         n += 1
     return f"{n}-{h.hexdigest()[:16]}"
