@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dualpet.failures import failures_in, read_failures, reasons
+from dualpet.failures import read_failures, reasons
 from dualpet.io import read_json, write_json, write_tsv
 
 #: Per-tracer lesion columns of the contract, in order.
@@ -80,12 +81,13 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     pictures) is listed in ``patients.tsv`` with ``status`` excluded and
     ``excluded_reason`` (one line per failed step); its lesions are left out.
     """
+    placeholder = {p: read_failures(p) for p in [*patient_jsons, *lesion_tsvs, *other_outputs]}  # read once
     failed = {}
-    for rec in failures_in([*patient_jsons, *lesion_tsvs, *other_outputs]):
+    for rec in {json.dumps(r, sort_keys=True): r for recs in placeholder.values() for r in recs or []}.values():
         failed.setdefault(rec["patient"], []).append(rec)
     rows = []
     for path in patient_jsons:
-        if read_failures(path) is None:
+        if placeholder[path] is None:
             row = read_json(path)
             if row["patient"] not in failed:
                 rows.append({**row, "status": "included", "excluded_reason": ""})
@@ -94,7 +96,7 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     frames = [
         pd.read_csv(p, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
         for p in lesion_tsvs
-        if read_failures(p) is None
+        if placeholder[p] is None
     ]
     frames = [f[~f["patient"].isin(failed)] for f in frames if len(f)]
     frames = [f for f in frames if len(f)]

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import pydicom
 
+from dualpet.dicom import IMAGE_SOP_CLASSES, header_text, looks_like_dicom
 from dualpet.errors import DualpetInputError
 from dualpet.files import regular_files
 
@@ -31,7 +32,7 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def _value(ds, keyword):
-    return str(ds.get(keyword, "") or "").strip()
+    return header_text(ds, keyword).strip()
 
 
 def _day(ds):
@@ -80,8 +81,6 @@ def same_patient(pet, other_folder, tracer, other_tracer, where):
 
 
 def _first_image(folder):
-    from dualpet.dicom import IMAGE_SOP_CLASSES, looks_like_dicom
-
     if not folder or not os.path.isdir(folder):
         return None
     for path in regular_files(folder):

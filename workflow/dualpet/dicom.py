@@ -103,7 +103,7 @@ def _values(ds, keyword):
     return tuple(str(v) for v in value)
 
 
-def _text(ds, keyword, default=""):
+def header_text(ds, keyword, default=""):
     value = ds.get(keyword, default)
     return default if value is None else str(value)
 
@@ -176,7 +176,7 @@ class Series:
         ds = self.headers[0] if self.headers else {}
         if "ATTN" not in {v.strip().upper() for v in self.corrected_image}:
             out.append(("not_attenuation_corrected", "CorrectedImage lacks ATTN"))
-        method = _words(_text(ds, "AttenuationCorrectionMethod")).strip()
+        method = _words(header_text(ds, "AttenuationCorrectionMethod")).strip()
         if method in NO_ATTENUATION_CORRECTION:  # the whole value, not a word of free text
             out.append(("not_attenuation_corrected", f"AttenuationCorrectionMethod {method}"))
         ok, why = quantitative_units(ds)
@@ -252,7 +252,7 @@ def scan_folder(folder):
                 warnings.simplefilter("ignore")  # forced reads of non-DICOM files complain
                 # headers parsed once; elements over 4 KB (pixel data) load lazily on access
                 ds = pydicom.dcmread(path, defer_size=4096, force=True)
-                uid = _text(ds, "SeriesInstanceUID")
+                uid = header_text(ds, "SeriesInstanceUID")
         except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
             continue  # not DICOM (or unreadable header): ignored, as documented
         if not uid or "SOPClassUID" not in ds:
@@ -260,13 +260,13 @@ def scan_folder(folder):
         if uid not in series:
             series[uid] = Series(
                 uid=uid,
-                modality=_text(ds, "Modality"),
-                description=_text(ds, "SeriesDescription").strip(),
-                number=_text(ds, "SeriesNumber").strip(),
-                frame_of_reference=_text(ds, "FrameOfReferenceUID"),
+                modality=header_text(ds, "Modality"),
+                description=header_text(ds, "SeriesDescription").strip(),
+                number=header_text(ds, "SeriesNumber").strip(),
+                frame_of_reference=header_text(ds, "FrameOfReferenceUID"),
                 image_type=_values(ds, "ImageType"),
                 corrected_image=_values(ds, "CorrectedImage"),
-                sop_class=_text(ds, "SOPClassUID"),
+                sop_class=header_text(ds, "SOPClassUID"),
             )
         series[uid].files.append(path)
         if series[uid].is_image:
@@ -449,7 +449,7 @@ def _check_stack(datasets, where):
 
 
 def _check_gaps(dist, where):
-    """Refuse duplicate positions and gaps beyond the jitter tolerance; the median gap."""
+    """Refuse duplicate positions and gaps beyond the jitter tolerance; the gaps."""
     steps = np.diff(dist)
     if np.any(steps < 1e-3):
         k = int(np.argmin(steps))
@@ -468,7 +468,7 @@ def _check_gaps(dist, where):
             f"along the normal" + (f" ({n_missing} slice(s) missing)" if n_missing >= 1 else "")
             + f"; tolerated: {GAP_ATOL_MM:g} mm + {GAP_RTOL:.0%} of the spacing"
         )  # fmt: skip
-    return step, steps
+    return steps
 
 
 def stack_geometry(datasets, where):
@@ -495,7 +495,7 @@ def stack_geometry(datasets, where):
     positions = positions[order]
     geometry = {"slices": len(datasets)}
     if len(datasets) > 1:
-        _, steps = _check_gaps(positions @ normal, where)
+        steps = _check_gaps(positions @ normal, where)
         k = np.arange(len(datasets), dtype=float)
         design = np.stack([np.ones_like(k), k], axis=1)
         (origin, slice_step), *_ = np.linalg.lstsq(design, positions, rcond=None)
@@ -563,7 +563,7 @@ def load_series(series, *, dtype=np.float32, label=None):
             pix = ds.pixel_array
         except Exception as exc:  # truncated or undecodable pixel data: name the image (not its file: often a UID)
             raise DualpetInputError(
-                f"{where}: cannot decode the pixel data of image InstanceNumber {_text(ds, 'InstanceNumber') or '?'} "
+                f"{where}: cannot decode the pixel data of image InstanceNumber {header_text(ds, 'InstanceNumber') or '?'} "
                 f"(slice {k + 1} of {nk}; attribute PixelData): {redact_paths(exc)}"
             ) from exc
         data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
