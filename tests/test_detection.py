@@ -164,23 +164,26 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
                       tmp_path / f"{name}.json", detection={"method": name}, patient=pid, tracer=tracer, **kw)  # fmt: skip
         seg[name] = read_json(tmp_path / f"{name}.json")["detection"]
         assert len(seg[name]["lesions"]) == len(wanted)
-        for les in wanted:  # every true lesion has its detection at its maximum (within 1.5 voxels)
+        for les in wanted:  # every true lesion has its detection at its maximum (noise moves the
+            # hottest voxel of a lesion by up to one voxel diagonal, sqrt(3) x 4 mm = 6.9 mm)
             d = [np.linalg.norm(np.subtract(f["peak_lps"], les["center_lps"][tracer])) for f in seg[name]["lesions"]]
-            assert min(d) <= 6.0
+            assert min(d) <= 7.0
         labels = np.asarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj)
         assert set(np.unique(labels)) == set(range(len(wanted) + 1))
-    # background mask: a 8 mm sphere in the aorta at the truth's blood-pool centre
+    # background mask: a 6 mm sphere in the aorta at the automatic blood-pool centre (at
+    # least 5 mm clear of the 11-13.5 mm lumen's wall: the PET blur's half width)
     bp = t["studies"][tracer]["background"]
     auto = read_json(tmp_path / "masks.json")["background"]
-    sphere = np.linalg.norm(world - np.array(auto["centre_lps"]), axis=-1) <= 8.0
+    sphere = np.linalg.norm(world - np.array(auto["centre_lps"]), axis=-1) <= 6.0
     nib.save(nib.Nifti1Image(sphere.astype(np.uint8), ct.affine), str(tmp_path / "bg.nii.gz"))
     segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "b.nii.gz", tmp_path / "b.json",
                   detection={"method": "background"}, patient=pid, tracer=tracer,
                   background_mask=tmp_path / "bg.nii.gz", background_png=tmp_path / "b.png")  # fmt: skip
     got = read_json(tmp_path / "b.json")["background"]
     assert got["source"].startswith("mask:sheet")
-    # 10 % : the noise of a ~30-voxel VOI at the generator's 10 % CoV, plus partial volume at the lumen wall
-    assert got["suvmean"] == pytest.approx(bp["blood_pool_suvmean_noiseless"], rel=0.10)
+    # 15 %: as for the automatic VOI (test_background): the noise of a ~15-voxel VOI at the
+    # generator's 10-14 % CoV, plus partial volume where the centre sits off the lumen's axis
+    assert got["suvmean"] == pytest.approx(bp["blood_pool_suvmean_noiseless"], rel=0.15)
     assert (tmp_path / "b.png").stat().st_size > 1000
     pet = nib.load(tmp_path / "pet.nii.gz")
     voi = labels_on_grid(tmp_path / "bg.nii.gz", pet.shape, lps_affine(pet.affine)) != 0
@@ -202,7 +205,7 @@ def test_unreadable_mask_is_a_clear_error(tmp_path):
 def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
     """Every lesion of the generated patients gets its true region (bone, lung, liver,
     lymph node) from the reference CT alone."""
-    from dualpet.background import liver_mask
+    from dualpet.anatomy import ORGAN_CLASSES, segment_ct
     from dualpet.matching import region_label
 
     for pid, t in truth.items():
@@ -212,8 +215,9 @@ def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
                       pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
         ct = nib.load(out / "ct.nii.gz")
         hu, aff = np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine)
-        liver = liver_mask(hu, aff)
-        assert liver is not None
+        labels, report = segment_ct(hu, aff)
+        assert report["liver"]["found"]
+        liver = (np.isin(labels, ORGAN_CLASSES["liver"]), aff)
         for les in t["lesions"]:
             got = region_label(hu, aff, np.array(les["center_lps"][ref]), liver=liver)
             assert got == les["region"], (pid, les["id"])

@@ -8,6 +8,9 @@ label map that will serve them all (issue: anatomy stage) builds on the same con
 
 from __future__ import annotations
 
+import numpy as np
+from scipy import ndimage
+
 #: Body (patient and anything touching it) versus air.
 BODY_HU_MIN = -400.0
 #: Aerated lung inside the body: below this (and the body's outline filled).
@@ -24,3 +27,709 @@ LIVER_HU = (50.0, 85.0)
 WATER_HU = (-20.0, 20.0)
 #: Bone (cortex and dense marrow) from this value up.
 BONE_HU_MIN = 150.0
+
+#: The organ label map's values: TotalSegmentator v2 ("total" task) class numbers. Where
+#: dualpet finds an organ TotalSegmentator splits (lung lobes, vertebral levels, bowel
+#: segments), the whole organ carries the first number of its classes; readers of a label
+#: map go through :data:`ORGAN_CLASSES`, so a TotalSegmentator map (with lobes and levels)
+#: and dualpet's own are read alike. ``body`` (the patient's remaining tissue) is not a
+#: TotalSegmentator class and takes 200.
+ORGANS = {
+    "spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "lung_left": 10, "lung_right": 12,
+    "bowel": 18, "urinary_bladder": 21, "vertebrae": 26, "heart": 51, "aorta": 52, "brain": 90,
+    "skull": 91, "body": 200,
+}  # fmt: skip
+#: TotalSegmentator v2 classes each organ stands for.
+ORGAN_CLASSES = {
+    "spleen": (1,), "kidney_right": (2,), "kidney_left": (3,), "liver": (5,), "lung_left": (10, 11),
+    "lung_right": (12, 13, 14), "bowel": (6, 18, 19, 20), "urinary_bladder": (21,),
+    "vertebrae": tuple(range(25, 51)), "heart": (51,), "aorta": (52,), "brain": (90,), "skull": (91,),
+    "body": (200,),
+}  # fmt: skip
+
+#: Contrast-enhanced blood (aorta, heart cavities): from this value up on the smoothed CT.
+ENHANCED_BLOOD_HU = (130.0, 600.0)
+#: Calcified plaque or dense contrast: not blood pool.
+CALCIFICATION_HU = 600.0
+#: Gas (bowel, stomach, airways): below this on the smoothed CT.
+GAS_HU_MAX = -900.0
+#: Aerated lung has a median CT number above this (about -850 HU, emphysema -900 to -950);
+#: gas in bowel and airways (about -1000 HU) below, however much partial volume its walls add.
+LUNG_MEDIAN_HU_MIN = -970.0
+#: ... and lung parenchyma has its 10th percentile above this, while a gas pocket has a
+#: core of air (small lung parts qualify by this; large ones by their median).
+LUNG_P10_HU_MIN = -975.0
+#: Soft tissue inside the skull (brain and CSF).
+BRAIN_HU = (-15.0, 90.0)
+#: Window (HU) around an organ's own median in which it is grown.
+ORGAN_WINDOW_HU = 25.0
+
+#: The grid the organ rules work on: about this voxel size (mm), by block averaging.
+WORK_MM = 3.0
+
+#: Plausible organ volumes (mL) when the organ lies wholly in the field of view; an organ
+#: cut by either end of the field of view only needs the lower bound of ``TRUNCATED_ML``.
+PLAUSIBLE_ML = {
+    "liver": (600.0, 4000.0), "spleen": (40.0, 1200.0), "kidney_right": (60.0, 450.0),
+    "kidney_left": (60.0, 450.0), "urinary_bladder": (15.0, 1200.0), "heart": (250.0, 1600.0),
+    "brain": (700.0, 2000.0), "lung_left": (700.0, 5000.0), "lung_right": (800.0, 5500.0),
+}  # fmt: skip
+TRUNCATED_ML = {"liver": 80.0, "brain": 100.0, "lung_left": 50.0, "lung_right": 50.0, "heart": 80.0}
+
+
+def work_grid(hu, affine, target_mm=WORK_MM):
+    """Block average of a CT to about ``target_mm`` voxels (slices only when thinner than
+    2 mm): (work CT, its voxel->LPS affine, block factors)."""
+    from dualpet.geometry import voxel_spacing
+
+    sp = voxel_spacing(affine)
+    f = [max(int(round(target_mm / sp[a])), 1) for a in (0, 1)] + [max(int(round(target_mm / sp[2])), 1) if sp[2] < 2.0 else 1]
+    if f == [1, 1, 1]:
+        return np.asarray(hu, dtype=np.float32), np.asarray(affine, dtype=float), f
+    n = [hu.shape[a] // f[a] * f[a] for a in range(3)]
+    out = np.asarray(hu[: n[0], : n[1], : n[2]], dtype=np.float32)
+    out = out.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5), dtype=np.float32)
+    scale = np.diag([f[0], f[1], f[2], 1.0])
+    scale[:3, 3] = [(f[a] - 1) / 2.0 for a in range(3)]
+    return out, np.asarray(affine, dtype=float) @ scale, f
+
+
+def to_full_grid(labels, factors, shape):
+    """Nearest-neighbour expansion of a work-grid label map back to the CT's grid."""
+    out = labels
+    for a, f in enumerate(factors):
+        if f > 1:
+            out = np.repeat(out, f, axis=a)
+    pad = [(0, max(s - o, 0)) for s, o in zip(shape, out.shape)]
+    out = np.pad(out, pad, mode="edge")
+    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+
+
+def _disk(radius_mm, spacing):
+    r = np.maximum(np.rint(radius_mm / np.asarray(spacing[:2])).astype(int), 1)
+    yy, xx = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1]
+    return (yy / max(r[0], 1e-9)) ** 2 + (xx / max(r[1], 1e-9)) ** 2 <= 1.0
+
+
+def _per_slice(fn, mask):
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        out[:, :, k] = fn(mask[:, :, k])
+    return out
+
+
+def _largest(mask, structure=None):
+    lab, n = ndimage.label(mask, structure=structure)
+    if n == 0:
+        return mask & False
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+class _Context:
+    """What the organ rules share: the smoothed work CT, its geometry and the organs found so far."""
+
+    def __init__(self, hu, affine):
+        from dualpet.geometry import apply_affine, voxel_spacing
+
+        self.affine = affine
+        self.spacing = voxel_spacing(affine)
+        self.voxel_ml = float(np.prod(self.spacing)) / 1000.0
+        # light smoothing: low-dose CT noise (20-40 HU per 1 mm pixel) must not break organs
+        self.g = ndimage.gaussian_filter(hu, sigma=(0.7, 0.7, 0.5)).astype(np.float32)
+        n = hu.shape
+        self.x = apply_affine(affine, np.stack([np.arange(n[0]), np.zeros(n[0]), np.zeros(n[0])], 1))[:, 0]
+        self.y = apply_affine(affine, np.stack([np.zeros(n[1]), np.arange(n[1]), np.zeros(n[1])], 1))[:, 1]
+        self.z = apply_affine(affine, np.stack([np.zeros(n[2]), np.zeros(n[2]), np.arange(n[2])], 1))[:, 2]
+        self.labels = np.zeros(n, dtype=np.uint8)
+        self.report = {}
+
+    def volume(self, mask):
+        return float(mask.sum()) * self.voxel_ml
+
+    def truncated(self, mask):
+        """Whether a mask touches the first or last plane of the field of view."""
+        planes = np.flatnonzero(mask.any(axis=(0, 1)))
+        return bool(planes.size and (planes[0] == 0 or planes[-1] == mask.shape[2] - 1))
+
+    def accept(self, name, mask, method, checks=None, **extra):
+        """Record an organ: painted (over body only) if plausible, reported either way."""
+        entry = {"found": False, "volume_ml": round(self.volume(mask), 1), "method": method, **extra}
+        entry["truncated_by_field_of_view"] = self.truncated(mask) if mask.any() else False
+        lo, hi = PLAUSIBLE_ML.get(name, (0.0, np.inf))
+        if entry["truncated_by_field_of_view"]:
+            lo, hi = TRUNCATED_ML.get(name, lo), hi
+        ok = bool(mask.any()) and lo <= entry["volume_ml"] <= hi
+        entry["checks"] = {f"volume within {lo:g}-{hi:g} mL": ok, **(checks or {})}
+        entry["found"] = bool(mask.any()) and all(entry["checks"].values())
+        if entry["found"]:
+            self.labels[mask & ((self.labels == 0) | (self.labels == ORGANS["body"]))] = ORGANS[name]
+        self.report[name] = entry
+        return entry["found"]
+
+    def mask(self, *names):
+        return np.isin(self.labels, [ORGANS[n] for n in names])
+
+
+def _body(c):
+    """The patient (trunk, arms, head) without the couch: CT above BODY_HU_MIN with holes
+    (lungs, gas) filled slice by slice, opened in-plane with a 5 mm disk (the couch's thin
+    shell and mattress fall apart from the patient), components of at least 50 mL kept and
+    regrown into what the opening removed."""
+    filled = _per_slice(ndimage.binary_fill_holes, c.g > BODY_HU_MIN)
+    disk = _disk(5.0, c.spacing)
+    opened = _per_slice(lambda m: ndimage.binary_opening(m, structure=disk), filled)
+    lab, n = ndimage.label(opened)
+    sizes = np.bincount(lab.ravel()) * c.voxel_ml
+    core = np.isin(lab, [i for i in range(1, n + 1) if sizes[i] >= 50.0])
+    return _per_slice(lambda m: ndimage.binary_dilation(m, structure=disk), core) & filled
+
+
+def _lungs(c, body):
+    """Aerated lung: inside the body, below LUNG_HU_MAX, in 3-D components of at least
+    20 mL whose median is lung-like (gas in bowel and airways is darker); split into left and
+    right at the body's midline where one component holds both."""
+    air = body & (c.g < LUNG_HU_MAX)
+    lab, n = ndimage.label(air)
+    if n == 0:
+        return air, air
+    idx = np.arange(1, n + 1)
+    sizes = ndimage.sum(np.ones_like(air, dtype=np.float32), lab, idx) * c.voxel_ml
+    medians = np.array(ndimage.median(c.g, lab, idx))
+    p10 = np.array([np.percentile(c.g[sl][lab[sl] == i], 10) if sizes[i - 1] >= 20.0 else -1000.0
+                    for i, sl in zip(idx, ndimage.find_objects(lab))])  # fmt: skip
+    like = (sizes >= 20.0) & (medians > LUNG_MEDIAN_HU_MIN) & ((p10 > LUNG_P10_HU_MIN) | (sizes >= 300.0))
+    if not like.any():
+        return air & False, air & False
+    # the main lung, and what lies at its levels (the other lung, a separate lobe or base)
+    planes = {i: np.flatnonzero((lab == i).any(axis=(0, 1))) for i in idx[like]}
+    main = idx[like][int(np.argmax(sizes[like]))]
+    lo, hi = planes[main].min(), planes[main].max()
+    keep = [i for i in idx[like] if np.mean((planes[i] >= lo) & (planes[i] <= hi)) >= 0.5]
+    lung = np.isin(lab, keep)
+    mid = float(np.mean(c.x[np.nonzero(body)[0]]))
+    left_cols = c.x > mid  # LPS: +x is the patient's left
+    left = lung & left_cols[:, None, None]
+    return left, lung & ~left
+
+
+def _brain(c, body):
+    """Brain: on slices where bone (> BONE_HU_MIN) encloses at least 20 cm2 of soft tissue
+    (the skull's ring), the enclosed brain-density tissue; its largest 3-D component."""
+    bone = body & (c.g > BONE_HU_MIN)
+    brain = np.zeros_like(body)
+    skull = np.zeros_like(body)
+    px = c.spacing[0] * c.spacing[1] / 100.0  # cm2 per pixel
+    for k in np.flatnonzero(bone.any(axis=(0, 1))):
+        filled = ndimage.binary_fill_holes(bone[:, :, k])
+        inside = filled & ~bone[:, :, k]
+        if inside.sum() * px < 20.0:
+            continue
+        soft = inside & (c.g[:, :, k] > BRAIN_HU[0]) & (c.g[:, :, k] < BRAIN_HU[1])
+        if soft.sum() >= 0.8 * inside.sum():
+            brain[:, :, k] = soft
+            ring, _ = ndimage.label(bone[:, :, k])
+            skull[:, :, k] = np.isin(ring, np.unique(ring[ndimage.binary_dilation(inside, iterations=2) & bone[:, :, k]]))
+    brain = _largest(brain)
+    return brain, skull & ndimage.binary_dilation(brain, iterations=4)
+
+
+def _spine(c, body, exclude):
+    """Vertebral column: on each slice the bone component nearest the posterior midline of
+    the trunk (holes filled: cancellous bone of low density belongs to it), kept where its
+    centre follows the column (within 25 mm of the median course)."""
+    bone = body & (c.g > BONE_HU_MIN) & ~exclude
+    trunk = body & ~exclude
+    cand = []
+    for k in range(body.shape[2]):
+        t = trunk[:, :, k]
+        if t.sum() < 50 or not bone[:, :, k].any():
+            cand.append(None)
+            continue
+        lab, n = ndimage.label(t)
+        big = lab == int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)  # the trunk, not the arms
+        ii, jj = np.nonzero(big)
+        target = np.array([c.x[int(round(ii.mean()))], np.percentile(c.y[jj], 85)])
+        bl, nb = ndimage.label(bone[:, :, k] & ndimage.binary_dilation(big, iterations=2))
+        if nb == 0:
+            cand.append(None)
+            continue
+        com = np.array(ndimage.center_of_mass(bl, bl, range(1, nb + 1)))
+        size = ndimage.sum(np.ones_like(bl), bl, range(1, nb + 1))
+        xy = np.stack([np.interp(com[:, 0], np.arange(len(c.x)), c.x), np.interp(com[:, 1], np.arange(len(c.y)), c.y)], 1)
+        d = np.linalg.norm(xy - target, axis=1)
+        d[size * c.spacing[0] * c.spacing[1] < 80.0] = np.inf  # at least 0.8 cm2
+        if not np.isfinite(d).any():
+            cand.append(None)
+            continue
+        b = int(np.argmin(d))
+        cand.append((xy[b], ndimage.binary_fill_holes(bl == b + 1)))
+    pts = np.array([cc[0] for cc in cand if cc is not None])
+    spine = np.zeros_like(body)
+    centre = {}
+    if len(pts) == 0:
+        return spine, centre
+    med = np.median(pts, axis=0)
+    for k, cc in enumerate(cand):
+        if cc is not None and np.linalg.norm(cc[0] - med) <= 25.0:
+            spine[:, :, k] = cc[1]
+            centre[k] = cc[0]
+    return spine, centre
+
+
+def _round_structure(c, k, target, window, exclude, search_mm):
+    """Centre (x, y) and radius (mm) of the roundest, widest structure of a CT window on
+    slice k within ``search_mm`` of ``target``: the maximum of the in-plane distance to the
+    window's edge (small holes from noise closed first)."""
+    m = (c.g[:, :, k] > window[0]) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
+    holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)  # noise specks inside the lumen
+    if n:
+        small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= 30.0)
+        m |= np.isin(holes, small[small > 0])
+    dist = ndimage.distance_transform_edt(m, sampling=c.spacing[:2])
+    near = np.hypot(c.x[:, None] - target[0], c.y[None, :] - target[1]) <= search_mm
+    dist[~near] = 0.0
+    if dist.max() <= 0:
+        return None, 0.0, m
+    top = dist >= dist.max() - 0.5 * c.spacing[:2].min()
+    ii, jj = np.nonzero(top)
+    return np.array([c.x[ii].mean(), c.y[jj].mean()]), float(dist.max()), m
+
+
+def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0), search_mm=22.0, min_radius_mm=6.0):
+    """Descending aorta: on thoracic slices (lung present), the round blood-filled structure
+    left-anterior of the vertebral body (``offset_mm`` from its centre), on contrast-enhanced
+    CT the round enhanced one (ENHANCED_BLOOD_HU), else the round soft-tissue one; the
+    course is then followed down the abdomen while it stays round and near its line.
+    Returns (mask, contrast-enhanced?, per-slice centres and radii)."""
+    thoracic = [k for k in sorted(spine_centre) if lungs[:, :, k].sum() * c.spacing[0] * c.spacing[1] > 2000.0]
+    if not thoracic:
+        return np.zeros_like(body), None, {}
+    exclude = ndimage.binary_dilation(spine, iterations=1) | lungs | ~body
+    votes = {"enhanced": [], "plain": []}
+    for k in thoracic[:: max(len(thoracic) // 12, 1)]:
+        target = spine_centre[k] + np.asarray(offset_mm)
+        for mode, window in (("enhanced", ENHANCED_BLOOD_HU), ("plain", SOFT_TISSUE_HU)):
+            _, r, _ = _round_structure(c, k, target, window, exclude, search_mm)
+            votes[mode].append(r)
+    enhanced = float(np.median(votes["enhanced"])) >= min_radius_mm
+    window = ENHANCED_BLOOD_HU if enhanced else SOFT_TISSUE_HU
+    # the thoracic course first (where lung bounds the aorta), robustly: slices within
+    # 10 mm of the median centre
+    found = {}
+    for k in thoracic:
+        centre, r, m = _round_structure(c, k, spine_centre[k] + np.asarray(offset_mm), window, exclude, search_mm)
+        if centre is not None and r >= min_radius_mm:
+            found[k] = (centre, r, m)
+    if len(found) < 3:
+        return np.zeros_like(body), enhanced, {}
+    med = np.median([v[0] for v in found.values()], axis=0)
+    track = {k: v for k, v in found.items() if np.linalg.norm(v[0] - med) <= 10.0}
+    # then down the abdomen while it stays continuous: centre within 6 mm of the last one,
+    # radius within 0.7-1.4 times it (muscle and bowel are neither round nor aorta-sized)
+    if track:
+        ks = sorted(track)
+        step = 1 if c.z[-1] > c.z[0] else -1  # towards the feet: decreasing z
+        k, misses = (ks[0] if step == 1 else ks[-1]) - step, 0
+        last = track[k + step]
+        while 0 <= k < body.shape[2] and misses < 3:
+            if k in spine_centre:
+                centre, r, m = _round_structure(c, k, last[0], window, exclude | lungs, 8.0)
+                if centre is not None and np.linalg.norm(centre - last[0]) <= 6.0 and 0.7 <= r / last[1] <= 1.4:
+                    track[k] = last = (centre, r, m)
+                    misses = 0
+                else:
+                    misses += 1
+            else:
+                misses += 1
+            k -= step
+    mask = np.zeros_like(body)
+    kept = {}
+    for k, (centre, r, m) in track.items():
+        disk = np.hypot(c.x[:, None] - centre[0], c.y[None, :] - centre[1]) <= r + 0.5 * c.spacing[0]
+        mask[:, :, k] = disk & m
+        kept[k] = (centre, r)
+    return mask, enhanced, kept
+
+
+def _organ_from_seed(c, seed, allowed, limit_mm=None):
+    """The tissue connected to ``seed`` within ORGAN_WINDOW_HU of the CT's median in a
+    10 mm ball there, inside ``allowed``, closed and hole-filled slice by slice (hypodense
+    lesions belong to their organ); optionally within ``limit_mm`` of the seed."""
+    ijk = tuple(int(v) for v in seed)
+    ball = np.zeros_like(allowed)
+    r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
+    sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))
+    ball[sl] = True
+    level = float(np.median(c.g[ball & allowed])) if (ball & allowed).any() else float(c.g[ijk])
+    m = allowed & (np.abs(c.g - level) <= ORGAN_WINDOW_HU)
+    if limit_mm is not None:
+        d = np.sqrt(((c.x - c.x[ijk[0]]) ** 2)[:, None, None] + ((c.y - c.y[ijk[1]]) ** 2)[None, :, None]
+                    + ((c.z - c.z[ijk[2]]) ** 2)[None, None, :])  # fmt: skip
+        m &= d <= limit_mm
+    # a 4 mm opening cuts thin bridges into touching organs of the same density
+    m = ndimage.binary_opening(m, structure=np.ones((3, 3, 1), bool))
+    lab, _ = ndimage.label(m)
+    if not lab[ijk]:
+        return np.zeros_like(m), level
+    organ = lab == lab[ijk]
+    disk = _disk(6.0, c.spacing)
+    organ = _per_slice(lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ)
+    return organ & allowed, level
+
+
+def _deepest(c, region):
+    """Voxel of ``region`` deepest inside it (3-D distance, mm) and that depth."""
+    if not region.any():
+        return None, 0.0
+    depth = ndimage.distance_transform_edt(region, sampling=c.spacing)
+    k = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return k, float(depth[k])
+
+
+def _side_mask(c, body, side):
+    """Columns on the patient's right (side -1) or left (+1) of the body's midline."""
+    mid = float(np.mean(c.x[np.nonzero(body)[0]]))
+    return ((c.x - mid) * side > 10.0)[:, None, None] & np.ones(body.shape, bool)
+
+
+def _under_dome(c, lung, below_mm):
+    """Planes from just under a lung's lowest point to ``below_mm`` below it."""
+    planes = np.flatnonzero(lung.any(axis=(0, 1)))
+    if not planes.size:
+        return None
+    dome = c.z[planes].min()
+    return (c.z < dome + 15.0) & (c.z > dome - below_mm)
+
+
+def _soft(c, body):
+    return body & (c.g > SOFT_TISSUE_HU[0]) & (c.g < ENHANCED_BLOOD_HU[1])
+
+
+def _liver(c, body, lung_right):
+    """Liver: the thickest soft tissue on the patient's right within 150 mm under the right
+    lung's base, grown within its own density (ORGAN_WINDOW_HU) so that plain (55-65 HU) and
+    enhanced (100-130 HU) livers are found alike, limited to 230 mm from its seed."""
+    band = _under_dome(c, lung_right, 150.0)
+    if band is None:
+        return None, "no right lung on the CT to find the liver under"
+    region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart") & _side_mask(c, body, -1)
+    region[:, :, ~band] = False
+    seed, depth = _deepest(c, region)
+    if seed is None or depth < 15.0:
+        return None, "no soft tissue under the right lung deep enough for a liver"
+    allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
+    # at the levels of the lungs the liver lies under the right lung: the heart, of similar
+    # density on plain CT, sits on the diaphragm beside the dome and must not be grown into
+    shadow = ndimage.binary_dilation(lung_right.any(axis=2), iterations=2)
+    allowed[:, :, lung_right.any(axis=(0, 1))] &= shadow[:, :, None]
+    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=230.0)
+    return organ, f"grown from the thickest tissue under the right lung at {level:.0f} HU"
+
+
+def _spleen(c, body, lung_left):
+    """Spleen: the thickest soft tissue on the patient's left, in the posterior half, within
+    120 mm under the left lung's base, grown within its own density, within 110 mm."""
+    band = _under_dome(c, lung_left, 120.0)
+    if band is None:
+        return None, "no left lung on the CT to find the spleen under"
+    ys = c.y[np.nonzero(body)[1]]
+    posterior = (c.y > np.percentile(ys, 45))[None, :, None]
+    region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "kidney_left") & _side_mask(c, body, +1) & posterior
+    region[:, :, ~band] = False
+    region &= ~ndimage.binary_dilation(c.mask("vertebrae"), iterations=8)
+    seed, depth = _deepest(c, region)
+    if seed is None or depth < 10.0:
+        return None, "no soft tissue under the left lung deep enough for a spleen"
+    allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "lung_left", "lung_right", "kidney_left")
+    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=110.0)
+    return organ, f"grown from the thickest tissue under the left lung at {level:.0f} HU"
+
+
+def _kidney(c, body, spine, spine_centre, side, enhanced):
+    """Kidney: beside the spine (30-120 mm from its centre, posterior half), the thickest
+    tissue of kidney density (plain 15-45 HU; enhanced: above 120 HU) in fat, below the
+    liver's and spleen's cores, grown within its own density within 90 mm."""
+    if not spine_centre:
+        return None, "no spine on the CT to find the kidneys beside"
+    sx = np.median([v[0] for v in spine_centre.values()])
+    sy = np.median([v[1] for v in spine_centre.values()])
+    dx = (c.x - sx) * side
+    lateral = ((dx > 25.0) & (dx < 120.0))[:, None, None]
+    posterior = ((c.y > sy - 60.0) & (c.y < sy + 40.0))[None, :, None]
+    window = (120.0, 400.0) if enhanced else (10.0, 45.0)
+    taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right")
+    region = body & (c.g > window[0]) & (c.g < window[1]) & lateral & posterior & ~taken
+    lungs = c.mask("lung_left", "lung_right")
+    if lungs.any():  # kidneys lie below the lungs' bases
+        region[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
+    region = ndimage.binary_opening(region, structure=np.ones((3, 3, 3), bool))
+    seed, depth = _deepest(c, region)
+    if seed is None or depth < 8.0:
+        return None, "no tissue of kidney density beside the spine"
+    allowed = body & ~taken & (c.g > (window[0] - 30.0 if not enhanced else 20.0)) & (c.g < window[1])
+    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=90.0)
+    return organ, f"grown from the thickest kidney-density tissue beside the spine at {level:.0f} HU"
+
+
+def _bladder(c, body):
+    """Urinary bladder: the largest water-dense (WATER_HU, widened by 10 HU) blob of at
+    least 15 mL in the lowest 150 mm of the abdomen, near the midline (within 70 mm)."""
+    mid = float(np.mean(c.x[np.nonzero(body)[0]]))
+    water = body & (c.g > WATER_HU[0] - 10.0) & (c.g < WATER_HU[1] + 10.0) & (np.abs(c.x - mid) < 70.0)[:, None, None]
+    lungs = c.mask("lung_left", "lung_right")
+    if lungs.any():
+        water[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min() - 150.0] = False
+    kid = c.mask("kidney_left", "kidney_right")
+    if kid.any():
+        water[:, :, c.z > c.z[np.flatnonzero(kid.any(axis=(0, 1)))].min()] = False
+    water = ndimage.binary_opening(water, structure=np.ones((3, 3, 3), bool))
+    blob = _largest(water)
+    if c.volume(blob) < 15.0:
+        return None, "no water-dense blob of at least 15 mL low in the abdomen"
+    return _per_slice(ndimage.binary_fill_holes, blob), "largest water-dense blob low in the abdomen"
+
+
+def _heart(c, body, lungs, enhanced):
+    """Heart: between the lungs (inside their convex hull slice by slice) below their upper
+    third, the largest component of blood or soft tissue (enhanced CT: up to
+    ENHANCED_BLOOD_HU) left once the aorta, spine and liver are taken, opened by 8 mm to
+    cut the great vessels and mediastinal soft tissue off."""
+    from skimage.morphology import convex_hull_image
+
+    planes = np.flatnonzero(lungs.any(axis=(0, 1)))
+    if planes.size < 3:
+        return None, "no lungs on the CT to find the heart between"
+    top = c.z[planes].max() - (c.z[planes].max() - c.z[planes].min()) / 3.0
+    hull = np.zeros_like(lungs)
+    for k in planes:
+        if c.z[k] < top and lungs[:, :, k].sum() > 20:
+            hull[:, :, k] = convex_hull_image(lungs[:, :, k])
+    hi = ENHANCED_BLOOD_HU[1] if enhanced else SOFT_TISSUE_HU[1]
+    m = hull & ~lungs & body & (c.g > -20.0) & (c.g < hi)
+    m &= ~ndimage.binary_dilation(c.mask("aorta", "vertebrae", "liver"), iterations=1)
+    ball = _disk(8.0, c.spacing)
+    m = _per_slice(lambda s: ndimage.binary_opening(s, structure=ball), m)
+    heart = _largest(m)
+    if not heart.any():
+        return None, "no soft tissue between the lungs"
+    return _per_slice(ndimage.binary_fill_holes, heart), "largest blood/soft-tissue mass between the lungs"
+
+
+def _bowel(c, body):
+    """Bowel (stomach, small bowel, colon) where it holds gas: gas (below GAS_HU_MAX) in the
+    body below the lungs' bases, not lung, with the wall around it (5 mm)."""
+    lungs = c.mask("lung_left", "lung_right")
+    gas = body & (c.g < GAS_HU_MAX) & ~lungs
+    if lungs.any():
+        gas[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
+    lab, n = ndimage.label(gas)
+    if n == 0:
+        return None, "no gas-filled bowel on the CT"
+    sizes = np.bincount(lab.ravel()) * c.voxel_ml
+    gas = np.isin(lab, [i for i in range(1, n + 1) if sizes[i] >= 0.5])
+    wall = ndimage.binary_dilation(gas, structure=np.ones((3, 3, 3), bool), iterations=max(int(round(5.0 / c.spacing.min())), 1))
+    return (gas | (wall & body & (c.g > -120.0) & (c.g < 200.0) & ~lungs)), "gas-filled loops and their wall"
+
+
+def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
+    """Organ label map of a CT (values: :data:`ORGANS`) and a report per organ.
+
+    Classical rules on the CT alone, on a ~3 mm work grid (:func:`work_grid`): body (couch
+    removed), lungs, brain and skull, vertebral column, descending aorta (plain or
+    contrast-enhanced), liver, spleen, kidneys, heart, urinary bladder and gas-filled bowel,
+    each checked for a plausible volume. Returns ``(labels on the CT grid, report)``;
+    the report has, per organ, ``found``, ``volume_ml``, ``method``, ``checks`` and
+    ``truncated_by_field_of_view``, plus ``contrast_enhanced`` (from the aorta).
+    """
+    work, waff, factors = work_grid(hu, affine)
+    c = _Context(work, waff)
+    body = _body(c)
+    c.labels[body] = ORGANS["body"]
+    c.accept("body", body, "CT above -400 HU, couch removed (5 mm opening), filled", checks={})
+    brain, skull = _brain(c, body)
+    c.accept("brain", brain, "soft tissue enclosed by the skull's bone ring")
+    if c.report["brain"]["found"]:
+        c.accept("skull", skull, "bone ring around the brain", checks={})
+    head = ndimage.binary_dilation(c.mask("brain", "skull"), iterations=3)
+    left, right = _lungs(c, body & ~head)
+    c.accept("lung_left", left, "aerated lung (below -500 HU, lung-like mean) left of the midline")
+    c.accept("lung_right", right, "aerated lung (below -500 HU, lung-like mean) right of the midline")
+    lungs = c.mask("lung_left", "lung_right")
+    spine, spine_centre = _spine(c, body, head)
+    c.accept("vertebrae", spine, "bone nearest the trunk's posterior midline, slice by slice", checks={})
+    aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
+    c.accept("aorta", aorta, "round blood-filled structure left-anterior of the spine, followed down",
+             checks={"course of at least 60 mm": len(track) * c.spacing[2] >= 60.0})  # fmt: skip
+    c.report["contrast_enhanced"] = enhanced
+    steps = (
+        ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
+        ("heart", lambda: _heart(c, body, lungs, bool(enhanced))),
+        ("kidney_right", lambda: _kidney(c, body, spine, spine_centre, -1, bool(enhanced))),
+        ("kidney_left", lambda: _kidney(c, body, spine, spine_centre, +1, bool(enhanced))),
+        ("spleen", lambda: _spleen(c, body, c.mask("lung_left"))),
+        ("urinary_bladder", lambda: _bladder(c, body)),
+        ("bowel", lambda: _bowel(c, body)),
+    )
+    for name, step in steps:
+        organ, why = step()
+        if organ is None:
+            c.report[name] = {"found": False, "volume_ml": 0.0, "method": why, "checks": {}, "truncated_by_field_of_view": False}
+        else:
+            c.accept(name, organ, why)
+    return to_full_grid(c.labels, factors, hu.shape), c.report
+
+
+#: The TotalSegmentator command and the arguments ``anatomy.method: totalsegmentator``
+#: runs it with (multilabel output of the "total" task); the config adds its own.
+TOTALSEGMENTATOR = "TotalSegmentator"
+TOTALSEGMENTATOR_ARGS = ("--ml", "--task", "total")
+
+
+def run_totalsegmentator(ct_path, out_path, extra_args=()):
+    """Run TotalSegmentator on a CT NIfTI, writing its multilabel map to ``out_path``.
+
+    It must be installed with its weights (``pip install TotalSegmentator``, then
+    ``totalseg_download_weights -t total`` where the network is reachable, or its weights
+    copied into ``TOTALSEG_HOME_DIR``). A missing command or a failed run is a machine
+    problem, not the study's: it raises RuntimeError (the job fails; nothing is excluded).
+    """
+    import shutil
+    import subprocess
+
+    exe = shutil.which(TOTALSEGMENTATOR)
+    if exe is None:
+        raise RuntimeError(
+            "anatomy.method 'totalsegmentator': the TotalSegmentator command is not on PATH "
+            "(pip install TotalSegmentator, and its weights: totalseg_download_weights -t total)"
+        )
+    cmd = [exe, "-i", str(ct_path), "-o", str(out_path), *TOTALSEGMENTATOR_ARGS, *map(str, extra_args)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"TotalSegmentator failed (exit {done.returncode}): {' / '.join(tail)}")
+
+
+def report_from_labels(labels, affine, method):
+    """Per-organ report of a label map made elsewhere (TotalSegmentator, a reader):
+    found (any voxel of the organ's classes), volume, method."""
+    from dualpet.geometry import voxel_volume_ml
+
+    vox = voxel_volume_ml(affine)
+    counts = np.bincount(labels.ravel(), minlength=256)
+    report = {}
+    for name, classes in ORGAN_CLASSES.items():
+        n = int(sum(counts[v] for v in classes if v < counts.size))
+        report[name] = {"found": n > 0, "volume_ml": round(n * vox, 1), "method": method, "checks": {}}
+    return report
+
+
+def with_body(labels, hu, affine):
+    """A label map with the body (:data:`ORGANS` ``body``) added where it has no organ."""
+    work, waff, factors = work_grid(hu, affine)
+    body = to_full_grid(_body(_Context(work, waff)), factors, hu.shape)
+    out = labels.astype(np.uint8, copy=True)
+    out[(out == 0) & body] = ORGANS["body"]
+    return out
+
+
+def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_mask=None, png=None, patient="", tracer="",
+                  offset_mm=(25.0, -30.0), totalsegmentator_args=(), where=""):  # fmt: skip
+    """The organ label map of one study's CT (files in, files out).
+
+    ``organ_mask`` (the studies sheet's column; any grid, TotalSegmentator v2 numbers)
+    replaces the automatic map; else ``method`` 'classical' (:func:`segment_ct`) or
+    'totalsegmentator' (:func:`run_totalsegmentator`). Writes the map on the CT grid
+    (uint8, NIfTI), ``anatomy.json`` and optionally a QC picture.
+    """
+    import tempfile
+
+    import nibabel as nib
+
+    from dualpet.geometry import lps_affine, nearest_on_grid
+    from dualpet.io import write_json
+    from dualpet.nifti import nifti_image, save_nifti
+
+    ct = nib.load(str(ct_path))
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    affine = lps_affine(ct.affine)
+    extra = {}
+    if organ_mask:
+        from dualpet.segmentation import read_label_image
+
+        data, data_affine = read_label_image(organ_mask, "organ mask")
+        if data.min() < 0 or data.max() > 255:
+            from dualpet.errors import DualpetInputError
+
+            raise DualpetInputError(f"{where}: organ mask (studies sheet): label values must lie in 0-255 (TotalSegmentator v2 numbers)")
+        labels = with_body(nearest_on_grid(data.astype(np.uint8), data_affine, hu.shape, affine), hu, affine)
+        report, used = report_from_labels(labels, affine, "organ_mask (studies sheet)"), "organ_mask"
+    elif method == "totalsegmentator":
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/total.nii.gz"
+            run_totalsegmentator(ct_path, out, totalsegmentator_args)
+            data, data_affine = _read_nifti_labels(out)
+        labels = with_body(nearest_on_grid(data, data_affine, hu.shape, affine), hu, affine)
+        report, used = report_from_labels(labels, affine, "TotalSegmentator (total task)"), "totalsegmentator"
+    else:
+        labels, report = segment_ct(hu, affine, offset_mm=offset_mm)
+        extra["contrast_enhanced"] = report.pop("contrast_enhanced", None)
+        used = "classical"
+    save_nifti(labels_out, nifti_image(labels.astype(np.uint8), affine))
+    legend = {name: {"value": ORGANS[name], "totalsegmentator_classes": list(ORGAN_CLASSES[name])} for name in ORGANS}
+    write_json(json_out, {"patient": patient, "tracer": tracer, "method": used, **extra, "organs": report, "labels": legend})
+    if png:
+        anatomy_figure(hu, labels, png, title=f"patient {patient}, {tracer}: organ map ({used})")
+    return labels, report
+
+
+def _read_nifti_labels(path):
+    import nibabel as nib
+
+    from dualpet.geometry import lps_affine
+
+    img = nib.load(str(path))
+    return np.rint(np.asarray(img.dataobj)).astype(np.uint8), lps_affine(img.affine)
+
+
+def anatomy_figure(hu, labels, out_png, *, title=""):
+    """Coronal (through the body's centre) and two axial views (the levels holding most
+    liver and most heart, else thirds of the field of view) of a CT with its organ map
+    overlaid, one colour per organ, with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from dualpet.io import atomic_path
+
+    names = [n for n in ORGAN_CLASSES if n != "body"]
+    organ = np.zeros(labels.shape, dtype=np.uint8)
+    for i, n in enumerate(names, start=1):
+        organ[np.isin(labels, ORGAN_CLASSES[n])] = i
+    present = [n for i, n in enumerate(names, start=1) if (organ == i).any()]
+    body = labels > 0
+    cj = int(np.argwhere(body.any(axis=(0, 2))).mean()) if body.any() else hu.shape[1] // 2
+    levels = []
+    for n in ("liver", "heart"):
+        area = np.isin(labels, ORGAN_CLASSES[n]).sum(axis=(0, 1))
+        levels.append(int(np.argmax(area)) if area.max() > 0 else None)
+    levels = [k if k is not None else int(hu.shape[2] * f) for k, f in zip(levels, (0.33, 0.66))]
+    cmap = plt.get_cmap("tab20", len(names) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
+    views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal")]
+    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}") for k in levels]
+    for ax, (img, lab, origin, name) in zip(axes, views):
+        ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect="auto")
+        ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(names), alpha=0.45, origin=origin,
+                  interpolation="nearest", aspect="auto")  # fmt: skip
+        ax.set_title(name)
+        ax.axis("off")
+    handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1, fontsize=9)
+    fig.suptitle(title)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

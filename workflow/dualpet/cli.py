@@ -18,7 +18,8 @@ import sys
 def _cmd_synth(a):
     from dualpet.synth import generate_cohort
 
-    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, max_rotation_deg=a.max_rotation_deg,
+    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, contrast=a.contrast, fov=a.fov,
+                    max_rotation_deg=a.max_rotation_deg,
                     max_translation_mm=a.max_translation_mm, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
 
 
@@ -88,6 +89,18 @@ def _cmd_registration_views(a):
     registration_figure(ref, ct, pet, a.png, title=a.title)
 
 
+def _cmd_anatomy(a):
+    from dualpet.anatomy import anatomy_study
+
+    _, report = anatomy_study(
+        a.ct, a.labels, a.json, method=a.method, organ_mask=a.organ_mask or None, png=a.png or None, patient=a.patient,
+        tracer=a.tracer, offset_mm=json.loads(a.offset_mm), totalsegmentator_args=json.loads(a.totalsegmentator_args),
+        where=f"patient {a.patient}, {a.tracer}",
+    )  # fmt: skip
+    found = sorted(n for n, r in report.items() if r["found"] and n != "body")
+    print(f"{a.patient} {a.tracer}: organs found: {', '.join(found) or 'none'}", file=sys.stderr)
+
+
 def _cmd_segment(a):
     from dualpet.segmentation import segment_study
 
@@ -96,7 +109,7 @@ def _cmd_segment(a):
         patient=a.patient, tracer=a.tracer, exclusion_mask=a.exclusion or None,
         background_at=[float(v) for v in a.background_at.split(",")] if a.background_at.strip() else None,
         background_mask=a.background_mask or None, background_png=a.background_png or None,
-        lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds),
+        lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds), anatomy=a.anatomy,
     )  # fmt: skip
     thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
     print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {thr}, "
@@ -145,11 +158,13 @@ def _cmd_match(a):
         a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_seg),
         a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_seg),
     }
+    from dualpet.segmentation import read_label_image
+
     ct = nib.load(a.ref_ct)
     index = build_lesions(
         a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
         tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm,
-        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
+        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)), ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
     )  # fmt: skip
     print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)
 
@@ -230,6 +245,10 @@ def build_parser():
         help="vendor header variants (Philips CNTS, MBq dose, midnight injection, post-processed SeriesTime, "
         "GE private datetime, feet-first), one per study, plus NAC, localizer and MIP series in each folder",
     )
+    s.add_argument("--contrast", choices=["none", "mixed", "all"], default="mixed",
+                   help="contrast-enhanced CTs: none, each study with probability 1/2 (mixed, default), all")  # fmt: skip
+    s.add_argument("--fov", choices=["torso", "thorax", "wholebody"], default="torso",
+                   help="axial field of view: torso (default), thorax (neck to upper abdomen), wholebody (head to thighs)")  # fmt: skip
     s.add_argument("--max-rotation-deg", type=float, default=5.0, help="pose difference between studies (default 5)")
     s.add_argument("--max-translation-mm", type=float, default=30.0, help="(default 30)")
     s.set_defaults(func=_cmd_synth)
@@ -282,8 +301,21 @@ def build_parser():
     s.set_defaults(func=_cmd_registration_views)
     isolation(s, inputs=["reference_ct", "index_ct", "index_pet", "tfm"], outputs=["ct_out", "pet_out", "png"])
 
+    s = sub.add_parser("anatomy", help="[workflow] organ label map of one study's CT")
+    s.add_argument("--ct", required=True)
+    s.add_argument("--labels", required=True, help="organ label map out (NIfTI, CT grid, TotalSegmentator v2 numbers)")
+    s.add_argument("--json", required=True)
+    s.add_argument("--png", default="", help="QC picture")
+    s.add_argument("--method", choices=["classical", "totalsegmentator"], default="classical")
+    s.add_argument("--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)")
+    s.add_argument("--offset-mm", default="[25.0, -30.0]", help="JSON [x, y]: the aorta's offset from the vertebral body")
+    s.add_argument("--totalsegmentator-args", default="[]", help="JSON list of extra TotalSegmentator arguments")
+    s.set_defaults(func=_cmd_anatomy)
+    isolation(s, inputs=["ct", "organ_mask"], outputs=["labels", "json", "png"])
+
     s = sub.add_parser("segment", help="[workflow] background VOI and lesion detection for one study")
     s.add_argument("--ct", required=True)
+    s.add_argument("--anatomy", required=True, help="the study's organ label map (anatomy step)")
     s.add_argument("--pet", required=True)
     s.add_argument("--labels", required=True)
     s.add_argument("--json", required=True)
@@ -298,7 +330,7 @@ def build_parser():
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.set_defaults(func=_cmd_segment)
-    isolation(s, inputs=["ct", "pet"], outputs=["labels", "json", "background_png"])
+    isolation(s, inputs=["ct", "pet", "anatomy"], outputs=["labels", "json", "background_png"])
 
     s = sub.add_parser("match", help="[workflow] cross-tracer matching and per-lesion crops")
     s.add_argument("--patient", required=True)
@@ -308,6 +340,7 @@ def build_parser():
         for what in ("pet", "labels", "seg"):
             s.add_argument(f"--{side}-{what}", required=True)
     s.add_argument("--ref-ct", required=True)
+    s.add_argument("--ref-anatomy", required=True, help="the reference study's organ label map")
     s.add_argument("--transform", required=True)
     s.add_argument("--tolerance-mm", type=float, default=15.0)
     s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
@@ -315,7 +348,8 @@ def build_parser():
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.set_defaults(func=_cmd_match)
-    isolation(s, inputs=["ref_pet", "ref_labels", "ref_seg", "ref_ct", "idx_pet", "idx_labels", "idx_seg", "transform"],
+    isolation(s, inputs=["ref_pet", "ref_labels", "ref_seg", "ref_ct", "ref_anatomy", "idx_pet", "idx_labels", "idx_seg",
+                         "transform"],
               outputs=["index_out"], dirs=["crops_out"])  # fmt: skip
 
     s = sub.add_parser("lesion-metrics", help="[workflow] metrics of one lesion from its crop")

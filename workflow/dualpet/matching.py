@@ -153,11 +153,11 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
     """Anatomical region from the reference CT around a lesion centroid.
 
-    ``liver`` is the ``(mask, affine)`` of :func:`dualpet.background.liver_mask` or None.
+    ``liver`` is the ``(mask, affine)`` of the liver in the study's organ map, or None.
 
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
     HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
-    mask, :func:`dualpet.background.liver_mask`), 'lung' (aerated lung, -950..-500 HU, in
+    label of the organ map), 'lung' (aerated lung, -950..-500 HU, in
     40 % or more of a 10-20 mm shell: a large lung lesion fills the inner sphere; outside
     air and bowel gas are denser than -950 HU), 'lymph node' (soft tissue with fat
     making up at least 15 % of a 10-20 mm shell around it: nodal stations lie in the
@@ -185,7 +185,8 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
 
 
 def build_lesions(
-    patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None
+    patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None,
+    ref_anatomy=None,
 ):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 
@@ -199,6 +200,8 @@ def build_lesions(
     tfm : SimpleITK transform (reference LPS -> index LPS).
     ref_ct : (hu, affine), optional
         Reference CT for the region label.
+    ref_anatomy : (labels, affine), optional
+        Reference study's organ map (its liver label) for the region label.
     """
     ref, idx = tracers
     cents = {
@@ -216,10 +219,10 @@ def build_lesions(
     union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
     union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
     liver = None
-    if ref_ct is not None and union:
-        from dualpet.background import liver_mask
+    if ref_anatomy is not None:
+        from dualpet.anatomy import ORGAN_CLASSES
 
-        liver = liver_mask(*ref_ct)
+        liver = (np.isin(ref_anatomy[0], ORGAN_CLASSES["liver"]), ref_anatomy[1])
     for u in union:
         u["centroid_ref"] = cents[ref][u[ref]]["centroid"] if u[ref] is not None else idx_in_ref[u[idx]]
     union.sort(key=lambda u: (-u["centroid_ref"][2], u["centroid_ref"][0]))

@@ -114,3 +114,4 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+

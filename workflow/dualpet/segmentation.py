@@ -41,7 +41,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from dualpet.anatomy import WATER_HU
+from dualpet.anatomy import ORGAN_CLASSES, WATER_HU
 from dualpet.geometry import apply_affine, nearest_on_grid, voxel_volume_ml
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
@@ -56,6 +56,21 @@ URINE_MIN_ML = 2.0
 #: Share of the hot core that must be water-dense for the urine rule.
 URINE_SHARE = 0.6
 
+
+#: Physiological uptake rejected with the organ map (:mod:`dualpet.anatomy`): group name ->
+#: organs. A candidate is that group's uptake if half or more of its hot core (SUV >= 70 %
+#: of its SUVmax) lies in those organs (grown by one PET voxel: the PET's blur).
+PHYSIOLOGICAL = {
+    "urinary": ("kidney_right", "kidney_left", "urinary_bladder"),
+    "heart": ("heart",),
+    "brain": ("brain",),
+    "bowel": ("bowel",),
+    "spleen": ("spleen",),
+    "liver": ("liver",),
+}
+#: Groups rejected for a tracer the config does not list (``detection.physiological``).
+DEFAULT_PHYSIOLOGICAL = ("urinary", "brain")
+ORGAN_SHARE_OF_CORE = 0.5
 
 #: Methods that threshold the image; the others take the lesions from the reader.
 THRESHOLD_METHODS = ("background", "fixed", "percist")
@@ -195,6 +210,8 @@ def detect_lesions(
     shell_mm=(6.0, 16.0),
     hu=None,
     end_planes_mm=12.0,
+    organ_map=None,
+    physiological=(),
 ):
     """Detect lesions in a PET volume.
 
@@ -223,6 +240,10 @@ def detect_lesions(
     end_planes_mm : float
         A candidate lying entirely within this distance of either end of the PET's axial
         field of view is noise: the end planes have the scanner's lowest sensitivity.
+    organ_map : ndarray of uint8, optional
+        The study's organ map on the PET grid (TotalSegmentator v2 numbers).
+    physiological : sequence of str
+        Groups of :data:`PHYSIOLOGICAL` whose uptake is rejected with the organ map.
 
     Returns
     -------
@@ -288,6 +309,10 @@ def detect_lesions(
         if n_end and (sl[2].stop <= n_end or sl[2].start >= suv.shape[2] - n_end):
             reason = (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
                       "axial field of view, where sensitivity is lowest)")  # fmt: skip
+        elif organ_map is not None and (group := _physiological_organ(suv[sl], organ_map[sl], region, cand["suvmax"],
+                                                                       physiological)):  # fmt: skip
+            reason = (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
+                      f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
         elif _part_of_larger_uptake(suv, peak, cand["suvmax"] / organ_contrast, max_volume_ml, spacing, vox_ml):
             reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
                       f"above 1/{organ_contrast} of its SUVmax")  # fmt: skip
@@ -411,6 +436,21 @@ def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
     return False
 
 
+def _physiological_organ(values, organs, region, suvmax, groups):
+    """The first group of ``groups`` holding ORGAN_SHARE_OF_CORE or more of a candidate's
+    hot core (its voxels at or above URINE_CORE x SUVmax) in its organs grown by one voxel,
+    or None."""
+    core = region & (values >= URINE_CORE * suvmax)
+    if not core.any():
+        return None
+    for group in groups:
+        classes = [v for name in PHYSIOLOGICAL[group] for v in ORGAN_CLASSES[name]]
+        inside = ndimage.binary_dilation(np.isin(organs, classes), structure=_STRUCTURE)
+        if inside[core].mean() >= ORGAN_SHARE_OF_CORE:
+            return group
+    return None
+
+
 def _urine_density(values, hu, region, suvmax, vox_ml):
     """Share of a candidate's hot core (SUV >= URINE_CORE x its SUVmax) that is water-dense
     on CT (bladder, ureter, renal pelvis) if that share is at least URINE_SHARE and the core
@@ -481,6 +521,7 @@ def segment_study(
     background_png=None,
     lesion_mask=None,
     seeds=None,
+    anatomy=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
@@ -506,10 +547,14 @@ def segment_study(
         NIfTI label image of the reader's lesions (method 'masks').
     seeds : list of (x, y, z), optional
         The reader's lesion seeds in this study's LPS mm (method 'seeds').
+    anatomy : path, optional
+        The study's organ label map on its CT grid (``anatomy.nii.gz``): background
+        regions and physiological uptake come from it (default: made from the CT by
+        :func:`dualpet.anatomy.segment_ct`).
     """
     import nibabel as nib
 
-    from dualpet.background import blood_pool, liver, measure_at, measure_mask
+    from dualpet.background import background_from_anatomy, measure_at, measure_mask
     from dualpet.errors import DualpetInputError
     from dualpet.geometry import lps_affine
     from dualpet.io import write_json
@@ -521,6 +566,14 @@ def segment_study(
     suv = np.asarray(pet.dataobj, dtype=np.float32)
     hu_ct = np.asarray(ct.dataobj, dtype=np.float32)
     ct_affine, pet_affine = lps_affine(ct.affine), lps_affine(pet.affine)
+    if anatomy is None:  # library use: the organ map from the CT's classical rules
+        from dualpet.anatomy import segment_ct
+
+        organ_ct = segment_ct(hu_ct, ct_affine)[0]
+    else:
+        organ_ct, organ_affine = read_label_image(anatomy, "organ map")
+        if organ_ct.shape != hu_ct.shape or not np.allclose(organ_affine, ct_affine, atol=1e-3):
+            raise DualpetInputError(f"{where}: the organ map does not lie on the study's CT grid")
     bg_opts = dict(background or {})
     method = bg_opts.pop("method", "bloodpool")
     bg_voi = None
@@ -529,10 +582,8 @@ def segment_study(
         bg = measure_mask(suv, pet_affine, bg_voi, where=f"{where}: background mask (studies sheet)")
     elif background_at is not None:
         bg = measure_at(suv, pet_affine, background_at, method)
-    elif method == "liver":
-        bg = liver(hu_ct, ct_affine, suv, pet_affine, where=where)
     else:
-        bg = blood_pool(hu_ct, ct_affine, suv, pet_affine, where=where, **bg_opts)
+        bg = background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, method, where=where)
     if background_png:
         from dualpet.qc import background_figure
 
@@ -554,7 +605,8 @@ def segment_study(
         liver_voi = None
         if kind == "percist":
             given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
-            liver_voi = bg if given_liver else liver(hu_ct, ct_affine, suv, pet_affine, where=where)
+            liver_voi = bg if given_liver else background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, "liver",
+                                                                       fallback=False, where=where)  # fmt: skip
         threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
         keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
         exclusion, excluded = None, {"provided": False}
@@ -563,9 +615,13 @@ def segment_study(
             exclusion = mask_on_grid(exclusion_mask, chosen, suv.shape, pet_affine)
             excluded = {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
         hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
+        organ_map = nearest_on_grid(organ_ct.astype(np.uint8), ct_affine, suv.shape, pet_affine)
+        groups = (detection.get("physiological") or {}).get(tracer, DEFAULT_PHYSIOLOGICAL)
         labels, info = detect_lesions(
-            suv, pet_affine, threshold, exclusion=exclusion, hu=hu, **{k: detection[k] for k in keys if k in detection}
-        )
+            suv, pet_affine, threshold, exclusion=exclusion, hu=hu, organ_map=organ_map, physiological=groups,
+            **{k: detection[k] for k in keys if k in detection},
+        )  # fmt: skip
+        info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
         info["exclusion_mask"] = excluded
         if liver_voi is not None:
             info["percist_liver"] = liver_voi

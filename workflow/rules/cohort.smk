@@ -11,6 +11,11 @@ rule cohort:
                 patient=PATIENTS,
                 tracer=TRACERS,
             ),
+            *expand(
+                "results/{patient}/{tracer}/anatomy.png",
+                patient=PATIENTS,
+                tracer=TRACERS,
+            ),
         ],
         clinical=config["clinical"] or [],
     output:

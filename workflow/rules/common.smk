@@ -39,7 +39,7 @@ shell.prefix(
 
 
 STUDY_COLUMNS = ("pet_series", "ct_series", "exclusion_mask", "background_lps")
-STUDY_COLUMNS += ("background_mask", "lesion_mask")
+STUDY_COLUMNS += ("background_mask", "lesion_mask", "organ_mask")
 
 
 def load_studies(path):
@@ -71,7 +71,13 @@ def load_studies(path):
             f"{what} {path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
         )
     base = Path(path).resolve().parent
-    for column in ("dicom_dir", "exclusion_mask", "background_mask", "lesion_mask"):
+    for column in (
+        "dicom_dir",
+        "exclusion_mask",
+        "background_mask",
+        "lesion_mask",
+        "organ_mask",
+    ):
         sheet[column] = [
             os.path.normpath(base / d) if d and not os.path.isabs(d) else d
             for d in sheet[column]

@@ -5,6 +5,7 @@ checkpoint match:
         ref_labels=f"results/{{patient}}/{REF}/lesions.nii.gz",
         ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
         ref_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
+        ref_anatomy=f"results/{{patient}}/{REF}/anatomy.nii.gz",
         idx_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
         idx_labels=f"results/{{patient}}/{IDX}/lesions.nii.gz",
         idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
@@ -33,7 +34,7 @@ checkpoint match:
         '"$DUALPET_PYTHON" -m dualpet match --patient={wildcards.patient:q}'
         " --reference={params.reference:q} --index={params.index:q}"
         " --ref-pet={input.ref_pet:q} --ref-labels={input.ref_labels:q}"
-        " --ref-seg={input.ref_seg:q} --ref-ct={input.ref_ct:q}"
+        " --ref-seg={input.ref_seg:q} --ref-ct={input.ref_ct:q} --ref-anatomy={input.ref_anatomy:q}"
         " --idx-pet={input.idx_pet:q} --idx-labels={input.idx_labels:q}"
         " --idx-seg={input.idx_seg:q} --transform={input.tfm:q}"
         " --tolerance-mm={params.tolerance} --fraction={params.fraction}"

@@ -18,35 +18,56 @@ import numpy as np
 # Tissue labels. Lesions get LESION_BASE + index.
 AIR, FAT, MUSCLE, LUNG, LIVER, SPLEEN, KIDNEY, BLADDER = 0, 1, 2, 3, 4, 5, 6, 7
 MYOCARDIUM, BLOOD, BONE, MARROW, TABLE, PAD = 8, 9, 10, 11, 12, 13
+AORTA, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, METAL = 14, 15, 16, 17, 18, 19, 20
 LESION_BASE = 100
 TISSUES = {
     AIR: "air", FAT: "fat", MUSCLE: "muscle", LUNG: "lung", LIVER: "liver",
     SPLEEN: "spleen", KIDNEY: "kidney", BLADDER: "bladder", MYOCARDIUM: "myocardium",
     BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table", PAD: "pad",
+    AORTA: "aorta", RENAL_PELVIS: "renal pelvis", BOWEL: "bowel", BOWEL_HOT: "bowel (FDG-avid)",
+    BOWEL_GAS: "bowel gas", BRAIN: "brain", METAL: "metal",
 }  # fmt: skip
 
-#: CT numbers (HU) per tissue; lesions get their own (see :class:`Lesion`).
+#: CT numbers (HU) per tissue on a non-contrast CT; lesions get their own (see :class:`Lesion`).
 HU = {
     AIR: -1000.0, FAT: -100.0, MUSCLE: 45.0, LUNG: -840.0, LIVER: 62.0, SPLEEN: 50.0,
     KIDNEY: 32.0, BLADDER: 8.0, MYOCARDIUM: 45.0, BLOOD: 40.0, BONE: 750.0,
-    MARROW: 230.0, TABLE: 250.0, PAD: -300.0,
+    MARROW: 230.0, TABLE: 250.0, PAD: -300.0, AORTA: 40.0, RENAL_PELVIS: 8.0, BOWEL: 35.0,
+    BOWEL_HOT: 35.0, BOWEL_GAS: -1000.0, BRAIN: 35.0, METAL: 3000.0,
+}  # fmt: skip
+#: Contrast-enhanced CT (portal-venous to late arterial phase): the tissues whose CT
+#: numbers change, as (low, high) ranges drawn per study; blood draws one value for the
+#: aorta and the heart's cavities.
+CONTRAST_HU = {
+    BLOOD: (150.0, 400.0), LIVER: (95.0, 130.0), SPLEEN: (100.0, 140.0), KIDNEY: (140.0, 220.0),
+    MYOCARDIUM: (80.0, 120.0), BOWEL: (60.0, 90.0), BOWEL_HOT: (60.0, 90.0),
 }  # fmt: skip
 #: The couch (fixed in the scanner): a curved carbon-fibre shell (TABLE) under a thin,
 #: compressed mattress (PAD) on which the patient's back rests, as on real PET/CT couches.
 COUCH = {"pad_mm": 3.0, "shell_mm": 6.0, "curvature_radius_mm": 600.0, "half_width_mm": 230.0}
 
 #: Physiological uptake (SUVbw of the tissue, before partial volume), population medians.
-#: FDG: liver ~2, myocardium variable, renal excretion into kidneys and bladder.
-#: Pentixafor (CXCR4): spleen and marrow high, renal excretion, low myocardium.
+#: FDG: liver ~2, brain high, myocardium variable (drawn per patient, 1.2-10), renal
+#: excretion into kidneys, renal pelves and bladder, bowel from faint to avid.
+#: Pentixafor (CXCR4): spleen and marrow high, renal excretion, low myocardium and brain.
 UPTAKE = {
     "fdg": {
         FAT: 0.35, MUSCLE: 0.8, LUNG: 0.45, LIVER: 2.2, SPLEEN: 1.8, KIDNEY: 3.8,
-        BLADDER: 25.0, MYOCARDIUM: 5.0, BLOOD: 1.7, BONE: 0.5, MARROW: 1.6,
+        BLADDER: 25.0, MYOCARDIUM: 5.0, BLOOD: 1.7, AORTA: 1.7, BONE: 0.5, MARROW: 1.6,
+        RENAL_PELVIS: 15.0, BOWEL: 1.3, BOWEL_HOT: 4.0, BRAIN: 8.0,
     },
     "pentixafor": {
         FAT: 0.3, MUSCLE: 0.7, LUNG: 0.5, LIVER: 1.6, SPLEEN: 5.5, KIDNEY: 4.0,
-        BLADDER: 18.0, MYOCARDIUM: 1.5, BLOOD: 1.8, BONE: 0.5, MARROW: 2.3,
+        BLADDER: 18.0, MYOCARDIUM: 1.5, BLOOD: 1.8, AORTA: 1.8, BONE: 0.5, MARROW: 2.3,
+        RENAL_PELVIS: 12.0, BOWEL: 1.2, BOWEL_HOT: 1.5, BRAIN: 0.25,
     },
+}  # fmt: skip
+
+#: Organ names (those of :data:`dualpet.anatomy.ORGANS`) of the truth organ map, per
+#: tissue label; a shape can name its organ itself (left and right lung, kidneys).
+TISSUE_ORGAN = {
+    LIVER: "liver", SPLEEN: "spleen", BLADDER: "urinary_bladder", MYOCARDIUM: "heart", BLOOD: "heart",
+    AORTA: "aorta", BOWEL: "bowel", BOWEL_HOT: "bowel", BOWEL_GAS: "bowel", BRAIN: "brain",
 }  # fmt: skip
 
 #: Radionuclide of each tracer the generator knows.
@@ -56,7 +77,7 @@ TRACER_NUCLIDE = {"fdg": "F-18", "pentixafor": "Ga-68"}
 LESION_HU = {"liver": 38.0, "lymph node": 35.0, "bone": 420.0, "lung": 30.0}
 
 #: Hot organs a lesion must keep clear of (mm), so that truth is not confounded by spill-in.
-HOT_ORGANS = (KIDNEY, BLADDER, MYOCARDIUM, SPLEEN)
+HOT_ORGANS = (KIDNEY, BLADDER, MYOCARDIUM, SPLEEN, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN)
 
 
 @dataclass
@@ -69,6 +90,7 @@ class Shape:
     kind: str = "ellipsoid"  # or "cylinder"
     rotation: np.ndarray | None = None  # 3x3, shape frame -> anatomy frame
     replaces: frozenset | None = None  # paint only over these labels (None: over anything)
+    organ: str | None = None  # truth organ name if not that of the label (TISSUE_ORGAN)
 
     def bbox(self):
         """Axis-aligned bounding box in anatomy coordinates (lo, hi)."""
@@ -148,6 +170,11 @@ class Phantom:
 def make_anatomy(rng):
     """Sample one patient's anatomy (organ sizes and positions vary by ~10 %).
 
+    A trunk (skin fat over a muscle wall around a fat-filled abdominal cavity holding bowel
+    loops, mediastinal fat in the chest), the organs, the spine, shoulders, neck and head
+    (skull and brain), arms down beside the trunk or up beside the head, and in some
+    patients a metal port in the chest wall.
+
     Returns the list of shapes in paint order and a dict of landmarks used for lesion
     placement and for truth (aorta axis, spine axis, liver centre).
     """
@@ -156,24 +183,49 @@ def make_anatomy(rng):
     g = lambda: rng.uniform(0.9, 1.1, size=3)  # noqa: E731 organ size factor
 
     bx, by = 165.0 * s[0], 115.0 * s[1]
-    zlen = 1000.0
-    shapes = [
-        Shape(FAT, np.array([0.0, 0.0, 0.0]), np.array([bx, by, zlen]), "cylinder"),
-        Shape(MUSCLE, np.array([0.0, 0.0, 0.0]), np.array([bx - 16, by - 14, zlen]), "cylinder"),
-    ]
     lung_semi = np.array([58.0, 72.0, 115.0]) * g()
-    for side in (-1, 1):
-        c = np.array([side * 78.0, 8.0, 95.0]) + j()
-        shapes.append(Shape(LUNG, c, lung_semi * np.array([1, 1, 1]), "ellipsoid"))
+    # the lungs' outer edges stay 28-40 mm inside the skin (chest wall: fat, muscle, ribs)
+    lung_c = [np.array([side * (bx - rng.uniform(28.0, 40.0) - lung_semi[0]), 8.0, 95.0]) + j() * [0, 1, 1] for side in (-1, 1)]
+    lung_semi = _inside_chest_wall(lung_c, lung_semi, bx - 25.0, by - 25.0)
+    shoulder = max(c[2] for c in lung_c) + lung_semi[2] + rng.uniform(20.0, 35.0)
+    low = -1000.0  # the trunk runs on below every field of view
+    trunk_c, trunk_h = (shoulder + low) / 2.0, (shoulder - low) / 2.0
+    shapes = [
+        Shape(FAT, np.array([0.0, 0.0, trunk_c]), np.array([bx, by, trunk_h]), "cylinder"),
+        Shape(MUSCLE, np.array([0.0, 0.0, trunk_c]), np.array([bx - 16, by - 14, trunk_h]), "cylinder"),
+        # mediastinal fat (the heart, aorta and lungs are painted over it)
+        Shape(FAT, np.array([0.0, -12.0, 95.0]), np.array([42.0, 62.0, 105.0]), "cylinder"),
+    ]
+    # Neck and head: scalp over the skull over the brain.
+    neck_c = np.array([0.0, 22.0, shoulder + 55.0])
+    shapes.append(Shape(FAT, neck_c, np.array([60.0, 58.0, 75.0]), "cylinder"))
+    shapes.append(Shape(MUSCLE, neck_c, np.array([50.0, 48.0, 75.0]), "cylinder"))
+    head_c = np.array([0.0, -5.0, shoulder + 205.0]) + j(4)
+    head_semi = np.array([76.0, 94.0, 106.0]) * rng.uniform(0.95, 1.05)
+    shapes.append(Shape(FAT, head_c, head_semi))
+    shapes.append(Shape(BONE, head_c, head_semi - 6.0, organ="skull"))
+    shapes.append(Shape(BRAIN, head_c, head_semi - 13.0))
+    # Abdominal cavity: visceral (mesenteric, retroperitoneal) fat inside the muscle wall.
+    cavity_top = 10.0
+    cav = np.array([bx - 36.0, by - 42.0, (cavity_top + 300.0) / 2.0])
+    shapes.append(Shape(FAT, np.array([0.0, -15.0, cavity_top - cav[2]]), cav, "cylinder"))
+    shapes += _bowel_loops(rng, bx, by)
+    for c in lung_c:
+        shapes.append(Shape(LUNG, c, lung_semi, "ellipsoid", organ="lung_right" if c[0] < 0 else "lung_left"))
     liver_c = np.array([-58.0, 5.0, -35.0]) + j()
     liver_semi = np.array([88.0, 76.0, 72.0]) * g()
     shapes.append(Shape(LIVER, liver_c, liver_semi))
     spleen_c = np.array([92.0, 48.0, -30.0]) + j(6)
     shapes.append(Shape(SPLEEN, spleen_c, np.array([34.0, 26.0, 50.0]) * g()))
     kid_semi = np.array([27.0, 24.0, 52.0]) * g()
-    for side in (-1, 1):
+    for side in (-1, 1):  # LPS: -x is the patient's right
         c = np.array([side * 68.0, 62.0, -105.0 + (8 if side < 0 else 0)]) + j(5)
-        shapes.append(Shape(KIDNEY, c, kid_semi))
+        organ = "kidney_right" if side < 0 else "kidney_left"
+        shapes.append(Shape(FAT, c, kid_semi + 9.0))  # perirenal fat
+        shapes.append(Shape(KIDNEY, c, kid_semi, organ=organ))
+        # collecting system at the hilum (medial): excreted tracer in water-dense urine
+        pelvis_c = c + np.array([-side * 0.45 * kid_semi[0], -4.0, 0.0])
+        shapes.append(Shape(RENAL_PELVIS, pelvis_c, np.array([9.0, 8.0, 16.0]) * rng.uniform(0.8, 1.2), organ=organ))
     # Heart: myocardial ellipsoid with a blood-filled cavity, tilted towards the left.
     heart_c = np.array([22.0, -30.0, 45.0]) + j(6)
     heart_rot = _rot_z(np.deg2rad(30.0)) @ _rot_x(np.deg2rad(-20.0))
@@ -187,36 +239,77 @@ def make_anatomy(rng):
     # The aorta runs in a sleeve of periaortic (mediastinal/retroperitoneal) fat.
     sleeve = aorta_r + rng.uniform(4.0, 7.0)
     shapes.append(Shape(FAT, np.array([*aorta_xy, -25.0]), np.array([sleeve, sleeve, 175.0]), "cylinder"))
-    shapes.append(Shape(BLOOD, np.array([*aorta_xy, -25.0]), np.array([aorta_r, aorta_r, 175.0]), "cylinder"))
-    # Spine: cortical vertebral bodies with marrow, posterior arch.
-    shapes.append(Shape(BONE, np.array([*spine_xy, 0.0]), np.array([19.0, 17.0, zlen]), "cylinder"))
-    shapes.append(Shape(MARROW, np.array([*spine_xy, 0.0]), np.array([15.5, 13.5, zlen]), "cylinder"))
-    shapes.append(Shape(BONE, np.array([spine_xy[0], spine_xy[1] + 30.0, 0.0]), np.array([9.0, 12.0, zlen]), "cylinder"))
+    shapes.append(Shape(AORTA, np.array([*aorta_xy, -25.0]), np.array([aorta_r, aorta_r, 175.0]), "cylinder"))
+    # Spine: cortical vertebral bodies with marrow (into the neck), posterior arch.
+    spine_top = shoulder + 110.0
+    sc, sh = (spine_top + low) / 2.0, (spine_top - low) / 2.0
+    shapes.append(Shape(BONE, np.array([*spine_xy, sc]), np.array([19.0, 17.0, sh]), "cylinder", organ="vertebrae"))
+    shapes.append(Shape(MARROW, np.array([*spine_xy, sc]), np.array([15.5, 13.5, sh]), "cylinder", organ="vertebrae"))
+    shapes.append(Shape(BONE, np.array([spine_xy[0], spine_xy[1] + 30.0, trunk_c]), np.array([9.0, 12.0, trunk_h]),
+                        "cylinder", organ="vertebrae"))  # fmt: skip
     # Bladder (urine) low in the pelvis.
     bladder_c = np.array([0.0, -45.0, -205.0]) + j(5)
     shapes.append(Shape(BLADDER, bladder_c, np.array([42.0, 32.0, 30.0]) * g()))
-    arms = "down" if rng.uniform() < 0.5 else "up"  # arms up lie above the field of view
-    if arms == "down":
-        for side in (-1, 1):
-            semi = np.array([40.0, 46.0]) * rng.uniform(0.9, 1.1, size=2)
+    arms = "down" if rng.uniform() < 0.5 else "up"
+    for side in (-1, 1):
+        semi = np.array([40.0, 46.0]) * rng.uniform(0.9, 1.1, size=2)
+        if arms == "down":  # beside the trunk
             c = np.array([side * (bx + rng.uniform(4.0, 18.0) + semi[0]), rng.uniform(-10.0, 15.0), -80.0])
-            shapes.append(Shape(FAT, c, np.array([*semi, 330.0]), "cylinder"))
-            shapes.append(Shape(MUSCLE, c, np.array([*(semi - 8.0), 330.0]), "cylinder"))
-            bone_c = c + np.array([side * -6.0, 0.0, 0.0])
-            shapes.append(Shape(BONE, bone_c, np.array([12.0, 12.0, 330.0]), "cylinder"))
-            shapes.append(Shape(MARROW, bone_c, np.array([7.0, 7.0, 330.0]), "cylinder"))
+        else:  # raised beside the head (above a torso field of view)
+            c = np.array([side * (head_semi[0] + rng.uniform(8.0, 20.0) + semi[0]), rng.uniform(-20.0, 10.0), shoulder + 290.0])
+        shapes.append(Shape(FAT, c, np.array([*semi, 330.0]), "cylinder"))
+        shapes.append(Shape(MUSCLE, c, np.array([*(semi - 8.0), 330.0]), "cylinder"))
+        bone_c = c + np.array([side * -6.0, 0.0, 0.0])
+        shapes.append(Shape(BONE, bone_c, np.array([12.0, 12.0, 330.0]), "cylinder"))
+        shapes.append(Shape(MARROW, bone_c, np.array([7.0, 7.0, 330.0]), "cylinder"))
+    port = rng.uniform() < 0.3  # a venous port chamber in the right upper chest wall
+    if port:
+        shapes.append(Shape(METAL, np.array([-70.0, -by + 7.0, shoulder - 60.0]), np.array([12.0, 4.0, 12.0]), "cylinder"))
     landmarks = {
         "arms": arms,
+        "port": port,
+        "shoulder_z": shoulder,
+        "head_center": head_c,
         "aorta_xy": aorta_xy,
         "aorta_radius": aorta_r,
         "aorta_z": (-200.0, 150.0),
         "spine_xy": spine_xy,
         "liver_center": liver_c,
         "liver_semi": liver_semi,
-        "lung_centers": [sh.center for sh in shapes if sh.label == LUNG],
+        "lung_centers": lung_c,
         "lung_semi": lung_semi,
     }
     return shapes, landmarks, (bx, by)
+
+
+def _inside_chest_wall(centres, semi, ax, ay):
+    """Lung semi-axes shrunk in-plane (3 % steps) until both lungs lie inside the ellipse
+    (ax, ay) in every axial plane: the rib cage, not the skin, bounds a lung."""
+    dirs = _sphere_dirs(200)
+    semi = np.array(semi, dtype=float)
+    for _ in range(40):
+        pts = np.concatenate([c + dirs * semi for c in centres])
+        if np.all((pts[:, 0] / ax) ** 2 + (pts[:, 1] / ay) ** 2 <= 1.0):
+            break
+        semi[:2] *= 0.97
+    return semi
+
+
+def _bowel_loops(rng, bx, by):
+    """Bowel loops in the lower abdomen: tubes of bowel wall, lying mostly across the body,
+    some with a gas-filled lumen, some FDG-avid (as colon and small bowel often are)."""
+    shapes = []
+    for _ in range(int(rng.integers(8, 15))):
+        r = rng.uniform(10.0, 17.0)
+        centre = np.array([rng.uniform(-bx + 65.0, bx - 65.0), rng.uniform(-by + 45.0, 15.0), rng.uniform(-245.0, -115.0)])
+        rot = _rot_z(rng.uniform(0, np.pi)) @ _rot_x(np.pi / 2 + rng.uniform(-0.5, 0.5))
+        semi = np.array([r, r, rng.uniform(25.0, 55.0)])
+        label = BOWEL_HOT if rng.uniform() < 0.35 else BOWEL
+        shapes.append(Shape(label, centre, semi, "cylinder", rotation=rot, replaces=frozenset({FAT, MUSCLE, BOWEL, BOWEL_HOT})))
+        if rng.uniform() < 0.5:
+            shapes.append(Shape(BOWEL_GAS, centre, semi - np.array([4.0, 4.0, 6.0]), "cylinder", rotation=rot,
+                                replaces=frozenset({label})))  # fmt: skip
+    return shapes
 
 
 def _rot_x(t):
@@ -243,8 +336,11 @@ def sample_uptake(rng, tracers):
         base = UPTAKE[tracer]
         patient_factor = factor(0.15)
         out[tracer] = {lab: v * patient_factor * factor(0.08) for lab, v in base.items()}
+        out[tracer][AORTA] = out[tracer][BLOOD]
         if tracer == "fdg":  # myocardial FDG uptake varies a lot with diet and insulin
-            out[tracer][MYOCARDIUM] = float(rng.uniform(2.0, 9.0))
+            out[tracer][MYOCARDIUM] = float(rng.uniform(1.2, 10.0))
+            out[tracer][BOWEL_HOT] = float(rng.uniform(2.5, 8.0))
+        out[tracer][RENAL_PELVIS] = float(rng.uniform(0.3, 2.0) * base[RENAL_PELVIS])
     return out
 
 
@@ -340,7 +436,7 @@ def _site_ok(phantom, region, center, radius):
     elif not set(labels.tolist()) <= _HOSTS[region]:
         return False
     outer = phantom.labels_at(center + dirs * (radius + 10.0), with_lesions=False)
-    forbidden = set(HOT_ORGANS) | ({BLOOD} if region != "lung" else {BLOOD, MYOCARDIUM})
+    forbidden = set(HOT_ORGANS) | ({BLOOD, AORTA} if region != "lung" else {BLOOD, AORTA, MYOCARDIUM})
     return not (set(outer.tolist()) & forbidden)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from scipy import ndimage
 
 from dualpet.geometry import apply_affine
-from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, PAD, TABLE
+from dualpet.anatomy import ORGANS
+from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, PAD, TABLE, TISSUE_ORGAN
 
 #: Fine-grid subdivision per axis used to integrate activity over PET voxels.
 PET_SUPERSAMPLE = 2
@@ -25,14 +26,25 @@ def grid_affine(shape, spacing, center_world):
     return affine
 
 
-def render_labels(phantom, shape, affine, pose, with_lesions=True):
-    """Tissue label of every voxel centre of a grid (int16 array of ``shape``).
+def organ_code(sh):
+    """Truth organ map value a shape paints (:data:`dualpet.anatomy.ORGANS`): its organ,
+    else ``body`` for tissue; None for lesions (they keep their host organ's value)."""
+    if sh.label >= LESION_BASE:
+        return None
+    name = sh.organ or TISSUE_ORGAN.get(sh.label)
+    return ORGANS[name] if name else (ORGANS["body"] if sh.label != AIR else 0)
+
+
+def render_labels(phantom, shape, affine, pose, with_lesions=True, organs=False):
+    """Tissue label of every voxel centre of a grid (int16 array of ``shape``); with
+    ``organs``, also the truth organ map (uint8, :func:`organ_code`) as a second array.
 
     Each shape is evaluated only inside its bounding box mapped to the grid, in slabs of
     slices, so clinical-size grids stay cheap in memory.
     """
     R, t = pose
     labels = np.zeros(shape, dtype=np.int16)
+    organ_map = np.zeros(shape, dtype=np.uint8) if organs else None
     inv = np.linalg.inv(affine)
     # voxel -> anatomy in one matrix (float32 is ample: 1e-4 mm at 1 m)
     world_to_anat = np.eye(4)
@@ -61,7 +73,9 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True):
                 if sh.replaces is not None:
                     sel = sel[np.isin(labels[sel[:, 0], sel[:, 1], sel[:, 2]], list(sh.replaces))]
                 labels[sel[:, 0], sel[:, 1], sel[:, 2]] = sh.label
-    return labels
+                if organs and (code := organ_code(sh)) is not None:
+                    organ_map[sel[:, 0], sel[:, 1], sel[:, 2]] = code
+    return (labels, organ_map) if organs else labels
 
 
 def add_table(labels, affine, table_top_y):
@@ -82,19 +96,20 @@ def add_table(labels, affine, table_top_y):
     return labels
 
 
-def render_ct(phantom, shape, affine, pose, rng, table_top_y, noise_hu=12.0):
-    """CT in HU (float32): tissue HU, lesion HU, slight blur and noise."""
-    labels = render_labels(phantom, shape, affine, pose)
+def render_ct(phantom, shape, affine, pose, rng, table_top_y, noise_hu=12.0, contrast=None):
+    """CT in HU (float32): tissue HU, lesion HU, slight blur and noise; and the truth organ
+    map on the same grid. ``contrast``: {tissue label: HU} of a contrast-enhanced study."""
+    labels, organs = render_labels(phantom, shape, affine, pose, organs=True)
     labels = add_table(labels, affine, table_top_y)
     lut = np.full(LESION_BASE + max(len(phantom.lesions), 1), np.nan, dtype=np.float32)
-    for lab, hu in HU.items():
+    for lab, hu in {**HU, **(contrast or {})}.items():
         lut[lab] = hu
     for n, les in enumerate(phantom.lesions):
         lut[LESION_BASE + n] = LESION_HU[les.region]
     hu = lut[labels]
     hu = ndimage.gaussian_filter(hu, sigma=0.6)
     hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
-    return hu
+    return hu, organs
 
 
 def fine_grid(shape, affine, factor=PET_SUPERSAMPLE):
