@@ -156,12 +156,12 @@ class _Context:
     def accept(self, name, mask, method, checks=None, **extra):
         """Record an organ: painted (over body only) if plausible, reported either way."""
         entry = {"found": False, "volume_ml": round(self.volume(mask), 1), "method": method, **extra}
-        entry["truncated_by_field_of_view"] = self.truncated(mask) if mask.any() else False
+        entry["truncated_by_field_of_view"] = bool(self.truncated(mask)) if mask.any() else False
         lo, hi = PLAUSIBLE_ML.get(name, (0.0, np.inf))
         if entry["truncated_by_field_of_view"]:
             lo, hi = TRUNCATED_ML.get(name, lo), hi
         ok = bool(mask.any()) and lo <= entry["volume_ml"] <= hi
-        entry["checks"] = {f"volume within {lo:g}-{hi:g} mL": ok, **(checks or {})}
+        entry["checks"] = {f"volume within {lo:g}-{hi:g} mL": ok, **{k: bool(v) for k, v in (checks or {}).items()}}
         entry["found"] = bool(mask.any()) and all(entry["checks"].values())
         if entry["found"]:
             self.labels[mask & ((self.labels == 0) | (self.labels == ORGANS["body"]))] = ORGANS[name]
@@ -562,7 +562,7 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
     c.accept("aorta", aorta, "round blood-filled structure left-anterior of the spine, followed down",
              checks={"course of at least 60 mm": len(track) * c.spacing[2] >= 60.0})  # fmt: skip
-    c.report["contrast_enhanced"] = enhanced
+    c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
         ("heart", lambda: _heart(c, body, lungs, bool(enhanced))),
