@@ -37,7 +37,7 @@ def dice(a, b):
 def run(workdir, contrast, a):
     import nibabel as nib
 
-    from dualpet.background import background_from_anatomy  # noqa: F401
+    from dualpet.background import background_from_anatomy
     from dualpet.convert import convert_study
     from dualpet.geometry import lps_affine
     from dualpet.io import read_json

@@ -1,9 +1,10 @@
-"""Anatomy from the CT: the CT numbers every organ rule uses, in one place.
+"""Anatomy from the CT: one organ label map per study, and the CT numbers its rules use.
 
-Each window is named after what it selects on a non-contrast CT (values in HU, after the
-light smoothing the rules apply). The rules that find organs (background, region labels,
-the urine rule) import them from here, so that one change reaches every rule; the organ
-label map that will serve them all (issue: anatomy stage) builds on the same constants.
+The map (:func:`anatomy_study`: classical rules of :func:`segment_ct`, TotalSegmentator,
+or the studies sheet's ``organ_mask``) carries TotalSegmentator v2 numbers
+(:data:`ORGANS`, read through :data:`ORGAN_CLASSES`); the background, the rejection of
+physiological uptake and the region labels read it. Each CT window is named after what it
+selects (values in HU, after the light smoothing the rules apply).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ LUNG_HU = (-950.0, -500.0)
 FAT_HU = (-190.0, -30.0)
 #: Non-contrast soft tissue and blood (muscle, vessels, unenhanced organs).
 SOFT_TISSUE_HU = (-50.0, 100.0)
-#: Non-contrast liver parenchyma (~55-65 HU: denser than muscle and spleen).
-LIVER_HU = (50.0, 85.0)
 #: Water density: urine in the bladder, ureters and renal pelves.
 WATER_HU = (-20.0, 20.0)
 #: Bone (cortex and dense marrow) from this value up.
@@ -49,8 +48,6 @@ ORGAN_CLASSES = {
 
 #: Contrast-enhanced blood (aorta, heart cavities): from this value up on the smoothed CT.
 ENHANCED_BLOOD_HU = (130.0, 600.0)
-#: Calcified plaque or dense contrast: not blood pool.
-CALCIFICATION_HU = 600.0
 #: Gas (bowel, stomach, airways): below this on the smoothed CT.
 GAS_HU_MAX = -900.0
 #: Aerated lung has a median CT number above this (about -850 HU, emphysema -900 to -950);
@@ -447,7 +444,7 @@ def _spleen(c, body, lung_left):
     return organ, f"grown from the thickest tissue under the left lung at {level:.0f} HU"
 
 
-def _kidney(c, body, spine, spine_centre, side, enhanced):
+def _kidney(c, body, spine_centre, side, enhanced):
     """Kidney: beside the spine (30-120 mm from its centre, posterior half), the thickest
     tissue of kidney density (plain 15-45 HU; enhanced: above 120 HU) in fat, below the
     liver's and spleen's cores, grown within its own density within 90 mm."""
@@ -566,8 +563,8 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
         ("heart", lambda: _heart(c, body, lungs, bool(enhanced))),
-        ("kidney_right", lambda: _kidney(c, body, spine, spine_centre, -1, bool(enhanced))),
-        ("kidney_left", lambda: _kidney(c, body, spine, spine_centre, +1, bool(enhanced))),
+        ("kidney_right", lambda: _kidney(c, body, spine_centre, -1, bool(enhanced))),
+        ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, bool(enhanced))),
         ("spleen", lambda: _spleen(c, body, c.mask("lung_left"))),
         ("urinary_bladder", lambda: _bladder(c, body)),
         ("bowel", lambda: _bowel(c, body)),
@@ -620,7 +617,7 @@ def report_from_labels(labels, affine, method):
     counts = np.bincount(labels.ravel(), minlength=256)
     report = {}
     for name, classes in ORGAN_CLASSES.items():
-        n = int(sum(counts[v] for v in classes if v < counts.size))
+        n = int(sum(counts[v] for v in classes))
         report[name] = {"found": n > 0, "volume_ml": round(n * vox, 1), "method": method, "checks": {}}
     return report
 
@@ -647,7 +644,7 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
 
     import nibabel as nib
 
-    from dualpet.geometry import lps_affine, nearest_on_grid
+    from dualpet.geometry import lps_affine
     from dualpet.io import write_json
     from dualpet.nifti import nifti_image, save_nifti
 
@@ -656,21 +653,13 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
     affine = lps_affine(ct.affine)
     extra = {}
     if organ_mask:
-        from dualpet.segmentation import read_label_image
-
-        data, data_affine = read_label_image(organ_mask, "organ mask")
-        if data.min() < 0 or data.max() > 255:
-            from dualpet.errors import DualpetInputError
-
-            raise DualpetInputError(f"{where}: organ mask (studies sheet): label values must lie in 0-255 (TotalSegmentator v2 numbers)")
-        labels = with_body(nearest_on_grid(data.astype(np.uint8), data_affine, hu.shape, affine), hu, affine)
+        labels = _outside_map(organ_mask, hu, affine, where)
         report, used = report_from_labels(labels, affine, "organ_mask (studies sheet)"), "organ_mask"
     elif method == "totalsegmentator":
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/total.nii.gz"
             run_totalsegmentator(ct_path, out, totalsegmentator_args)
-            data, data_affine = _read_nifti_labels(out)
-        labels = with_body(nearest_on_grid(data, data_affine, hu.shape, affine), hu, affine)
+            labels = _outside_map(out, hu, affine, where)
         report, used = report_from_labels(labels, affine, "TotalSegmentator (total task)"), "totalsegmentator"
     else:
         labels, report = segment_ct(hu, affine, offset_mm=offset_mm)
@@ -684,13 +673,17 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
     return labels, report
 
 
-def _read_nifti_labels(path):
-    import nibabel as nib
+def _outside_map(path, hu, affine, where):
+    """A label map made elsewhere (any grid, TotalSegmentator v2 numbers) on the CT grid,
+    with the body added; values outside 0-255 are refused."""
+    from dualpet.errors import DualpetInputError
+    from dualpet.geometry import nearest_on_grid
+    from dualpet.segmentation import read_label_image
 
-    from dualpet.geometry import lps_affine
-
-    img = nib.load(str(path))
-    return np.rint(np.asarray(img.dataobj)).astype(np.uint8), lps_affine(img.affine)
+    data, data_affine = read_label_image(path, "organ mask")
+    if data.min() < 0 or data.max() > 255:
+        raise DualpetInputError(f"{where}: organ mask (studies sheet): label values must lie in 0-255 (TotalSegmentator v2 numbers)")
+    return with_body(nearest_on_grid(data.astype(np.uint8), data_affine, hu.shape, affine), hu, affine)
 
 
 def anatomy_figure(hu, labels, out_png, *, title=""):

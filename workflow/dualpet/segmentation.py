@@ -532,8 +532,8 @@ def segment_study(
         ``value``, ``min_volume_ml``, ``max_volume_ml``, ``organ_fraction``,
         ``organ_contrast``, ``seed_radius_mm``, ``exclusion_labels``.
     background : dict, optional
-        ``method`` ('bloodpool' or 'liver') and ``offset_mm`` for the blood-pool search
-        (see :mod:`dualpet.background`).
+        ``method`` ('bloodpool' or 'liver'; see :mod:`dualpet.background`); its
+        ``offset_mm`` is the anatomy stage's (the aorta search of the organ map).
     background_at : (x, y, z), optional
         VOI centre (this study's LPS mm) given in the studies sheet: no search.
     background_mask : path, optional
@@ -574,8 +574,7 @@ def segment_study(
         organ_ct, organ_affine = read_label_image(anatomy, "organ map")
         if organ_ct.shape != hu_ct.shape or not np.allclose(organ_affine, ct_affine, atol=1e-3):
             raise DualpetInputError(f"{where}: the organ map does not lie on the study's CT grid")
-    bg_opts = dict(background or {})
-    method = bg_opts.pop("method", "bloodpool")
+    method = (background or {}).get("method", "bloodpool")
     bg_voi = None
     if background_mask:
         bg_voi = labels_on_grid(background_mask, suv.shape, pet_affine, "background mask") != 0

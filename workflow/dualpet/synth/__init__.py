@@ -249,14 +249,14 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
 
     folder = outdir / "dicom" / pid
     tmp = outdir / "dicom" / f".{pid}.partial"
+    organ_maps = {t: f"truth/organs/{pid}_{t}.nii.gz" for t in tracers}  # relative to outdir
     shutil.rmtree(tmp, ignore_errors=True)
     lesion_truth = {les.id: {} for les in phantom.lesions}
     for s_i, tracer in enumerate(tracers):
         rng_noise = np.random.default_rng([seed, n, 2, s_i])
         st = studies[tracer]
-        organ_path = outdir / "truth" / "organs" / f"{pid}_{tracer}.nii.gz"
         _simulate_study(tmp / tracer, tracer, phantom, poses[tracer], st, grid, ident, person, rng_noise, seed, n, lesion_truth,
-                        organ_path)  # fmt: skip
+                        outdir / organ_maps[tracer])  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(folder)
@@ -281,7 +281,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
         "fov": fov,
         "fov_anatomy_z_mm": list(fov_z),
         "anatomy": {"arms": phantom.landmarks["arms"], "metal_port": bool(phantom.landmarks["port"])},
-        "organ_maps": {t: f"truth/organs/{pid}_{t}.nii.gz" for t in tracers},
+        "organ_maps": organ_maps,
         "pose_range": pose_range,
         "reference_tracer": ref,
         "index_tracer": idx,
