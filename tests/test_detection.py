@@ -164,10 +164,12 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
                       tmp_path / f"{name}.json", detection={"method": name}, patient=pid, tracer=tracer, **kw)  # fmt: skip
         seg[name] = read_json(tmp_path / f"{name}.json")["detection"]
         assert len(seg[name]["lesions"]) == len(wanted)
-        for les in wanted:  # every true lesion has its detection at its maximum (noise moves the
-            # hottest voxel of a lesion by up to one voxel diagonal, sqrt(3) x 4 mm = 6.9 mm)
+        for les in wanted:  # every true lesion has its detection at its maximum: noise moves the
+            # hottest voxel of a small lesion by up to one voxel diagonal (sqrt(3) x 4 mm = 6.9 mm);
+            # a large uniform one has a plateau (its radius less one PSF FWHM, 6.5 mm) where the
+            # hottest voxel may lie anywhere, plus half a voxel diagonal (3.5 mm)
             d = [np.linalg.norm(np.subtract(f["peak_lps"], les["center_lps"][tracer])) for f in seg[name]["lesions"]]
-            assert min(d) <= 7.0
+            assert min(d) <= max(7.0, les["radius_mm"] - 6.5 + 3.5)
         labels = np.asarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj)
         assert set(np.unique(labels)) == set(range(len(wanted) + 1))
     # background mask: a 6 mm sphere in the aorta at the automatic blood-pool centre (at

@@ -58,8 +58,25 @@ LUNG_MEDIAN_HU_MIN = -970.0
 LUNG_P10_HU_MIN = -975.0
 #: Soft tissue inside the skull (brain and CSF).
 BRAIN_HU = (-15.0, 90.0)
-#: Window (HU) around an organ's own median in which it is grown.
-ORGAN_WINDOW_HU = 25.0
+#: Solid abdominal organs (liver, spleen): fatty liver down to about -50, plain 40-65,
+#: enhanced up to about 160 HU; bone and enhanced blood pool above.
+PARENCHYMA_HU = (-50.0, 200.0)
+#: The spleen keeps this far (mm) inside the body's outline: skin, fat, ribs and muscle of
+#: the body wall lie between (on plain CT its muscle has nearly the spleen's density).
+SPLEEN_WALL_MM = 20.0
+#: The heart keeps this far (mm) inside the body's outline (sternum, ribs, chest-wall muscle).
+HEART_WALL_MM = 25.0
+#: On contrast-enhanced CT the renal cortex is at least this much (HU) denser than the
+#: liver, the spleen is not (portal-venous: liver 100-120, spleen 110-130, kidney 150-250).
+KIDNEY_OVER_LIVER_HU = 30.0
+#: Window (HU) around an organ's own median in which it is grown: this many noise standard
+#: deviations of the denoised CT, but at least ORGAN_WINDOW_HU[0] and at most [1] (plain
+#: liver 55-65 HU borders muscle and spleen 40-50 HU; noise decides how close it may come).
+ORGAN_WINDOW_SD = 2.5
+ORGAN_WINDOW_HU = (10.0, 25.0)
+#: Bridges thinner than twice this (mm) between an organ and touching tissue of the same
+#: density (body-wall muscle, spleen on plain CT) are cut before the organ is taken.
+ORGAN_BRIDGE_MM = 6.0
 
 #: The grid the organ rules work on: about this voxel size (mm), by block averaging.
 WORK_MM = 3.0
@@ -115,6 +132,13 @@ def _per_slice(fn, mask):
     return out
 
 
+def _per_slice_float(fn, mask):
+    out = np.zeros(mask.shape, dtype=np.float32)
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        out[:, :, k] = fn(mask[:, :, k])
+    return out
+
+
 def _largest(mask, structure=None):
     lab, n = ndimage.label(mask, structure=structure)
     if n == 0:
@@ -141,6 +165,17 @@ class _Context:
         self.z = apply_affine(affine, np.stack([np.zeros(n[2]), np.zeros(n[2]), np.arange(n[2])], 1))[:, 2]
         self.labels = np.zeros(n, dtype=np.uint8)
         self.report = {}
+        self._denoised = None
+        self._raw = hu
+        self.levels = {}  # organ: the CT level (HU) it was grown at
+
+    @property
+    def denoised(self):
+        """The work CT for telling soft-tissue organs apart (a few HU apart on plain CT):
+        a 3x3x3 median, then the light Gaussian; made on first use."""
+        if self._denoised is None:
+            self._denoised = ndimage.gaussian_filter(ndimage.median_filter(self._raw, size=3), sigma=0.7).astype(np.float32)
+        return self._denoised
 
     def volume(self, mask):
         return float(mask.sum()) * self.voxel_ml
@@ -192,8 +227,11 @@ def _lungs(c, body):
     if n == 0:
         return air, air
     idx = np.arange(1, n + 1)
-    sizes = ndimage.sum(np.ones_like(air, dtype=np.float32), lab, idx) * c.voxel_ml
-    medians = np.array(ndimage.median(c.g, lab, idx))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * c.voxel_ml
+    medians = np.full(n, -1000.0)
+    big = idx[sizes >= 20.0]
+    if big.size:
+        medians[big - 1] = ndimage.median(c.g, lab, big)
     p10 = np.array([np.percentile(c.g[sl][lab[sl] == i], 10) if sizes[i - 1] >= 20.0 else -1000.0
                     for i, sl in zip(idx, ndimage.find_objects(lab))])  # fmt: skip
     like = (sizes >= 20.0) & (medians > LUNG_MEDIAN_HU_MIN) & ((p10 > LUNG_P10_HU_MIN) | (sizes >= 300.0))
@@ -351,38 +389,59 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0), search_
 
 
 def _organ_from_seed(c, seed, allowed, limit_mm=None):
-    """The tissue connected to ``seed`` within ORGAN_WINDOW_HU of the CT's median in a
-    10 mm ball there, inside ``allowed``, closed and hole-filled slice by slice (hypodense
-    lesions belong to their organ); optionally within ``limit_mm`` of the seed."""
+    """The tissue connected to ``seed`` within a window around the denoised CT's median in a
+    10 mm ball there (ORGAN_WINDOW_SD noise deviations, clipped to ORGAN_WINDOW_HU), inside
+    ``allowed``; bridges thinner than 2 x ORGAN_BRIDGE_MM cut (opening by a ball, the
+    seed's component regrown by the same radius inside the window), then closed and
+    hole-filled slice by slice (hypodense lesions and vessels belong to their organ);
+    optionally within ``limit_mm`` of the seed. Returns (mask, level, half-window)."""
+    g = c.denoised
     ijk = tuple(int(v) for v in seed)
     ball = np.zeros_like(allowed)
     r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
     sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))
     ball[sl] = True
-    level = float(np.median(c.g[ball & allowed])) if (ball & allowed).any() else float(c.g[ijk])
-    m = allowed & (np.abs(c.g - level) <= ORGAN_WINDOW_HU)
+    vals = g[ball & allowed] if (ball & allowed).any() else g[sl].ravel()
+    level = float(np.median(vals))
+    sd = 1.4826 * float(np.median(np.abs(vals - level)))
+    half = float(np.clip(ORGAN_WINDOW_SD * sd, *ORGAN_WINDOW_HU))
+    m = allowed & (np.abs(g - level) <= half)
     if limit_mm is not None:
         d = np.sqrt(((c.x - c.x[ijk[0]]) ** 2)[:, None, None] + ((c.y - c.y[ijk[1]]) ** 2)[None, :, None]
                     + ((c.z - c.z[ijk[2]]) ** 2)[None, None, :])  # fmt: skip
         m &= d <= limit_mm
-    # a 4 mm opening cuts thin bridges into touching organs of the same density
-    m = ndimage.binary_opening(m, structure=np.ones((3, 3, 1), bool))
-    lab, _ = ndimage.label(m)
+    rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
+    a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
+    ball_se = (a0 / rb[0]) ** 2 + (a1 / rb[1]) ** 2 + (a2 / rb[2]) ** 2 <= 1.0
+    core = ndimage.binary_opening(m, structure=ball_se)
+    lab, _ = ndimage.label(core)
     if not lab[ijk]:
-        return np.zeros_like(m), level
-    organ = lab == lab[ijk]
+        # the seed sits in a thin part: fall back to its plain component
+        lab, _ = ndimage.label(m)
+        if not lab[ijk]:
+            return np.zeros_like(m), level, half
+        organ = lab == lab[ijk]
+    else:
+        organ = ndimage.binary_dilation(lab == lab[ijk], structure=ball_se) & m
+    # the partial-volume rim: edge voxels, half organ and half neighbour, within twice the window
+    rim = ndimage.binary_dilation(organ) & allowed & (np.abs(g - level) <= 2.0 * half)
+    if limit_mm is not None:
+        rim &= d <= limit_mm
+    organ |= rim
     disk = _disk(6.0, c.spacing)
     organ = _per_slice(lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ)
-    return organ & allowed, level
+    return organ & allowed, level, half
 
 
 def _deepest(c, region):
     """Voxel of ``region`` deepest inside it (3-D distance, mm) and that depth."""
     if not region.any():
         return None, 0.0
-    depth = ndimage.distance_transform_edt(region, sampling=c.spacing)
+    # within the region's bounding box, padded by one empty voxel (the same distances)
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in ndimage.find_objects(region.astype(np.uint8))[0])
+    depth = ndimage.distance_transform_edt(np.pad(region[box], 1), sampling=c.spacing)[1:-1, 1:-1, 1:-1]
     k = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return k, float(depth[k])
+    return tuple(int(i + b.start) for i, b in zip(k, box)), float(depth[k])
 
 
 def _side_mask(c, body, side):
@@ -400,8 +459,14 @@ def _under_dome(c, lung, below_mm):
     return (c.z < dome + 15.0) & (c.z > dome - below_mm)
 
 
+def _depth_in_plane(c, body):
+    """Distance (mm) of each body voxel from the body's outline, slice by slice."""
+    return _per_slice_float(lambda m: ndimage.distance_transform_edt(m, sampling=c.spacing[:2]), body)
+
+
 def _soft(c, body):
-    return body & (c.g > SOFT_TISSUE_HU[0]) & (c.g < ENHANCED_BLOOD_HU[1])
+    """Parenchyma-dense tissue (PARENCHYMA_HU) of the denoised CT."""
+    return body & (c.denoised > PARENCHYMA_HU[0]) & (c.denoised < PARENCHYMA_HU[1])
 
 
 def _liver(c, body, lung_right):
@@ -411,18 +476,19 @@ def _liver(c, body, lung_right):
     band = _under_dome(c, lung_right, 150.0)
     if band is None:
         return None, "no right lung on the CT to find the liver under"
-    region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart") & _side_mask(c, body, -1)
-    region[:, :, ~band] = False
-    seed, depth = _deepest(c, region)
-    if seed is None or depth < 15.0:
-        return None, "no soft tissue under the right lung deep enough for a liver"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
     # at the levels of the lungs the liver lies under the right lung: the heart, of similar
     # density on plain CT, sits on the diaphragm beside the dome and must not be grown into
     shadow = ndimage.binary_dilation(lung_right.any(axis=2), iterations=2)
     allowed[:, :, lung_right.any(axis=(0, 1))] &= shadow[:, :, None]
-    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=230.0)
-    return organ, f"grown from the thickest tissue under the right lung at {level:.0f} HU"
+    region = allowed & _side_mask(c, body, -1)
+    region[:, :, ~band] = False
+    seed, depth = _deepest(c, region)
+    if seed is None or depth < 15.0:
+        return None, "no soft tissue under the right lung deep enough for a liver"
+    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=230.0)
+    c.levels["liver"] = level
+    return organ, f"grown from the thickest tissue under the right lung at {level:.0f} +/- {half:.0f} HU"
 
 
 def _spleen(c, body, lung_left):
@@ -440,8 +506,11 @@ def _spleen(c, body, lung_left):
     if seed is None or depth < 10.0:
         return None, "no soft tissue under the left lung deep enough for a spleen"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "lung_left", "lung_right", "kidney_left")
-    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=110.0)
-    return organ, f"grown from the thickest tissue under the left lung at {level:.0f} HU"
+    # the spleen lies inside the body wall (ribs, intercostal and abdominal muscle, fat),
+    # whose muscle has nearly its density on plain CT
+    allowed &= _depth_in_plane(c, body) > SPLEEN_WALL_MM
+    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=80.0)
+    return organ, f"grown from the thickest tissue under the left lung at {level:.0f} +/- {half:.0f} HU"
 
 
 def _kidney(c, body, spine_centre, side, enhanced):
@@ -456,8 +525,11 @@ def _kidney(c, body, spine_centre, side, enhanced):
     lateral = ((dx > 25.0) & (dx < 120.0))[:, None, None]
     posterior = ((c.y > sy - 60.0) & (c.y < sy + 40.0))[None, :, None]
     window = (120.0, 400.0) if enhanced else (10.0, 45.0)
+    if enhanced and "liver" in c.levels:  # enhanced cortex stands KIDNEY_OVER_LIVER_HU above the liver, the spleen does not
+        window = (max(window[0], c.levels["liver"] + KIDNEY_OVER_LIVER_HU), window[1])
     taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right")
-    region = body & (c.g > window[0]) & (c.g < window[1]) & lateral & posterior & ~taken
+    g = c.denoised
+    region = body & (g > window[0]) & (g < window[1]) & lateral & posterior & ~taken
     lungs = c.mask("lung_left", "lung_right")
     if lungs.any():  # kidneys lie below the lungs' bases
         region[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
@@ -465,9 +537,9 @@ def _kidney(c, body, spine_centre, side, enhanced):
     seed, depth = _deepest(c, region)
     if seed is None or depth < 8.0:
         return None, "no tissue of kidney density beside the spine"
-    allowed = body & ~taken & (c.g > (window[0] - 30.0 if not enhanced else 20.0)) & (c.g < window[1])
-    organ, level = _organ_from_seed(c, seed, allowed, limit_mm=90.0)
-    return organ, f"grown from the thickest kidney-density tissue beside the spine at {level:.0f} HU"
+    allowed = body & ~taken & (g > (window[0] - 30.0 if not enhanced else 20.0)) & (g < window[1])
+    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=90.0)
+    return organ, f"grown from the thickest kidney-density tissue beside the spine at {level:.0f} +/- {half:.0f} HU"
 
 
 def _bladder(c, body):
@@ -488,21 +560,30 @@ def _bladder(c, body):
     return _per_slice(ndimage.binary_fill_holes, blob), "largest water-dense blob low in the abdomen"
 
 
-def _heart(c, body, lungs, enhanced):
-    """Heart: between the lungs (inside their convex hull slice by slice) below their upper
-    third, the largest component of blood or soft tissue (enhanced CT: up to
-    ENHANCED_BLOOD_HU) left once the aorta, spine and liver are taken, opened by 8 mm to
-    cut the great vessels and mediastinal soft tissue off."""
+def _heart(c, body, lungs, spine_centre, enhanced):
+    """Heart: in the middle mediastinum below the lungs' upper third: inside the lungs'
+    convex hull, or between the two lungs' centres anterior of the spine and clear of the
+    chest wall (HEART_WALL_MM; lungs that lie behind the heart do not enclose it), the
+    largest component of blood or soft tissue (enhanced CT: up to ENHANCED_BLOOD_HU) left
+    once the aorta, spine and liver are taken, opened by 8 mm to cut the great vessels and
+    mediastinal soft tissue off."""
     from skimage.morphology import convex_hull_image
 
     planes = np.flatnonzero(lungs.any(axis=(0, 1)))
     if planes.size < 3:
         return None, "no lungs on the CT to find the heart between"
     top = c.z[planes].max() - (c.z[planes].max() - c.z[planes].min()) / 3.0
+    right, left = c.mask("lung_right"), c.mask("lung_left")
+    between = np.zeros_like(lungs)
+    if right.any() and left.any():
+        xr, xl = c.x[np.nonzero(right)[0]].mean(), c.x[np.nonzero(left)[0]].mean()
+        cols = (c.x > min(xr, xl)) & (c.x < max(xr, xl))
+        sy = np.median([v[1] for v in spine_centre.values()]) if spine_centre else np.inf
+        between = cols[:, None, None] & (c.y < sy - 15.0)[None, :, None] & (_depth_in_plane(c, body) > HEART_WALL_MM)
     hull = np.zeros_like(lungs)
     for k in planes:
         if c.z[k] < top and lungs[:, :, k].sum() > 20:
-            hull[:, :, k] = convex_hull_image(lungs[:, :, k])
+            hull[:, :, k] = convex_hull_image(lungs[:, :, k]) | between[:, :, k]
     hi = ENHANCED_BLOOD_HU[1] if enhanced else SOFT_TISSUE_HU[1]
     m = hull & ~lungs & body & (c.g > -20.0) & (c.g < hi)
     m &= ~ndimage.binary_dilation(c.mask("aorta", "vertebrae", "liver"), iterations=1)
@@ -562,7 +643,7 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
-        ("heart", lambda: _heart(c, body, lungs, bool(enhanced))),
+        ("heart", lambda: _heart(c, body, lungs, spine_centre, bool(enhanced))),
         ("kidney_right", lambda: _kidney(c, body, spine_centre, -1, bool(enhanced))),
         ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, bool(enhanced))),
         ("spleen", lambda: _spleen(c, body, c.mask("lung_left"))),
@@ -573,8 +654,8 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
         organ, why = step()
         if organ is None:
             c.report[name] = {"found": False, "volume_ml": 0.0, "method": why, "checks": {}, "truncated_by_field_of_view": False}
-        else:
-            c.accept(name, organ, why)
+        elif not c.accept(name, organ, why):
+            c.levels.pop(name, None)  # an implausible organ's level guides nothing
     return to_full_grid(c.labels, factors, hu.shape), c.report
 
 

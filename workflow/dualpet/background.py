@@ -3,7 +3,8 @@
 ``bloodpool`` (the default): a cylinder of 10 mm diameter and 20 mm length (the
 EANM/PERCIST blood-pool VOI) on the centre line of the descending thoracic aorta of the
 organ map (:mod:`dualpet.anatomy`), where its lumen is wide enough and free of calcified
-plaque; ``liver``: a 30 mm sphere at the liver's deepest point. The configured region is
+plaque; ``liver``: a 30 mm sphere in the liver's right lobe, clear of lesions (the
+median-SUV one of several candidates deep in the label). The configured region is
 used if the field of view holds it, else the other one (recorded). The SUVmean is measured
 on the PET's own voxels. A VOI given in the studies sheet (coordinates or a mask) replaces
 the search.
@@ -20,6 +21,9 @@ from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_
 
 #: Radius (mm) of the liver background sphere (3 cm diameter).
 LIVER_RADIUS_MM = 15.0
+#: Candidate liver spheres keep this far (mm) inside the label beyond their radius (PET
+#: blur and registration error), and this far (mm) from each other.
+LIVER_MARGIN_MM, LIVER_CANDIDATE_SPACING_MM = 5.0, 20.0
 #: Blood-pool VOI: a z-aligned cylinder of this radius and half length (mm), 10 mm x 20 mm.
 BLOODPOOL_RADIUS_MM, BLOODPOOL_HALF_LENGTH_MM = 5.0, 10.0
 #: The aortic lumen must be this wide (mm) where the VOI sits: VOI radius plus 2 mm clear
@@ -83,9 +87,11 @@ def _aorta_levels(labels, ct_affine, hu):
     return levels, (None if levels else why)
 
 
-def _liver_centre(labels, ct_affine):
-    """Centre (LPS) of the liver sphere: the point of the liver label's right half deepest
-    inside the label (3-D distance on a ~3 mm subsample); (None, reason) if too thin."""
+def _liver_centres(labels, ct_affine):
+    """Candidate centres (LPS) of the liver sphere: points of the liver label's right half at
+    least LIVER_RADIUS_MM + LIVER_MARGIN_MM inside the label (3-D distance on a ~3 mm
+    subsample), spread LIVER_CANDIDATE_SPACING_MM apart, deepest first; at least the
+    deepest point if it holds the sphere. (None, reason) if the liver is too thin."""
     sp = voxel_spacing(ct_affine)
     f = np.maximum(np.rint(3.0 / sp).astype(int), 1)
     f[2] = 1 if sp[2] >= 2.0 else f[2]
@@ -101,7 +107,28 @@ def _liver_centre(labels, ct_affine):
     k = np.unravel_index(int(np.argmax(depth)), depth.shape)
     if depth[k] < LIVER_RADIUS_MM:
         return None, f"the liver in the field of view is too thin for a {2 * LIVER_RADIUS_MM:.0f} mm sphere"
-    return apply_affine(ct_affine, np.array(k) * f), None
+    ijk = np.argwhere(depth >= LIVER_RADIUS_MM + LIVER_MARGIN_MM)
+    ijk = ijk[np.argsort(-depth[tuple(ijk.T)], kind="stable")]
+    pts = apply_affine(ct_affine, ijk * f) if len(ijk) else np.empty((0, 3))
+    chosen = [apply_affine(ct_affine, np.array(k) * f)]
+    for p in pts:  # greedy: deepest first, each at least the spacing from those chosen
+        if min(np.linalg.norm(p - q) for q in chosen) >= LIVER_CANDIDATE_SPACING_MM:
+            chosen.append(p)
+    return chosen, None
+
+
+def _liver_voi(suv, pet_affine, centres, where):
+    """The liver sphere among the candidates whose SUVmean is the candidates' median: a
+    lesion (hot or cold) moves the spheres that hold it away from the median, normal
+    parenchyma does not (PERCIST: a VOI in normal-appearing liver)."""
+    stats = [_measure(suv, pet_affine, c, "", "liver", where) for c in centres]
+    means = np.array([st["suvmean"] for st in stats])
+    best = int(np.argmin(np.abs(means - np.median(means))))
+    out = stats[best]
+    out["source"] = (f"liver:anatomy (30 mm sphere in the liver label's right lobe, the median-SUV one of "
+                     f"{len(centres)} candidate{'s' if len(centres) != 1 else ''})")  # fmt: skip
+    out["candidates"] = len(centres)
+    return out
 
 
 def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloodpool", *, fallback=True, where=""):
@@ -110,7 +137,8 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
     ``bloodpool``: a 10 mm x 20 mm z-cylinder on the descending thoracic aorta's centre
     line, at the level nearest the middle of its thoracic segment where the lumen is wide
     enough (:data:`MIN_LUMEN_RADIUS_MM`) and free of calcified plaque. ``liver``: a 30 mm
-    sphere at the liver's deepest point. If the configured region is not available and
+    sphere in the liver's right lobe, the median-SUV one of candidates spread through it
+    (a lesion in one sphere does not bias the background). If the configured region is not available and
     ``fallback`` is set, the other one is used and the result says so (``fallback``);
     if neither is, the error names both reasons.
     """
@@ -124,10 +152,9 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
                 src = "bloodpool:anatomy (descending thoracic aorta of the organ map; 10 mm x 20 mm cylinder)"
                 out = {**_measure(suv, pet_affine, centre, src, "bloodpool", where), "lumen_radius_mm": radius}
         else:
-            centre, why = _liver_centre(labels, ct_affine)
-            if centre is not None:
-                out = _measure(suv, pet_affine, centre, "liver:anatomy (deepest point of the liver label; 30 mm sphere)", "liver",
-                               where)  # fmt: skip
+            centres, why = _liver_centres(labels, ct_affine)
+            if centres is not None:
+                out = _liver_voi(suv, pet_affine, centres, where)
         if why is None:
             out["region"] = m
             if m != method:

@@ -18,7 +18,7 @@ import numpy as np
 # Tissue labels. Lesions get LESION_BASE + index.
 AIR, FAT, MUSCLE, LUNG, LIVER, SPLEEN, KIDNEY, BLADDER = 0, 1, 2, 3, 4, 5, 6, 7
 MYOCARDIUM, BLOOD, BONE, MARROW, TABLE, PAD = 8, 9, 10, 11, 12, 13
-AORTA, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, METAL = 14, 15, 16, 17, 18, 19, 20
+AORTA, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, METAL, RIB = 14, 15, 16, 17, 18, 19, 20, 21
 LESION_BASE = 100
 TISSUES = {
     AIR: "air", FAT: "fat", MUSCLE: "muscle", LUNG: "lung", LIVER: "liver",
@@ -26,6 +26,7 @@ TISSUES = {
     BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table", PAD: "pad",
     AORTA: "aorta", RENAL_PELVIS: "renal pelvis", BOWEL: "bowel", BOWEL_HOT: "bowel (FDG-avid)",
     BOWEL_GAS: "bowel gas", BRAIN: "brain", METAL: "metal",
+    RIB: "rib",
 }  # fmt: skip
 
 #: CT numbers (HU) per tissue on a non-contrast CT; lesions get their own (see :class:`Lesion`).
@@ -33,13 +34,14 @@ HU = {
     AIR: -1000.0, FAT: -100.0, MUSCLE: 45.0, LUNG: -840.0, LIVER: 62.0, SPLEEN: 50.0,
     KIDNEY: 32.0, BLADDER: 8.0, MYOCARDIUM: 45.0, BLOOD: 40.0, BONE: 750.0,
     MARROW: 230.0, TABLE: 250.0, PAD: -300.0, AORTA: 40.0, RENAL_PELVIS: 8.0, BOWEL: 35.0,
-    BOWEL_HOT: 35.0, BOWEL_GAS: -1000.0, BRAIN: 35.0, METAL: 3000.0,
+    BOWEL_HOT: 35.0, BOWEL_GAS: -1000.0, BRAIN: 35.0, METAL: 3000.0, RIB: 450.0,
 }  # fmt: skip
-#: Contrast-enhanced CT (portal-venous to late arterial phase): the tissues whose CT
-#: numbers change, as (low, high) ranges drawn per study; blood draws one value for the
-#: aorta and the heart's cavities.
+#: Contrast-enhanced CT (late arterial to portal-venous phase): the tissues whose CT
+#: numbers rise, as (lowest, highest) HU over studies. One enhancement level per study
+#: (dose, timing, cardiac output) sets them all, so that they move together as in patients
+#: (kidney cortex > spleen >= liver); the blood pool (aorta and heart cavities) varies most.
 CONTRAST_HU = {
-    BLOOD: (150.0, 400.0), LIVER: (95.0, 130.0), SPLEEN: (100.0, 140.0), KIDNEY: (140.0, 220.0),
+    BLOOD: (150.0, 400.0), LIVER: (95.0, 130.0), SPLEEN: (100.0, 140.0), KIDNEY: (150.0, 240.0),
     MYOCARDIUM: (80.0, 120.0), BOWEL: (60.0, 90.0), BOWEL_HOT: (60.0, 90.0),
 }  # fmt: skip
 #: The couch (fixed in the scanner): a curved carbon-fibre shell (TABLE) under a thin,
@@ -54,12 +56,12 @@ UPTAKE = {
     "fdg": {
         FAT: 0.35, MUSCLE: 0.8, LUNG: 0.45, LIVER: 2.2, SPLEEN: 1.8, KIDNEY: 3.8,
         BLADDER: 25.0, MYOCARDIUM: 5.0, BLOOD: 1.7, AORTA: 1.7, BONE: 0.5, MARROW: 1.6,
-        RENAL_PELVIS: 15.0, BOWEL: 1.3, BOWEL_HOT: 4.0, BRAIN: 8.0,
+        RENAL_PELVIS: 15.0, BOWEL: 1.3, BOWEL_HOT: 4.0, BRAIN: 8.0, RIB: 0.6,
     },
     "pentixafor": {
         FAT: 0.3, MUSCLE: 0.7, LUNG: 0.5, LIVER: 1.6, SPLEEN: 5.5, KIDNEY: 4.0,
         BLADDER: 18.0, MYOCARDIUM: 1.5, BLOOD: 1.8, AORTA: 1.8, BONE: 0.5, MARROW: 2.3,
-        RENAL_PELVIS: 12.0, BOWEL: 1.2, BOWEL_HOT: 1.5, BRAIN: 0.25,
+        RENAL_PELVIS: 12.0, BOWEL: 1.2, BOWEL_HOT: 1.5, BRAIN: 0.25, RIB: 0.9,
     },
 }  # fmt: skip
 
@@ -196,6 +198,17 @@ def make_anatomy(rng):
         # mediastinal fat (the heart, aorta and lungs are painted over it)
         Shape(FAT, np.array([0.0, -12.0, 95.0]), np.array([42.0, 62.0, 105.0]), "cylinder"),
     ]
+    # Ribs: 10 mm bone hoops in the chest wall every 25 mm from below the lungs' bases (the
+    # lower ribs cover liver and spleen) to the shoulders, open at the back (they join the
+    # spine beside it) and at the front (costal cartilage).
+    lung_base = min(c[2] for c in lung_c) - lung_semi[2]
+    for zr in np.arange(lung_base - 60.0, shoulder - 10.0, 25.0):
+        shapes += [
+            Shape(RIB, np.array([0.0, 0.0, zr]), np.array([bx - 18.0, by - 16.0, 5.0]), "cylinder", replaces=frozenset({MUSCLE})),
+            Shape(MUSCLE, np.array([0.0, 0.0, zr]), np.array([bx - 25.0, by - 23.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
+            Shape(MUSCLE, np.array([0.0, by - 20.0, zr]), np.array([40.0, 30.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
+            Shape(MUSCLE, np.array([0.0, 20.0 - by, zr]), np.array([22.0, 30.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
+        ]  # fmt: skip
     # Neck and head: scalp over the skull over the brain.
     neck_c = np.array([0.0, 22.0, shoulder + 55.0])
     shapes.append(Shape(FAT, neck_c, np.array([60.0, 58.0, 75.0]), "cylinder"))
@@ -205,8 +218,10 @@ def make_anatomy(rng):
     shapes.append(Shape(FAT, head_c, head_semi))
     shapes.append(Shape(BONE, head_c, head_semi - 6.0, organ="skull"))
     shapes.append(Shape(BRAIN, head_c, head_semi - 13.0))
-    # Abdominal cavity: visceral (mesenteric, retroperitoneal) fat inside the muscle wall.
-    cavity_top = 10.0
+    # Body cavity: fat inside the muscle wall, from the pelvis to the lungs' apices: visceral
+    # (mesenteric, retroperitoneal) fat around the bowel below, mediastinal and extrapleural
+    # fat between lungs, heart and chest wall above (the thorax is not solid muscle).
+    cavity_top = shoulder - 15.0
     cav = np.array([bx - 36.0, by - 42.0, (cavity_top + 300.0) / 2.0])
     shapes.append(Shape(FAT, np.array([0.0, -15.0, cavity_top - cav[2]]), cav, "cylinder"))
     shapes += _bowel_loops(rng, bx, by)
