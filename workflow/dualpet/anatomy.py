@@ -88,7 +88,8 @@ PLAUSIBLE_ML = {
     "kidney_left": (60.0, 450.0), "urinary_bladder": (15.0, 1200.0), "heart": (250.0, 1600.0),
     "brain": (700.0, 2000.0), "lung_left": (700.0, 5000.0), "lung_right": (800.0, 5500.0),
 }  # fmt: skip
-TRUNCATED_ML = {"liver": 80.0, "brain": 100.0, "lung_left": 50.0, "lung_right": 50.0, "heart": 80.0}
+TRUNCATED_ML = {"liver": 80.0, "brain": 100.0, "lung_left": 50.0, "lung_right": 50.0, "heart": 80.0, "spleen": 15.0,
+                "kidney_right": 15.0, "kidney_left": 15.0}  # fmt: skip
 
 
 def work_grid(hu, affine, target_mm=WORK_MM):
@@ -413,16 +414,22 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None):
     rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
     a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
     ball_se = (a0 / rb[0]) ** 2 + (a1 / rb[1]) ** 2 + (a2 / rb[2]) ** 2 <= 1.0
-    core = ndimage.binary_opening(m, structure=ball_se)
-    lab, _ = ndimage.label(core)
-    if not lab[ijk]:
-        # the seed sits in a thin part: fall back to its plain component
-        lab, _ = ndimage.label(m)
-        if not lab[ijk]:
+    def main_in_ball(mask):
+        """Label of the component of ``mask`` with most voxels in the seed's ball (the seed
+        voxel itself may be noise or lie on an edge), or 0."""
+        lab, _ = ndimage.label(mask)
+        counts = np.bincount(lab[sl].ravel())
+        counts[0] = 0
+        return lab, int(np.argmax(counts)) if counts.size > 1 and counts.max() > 0 else 0
+
+    lab, i = main_in_ball(ndimage.binary_opening(m, structure=ball_se))
+    if i:
+        organ = ndimage.binary_dilation(lab == i, structure=ball_se) & m
+    else:  # the organ is thin at the seed: its plain component
+        lab, i = main_in_ball(m)
+        if not i:
             return np.zeros_like(m), level, half
-        organ = lab == lab[ijk]
-    else:
-        organ = ndimage.binary_dilation(lab == lab[ijk], structure=ball_se) & m
+        organ = lab == i
     # the partial-volume rim: edge voxels, half organ and half neighbour, within twice the window
     rim = ndimage.binary_dilation(organ) & allowed & (np.abs(g - level) <= 2.0 * half)
     if limit_mm is not None:
