@@ -139,3 +139,30 @@ def test_background_outside_the_pet_is_named():
     for method in ("bloodpool", "liver"):
         with pytest.raises(DualpetInputError, match=r"background VOI at \[0.0, 0.0, 9000.0\] lies outside the PET"):
             measure_at(suv, np.diag([4.0, 4.0, 4.0, 1.0]), [0.0, 0.0, 9000.0], method)
+
+
+def test_abdomen_only_field_of_view(tmp_path):
+    """An abdomen-and-pelvis CT (no chest, contrast-enhanced): liver, kidneys, bladder and the
+    abdominal aorta are still found (the contrast decision comes from the abdominal aorta),
+    and the blood pool, which needs the thoracic aorta, falls back to the liver and says so."""
+    from dualpet.io import read_json
+    from dualpet.synth import generate_cohort
+
+    generate_cohort(tmp_path, 1, seed=5, size="demo", contrast="all", fov="abdomen", log=lambda m: None)
+    truth = read_json(tmp_path / "truth" / "P001.json")
+    tracer = truth["tracers"][0]
+    d = tmp_path / "conv"
+    convert_study(tmp_path / "dicom" / "P001" / tracer, patient="P001", tracer=tracer, ct_out=d / "ct.nii.gz",
+                  pet_out=d / "pet.nii.gz", json_out=d / "pet.json")  # fmt: skip
+    ct, pet = nib.load(d / "ct.nii.gz"), nib.load(d / "pet.nii.gz")
+    hu, ct_aff = np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine)
+    labels, report = segment_ct(hu, ct_aff)
+    assert report["contrast_enhanced"] is True
+    ref = np.asarray(nib.load(tmp_path / truth["organ_maps"][tracer]).dataobj)
+    for name in ("liver", "kidney_left", "kidney_right", "urinary_bladder", "aorta"):
+        assert report[name]["found"], (name, report[name])
+        assert _dice(ref == ORGANS[name], labels == ORGANS[name]) >= MIN_DICE.get(name, 0.5), name
+    got = background_from_anatomy(labels, ct_aff, hu, np.asarray(pet.dataobj), lps_affine(pet.affine), "bloodpool")
+    assert got["region"] == "liver" and "bloodpool not available" in got["fallback"]
+    expected = truth["studies"][tracer]["background"]["liver_suv_true"]
+    assert got["suvmean"] == pytest.approx(expected, rel=0.10)  # as in test_liver_against_truth

@@ -1,7 +1,7 @@
 """Anatomy benchmark: the CT organ label map against the generator's truth organ maps.
 
     python tests/benchmarks/bench_anatomy.py [--patients 6] [--seed 7] [--size demo|clinical]
-        [--fov torso|thorax|wholebody] [--workdir DIR]
+        [--fov torso|thorax|abdomen|wholebody] [--workdir DIR]
 
 Generates two cohorts of the same patients (``--contrast none`` and ``--contrast all``),
 converts each study's CT, runs :func:`dualpet.anatomy.segment_ct` and prints, per cohort,
@@ -103,7 +103,7 @@ def main(argv=None):
     ap.add_argument("--patients", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--size", choices=["demo", "clinical"], default="demo")
-    ap.add_argument("--fov", choices=["torso", "thorax", "wholebody"], default="torso")
+    ap.add_argument("--fov", choices=["torso", "thorax", "abdomen", "wholebody"], default="torso")
     ap.add_argument("--contrast", choices=["none", "all", "both"], default="both")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("-v", "--verbose", action="store_true")

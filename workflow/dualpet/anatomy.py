@@ -340,6 +340,12 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0), search_
     course is then followed down the abdomen while it stays round and near its line.
     Returns (mask, contrast-enhanced?, per-slice centres and radii)."""
     thoracic = [k for k in sorted(spine_centre) if lungs[:, :, k].sum() * c.spacing[0] * c.spacing[1] > 2000.0]
+    if not thoracic and not lungs.any() and len(spine_centre) >= 3:
+        # no chest in the field of view (abdomen only): the abdominal aorta lies in the same
+        # place; its upper part (above the bifurcation near the iliac crests) starts the course
+        ks = np.array(sorted(spine_centre))
+        zs = c.z[ks]
+        thoracic = [int(k) for k, z in zip(ks, zs) if z >= zs.min() + 0.4 * (zs.max() - zs.min())]
     if not thoracic:
         return np.zeros_like(body), None, {}
     exclude = ndimage.binary_dilation(spine, iterations=1) | lungs | ~body
@@ -458,12 +464,16 @@ def _side_mask(c, body, side):
 
 
 def _under_dome(c, lung, below_mm):
-    """Planes from just under a lung's lowest point to ``below_mm`` below it."""
+    """Planes from just under a lung's lowest point to ``below_mm`` below it; on a CT with
+    no lung at all (an abdomen-only field of view starting below the domes), the top
+    ``below_mm`` of the field of view. Returns (planes, how they were found or None)."""
     planes = np.flatnonzero(lung.any(axis=(0, 1)))
+    if not planes.size:  # this side's base is not in the field of view: the other's, if any
+        planes = np.flatnonzero(c.mask("lung_left", "lung_right").any(axis=(0, 1)))
     if not planes.size:
-        return None
+        return c.z > c.z.max() - below_mm, "in the top of the field of view (no lungs in it)"
     dome = c.z[planes].min()
-    return (c.z < dome + 15.0) & (c.z > dome - below_mm)
+    return (c.z < dome + 15.0) & (c.z > dome - below_mm), None
 
 
 def _depth_in_plane(c, body):
@@ -480,9 +490,8 @@ def _liver(c, body, lung_right):
     """Liver: the thickest soft tissue on the patient's right within 150 mm under the right
     lung's base, grown within its own density (ORGAN_WINDOW_HU) so that plain (55-65 HU) and
     enhanced (100-130 HU) livers are found alike, limited to 230 mm from its seed."""
-    band = _under_dome(c, lung_right, 150.0)
-    if band is None:
-        return None, "no right lung on the CT to find the liver under"
+    band, where = _under_dome(c, lung_right, 150.0)
+    where = where or "under the right lung"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
     # at the levels of the lungs the liver lies under the right lung: the heart, of similar
     # density on plain CT, sits on the diaphragm beside the dome and must not be grown into
@@ -492,18 +501,17 @@ def _liver(c, body, lung_right):
     region[:, :, ~band] = False
     seed, depth = _deepest(c, region)
     if seed is None or depth < 15.0:
-        return None, "no soft tissue under the right lung deep enough for a liver"
+        return None, f"no soft tissue {where} deep enough for a liver"
     organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=230.0)
     c.levels["liver"] = level
-    return organ, f"grown from the thickest tissue under the right lung at {level:.0f} +/- {half:.0f} HU"
+    return organ, f"grown from the thickest tissue on the right {where} at {level:.0f} +/- {half:.0f} HU"
 
 
 def _spleen(c, body, lung_left):
     """Spleen: the thickest soft tissue on the patient's left, in the posterior half, within
     120 mm under the left lung's base, grown within its own density, within 110 mm."""
-    band = _under_dome(c, lung_left, 120.0)
-    if band is None:
-        return None, "no left lung on the CT to find the spleen under"
+    band, where = _under_dome(c, lung_left, 120.0)
+    where = where or "under the left lung"
     ys = c.y[np.nonzero(body)[1]]
     posterior = (c.y > np.percentile(ys, 45))[None, :, None]
     region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "kidney_left") & _side_mask(c, body, +1) & posterior
@@ -511,13 +519,13 @@ def _spleen(c, body, lung_left):
     region &= ~ndimage.binary_dilation(c.mask("vertebrae"), iterations=8)
     seed, depth = _deepest(c, region)
     if seed is None or depth < 10.0:
-        return None, "no soft tissue under the left lung deep enough for a spleen"
+        return None, f"no soft tissue {where} deep enough for a spleen"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "lung_left", "lung_right", "kidney_left")
     # the spleen lies inside the body wall (ribs, intercostal and abdominal muscle, fat),
     # whose muscle has nearly its density on plain CT
     allowed &= _depth_in_plane(c, body) > SPLEEN_WALL_MM
     organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=80.0)
-    return organ, f"grown from the thickest tissue under the left lung at {level:.0f} +/- {half:.0f} HU"
+    return organ, f"grown from the thickest tissue on the left {where} at {level:.0f} +/- {half:.0f} HU"
 
 
 def _kidney(c, body, spine_centre, side, enhanced):

@@ -247,8 +247,9 @@ def build_parser():
     )
     s.add_argument("--contrast", choices=["none", "mixed", "all"], default="mixed",
                    help="contrast-enhanced CTs: none, each study with probability 1/2 (mixed, default), all")  # fmt: skip
-    s.add_argument("--fov", choices=["torso", "thorax", "wholebody"], default="torso",
-                   help="axial field of view: torso (default), thorax (neck to upper abdomen), wholebody (head to thighs)")  # fmt: skip
+    s.add_argument("--fov", choices=["torso", "thorax", "abdomen", "wholebody"], default="torso",
+                   help="axial field of view: torso (default), thorax (neck to upper abdomen), abdomen (diaphragm to "
+                   "pelvis), wholebody (head to thighs)")  # fmt: skip
     s.add_argument("--max-rotation-deg", type=float, default=5.0, help="pose difference between studies (default 5)")
     s.add_argument("--max-translation-mm", type=float, default=30.0, help="(default 30)")
     s.set_defaults(func=_cmd_synth)

@@ -60,10 +60,11 @@ FOV_CENTER_Z = -25.0
 #: Axial fields of view (anatomy z range, mm; the diaphragm is at 0, the shoulders near
 #: +250, the vertex near +560): ``torso`` is the size's extent around FOV_CENTER_Z (neck
 #: to pelvis at demo size, skull base to thighs at clinical size); ``thorax`` is a
-#: neck-to-upper-abdomen scan (the liver's dome only); ``wholebody`` runs from above the
-#: vertex to the thighs (brain in the field of view).
-FIELDS_OF_VIEW = ("torso", "thorax", "wholebody")
-FOV_Z = {"thorax": (-110.0, 290.0), "wholebody": (-560.0, 600.0)}
+#: neck-to-upper-abdomen scan (the liver's dome only); ``abdomen`` an abdomen-and-pelvis
+#: scan from about the diaphragm's level down (lung bases in some patients, none in
+#: others); ``wholebody`` runs from above the vertex to the thighs (brain in the field of view).
+FIELDS_OF_VIEW = ("torso", "thorax", "abdomen", "wholebody")
+FOV_Z = {"thorax": (-110.0, 290.0), "abdomen": (-350.0, 0.0), "wholebody": (-560.0, 600.0)}
 #: ``contrast``: which studies have a contrast-enhanced CT (``mixed``: each study with
 #: probability 1/2, drawn independently of everything else).
 CONTRASTS = ("none", "mixed", "all")
