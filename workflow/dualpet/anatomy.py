@@ -69,6 +69,11 @@ HEART_WALL_MM = 25.0
 #: On contrast-enhanced CT the renal cortex is at least this much (HU) denser than the
 #: liver, the spleen is not (portal-venous: liver 100-120, spleen 110-130, kidney 150-250).
 KIDNEY_OVER_LIVER_HU = 30.0
+#: Bowel loops without gas: soft tissue (wall and fluid or chyme; enhanced wall up to about
+#: 100 HU) in tubes at most BOWEL_RADIUS_MM thick and BOWEL_LENGTH_MM long, at least
+#: BOWEL_WALL_MM inside the body's outline (the abdominal wall's muscle is a thin sheet too).
+BOWEL_HU = (-20.0, 130.0)
+BOWEL_RADIUS_MM, BOWEL_LENGTH_MM, BOWEL_WALL_MM = 20.0, 50.0, 15.0
 #: Window (HU) around an organ's own median in which it is grown: this many noise standard
 #: deviations of the denoised CT, but at least ORGAN_WINDOW_HU[0] and at most [1] (plain
 #: liver 55-65 HU borders muscle and spleen 40-50 HU; noise decides how close it may come).
@@ -134,6 +139,7 @@ def _per_slice(fn, mask):
 
 
 def _per_slice_float(fn, mask):
+    """``fn`` (mask slice -> float image) applied slice by slice where ``mask`` has voxels."""
     out = np.zeros(mask.shape, dtype=np.float32)
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
         out[:, :, k] = fn(mask[:, :, k])
@@ -420,6 +426,7 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None):
     rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
     a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
     ball_se = (a0 / rb[0]) ** 2 + (a1 / rb[1]) ** 2 + (a2 / rb[2]) ** 2 <= 1.0
+
     def main_in_ball(mask):
         """Label of the component of ``mask`` with most voxels in the seed's ball (the seed
         voxel itself may be noise or lie on an edge), or 0."""
@@ -488,8 +495,9 @@ def _soft(c, body):
 
 def _liver(c, body, lung_right):
     """Liver: the thickest soft tissue on the patient's right within 150 mm under the right
-    lung's base, grown within its own density (ORGAN_WINDOW_HU) so that plain (55-65 HU) and
-    enhanced (100-130 HU) livers are found alike, limited to 230 mm from its seed."""
+    lung's base (or the top of an abdomen-only field of view), grown within its own density
+    (ORGAN_WINDOW_SD, ORGAN_WINDOW_HU) so that plain (55-65 HU) and enhanced (100-130 HU)
+    livers are found alike, limited to 230 mm from its seed."""
     band, where = _under_dome(c, lung_right, 150.0)
     where = where or "under the right lung"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
@@ -509,7 +517,8 @@ def _liver(c, body, lung_right):
 
 def _spleen(c, body, lung_left):
     """Spleen: the thickest soft tissue on the patient's left, in the posterior half, within
-    120 mm under the left lung's base, grown within its own density, within 110 mm."""
+    120 mm under the left lung's base (or the top of an abdomen-only field of view), grown
+    within its own density within 80 mm and SPLEEN_WALL_MM inside the body's outline."""
     band, where = _under_dome(c, lung_left, 120.0)
     where = where or "under the left lung"
     ys = c.y[np.nonzero(body)[1]]
@@ -540,7 +549,7 @@ def _kidney(c, body, spine_centre, side, enhanced):
     lateral = ((dx > 25.0) & (dx < 120.0))[:, None, None]
     posterior = ((c.y > sy - 60.0) & (c.y < sy + 40.0))[None, :, None]
     window = (120.0, 400.0) if enhanced else (10.0, 45.0)
-    if enhanced and "liver" in c.levels:  # enhanced cortex stands KIDNEY_OVER_LIVER_HU above the liver, the spleen does not
+    if enhanced and "liver" in c.levels:  # the cortex stands out above the liver, the spleen does not
         window = (max(window[0], c.levels["liver"] + KIDNEY_OVER_LIVER_HU), window[1])
     taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right")
     g = c.denoised
@@ -610,20 +619,58 @@ def _heart(c, body, lungs, spine_centre, enhanced):
     return _per_slice(ndimage.binary_fill_holes, heart), "largest blood/soft-tissue mass between the lungs"
 
 
-def _bowel(c, body):
-    """Bowel (stomach, small bowel, colon) where it holds gas: gas (below GAS_HU_MAX) in the
-    body below the lungs' bases, not lung, with the wall around it (5 mm)."""
+def _bowel(c, body, spine_centre):
+    """Bowel (stomach, small bowel, colon) below the lungs' bases: gas (below GAS_HU_MAX)
+    that is not lung, with the wall around it (5 mm); and soft-tissue loops without gas:
+    tubes (:func:`_soft_tubes`) in the abdomen."""
     lungs = c.mask("lung_left", "lung_right")
     gas = body & (c.g < GAS_HU_MAX) & ~lungs
     if lungs.any():
         gas[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
     lab, n = ndimage.label(gas)
-    if n == 0:
-        return None, "no gas-filled bowel on the CT"
     sizes = np.bincount(lab.ravel()) * c.voxel_ml
     gas = np.isin(lab, [i for i in range(1, n + 1) if sizes[i] >= 0.5])
     wall = ndimage.binary_dilation(gas, structure=np.ones((3, 3, 3), bool), iterations=max(int(round(5.0 / c.spacing.min())), 1))
-    return (gas | (wall & body & (c.g > -120.0) & (c.g < 200.0) & ~lungs)), "gas-filled loops and their wall"
+    loops = gas | (wall & body & (c.g > -120.0) & (c.g < 200.0) & ~lungs)
+    tubes = _soft_tubes(c, body, spine_centre)
+    if not (loops.any() or tubes.any()):
+        return None, "no gas-filled bowel and no bowel-like tube on the CT"
+    return loops | tubes, "gas-filled loops with their wall, and soft-tissue tubes in the abdomen"
+
+
+def _soft_tubes(c, body, spine_centre):
+    """Bowel loops without gas: soft-tissue components (denoised CT within BOWEL_HU, opened
+    by one voxel) below the lungs' bases, clear of the organs found and of the body wall
+    (BOWEL_WALL_MM from the outline), that are tubes: at most BOWEL_RADIUS_MM thick (in
+    radius) and at least BOWEL_LENGTH_MM long (4 SD along their main axis). Vertical tubes
+    near the spine (aorta, vena cava, psoas) are not bowel. Lymph nodes are round, so a
+    node, even a large one, is never taken for bowel."""
+    lungs = c.mask("lung_left", "lung_right")
+    soft = body & (c.denoised > BOWEL_HU[0]) & (c.denoised < BOWEL_HU[1])
+    if lungs.any():
+        soft[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min() - 20.0] = False
+    organs = ("liver", "spleen", "kidney_left", "kidney_right", "aorta", "vertebrae", "urinary_bladder", "heart")
+    soft &= ~ndimage.binary_dilation(c.mask(*organs), iterations=2)
+    soft = ndimage.binary_opening(soft, structure=np.ones((3, 3, 3), bool))
+    depth = _depth_in_plane(c, body)
+    sx = np.median([v[0] for v in spine_centre.values()]) if spine_centre else np.nan
+    lab, _ = ndimage.label(soft)
+    tubes = np.zeros_like(soft)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        m = lab[sl] == i
+        if m.sum() * c.voxel_ml < 3.0 or depth[sl][m].min() < BOWEL_WALL_MM:
+            continue
+        if ndimage.distance_transform_edt(np.pad(m, 1), sampling=c.spacing).max() > BOWEL_RADIUS_MM:
+            continue
+        pts = (np.argwhere(m) + [s.start for s in sl]) * c.spacing
+        w, v = np.linalg.eigh(np.cov(pts.T))
+        if 4.0 * np.sqrt(max(w[-1], 0.0)) < BOWEL_LENGTH_MM:
+            continue
+        centre_x = c.x[int(round(np.argwhere(m)[:, 0].mean())) + sl[0].start]
+        if abs(v[2, -1]) > np.cos(np.deg2rad(30.0)) and abs(centre_x - sx) < 70.0:
+            continue  # vertical beside the spine: a great vessel or the psoas
+        tubes[sl] |= m
+    return tubes
 
 
 def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
@@ -663,7 +710,7 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
         ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, bool(enhanced))),
         ("spleen", lambda: _spleen(c, body, c.mask("lung_left"))),
         ("urinary_bladder", lambda: _bladder(c, body)),
-        ("bowel", lambda: _bowel(c, body)),
+        ("bowel", lambda: _bowel(c, body, spine_centre)),
     )
     for name, step in steps:
         organ, why = step()
