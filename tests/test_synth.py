@@ -193,3 +193,20 @@ def test_pet_end_planes_are_noisier():
     ratio = noisy[:, :, 3].std() / noisy[:, :, 45:55].std()
     assert ratio == pytest.approx(profile[3], rel=0.1)
     assert noisy[:, :, 0].std() > 2.5 * noisy[:, :, 45:55].std()
+
+
+def test_metal_streaks_only_on_slices_with_metal():
+    """Metal streaks: lines through the metal on its slices (bright and dark, reaching far
+    beyond it), nothing on the other slices."""
+    from dualpet.synth.render import add_metal_streaks
+
+    hu = np.zeros((101, 101, 6), np.float32)
+    metal = np.zeros(hu.shape, bool)
+    metal[49:52, 49:52, 2:4] = True
+    add_metal_streaks(hu, metal, np.diag([2.0, 2.0, 3.0, 1.0]), np.random.default_rng(3))
+    assert not hu[:, :, [0, 1, 4, 5]].any()
+    ring = np.hypot(*np.meshgrid(np.arange(101) - 50, np.arange(101) - 50, indexing="ij")) * 2.0
+    far = hu[:, :, 2][(ring > 60) & (ring < 90)]
+    # 8-16 lines of 150-600 HU at 30/r: tens of HU at 60-90 mm, on a small share of the ring
+    assert far.max() > 20.0 or far.min() < -20.0
+    assert np.mean(np.abs(far) > 20.0) < 0.5

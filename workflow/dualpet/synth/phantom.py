@@ -279,7 +279,7 @@ def make_anatomy(rng):
         shapes.append(Shape(MARROW, bone_c, np.array([7.0, 7.0, 330.0]), "cylinder"))
     port = rng.uniform() < 0.3  # a venous port chamber in the right upper chest wall
     if port:
-        shapes.append(Shape(METAL, np.array([-70.0, -by + 7.0, shoulder - 60.0]), np.array([12.0, 4.0, 12.0]), "cylinder"))
+        shapes.append(Shape(METAL, np.array([-70.0, -by + 7.0, shoulder - 105.0]), np.array([12.0, 4.0, 12.0]), "cylinder"))
     landmarks = {
         "arms": arms,
         "port": port,

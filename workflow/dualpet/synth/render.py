@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from dualpet.geometry import apply_affine
 from dualpet.anatomy import ORGANS
-from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, PAD, TABLE, TISSUE_ORGAN
+from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, METAL, PAD, TABLE, TISSUE_ORGAN
 
 #: Fine-grid subdivision per axis used to integrate activity over PET voxels.
 PET_SUPERSAMPLE = 2
@@ -109,7 +109,30 @@ def render_ct(phantom, shape, affine, pose, rng, table_top_y, noise_hu=12.0, con
     hu = lut[labels]
     hu = ndimage.gaussian_filter(hu, sigma=0.6)
     hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
+    add_metal_streaks(hu, labels == METAL, affine, rng)
     return hu, organs
+
+
+def add_metal_streaks(hu, metal, affine, rng, n_streaks=(8, 16), amplitude_hu=(150.0, 600.0), width_rad=0.012,
+                      near_mm=30.0):  # fmt: skip
+    """Streak artefacts of metal (in place): on each slice holding metal, bright and dark
+    lines through it (beam hardening, photon starvation) at random angles, across the whole
+    reconstructed field of view (also into the air around the patient), their amplitude
+    falling as 1/r beyond ``near_mm`` from the metal."""
+    sp = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    for k in np.flatnonzero(metal.any(axis=(0, 1))):
+        ii, jj = np.nonzero(metal[:, :, k])
+        di = (np.arange(hu.shape[0]) - ii.mean())[:, None] * sp[0]
+        dj = (np.arange(hu.shape[1]) - jj.mean())[None, :] * sp[1]
+        r, phi = np.hypot(di, dj), np.arctan2(dj, di)
+        falloff = np.minimum(1.0, near_mm / np.maximum(r, 1e-3))
+        streaks = np.zeros(r.shape, np.float32)
+        for _ in range(int(rng.integers(*n_streaks))):
+            theta = rng.uniform(0.0, np.pi)
+            d = np.angle(np.exp(2j * (phi - theta))) / 2.0  # angle to the line through the metal
+            sign = 1.0 if rng.uniform() < 0.5 else -1.0
+            streaks += sign * rng.uniform(*amplitude_hu) * np.exp(-0.5 * (d / width_rad) ** 2)
+        hu[:, :, k] += (streaks * falloff).astype(np.float32)
 
 
 def fine_grid(shape, affine, factor=PET_SUPERSAMPLE):
