@@ -210,3 +210,25 @@ def test_metal_streaks_only_on_slices_with_metal():
     # 8-16 lines of 150-600 HU at 30/r: tens of HU at 60-90 mm, on a small share of the ring
     assert far.max() > 20.0 or far.min() < -20.0
     assert np.mean(np.abs(far) > 20.0) < 0.5
+
+
+def test_visibility_truth_is_the_readers_rule(truth):
+    """Every lesion's 'visible' flag follows from its recorded noiseless peak, the tissue
+    around it and the noise there (contrast >= 1.5 and contrast-to-noise >= 3), never from
+    the blood pool; the noise SD is the noise model's at the background's SUV."""
+    from dualpet.synth import VISIBLE_CNR, VISIBLE_CONTRAST
+
+    n = 0
+    for t in truth.values():
+        assert "visibility_rule" in t
+        for les in t["lesions"]:
+            for tracer in t["tracers"]:
+                peak, bg = les["noiseless_suvmax"][tracer], les["local_background_suv"][tracer]
+                sd = les["local_noise_sd"][tracer]
+                cov = t["studies"][tracer]["pet"]["noise_cov_at_suv2"]
+                # the SD at SUV bg: cov x sqrt(bg x 2), times the plane's factor (1 in the middle, up to 3 at the ends)
+                assert cov * np.sqrt(bg * 2.0) * 0.999 <= sd <= 3.2 * cov * np.sqrt(bg * 2.0)
+                assert les["contrast_to_noise"][tracer] == pytest.approx((peak - bg) / sd)
+                assert les["visible"][tracer] == (peak >= VISIBLE_CONTRAST * bg and (peak - bg) / sd >= VISIBLE_CNR)
+                n += 1
+    assert n > 0

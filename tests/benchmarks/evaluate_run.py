@@ -3,7 +3,9 @@
     python tests/benchmarks/evaluate_run.py [--results results] [--truth results/demo_input/truth]
 
 Per tracer: sensitivity on the truth's detectable lesions (found = a detected row within
---radius mm of the true centre, in the reference study's LPS space), false positives per
+--radius mm of the true centre, in the reference study's LPS space) and on its visible ones
+(the reader's definition: contrast against the surrounding tissue and its noise, no
+global threshold; generator revision 7 on), false positives per
 patient (detected rows matching no true lesion), median |SUVmax error| against the SUVmax
 actually in the simulated image, median centroid error, and the background SUVmean error
 against the noiseless image. Matching: of the true lesions found on both tracers, the
@@ -38,7 +40,8 @@ def evaluate(results, truth_dir, radius=10.0):
     ref, idx = next(iter(truths.values()))["tracers"]
     tre, misses, fps, regions = [], [], [], []
     match = {"both_found": 0, "merged": 0}
-    stats = {t: {"tp": 0, "n": 0, "fp": 0, "suv_err": [], "cent_err": [], "bg_err": []} for t in (ref, idx)}
+    stats = {t: {"tp": 0, "n": 0, "fp": 0, "suv_err": [], "cent_err": [], "bg_err": [], "visible_tp": 0, "visible_n": 0}
+             for t in (ref, idx)}  # fmt: skip
     for pid, t in truths.items():
         tfm = load_transform(res / pid / "registration" / "transform.tfm")
         a_ = np.array([les["center_lps"][ref] for les in t["lesions"]]).reshape(-1, 3)
@@ -59,6 +62,14 @@ def evaluate(results, truth_dir, radius=10.0):
                 if hit:
                     used.add(j)
                     found_rows.setdefault(les["id"], {})[tracer] = det.iloc[j]["lesion"]
+                if les.get("visible", {}).get(tracer):  # the reader's definition (generator revision >= 7)
+                    s["visible_n"] += 1
+                    s["visible_tp"] += int(hit)
+                    if not hit:
+                        misses.append(f"{pid} {les['id']} {tracer} visible, not found ({les['region']}, "
+                                      f"r={les['radius_mm']:.1f} mm, contrast-to-noise {les['contrast_to_noise'][tracer]:.1f}, "
+                                      f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f} on "
+                                      f"{les['local_background_suv'][tracer]:.2f})")  # fmt: skip
                 if les["detectable"][tracer]:
                     s["n"] += 1
                     if hit:
@@ -94,8 +105,10 @@ def report(ev, results=None, verbose=False):
     print(f"patients: {n_pat}, union lesions in lesions.tsv: {ev['union_lesions']}")
     for tracer, s in ev["stats"].items():
         sens = s["tp"] / s["n"] if s["n"] else float("nan")
+        vis = (f"; visible (reader's rule) {s['visible_tp']}/{s['visible_n']} = {100 * s['visible_tp'] / s['visible_n']:.1f} %"
+               if s["visible_n"] else "")  # fmt: skip
         print(
-            f"{tracer:>12}: sensitivity {s['tp']}/{s['n']} = {100 * sens:.1f} %, "
+            f"{tracer:>12}: sensitivity {s['tp']}/{s['n']} = {100 * sens:.1f} % (detectable, global rule){vis}, "
             f"FP/patient {s['fp'] / n_pat:.2f}, median |SUVmax err| {100 * np.median(s['suv_err']):.1f} %, "
             f"median centroid err {np.median(s['cent_err']):.2f} mm, "
             f"background err {100 * np.mean(s['bg_err']):+.1f} % (SD {100 * np.std(s['bg_err']):.1f} %)"
