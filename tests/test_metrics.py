@@ -90,3 +90,23 @@ def test_threshold_methods():
     assert detection_threshold({"method": "fixed", "value": 2.5}, 1.7) == 2.5
     with pytest.raises(ValueError):
         detection_threshold({"method": "magic"}, 1.0)
+
+
+def test_crop_round_trip(tmp_path):
+    """A lesion crop reads back as written (dualpet.interchange is the one definition the
+    match step and the lesion jobs share); unknown fields are refused."""
+    from dualpet.interchange import read_crop, write_crop
+
+    suv = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    mask = suv > 10
+    aff = np.diag([4.0, 4.0, 3.0, 1.0])
+    write_crop(tmp_path / "L01.npz", 0.41, {
+        "fdg": {"suv": suv, "mask": mask, "affine": aff, "mode": "isocontour", "background": 1.7},
+        "pentixafor": {"mode": "outside_field_of_view"},
+    })  # fmt: skip
+    fraction, crop = read_crop(tmp_path / "L01.npz", ("fdg", "pentixafor"))
+    assert fraction == pytest.approx(0.41) and crop["pentixafor"] == {"mode": "outside_field_of_view"}
+    assert np.array_equal(crop["fdg"]["suv"], suv) and np.array_equal(crop["fdg"]["mask"], mask)
+    assert np.array_equal(crop["fdg"]["affine"], aff) and crop["fdg"]["background"] == pytest.approx(1.7)
+    with pytest.raises(ValueError, match="unknown crop fields"):
+        write_crop(tmp_path / "L02.npz", 0.41, {"fdg": {"mode": "isocontour", "centre": 1}})

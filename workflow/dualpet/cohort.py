@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from dualpet.failures import read_failures, reasons
+from dualpet.interchange import LESION_METRICS
 from dualpet.io import read_json, write_json, write_tsv
 
-#: Per-tracer lesion columns of the contract, in order.
-LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
 
 
 def lesion_columns(tracers):

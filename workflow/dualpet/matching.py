@@ -24,7 +24,8 @@ from scipy.optimize import linear_sum_assignment
 
 from dualpet.anatomy import BONE_HU_MIN, FAT_HU, LUNG_HU
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
-from dualpet.io import atomic_path, write_tsv
+from dualpet.interchange import write_crop
+from dualpet.io import write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
 
@@ -241,7 +242,7 @@ def build_lesions(
         row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
         row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver) if ref_ct is not None else ""
         row["match_distance_mm"] = u["distance_mm"]
-        arrays = {}
+        crop = {}
         for t in tracers:
             other = idx if t == ref else ref
             st = studies[t]
@@ -256,22 +257,16 @@ def build_lesions(
                 full = carry_voi(src["voi"], src["crop_affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
                 if not full.any():  # the lesion lies outside this PET's field of view
                     row[f"{t}_voi_source"] = "outside_field_of_view"
-                    arrays[f"{t}_mode"] = np.array("outside_field_of_view")
+                    crop[t] = {"mode": "outside_field_of_view"}
                     continue
                 mode = f"mapped_from_{other}"
                 lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
                 box = tuple(slice(a, b) for a, b in zip(lo, hi))
                 mask = full[box]
             row[f"{t}_voi_source"] = mode
-            arrays[f"{t}_suv"] = st["suv"][box].astype(np.float32)
-            arrays[f"{t}_mask"] = mask
-            arrays[f"{t}_affine"] = _crop_affine(st["affine"], lo)
-            arrays[f"{t}_mode"] = np.array(mode)
-            arrays[f"{t}_background"] = np.array(float(st["background"]))
-        arrays["fraction"] = np.array(float(fraction))
-        with atomic_path(out_crops / f"{lesion}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+            crop[t] = {"suv": st["suv"][box], "mask": mask, "affine": _crop_affine(st["affine"], lo), "mode": mode,
+                       "background": st["background"]}  # fmt: skip
+        write_crop(out_crops / f"{lesion}.npz", fraction, crop)
         rows.append(row)
     columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]
     columns += [f"{t}_{k}" for t in tracers for k in ("detected", "voi_source", "label")]

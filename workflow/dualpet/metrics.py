@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from dualpet.geometry import voxel_spacing, voxel_volume_ml
+from dualpet.interchange import read_crop
 
 #: Radius (mm) of a 1 mL sphere.
 PEAK_RADIUS_MM = (3.0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
@@ -105,17 +106,16 @@ def lesion_metrics(suv, voi, affine, background_suvmean=None):
 
 def lesion_crop_metrics(crop_path, tracers):
     """Metrics of one lesion from its crop (the per-lesion job)."""
-    data = np.load(crop_path)
-    fraction = float(data["fraction"])
+    fraction, crop = read_crop(crop_path, tracers)
     out = {}
     for t in tracers:
-        mode = str(data[f"{t}_mode"])
+        mode = crop[t]["mode"]
         if mode == "outside_field_of_view":
             out[t] = {"voi_source": mode}
             continue
-        suv, mask, affine = data[f"{t}_suv"], data[f"{t}_mask"], data[f"{t}_affine"]
+        suv, mask, affine = crop[t]["suv"], crop[t]["mask"], crop[t]["affine"]
         voi = isocontour_voi(suv, mask, fraction) if mode == "isocontour" else mask
-        m = lesion_metrics(suv, voi, affine, float(data[f"{t}_background"]))
+        m = lesion_metrics(suv, voi, affine, crop[t]["background"])
         if mode != "isocontour":  # not detected on this tracer: no metabolic volume
             m["mtv_ml"] = float("nan")
             m["tlg"] = float("nan")

@@ -32,12 +32,13 @@ import numpy as np
 import pandas as pd
 
 from dualpet.errors import DualpetInputError
+from dualpet.interchange import LESION_METRICS
 from dualpet.io import write_json, write_text
 
 __all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "run"]
 
 #: Uptake metrics analysed, in report order; ``{tracer}_{metric}`` columns of lesions.tsv.
-METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
+METRICS = LESION_METRICS  # the per-tracer lesion columns (dualpet.interchange)
 
 #: Metrics correlated with clinical columns and how lesions are aggregated per patient.
 CORRELATION_METRICS = {"suvmax": "max", "suvmean": "mean", "tbr": "max"}

@@ -1,0 +1,59 @@
+"""The files passed between workflow steps, defined once: every writer and reader of a
+lesion crop and of the per-tracer lesion metrics goes through this module.
+
+- A **lesion crop** (``results/{patient}/lesions/crops/{lesion}.npz``, written by the
+  ``match`` step, read by each ``lesion_metrics`` job): the isocontour fraction and, per
+  tracer, the SUV box around the lesion, its mask (the detection neighbourhood, or the
+  other tracer's VOI carried over), the box's voxel-to-LPS affine, the VOI mode and the
+  study's background SUVmean.
+- The **lesion metrics** (``LESION_METRICS``): the per-tracer columns of ``lesions.tsv``
+  (contract order), the metrics each lesion job computes and the statistics compare.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualpet.io import atomic_path
+
+#: Per-tracer lesion metrics: the contract's lesions.tsv columns ``{tracer}_{metric}``, in order.
+LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
+
+#: Per-tracer fields of a lesion crop, and the VOI modes it may hold.
+CROP_FIELDS = ("suv", "mask", "affine", "mode", "background")
+VOI_MODES = ("isocontour", "outside_field_of_view")  # plus "mapped_from_{tracer}"
+
+
+def write_crop(path, fraction, per_tracer):
+    """Write a lesion crop atomically. ``per_tracer``: tracer -> dict with ``mode`` and,
+    unless the mode is ``outside_field_of_view``, ``suv``, ``mask``, ``affine`` and
+    ``background``."""
+    arrays = {"fraction": np.array(float(fraction))}
+    for tracer, fields in per_tracer.items():
+        unknown = set(fields) - set(CROP_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown crop fields {sorted(unknown)}")
+        arrays[f"{tracer}_mode"] = np.array(str(fields["mode"]))
+        if fields["mode"] != "outside_field_of_view":
+            arrays[f"{tracer}_suv"] = np.asarray(fields["suv"], dtype=np.float32)
+            arrays[f"{tracer}_mask"] = np.asarray(fields["mask"], dtype=bool)
+            arrays[f"{tracer}_affine"] = np.asarray(fields["affine"], dtype=float)
+            arrays[f"{tracer}_background"] = np.array(float(fields["background"]))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def read_crop(path, tracers):
+    """A lesion crop as (fraction, {tracer: {field: value}}); a tracer whose lesion lies
+    outside its PET has only ``mode``."""
+    with np.load(path) as data:
+        out = {}
+        for tracer in tracers:
+            mode = str(data[f"{tracer}_mode"])
+            fields = {"mode": mode}
+            if mode != "outside_field_of_view":
+                fields.update(suv=data[f"{tracer}_suv"], mask=data[f"{tracer}_mask"], affine=data[f"{tracer}_affine"],
+                              background=float(data[f"{tracer}_background"]))  # fmt: skip
+            out[tracer] = fields
+        return float(data["fraction"]), out
