@@ -110,3 +110,17 @@ def test_crop_round_trip(tmp_path):
     assert np.array_equal(crop["fdg"]["affine"], aff) and crop["fdg"]["background"] == pytest.approx(1.7)
     with pytest.raises(ValueError, match="unknown crop fields"):
         write_crop(tmp_path / "L02.npz", 0.41, {"fdg": {"mode": "isocontour", "centre": 1}})
+
+
+def test_segmentation_record_round_trip(tmp_path):
+    """The segmentation record the segment step writes is what match and patient_table read."""
+    from dualpet.interchange import read_segmentation, write_segmentation
+
+    bg = {"suvmean": 1.8, "source": "bloodpool:anatomy", "n_voxels": 25}
+    write_segmentation(tmp_path / "a.json", "P001", "fdg", bg, {"method": "background", "factor": 2.0},
+                       {"threshold_suv": 3.6, "lesions": []})  # fmt: skip
+    got = read_segmentation(tmp_path / "a.json")
+    assert got["background_suvmean"] == 1.8 and got["background_source"] == "bloodpool:anatomy"
+    assert got["threshold_suv"] == 3.6 and got["record"]["detection"]["method"] == {"method": "background", "factor": 2.0}
+    write_segmentation(tmp_path / "b.json", "P001", "fdg", bg, {"method": "seeds"}, {"threshold_suv": None, "seeds": 2})
+    assert read_segmentation(tmp_path / "b.json")["threshold_suv"] is None

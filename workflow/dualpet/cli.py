@@ -135,14 +135,14 @@ def _load_study(pet, labels, seg):
     import numpy as np
 
     from dualpet.geometry import lps_affine
-    from dualpet.io import read_json
+    from dualpet.interchange import read_segmentation
 
     img = nib.load(pet)
     return {
         "suv": np.asarray(img.dataobj, dtype=np.float32),
         "affine": lps_affine(img.affine),
         "labels": np.asarray(nib.load(labels).dataobj).astype(np.int32),
-        "background": read_json(seg)["background"]["suvmean"],
+        "background": read_segmentation(seg)["background_suvmean"],
     }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dualpet.failures import read_failures, reasons
-from dualpet.interchange import LESION_METRICS
+from dualpet.interchange import LESION_METRICS, read_segmentation
 from dualpet.io import read_json, write_json, write_tsv
 
 
@@ -54,13 +54,13 @@ def patient_tables(
     qc = read_json(registration_qc)
     summary = {"patient": patient}
     for t in tracers:
-        seg = read_json(segmentations[t])
+        seg = read_segmentation(segmentations[t])
         detected = int(lesions[f"{t}_detected"].sum()) if len(lesions) else 0
         summary[f"{t}_positive"] = int(detected > 0)
         summary[f"{t}_lesions"] = detected
-        summary[f"{t}_background_suvmean"] = seg["background"]["suvmean"]
-        summary[f"{t}_background_source"] = seg["background"]["source"]
-        summary[f"{t}_threshold_suv"] = seg["detection"]["threshold_suv"]
+        summary[f"{t}_background_suvmean"] = seg["background_suvmean"]
+        summary[f"{t}_background_source"] = seg["background_source"]
+        summary[f"{t}_threshold_suv"] = seg["threshold_suv"]
         if pet_sidecars and pet_sidecars.get(t):
             # 1: PET and CT did not share a frame of reference and were registered (pet.json)
             summary[f"{t}_pet_ct_registered"] = int(bool(read_json(pet_sidecars[t]).get("pet_to_ct_registration")))

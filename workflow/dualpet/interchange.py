@@ -8,13 +8,17 @@ lesion crop and of the per-tracer lesion metrics goes through this module.
   study's background SUVmean.
 - The **lesion metrics** (``LESION_METRICS``): the per-tracer columns of ``lesions.tsv``
   (contract order), the metrics each lesion job computes and the statistics compare.
+- A study's **segmentation record** (``results/{patient}/{tracer}/segmentation.json``,
+  written by the ``segment`` step, read by ``match`` and ``patient_table``): the patient and
+  tracer, the background VOI (``background``: ``suvmean``, ``source``, ...) and the
+  detection (``detection``: ``method`` and ``threshold_suv``, lesions, rejected candidates).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dualpet.io import atomic_path
+from dualpet.io import atomic_path, read_json, write_json
 
 #: Per-tracer lesion metrics: the contract's lesions.tsv columns ``{tracer}_{metric}``, in order.
 LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
@@ -57,3 +61,23 @@ def read_crop(path, tracers):
                               background=float(data[f"{tracer}_background"]))  # fmt: skip
             out[tracer] = fields
         return float(data["fraction"]), out
+
+
+def write_segmentation(path, patient, tracer, background, method, info):
+    """Write a study's segmentation record (``info``: what detection returned, with
+    ``threshold_suv``; ``method``: the detection settings)."""
+    write_json(path, {"patient": patient, "tracer": tracer, "background": background,
+                      "detection": {"method": dict(method), **info}})  # fmt: skip
+
+
+def read_segmentation(path):
+    """The fields of a segmentation record the later steps use: ``background_suvmean``,
+    ``background_source`` and ``threshold_suv`` (None for reader methods), plus the whole
+    record as ``record``."""
+    rec = read_json(path)
+    return {
+        "background_suvmean": float(rec["background"]["suvmean"]),
+        "background_source": rec["background"]["source"],
+        "threshold_suv": rec["detection"].get("threshold_suv"),
+        "record": rec,
+    }

@@ -557,7 +557,7 @@ def segment_study(
     from dualpet.background import background_from_anatomy, measure_at, measure_mask
     from dualpet.errors import DualpetInputError
     from dualpet.geometry import lps_affine
-    from dualpet.io import write_json
+    from dualpet.interchange import write_segmentation
     from dualpet.nifti import nifti_image, save_nifti
 
     where = f"patient {patient}, {tracer}"
@@ -628,5 +628,5 @@ def segment_study(
         labels = _number(lesions, suv.shape)
         info["lesions"] = lesions
     save_nifti(labels_out, nifti_image(labels, pet_affine))
-    write_json(json_out, {"patient": patient, "tracer": tracer, "background": bg, "detection": {"method": dict(detection), **info}})
+    write_segmentation(json_out, patient, tracer, bg, detection, info)
     return bg, info
