@@ -31,6 +31,11 @@ from dualpet.registration import inverse_transform_points, transform_points
 
 #: Crop margin around a VOI (mm): covers the SUVpeak sphere (6.2 mm) and display context.
 CROP_MARGIN_MM = 12.0
+#: Two lesions left unpaired by centroid distance are one lesion if their VOIs share at
+#: least this fraction of the smaller VOI: a lesion seen on both tracers overlaps itself
+#: broadly, two neighbouring lesions only touch (measured: 10 % for two liver lesions
+#: 25 mm apart, one per tracer, that a bare "any shared voxel" rule merged).
+OVERLAP_SHARE_MIN = 0.3
 
 
 def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
@@ -82,9 +87,10 @@ def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=
     """Pairs of lesions left unmatched by centroid distance whose VOIs overlap.
 
     A large or irregular lesion can have its two tracers' centroids further apart than the
-    tolerance; if the reference VOI, carried onto the index grid, shares voxels with an
-    unmatched index VOI (centroids within ``search_mm``), they are one lesion. Conflicts are
-    resolved greedily by the number of shared voxels.
+    tolerance; if the reference VOI, carried onto the index grid, shares at least
+    OVERLAP_SHARE_MIN of the smaller VOI with an unmatched index VOI (centroids within
+    ``search_mm``), they are one lesion. Conflicts are resolved greedily by the number of
+    shared voxels.
     """
     done_ref, done_idx = {p[0] for p in pairs}, {p[1] for p in pairs}
     candidates = []
@@ -101,7 +107,7 @@ def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=
         for i in near:
             iv = cents[idx][i]
             shared = int((carried[iv["box"]] & iv["voi"]).sum())
-            if shared:
+            if shared and shared >= OVERLAP_SHARE_MIN * min(int(carried.sum()), int(iv["voi"].sum())):
                 candidates.append((shared, r, i))
     out = []
     for shared, r, i in sorted(candidates, reverse=True):
