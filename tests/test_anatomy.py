@@ -10,8 +10,9 @@ import stat
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from dualpet.anatomy import ORGANS, TOTALSEGMENTATOR_ARGS, anatomy_study
+from dualpet.anatomy import ORGANS, TOTALSEGMENTATOR_ARGS, _Context, _organ_from_seed, anatomy_study
 from dualpet.geometry import ras_affine
 from dualpet.io import read_json
 
@@ -91,8 +92,6 @@ def test_organ_growing_stops_at_touching_tissue_of_near_density(noise_hu):
     neighbours, only what lies within 6 mm (2 voxels) of the liver may be taken (the layer
     blurred halfway to its density, and the notch where the two touch, which the 6 mm
     closing fills), and no more than 2 % of them beyond that (measured 0-1.5 %)."""
-    from dualpet.anatomy import _Context, _organ_from_seed
-
     n = (64, 64, 40)
     ii, jj, kk = np.indices(n)
     liver = ((ii - 30) / 20.0) ** 2 + ((jj - 32) / 16.0) ** 2 + ((kk - 20) / 14.0) ** 2 <= 1.0
@@ -106,8 +105,6 @@ def test_organ_growing_stops_at_touching_tissue_of_near_density(noise_hu):
     organ, level, half = _organ_from_seed(c, (30, 32, 20), allowed)
     assert abs(level - 62.0) < 5.0 and 10.0 <= half <= 25.0
     assert 2.0 * (organ & liver).sum() / (organ.sum() + liver.sum()) >= 0.85
-    from scipy import ndimage
-
     beyond = ~ndimage.binary_dilation(liver, iterations=2)
     for other in (muscle, spleen):
         assert (organ & other & beyond).sum() <= 0.02 * other.sum()

@@ -131,16 +131,9 @@ def _disk(radius_mm, spacing):
     return (yy / max(r[0], 1e-9)) ** 2 + (xx / max(r[1], 1e-9)) ** 2 <= 1.0
 
 
-def _per_slice(fn, mask):
-    out = np.zeros_like(mask)
-    for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        out[:, :, k] = fn(mask[:, :, k])
-    return out
-
-
-def _per_slice_float(fn, mask):
-    """``fn`` (mask slice -> float image) applied slice by slice where ``mask`` has voxels."""
-    out = np.zeros(mask.shape, dtype=np.float32)
+def _per_slice(fn, mask, dtype=None):
+    """``fn`` applied to each axial slice of ``mask`` that has voxels (others stay 0)."""
+    out = np.zeros(mask.shape, dtype=dtype or mask.dtype)
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
         out[:, :, k] = fn(mask[:, :, k])
     return out
@@ -175,6 +168,7 @@ class _Context:
         self._denoised = None
         self._raw = hu
         self.levels = {}  # organ: the CT level (HU) it was grown at
+        self.body_depth = None  # see _depth_in_plane
 
     @property
     def denoised(self):
@@ -410,11 +404,9 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None):
     optionally within ``limit_mm`` of the seed. Returns (mask, level, half-window)."""
     g = c.denoised
     ijk = tuple(int(v) for v in seed)
-    ball = np.zeros_like(allowed)
     r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
-    sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))
-    ball[sl] = True
-    vals = g[ball & allowed] if (ball & allowed).any() else g[sl].ravel()
+    sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))  # the 10 mm ball (a box)
+    vals = g[sl][allowed[sl]] if allowed[sl].any() else g[sl].ravel()
     level = float(np.median(vals))
     sd = 1.4826 * float(np.median(np.abs(vals - level)))
     half = float(np.clip(ORGAN_WINDOW_SD * sd, *ORGAN_WINDOW_HU))
@@ -484,8 +476,17 @@ def _under_dome(c, lung, below_mm):
 
 
 def _depth_in_plane(c, body):
-    """Distance (mm) of each body voxel from the body's outline, slice by slice."""
-    return _per_slice_float(lambda m: ndimage.distance_transform_edt(m, sampling=c.spacing[:2]), body)
+    """Distance (mm) of each body voxel from the body's outline, slice by slice; computed
+    once per context (a CT has one body)."""
+    if c.body_depth is None:
+        c.body_depth = _per_slice(lambda m: ndimage.distance_transform_edt(m, sampling=c.spacing[:2]), body, np.float32)
+    return c.body_depth
+
+
+def _lung_base_z(c):
+    """z (mm) of the lowest lung voxel found so far, or None without lungs."""
+    planes = np.flatnonzero(c.mask("lung_left", "lung_right").any(axis=(0, 1)))
+    return float(c.z[planes].min()) if planes.size else None
 
 
 def _soft(c, body):
@@ -554,9 +555,8 @@ def _kidney(c, body, spine_centre, side, enhanced):
     taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right")
     g = c.denoised
     region = body & (g > window[0]) & (g < window[1]) & lateral & posterior & ~taken
-    lungs = c.mask("lung_left", "lung_right")
-    if lungs.any():  # kidneys lie below the lungs' bases
-        region[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
+    if (base := _lung_base_z(c)) is not None:  # kidneys lie below the lungs' bases
+        region[:, :, c.z > base] = False
     region = ndimage.binary_opening(region, structure=np.ones((3, 3, 3), bool))
     seed, depth = _deepest(c, region)
     if seed is None or depth < 8.0:
@@ -571,9 +571,8 @@ def _bladder(c, body):
     least 15 mL in the lowest 150 mm of the abdomen, near the midline (within 70 mm)."""
     mid = float(np.mean(c.x[np.nonzero(body)[0]]))
     water = body & (c.g > WATER_HU[0] - 10.0) & (c.g < WATER_HU[1] + 10.0) & (np.abs(c.x - mid) < 70.0)[:, None, None]
-    lungs = c.mask("lung_left", "lung_right")
-    if lungs.any():
-        water[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min() - 150.0] = False
+    if (base := _lung_base_z(c)) is not None:
+        water[:, :, c.z > base - 150.0] = False
     kid = c.mask("kidney_left", "kidney_right")
     if kid.any():
         water[:, :, c.z > c.z[np.flatnonzero(kid.any(axis=(0, 1)))].min()] = False
@@ -625,8 +624,8 @@ def _bowel(c, body, spine_centre):
     tubes (:func:`_soft_tubes`) in the abdomen."""
     lungs = c.mask("lung_left", "lung_right")
     gas = body & (c.g < GAS_HU_MAX) & ~lungs
-    if lungs.any():
-        gas[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min()] = False
+    if (base := _lung_base_z(c)) is not None:
+        gas[:, :, c.z > base] = False
     lab, n = ndimage.label(gas)
     sizes = np.bincount(lab.ravel()) * c.voxel_ml
     gas = np.isin(lab, [i for i in range(1, n + 1) if sizes[i] >= 0.5])
@@ -645,10 +644,9 @@ def _soft_tubes(c, body, spine_centre):
     radius) and at least BOWEL_LENGTH_MM long (4 SD along their main axis). Vertical tubes
     near the spine (aorta, vena cava, psoas) are not bowel. Lymph nodes are round, so a
     node, even a large one, is never taken for bowel."""
-    lungs = c.mask("lung_left", "lung_right")
     soft = body & (c.denoised > BOWEL_HU[0]) & (c.denoised < BOWEL_HU[1])
-    if lungs.any():
-        soft[:, :, c.z > c.z[np.flatnonzero(lungs.any(axis=(0, 1)))].min() - 20.0] = False
+    if (base := _lung_base_z(c)) is not None:
+        soft[:, :, c.z > base - 20.0] = False
     organs = ("liver", "spleen", "kidney_left", "kidney_right", "aorta", "vertebrae", "urinary_bladder", "heart")
     soft &= ~ndimage.binary_dilation(c.mask(*organs), iterations=2)
     soft = ndimage.binary_opening(soft, structure=np.ones((3, 3, 3), bool))

@@ -111,9 +111,11 @@ def _liver_centres(labels, ct_affine):
     ijk = ijk[np.argsort(-depth[tuple(ijk.T)], kind="stable")]
     pts = apply_affine(ct_affine, ijk * f) if len(ijk) else np.empty((0, 3))
     chosen = [apply_affine(ct_affine, np.array(k) * f)]
-    for p in pts:  # greedy: deepest first, each at least the spacing from those chosen
-        if min(np.linalg.norm(p - q) for q in chosen) >= LIVER_CANDIDATE_SPACING_MM:
-            chosen.append(p)
+    # greedy: deepest first, each at least the spacing from those chosen
+    blocked = np.linalg.norm(pts - chosen[0], axis=1) < LIVER_CANDIDATE_SPACING_MM
+    while not blocked.all():
+        chosen.append(pts[int(np.argmin(blocked))])
+        blocked |= np.linalg.norm(pts - chosen[-1], axis=1) < LIVER_CANDIDATE_SPACING_MM
     return chosen, None
 
 

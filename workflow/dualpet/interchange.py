@@ -23,9 +23,9 @@ from dualpet.io import atomic_path, read_json, write_json
 #: Per-tracer lesion metrics: the contract's lesions.tsv columns ``{tracer}_{metric}``, in order.
 LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
 
-#: Per-tracer fields of a lesion crop, and the VOI modes it may hold.
+#: Per-tracer fields of a lesion crop (``mode``: isocontour, mapped_from_{tracer} or
+#: outside_field_of_view).
 CROP_FIELDS = ("suv", "mask", "affine", "mode", "background")
-VOI_MODES = ("isocontour", "outside_field_of_view")  # plus "mapped_from_{tracer}"
 
 
 def write_crop(path, fraction, per_tracer):

@@ -104,10 +104,11 @@ def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=
         # destination = index grid: its points map back to the reference by the inverse
         carried = carry_voi(rv["voi"], rv["crop_affine"], idx_study["suv"].shape, idx_study["affine"],
                             lambda pts: inverse_transform_points(tfm, pts), centre_idx, search_mm + 30.0)  # fmt: skip
+        n_carried = int(carried.sum())
         for i in near:
             iv = cents[idx][i]
             shared = int((carried[iv["box"]] & iv["voi"]).sum())
-            if shared and shared >= OVERLAP_SHARE_MIN * min(int(carried.sum()), int(iv["voi"].sum())):
+            if shared and shared >= OVERLAP_SHARE_MIN * min(n_carried, int(iv["voi"].sum())):
                 candidates.append((shared, r, i))
     out = []
     for shared, r, i in sorted(candidates, reverse=True):

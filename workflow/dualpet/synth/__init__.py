@@ -369,7 +369,8 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     del hu
 
     clean = render_pet_truth(phantom, tracer, pet_shape, pet_aff, pose, physics["fwhm"])
-    noisy = add_pet_noise(clean, rng, physics["cov"], axial_profile=axial_noise_profile(nk_pet, grid["pet_slice"]))
+    axial = axial_noise_profile(nk_pet, grid["pet_slice"])
+    noisy = add_pet_noise(clean, rng, physics["cov"], axial_profile=axial)
     inj = dt.datetime.fromisoformat(st["injection_datetime"])
     series_dt = dt.datetime.fromisoformat(st["series_datetime"])
     dose_ref = st["injected_dose_bq"] * 2.0 ** (-(series_dt - inj).total_seconds() / st["half_life_s"])
@@ -385,8 +386,8 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     st["ct"] = {"shape": list(ct_shape), "affine_lps": ct_aff.tolist()}
     st["pet"] = {"shape": list(pet_shape), "affine_lps": pet_aff.tolist(), "psf_fwhm_mm": physics["fwhm"], "noise_cov_at_suv2": physics["cov"]}
     st["background"] = _background_truth(phantom, tracer, pose, clean, pet_aff)
-    noise_sd = physics["cov"] * np.asarray(axial_noise_profile(nk_pet, grid["pet_slice"]))  # per plane, at SUV 2
-    _lesion_image_truth(phantom, tracer, pose, clean, suv_image, pet_aff, st["background"], lesion_truth, noise_sd)
+    noise_cov = physics["cov"] * np.asarray(axial)  # per plane, at SUV 2
+    _lesion_image_truth(phantom, tracer, pose, clean, suv_image, pet_aff, st["background"], lesion_truth, noise_cov)
 
     # --- DICOM headers -------------------------------------------------------------
     study_uid = dw.uid(seed, n, tracer, "study")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from dualpet.geometry import apply_affine
+from dualpet.geometry import apply_affine, voxel_spacing
 from dualpet.anatomy import ORGANS
 from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, METAL, PAD, TABLE, TISSUE_ORGAN
 
@@ -119,7 +119,7 @@ def add_metal_streaks(hu, metal, affine, rng, n_streaks=(8, 16), amplitude_hu=(1
     lines through it (beam hardening, photon starvation) at random angles, across the whole
     reconstructed field of view (also into the air around the patient), their amplitude
     falling as 1/r beyond ``near_mm`` from the metal."""
-    sp = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    sp = voxel_spacing(affine)
     for k in np.flatnonzero(metal.any(axis=(0, 1))):
         ii, jj = np.nonzero(metal[:, :, k])
         di = (np.arange(hu.shape[0]) - ii.mean())[:, None] * sp[0]
