@@ -69,7 +69,7 @@ def evaluate(results, truth_dir, radius=10.0):
                         misses.append(f"{pid} {les['id']} {tracer} visible, not found ({les['region']}, "
                                       f"r={les['radius_mm']:.1f} mm, contrast-to-noise {les['contrast_to_noise'][tracer]:.1f}, "
                                       f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f} on "
-                                      f"{les['local_background_suv'][tracer]:.2f})")  # fmt: skip
+                                      f"{les.get('host_background_suv', les['local_background_suv'])[tracer]:.2f})")  # fmt: skip
                 if les["detectable"][tracer]:
                     s["n"] += 1
                     if hit:

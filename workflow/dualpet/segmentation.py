@@ -42,7 +42,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from dualpet.anatomy import ORGAN_CLASSES, WATER_HU
-from dualpet.geometry import apply_affine, nearest_on_grid, voxel_volume_ml
+from dualpet.geometry import apply_affine, nearest_on_grid, values_in_ball, voxel_spacing, voxel_volume_ml, world_to_voxel
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 #: A candidate holding at least this share of an organ-sized uptake region is that organ.
@@ -67,13 +67,18 @@ PHYSIOLOGICAL = {
     "bowel": ("bowel",),
     "spleen": ("spleen",),
     "liver": ("liver",),
+    "bloodpool": ("aorta",),
 }
-#: Groups rejected for a tracer the config does not list (``detection.physiological``).
-DEFAULT_PHYSIOLOGICAL = ("urinary", "brain")
+#: Groups rejected for a tracer the config does not list (``detection.physiological``):
+#: excretion, brain, the blood in the aorta's lumen and bowel (readers call uptake
+#: following bowel loops on the CT physiological for nearly every tracer).
+DEFAULT_PHYSIOLOGICAL = ("urinary", "brain", "bloodpool", "bowel")
 ORGAN_SHARE_OF_CORE = 0.5
 
-#: Methods that threshold the image; the others take the lesions from the reader.
+#: Methods that threshold the image; ``local`` compares each spot with its own
+#: surroundings and the image noise; the others take the lesions from the reader.
 THRESHOLD_METHODS = ("background", "fixed", "percist")
+LOCAL_METHOD = "local"
 READER_METHODS = ("seeds", "masks")
 
 
@@ -99,7 +104,7 @@ def detection_threshold(method, background_suvmean, liver=None):
         if liver is None:
             raise ValueError("the percist threshold needs the liver VOI (SUVmean and SD)")
         return 1.5 * float(liver["suvmean"]) + 2.0 * float(liver["suvsd"])
-    raise ValueError(f"unknown detection method {kind!r} (expected one of {THRESHOLD_METHODS + READER_METHODS})")
+    raise ValueError(f"unknown detection method {kind!r} (expected one of {(LOCAL_METHOD,) + THRESHOLD_METHODS + READER_METHODS})")
 
 
 def _reader_lesion(suv, affine, region, source, **extra):
@@ -463,10 +468,18 @@ def _urine_density(values, hu, region, suvmax, vox_ml):
     return share if share >= URINE_SHARE else None
 
 
-def ct_on_pet_grid(hu, ct_affine, shape, pet_affine):
+def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
     """CT numbers at the PET voxel centres (nearest CT voxel through world coordinates;
-    -1000 HU outside the CT), so CT rules can be applied voxel by voxel on the PET grid."""
-    return nearest_on_grid(np.asarray(hu, dtype=np.float32), ct_affine, shape, pet_affine, fill=-1000.0)
+    -1000 HU outside the CT), so CT rules can be applied voxel by voxel on the PET grid.
+    With ``average``, each is the mean of the CT voxels a PET voxel covers (a box of the
+    PET voxel's size around the nearest one): the tissue mixture the PET voxel sees, with
+    the CT's noise averaged out."""
+    hu = np.asarray(hu, dtype=np.float32)
+    if average:
+        size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+        if (size > 1).any():
+            hu = ndimage.uniform_filter(hu, size, mode="nearest")
+    return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0)
 
 
 def _trim_to_contrast(values, region, peak, level):
@@ -505,6 +518,23 @@ def mask_on_grid(mask_path, labels, shape, affine_lps):
     return np.isin(data, list(labels)) if labels else data != 0
 
 
+def per_tracer(value, tracer):
+    """A setting given as one number or per tracer (``{tracer: number}``; a tracer not
+    listed gets ``default`` if given, else 0.1)."""
+    if isinstance(value, dict):
+        return float(value.get(tracer, value.get("default", 0.1)))
+    return float(value)
+
+
+def _exclusion(exclusion_mask, detection, tracer, shape, pet_affine):
+    """The sheet's exclusion mask on the PET grid (or None) and its record."""
+    if not exclusion_mask:
+        return None, {"provided": False}
+    chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None
+    exclusion = mask_on_grid(exclusion_mask, chosen, shape, pet_affine)
+    return exclusion, {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
+
+
 def segment_study(
     ct_path,
     pet_path,
@@ -528,9 +558,10 @@ def segment_study(
     Parameters
     ----------
     detection : dict
-        ``method`` ('background', 'fixed', 'percist', 'seeds' or 'masks'), ``factor`` /
-        ``value``, ``min_volume_ml``, ``max_volume_ml``, ``organ_fraction``,
-        ``organ_contrast``, ``seed_radius_mm``, ``exclusion_labels``.
+        ``method`` ('local', 'background', 'fixed', 'percist', 'seeds' or 'masks'), ``factor`` /
+        ``value``, ``min_volume_ml`` (a number or per tracer), ``max_volume_ml``,
+        ``organ_fraction``, ``organ_contrast``, ``contrast_to_noise``, ``smooth_fwhm_mm``,
+        ``seed_radius_mm``, ``exclusion_labels``.
     background : dict, optional
         ``method`` ('bloodpool' or 'liver'; see :mod:`dualpet.background`); its
         ``offset_mm`` is the anatomy stage's (the aorta search of the organ map).
@@ -588,7 +619,7 @@ def segment_study(
 
         background_figure(hu_ct, ct_affine, suv, pet_affine, bg, background_png, mask=bg_voi,
                           title=f"patient {patient}, {tracer}: background VOI")  # fmt: skip
-    kind = detection.get("method", "background")
+    kind = detection.get("method", LOCAL_METHOD)
     if kind == "masks":
         if not lesion_mask:
             raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
@@ -600,6 +631,27 @@ def segment_study(
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
                                      where=where)  # fmt: skip
         info = {"threshold_suv": None, "seeds": len(seeds or [])}
+    elif kind == LOCAL_METHOD:
+        from dualpet.background import _liver_centres
+
+        hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
+        hu_mean = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine, average=True)
+        organ_map = nearest_on_grid(organ_ct.astype(np.uint8), ct_affine, suv.shape, pet_affine)
+        groups = (detection.get("physiological") or {}).get(tracer, DEFAULT_PHYSIOLOGICAL)
+        exclusion, excluded = _exclusion(exclusion_mask, detection, tracer, suv.shape, pet_affine)
+        fwhm = float(detection.get("smooth_fwhm_mm", LOCAL_SMOOTH_FWHM_MM))
+        smooth = ndimage.gaussian_filter(suv, smoothing_sigma(pet_affine, fwhm))
+        noise = noise_model(smooth, pet_affine, _liver_centres(organ_ct, ct_affine)[0] or (), where=where)
+        labels, info = detect_local(
+            suv, pet_affine, noise, contrast=float(detection.get("organ_contrast", 1.5)),
+            cnr=float(detection.get("contrast_to_noise", 5.0)), smooth_fwhm_mm=fwhm,
+            min_volume_ml=per_tracer(detection.get("min_volume_ml", 0.1), tracer),
+            max_volume_ml=float(detection.get("max_volume_ml", 60.0)),
+            end_planes_mm=float(detection.get("end_planes_mm", 12.0)),
+            exclusion=exclusion, hu=hu, hu_mean=hu_mean, organ_map=organ_map, physiological=groups,
+        )  # fmt: skip
+        info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
+        info["exclusion_mask"] = excluded
     else:
         liver_voi = None
         if kind == "percist":
@@ -607,17 +659,14 @@ def segment_study(
             liver_voi = bg if given_liver else background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, "liver",
                                                                        fallback=False, where=where)  # fmt: skip
         threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
-        keys = ("min_volume_ml", "max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
-        exclusion, excluded = None, {"provided": False}
-        if exclusion_mask:
-            chosen = (detection.get("exclusion_labels") or {}).get(tracer) or None
-            exclusion = mask_on_grid(exclusion_mask, chosen, suv.shape, pet_affine)
-            excluded = {"provided": True, "labels": chosen or "all non-zero", "voxels": int(exclusion.sum())}
+        keys = ("max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
+        exclusion, excluded = _exclusion(exclusion_mask, detection, tracer, suv.shape, pet_affine)
         hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
         organ_map = nearest_on_grid(organ_ct.astype(np.uint8), ct_affine, suv.shape, pet_affine)
         groups = (detection.get("physiological") or {}).get(tracer, DEFAULT_PHYSIOLOGICAL)
         labels, info = detect_lesions(
             suv, pet_affine, threshold, exclusion=exclusion, hu=hu, organ_map=organ_map, physiological=groups,
+            min_volume_ml=per_tracer(detection.get("min_volume_ml", 0.1), tracer),
             **{k: detection[k] for k in keys if k in detection},
         )  # fmt: skip
         info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
@@ -630,3 +679,312 @@ def segment_study(
     save_nifti(labels_out, nifti_image(labels, pet_affine))
     write_segmentation(json_out, patient, tracer, bg, detection, info)
     return bg, info
+
+
+# --- local-contrast detection (method 'local') -------------------------------------------
+
+#: Smoothing before peak finding (Gaussian FWHM, mm): a matched filter for lesions of about
+#: the scanner's resolution, which lowers voxel noise more than it lowers their peaks.
+LOCAL_SMOOTH_FWHM_MM = 5.0
+#: A maximum seeds its own candidate if it stands this many noise SDs above the saddle to
+#: any higher maximum (h-maxima of the variance-stabilised image): noise bumps on a large
+#: lesion's plateau stay one lesion, neighbouring lesions with a real dip between them two.
+LOCAL_SPLIT_NOISE = 2.0
+#: The lesion's extent: voxels of its basin connected to its peak at or above this fraction
+#: of the way from the ring's median up to the (smoothed) peak.
+LOCAL_EXTENT_FRACTION = 0.5
+#: The shells (mm from the peak) of the first estimate of the surroundings, and the box
+#: (mm, half side) within which a candidate's extent is grown; reaching its edge is
+#: organ-sized.
+LOCAL_FIRST_RINGS_MM, LOCAL_BOX_MM = ((10.0, 20.0), (20.0, 30.0), (30.0, 40.0)), 40.0
+#: The noise model never goes below the noise at this fraction of the homogeneous
+#: region's level (air, lung and fat have almost no counts but still have noise).
+NOISE_FLOOR_FRACTION = 0.15
+#: CT tissue classes (HU of the CT averaged over each PET voxel) that decide which of the
+#: ring's voxels a candidate is compared with (see :func:`_ring_median`), the fewest host
+#: voxels that count, and the ring's percentile taken as the surroundings' level (above
+#: the median: the ring's border voxels mix the tissue with its neighbours).
+CT_CLASSES_HU = (-400.0, -30.0, 150.0)  # lung and air | fat | soft tissue | bone (and enhanced blood)
+RING_HOST_MIN = 10
+RING_PERCENTILE = 75.0
+#: Near misses (candidates reaching this share of the criteria) are reported, at most
+#: MAX_NEAR_MISSES of them, highest contrast-to-noise first.
+NEAR_MISS_SHARE, MAX_NEAR_MISSES = 0.75, 40
+
+
+def smoothing_sigma(affine, fwhm_mm=LOCAL_SMOOTH_FWHM_MM):
+    """Per-axis Gaussian sigma (voxels) of a ``fwhm_mm`` smoothing on this grid."""
+    return fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / voxel_spacing(affine)
+
+
+def _robust_sd(vals):
+    return 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
+
+
+def noise_model(smooth, affine, centres=(), radius_mm=15.0, where=""):
+    """The study's noise on the smoothed image: SD = ``a`` x sqrt(SUV) (counting statistics),
+    with ``a`` measured in a homogeneous region.
+
+    With ``centres`` (the liver background sphere's candidates: normal parenchyma), ``a``
+    is the median over the spheres of their robust SD (1.4826 x MAD) of the smoothed SUV
+    over the square root of their median: one 30 mm sphere holds only some 20 independent
+    noise samples (the noise is correlated over several voxels) and misses the truth by up to
+    30 %, the median of several does far less, and a lesion in one sphere does not count.
+    Without, the body is tiled in cubes of about 2 cm and ``a`` is the median of the
+    quarter of the tiles with the lowest normalised spread (the homogeneous ones).
+    Returns ``{"a", "level", "plane", "source"}`` (``level``: the region's median SUV).
+    """
+    found = []
+    for c in centres:
+        vals = values_in_ball(smooth, affine, c, radius_mm)
+        med = float(np.median(vals)) if vals.size else 0.0
+        if vals.size >= 20 and med > 0:
+            plane = int(np.clip(np.rint(world_to_voxel(affine, np.asarray(c, float))[2]), 0, smooth.shape[2] - 1))
+            found.append((_robust_sd(vals) / np.sqrt(med), med, plane))
+    if found:
+        found.sort()
+        a, level, plane = found[len(found) // 2]
+        return {"a": float(a), "level": float(level), "plane": int(plane),
+                "source": f"liver: median of {len(found)} sphere{'s' if len(found) > 1 else ''} of {radius_mm:g} mm radius"}  # fmt: skip
+    from dualpet.errors import DualpetInputError
+
+    positive = smooth[smooth > 0]
+    if positive.size == 0:
+        raise DualpetInputError(f"{where}: the PET holds no activity; no noise to estimate")
+    body = smooth > NOISE_BODY_FRACTION * float(np.median(positive))
+    step = np.maximum(np.rint(20.0 / voxel_spacing(affine)).astype(int), 3)
+    found = []
+    for i in range(0, smooth.shape[0] - step[0] + 1, step[0]):
+        for j in range(0, smooth.shape[1] - step[1] + 1, step[1]):
+            for k in range(0, smooth.shape[2] - step[2] + 1, step[2]):
+                sl = (slice(i, i + step[0]), slice(j, j + step[1]), slice(k, k + step[2]))
+                if body[sl].all():
+                    v = smooth[sl].ravel()
+                    m = float(np.median(v))
+                    found.append((_robust_sd(v) / np.sqrt(m), m, k + step[2] // 2))
+    if not found:
+        raise DualpetInputError(f"{where}: no region of the PET's body is large enough to estimate its noise from")
+    found.sort()
+    quarter = found[: max(1, len(found) // 4)]
+    a, level, plane = quarter[len(quarter) // 2]
+    return {"a": float(a), "level": float(level), "plane": int(plane),
+            "source": f"the most homogeneous quarter of {len(found)} 2 cm tiles of the body"}  # fmt: skip
+
+
+def _ct_class(hu):
+    """CT tissue class per PET voxel (0 lung and air, 1 fat, 2 soft tissue, 3 bone or
+    enhanced blood: a bone lesion is read against marrow, a rib against the rib) from
+    the CT averaged over each PET voxel (:func:`ct_on_pet_grid` with ``average``)."""
+    return np.digitize(hu, CT_CLASSES_HU).astype(np.int8)
+
+
+def _ring_median(values, own, spacing, ring_mm, exclude, ct_class=None):
+    """The surroundings' level: RING_PERCENTILE of ``values`` in a shell ``ring_mm`` (inner,
+    outer) around ``own`` (box-local bool), leaving out ``exclude`` (other candidates'
+    extents) where enough voxels remain.
+
+    With CT classes, the shell's voxels of the tissue the candidate grows in (its *host*:
+    the connected part of its own CT class that holds it) are used when there are at least
+    RING_HOST_MIN of them, and of those the ones one PET voxel inside the host's border if
+    there are enough (the marrow inside a bone's cortex, an organ's inside, where the PET
+    does not mix the host with its neighbours). A node in fat has no host beyond itself and
+    is read against the fat; a noise peak on marrow, a rib, a bowel loop or a thin muscle is
+    read against the rest of that structure, however little of the shell it fills."""
+    dist = ndimage.distance_transform_edt(~own, sampling=spacing)
+    ring = (dist > ring_mm[0]) & (dist <= ring_mm[1])
+    if (ring & ~exclude).sum() >= 10:
+        ring &= ~exclude
+    if ct_class is not None:
+        mine = ct_class[own]
+        own_class = int(np.bincount(mine.ravel(), minlength=len(CT_CLASSES_HU) + 1).argmax())
+        same = ct_class == own_class
+        comps, _ = ndimage.label(same, structure=_STRUCTURE)
+        held = comps[own & same]
+        host = ring & (comps == np.bincount(held).argmax()) if held.size else ring & False
+        core = host & ndimage.binary_erosion(same, _STRUCTURE)
+        if core.sum() >= RING_HOST_MIN:
+            ring = core
+        elif host.sum() >= RING_HOST_MIN:
+            ring = host
+    vals = values[ring]
+    return float(np.percentile(vals, RING_PERCENTILE)) if vals.size else 0.0
+
+
+def _extent(values, basin, peak, level):
+    """Voxels of ``basin`` connected to ``peak`` at or above ``level`` (box-local), and
+    whether they reach the box's edge."""
+    comps, _ = ndimage.label(basin & (values >= level), structure=_STRUCTURE)
+    region = comps == comps[peak]
+    edge = any(region.take(0, axis=a).any() or region.take(-1, axis=a).any() for a in range(3))
+    return region, edge
+
+
+def _resize(region, box, target):
+    """``region`` (bool on ``box``) cut to the ``target`` box (both tuples of slices)."""
+    out = np.zeros(tuple(t.stop - t.start for t in target), dtype=bool)
+    src = tuple(slice(max(t.start, b.start), min(t.stop, b.stop)) for t, b in zip(target, box))
+    if all(x.stop > x.start for x in src):
+        out[tuple(slice(x.start - t.start, x.stop - t.start) for x, t in zip(src, target))] = \
+            region[tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(src, box))]
+    return out
+
+
+def _in_end_planes(region, z0, n_end, n_planes):
+    """Whether a region (box-local, its box starting at plane ``z0``) lies entirely within
+    the first or the last ``n_end`` planes of the field of view."""
+    zs = np.flatnonzero(region.any(axis=(0, 1))) + z0
+    return bool(zs.max() < n_end or zs.min() >= n_planes - n_end)
+
+
+def detect_local(
+    suv,
+    affine,
+    noise,
+    *,
+    contrast=1.5,
+    cnr=5.0,
+    min_volume_ml=0.1,
+    max_volume_ml=60.0,
+    shell_mm=(6.0, 16.0),
+    smooth_fwhm_mm=LOCAL_SMOOTH_FWHM_MM,
+    exclusion=None,
+    hu=None,
+    hu_mean=None,
+    end_planes_mm=12.0,
+    organ_map=None,
+    physiological=(),
+):
+    """Lesions that stand out from their own surroundings by more than the image noise.
+
+    1. The PET is smoothed (``smooth_fwhm_mm``) and variance-stabilised with the study's
+       noise model (``noise``: :func:`noise_model`, SD = a x sqrt(SUV), times the axial
+       profile of :func:`plane_noise_profile`), so that one unit is one noise SD everywhere.
+    2. Candidates are its maxima standing LOCAL_SPLIT_NOISE SDs above the saddle to any
+       higher one (h-maxima); each owns its watershed basin.
+    3. A candidate's *extent* is its basin's voxels connected to the peak above half way from
+       its ring's median to its peak; its *ring* is the shell ``shell_mm`` around the extent
+       (other candidates' extents left out; on the CT, the ring's voxels of the candidate's
+       own tissue class when there are enough of them).
+    4. It is a lesion if its smoothed peak is at least ``contrast`` x the ring's median SUV,
+       exceeds it by at least ``cnr`` noise SDs at that level, its extent holds at least
+       ``min_volume_ml`` and is not organ-sized (``max_volume_ml``, or reaching
+       LOCAL_BOX_MM from the peak), and it passes the rules shared with the threshold
+       methods: end planes, physiological uptake in the organ map, part of a larger uptake
+       region, urine density on CT.
+
+    Returns ``(labels, info)`` as :func:`detect_lesions`.
+    """
+    vox_ml = voxel_volume_ml(affine)
+    spacing = voxel_spacing(affine)
+    suv = suv.astype(np.float32)
+    smooth = ndimage.gaussian_filter(suv, smoothing_sigma(affine, smooth_fwhm_mm))
+    profile = plane_noise_profile(suv) / max(float(plane_noise_profile(suv)[noise["plane"]]), 1e-6)
+    floor = NOISE_FLOOR_FRACTION * noise["level"]
+    a = max(float(noise["a"]), 1e-6)
+
+    def sd_at(level, plane):
+        return a * np.sqrt(max(level, floor)) * float(profile[plane])
+
+    body = smooth > floor
+    if exclusion is not None:
+        body &= ~exclusion.astype(bool)
+    stabilised = (2.0 / a) * np.sqrt(np.maximum(smooth, floor)) / profile.astype(np.float32)[None, None, :]
+    markers, _ = ndimage.label(_h_maxima_in(body, stabilised, LOCAL_SPLIT_NOISE), structure=_STRUCTURE)
+    basins = watershed(-stabilised, markers, mask=body, connectivity=3)
+    ct_class = _ct_class(hu_mean) if hu_mean is not None else None
+
+    objects = ndimage.find_objects(basins)
+    order = []
+    for lab, sl in enumerate(objects, start=1):
+        if sl is None:
+            continue
+        vals = np.where(basins[sl] == lab, smooth[sl], -np.inf)
+        q = np.unravel_index(int(np.argmax(vals)), vals.shape)
+        order.append((-float(vals[q]), lab, tuple(int(c + s.start) for c, s in zip(q, sl))))
+    order.sort()
+
+    half = np.ceil(LOCAL_BOX_MM / spacing).astype(int)
+    n_end = int(np.ceil(end_planes_mm / spacing[2] - 1e-9)) if end_planes_mm > 0 else 0
+    owner = np.zeros(suv.shape, dtype=np.int32)  # 1 + index into decided of each decided extent
+    decided = []  # (lesion or rejected candidate dict, is lesion)
+    lesions, rejected, near = [], [], []
+    for neg_top, lab, p in order:
+        top = -neg_top
+        box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(p, half, suv.shape))
+        sm, basin, others = smooth[box], basins[box] == lab, owner[box] > 0
+        cls = ct_class[box] if ct_class is not None else None
+        q = tuple(c - b.start for c, b in zip(p, box))
+        # first estimate of the surroundings: the lowest of shells 10-20, 20-30 and 30-40 mm
+        # from the peak (a large lesion's plateau fills the nearer ones), tissue classes aside;
+        # the extent stays in the candidate's basin, so a lower tissue further out does not
+        # let it spread through the organ it lies in
+        region = np.zeros(sm.shape, dtype=bool)
+        region[q] = True
+        ring_bg = min(_ring_median(sm, region, spacing, ring, others) for ring in LOCAL_FIRST_RINGS_MM)
+        if top <= ring_bg:
+            continue
+        for _ in range(2):
+            region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
+            ring_bg = _ring_median(sm, region, spacing, shell_mm, others, cls)
+        region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
+        touching = owner[box][ndimage.binary_dilation(region, _STRUCTURE) & others]
+        if touching.size:  # a shoulder of a higher candidate above its own half level: part of it
+            first, is_lesion = decided[int(touching.min()) - 1]
+            owner[box][region] = int(touching.min())
+            if is_lesion:
+                first["_region"][1][...] |= _resize(region, box, first["_region"][0])
+            continue
+        sd = sd_at(ring_bg, p[2])
+        ratio = top / ring_bg if ring_bg > 0 else float("inf")
+        score = (top - ring_bg) / sd
+        raw = np.where(region, suv[box], -np.inf)
+        local_peak = np.unravel_index(int(np.argmax(raw)), raw.shape)
+        peak = tuple(int(c + b.start) for c, b in zip(local_peak, box))
+        volume = float(region.sum() * vox_ml)
+        info = {"suvmax": float(suv[peak]), "peak_ijk": list(peak), "peak_lps": apply_affine(affine, peak).tolist(),
+                "volume_ml_at_threshold": volume, "local_background_suv": ring_bg, "smoothed_peak_suv": top,
+                "contrast": float(ratio), "contrast_to_noise": float(score)}  # fmt: skip
+        if score < cnr or ratio < contrast:
+            if score >= NEAR_MISS_SHARE * cnr and ratio >= 1.0 + NEAR_MISS_SHARE * (contrast - 1.0):
+                why = (f"{score:.1f} noise SDs above its surroundings (needs {cnr:g})" if score < cnr
+                       else f"{ratio:.2f} x its surroundings (needs {contrast:g})")  # fmt: skip
+                near.append({**info, "reason": f"too faint: {why}"})
+            continue
+        sl = box
+        reason = None
+        if edge or volume > max_volume_ml:
+            reason = (f"physiological: organ-sized uptake (its extent is larger than max_volume_ml={max_volume_ml} "
+                      f"or reaches {LOCAL_BOX_MM:g} mm from its peak)")  # fmt: skip
+        elif volume < min_volume_ml:
+            reason = f"noise: smaller than min_volume_ml={min_volume_ml}"
+        elif n_end and _in_end_planes(region, box[2].start, n_end, suv.shape[2]):
+            reason = (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
+                      "axial field of view, where sensitivity is lowest)")  # fmt: skip
+        elif organ_map is not None and (group := _physiological_organ(suv[sl], organ_map[sl], region, info["suvmax"], physiological)):
+            reason = (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
+                      f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
+        elif _part_of_larger_uptake(suv, peak, info["suvmax"] / contrast, max_volume_ml, spacing, vox_ml):
+            reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
+                      f"above 1/{contrast} of its SUVmax")  # fmt: skip
+        elif hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, info["suvmax"], vox_ml)) is not None:
+            reason = (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
+                      f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
+        decided.append(({**info, "reason": reason} if reason else {**info, "_region": (sl, region)}, reason is None))
+        owner[box][region] = len(decided)
+        (rejected if reason else lesions).append(decided[-1][0])
+    near.sort(key=lambda d: -d["contrast_to_noise"])
+    labels = _number(lesions, suv.shape)
+    info = {
+        "method": "local",
+        "threshold_suv": None,
+        "contrast": contrast,
+        "cnr": cnr,
+        "noise": {**noise, "smooth_fwhm_mm": smooth_fwhm_mm, "floor_suv": floor},
+        "min_volume_ml": min_volume_ml,
+        "max_volume_ml": max_volume_ml,
+        "end_planes_mm": end_planes_mm,
+        "candidates": len(order),
+        "lesions": lesions,
+        "rejected": rejected + near[:MAX_NEAR_MISSES],
+    }
+    return labels, info
