@@ -117,6 +117,25 @@ def test_end_to_end_against_truth(workdir, tool_env):
         assert np.linalg.norm(transform_points(tfm, a) - b, axis=1).max() < 1.0  # TRE < 1 mm
     assert detectable > 0 and found / detectable >= 0.8
 
+    # voi.nii.gz: label k = lesion Lk, the very VOI each lesion job measured (its volume);
+    # lesions_seg.dcm: the same VOIs as DICOM-SEG segments labelled Lk
+    import highdicom as hd
+
+    from dualpet.interchange import read_voi, voi_label
+
+    for pid in patients["patient"]:
+        rows = lesions[lesions.patient == pid]
+        for t in ("fdg", "pentixafor"):
+            voi, aff = read_voi(res / pid / t / "voi.nii.gz")
+            vox_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
+            inside = rows[rows[f"{t}_voi_source"] != "outside_field_of_view"]
+            assert {int(v) for v in np.unique(voi) if v} == {voi_label(les) for les in inside.lesion}
+            for _, row in inside.iterrows():  # same voxel count (lesions.tsv rounds to 1e-4 mL; a voxel is 0.064 mL)
+                assert (voi == voi_label(row.lesion)).sum() * vox_ml == pytest.approx(row[f"{t}_voi_ml"], abs=1e-3)
+            seg = hd.seg.segread(str(res / pid / t / "lesions_seg.dcm"))
+            names = sorted(str(seg.get_segment_description(n).segment_label) for n in seg.get_segment_numbers())
+            assert names == (sorted(inside.lesion) or ["no lesions"])
+
     summary = read_json(res / "cohort" / "summary.json")
     assert summary["n_patients"] == N and summary["n_lesions"] == len(lesions)
     assert "p" in summary["metrics"]["suvmax"]["paired_lesion"]

@@ -165,8 +165,19 @@ def _cmd_match(a):
         a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
         tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm,
         ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)), ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
+        out_vois={t: path for t, path in ((a.reference, a.ref_voi_out), (a.index, a.idx_voi_out)) if path},
     )  # fmt: skip
     print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)
+
+
+def _cmd_export_seg(a):
+    from dualpet import __version__
+    from dualpet.dicomseg import export_seg
+
+    out = export_seg(a.voi, a.dicom_dir, a.output, patient=a.patient, tracer=a.tracer, pet_series=a.pet_series or None,
+                     software_version=__version__)  # fmt: skip
+    print(f"{a.patient}, {a.tracer}: DICOM-SEG with {len(out['segments'])} lesion segment(s) over {out['frames']} PET images",
+          file=sys.stderr)  # fmt: skip
 
 
 def _cmd_lesion_metrics(a):
@@ -348,10 +359,20 @@ def build_parser():
     s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far a VOI may grow beyond the detection")
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
+    s.add_argument("--ref-voi-out", default="", help="the reference study's final VOIs (label k = lesion Lk)")
+    s.add_argument("--idx-voi-out", default="", help="the index study's final VOIs (label k = lesion Lk)")
     s.set_defaults(func=_cmd_match)
     isolation(s, inputs=["ref_pet", "ref_labels", "ref_seg", "ref_ct", "ref_anatomy", "idx_pet", "idx_labels", "idx_seg",
                          "transform"],
-              outputs=["index_out"], dirs=["crops_out"])  # fmt: skip
+              outputs=["index_out", "ref_voi_out", "idx_voi_out"], dirs=["crops_out"])  # fmt: skip
+
+    s = sub.add_parser("export-seg", help="[workflow] a study's final VOIs as a DICOM-SEG over its original PET series")
+    _study_arguments(s)
+    s.add_argument("--voi", required=True, help="the study's voi.nii.gz (label k = lesion Lk)")
+    s.add_argument("--inspect", default="", help="the study's inspect.json (an excluded study exports nothing)")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=_cmd_export_seg)
+    isolation(s, inputs=["voi", "inspect"], outputs=["output"])
 
     s = sub.add_parser("lesion-metrics", help="[workflow] metrics of one lesion from its crop")
     s.add_argument("crop")

@@ -8,6 +8,10 @@ lesion crop and of the per-tracer lesion metrics goes through this module.
   study's background SUVmean.
 - The **lesion metrics** (``LESION_METRICS``): the per-tracer columns of ``lesions.tsv``
   (contract order), the metrics each lesion job computes and the statistics compare.
+- A study's **final VOIs** (``results/{patient}/{tracer}/voi.nii.gz``, written by ``match``,
+  read by the DICOM-SEG export and the review page): on the study's PET grid, label k =
+  lesion ``Lk`` of ``lesions.tsv`` (its own isocontour VOI, or the other tracer's carried
+  over), 0 elsewhere; :func:`lesion_id` and :func:`voi_label` convert between the two.
 - A study's **segmentation record** (``results/{patient}/{tracer}/segmentation.json``,
   written by the ``segment`` step, read by ``match`` and ``patient_table``): the patient and
   tracer, the background VOI (``background``: ``suvmean``, ``source``, ...) and the
@@ -81,3 +85,31 @@ def read_segmentation(path):
         "threshold_suv": rec["detection"].get("threshold_suv"),
         "record": rec,
     }
+
+
+def lesion_id(number, width=2):
+    """Lesion number -> its ID in ``lesions.tsv`` (``7`` -> ``L07``)."""
+    return f"L{int(number):0{width}d}"
+
+
+def voi_label(lesion):
+    """Lesion ID -> its label in ``voi.nii.gz`` (``L07`` -> 7)."""
+    return int(str(lesion).lstrip("L"))
+
+
+def write_voi(path, labels, affine):
+    """Write a study's final VOI label image (label k = lesion Lk) atomically."""
+    from dualpet.nifti import nifti_image, save_nifti
+
+    dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+    save_nifti(path, nifti_image(labels.astype(dtype), affine))
+
+
+def read_voi(path):
+    """A study's final VOI label image: (int32 labels, voxel->LPS affine)."""
+    import nibabel as nib
+
+    from dualpet.geometry import lps_affine
+
+    img = nib.load(str(path))
+    return np.rint(np.asarray(img.dataobj)).astype(np.int32), lps_affine(img.affine)

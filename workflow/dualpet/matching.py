@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from dualpet.anatomy import BONE_HU_MIN, FAT_HU, LUNG_HU
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
-from dualpet.interchange import write_crop
+from dualpet.interchange import lesion_id, write_voi, write_crop
 from dualpet.io import write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
@@ -194,7 +194,7 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
 
 def build_lesions(
     patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None,
-    ref_anatomy=None,
+    ref_anatomy=None, out_vois=None,
 ):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 
@@ -210,6 +210,9 @@ def build_lesions(
         Reference CT for the region label.
     ref_anatomy : (labels, affine), optional
         Reference study's organ map (its liver label) for the region label.
+    out_vois : dict, optional
+        tracer -> path of that study's ``voi.nii.gz`` (label k = lesion Lk: the VOI its
+        lesion job measures, own isocontour or carried over).
     """
     ref, idx = tracers
     cents = {
@@ -243,8 +246,9 @@ def build_lesions(
     out_crops.mkdir(parents=True, exist_ok=True)
     rows = []
     width = max(2, len(str(len(union))))
+    vois = {t: np.zeros(studies[t]["suv"].shape, dtype=np.int32) for t in tracers}
     for n, u in enumerate(union, start=1):
-        lesion = f"L{n:0{width}d}"
+        lesion = lesion_id(n, width)
         row = {"patient": patient, "lesion": lesion}
         row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
         row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver) if ref_ct is not None else ""
@@ -258,6 +262,7 @@ def build_lesions(
             if u[t] is not None:  # detected: its neighbourhood; the metric job draws the isocontour
                 own = cents[t][u[t]]
                 mode, box, mask, lo = "isocontour", own["box"], own["neighbourhood"], own["lo"]
+                vois[t][box][own["voi"] & (vois[t][box] == 0)] = n
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]
@@ -270,6 +275,7 @@ def build_lesions(
                 lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
                 box = tuple(slice(a, b) for a, b in zip(lo, hi))
                 mask = full[box]
+                vois[t][box][mask & (vois[t][box] == 0)] = n
             row[f"{t}_voi_source"] = mode
             crop[t] = {"suv": st["suv"][box], "mask": mask, "affine": _crop_affine(st["affine"], lo), "mode": mode,
                        "background": st["background"]}  # fmt: skip
@@ -278,5 +284,7 @@ def build_lesions(
     columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]
     columns += [f"{t}_{k}" for t in tracers for k in ("detected", "voi_source", "label")]
     index = pd.DataFrame(rows, columns=columns)
+    for t, path in (out_vois or {}).items():
+        write_voi(path, vois[t], studies[t]["affine"])
     write_tsv(out_index, index)
     return index

@@ -623,10 +623,24 @@ def segment_study(
     if kind == "masks":
         if not lesion_mask:
             raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
-        data, data_affine = read_label_image(lesion_mask, "lesion mask")
-        regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
-        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, [int(v) for v in np.unique(data) if v != 0])
-        info = {"threshold_suv": None, "lesion_mask": "studies sheet column lesion_mask", "labels_outside_pet": dropped}
+        from dualpet.dicomseg import is_dicom_object, rtstruct_labels, seg_labels
+
+        kind_of_mask = is_dicom_object(lesion_mask)
+        if kind_of_mask:  # a DICOM-SEG (segment = lesion) or RTSTRUCT (ROI = lesion) from a viewer
+            read = seg_labels if kind_of_mask == "SEG" else rtstruct_labels
+            regions, names = read(lesion_mask, suv.shape, pet_affine)
+            file_labels = sorted(names)
+        else:
+            data, data_affine = read_label_image(lesion_mask, "lesion mask")
+            regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
+            file_labels, names = [int(v) for v in np.unique(data) if v != 0], {}
+        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, file_labels)
+        for les in lesions:  # the viewer's own name of each segment or ROI
+            value = int(les["mask_part"].split()[-1]) if les["mask_part"].startswith("label ") else None
+            if value in names:
+                les["mask_name"] = names[value]
+        info = {"threshold_suv": None, "lesion_mask": f"studies sheet column lesion_mask ({kind_of_mask or 'NIfTI'})",
+                "labels_outside_pet": dropped}  # fmt: skip
     elif kind == "seeds":
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
                                      where=where)  # fmt: skip

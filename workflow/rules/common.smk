@@ -193,6 +193,11 @@ def final_outputs():
     # last job fails, naming them, while any patient is excluded.
     return [
         *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
+        *expand(
+            "results/{patient}/{tracer}/lesions_seg.dcm",
+            patient=PATIENTS,
+            tracer=TRACERS,
+        ),
         "results/cohort/lesions.tsv",
         "results/cohort/patients.tsv",
         "results/cohort/summary.json",

@@ -13,6 +13,8 @@ checkpoint match:
     output:
         index="results/{patient}/lesions/index.tsv",
         crops=directory("results/{patient}/lesions/crops"),
+        ref_voi=f"results/{{patient}}/{REF}/voi.nii.gz",
+        idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
     log:
         "results/logs/match/{patient}.log",
     benchmark:
@@ -40,6 +42,35 @@ checkpoint match:
         " --tolerance-mm={params.tolerance} --fraction={params.fraction}"
         " --neighbourhood-mm={params.neighbourhood}"
         " --index-out={output.index:q} --crops-out={output.crops:q}"
+        " --ref-voi-out={output.ref_voi:q} --idx-voi-out={output.idx_voi:q}"
+        " --isolate-failures > {log:q} 2>&1"
+
+
+rule export_seg:
+    """A study's final VOIs as a DICOM-SEG over its original PET series (highdicom)."""
+    input:
+        voi="results/{patient}/{tracer}/voi.nii.gz",
+        inspect="results/{patient}/{tracer}/inspect.json",
+    output:
+        "results/{patient}/{tracer}/lesions_seg.dcm",
+    log:
+        "results/logs/export_seg/{patient}_{tracer}.log",
+    benchmark:
+        "results/benchmarks/export_seg/{patient}_{tracer}.tsv"
+    conda:
+        "../../envs/convert.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_version("export-seg"),
+        dicom=study_value("dicom_dir"),
+        pet_series=study_value("pet_series"),
+    shell:
+        '"$DUALPET_PYTHON" -m dualpet export-seg {params.dicom:q} --patient={wildcards.patient:q}'
+        " --tracer={wildcards.tracer:q} --pet-series={params.pet_series:q}"
+        " --voi={input.voi:q} --inspect={input.inspect:q} -o {output:q}"
         " --isolate-failures > {log:q} 2>&1"
 
 

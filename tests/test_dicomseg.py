@@ -1,0 +1,142 @@
+"""DICOM-SEG out and in (highdicom), RTSTRUCT in, on a generated study."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from dualpet.convert import convert_study
+from dualpet.dicomseg import export_seg, frames_from_labels, rtstruct_labels, seg_labels
+from dualpet.geometry import apply_affine, lps_affine
+from dualpet.interchange import read_voi, write_voi
+from dualpet.io import read_json
+from dualpet.segmentation import segment_study
+
+
+@pytest.fixture(scope="module")
+def study(cohort_dir, truth, tmp_path_factory):
+    """P001's FDG study converted, and a voi.nii.gz with three true lesions as L01, L02 and
+    L04 (a lesion number missing from a study, as when it lies outside its field of view)."""
+    tmp = tmp_path_factory.mktemp("seg")
+    pid, tracer = "P001", "fdg"
+    convert_study(cohort_dir / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp / "ct.nii.gz",
+                  pet_out=tmp / "pet.nii.gz", json_out=tmp / "pet.json")  # fmt: skip
+    pet = nib.load(tmp / "pet.nii.gz")
+    affine = lps_affine(pet.affine)
+    world = apply_affine(affine, np.argwhere(np.ones(pet.shape, bool))).reshape(*pet.shape, 3)
+    lesions = truth[pid]["lesions"][:3]
+    voi = np.zeros(pet.shape, np.int32)
+    for number, les in zip((1, 2, 4), lesions):
+        voi[(np.linalg.norm(world - les["center_lps"][tracer], axis=-1) <= max(les["radius_mm"], 6.0)) & (voi == 0)] = number
+    write_voi(tmp / "voi.nii.gz", voi, affine)
+    return {"dir": tmp, "dicom": cohort_dir / "dicom" / pid / tracer, "voi": voi, "affine": affine, "pid": pid,
+            "tracer": tracer, "shape": pet.shape}  # fmt: skip
+
+
+def _pet_datasets(folder):
+    out = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if str(ds.get("Modality", "")) == "PT":
+            out.append(ds)
+    return out
+
+
+def test_exported_seg_reads_back_references_the_pet_and_matches_the_vois(study, truth):
+    out = study["dir"] / "lesions_seg.dcm"
+    info = export_seg(study["dir"] / "voi.nii.gz", study["dicom"], out, patient=study["pid"], tracer=study["tracer"])
+    assert info["segments"] == ["L01", "L02", "L04"]
+    seg = hd.seg.segread(str(out))
+    pet = _pet_datasets(study["dicom"])
+    # it references the original PET series and instances (a viewer lays it over them)
+    assert seg.StudyInstanceUID == pet[0].StudyInstanceUID
+    ref_series = seg.ReferencedSeriesSequence[0]
+    assert ref_series.SeriesInstanceUID == pet[0].SeriesInstanceUID
+    referenced = {item.ReferencedSOPInstanceUID for item in ref_series.ReferencedInstanceSequence}
+    assert referenced == {ds.SOPInstanceUID for ds in pet}
+    # no identifying patient data: the sheet's pseudonym only
+    ident = truth[study["pid"]]["identifiers"]
+    assert str(seg.PatientName) == study["pid"] and seg.PatientID == study["pid"]
+    raw = out.read_bytes()
+    values = [v for v in ident.values() for v in (v if isinstance(v, list) else [v])]
+    assert values and not [v for v in values if str(v).encode() in raw]
+    # segments coincide voxel for voxel with voi.nii.gz: per source image, through highdicom
+    labels = {n: int(seg.get_segment_description(n).segment_label.lstrip("L")) for n in seg.get_segment_numbers()}
+    assert sorted(labels.values()) == [1, 2, 4]
+    expected = frames_from_labels(study["voi"], study["affine"], pet)
+    uids = [ds.SOPInstanceUID for ds in pet]
+    got = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=sorted(labels),
+                                            ignore_spatial_locations=True)  # fmt: skip
+    for n, lab in labels.items():
+        assert np.array_equal(got[..., n - 1].astype(bool), expected == lab), f"segment {n} (L{lab:02d})"
+    # and on the PET grid itself, as a reader's lesion mask
+    back, names = seg_labels(out, study["shape"], study["affine"])
+    assert np.array_equal(back, study["voi"]) and names == {1: "L01", 2: "L02", 4: "L04"}
+
+
+def test_seg_and_rtstruct_as_the_readers_lesion_mask(study):
+    """method 'masks' takes a DICOM-SEG (segment = lesion) as the NIfTI: the same lesions;
+    an RTSTRUCT of the lesions' contours gives the same lesions within a voxel's rim."""
+    d = study["dir"]
+    export_seg(d / "voi.nii.gz", study["dicom"], d / "mask_seg.dcm", patient=study["pid"], tracer=study["tracer"])
+    got = {}
+    for name, path in {"nifti": d / "voi.nii.gz", "seg": d / "mask_seg.dcm"}.items():
+        segment_study(d / "ct.nii.gz", d / "pet.nii.gz", d / f"{name}_labels.nii.gz", d / f"{name}.json",
+                      detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
+                      lesion_mask=path)  # fmt: skip
+        got[name] = read_json(d / f"{name}.json")["detection"]["lesions"]
+    assert [les["suvmax"] for les in got["seg"]] == [les["suvmax"] for les in got["nifti"]]
+    assert sorted(les["mask_name"] for les in got["seg"]) == ["L01", "L02", "L04"]
+    # RTSTRUCT: contours of each lesion's VOI, traced on each plane (pixel corners)
+    rt = _rtstruct_from(study["voi"], study["affine"], _pet_datasets(study["dicom"])[0])
+    rt.save_as(d / "rt.dcm", enforce_file_format=True)
+    labels, names = rtstruct_labels(d / "rt.dcm", study["shape"], study["affine"])
+    assert sorted(names.values()) == ["L01", "L02", "L04"]
+    for k, lab in enumerate((1, 2, 4), start=1):
+        a, b = labels == k, study["voi"] == lab
+        # the polygon of voxel centres fills the region less part of its rim: 60 % or more
+        assert (a & b).sum() >= 0.6 * b.sum() and (a & ~b).sum() == 0
+
+
+def _rtstruct_from(voi, affine, ref):
+    """A minimal RTSTRUCT: per label, per plane, the outline of its voxel centres."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from skimage.measure import find_contours
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = ds.file_meta.MediaStorageSOPClassUID, generate_uid(), "RTSTRUCT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = ref.StudyInstanceUID, generate_uid()
+    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
+    for k, lab in enumerate((1, 2, 4), start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = k, f"L{lab:02d}"
+        ds.StructureSetROISequence.append(roi)
+        rc = Dataset()
+        rc.ReferencedROINumber = k
+        rc.ContourSequence = Sequence()
+        for z in np.flatnonzero((voi == lab).any(axis=(0, 1))):
+            for c in find_contours((voi[:, :, z] == lab).astype(float), 0.5):
+                pts = apply_affine(affine, np.column_stack([c, np.full(len(c), z)]))
+                item = Dataset()
+                item.ContourGeometricType, item.NumberOfContourPoints = "CLOSED_PLANAR", len(pts)
+                item.ContourData = [f"{v:.3f}" for v in pts.ravel()]
+                rc.ContourSequence.append(item)
+        ds.ROIContourSequence.append(rc)
+    return ds
+
+
+def test_voi_labels_round_trip(tmp_path):
+    labels = np.zeros((5, 6, 7), np.int32)
+    labels[1:3, 2:4, 3] = 12
+    write_voi(tmp_path / "v.nii.gz", labels, np.diag([2.0, 3.0, 4.0, 1.0]))
+    back, aff = read_voi(tmp_path / "v.nii.gz")
+    assert np.array_equal(back, labels) and np.allclose(aff, np.diag([2.0, 3.0, 4.0, 1.0]))

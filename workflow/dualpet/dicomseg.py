@@ -1,0 +1,199 @@
+"""Lesion VOIs as DICOM-SEG (highdicom), out and in; RTSTRUCT in.
+
+Out: :func:`export_seg` writes a study's final VOIs (``voi.nii.gz``, label k = lesion Lk)
+as a DICOM Segmentation that references the original PET series and its instances, so a
+reader opens it over the PET in OHIF, 3D Slicer or a PACS. Segment *n* is labelled with
+its lesion ID (``L07``); segment numbers run 1..N as DICOM requires, so a lesion outside
+this study's field of view has no segment and the mapping is read from the labels.
+
+The SEG carries the study, series and instance UIDs of the PET (a viewer needs them to
+put it over the PET) but none of the patient's identifying attributes: name and ID are
+the sheet's pseudonym, birth date and other patient attributes are emptied. It is the
+one output that names the original UIDs; keep it with the original DICOM.
+
+In: :func:`read_reader_labels` reads a ``lesion_mask`` given as a DICOM-SEG (one segment
+per lesion) or an RTSTRUCT (one ROI per lesion, its contours filled slice by slice) and
+returns a label image on the PET grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualpet.errors import DualpetInputError, redact_paths
+from dualpet.geometry import apply_affine, dicom_affine_lps, nearest_on_grid
+
+#: What the segments are: SNOMED CT category "Morphologically abnormal structure", type
+#: "Lesion"; the algorithm family (DICOM CID 7162) "Neighborhood analysis" (local contrast).
+#: Attributes the SEG would otherwise copy from the PET that identify the patient or the
+#: visit (emptied; name and ID become the sheet's pseudonym).
+PATIENT_ATTRIBUTES = ("PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight", "PatientSize",
+                      "OtherPatientIDs", "OtherPatientNames", "PatientAddress", "IssuerOfPatientID",
+                      "ReferringPhysicianName", "AccessionNumber", "StudyID", "InstitutionName",
+                      "InstitutionAddress", "OperatorsName", "PerformingPhysicianName")  # fmt: skip
+
+
+def lesion_number(lesion_id):
+    """``L07`` -> 7."""
+    return int(str(lesion_id).lstrip("L"))
+
+
+def _frame_affine(ds):
+    """Voxel (column, row, 0) -> LPS of one DICOM image."""
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    return dicom_affine_lps(iop, ds.PixelSpacing, np.asarray(ds.ImagePositionPatient, float), normal)
+
+
+def frames_from_labels(labels, affine, datasets):
+    """The label image sampled on each DICOM image's pixel grid: (frames, rows, columns)."""
+    out = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)), dtype=labels.dtype)
+    for n, ds in enumerate(datasets):
+        plane = nearest_on_grid(labels, affine, (int(ds.Columns), int(ds.Rows), 1), _frame_affine(ds))
+        out[n] = plane[:, :, 0].T
+    return out
+
+
+def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, software_version=""):
+    """Write ``out`` (DICOM-SEG) from a study's ``voi.nii.gz`` over its original PET series.
+
+    Returns ``{"segments": [...lesion IDs], "frames": n}``. A study without lesions gets a
+    SEG with one empty segment labelled ``no lesions`` (DICOM needs one segment).
+    """
+    import highdicom as hd
+    import nibabel as nib
+    from pydicom.sr.codedict import codes
+
+    from dualpet.convert import _select
+    from dualpet.dicom import read_headers
+    from dualpet.geometry import lps_affine
+
+    where = f"patient {patient}, {tracer}"
+    img = nib.load(str(voi_path))
+    labels = np.rint(np.asarray(img.dataobj)).astype(np.int32)
+    affine = lps_affine(img.affine)
+    choice = _select(dicom_dir, where, pet_series, None)
+    datasets, _, _ = read_headers(choice.pet, label=where)
+    frames = frames_from_labels(labels, affine, datasets)
+    present = [int(v) for v in np.unique(labels) if v > 0]
+    seg_of = {lab: n for n, lab in enumerate(present, start=1)}
+    pixel = np.zeros(frames.shape, dtype=np.uint16)
+    for lab, n in seg_of.items():
+        pixel[frames == lab] = n
+    algorithm = hd.AlgorithmIdentificationSequence(name="dualpet", version=software_version or "0",
+                                                   family=codes.cid7162.NeighborhoodAnalysis)  # fmt: skip
+    category, kind = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n, segment_label=f"L{lab:02d}", segmented_property_category=category,
+            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm, tracking_id=f"{tracer} lesion L{lab:02d}", tracking_uid=hd.UID(),
+        )  # fmt: skip
+        for lab, n in seg_of.items()
+    ]
+    if not descriptions:
+        descriptions = [hd.seg.SegmentDescription(
+            segment_number=1, segment_label="no lesions", segmented_property_category=category,
+            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm)]  # fmt: skip
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=datasets, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="dualpet",
+            manufacturer_model_name="dualpet lesion VOIs", software_versions=software_version or "0",
+            device_serial_number="0", content_label="LESIONS",
+            content_description=f"dualpet final lesion VOIs ({tracer}), label Lk = lesions.tsv",
+            omit_empty_frames=bool(seg_of),
+        )  # fmt: skip
+    except Exception as exc:  # highdicom validates the source images; name what it refused
+        raise DualpetInputError(f"{where}: cannot build the DICOM-SEG over the PET series ({redact_paths(exc)})") from exc
+    _pseudonymise(seg, patient)
+    from dualpet.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp)
+    return {"segments": [f"L{lab:02d}" for lab in seg_of], "frames": int(len(datasets))}
+
+
+def _pseudonymise(ds, patient):
+    """Name and ID = the pseudonym; PATIENT_ATTRIBUTES emptied wherever they occur (also
+    inside sequences, e.g. the contributing equipment highdicom copies from the PET)."""
+    ds.PatientName = patient
+    ds.PatientID = patient
+
+    def blank(dataset, elem):
+        if elem.keyword in PATIENT_ATTRIBUTES:
+            elem.value = ""
+
+    ds.walk(blank)
+
+
+def seg_labels(path, shape, affine, what="lesion mask"):
+    """A DICOM-SEG's segments as a label image on a grid (label = segment number, or the
+    lesion number of an ``Lk`` segment label), and the label -> segment label mapping."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:
+        raise DualpetInputError(f"{what} (studies sheet): not a readable DICOM-SEG ({redact_paths(exc)})") from exc
+    out = np.zeros(shape, dtype=np.int32)
+    names = {}
+    frame_shape = (int(seg.Columns), int(seg.Rows), 1)
+    for n in seg.get_segment_numbers():
+        label_text = str(seg.get_segment_description(n).segment_label)
+        lab = lesion_number(label_text) if label_text[:1] == "L" and label_text[1:].isdigit() else n
+        names[lab] = label_text
+        for f, frame in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+            if int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != n:
+                continue
+            pos = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+            shared = seg.SharedFunctionalGroupsSequence[0]
+            iop = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+            spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+            mask = np.asarray(seg.get_frame(f)).astype(np.int32).T[:, :, None] * lab
+            frame_aff = dicom_affine_lps(iop, spacing, pos, np.cross(iop[:3], iop[3:]))
+            on_grid = nearest_on_grid(mask, frame_aff, shape, affine)
+            out[(on_grid > 0) & (out == 0)] = lab
+    return out, names
+
+
+def rtstruct_labels(path, shape, affine, what="lesion mask"):
+    """An RTSTRUCT's ROIs as a label image on a grid: ROI k (in file order) = label k,
+    each closed planar contour filled on the grid plane nearest to it."""
+    import pydicom
+    from skimage.draw import polygon
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        rois = list(ds.ROIContourSequence)
+        names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
+    except Exception as exc:
+        raise DualpetInputError(f"{what} (studies sheet): not a readable RTSTRUCT ({redact_paths(exc)})") from exc
+    inv = np.linalg.inv(affine)
+    out = np.zeros(shape, dtype=np.int32)
+    mapping = {}
+    for k, roi in enumerate(rois, start=1):
+        mapping[k] = names.get(int(roi.ReferencedROINumber), f"ROI {k}")
+        for contour in getattr(roi, "ContourSequence", []):
+            pts = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            vox = apply_affine(inv, pts)
+            plane = int(np.rint(vox[:, 2].mean()))
+            if not 0 <= plane < shape[2] or len(pts) < 3:
+                continue
+            rr, cc = polygon(vox[:, 0], vox[:, 1], shape[:2])
+            sel = out[rr, cc, plane] == 0
+            out[rr[sel], cc[sel], plane] = k
+    return out, mapping
+
+
+def is_dicom_object(path):
+    """'SEG', 'RTSTRUCT' or None (anything else, e.g. NIfTI)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception:
+        return None
+    return {"SEG": "SEG", "RTSTRUCT": "RTSTRUCT"}.get(str(ds.get("Modality", "")))
