@@ -117,3 +117,28 @@ def test_neighbouring_lesions_that_only_touch_stay_two(tmp_path):
                           tolerance_mm=5.0, fraction=0.41, neighbourhood_mm=0.0)  # fmt: skip
     assert len(index) == 2
     assert sorted(zip(index.fdg_detected, index.pentixafor_detected)) == [(0, 1), (1, 0)]
+
+
+def test_small_lesion_beside_a_hot_one_keeps_its_own_maximum():
+    """A small lesion (peak 6) 16 mm from a hot one (peak 30): their regions are the half-
+    maximum extents (as local detection gives), so the hot lesion's spill-over reaches
+    into the small one's neighbourhood above the small one's peak. Its VOI takes its SUVmax
+    from its own region and stays on its side: SUVmax = its own peak, no voxel hotter."""
+    shape = (60, 40, 40)
+    hot = _blob(shape, (20, 20, 20), 2.5, peak=30.0, bg=0.5)
+    small = _blob(shape, (28, 20, 20), 1.5, peak=6.0, bg=0.0)
+    suv = (hot + small).astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    labels[suv >= 15.0] = 1  # the hot lesion's half-maximum extent
+    own = np.zeros(shape, bool)
+    own[26:31, 18:23, 18:23] = True
+    labels[own & (labels == 0) & (small >= 3.0)] = 2  # the small lesion's half-maximum extent
+    vois = lesion_vois(suv, labels, AFF, 0.41, neighbourhood_mm=10.0)
+    v = vois[2]
+    got = np.zeros(shape, bool)
+    got[v["box"]] = v["voi"]
+    peak_small = suv[labels == 2].max()
+    assert suv[got].max() == pytest.approx(peak_small)
+    assert not (got & (labels == 1)).any()
+    # centroid on the small lesion's side of the midpoint between the two
+    assert v["centroid"][0] > (20 + 28) / 2 * 2.0

@@ -4,8 +4,9 @@ lesion crop and of the per-tracer lesion metrics goes through this module.
 - A **lesion crop** (``results/{patient}/lesions/crops/{lesion}.npz``, written by the
   ``match`` step, read by each ``lesion_metrics`` job): the isocontour fraction and, per
   tracer, the SUV box around the lesion, its mask (the detection neighbourhood, or the
-  other tracer's VOI carried over), the box's voxel-to-LPS affine, the VOI mode and the
-  study's background SUVmean.
+  other tracer's VOI carried over), its seed (the lesion's own detection region, whose
+  maximum the isocontour is grown from), the box's voxel-to-LPS affine, the VOI mode and
+  the study's background SUVmean.
 - The **lesion metrics** (``LESION_METRICS``): the per-tracer columns of ``lesions.tsv``
   (contract order), the metrics each lesion job computes and the statistics compare.
 - A study's **final VOIs** (``results/{patient}/{tracer}/voi.nii.gz``, written by ``match``,
@@ -29,7 +30,7 @@ LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "
 
 #: Per-tracer fields of a lesion crop (``mode``: isocontour, mapped_from_{tracer} or
 #: outside_field_of_view).
-CROP_FIELDS = ("suv", "mask", "affine", "mode", "background")
+CROP_FIELDS = ("suv", "mask", "affine", "mode", "background", "seed")
 
 
 def write_crop(path, fraction, per_tracer):
@@ -47,6 +48,8 @@ def write_crop(path, fraction, per_tracer):
             arrays[f"{tracer}_mask"] = np.asarray(fields["mask"], dtype=bool)
             arrays[f"{tracer}_affine"] = np.asarray(fields["affine"], dtype=float)
             arrays[f"{tracer}_background"] = np.array(float(fields["background"]))
+            if fields.get("seed") is not None:  # isocontour: the lesion's own detection region
+                arrays[f"{tracer}_seed"] = np.asarray(fields["seed"], dtype=bool)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -62,7 +65,8 @@ def read_crop(path, tracers):
             fields = {"mode": mode}
             if mode != "outside_field_of_view":
                 fields.update(suv=data[f"{tracer}_suv"], mask=data[f"{tracer}_mask"], affine=data[f"{tracer}_affine"],
-                              background=float(data[f"{tracer}_background"]))  # fmt: skip
+                              background=float(data[f"{tracer}_background"]),
+                              seed=data[f"{tracer}_seed"] if f"{tracer}_seed" in data else None)  # fmt: skip
             out[tracer] = fields
         return float(data["fraction"]), out
 

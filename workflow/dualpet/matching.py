@@ -58,13 +58,18 @@ def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         sub = labels[box]
         dist = ndimage.distance_transform_edt(sub != lab, sampling=spacing)
-        near = (dist <= neighbourhood_mm) & ((sub == 0) | (sub == lab))
-        voi = isocontour_voi(suv[box], near, fraction)
+        others = (sub != 0) & (sub != lab)
+        # the neighbourhood: within neighbourhood_mm of the lesion's region, nearer to it than
+        # to any other lesion's region (a small lesion beside a hot one keeps to its side)
+        nearer = dist <= ndimage.distance_transform_edt(~others, sampling=spacing) if others.any() else True
+        near = (dist <= neighbourhood_mm) & ~others & nearer
+        voi = isocontour_voi(suv[box], near, fraction, seed=sub == lab)
         out[lab] = {
             "box": box,
             "lo": lo,
             "crop_affine": _crop_affine(affine, lo),
             "neighbourhood": near,
+            "seed": sub == lab,
             "voi": voi,
             "centroid": apply_affine(affine, np.argwhere(voi).mean(axis=0) + lo),
         }
@@ -261,7 +266,7 @@ def build_lesions(
             row[f"{t}_label"] = u[t]
             if u[t] is not None:  # detected: its neighbourhood; the metric job draws the isocontour
                 own = cents[t][u[t]]
-                mode, box, mask, lo = "isocontour", own["box"], own["neighbourhood"], own["lo"]
+                mode, box, mask, lo, seed = "isocontour", own["box"], own["neighbourhood"], own["lo"], own["seed"]
                 vois[t][box][own["voi"] & (vois[t][box] == 0)] = n
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
@@ -274,11 +279,11 @@ def build_lesions(
                 mode = f"mapped_from_{other}"
                 lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
                 box = tuple(slice(a, b) for a, b in zip(lo, hi))
-                mask = full[box]
+                mask, seed = full[box], None
                 vois[t][box][mask & (vois[t][box] == 0)] = n
             row[f"{t}_voi_source"] = mode
             crop[t] = {"suv": st["suv"][box], "mask": mask, "affine": _crop_affine(st["affine"], lo), "mode": mode,
-                       "background": st["background"]}  # fmt: skip
+                       "background": st["background"], "seed": seed}  # fmt: skip
         write_crop(out_crops / f"{lesion}.npz", fraction, crop)
         rows.append(row)
     columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]

@@ -20,24 +20,31 @@ from dualpet.interchange import read_crop
 PEAK_RADIUS_MM = (3.0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
 
 
-def isocontour_voi(suv, region, fraction=0.41):
-    """VOI = voxels >= ``fraction`` x SUVmax of ``region``, connected to the maximum, in ``region``.
+def isocontour_voi(suv, region, fraction=0.41, seed=None):
+    """VOI = voxels >= ``fraction`` x SUVmax, connected to the maximum, in ``region``.
 
     Parameters
     ----------
     suv : ndarray
         SUVbw.
     region : ndarray of bool
-        Where the lesion may extend (its detection region).
+        Where the lesion may extend (its detection region grown by the neighbourhood).
     fraction : float
         Isocontour level relative to the lesion's SUVmax (0.41 = 41 %).
+    seed : ndarray of bool, optional
+        The lesion's own detection region: its SUVmax is the maximum there, and voxels
+        of the neighbourhood hotter than it (the spill-over of a hotter neighbour) are
+        not part of it.
     """
     region = region.astype(bool)
     if not region.any():
         return region
-    vals = np.where(region, suv, -np.inf)
+    own = region if seed is None or not (seed & region).any() else (seed & region)
+    vals = np.where(own, suv, -np.inf)
     peak = np.unravel_index(int(np.argmax(vals)), suv.shape)
     above = region & (suv >= fraction * suv[peak])
+    if seed is not None:
+        above &= (suv <= suv[peak]) | own
     lab, _ = ndimage.label(above, structure=np.ones((3, 3, 3), bool))
     return lab == lab[peak]
 
@@ -114,7 +121,7 @@ def lesion_crop_metrics(crop_path, tracers):
             out[t] = {"voi_source": mode}
             continue
         suv, mask, affine = crop[t]["suv"], crop[t]["mask"], crop[t]["affine"]
-        voi = isocontour_voi(suv, mask, fraction) if mode == "isocontour" else mask
+        voi = isocontour_voi(suv, mask, fraction, crop[t].get("seed")) if mode == "isocontour" else mask
         m = lesion_metrics(suv, voi, affine, crop[t]["background"])
         if mode != "isocontour":  # not detected on this tracer: no metabolic volume
             m["mtv_ml"] = float("nan")
