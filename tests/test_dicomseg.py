@@ -60,6 +60,11 @@ def test_exported_seg_reads_back_references_the_pet_and_matches_the_vois(study, 
     # no identifying patient data: the sheet's pseudonym only
     ident = truth[study["pid"]]["identifiers"]
     assert str(seg.PatientName) == study["pid"] and seg.PatientID == study["pid"]
+    assert not seg.get("StudyDate") and seg.ContentDate == "19000101"
+    # the same VOIs give the same file (a rerun with nothing changed changes nothing)
+    export_seg(study["dir"] / "voi.nii.gz", study["dicom"], study["dir"] / "again.dcm", patient=study["pid"],
+               tracer=study["tracer"])  # fmt: skip
+    assert (study["dir"] / "again.dcm").read_bytes() == out.read_bytes()
     raw = out.read_bytes()
     values = [v for v in ident.values() for v in (v if isinstance(v, list) else [v])]
     assert values and not [v for v in values if str(v).encode() in raw]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -179,9 +180,16 @@ def test_hostile_names_never_run_and_paths_never_leak(data, tmp_path, tool_env):
     forbidden |= _identifiers_and_uids(root) | _identifiers_and_uids(data / "dicom" / "P002")
     files = [p for p in (wd / "results").rglob("*") if p.is_file()]
     assert len(files) > 30
+    # lesions_seg.dcm is the one output that must name the original PET's study, series and
+    # instance UIDs (a viewer lays it over that PET); it still carries no identifying value
+    uids = {v for v in forbidden if re.fullmatch(r"[0-9.]+", v)}
+    seg_files = [p for p in files if p.name == "lesions_seg.dcm"]
+    assert {p.parent.name for p in seg_files} >= {"fdg", "pentixafor"}
     for path in files:
         blob = path.read_bytes()
         if blob[:2] == b"\x1f\x8b":  # gzip (placeholders of excluded patients are not)
             blob = gzip.decompress(blob)
-        for value in forbidden:
+        for value in forbidden - (uids if path in seg_files else set()):
             assert value.encode() not in blob, f"{value!r} in {path.relative_to(wd)}"
+    p001_seg = next(p for p in seg_files if p.parent.parent.name == "P001")
+    assert pydicom.dcmread(p001_seg).ReferencedSeriesSequence[0].SeriesInstanceUID in uids

@@ -344,6 +344,45 @@ def test_missing_study_folder_excludes_only_that_patient(workdir, tool_env):
         folder.with_name("moved").rename(folder)
     assert snakemake(workdir, tool_env).returncode == 0
 
+def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
+    """Round trip: a reader rejects one automatic FDG lesion of P001 and adds one by
+    coordinates. Only P001's jobs (its FDG segmentation and what follows) and the cohort
+    jobs rerun; lesions.tsv no longer has the rejected lesion on FDG and shows the added
+    one as reader-added; the summary counts the decisions."""
+    res = workdir / "results"
+    before = pd.read_csv(res / "P001" / "lesions.tsv", sep="\t", keep_default_na=False, na_values=[""])
+    det = before[before.fdg_detected == 1]
+    assert len(det) and (det.fdg_origin == "automatic").all()
+    target = det.iloc[0]
+    add_at = read_json(res / "P001" / "fdg" / "segmentation.json")["background"]["centre_lps"]  # aorta: no lesion there
+    (workdir / "review.tsv").write_text(
+        "patient\ttracer\tlesion\tx\ty\tz\tdecision\treader\tnote\n"
+        f"P001\tfdg\t{target.lesion}\t{target.x_mm}\t{target.y_mm}\t{target.z_mm}\treject\tdr_a\tphysiological\n"
+        f"P001\tfdg\t\t{add_at[0]}\t{add_at[1]}\t{add_at[2]}\tadd\tdr_a\tmissed\n"
+    )
+    config = workdir / "config" / "config.yaml"
+    config.write_text(config.read_text() + "review: review.tsv\n")
+    jobs = planned(snakemake(workdir, tool_env, "-n"))
+    assert {p for _, p in jobs if p is not None} == {"P001"}
+    assert [r for r, p in jobs if r == "segment"] == ["segment"]  # its FDG study only
+    assert not {r for r, _ in jobs} & {"inspect", "convert", "register", "anatomy"}
+    proc = snakemake(workdir, tool_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = pd.read_csv(res / "P001" / "lesions.tsv", sep="\t", keep_default_na=False, na_values=[""])
+    fdg = after[after.fdg_detected == 1]
+    xyz = fdg[["x_mm", "y_mm", "z_mm"]].to_numpy()
+    gone = np.linalg.norm(xyz - target[["x_mm", "y_mm", "z_mm"]].to_numpy(float), axis=1)
+    assert len(fdg) == len(det) and gone.min() > 1.0  # one out, one in
+    added = fdg[fdg.fdg_origin == "reader-added"]
+    assert len(added) == 1
+    assert np.linalg.norm(added[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0] - add_at) <= 10.0
+    review = read_json(res / "P001" / "fdg" / "segmentation.json")["detection"]["review"]
+    assert [r["decision"] for r in review] == ["reject", "add"]
+    assert not any(r["applied"].startswith("not applied") for r in review)
+    summary = read_json(res / "cohort" / "summary.json")["review"]
+    assert summary["decisions"] == 2 and summary["reader_added"] == 1 and summary["patients_reviewed"] == 1
+
+
 def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_path):
     """`.venv/bin/snakemake` started by path, venv not activated (its bin not on PATH, no
     PYTHONPATH): jobs still run with the venv's interpreter, not whatever `python` is first."""

@@ -110,10 +110,26 @@ def _cmd_segment(a):
         background_at=[float(v) for v in a.background_at.split(",")] if a.background_at.strip() else None,
         background_mask=a.background_mask or None, background_png=a.background_png or None,
         lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds), anatomy=a.anatomy,
+        review=json.loads(a.review) if a.review.strip() else None,
     )  # fmt: skip
     thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
     print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {thr}, "
           f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
+
+
+def _cmd_review_page(a):
+    from dualpet.reviewpage import write_review_page
+
+    paths = {t: {"pet": getattr(a, f"{side}_pet"), "ct": getattr(a, f"{side}_ct"), "voi": getattr(a, f"{side}_voi"),
+                 "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
+    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths)
+
+
+def _cmd_review_pin(a):
+    from dualpet.review import pin
+
+    n = pin(a.review_tsv, a.results, a.reference, a.output)
+    print(f"{n} row(s) pinned to their lesion's position", file=sys.stderr)
 
 
 def _parse_seeds(text):
@@ -341,8 +357,29 @@ def build_parser():
     s.add_argument("--seeds", default="", help="reader's lesion seeds 'x,y,z;x,y,z' in LPS mm (method 'seeds')")
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
+    s.add_argument("--review", default="", help="this study's reader decisions (JSON list; see dualpet.review)")
     s.set_defaults(func=_cmd_segment)
     isolation(s, inputs=["ct", "pet", "anatomy"], outputs=["labels", "json", "background_png"])
+
+    s = sub.add_parser("review-page", help="[workflow] a patient's self-contained review page (HTML)")
+    s.add_argument("--patient", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--lesions", required=True, help="the patient's lesions.tsv")
+    for side in ("ref", "idx"):
+        for what in ("pet", "ct", "voi", "seg"):
+            s.add_argument(f"--{side}-{what}", required=True)
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=_cmd_review_page)
+    isolation(s, inputs=["lesions", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
+              outputs=["output"])  # fmt: skip
+
+    s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")
+    s.add_argument("review_tsv", help="the review sheet (rewritten in place unless -o)")
+    s.add_argument("--results", default="results", help="the results folder whose lesions.tsv the IDs refer to")
+    s.add_argument("--reference", required=True, help="the config's reference_tracer")
+    s.add_argument("-o", "--output", default=None)
+    s.set_defaults(func=_cmd_review_pin)
 
     s = sub.add_parser("match", help="[workflow] cross-tracer matching and per-lesion crops")
     s.add_argument("--patient", required=True)

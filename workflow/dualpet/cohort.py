@@ -19,7 +19,7 @@ def lesion_columns(tracers):
     for t in tracers:
         cols += [f"{t}_detected"] + [f"{t}_{m}" for m in LESION_METRICS]
     # additions (the contract allows new columns, never renames)
-    cols += [f"{t}_{k}" for t in tracers for k in ("voi_source", "voi_ml")] + ["match_distance_mm"]
+    cols += [f"{t}_{k}" for t in tracers for k in ("voi_source", "voi_ml", "origin")] + ["match_distance_mm"]
     return cols
 
 
@@ -36,6 +36,10 @@ def patient_tables(
     """
     index = pd.read_csv(index_tsv, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
+    segs = {t: read_segmentation(segmentations[t]) for t in tracers}
+    # where each tracer's lesion came from: automatic, reader-accepted, reader-added, ...
+    origin = {t: {int(les["label"]): les.get("origin", "automatic") for les in segs[t]["record"]["detection"]["lesions"]}
+              for t in tracers}  # fmt: skip
     rows = []
     for rec in index.to_dict("records"):
         m = metrics.get(rec["lesion"])
@@ -45,6 +49,8 @@ def patient_tables(
         for t in tracers:
             for key in (*LESION_METRICS, "voi_ml"):
                 row[f"{t}_{key}"] = m[t].get(key, np.nan)
+            label = rec.get(f"{t}_label")
+            row[f"{t}_origin"] = origin[t].get(int(label), "") if pd.notna(label) and label != "" else ""
         rows.append(row)
     cols = lesion_columns(tracers)
     lesions = pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame(columns=cols)
@@ -54,7 +60,10 @@ def patient_tables(
     qc = read_json(registration_qc)
     summary = {"patient": patient}
     for t in tracers:
-        seg = read_segmentation(segmentations[t])
+        seg = segs[t]
+        review = seg["record"]["detection"].get("review", [])
+        summary[f"{t}_review_decisions"] = len(review)
+        summary[f"{t}_review_not_applied"] = sum(str(r.get("applied", "")).startswith("not applied") for r in review)
         detected = int(lesions[f"{t}_detected"].sum()) if len(lesions) else 0
         summary[f"{t}_positive"] = int(detected > 0)
         summary[f"{t}_lesions"] = detected

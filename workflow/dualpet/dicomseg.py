@@ -18,6 +18,8 @@ returns a label image on the PET grid.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from dualpet.errors import DualpetInputError, redact_paths
@@ -31,6 +33,11 @@ PATIENT_ATTRIBUTES = ("PatientBirthDate", "PatientSex", "PatientAge", "PatientWe
                       "OtherPatientIDs", "OtherPatientNames", "PatientAddress", "IssuerOfPatientID",
                       "ReferringPhysicianName", "AccessionNumber", "StudyID", "InstitutionName",
                       "InstitutionAddress", "OperatorsName", "PerformingPhysicianName")  # fmt: skip
+#: Dates and times copied or stamped (the study's dates are identifying; a stamp of now
+#: would make every rerun a different file).
+DATE_ATTRIBUTES = ("StudyDate", "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
+                   "InstanceCreationDate", "InstanceCreationTime", "AcquisitionDateTime")  # fmt: skip
+CONTENT_DATE_TIME = ("19000101", "000000")
 
 
 def lesion_number(lesion_id):
@@ -80,6 +87,12 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     pixel = np.zeros(frames.shape, dtype=np.uint16)
     for lab, n in seg_of.items():
         pixel[frames == lab] = n
+    # UIDs from what the SEG holds (the PET series, the tracer, the VOIs): the same VOIs
+    # give the same file, so a rerun with nothing changed changes nothing
+    from pydicom.uid import generate_uid
+
+    digest = hashlib.sha256(pixel.tobytes() + repr(sorted(seg_of.items())).encode()).hexdigest()
+    entropy = [str(datasets[0].SeriesInstanceUID), tracer, "dualpet lesions_seg", digest]
     algorithm = hd.AlgorithmIdentificationSequence(name="dualpet", version=software_version or "0",
                                                    family=codes.cid7162.NeighborhoodAnalysis)  # fmt: skip
     category, kind = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion
@@ -87,7 +100,8 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
         hd.seg.SegmentDescription(
             segment_number=n, segment_label=f"L{lab:02d}", segmented_property_category=category,
             segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm, tracking_id=f"{tracer} lesion L{lab:02d}", tracking_uid=hd.UID(),
+            algorithm_identification=algorithm, tracking_id=f"{tracer} lesion L{lab:02d}",
+            tracking_uid=generate_uid(entropy_srcs=[*entropy, f"L{lab:02d}"]),
         )  # fmt: skip
         for lab, n in seg_of.items()
     ]
@@ -99,8 +113,9 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="dualpet",
+            segment_descriptions=descriptions, series_instance_uid=generate_uid(entropy_srcs=entropy + ["series"]),
+            series_number=9901, sop_instance_uid=generate_uid(entropy_srcs=entropy + ["instance"]), instance_number=1,
+            manufacturer="dualpet",
             manufacturer_model_name="dualpet lesion VOIs", software_versions=software_version or "0",
             device_serial_number="0", content_label="LESIONS",
             content_description=f"dualpet final lesion VOIs ({tracer}), label Lk = lesions.tsv",
@@ -109,6 +124,7 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     except Exception as exc:  # highdicom validates the source images; name what it refused
         raise DualpetInputError(f"{where}: cannot build the DICOM-SEG over the PET series ({redact_paths(exc)})") from exc
     _pseudonymise(seg, patient)
+    _settle(seg, entropy)
     from dualpet.io import atomic_path
 
     with atomic_path(out) as tmp:
@@ -117,16 +133,35 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
 
 
 def _pseudonymise(ds, patient):
-    """Name and ID = the pseudonym; PATIENT_ATTRIBUTES emptied wherever they occur (also
-    inside sequences, e.g. the contributing equipment highdicom copies from the PET)."""
+    """Name and ID = the pseudonym; PATIENT_ATTRIBUTES and the study's dates emptied
+    wherever they occur (also inside sequences, e.g. the contributing equipment highdicom
+    copies from the PET); the required content date and time are a fixed placeholder
+    (no study date, and the same VOIs give the same file)."""
     ds.PatientName = patient
     ds.PatientID = patient
 
     def blank(dataset, elem):
-        if elem.keyword in PATIENT_ATTRIBUTES:
+        if elem.keyword in PATIENT_ATTRIBUTES or elem.keyword in DATE_ATTRIBUTES:
             elem.value = ""
 
     ds.walk(blank)
+    ds.ContentDate, ds.ContentTime = CONTENT_DATE_TIME
+
+
+def _settle(ds, entropy):
+    """The values highdicom makes anew on each call (dimension organisation UID, the
+    contribution stamp) set from what the SEG holds."""
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid(entropy_srcs=[*entropy, "dimension organisation"])
+
+    def fix(dataset, elem):
+        if elem.keyword == "DimensionOrganizationUID":
+            elem.value = uid
+        elif elem.keyword == "ContributionDateTime":
+            elem.value = CONTENT_DATE_TIME[0] + CONTENT_DATE_TIME[1]
+
+    ds.walk(fix)
 
 
 def seg_labels(path, shape, affine, what="lesion mask"):

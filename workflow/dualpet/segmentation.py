@@ -288,6 +288,7 @@ def detect_lesions(
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
     n_end = int(np.ceil(end_planes_mm / spacing[2] - 1e-9)) if end_planes_mm > 0 else 0
     plane_noise = plane_noise_profile(suv)
+    masks = physiological_masks(organ_map, physiological) if organ_map is not None else {}
     lesions, rejected = [], []
     for lab, sl in enumerate(ndimage.find_objects(pieces), start=1):
         if sl is None:
@@ -310,25 +311,15 @@ def detect_lesions(
         if organ_like:
             local = max(local, float(np.median(suv[sl][region])))
         cand["local_background_suv"] = local
-        reason = None
-        if n_end and (sl[2].stop <= n_end or sl[2].start >= suv.shape[2] - n_end):
-            reason = (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
-                      "axial field of view, where sensitivity is lowest)")  # fmt: skip
-        elif organ_map is not None and (group := _physiological_organ(suv[sl], organ_map[sl], region, cand["suvmax"],
-                                                                       physiological)):  # fmt: skip
-            reason = (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
-                      f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
-        elif _part_of_larger_uptake(suv, peak, cand["suvmax"] / organ_contrast, max_volume_ml, spacing, vox_ml):
-            reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
-                      f"above 1/{organ_contrast} of its SUVmax")  # fmt: skip
-        elif hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, cand["suvmax"], vox_ml)) is not None:
-            reason = (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
-                      f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
-        elif cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local:
+        end = bool(n_end and (sl[2].stop <= n_end or sl[2].start >= suv.shape[2] - n_end))
+        reason = _shared_rejection(suv, sl, region, peak, cand["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
+                                   n_end=n_end, masks=masks, contrast=organ_contrast, max_volume_ml=max_volume_ml,
+                                   spacing=spacing, vox_ml=vox_ml, hu=hu)  # fmt: skip
+        if reason is None and cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local:
             where = "an organ-sized uptake region" if organ_like or in_organ else "its surroundings"
             noisier = f" (its plane {plane_noise[peak[2]]:.1f}x noisier than the volume's middle)" if contrast > organ_contrast else ""
             reason = f"physiological or noise: SUVmax below {contrast:.2f}x the local background {local:.2f} of {where}{noisier}"
-        elif organ_like:
+        elif reason is None and organ_like:
             # A lesion inside an organ whose own uptake exceeds the threshold shares the
             # organ's watershed basin: keep only its part above the contrast level.
             region = _trim_to_contrast(suv[sl], region, local_peak, organ_contrast * local)
@@ -441,18 +432,55 @@ def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
     return False
 
 
-def _physiological_organ(values, organs, region, suvmax, groups):
-    """The first group of ``groups`` holding ORGAN_SHARE_OF_CORE or more of a candidate's
-    hot core (its voxels at or above URINE_CORE x SUVmax) in its organs grown by one voxel,
-    or None."""
+def physiological_masks(organ_map, groups):
+    """Per group of ``groups``, its organs in the organ map (on the PET grid) grown by one
+    voxel (the PET's blur). The urinary group also holds each kidney's per-slice convex
+    hull: the renal sinus with the pelvis (excreted tracer) lies in the kidney's hilum,
+    which an organ map of the parenchyma leaves out."""
+    from skimage.morphology import convex_hull_image
+
+    out = {}
+    for group in groups:
+        mask = np.isin(organ_map, [v for name in PHYSIOLOGICAL[group] for v in ORGAN_CLASSES[name]])
+        if group == "urinary":
+            for name in ("kidney_right", "kidney_left"):
+                kidney = np.isin(organ_map, ORGAN_CLASSES[name])
+                for k in np.flatnonzero(kidney.any(axis=(0, 1))):
+                    if kidney[:, :, k].sum() >= 3:
+                        mask[:, :, k] |= convex_hull_image(kidney[:, :, k])
+        out[group] = ndimage.binary_dilation(mask, structure=_STRUCTURE)
+    return out
+
+
+def _physiological_organ(values, masks, region, suvmax):
+    """The first group of ``masks`` (group -> bool mask, cut to the candidate's box)
+    holding ORGAN_SHARE_OF_CORE or more of a candidate's hot core (its voxels at or above
+    URINE_CORE x SUVmax), or None."""
     core = region & (values >= URINE_CORE * suvmax)
     if not core.any():
         return None
-    for group in groups:
-        classes = [v for name in PHYSIOLOGICAL[group] for v in ORGAN_CLASSES[name]]
-        inside = ndimage.binary_dilation(np.isin(organs, classes), structure=_STRUCTURE)
+    for group, inside in masks.items():
         if inside[core].mean() >= ORGAN_SHARE_OF_CORE:
             return group
+    return None
+
+
+def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_mm, n_end, masks, contrast,
+                      max_volume_ml, spacing, vox_ml, hu):  # fmt: skip
+    """The rules every automatic method applies to a candidate (``sl``: its box,
+    ``region``: its voxels in the box): the reason it is not a lesion, or None."""
+    if end_planes:
+        return (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
+                "axial field of view, where sensitivity is lowest)")  # fmt: skip
+    if masks and (group := _physiological_organ(suv[sl], {g: m[sl] for g, m in masks.items()}, region, suvmax)):
+        return (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
+                f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
+    if _part_of_larger_uptake(suv, peak, suvmax / contrast, max_volume_ml, spacing, vox_ml):
+        return (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
+                f"above 1/{contrast} of its SUVmax")  # fmt: skip
+    if hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, suvmax, vox_ml)) is not None:
+        return (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
+                f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
     return None
 
 
@@ -552,6 +580,7 @@ def segment_study(
     lesion_mask=None,
     seeds=None,
     anatomy=None,
+    review=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
@@ -582,6 +611,9 @@ def segment_study(
         The study's organ label map on its CT grid (``anatomy.nii.gz``): background
         regions and physiological uptake come from it (default: made from the CT by
         :func:`dualpet.anatomy.segment_ct`).
+    review : list of dict, optional
+        The reader's decisions on this study (``decision``, ``x``, ``y``, ``z`` in its LPS
+        mm, ``reader``, ``note``), applied after detection (:mod:`dualpet.review`).
     """
     import nibabel as nib
 
@@ -688,8 +720,19 @@ def segment_study(
         if liver_voi is not None:
             info["percist_liver"] = liver_voi
     if kind in READER_METHODS:
+        for les in lesions:
+            les["origin"] = f"reader-{les['source']}"
         labels = _number(lesions, suv.shape)
         info["lesions"] = lesions
+    for les in info["lesions"]:
+        les.setdefault("origin", "automatic")
+    if review:
+        from dualpet.review import apply_decisions
+
+        labels, info["lesions"], info["rejected"], info["review"] = apply_decisions(
+            suv, pet_affine, labels, info["lesions"], info.setdefault("rejected", []), review,
+            seed_radius_mm=float(detection.get("seed_radius_mm", 10.0)), where=where,
+        )  # fmt: skip
     save_nifti(labels_out, nifti_image(labels, pet_affine))
     write_segmentation(json_out, patient, tracer, bg, detection, info)
     return bg, info
@@ -906,6 +949,7 @@ def detect_local(
     markers, _ = ndimage.label(_h_maxima_in(body, stabilised, LOCAL_SPLIT_NOISE), structure=_STRUCTURE)
     basins = watershed(-stabilised, markers, mask=body, connectivity=3)
     ct_class = _ct_class(hu_mean) if hu_mean is not None else None
+    masks = physiological_masks(organ_map, physiological) if organ_map is not None else {}
 
     objects = ndimage.find_objects(basins)
     order = []
@@ -971,18 +1015,11 @@ def detect_local(
                       f"or reaches {LOCAL_BOX_MM:g} mm from its peak)")  # fmt: skip
         elif volume < min_volume_ml:
             reason = f"noise: smaller than min_volume_ml={min_volume_ml}"
-        elif n_end and _in_end_planes(region, box[2].start, n_end, suv.shape[2]):
-            reason = (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
-                      "axial field of view, where sensitivity is lowest)")  # fmt: skip
-        elif organ_map is not None and (group := _physiological_organ(suv[sl], organ_map[sl], region, info["suvmax"], physiological)):
-            reason = (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
-                      f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
-        elif _part_of_larger_uptake(suv, peak, info["suvmax"] / contrast, max_volume_ml, spacing, vox_ml):
-            reason = (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
-                      f"above 1/{contrast} of its SUVmax")  # fmt: skip
-        elif hu is not None and (urine := _urine_density(suv[sl], hu[sl], region, info["suvmax"], vox_ml)) is not None:
-            reason = (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
-                      f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
+        else:
+            end = bool(n_end and _in_end_planes(region, box[2].start, n_end, suv.shape[2]))
+            reason = _shared_rejection(suv, sl, region, peak, info["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
+                                       n_end=n_end, masks=masks, contrast=contrast, max_volume_ml=max_volume_ml,
+                                       spacing=spacing, vox_ml=vox_ml, hu=hu)  # fmt: skip
         decided.append(({**info, "reason": reason} if reason else {**info, "_region": (sl, region)}, reason is None))
         owner[box][region] = len(decided)
         (rejected if reason else lesions).append(decided[-1][0])

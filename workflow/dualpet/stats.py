@@ -613,6 +613,7 @@ def summarize(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, ind
         "excluded_patients": excluded_list,
         "registration_flagged": flagged,
         "pet_ct_registered": pet_ct,
+        "review": _review_counts(patients, lesions, (reference, index)),
         "definitions": {
             "difference": DIFFERENCE_DEFINITION,
             "positive": "{tracer}_positive == 1 (patient level); missing values are excluded",
@@ -797,6 +798,24 @@ def _pct(k, n) -> str:
     return f"{100.0 * k / n:.1f} %" if n and k is not None else "–"
 
 
+def _review_counts(patients, lesions, tracers):
+    """How much the readers reviewed: decisions (applied or not) and lesions by origin."""
+    def total(column):
+        return int(pd.to_numeric(patients[column], errors="coerce").fillna(0).sum()) if column in patients.columns else 0
+
+    decisions = sum(total(f"{t}_review_decisions") for t in tracers)
+    per = np.zeros(len(patients))
+    for t in tracers:
+        if f"{t}_review_decisions" in patients.columns:
+            per += pd.to_numeric(patients[f"{t}_review_decisions"], errors="coerce").fillna(0).to_numpy()
+    reviewed = int((per > 0).sum())
+    columns = [lesions[f"{t}_origin"] for t in tracers if f"{t}_origin" in lesions.columns]
+    origins = pd.concat(columns) if columns else pd.Series(dtype=str)
+    return {"decisions": decisions, "not_applied": sum(total(f"{t}_review_not_applied") for t in tracers),
+            "patients_reviewed": reviewed, "reader_accepted": int((origins == "reader-accepted").sum()),
+            "reader_added": int((origins == "reader-added").sum())}  # fmt: skip
+
+
 def render_markdown(summary: dict) -> str:
     """Render a summary from :func:`summarize` as a Markdown report.
 
@@ -820,6 +839,11 @@ def render_markdown(summary: dict) -> str:
     cohort = f"**Cohort:** {summary['n_patients']} patients, {summary['n_lesions']} lesions"
     if summary.get("excluded_patients"):
         cohort += f" ({len(summary['excluded_patients'])} patient(s) excluded)"
+    rv = summary.get("review") or {}
+    if rv.get("decisions"):
+        cohort += (f"; reader review: {rv['decisions']} decision(s) on {rv['patients_reviewed']} patient(s)"
+                   f" ({rv['not_applied']} not applied), {rv['reader_accepted']} lesion(s) reader-accepted,"
+                   f" {rv['reader_added']} reader-added")  # fmt: skip
     out += [cohort + ".", "", f"Differences are {summary['definitions']['difference']}.", ""]
     if summary.get("excluded_patients") or summary.get("registration_flagged") or summary.get("pet_ct_registered"):
         out += ["## Quality control", ""]

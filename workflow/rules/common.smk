@@ -161,6 +161,78 @@ def other_study_folder(wildcards):
     return studies.loc[(wildcards.patient, other), "dicom_dir"]
 
 
+def load_review(path, studies):
+    """Reader decisions per study: {(patient, tracer): JSON list} (position in that
+    study's LPS mm; only that study's rows, so a decision reruns its patient only)."""
+    if not path:
+        return {}
+    what = "review sheet"
+    sheet = read_tsv(path, what=what, required=("patient", "tracer", "decision"))
+    for col in ("lesion", "x", "y", "z", "reader", "note"):
+        if col not in sheet.columns:
+            sheet[col] = ""
+    validate_rows(
+        sheet[
+            [
+                "patient",
+                "tracer",
+                "lesion",
+                "x",
+                "y",
+                "z",
+                "decision",
+                "reader",
+                "note",
+                "_line",
+            ]
+        ],
+        yaml.safe_load(
+            (Path(workflow.basedir) / "workflow/schemas/review.schema.yaml").read_text()
+        ),
+        what=what,
+        path=path,
+    )
+    unknown = pd.Series(
+        [(p, t) not in studies.index for p, t in zip(sheet.patient, sheet.tracer)]
+    )
+    if unknown.any():
+        raise SheetError(
+            f"{what} {path}, line(s) {lines(sheet, unknown.to_numpy())}: patient and tracer not in the studies sheet"
+        )
+    unplaced = ((sheet.x == "") | (sheet.y == "") | (sheet.z == "")).to_numpy()
+    if unplaced.any():
+        raise SheetError(
+            f"{what} {path}, line(s) {lines(sheet, unplaced)}: no position (x, y, z). Decisions are kept "
+            "by position, which survives renumbering; for rows that name a lesion ID, run "
+            f"`dualpet review-pin {path} --reference {REF}` to add that lesion's position"
+        )
+    return {
+        key: json.dumps(
+            [
+                {
+                    "decision": r.decision,
+                    "x": float(r.x),
+                    "y": float(r.y),
+                    "z": float(r.z),
+                    "reader": r.reader,
+                    "note": r.note,
+                    "lesion": r.lesion,
+                }
+                for r in g.itertuples()
+            ]
+        )
+        for key, g in sheet.groupby(["patient", "tracer"])
+    }
+
+
+REVIEW = load_review(config["review"], studies)
+
+
+def study_review(wildcards):
+    """Params function: this study's reader decisions (JSON; '' for none)."""
+    return REVIEW.get((wildcards.patient, wildcards.tracer), "")
+
+
 def study_seeds(wildcards):
     """Params function: this study's reader seeds (only its own, so other rows never rerun it)."""
     return SEEDS.get((wildcards.patient, wildcards.tracer), "")
@@ -193,6 +265,7 @@ def final_outputs():
     # last job fails, naming them, while any patient is excluded.
     return [
         *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
+        *expand("results/{patient}/review.html", patient=PATIENTS),
         *expand(
             "results/{patient}/{tracer}/lesions_seg.dcm",
             patient=PATIENTS,

@@ -139,3 +139,45 @@ rule patient_table:
         " --registration-qc={input.qc:q}"
         " --lesions-out={output.lesions:q} --patient-out={output.patient:q}"
         " --isolate-failures > {log:q} 2>&1"
+
+
+rule review_page:
+    """A patient's self-contained review page: MIPs, lesion crops, rejected candidates and
+    ready lines for the review sheet."""
+    input:
+        lesions="results/{patient}/lesions.tsv",
+        ref_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
+        ref_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
+        ref_voi=f"results/{{patient}}/{REF}/voi.nii.gz",
+        ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
+        idx_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
+        idx_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
+        idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
+        idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+    output:
+        report(
+            "results/{patient}/review.html",
+            caption="../report/review.rst",
+            category="Review pages",
+            labels={"patient": "{patient}"},
+        ),
+    log:
+        "results/logs/review_page/{patient}.log",
+    benchmark:
+        "results/benchmarks/review_page/{patient}.tsv"
+    conda:
+        "../../envs/lesions.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        reference=REF,
+        index=IDX,
+        code=code_version("review-page"),
+    shell:
+        '"$DUALPET_PYTHON" -m dualpet review-page --patient={wildcards.patient:q}'
+        " --reference={params.reference:q} --index={params.index:q} --lesions={input.lesions:q}"
+        " --ref-pet={input.ref_pet:q} --ref-ct={input.ref_ct:q} --ref-voi={input.ref_voi:q} --ref-seg={input.ref_seg:q}"
+        " --idx-pet={input.idx_pet:q} --idx-ct={input.idx_ct:q} --idx-voi={input.idx_voi:q} --idx-seg={input.idx_seg:q}"
+        " -o {output:q} --isolate-failures > {log:q} 2>&1"

@@ -69,12 +69,13 @@ rule segment:
         background=json.dumps(config["background"], sort_keys=True),
         background_at=study_value("background_lps"),
         seeds=study_seeds,
+        review=study_review,
     shell:
         '"$DUALPET_PYTHON" -m dualpet segment --ct={input.ct:q} --pet={input.pet:q} --anatomy={input.anatomy:q}'
         " --labels={output.labels:q} --json={output.json:q}"
         " --detection={params.detection:q} --background={params.background:q}"
         " --exclusion={input.exclusion:q} --background-at={params.background_at:q}"
         " --background-png={output.png:q} --background-mask={input.background_mask:q}"
-        " --lesion-mask={input.lesion_mask:q} --seeds={params.seeds:q}"
+        " --lesion-mask={input.lesion_mask:q} --seeds={params.seeds:q} --review={params.review:q}"
         " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
         " --isolate-failures > {log:q} 2>&1"

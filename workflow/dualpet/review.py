@@ -1,0 +1,152 @@
+"""Reader decisions fed back into a study's lesions (``review.tsv``, config ``review``).
+
+A decision names a position in that tracer's study (LPS mm), never a lesion number:
+numbers change when lesions are added or removed, positions do not, so a decision keeps
+meaning the same spot after any rerun. ``dualpet review-pin`` turns rows written with a
+lesion ID (``L03`` of the current ``lesions.tsv``) into rows with its position.
+
+- ``reject``: the lesion whose region holds the position, else whose peak lies within
+  REVIEW_TOLERANCE_MM of it, is removed and listed among the rejected candidates with the
+  reader's name and note.
+- ``accept``: that lesion is kept and marked ``reader-accepted``; if no lesion is there
+  (a rejected candidate, or a spot the detector missed) it is added as below, marked
+  ``reader-accepted``.
+- ``add``: a lesion at the position (its hottest voxel within ``seed_radius_mm`` and the
+  connected voxels at >= 50 % of it, as for reader seeds), marked ``reader-added``; if a
+  lesion is already there it is marked ``reader-accepted`` instead.
+
+Every lesion carries its ``origin``: ``automatic``, ``reader-accepted``, ``reader-added``
+(or ``reader-mask`` / ``reader-seed`` for the reader methods). Each decision's outcome is
+recorded; one that finds nothing to act on is recorded as not applied, never an error
+(the lesion may have gone with a change of method).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualpet.geometry import world_to_voxel
+
+DECISIONS = ("accept", "reject", "add")
+#: A decision's position belongs to a lesion whose region holds it or whose peak is
+#: within this distance (mm): a click on a lesion's rim, or on its maximum in another
+#: viewer's resampled grid.
+REVIEW_TOLERANCE_MM = 10.0
+ORIGINS = ("automatic", "reader-accepted", "reader-added", "reader-mask", "reader-seed")
+
+
+def _which(labels, lesions, affine, point):
+    """The lesion (dict) at ``point``: its region holds it, else the nearest peak within
+    REVIEW_TOLERANCE_MM; None if none."""
+    v = np.rint(world_to_voxel(affine, np.asarray(point, float))).astype(int)
+    if np.all(v >= 0) and np.all(v < labels.shape) and labels[tuple(v)]:
+        return next(les for les in lesions if les["label"] == labels[tuple(v)])
+    best = None
+    for les in lesions:
+        d = float(np.linalg.norm(np.subtract(les["peak_lps"], point)))
+        if d <= REVIEW_TOLERANCE_MM and (best is None or d < best[0]):
+            best = (d, les)
+    return best[1] if best else None
+
+
+def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_radius_mm=10.0, where=""):
+    """Apply a study's decisions. ``lesions`` carry ``label`` (their value in ``labels``).
+
+    Returns ``(labels, lesions, rejected, record)``: the renumbered label image, the
+    lesions (with ``origin``), the rejected candidates (reader rejections added) and one
+    record per decision (``applied``: what was done, or why nothing was).
+    """
+    from dualpet.segmentation import _number, lesions_from_seeds
+
+    for les in lesions:
+        les.setdefault("origin", "automatic")
+        les["_region"] = labels == les["label"]
+    record = []
+    for d in decisions:
+        point = [float(d["x"]), float(d["y"]), float(d["z"])]
+        who = f"reader {d['reader']}" if d.get("reader") else "the reader"
+        note = f" ({d['note']})" if d.get("note") else ""
+        current = [les for les in lesions if les["_region"].any()]
+        cur_labels = np.zeros(labels.shape, np.int32)
+        for les in current:
+            cur_labels[les["_region"]] = les["label"]
+        hit = _which(cur_labels, current, affine, point)
+        entry = {k: d.get(k, "") for k in ("decision", "reader", "note")} | {"position_lps": point}
+        if d["decision"] == "reject":
+            if hit is None:
+                entry["applied"] = f"not applied: no lesion within {REVIEW_TOLERANCE_MM:g} mm"
+            else:
+                lesions.remove(hit)
+                hit.pop("_region")
+                rejected.append({**{k: v for k, v in hit.items() if k != "label"}, "reason": f"reader: rejected by {who}{note}"})
+                entry["applied"] = f"rejected the lesion with its peak at {np.round(hit['peak_lps'], 1).tolist()}"
+        elif hit is not None:
+            hit["origin"] = "reader-accepted"
+            hit["reviewed_by"] = d.get("reader", "")
+            entry["applied"] = f"accepted the lesion with its peak at {np.round(hit['peak_lps'], 1).tolist()}"
+        else:
+            added = lesions_from_seeds(suv, affine, [point], radius_mm=seed_radius_mm, where=where)[0]
+            taken = np.zeros(labels.shape, bool)
+            for les in lesions:
+                taken |= les["_region"]
+            added["_region"] = added["_region"] & ~taken
+            if not added["_region"].any():
+                entry["applied"] = "not applied: the spot lies inside another lesion"
+            else:
+                added["origin"] = "reader-added" if d["decision"] == "add" else "reader-accepted"
+                added["reviewed_by"] = d.get("reader", "")
+                added["label"] = -1
+                lesions.append(added)
+                entry["applied"] = f"added a lesion with its peak at {np.round(added['peak_lps'], 1).tolist()}"
+        record.append(entry)
+    labels = _number(lesions, labels.shape)
+    return labels, lesions, rejected, record
+
+
+def position_of(lesion_row, tracer, reference, tfm=None):
+    """A lesions.tsv row's position in ``tracer``'s study (LPS mm): its centroid (given in
+    the reference study) mapped through the registration for the index tracer."""
+    point = np.array([lesion_row["x_mm"], lesion_row["y_mm"], lesion_row["z_mm"]], float)
+    if tracer == reference or tfm is None:
+        return point
+    from dualpet.registration import transform_points
+
+    return transform_points(tfm, point[None])[0]
+
+
+def pin(review_tsv, results, reference, out=None):
+    """Rows written with a lesion ID only get the position of that lesion in the current
+    ``results/{patient}/lesions.tsv`` (its centroid, in that tracer's study). Returns the
+    number of rows pinned; writes ``out`` (default: the sheet itself)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from dualpet.errors import DualpetInputError
+    from dualpet.io import write_tsv
+
+    sheet = pd.read_csv(review_tsv, sep="\t", dtype=str, keep_default_na=False)
+    for col in ("x", "y", "z", "lesion"):
+        if col not in sheet.columns:
+            sheet[col] = ""
+    n = 0
+    for i, row in sheet.iterrows():
+        if row["lesion"] and not (row["x"] and row["y"] and row["z"]):
+            table = Path(results) / row["patient"] / "lesions.tsv"
+            if not table.is_file():
+                raise DualpetInputError(f"review sheet line {i + 2}: no results for patient {row['patient']} to pin "
+                                        f"lesion {row['lesion']} with")  # fmt: skip
+            lesions = pd.read_csv(table, sep="\t", dtype={"lesion": str})
+            match = lesions[lesions["lesion"] == row["lesion"]]
+            if match.empty:
+                raise DualpetInputError(f"review sheet line {i + 2}: patient {row['patient']} has no lesion {row['lesion']}")
+            tfm = None
+            if row["tracer"] != reference:
+                from dualpet.registration import load_transform
+
+                tfm = load_transform(Path(results) / row["patient"] / "registration" / "transform.tfm")
+            p = position_of(match.iloc[0], row["tracer"], reference, tfm)
+            sheet.loc[i, ["x", "y", "z"]] = [f"{v:.2f}" for v in p]
+            n += 1
+    write_tsv(out or review_tsv, sheet)
+    return n

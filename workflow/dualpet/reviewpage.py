@@ -1,0 +1,233 @@
+"""One self-contained review page per patient (``results/{patient}/review.html``).
+
+What a reader needs to accept, reject or add lesions without another tool: coronal and
+sagittal MIPs of both tracers side by side with the lesions numbered as in
+``lesions.tsv``; one row per union lesion with axial and coronal crops of CT, PET and
+fusion for both tracers, SUVmax, TBR, detected flags, origin and region; the candidates
+detection rejected, with their reasons; and for each a ready line of ``review.tsv``
+(position in that tracer's study, so the decision survives renumbering). Pictures are
+embedded (base64 PNG): the page works offline and can be mailed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+
+from dualpet.interchange import read_voi, voi_label
+
+#: Crop half-width (mm) around a lesion, and the MIP's SUV window (upper end: this
+#: multiple of the study's background SUVmean, at least MIP_MIN_SUV).
+CROP_MM, MIP_BACKGROUND_MULTIPLE, MIP_MIN_SUV = 40.0, 5.0, 5.0
+#: CT window for the crops (soft tissue).
+CT_WINDOW = (-160.0, 240.0)
+
+
+def _png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", pad_inches=0.02)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _study(pet_path, ct_path, voi_path, seg_path):
+    import nibabel as nib
+
+    from dualpet.geometry import lps_affine
+    from dualpet.io import read_json
+    from dualpet.segmentation import ct_on_pet_grid
+
+    pet = nib.load(str(pet_path))
+    suv = np.asarray(pet.dataobj, dtype=np.float32)
+    affine = lps_affine(pet.affine)
+    ct = nib.load(str(ct_path))
+    hu = ct_on_pet_grid(np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine), suv.shape, affine, average=True)
+    voi, _ = read_voi(voi_path)
+    seg = read_json(seg_path)
+    return {"suv": suv, "affine": affine, "hu": hu, "voi": voi, "seg": seg}
+
+
+def _display(plane, affine_axes, affine):
+    """A 2-D (a, b) plane with b = the z axis, as an image with superior up and, for the
+    first axis x, the patient's right on the viewer's left (radiological)."""
+    img = plane.T  # rows = z
+    if affine[2, 2] > 0:
+        img = img[::-1]  # superior (higher z) on top
+    if affine[affine_axes, affine_axes] < 0:
+        img = img[:, ::-1]
+    return img
+
+
+def _to_display(affine, axis, i, k, shape):
+    """Voxel (i along the shown horizontal axis, k along z) -> (column, row) on the image."""
+    col = i if affine[axis, axis] >= 0 else shape[axis] - 1 - i
+    row = shape[2] - 1 - k if affine[2, 2] > 0 else k
+    return col, row
+
+
+def mip_figure(studies, tracers, centroids, vmax):
+    """Coronal and sagittal MIPs of both tracers, lesions numbered at their VOI centroids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(13, 6.5))
+    for col, (t, view, axis, proj) in enumerate(
+        [(t, v, a, p) for t in tracers for v, a, p in (("coronal", 0, 1), ("sagittal", 1, 0))]
+    ):
+        st = studies[t]
+        mip = st["suv"].max(axis=proj)
+        sp = np.linalg.norm(st["affine"][:3, :3], axis=0)
+        ax = axes[col]
+        ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
+                  aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip
+        for lesion, ijk in centroids[t].items():
+            c, r = _to_display(st["affine"], axis, ijk[axis], ijk[2], st["suv"].shape)
+            ax.annotate(lesion, (c, r), xytext=(6, -6), textcoords="offset points", color="#d62728", fontsize=8,
+                        weight="bold", arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6})  # fmt: skip
+        ax.set_title(f"{t}: {view} MIP (SUV 0-{vmax[t]:.1f})", fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def crop_figure(studies, tracers, centres, lesion):
+    """Axial and coronal crops of CT, PET and fusion for each tracer around the lesion;
+    the VOI outlined. ``centres``: tracer -> voxel (i, j, k) or None (outside its PET)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tracers), 6, figsize=(10.5, 1.9 * len(tracers)))
+    axes = np.atleast_2d(axes)
+    for row, t in enumerate(tracers):
+        st, centre = studies[t], centres.get(t)
+        for ax in axes[row]:
+            ax.axis("off")
+        if centre is None:
+            axes[row, 0].text(0.0, 0.5, f"{t}: outside this PET", fontsize=8, transform=axes[row, 0].transAxes)
+            continue
+        sp = np.linalg.norm(st["affine"][:3, :3], axis=0)
+        half = np.ceil(CROP_MM / sp).astype(int)
+        lo = np.maximum(np.asarray(centre) - half, 0)
+        hi = np.minimum(np.asarray(centre) + half + 1, st["suv"].shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        vmax = max(float(st["suv"][box].max()), 1e-3)
+        label = voi_label(lesion)
+        for n, (view, take) in enumerate((("axial", lambda a: a[:, :, centre[2] - lo[2]].T),
+                                          ("coronal", lambda a: a[:, centre[1] - lo[1], :].T[::-1]))):  # fmt: skip
+            suv, hu, voi = (take(a[box]) for a in (st["suv"], st["hu"], st["voi"] == label))
+            aspect = (sp[1] / sp[0]) if view == "axial" else (sp[2] / sp[0])
+            panels = [("CT", hu, "gray", CT_WINDOW), ("PET", suv, "gray_r", (0, vmax)), ("fusion", None, None, None)]
+            for m, (name, img, cmap, win) in enumerate(panels):
+                ax = axes[row, 3 * n + m]
+                if name == "fusion":
+                    ax.imshow(hu, cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], aspect=aspect)
+                    ax.imshow(np.ma.masked_less(suv, 0.15 * vmax), cmap="hot", vmin=0, vmax=vmax, alpha=0.55, aspect=aspect)
+                else:
+                    ax.imshow(img, cmap=cmap, vmin=win[0], vmax=win[1], aspect=aspect, interpolation="nearest")
+                if voi.any():
+                    ax.contour(voi.astype(float), levels=[0.5], colors="#1f77b4", linewidths=0.8)
+                ax.set_title(f"{t} {view} {name}", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _centroid_voxels(voi):
+    from scipy import ndimage
+
+    labels = [int(v) for v in np.unique(voi) if v]
+    if not labels:
+        return {}
+    cents = ndimage.center_of_mass(voi > 0, voi, labels)
+    return {f"L{lab:02d}": tuple(int(round(c)) for c in cent) for lab, cent in zip(labels, cents)}
+
+
+def _fmt(v, digits=2):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    return "" if np.isnan(f) else f"{f:.{digits}f}"
+
+
+def review_row(patient, tracer, lps, decision, lesion=""):
+    """A line of review.tsv for this decision (tab-separated)."""
+    return "\t".join([patient, tracer, lesion, *(f"{v:.1f}" for v in lps), decision, "", ""])
+
+
+def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
+    """Write the patient's review page. ``studies_paths``: tracer -> dict with ``pet``,
+    ``ct``, ``voi`` and ``segmentation`` paths."""
+    import pandas as pd
+
+    from dualpet.geometry import apply_affine
+    from dualpet.io import write_text
+
+    lesions = pd.read_csv(lesions_tsv, sep="\t", dtype={"patient": str, "lesion": str}, keep_default_na=False, na_values=[""])
+    studies = {t: _study(p["pet"], p["ct"], p["voi"], p["segmentation"]) for t, p in studies_paths.items()}
+    centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
+    vmax = {t: max(MIP_MIN_SUV, MIP_BACKGROUND_MULTIPLE * float(studies[t]["seg"]["background"]["suvmean"])) for t in tracers}
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>dualpet review: patient {html.escape(patient)}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}"
+        "pre{background:#f7f7f7;padding:4px;font-size:11px;white-space:pre-wrap}img{max-width:100%}</style></head><body>",
+        f"<h1>Review: patient {html.escape(patient)}</h1>",
+        "<p>Lesions are numbered as in <code>lesions.tsv</code> (the VOI outlined in blue is the one measured). "
+        "To change the result, copy the line under a lesion or candidate into the review sheet "
+        "(<code>config review</code>), fill in <code>decision</code> (accept, reject, add), your name and a note, and rerun: "
+        "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
+        "decision keeps its meaning when lesions are renumbered.</p>",
+        f"<img alt='MIPs' src='{mip_figure(studies, tracers, centroids, vmax)}'>",
+        "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
+        + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
+    ]
+    for row in lesions.to_dict("records"):
+        lesion = row["lesion"]
+        cells = []
+        centres = {t: centroids[t].get(lesion) for t in tracers}
+        for t in tracers:
+            st = studies[t]
+            det = int(row.get(f"{t}_detected", 0) or 0)
+            text = (f"detected: {'yes' if det else 'no'} ({html.escape(str(row.get(f'{t}_origin', '') or row.get(f'{t}_voi_source', '')))})"
+                    f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}")  # fmt: skip
+            if centres[t] is not None:
+                lps = apply_affine(st["affine"], centres[t])
+                decision = "reject" if det else "add"
+                text += f"<pre>{html.escape(review_row(patient, t, lps, decision, lesion))}</pre>"
+            cells.append(text)
+        parts.append(f"<tr><td><b>{html.escape(lesion)}</b></td><td>{html.escape(str(row.get('region', '')))}</td>"
+                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")  # fmt: skip
+        parts.append(f"<tr><td colspan='{2 + len(tracers)}'><img alt='{html.escape(lesion)}' "
+                     f"src='{crop_figure(studies, tracers, centres, lesion)}'></td></tr>")  # fmt: skip
+    parts.append("</table>")
+    parts.append("<h2>Candidates not counted as lesions</h2><table><tr><th>tracer</th><th>position (LPS mm)</th>"
+                 "<th>SUVmax</th><th>reason</th><th>review line to accept it</th></tr>")  # fmt: skip
+    for t in tracers:
+        for cand in studies[t]["seg"]["detection"].get("rejected", []):
+            lps = cand.get("peak_lps")
+            if lps is None:
+                continue
+            parts.append(f"<tr><td>{html.escape(t)}</td><td>{', '.join(f'{v:.1f}' for v in lps)}</td>"
+                         f"<td>{_fmt(cand.get('suvmax'))}</td><td>{html.escape(str(cand.get('reason', '')))}</td>"
+                         f"<td><pre>{html.escape(review_row(patient, t, lps, 'accept'))}</pre></td></tr>")  # fmt: skip
+    parts.append("</table>")
+    reviews = [(t, r) for t in tracers for r in studies[t]["seg"]["detection"].get("review", [])]
+    if reviews:
+        parts.append("<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
+                     "<th>note</th><th>outcome</th></tr>")  # fmt: skip
+        for t, r in reviews:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in
+                                          (t, r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))) + "</tr>")  # fmt: skip
+        parts.append("</table>")
+    parts.append("</body></html>")
+    write_text(out, "\n".join(parts))
