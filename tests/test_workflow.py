@@ -133,6 +133,11 @@ def test_end_to_end_against_truth(workdir, tool_env):
             for _, row in inside.iterrows():  # same voxel count (lesions.tsv rounds to 1e-4 mL; a voxel is 0.064 mL)
                 assert (voi == voi_label(row.lesion)).sum() * vox_ml == pytest.approx(row[f"{t}_voi_ml"], abs=1e-3)
             seg = hd.seg.segread(str(res / pid / t / "lesions_seg.dcm"))
+            if t == "fdg":  # the review page: self-contained, the MIPs and one picture per lesion
+                page = (res / pid / "review.html").read_text()
+                assert page.count("<img ") == 1 + len(rows) and "src='http" not in page and "<script" not in page
+                assert all(f"<b>{les}</b>" in page for les in rows.lesion)
+                assert page.count("data:image/png;base64,") == 1 + len(rows)
             names = sorted(str(seg.get_segment_description(n).segment_label) for n in seg.get_segment_numbers())
             assert names == (sorted(inside.lesion) or ["no lesions"])
 
