@@ -33,7 +33,7 @@ demo: $(STAMP) results/demo_input/studies.tsv
 	@echo "Cohort outputs:" && ls -1 results/cohort/
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # The developer's loop: everything but the end-to-end workflow runs (about a minute).
 test-fast: $(STAMP)
