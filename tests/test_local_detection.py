@@ -159,3 +159,24 @@ def test_liver_lesion_at_1_8x_is_found_and_the_liver_is_not():
     _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
     assert len(info["lesions"]) == 1 and _found(info, (40.0, 110.0, 110.0), 8.0), info["lesions"]
     assert info["noise"]["a"] > 0 and info["method"] == "local"
+
+
+def test_a_peak_no_hotter_than_its_own_tissue_is_nothing():
+    """A noise peak on a marrow cylinder in fat whose bone ring reads hotter than the peak
+    (the 90th percentile of marrow) is not a lesion, whatever the fat around it (a
+    surroundings level above the peak once made its extent the whole box and its ring
+    empty: contrast infinite)."""
+    suv, hu, _ = _scene(10)
+    marrow = _cylinder_z((150.0, 160.0), 6.0) & (np.indices(SHAPE)[0] >= 24)
+    suv[marrow], hu[marrow] = 2.3, MARROW_HU
+    pet, _ = _pet(suv, 11)
+    _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
+    assert info["lesions"] == [], [(les["peak_lps"], les["local_background_suv"]) for les in info["lesions"]]
+    assert all(np.isfinite(r["contrast"]) for r in info["rejected"])
+    # the extent at a level above the peak is the peak alone, never the rest of the box
+    from dualpet.segmentation import _extent
+
+    values = np.ones((9, 9, 9))
+    values[4, 4, 4] = 2.0
+    region, edge = _extent(values, np.ones(values.shape, bool), (4, 4, 4), 2.5)
+    assert region.sum() == 1 and region[4, 4, 4] and not edge

@@ -880,6 +880,10 @@ def _extent(values, basin, peak, level):
     """Voxels of ``basin`` connected to ``peak`` at or above ``level`` (box-local), and
     whether they reach the box's edge."""
     comps, _ = ndimage.label(basin & (values >= level), structure=_STRUCTURE)
+    if not comps[peak]:  # the level lies above the peak: the candidate is just its peak
+        region = np.zeros(values.shape, dtype=bool)
+        region[peak] = True
+        return region, False
     region = comps == comps[peak]
     edge = any(region.take(0, axis=a).any() or region.take(-1, axis=a).any() for a in range(3))
     return region, edge
@@ -993,6 +997,10 @@ def detect_local(
         for _ in range(2):
             region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
             ring_bg = _ring_median(sm, region, spacing, shell_mm, others, cls)
+            if ring_bg >= top:  # its own tissue is as hot as its peak: nothing stands out
+                break
+        if ring_bg >= top:
+            continue
         region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
         touching = owner[box][ndimage.binary_dilation(region, _STRUCTURE) & others]
         if touching.size:  # a shoulder of a higher candidate above its own half level: part of it
