@@ -24,6 +24,7 @@ import numpy as np
 
 from dualpet.errors import DualpetInputError, redact_paths
 from dualpet.geometry import apply_affine, dicom_affine_lps, nearest_on_grid
+from dualpet.interchange import lesion_id, read_voi, voi_label
 
 #: What the segments are: SNOMED CT category "Morphologically abnormal structure", type
 #: "Lesion"; the algorithm family (DICOM CID 7162) "Neighborhood analysis" (local contrast).
@@ -38,11 +39,6 @@ PATIENT_ATTRIBUTES = ("PatientBirthDate", "PatientSex", "PatientAge", "PatientWe
 DATE_ATTRIBUTES = ("StudyDate", "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
                    "InstanceCreationDate", "InstanceCreationTime", "AcquisitionDateTime")  # fmt: skip
 CONTENT_DATE_TIME = ("19000101", "000000")
-
-
-def lesion_number(lesion_id):
-    """``L07`` -> 7."""
-    return int(str(lesion_id).lstrip("L"))
 
 
 def _frame_affine(ds):
@@ -68,17 +64,13 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     SEG with one empty segment labelled ``no lesions`` (DICOM needs one segment).
     """
     import highdicom as hd
-    import nibabel as nib
     from pydicom.sr.codedict import codes
 
     from dualpet.convert import _select
     from dualpet.dicom import read_headers
-    from dualpet.geometry import lps_affine
 
     where = f"patient {patient}, {tracer}"
-    img = nib.load(str(voi_path))
-    labels = np.rint(np.asarray(img.dataobj)).astype(np.int32)
-    affine = lps_affine(img.affine)
+    labels, affine = read_voi(voi_path)
     choice = _select(dicom_dir, where, pet_series, None)
     datasets, _, _ = read_headers(choice.pet, label=where)
     frames = frames_from_labels(labels, affine, datasets)
@@ -95,21 +87,18 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     entropy = [str(datasets[0].SeriesInstanceUID), tracer, "dualpet lesions_seg", digest]
     algorithm = hd.AlgorithmIdentificationSequence(name="dualpet", version=software_version or "0",
                                                    family=codes.cid7162.NeighborhoodAnalysis)  # fmt: skip
-    category, kind = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=n, segment_label=f"L{lab:02d}", segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm, tracking_id=f"{tracer} lesion L{lab:02d}",
-            tracking_uid=generate_uid(entropy_srcs=[*entropy, f"L{lab:02d}"]),
+    width = max(2, len(str(max(present, default=0))))  # as lesions.tsv numbers them
+
+    def description(number, label, **tracking):
+        return hd.seg.SegmentDescription(
+            segment_number=number, segment_label=label, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm, **tracking,
         )  # fmt: skip
-        for lab, n in seg_of.items()
-    ]
-    if not descriptions:
-        descriptions = [hd.seg.SegmentDescription(
-            segment_number=1, segment_label="no lesions", segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm)]  # fmt: skip
+
+    descriptions = [description(n, lesion_id(lab, width), tracking_id=f"{tracer} lesion {lesion_id(lab, width)}",
+                                tracking_uid=generate_uid(entropy_srcs=[*entropy, lesion_id(lab, width)]))
+                    for lab, n in seg_of.items()] or [description(1, "no lesions")]  # fmt: skip
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -129,7 +118,7 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
 
     with atomic_path(out) as tmp:
         seg.save_as(tmp)
-    return {"segments": [f"L{lab:02d}" for lab in seg_of], "frames": int(len(datasets))}
+    return {"segments": [lesion_id(lab, width) for lab in seg_of], "frames": int(len(datasets))}
 
 
 def _pseudonymise(ds, patient):
@@ -166,32 +155,24 @@ def _settle(ds, entropy):
 
 def seg_labels(path, shape, affine, what="lesion mask"):
     """A DICOM-SEG's segments as a label image on a grid (label = segment number, or the
-    lesion number of an ``Lk`` segment label), and the label -> segment label mapping."""
+    lesion number of an ``Lk`` segment label), and the label -> segment label mapping.
+    highdicom stacks the frames into one volume with its affine (LPS); where segments
+    overlap, the higher segment number wins (highdicom's rule)."""
     import highdicom as hd
 
     try:
         seg = hd.seg.segread(str(path))
+        numbers = list(seg.get_segment_numbers())
+        volume = seg.get_volume(combine_segments=True, skip_overlap_checks=True)
     except Exception as exc:
-        raise DualpetInputError(f"{what} (studies sheet): not a readable DICOM-SEG ({redact_paths(exc)})") from exc
-    out = np.zeros(shape, dtype=np.int32)
-    names = {}
-    frame_shape = (int(seg.Columns), int(seg.Rows), 1)
-    for n in seg.get_segment_numbers():
-        label_text = str(seg.get_segment_description(n).segment_label)
-        lab = lesion_number(label_text) if label_text[:1] == "L" and label_text[1:].isdigit() else n
-        names[lab] = label_text
-        for f, frame in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-            if int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != n:
-                continue
-            pos = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float)
-            shared = seg.SharedFunctionalGroupsSequence[0]
-            iop = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
-            spacing = shared.PixelMeasuresSequence[0].PixelSpacing
-            mask = np.asarray(seg.get_frame(f)).astype(np.int32).T[:, :, None] * lab
-            frame_aff = dicom_affine_lps(iop, spacing, pos, np.cross(iop[:3], iop[3:]))
-            on_grid = nearest_on_grid(mask, frame_aff, shape, affine)
-            out[(on_grid > 0) & (out == 0)] = lab
-    return out, names
+        raise DualpetInputError(f"{what} (studies sheet): not a readable DICOM-SEG volume ({redact_paths(exc)})") from exc
+    names, lesion_of = {}, np.zeros(max(numbers) + 1, dtype=np.int32)
+    for n in numbers:
+        text = str(seg.get_segment_description(n).segment_label)
+        lesion_of[n] = voi_label(text) if text[:1] == "L" and text[1:].isdigit() else n
+        names[int(lesion_of[n])] = text
+    on_grid = nearest_on_grid(np.asarray(volume.array).astype(np.int32), volume.affine, shape, affine)
+    return lesion_of[on_grid], names
 
 
 def rtstruct_labels(path, shape, affine, what="lesion mask"):

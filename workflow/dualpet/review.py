@@ -27,20 +27,19 @@ import numpy as np
 
 from dualpet.geometry import world_to_voxel
 
-DECISIONS = ("accept", "reject", "add")
 #: A decision's position belongs to a lesion whose region holds it or whose peak is
 #: within this distance (mm): a click on a lesion's rim, or on its maximum in another
 #: viewer's resampled grid.
 REVIEW_TOLERANCE_MM = 10.0
-ORIGINS = ("automatic", "reader-accepted", "reader-added", "reader-mask", "reader-seed")
 
 
-def _which(labels, lesions, affine, point):
-    """The lesion (dict) at ``point``: its region holds it, else the nearest peak within
-    REVIEW_TOLERANCE_MM; None if none."""
-    v = np.rint(world_to_voxel(affine, np.asarray(point, float))).astype(int)
-    if np.all(v >= 0) and np.all(v < labels.shape) and labels[tuple(v)]:
-        return next(les for les in lesions if les["label"] == labels[tuple(v)])
+def _which(lesions, affine, point):
+    """The lesion (dict with its full-grid ``_region``) at ``point``: its region holds it,
+    else the nearest peak within REVIEW_TOLERANCE_MM; None if none."""
+    v = tuple(np.rint(world_to_voxel(affine, np.asarray(point, float))).astype(int))
+    for les in lesions:
+        if all(0 <= c < n for c, n in zip(v, les["_region"].shape)) and les["_region"][v]:
+            return les
     best = None
     for les in lesions:
         d = float(np.linalg.norm(np.subtract(les["peak_lps"], point)))
@@ -66,11 +65,7 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
         point = [float(d["x"]), float(d["y"]), float(d["z"])]
         who = f"reader {d['reader']}" if d.get("reader") else "the reader"
         note = f" ({d['note']})" if d.get("note") else ""
-        current = [les for les in lesions if les["_region"].any()]
-        cur_labels = np.zeros(labels.shape, np.int32)
-        for les in current:
-            cur_labels[les["_region"]] = les["label"]
-        hit = _which(cur_labels, current, affine, point)
+        hit = _which(lesions, affine, point)
         entry = {k: d.get(k, "") for k in ("decision", "reader", "note")} | {"position_lps": point}
         if d["decision"] == "reject":
             if hit is None:

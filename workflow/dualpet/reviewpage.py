@@ -17,7 +17,8 @@ import io
 
 import numpy as np
 
-from dualpet.interchange import read_voi, voi_label
+from dualpet.geometry import voxel_spacing
+from dualpet.interchange import lesion_id, read_voi, voi_label
 
 #: Crop half-width (mm) around a lesion, and the MIP's SUV window (upper end: this
 #: multiple of the study's background SUVmean, at least MIP_MIN_SUV).
@@ -70,8 +71,9 @@ def _to_display(affine, axis, i, k, shape):
     return col, row
 
 
-def mip_figure(studies, tracers, centroids, vmax):
-    """Coronal and sagittal MIPs of both tracers, lesions numbered at their VOI centroids."""
+def mip_figure(studies, tracers, centroids, vmax, names):
+    """Coronal and sagittal MIPs of both tracers, lesions numbered at their VOI centroids
+    (``centroids``: tracer -> VOI label -> voxel; ``names``: VOI label -> lesion ID)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,11 +85,12 @@ def mip_figure(studies, tracers, centroids, vmax):
     ):
         st = studies[t]
         mip = st["suv"].max(axis=proj)
-        sp = np.linalg.norm(st["affine"][:3, :3], axis=0)
+        sp = voxel_spacing(st["affine"])
         ax = axes[col]
         ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
                   aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip
-        for lesion, ijk in centroids[t].items():
+        for label, ijk in centroids[t].items():
+            lesion = names.get(label, lesion_id(label))
             c, r = _to_display(st["affine"], axis, ijk[axis], ijk[2], st["suv"].shape)
             ax.annotate(lesion, (c, r), xytext=(6, -6), textcoords="offset points", color="#d62728", fontsize=8,
                         weight="bold", arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6})  # fmt: skip
@@ -133,7 +136,7 @@ def crop_figure(studies, tracers, centres, lesion, tile_px=120):
             rows.append(np.full((tile_px, 6 * (tile_px + 4), 3), 255, np.uint8))
             captions.append(f"{t}: outside this PET")
             continue
-        sp = np.linalg.norm(st["affine"][:3, :3], axis=0)
+        sp = voxel_spacing(st["affine"])
         half = np.ceil(CROP_MM / sp).astype(int)
         tiles = []
         for view in ("axial", "coronal"):
@@ -179,13 +182,14 @@ def crop_figure(studies, tracers, centres, lesion, tile_px=120):
 
 
 def _centroid_voxels(voi):
+    """VOI label -> its centroid voxel (rounded)."""
     from scipy import ndimage
 
     labels = [int(v) for v in np.unique(voi) if v]
     if not labels:
         return {}
     cents = ndimage.center_of_mass(voi > 0, voi, labels)
-    return {f"L{lab:02d}": tuple(int(round(c)) for c in cent) for lab, cent in zip(labels, cents)}
+    return {lab: tuple(int(round(c)) for c in cent) for lab, cent in zip(labels, cents)}
 
 
 def _fmt(v, digits=2):
@@ -212,6 +216,7 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
     lesions = pd.read_csv(lesions_tsv, sep="\t", dtype={"patient": str, "lesion": str}, keep_default_na=False, na_values=[""])
     studies = {t: _study(p["pet"], p["ct"], p["voi"], p["segmentation"]) for t, p in studies_paths.items()}
     centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
+    names = {voi_label(les): les for les in lesions["lesion"]}
     vmax = {t: max(MIP_MIN_SUV, MIP_BACKGROUND_MULTIPLE * float(studies[t]["seg"]["background"]["suvmean"])) for t in tracers}
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -225,14 +230,14 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
         "(<code>config review</code>), fill in <code>decision</code> (accept, reject, add), your name and a note, and rerun: "
         "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
         "decision keeps its meaning when lesions are renumbered.</p>",
-        f"<img alt='MIPs' src='{mip_figure(studies, tracers, centroids, vmax)}'>",
+        f"<img alt='MIPs' src='{mip_figure(studies, tracers, centroids, vmax, names)}'>",
         "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
         + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
     ]
     for row in lesions.to_dict("records"):
         lesion = row["lesion"]
         cells = []
-        centres = {t: centroids[t].get(lesion) for t in tracers}
+        centres = {t: centroids[t].get(voi_label(lesion)) for t in tracers}
         for t in tracers:
             st = studies[t]
             det = int(row.get(f"{t}_detected", 0) or 0)

@@ -677,44 +677,38 @@ def segment_study(
         lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
                                      where=where)  # fmt: skip
         info = {"threshold_suv": None, "seeds": len(seeds or [])}
-    elif kind == LOCAL_METHOD:
-        from dualpet.background import _liver_centres
-
+    else:  # automatic detection: the CT, the organ map and the exclusion mask on the PET grid
         hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
-        hu_mean = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine, average=True)
         organ_map = nearest_on_grid(organ_ct.astype(np.uint8), ct_affine, suv.shape, pet_affine)
         groups = (detection.get("physiological") or {}).get(tracer, DEFAULT_PHYSIOLOGICAL)
         exclusion, excluded = _exclusion(exclusion_mask, detection, tracer, suv.shape, pet_affine)
-        fwhm = float(detection.get("smooth_fwhm_mm", LOCAL_SMOOTH_FWHM_MM))
-        smooth = ndimage.gaussian_filter(suv, smoothing_sigma(pet_affine, fwhm))
-        noise = noise_model(smooth, pet_affine, _liver_centres(organ_ct, ct_affine)[0] or (), where=where)
-        labels, info = detect_local(
-            suv, pet_affine, noise, contrast=float(detection.get("organ_contrast", 1.5)),
-            cnr=float(detection.get("contrast_to_noise", 5.0)), smooth_fwhm_mm=fwhm,
-            min_volume_ml=per_tracer(detection.get("min_volume_ml", 0.1), tracer),
-            max_volume_ml=float(detection.get("max_volume_ml", 60.0)),
-            end_planes_mm=float(detection.get("end_planes_mm", 12.0)),
-            exclusion=exclusion, hu=hu, hu_mean=hu_mean, organ_map=organ_map, physiological=groups,
-        )  # fmt: skip
-        info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
-        info["exclusion_mask"] = excluded
-    else:
+        min_volume_ml = per_tracer(detection.get("min_volume_ml", 0.1), tracer)
         liver_voi = None
-        if kind == "percist":
-            given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
-            liver_voi = bg if given_liver else background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, "liver",
-                                                                       fallback=False, where=where)  # fmt: skip
-        threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
-        keys = ("max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
-        exclusion, excluded = _exclusion(exclusion_mask, detection, tracer, suv.shape, pet_affine)
-        hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
-        organ_map = nearest_on_grid(organ_ct.astype(np.uint8), ct_affine, suv.shape, pet_affine)
-        groups = (detection.get("physiological") or {}).get(tracer, DEFAULT_PHYSIOLOGICAL)
-        labels, info = detect_lesions(
-            suv, pet_affine, threshold, exclusion=exclusion, hu=hu, organ_map=organ_map, physiological=groups,
-            min_volume_ml=per_tracer(detection.get("min_volume_ml", 0.1), tracer),
-            **{k: detection[k] for k in keys if k in detection},
-        )  # fmt: skip
+        if kind == LOCAL_METHOD:
+            from dualpet.background import _liver_centres
+
+            fwhm = float(detection.get("smooth_fwhm_mm", LOCAL_SMOOTH_FWHM_MM))
+            smooth = ndimage.gaussian_filter(suv, smoothing_sigma(pet_affine, fwhm))
+            noise = noise_model(smooth, pet_affine, _liver_centres(organ_ct, ct_affine)[0] or (), where=where)
+            labels, info = detect_local(
+                suv, pet_affine, noise, contrast=float(detection.get("organ_contrast", 1.5)),
+                cnr=float(detection.get("contrast_to_noise", 5.0)), smooth_fwhm_mm=fwhm, smooth=smooth,
+                min_volume_ml=min_volume_ml, max_volume_ml=float(detection.get("max_volume_ml", 60.0)),
+                end_planes_mm=float(detection.get("end_planes_mm", 12.0)), exclusion=exclusion, hu=hu,
+                hu_mean=ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine, average=True), organ_map=organ_map,
+                physiological=groups,
+            )  # fmt: skip
+        else:
+            if kind == "percist":
+                given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
+                liver_voi = bg if given_liver else background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine,
+                                                                           "liver", fallback=False, where=where)  # fmt: skip
+            threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
+            keys = ("max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
+            labels, info = detect_lesions(
+                suv, pet_affine, threshold, exclusion=exclusion, hu=hu, organ_map=organ_map, physiological=groups,
+                min_volume_ml=min_volume_ml, **{k: detection[k] for k in keys if k in detection},
+            )  # fmt: skip
         info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
         info["exclusion_mask"] = excluded
         if liver_voi is not None:
@@ -748,7 +742,7 @@ LOCAL_SMOOTH_FWHM_MM = 5.0
 #: lesion's plateau stay one lesion, neighbouring lesions with a real dip between them two.
 LOCAL_SPLIT_NOISE = 2.0
 #: The lesion's extent: voxels of its basin connected to its peak at or above this fraction
-#: of the way from the ring's median up to the (smoothed) peak.
+#: of the way from the ring's level up to the (smoothed) peak.
 LOCAL_EXTENT_FRACTION = 0.5
 #: The shells (mm from the peak) of the first estimate of the surroundings, and the box
 #: (mm, half side) within which a candidate's extent is grown; reaching its edge is
@@ -758,7 +752,7 @@ LOCAL_FIRST_RINGS_MM, LOCAL_BOX_MM = ((10.0, 20.0), (20.0, 30.0), (30.0, 40.0)),
 #: region's level (air, lung and fat have almost no counts but still have noise).
 NOISE_FLOOR_FRACTION = 0.15
 #: CT tissue classes (HU of the CT averaged over each PET voxel) that decide which of the
-#: ring's voxels a candidate is compared with (see :func:`_ring_median`), the fewest host
+#: ring's voxels a candidate is compared with (see :func:`_ring_level`), the fewest host
 #: voxels that count, and the ring's percentile taken as the surroundings' level (above
 #: the median: the ring's border voxels mix the tissue with its neighbours).
 CT_CLASSES_HU = (-400.0, -30.0, 150.0)  # lung and air | fat | soft tissue | bone (and enhanced blood)
@@ -816,22 +810,25 @@ def noise_model(smooth, affine, centres=(), radius_mm=15.0, where=""):
         raise DualpetInputError(f"{where}: the PET holds no activity; no noise to estimate")
     body = smooth > NOISE_BODY_FRACTION * float(np.median(positive))
     step = np.maximum(np.rint(20.0 / voxel_spacing(affine)).astype(int), 3)
-    found = []
-    for i in range(0, smooth.shape[0] - step[0] + 1, step[0]):
-        for j in range(0, smooth.shape[1] - step[1] + 1, step[1]):
-            for k in range(0, smooth.shape[2] - step[2] + 1, step[2]):
-                sl = (slice(i, i + step[0]), slice(j, j + step[1]), slice(k, k + step[2]))
-                if body[sl].all():
-                    v = smooth[sl].ravel()
-                    m = float(np.median(v))
-                    found.append((_robust_sd(v) / np.sqrt(m), m, k + step[2] // 2))
-    if not found:
+    n = np.asarray(smooth.shape) // step
+
+    def tiles(volume):  # (tile, voxels of the tile), tiles in C order, the k index last
+        crop = volume[: n[0] * step[0], : n[1] * step[1], : n[2] * step[2]]
+        t = crop.reshape(n[0], step[0], n[1], step[1], n[2], step[2]).transpose(0, 2, 4, 1, 3, 5)
+        return t.reshape(int(np.prod(n)), -1)
+
+    inside = tiles(body).all(axis=1)
+    if not inside.any():
         raise DualpetInputError(f"{where}: no region of the PET's body is large enough to estimate its noise from")
-    found.sort()
-    quarter = found[: max(1, len(found) // 4)]
-    a, level, plane = quarter[len(quarter) // 2]
-    return {"a": float(a), "level": float(level), "plane": int(plane),
-            "source": f"the most homogeneous quarter of {len(found)} 2 cm tiles of the body"}  # fmt: skip
+    vals = tiles(smooth)[inside]
+    med = np.median(vals, axis=1)
+    spread = 1.4826 * np.median(np.abs(vals - med[:, None]), axis=1) / np.sqrt(med)
+    planes = (np.flatnonzero(inside) % n[2]) * step[2] + step[2] // 2
+    order = np.lexsort((planes, med, spread))  # as sorting (spread, level, plane) tuples
+    quarter = order[: max(1, len(order) // 4)]
+    pick = quarter[len(quarter) // 2]
+    return {"a": float(spread[pick]), "level": float(med[pick]), "plane": int(planes[pick]),
+            "source": f"the most homogeneous quarter of {len(order)} 2 cm tiles of the body"}  # fmt: skip
 
 
 def _ct_class(hu):
@@ -841,7 +838,7 @@ def _ct_class(hu):
     return np.digitize(hu, CT_CLASSES_HU).astype(np.int8)
 
 
-def _ring_median(values, own, spacing, ring_mm, exclude, ct_class=None):
+def _ring_level(values, own, spacing, ring_mm, exclude, ct_class=None):
     """The surroundings' level: RING_PERCENTILE of ``values`` in a shell ``ring_mm`` (inner,
     outer) around ``own`` (box-local bool), leaving out ``exclude`` (other candidates'
     extents) where enough voxels remain.
@@ -923,6 +920,7 @@ def detect_local(
     end_planes_mm=12.0,
     organ_map=None,
     physiological=(),
+    smooth=None,
 ):
     """Lesions that stand out from their own surroundings by more than the image noise.
 
@@ -932,23 +930,26 @@ def detect_local(
     2. Candidates are its maxima standing LOCAL_SPLIT_NOISE SDs above the saddle to any
        higher one (h-maxima); each owns its watershed basin.
     3. A candidate's *extent* is its basin's voxels connected to the peak above half way from
-       its ring's median to its peak; its *ring* is the shell ``shell_mm`` around the extent
+       its ring's level to its peak; its *ring* is the shell ``shell_mm`` around the extent
        (other candidates' extents left out; on the CT, the ring's voxels of the candidate's
        own tissue class when there are enough of them).
-    4. It is a lesion if its smoothed peak is at least ``contrast`` x the ring's median SUV,
-       exceeds it by at least ``cnr`` noise SDs at that level, its extent holds at least
+    4. It is a lesion if its smoothed peak is at least ``contrast`` x the ring's level (its
+       75th percentile, 90th in bone), exceeds it by at least ``cnr`` noise SDs at that level, its extent holds at least
        ``min_volume_ml`` and is not organ-sized (``max_volume_ml``, or reaching
        LOCAL_BOX_MM from the peak), and it passes the rules shared with the threshold
        methods: end planes, physiological uptake in the organ map, part of a larger uptake
        region, urine density on CT.
 
-    Returns ``(labels, info)`` as :func:`detect_lesions`.
+    ``smooth``: the PET already smoothed with ``smooth_fwhm_mm`` (as for the noise model),
+    if at hand. Returns ``(labels, info)`` as :func:`detect_lesions`.
     """
     vox_ml = voxel_volume_ml(affine)
     spacing = voxel_spacing(affine)
     suv = suv.astype(np.float32)
-    smooth = ndimage.gaussian_filter(suv, smoothing_sigma(affine, smooth_fwhm_mm))
-    profile = plane_noise_profile(suv) / max(float(plane_noise_profile(suv)[noise["plane"]]), 1e-6)
+    if smooth is None:
+        smooth = ndimage.gaussian_filter(suv, smoothing_sigma(affine, smooth_fwhm_mm))
+    profile = plane_noise_profile(suv)
+    profile = profile / max(float(profile[noise["plane"]]), 1e-6)
     floor = NOISE_FLOOR_FRACTION * noise["level"]
     a = max(float(noise["a"]), 1e-6)
 
@@ -977,7 +978,7 @@ def detect_local(
     half = np.ceil(LOCAL_BOX_MM / spacing).astype(int)
     n_end = int(np.ceil(end_planes_mm / spacing[2] - 1e-9)) if end_planes_mm > 0 else 0
     owner = np.zeros(suv.shape, dtype=np.int32)  # 1 + index into decided of each decided extent
-    decided = []  # (lesion or rejected candidate dict, is lesion)
+    decided = []  # the lesions (with their _region) and rejected candidates, in order
     lesions, rejected, near = [], [], []
     for neg_top, lab, p in order:
         top = -neg_top
@@ -991,12 +992,12 @@ def detect_local(
         # let it spread through the organ it lies in
         region = np.zeros(sm.shape, dtype=bool)
         region[q] = True
-        ring_bg = min(_ring_median(sm, region, spacing, ring, others) for ring in LOCAL_FIRST_RINGS_MM)
+        ring_bg = min(_ring_level(sm, region, spacing, ring, others) for ring in LOCAL_FIRST_RINGS_MM)
         if top <= ring_bg:
             continue
         for _ in range(2):
             region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
-            ring_bg = _ring_median(sm, region, spacing, shell_mm, others, cls)
+            ring_bg = _ring_level(sm, region, spacing, shell_mm, others, cls)
             if ring_bg >= top:  # its own tissue is as hot as its peak: nothing stands out
                 break
         if ring_bg >= top:
@@ -1004,9 +1005,9 @@ def detect_local(
         region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
         touching = owner[box][ndimage.binary_dilation(region, _STRUCTURE) & others]
         if touching.size:  # a shoulder of a higher candidate above its own half level: part of it
-            first, is_lesion = decided[int(touching.min()) - 1]
+            first = decided[int(touching.min()) - 1]
             owner[box][region] = int(touching.min())
-            if is_lesion:
+            if "_region" in first:  # a lesion: its region grows by the shoulder
                 first["_region"][1][...] |= _resize(region, box, first["_region"][0])
             continue
         sd = sd_at(ring_bg, p[2])
@@ -1025,8 +1026,6 @@ def detect_local(
                        else f"{ratio:.2f} x its surroundings (needs {contrast:g})")  # fmt: skip
                 near.append({**info, "reason": f"too faint: {why}"})
             continue
-        sl = box
-        reason = None
         if edge or volume > max_volume_ml:
             reason = (f"physiological: organ-sized uptake (its extent is larger than max_volume_ml={max_volume_ml} "
                       f"or reaches {LOCAL_BOX_MM:g} mm from its peak)")  # fmt: skip
@@ -1034,12 +1033,12 @@ def detect_local(
             reason = f"noise: smaller than min_volume_ml={min_volume_ml}"
         else:
             end = bool(n_end and _in_end_planes(region, box[2].start, n_end, suv.shape[2]))
-            reason = _shared_rejection(suv, sl, region, peak, info["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
+            reason = _shared_rejection(suv, box, region, peak, info["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
                                        n_end=n_end, masks=masks, contrast=contrast, max_volume_ml=max_volume_ml,
                                        spacing=spacing, vox_ml=vox_ml, hu=hu)  # fmt: skip
-        decided.append(({**info, "reason": reason} if reason else {**info, "_region": (sl, region)}, reason is None))
+        decided.append({**info, "reason": reason} if reason else {**info, "_region": (box, region)})
         owner[box][region] = len(decided)
-        (rejected if reason else lesions).append(decided[-1][0])
+        (rejected if reason else lesions).append(decided[-1])
     near.sort(key=lambda d: -d["contrast_to_noise"])
     labels = _number(lesions, suv.shape)
     info = {

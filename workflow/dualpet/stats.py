@@ -800,19 +800,16 @@ def _pct(k, n) -> str:
 
 def _review_counts(patients, lesions, tracers):
     """How much the readers reviewed: decisions (applied or not) and lesions by origin."""
-    def total(column):
-        return int(pd.to_numeric(patients[column], errors="coerce").fillna(0).sum()) if column in patients.columns else 0
 
-    decisions = sum(total(f"{t}_review_decisions") for t in tracers)
-    per = np.zeros(len(patients))
-    for t in tracers:
-        if f"{t}_review_decisions" in patients.columns:
-            per += pd.to_numeric(patients[f"{t}_review_decisions"], errors="coerce").fillna(0).to_numpy()
-    reviewed = int((per > 0).sum())
+    def per_patient(kind):  # decisions of that kind per patient, both tracers summed
+        cols = [f"{t}_review_{kind}" for t in tracers if f"{t}_review_{kind}" in patients.columns]
+        return patients[cols].apply(pd.to_numeric, errors="coerce").fillna(0).sum(axis=1) if cols else pd.Series(dtype=float)
+
+    decisions = per_patient("decisions")
     columns = [lesions[f"{t}_origin"] for t in tracers if f"{t}_origin" in lesions.columns]
     origins = pd.concat(columns) if columns else pd.Series(dtype=str)
-    return {"decisions": decisions, "not_applied": sum(total(f"{t}_review_not_applied") for t in tracers),
-            "patients_reviewed": reviewed, "reader_accepted": int((origins == "reader-accepted").sum()),
+    return {"decisions": int(decisions.sum()), "not_applied": int(per_patient("not_applied").sum()),
+            "patients_reviewed": int((decisions > 0).sum()), "reader_accepted": int((origins == "reader-accepted").sum()),
             "reader_added": int((origins == "reader-added").sum())}  # fmt: skip
 
 
