@@ -173,7 +173,7 @@ def test_code_version_tracks_the_modules_a_command_uses(tmp_path, monkeypatch):
     for cache in (provenance.command_modules, provenance._command_roots):
         cache.cache_clear()
     before = {c: provenance.code_version(c) for c in ("convert", "stats", "lesion-metrics")}
-    (pkg / "stats.py").write_text((pkg / "stats.py").read_text() + "\n# changed\n")
+    (pkg / "stats" / "inference.py").write_text((pkg / "stats" / "inference.py").read_text() + "\n# changed\n")
     for cache in (provenance.command_modules, provenance._command_roots):
         cache.cache_clear()
     after = {c: provenance.code_version(c) for c in before}

@@ -1,84 +1,74 @@
-"""Tests for dualpet.stats: cohorts built by hand so that the expected values are known.
+"""Tests for dualpet.stats: every reported statistic against an independent computation.
 
-Tolerances: exact p-values (McNemar, exact Wilcoxon, exact Spearman permutation)
-are ratios of small integers computed in floating point, so they are compared with
-a relative tolerance of 1e-12 (a few ulps of accumulated rounding). Descriptive
-statistics are compared with numpy on the same values with the same tolerance.
+Tolerances: exact p-values (McNemar, exact Wilcoxon, sign-flip and Spearman permutation
+distributions) are ratios of small integers computed in floating point: relative 1e-12
+(a few ulps of accumulated rounding). The closed-form REML fit is compared with a dense
+brute-force REML and with statsmodels at 1e-6 relative: both sides stop an optimiser
+(bounded scalar search, statsmodels' gradient method) at about that precision.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr, wilcoxon
+from scipy import stats as ss
 
 from dualpet import stats
 from dualpet.errors import DualpetInputError
 from dualpet.io import read_json
+from dualpet.stats import constants as C
+from dualpet.stats import inference as T
+from dualpet.stats.mixed import fit_random_intercept
+from dualpet.stats.report import fmt_p, methods_text
 
 REF, IDX = "fdg", "pentixafor"
-EXACT = 1e-12  # relative tolerance for exact (rational) values, see module docstring
+EXACT = 1e-12  # see the module docstring
+FIT = 1e-6  # see the module docstring
 
 
-def lesion_rows(spec):
-    """Build a lesions table from ``{patient: [(ref_suvmax, idx_suvmax), ...]}``.
-
-    Every lesion is detected on both tracers; other metrics are derived so that the
-    index tracer is the same fraction of the reference for all of them.
-    """
+def lesion_rows(spec, ref_detected=None, idx_detected=None):
+    """A lesions table from ``{patient: [(ref_suvmax, idx_suvmax), ...]}``; other metrics are
+    fixed multiples of SUVmax. Detected on both unless flags are given (in row order)."""
     columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region"] + [
         f"{t}_{m}" for t in (REF, IDX) for m in ("detected",) + stats.METRICS
     ]
+    factors = {"suvmax": 1.0, "suvmean": 0.6, "suvpeak": 0.8, "tbr": 0.5, "tbr_mean": 1 / 3, "mtv_ml": 1.5}
     rows = []
     for patient, lesions in spec.items():
         for k, (ref, idx) in enumerate(lesions):
-            row = {
-                "patient": patient,
-                "lesion": f"{patient}-L{k + 1}",
-                "x_mm": 0.0,
-                "y_mm": 0.0,
-                "z_mm": float(k),
-                "region": "bone",
-            }
+            row = {"patient": patient, "lesion": f"{patient}-L{k + 1}", "x_mm": 0.0, "y_mm": 0.0, "z_mm": float(k),
+                   "region": ("bone", "liver")[k % 2]}  # fmt: skip
             for tracer, value in ((REF, ref), (IDX, idx)):
                 row[f"{tracer}_detected"] = 1
-                row[f"{tracer}_suvmax"] = value
-                row[f"{tracer}_suvmean"] = None if value is None else value * 0.6
-                row[f"{tracer}_suvpeak"] = None if value is None else value * 0.8
-                row[f"{tracer}_tbr"] = None if value is None else value / 2.0
-                row[f"{tracer}_tbr_mean"] = None if value is None else value / 3.0
-                row[f"{tracer}_mtv_ml"] = None if value is None else value * 1.5
-                row[f"{tracer}_tlg"] = None if value is None else value * 0.6 * value * 1.5
+                for m, f in factors.items():
+                    row[f"{tracer}_{m}"] = None if value is None else value * f
+                row[f"{tracer}_tlg"] = None if value is None else 0.9 * value**2
             rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    if ref_detected is not None:
+        frame[f"{REF}_detected"] = ref_detected
+    if idx_detected is not None:
+        frame[f"{IDX}_detected"] = idx_detected
+    return frame
 
 
 def patient_table(ids, ref_pos=None, idx_pos=None, **clinical):
     n = len(ids)
-    data = {
-        "patient": list(ids),
-        f"{REF}_positive": ref_pos if ref_pos is not None else [1] * n,
-        f"{IDX}_positive": idx_pos if idx_pos is not None else [1] * n,
-        f"{REF}_lesions": [1] * n,
-        f"{IDX}_lesions": [1] * n,
-        f"{REF}_background_suvmean": [1.0] * n,
-        f"{IDX}_background_suvmean": [0.5] * n,
-        f"{REF}_background_source": ["liver"] * n,
-        f"{IDX}_background_source": ["blood_pool"] * n,
-    }
+    data = {"patient": list(ids), f"{REF}_positive": ref_pos if ref_pos is not None else [1] * n,
+            f"{IDX}_positive": idx_pos if idx_pos is not None else [1] * n, f"{REF}_lesions": [1] * n,
+            f"{IDX}_lesions": [1] * n}  # fmt: skip
     data.update(clinical)
     return pd.DataFrame(data)
 
 
 def assert_json_clean(summary):
     """No NaN/inf (allow_nan=False) and no numpy types (default json encoder)."""
-    text = json.dumps(summary, allow_nan=False)
-    assert json.loads(text) == summary
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary
 
 
 @pytest.fixture
@@ -86,181 +76,313 @@ def half_cohort():
     """10 lesions in 4 patients; reference SUVmax 2..11, index exactly half of it."""
     groups = {"P1": [2, 3, 4], "P2": [5, 6], "P3": [7, 8, 9], "P4": [10, 11]}
     spec = {p: [(float(v), v / 2.0) for v in values] for p, values in groups.items()}
-    lesions = lesion_rows(spec)
-    patients = patient_table(
-        list(groups),
-        ki67=[5.0, 10.0, 20.0, 40.0],
-        cxcr4_ihc=[0, 1, 2, 3],
-        histology=["a", "b", "a", "b"],
-        constant=[1.0] * 4,
-    )
-    return lesions, patients
+    patients = patient_table(list(groups), ki67=[5.0, 10.0, 20.0, 40.0], cxcr4_ihc=[0, 1, 2, 3],
+                             histology=["a", "b", "a", "b"], constant=[1.0] * 4)  # fmt: skip
+    return lesion_rows(spec), patients
 
 
-# --------------------------------------------------------------------------- paired tests
+# --------------------------------------------------------------------------- mixed model
 
 
-def test_half_uptake_wilcoxon_per_lesion(half_cohort):
-    s = stats.summarize(*half_cohort, REF, IDX)
-    t = s["metrics"]["suvmax"]["paired_lesion"]
-    # 10 distinct negative differences: W = 0, exact two-sided p = 2 / 2**10.
-    assert t["n"] == 10 and t["n_nonzero"] == 10
-    assert t["statistic"] == 0
-    assert t["p"] == pytest.approx(2 / 2**10, rel=EXACT)
-    assert t["method"] == "exact"
-    # differences are -ref/2 for ref = 2..11 -> median -(6.5)/2
-    assert t["median_difference"] == pytest.approx(-3.25, rel=EXACT)
-    assert "test" in t and "clustered" in t["note"]
+def brute_force_reml(y, groups):
+    """Independent REML: dense covariance matrices, deviance by slogdet on a fine grid of
+    the variance ratio (0 included), then golden refinement; returns (mu, se, s2u, s2e)."""
+    y = np.asarray(y, float)
+    labels = sorted(set(groups))
+    z = np.array([[g == lab for lab in labels] for g in groups], float)
+    x = np.ones((y.size, 1))
+
+    def parts(lam):
+        v = np.eye(y.size) + lam * z @ z.T
+        vi = np.linalg.inv(v)
+        xtvx = x.T @ vi @ x
+        beta = np.linalg.solve(xtvx, x.T @ vi @ y)
+        r = y - x @ beta
+        s2 = float(r @ vi @ r) / (y.size - 1)
+        dev = (y.size - 1) * math.log(s2) + np.linalg.slogdet(v)[1] + np.linalg.slogdet(xtvx)[1]
+        return dev, float(beta[0]), s2, float(np.linalg.inv(xtvx)[0, 0])
+
+    grid = np.concatenate([[0.0], np.logspace(-5, 5, 401)])
+    k = int(np.argmin([parts(g)[0] for g in grid]))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+    for _ in range(200):  # golden section on the bracketing interval
+        a, b = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
+        if parts(a)[0] < parts(b)[0]:
+            hi = b
+        else:
+            lo = a
+    lam = min([grid[k], (lo + hi) / 2], key=lambda g: parts(g)[0])
+    _, mu, s2, c = parts(lam)
+    return mu, math.sqrt(s2 * c), lam * s2, s2
 
 
-def test_half_uptake_patient_clustered(half_cohort):
-    s = stats.summarize(*half_cohort, REF, IDX)
-    pw = s["metrics"]["suvmax"]["patient_wilcoxon"]
-    # per-patient mean differences -1.5, -2.75, -4, -5.25: 4 distinct negatives -> p = 2/16
-    assert pw["n"] == 4
-    assert pw["p"] == pytest.approx(2 / 2**4, rel=EXACT)
-    assert pw["median_difference"] == pytest.approx((-2.75 - 4.0) / 2, rel=EXACT)
-    mm = s["metrics"]["suvmax"]["mixed_model"]
-    assert mm["n_lesions"] == 10 and mm["n_patients"] == 4 and mm["n"] == 10
-    assert mm["p"] is not None and 0 <= mm["p"] <= 1
-    # the GLS estimate is a weighted mean of lesion differences: between their extremes
-    assert -5.5 <= mm["estimate"] <= -1.0
-    lo, hi = mm["ci95"]
-    assert lo < mm["estimate"] < hi
-    assert isinstance(mm["warnings"], list)
-    assert_json_clean(s)
+@pytest.mark.parametrize("seed", range(6))
+def test_reml_matches_brute_force_and_statsmodels(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, size=rng.integers(4, 9))
+    g = np.repeat([f"P{i}" for i in range(sizes.size)], sizes)
+    u = rng.normal(0, rng.choice([0.0, 1.5]), sizes.size)  # half the seeds at the boundary
+    y = 0.7 + np.repeat(u, sizes) + rng.normal(0, 1, g.size)
+    fit = fit_random_intercept(y, g)
+    mu, se, s2u, s2e = brute_force_reml(y, list(g))
+    assert fit["estimate"] == pytest.approx(mu, rel=FIT, abs=FIT)
+    assert fit["se"] == pytest.approx(se, rel=FIT)
+    assert fit["residual_variance"] == pytest.approx(s2e, rel=FIT)
+    assert fit["random_intercept_variance"] == pytest.approx(s2u, rel=1e-3, abs=1e-6)
+    if fit["random_intercept_variance"] > 0.05 * fit["residual_variance"]:  # interior: statsmodels is right there
+        import warnings
+
+        from statsmodels.regression.mixed_linear_model import MixedLM
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sm = MixedLM(y, np.ones((y.size, 1)), groups=g).fit(reml=True)
+        # estimate and variance components; statsmodels' SE comes from the observed Hessian of
+        # all parameters (that is what fails at the boundary), ours and nlme's from (X'V^-1 X)^-1
+        assert fit["estimate"] == pytest.approx(float(sm.fe_params[0]), rel=1e-4)
+        assert fit["residual_variance"] == pytest.approx(float(sm.scale), rel=1e-3)
+        assert fit["random_intercept_variance"] == pytest.approx(float(np.asarray(sm.cov_re)[0, 0]), rel=1e-3)
 
 
-def test_all_metrics_analysed_and_absent_metric_skipped(half_cohort):
-    lesions, patients = half_cohort
-    s = stats.summarize(lesions.drop(columns=[f"{IDX}_tlg"]), patients, REF, IDX)
-    assert list(s["metrics"]) == ["suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml"]
-    assert "tlg" in s["metrics_skipped"]
+def test_boundary_standard_error_is_that_of_the_lesion_mean():
+    # identical patient means: the between-patient variance is 0, the estimate the plain mean
+    d = np.array([1.0, 2.0, 3.0, 2.0, 3.0, 1.0, 3.0, 1.0, 2.0])
+    g = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    res = T.mixed_model(d, g)
+    assert res["at_boundary"] and res["random_intercept_variance"] == 0
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    assert res["estimate"] == pytest.approx(2.0, rel=EXACT) and res["se"] == pytest.approx(se, rel=EXACT)
+    assert res["df"] == 2 and "boundary" in res["note"]
 
 
-def test_zero_differences_are_discarded_like_wilcoxon():
-    d = np.array([0.0, -1.0, -1.0, -2.0, -3.0, 0.5])
-    res = stats._wilcoxon(d, "t")
-    assert res["n"] == 6 and res["n_nonzero"] == 5
-    expected = wilcoxon(d[d != 0]).pvalue
-    assert res["p"] == pytest.approx(expected, rel=EXACT)
-    assert res["method"].startswith("exact permutation")  # ties among |d|
+def test_small_samples_use_t_with_patient_degrees_of_freedom():
+    # 3 patients x 2 lesions: a Wald z-test would be anti-conservative
+    d = np.array([1.0, 1.4, 0.6, 1.3, 0.2, 0.9])
+    g = ["a", "a", "b", "b", "c", "c"]
+    res = T.mixed_model(d, g)
+    t = res["estimate"] / res["se"]
+    assert res["df"] == 2
+    assert res["p"] == pytest.approx(2 * ss.t.sf(abs(t), 2), rel=EXACT)
+    assert res["p"] > 2 * ss.norm.sf(abs(t))  # what a z-test would claim
+    half = ss.t.ppf(0.975, 2) * res["se"]
+    assert res["ci95"] == pytest.approx([res["estimate"] - half, res["estimate"] + half], rel=EXACT)
 
 
-# --------------------------------------------------------------------------- McNemar
+def test_one_lesion_per_patient_is_the_t_test_of_the_patient_values():
+    d = np.array([0.3, -0.1, 0.8, 0.5, 0.2])
+    res = T.mixed_model(d, list("abcde"))
+    ref = ss.ttest_1samp(d, 0.0)
+    assert res["p"] == pytest.approx(ref.pvalue, rel=1e-9) and "one lesion per patient" in res["note"]
+
+
+def test_log_ratio_model_gives_the_geometric_mean_ratio():
+    ref = np.array([10.0, 8.0, 6.0, 12.0, 5.0, 9.0])
+    idx = np.array([5.0, 5.0, 2.0, 7.0, 3.0, 3.0])
+    g = ["a", "a", "b", "b", "c", "c"]
+    res = T.mixed_model(np.log(idx / ref), g, log_ratio=True)
+    fit = fit_random_intercept(np.log(idx / ref), g)
+    assert res["ratio"] == pytest.approx(math.exp(fit["estimate"]), rel=EXACT)
+    assert res["ratio_ci95"] == pytest.approx([math.exp(c) for c in fit["ci"]], rel=EXACT)
+    if fit["at_boundary"]:  # then the ratio is the geometric mean of the lesion ratios
+        assert res["ratio"] == pytest.approx(ss.gmean(idx / ref), rel=1e-12)
+
+
+def test_mixed_model_guards():
+    assert "fewer than 3" in T.mixed_model([1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"])["reason"]
+    flat = T.mixed_model([0.5] * 6, list("aabbcc"), log_ratio=True)
+    assert flat["p"] is None and "zero variance" in flat["reason"] and flat["ratio"] == pytest.approx(math.exp(0.5))
+
+
+# --------------------------------------------------------------------------- Wilcoxon
+
+
+def test_wilcoxon_exact_and_its_smallest_p():
+    d = np.array([-1.0, -2.5, -3.0, 4.5, -5.0, -6.5])
+    res = T.wilcoxon(d)
+    assert res["p"] == pytest.approx(ss.wilcoxon(d, method="exact").pvalue, rel=EXACT)
+    assert res["method"] == "exact distribution" and res["min_attainable_p"] == pytest.approx(2 / 2**6, rel=EXACT)
+
+
+def test_wilcoxon_with_ties_is_the_exact_permutation_distribution():
+    d = np.array([0.0, -1.0, -1.0, -2.0, -3.0, 0.5, -2.0])
+    res = T.wilcoxon(d)
+    assert res["n"] == 7 and res["n_nonzero"] == 6
+    nonzero = d[d != 0]
+    slow = ss.wilcoxon(nonzero, method=ss.PermutationMethod(n_resamples=np.inf))  # scipy's own permutation path
+    assert res["p"] == pytest.approx(slow.pvalue, rel=EXACT)
+    assert res["statistic"] == pytest.approx(slow.statistic, rel=EXACT)
+    assert res["method"].startswith("exact permutation")
+
+
+def test_wilcoxon_large_n_with_ties_is_the_corrected_normal_approximation():
+    d = np.round(np.random.default_rng(3).normal(0.4, 1, 40), 1)
+    res = T.wilcoxon(d)
+    nonzero = d[d != 0]
+    ref = ss.wilcoxon(nonzero, method="approx", correction=True)
+    assert res["p"] == pytest.approx(ref.pvalue, rel=EXACT) and "continuity correction" in res["method"]
+    assert res["min_attainable_p"] is None
+
+
+def test_numerically_zero_differences_are_zero():
+    ref = np.array([2.0, 3.0, 5.0, 7.0, 11.0])
+    d = T.zero_differences(ref + 1e-13, ref)
+    assert np.all(d == 0)
+    assert T.wilcoxon(d)["p"] is None and T.wilcoxon(d)["reason"] == "all differences are zero"
+
+
+# --------------------------------------------------------------------------- detection
 
 
 def test_patient_mcnemar_b5_c0():
     ids = [f"P{i}" for i in range(10)]
-    patients = patient_table(ids, ref_pos=[1] * 10, idx_pos=[1] * 5 + [0] * 5)
-    s = stats.summarize(lesion_rows({}), patients, REF, IDX)
-    pd_ = s["patient_detection"]
-    assert pd_["reference"] == {"positive": 10, "n": 10, "proportion": 1.0}
-    assert pd_["index"]["positive"] == 5
-    mc = pd_["mcnemar"]
-    assert (mc["b"], mc["c"], mc["n"]) == (5, 0, 10)
-    # exact: 2 * P(Bin(5, 1/2) <= 0) = 2 / 32
-    assert mc["p"] == pytest.approx(0.0625, rel=EXACT)
-    assert "McNemar" in mc["test"]
+    s = stats.summarize(lesion_rows({}), patient_table(ids, ref_pos=[1] * 10, idx_pos=[1] * 5 + [0] * 5), REF, IDX)
+    mc = s["patient_detection"]["mcnemar"]
+    assert (mc["reference_only"], mc["index_only"], mc["n"]) == (5, 0, 10)
+    assert mc["p"] == pytest.approx(2 / 32, rel=EXACT) and mc["min_attainable_p"] == pytest.approx(2 / 32, rel=EXACT)
 
 
-def test_lesion_detection_counts_and_missing_flag():
-    lesions = lesion_rows({"P1": [(4.0, 2.0)] * 3, "P2": [(5.0, 6.0)] * 3})
-    lesions[f"{REF}_detected"] = [1, 1, 0, 1, 0, 1]
-    lesions[f"{IDX}_detected"] = [1, 0, 1, 0, 0, None]
-    s = stats.summarize(lesions, patient_table(["P1", "P2"]), REF, IDX)
+def obuchowski(ref, idx, groups):
+    """Obuchowski (1998) from the separate variances and covariance of the two proportions."""
+    frame = pd.DataFrame({"g": groups, "x": ref, "y": idx}).groupby("g")
+    x, y, n = frame["x"].sum().to_numpy(), frame["y"].sum().to_numpy(), frame.size().to_numpy()
+    k, total = n.size, n.sum()
+    p1, p2 = x.sum() / total, y.sum() / total
+    var1 = k / (k - 1) / total**2 * np.sum((x - n * p1) ** 2)
+    var2 = k / (k - 1) / total**2 * np.sum((y - n * p2) ** 2)
+    cov = k / (k - 1) / total**2 * np.sum((x - n * p1) * (y - n * p2))
+    stat = (p1 - p2) ** 2 / (var1 + var2 - 2 * cov)
+    return stat, ss.chi2.sf(stat, 1)
+
+
+def test_lesion_detection_is_cluster_adjusted():
+    ref = [1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]
+    idx = [1, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1]
+    groups = ["A"] * 4 + ["B"] * 3 + ["C"] * 2 + ["D"] * 5
+    spec = {}
+    for gname in groups:
+        spec.setdefault(gname, []).append((5.0, 3.0))
+    table = lesion_rows(spec, ref, idx)
+    s = stats.summarize(table, patient_table(sorted(spec)), REF, IDX)
     ld = s["lesion_detection"]
-    assert ld["n"] == 5  # last lesion has a missing index flag
-    assert (ld["both"], ld["reference_only"], ld["index_only"], ld["neither"]) == (1, 2, 1, 1)
-    assert ld["reference"] == {"detected": 4, "n": 6}
-    assert ld["index"] == {"detected": 2, "n": 5}
-    assert ld["mcnemar"]["p"] == pytest.approx(1.0, rel=EXACT)  # b=2, c=1: 2*P(X<=1|3) = 1
-    assert "descriptive" in ld["mcnemar"]["note_clustering"]
+    stat, p = obuchowski(ref, idx, groups)
+    assert ld["clustered_mcnemar"]["statistic"] == pytest.approx(stat, rel=1e-12)
+    assert ld["clustered_mcnemar"]["p"] == pytest.approx(p, rel=1e-12)
+    # sign flip over patients: per-patient (index - reference) = -2, -1, +1, -3
+    assert ld["sign_flip"]["statistic"] == -5
+    null = [sum(s * v for s, v in zip(signs, (-2, -1, 1, -3))) for signs in itertools.product((1, -1), repeat=4)]
+    assert ld["sign_flip"]["p"] == pytest.approx(np.mean(np.abs(null) >= 5), rel=EXACT)
+    assert ld["sign_flip"]["min_attainable_p"] == pytest.approx(2 / 16, rel=EXACT)
+    assert "clustered" in ld["mcnemar"]["note"]  # the naive test is descriptive
+    cross = pd.crosstab(table["region"], [table[f"{REF}_detected"], table[f"{IDX}_detected"]])
+    for r in ld["by_region"]:
+        row = cross.loc[r["region"]]
+        assert (r["both"], r["reference_only"], r["index_only"]) == (row.get((1, 1), 0), row.get((1, 0), 0), row.get((0, 1), 0))
+    assert sum(r["lesions"] for r in ld["by_region"]) == 14
 
 
-# --------------------------------------------------------------------------- descriptives
+# --------------------------------------------------------------------------- lesion sets
 
 
-def test_descriptives_match_numpy_all_and_detected():
-    ref = [3.0, 7.5, None, 12.0, 4.25, 9.0]
-    idx = [1.0, 2.0, 6.0, None, 8.0, 3.5]
-    lesions = lesion_rows({"P1": list(zip(ref[:3], idx[:3])), "P2": list(zip(ref[3:], idx[3:]))})
-    lesions[f"{REF}_detected"] = [1, 0, 1, 1, 1, 0]
-    s = stats.summarize(lesions, patient_table(["P1", "P2"]), REF, IDX)
-    m = s["metrics"]["suvmax"]
-    for values, got in (
-        ([3.0, 7.5, 12.0, 4.25, 9.0], m["reference"]["all"]),
-        ([3.0, 12.0, 4.25], m["reference"]["detected"]),  # detected & with a value
-        ([1.0, 2.0, 6.0, 8.0, 3.5], m["index"]["all"]),
-    ):
-        x = np.array(values)
-        q1, med, q3 = np.percentile(x, [25, 50, 75])
-        expected = {
-            "n": x.size,
-            "mean": x.mean(),
-            "sd": x.std(ddof=1),
-            "median": med,
-            "q1": q1,
-            "q3": q3,
-            "min": x.min(),
-            "max": x.max(),
-        }
-        assert got["n"] == expected.pop("n")
-        for key, value in expected.items():
-            assert got[key] == pytest.approx(value, rel=EXACT), key
-    # paired test uses only lesions with both values (4 of 6)
-    assert m["paired_lesion"]["n"] == 4
-    assert_json_clean(s)
+def test_each_uptake_comparison_names_its_lesion_set():
+    spec = {"A": [(10.0, 4.0), (8.0, 2.0), (6.0, 5.0)], "B": [(9.0, 3.0), (7.0, 6.0)], "C": [(12.0, 5.0), (4.0, 3.0)]}
+    ref_det = [1, 1, 0, 1, 1, 1, 0]
+    idx_det = [1, 0, 1, 1, 0, 1, 1]
+    s = stats.summarize(lesion_rows(spec, ref_det, idx_det), patient_table(list(spec)), REF, IDX)
+    sets = s["metrics"]["suvmax"]["sets"]
+    assert (sets["both"]["n_lesions"], sets["reference"]["n_lesions"], sets["union"]["n_lesions"]) == (3, 5, 7)
+    both = np.array([(10.0, 4.0), (9.0, 3.0), (12.0, 5.0)])
+    assert sets["both"]["reference"]["mean"] == pytest.approx(both[:, 0].mean(), rel=EXACT)
+    assert sets["both"]["definition"] == C.LESION_SETS["both"]
+    per_tracer = s["metrics"]["suvmax"]["per_tracer"]
+    assert per_tracer["index"]["detected"]["n"] == 5 and per_tracer["reference"]["detected"]["n"] == 5
+    for name, entry in sets.items():
+        for analysis in ("log_ratio", "difference", "patient_wilcoxon", "lesion_wilcoxon"):
+            assert entry[analysis]["n"] == entry["n_lesions"] or analysis == "patient_wilcoxon", (name, analysis)
+
+
+def test_primary_endpoint_and_holm(half_cohort):
+    lesions, patients = half_cohort
+    s = stats.summarize(lesions, patients, REF, IDX, primary={"metric": "tbr", "analysis": "difference"}, adjust="holm")
+    assert (s["primary"]["metric"], s["primary"]["lesion_set"], s["primary"]["analysis"]) == ("tbr", "both", "difference")
+    assert s["primary"]["result"] is s["primary"]["result"] and "p_holm" not in s["primary"]["result"]
+    tests = s["exploratory"]["tests"]
+    ps = [t["p"] for t in tests]
+    expected = _holm(ps)
+    got = [t["p_holm"] for t in tests]
+    assert [g is None for g in got] == [e is None for e in expected]
+    assert [g for g in got if g is not None] == pytest.approx([e for e in expected if e is not None], rel=1e-12)
+    assert "tbr, both: difference" not in [t["label"] for t in tests]
+    with pytest.raises(DualpetInputError, match="cannot be the primary"):
+        stats.summarize(lesions, patients, REF, IDX, primary={"analysis": "lesion_wilcoxon"})
+    with pytest.raises(DualpetInputError, match="lesion_set"):
+        stats.summarize(lesions, patients, REF, IDX, primary={"lesion_set": "all"})
+
+
+def _holm(ps):
+    """Holm step-down by hand (None kept)."""
+    idx = sorted((p, k) for k, p in enumerate(ps) if p is not None)
+    m, out, running = len(idx), [None] * len(ps), 0.0
+    for rank, (p, k) in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[k] = running
+    return [None if p is None else p for p in out]
 
 
 # --------------------------------------------------------------------------- correlations
 
 
-def test_spearman_monotone_clinical(half_cohort):
-    s = stats.summarize(*half_cohort, REF, IDX)
-    corr = s["correlations"]
-    assert "maximum" in corr["definition"] and "mean" in corr["definition"]
-    by_key = {(e["clinical"], e["tracer"], e["metric"]): e for e in corr["entries"]}
-    for tracer in (REF, IDX):
-        for metric in ("suvmax", "suvmean", "tbr"):
-            e = by_key[("ki67", tracer, metric)]
-            assert e["n"] == 4 and e["rho"] == pytest.approx(1.0, rel=EXACT)
-            # exact permutation: only the identity pairing reaches |rho| = 1 in each tail
-            assert e["p"] == pytest.approx(2 / math.factorial(4), rel=EXACT)
-            assert e["test"] == stats.SPEARMAN_TEST
-    const = by_key[("constant", REF, "suvmax")]
-    assert const["p"] is None and "constant" in const["reason"]
-    assert s["clinical_columns"]["non_numeric"] == ["histology"]
-    assert set(s["clinical_columns"]["numeric"]) == {"ki67", "cxcr4_ihc", "constant"}
-
-
-def test_correlation_aggregation_max_vs_mean():
-    # max order: C < B < D < A ; mean order: C < A < B < D
-    spec = {
-        "A": [(10.0, 1.0), (1.0, 1.0)],
-        "B": [(6.0, 1.0), (6.0, 1.0)],
-        "C": [(3.0, 1.0)],
-        "D": [(8.0, 1.0), (7.0, 1.0)],
-    }
-    patients = patient_table(list(spec), score=[4, 2, 1, 3])
-    s = stats.summarize(lesion_rows(spec), patients, REF, IDX)
-    by_key = {(e["tracer"], e["metric"]): e for e in s["correlations"]["entries"]}
-    assert by_key[(REF, "suvmax")]["rho"] == pytest.approx(1.0, rel=EXACT)
-    assert by_key[(REF, "suvmax")]["aggregation"] == "max"
-    mean_ref = [0.6 * 5.5, 0.6 * 6.0, 0.6 * 3.0, 0.6 * 7.5]  # suvmean = 0.6 * suvmax per lesion
-    expected = spearmanr([4, 2, 1, 3], mean_ref).statistic
-    assert by_key[(REF, "suvmean")]["rho"] == pytest.approx(expected, rel=EXACT)
-    # index uptake is constant across patients -> no correlation
-    assert by_key[(IDX, "suvmax")]["p"] is None
+def test_spearman_exact_against_enumeration():
+    x = np.array([5.0, 10.0, 20.0, 40.0, 40.0, 7.0])
+    y = np.array([1.0, 3.0, 2.0, 6.0, 5.0, 3.0])
+    res = T.spearman(x, y)
+    rho = ss.spearmanr(x, y).statistic
+    rx, ry = ss.rankdata(x), ss.rankdata(y)
+    null = [np.corrcoef(rx[list(p)], ry)[0, 1] for p in itertools.permutations(range(6))]
+    assert res["rho"] == pytest.approx(rho, rel=EXACT)
+    assert res["p"] == pytest.approx(np.mean(np.abs(null) >= abs(rho) - 1e-12), rel=EXACT)
 
 
 def test_spearman_large_n_uses_scipy_p():
     x = np.arange(12.0)
     y = x**2 + np.array([0, 5, -3, 2, 0, 1, -4, 0, 3, 0, -2, 1.0])
-    res = stats._spearman(x, y)
-    ref = spearmanr(x, y)
-    assert res["rho"] == pytest.approx(ref.statistic, rel=EXACT)
+    res, ref = T.spearman(x, y), ss.spearmanr(x, y)
     assert res["p"] == res["p_asymptotic"] == pytest.approx(ref.pvalue, rel=EXACT)
+
+
+def test_correlations_in_the_summary(half_cohort):
+    s = stats.summarize(*half_cohort, REF, IDX)
+    by_key = {(e["clinical"], e["tracer"], e["metric"]): e for e in s["correlations"]["entries"]}
+    e = by_key[("ki67", REF, "suvmax")]
+    assert e["rho"] == pytest.approx(1.0) and e["p"] == pytest.approx(2 / math.factorial(4), rel=EXACT)
+    assert by_key[("constant", REF, "suvmax")]["p"] is None
+    assert s["clinical_columns"]["non_numeric"] == ["histology"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda l, p: (l, pd.concat([p, p.iloc[[0]]])), "more than once"),
+        (lambda l, p: (l, p[p["patient"] != "P2"]), "not in the patients table"),
+        (lambda l, p: (l.assign(**{f"{IDX}_detected": [1, 2] + [1] * (len(l) - 2)}), p), "must be 0 or 1"),
+        (lambda l, p: (l.assign(**{f"{IDX}_detected": ["yes"] + [1] * (len(l) - 1)}), p), "must be 0 or 1"),
+        (lambda l, p: (l, p.assign(**{f"{REF}_positive": [1, 1, 0.5, 1]})), "must be 0 or 1"),
+        (lambda l, p: (l.rename(columns={f"{IDX}_detected": "Pentixafor_detected"}), p), "case-sensitive"),
+        (lambda l, p: (l.drop(columns=[f"{REF}_detected"]), p), "no column 'fdg_detected'"),
+        (lambda l, p: (l, p.assign(FDG_suvmax=[1, 2, 3, 4])), "another case"),
+    ],
+)
+def test_bad_tables_give_one_clear_error(half_cohort, change, message):
+    lesions, patients = change(*half_cohort)
+    with pytest.raises(DualpetInputError, match=message):
+        stats.summarize(lesions, patients, REF, IDX)
+
+
+def test_same_tracer_twice_is_an_error(half_cohort):
+    with pytest.raises(DualpetInputError, match="both"):
+        stats.summarize(*half_cohort, REF, REF)
 
 
 # --------------------------------------------------------------------------- edge cases
@@ -269,135 +391,48 @@ def test_spearman_large_n_uses_scipy_p():
 @pytest.mark.parametrize("lesions", [lesion_rows({}), pd.DataFrame()])
 def test_no_lesions(lesions):
     s = stats.summarize(lesions, patient_table(["P1", "P2", "P3"], cxcr4_ihc=[1, 2, 3]), REF, IDX)
-    assert s["n_lesions"] == 0 and s["n_patients"] == 3
-    if len(lesions.columns):
-        assert len(s["metrics"]) == len(stats.METRICS)
-    assert s["lesion_detection"]["mcnemar"]["p"] is None
-    assert s["lesion_detection"]["mcnemar"]["reason"]
+    assert s["n_lesions"] == 0 and s["lesion_detection"]["clustered_mcnemar"]["reason"]
     for entry in s["metrics"].values():
-        for key in ("paired_lesion", "patient_wilcoxon", "mixed_model"):
-            assert entry[key]["p"] is None and entry[key]["reason"]
-            assert entry[key]["n"] == 0
-    for e in s["correlations"]["entries"]:
-        assert e["p"] is None and e["reason"]
+        for subset in entry["sets"].values():
+            assert all(subset[a]["p"] is None for a in ("log_ratio", "difference", "patient_wilcoxon"))
     assert_json_clean(s)
     assert "# " in stats.render_markdown(s)
 
 
-def test_single_patient():
-    lesions = lesion_rows({"P1": [(4.0, 2.0), (6.0, 2.5), (9.0, 3.0)]})
-    s = stats.summarize(lesions, patient_table(["P1"], ki67=[12.0]), REF, IDX)
-    m = s["metrics"]["suvmax"]
-    assert m["paired_lesion"]["p"] is not None  # descriptive, within one patient
-    assert m["patient_wilcoxon"]["p"] is None and m["patient_wilcoxon"]["reason"]
-    assert m["mixed_model"]["p"] is None and "fewer than 3 patients" in m["mixed_model"]["reason"]
-    assert all(e["p"] is None and e["reason"] for e in s["correlations"]["entries"])
-    assert_json_clean(s)
-
-
-def test_all_differences_zero():
+def test_all_differences_zero_and_excluded_patients(half_cohort):
     spec = {p: [(v, v) for v in (2.0, 3.0, 5.0)] for p in ("P1", "P2", "P3", "P4")}
-    s = stats.summarize(lesion_rows(spec), patient_table(list(spec)), REF, IDX)
-    for entry in s["metrics"].values():
-        assert entry["paired_lesion"]["p"] is None
-        assert entry["paired_lesion"]["reason"] == "all differences are zero"
-        assert entry["paired_lesion"]["median_difference"] == 0
-        assert entry["patient_wilcoxon"]["p"] is None
-        assert entry["mixed_model"]["p"] is None and "zero variance" in entry["mixed_model"]["reason"]
-    mc = s["patient_detection"]["mcnemar"]
-    assert mc["p"] == 1.0 and "no discordant" in mc["note"]
+    patients = patient_table(list(spec)).assign(status=["included"] * 3 + ["excluded"], excluded_reason=["", "", "", "motion"])
+    s = stats.summarize(lesion_rows(spec), patients, REF, IDX)
+    assert s["n_patients"] == 3 and s["n_lesions"] == 9 and s["excluded_patients"] == [{"patient": "P4", "reason": "motion"}]
+    both = s["metrics"]["suvmax"]["sets"]["both"]
+    assert both["lesion_wilcoxon"]["reason"] == "all differences are zero"
+    assert both["log_ratio"]["ratio"] == 1.0 and both["log_ratio"]["p"] is None
     assert_json_clean(s)
-
-
-def test_missing_values_and_nan_free_json():
-    spec = {"P1": [(4.0, None), (None, 3.0)], "P2": [(None, None)], "P3": [(5.0, 1.0)]}
-    lesions = lesion_rows(spec)
-    lesions.loc[0, f"{REF}_detected"] = None
-    patients = patient_table(
-        list(spec), ref_pos=[1, None, 0], idx_pos=[0, 1, 1], ki67=[np.nan, 3.0, np.inf], note=["x", None, "y"]
-    )
-    s = stats.summarize(lesions, patients, REF, IDX)
-    assert s["patient_detection"]["reference"]["n"] == 2
-    assert s["patient_detection"]["mcnemar"]["n"] == 2
-    m = s["metrics"]["suvmax"]
-    assert m["paired_lesion"]["n"] == 1 and m["paired_lesion"]["p"] is None
-    assert m["reference"]["all"]["n"] == 2 and m["reference"]["all"]["sd"] == pytest.approx(
-        np.std([4, 5], ddof=1)
-    )
-    assert m["reference"]["detected"]["n"] == 1 and m["reference"]["detected"]["sd"] is None
-    assert_json_clean(s)
-
-
-def test_mixed_model_guards():
-    few = stats._mixed_model([1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"])
-    assert few["p"] is None and "fewer than 3" in few["reason"]
-    single = stats._mixed_model([1.0, 2.0, 3.5, 4.0], ["a", "b", "c", "d"])
-    assert single["p"] is None and "more than one" in single["reason"]
-
-
-def test_mixed_model_boundary_fit_does_not_leak_warnings():
-    # identical patient means -> random-intercept variance on the boundary (0):
-    # statsmodels' gradient optimisers emit ConvergenceWarnings here.
-    d = [1.0, 2.0, 3.0, 2.0, 3.0, 1.0, 3.0, 1.0, 2.0]
-    g = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # any escaping warning would fail the test
-        res = stats._mixed_model(d, g)
-    assert res["n_patients"] == 3 and res["n_lesions"] == 9
-    # the caught ConvergenceWarnings are recorded in the result instead
-    assert any(w.startswith("ConvergenceWarning") for w in res["warnings"])
-    assert res["p"] is not None
-    # with (near) zero between-patient variance and equal cluster sizes the GLS
-    # estimate is the plain mean 2.0; 1e-6 allows for the optimiser's tolerance
-    assert res["estimate"] == pytest.approx(2.0, rel=1e-6)
-
-
-def test_excluded_patients_and_their_lesions_are_dropped(half_cohort):
-    lesions, patients = half_cohort
-    patients = patients.assign(
-        status=["ok", "ok", "ok", "excluded"], excluded_reason=[None, None, None, "motion"]
-    )
-    s = stats.summarize(lesions, patients, REF, IDX)
-    assert s["n_patients"] == 3 and s["n_lesions"] == 8
-    assert s["excluded_patients"] == [{"patient": "P4", "reason": "motion"}]
-    assert "status" not in s["clinical_columns"]["non_numeric"]
-    assert "excluded_reason" not in s["clinical_columns"]["non_numeric"]
-
-
-def test_bad_input_raises():
-    with pytest.raises(DualpetInputError):
-        stats.summarize(pd.DataFrame({"lesion": ["L1"]}), patient_table(["P1"]), REF, IDX)
-    with pytest.raises(DualpetInputError):
-        stats.summarize(lesion_rows({}), patient_table(["P1"]), REF, REF)
 
 
 # --------------------------------------------------------------------------- report and run
 
 
 def test_format_p():
-    assert stats._fmt_p(0.0004) == "<0.001"
-    assert stats._fmt_p(0.001) == "0.001"
-    assert stats._fmt_p(0.25) == "0.250"
-    assert stats._fmt_p(None) == "n/a"
+    assert (fmt_p(0.0004), fmt_p(0.001), fmt_p(0.25), fmt_p(None)) == ("<0.001", "0.001", "0.250", "n/a")
+
+
+def test_methods_text_comes_from_the_constants(half_cohort, monkeypatch):
+    s = stats.summarize(*half_cohort, REF, IDX)
+    text = methods_text(s)
+    assert f"n = {C.WILCOXON_EXACT_MAX_N}" in text and f"{C.MIN_MIXED_PATIENTS} patients" in text
+    monkeypatch.setattr(C, "WILCOXON_EXACT_MAX_N", 37)
+    assert "n = 37" in methods_text(s)
 
 
 def test_render_markdown(half_cohort):
     s = stats.summarize(*half_cohort, REF, IDX)
     md = stats.render_markdown(s)
-    assert md.startswith("# ")
     assert "4 patients, 10 lesions" in md
-    for heading in (
-        "Patient-level detection",
-        "Lesion-level detection",
-        "### suvmax",
-        "Patient-clustered",
-        "Correlations",
-        "## Methods",
-    ):
-        assert heading in md
-    assert "| 0.002 |" in md  # per-lesion Wilcoxon p = 2/1024
-    assert "McNemar" in md and "Wilcoxon" in md and "mixed model" in md and "Spearman" in md
-    # works identically on the JSON round-tripped summary
+    for heading in ("## Primary endpoint", "## Patient-level detection", "## Lesion-level detection", "### suvmax",
+                    "Paired, by lesion set", "## Correlations", "## Methods", "Obuchowski", "sign-flip"):  # fmt: skip
+        assert heading in md, heading
+    assert "geometric mean ratio" in md and "**0.50**" in md  # index is exactly half the reference
     assert stats.render_markdown(json.loads(json.dumps(s))) == md
 
 
@@ -405,26 +440,20 @@ def test_run_writes_json_and_markdown(tmp_path, half_cohort):
     lesions, patients = half_cohort
     lesions = lesions.assign(patient=lesions["patient"].str.replace("P", "00"))
     patients = patients.assign(patient=patients["patient"].str.replace("P", "00"))
-    lesions.loc[0, f"{IDX}_suvpeak"] = None  # empty cell in the TSV
+    lesions.loc[0, f"{IDX}_suvpeak"] = None
     lpath, ppath = tmp_path / "lesions.tsv", tmp_path / "patients.tsv"
     lesions.to_csv(lpath, sep="\t", index=False, na_rep="")
     patients.to_csv(ppath, sep="\t", index=False, na_rep="")
     out_json, out_md = tmp_path / "out" / "stats.json", tmp_path / "out" / "stats.md"
     summary = stats.run(lpath, ppath, REF, IDX, out_json, out_md)
-    assert read_json(out_json) == summary
-    assert out_md.read_text() == stats.render_markdown(summary)
-    assert summary["n_patients"] == 4 and summary["n_lesions"] == 10
-    assert summary["metrics"]["suvpeak"]["paired_lesion"]["n"] == 9
-    assert summary["metrics"]["suvmax"]["paired_lesion"]["p"] == pytest.approx(2 / 2**10, rel=EXACT)
-    # leading zeros of patient IDs survive: correlations still join patients to lesions
-    ki67 = [e for e in summary["correlations"]["entries"] if e["clinical"] == "ki67"]
-    assert all(e["n"] == 4 for e in ki67)
-    json.dumps(read_json(out_json), allow_nan=False)
+    assert read_json(out_json) == summary and out_md.read_text() == stats.render_markdown(summary)
+    assert summary["metrics"]["suvpeak"]["sets"]["both"]["n_lesions"] == 9
+    assert summary["metrics"]["suvmax"]["sets"]["both"]["lesion_wilcoxon"]["p"] == pytest.approx(2 / 2**10, rel=EXACT)
+    assert all(e["n"] == 4 for e in summary["correlations"]["entries"] if e["clinical"] == "ki67")  # leading zeros kept
+    assert_json_clean(summary)
 
 
 def test_quality_control_lists_exclusions_and_flagged_registrations():
-    from dualpet.stats import render_markdown, summarize
-
     lesions = pd.DataFrame(
         {"patient": ["A", "A", "B", "C"], "lesion": ["L1", "L2", "L1", "L1"],
          "fdg_detected": [1, 1, 1, 1], "pentixafor_detected": [0, 1, 1, 0],
@@ -438,13 +467,50 @@ def test_quality_control_lists_exclusions_and_flagged_registrations():
          "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""],
          "pentixafor_pet_ct_registered": [1, 0, 0]}
     )  # fmt: skip
-    summary = summarize(lesions, patients, "fdg", "pentixafor")
+    summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
     assert summary["n_patients"] == 2 and summary["n_lesions"] == 3
-    assert [e["patient"] for e in summary["excluded_patients"]] == ["C"]
     assert summary["registration_flagged"] == [{"patient": "B", "warnings": "body-mask Dice after registration is 0.700 (< 0.9)"}]
-    # QC columns are not clinical variables
     assert all(c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"])
-    md = render_markdown(summary)
-    assert "## Quality control" in md and "C excluded" in md and "Units" in md and "B: registration flagged" in md
-    assert summary["pet_ct_registered"] == [{"patient": "A", "tracer": "pentixafor"}]
-    assert "A, pentixafor: PET registered onto its CT" in md
+    md = stats.render_markdown(summary)
+    assert "C excluded" in md and "B: registration flagged" in md and "A, pentixafor: PET registered onto its CT" in md
+
+
+def test_config_schema_offers_what_the_statistics_know():
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["statistics"]["properties"]
+    primary = props["primary"]["properties"]
+    assert tuple(primary["metric"]["enum"]) == C.METRICS
+    assert tuple(primary["lesion_set"]["enum"]) == tuple(C.LESION_SETS)
+    assert set(primary["analysis"]["enum"]) == set(C.ANALYSES) - {"lesion_wilcoxon"}
+    assert set(props["adjust"]["enum"]) == set(C.ADJUSTMENTS)
+    assert {k: primary[k]["default"] for k in C.DEFAULT_PRIMARY} == C.DEFAULT_PRIMARY
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("patient\tki67\nP1\t3\nP1\t4\n", "more than once"),
+        ("patient\tFDG_suvmax\nP1\t3\n", "another case"),
+        ("id\tki67\nP1\t3\n", "no 'patient' column"),
+    ],
+)
+def test_cohort_refuses_a_bad_clinical_sheet(tmp_path, text, message):
+    from dualpet.cohort import read_clinical
+
+    path = tmp_path / "clinical.tsv"
+    path.write_text(text)
+    with pytest.raises(DualpetInputError, match=message):
+        read_clinical(path, (REF, IDX), {"P1"})
+
+
+def test_cohort_leaves_out_clinical_rows_of_unknown_patients(tmp_path, capsys):
+    from dualpet.cohort import read_clinical
+
+    path = tmp_path / "clinical.tsv"
+    path.write_text("patient\tki67\nP1\t3\nP9\t4\n")
+    assert read_clinical(path, (REF, IDX), {"P1"})["patient"].tolist() == ["P1"]
+    assert "P9" in capsys.readouterr().err

@@ -80,6 +80,34 @@ def patient_tables(
     return lesions, summary
 
 
+def read_clinical(path, tracers, patients):
+    """The clinical sheet, checked: one row per patient, no column that reads as a tracer
+    column in another case (``FDG_suvmax`` beside tracer ``fdg`` would be correlated as a
+    clinical variable). Rows of patients not in the sheet are left out, with a note on stderr."""
+    import sys
+
+    from dualpet.errors import DualpetInputError
+
+    clinical = pd.read_csv(path, sep="\t", dtype={"patient": str})
+    if "patient" not in clinical.columns:
+        raise DualpetInputError(f"clinical sheet {Path(path).name}: no 'patient' column")
+    clinical["patient"] = clinical["patient"].astype(str).str.strip()
+    dup = clinical["patient"][clinical["patient"].duplicated()].unique().tolist()
+    if dup:
+        raise DualpetInputError(f"clinical sheet {Path(path).name}: patient(s) listed more than once: {', '.join(dup[:10])}")
+    lower = {t.lower(): t for t in tracers}
+    for col in clinical.columns:
+        head = str(col).split("_", 1)[0]
+        if head.lower() in lower and head not in tracers:
+            raise DualpetInputError(f"clinical sheet {Path(path).name}: column {col!r} starts with tracer "
+                                    f"{lower[head.lower()]!r} in another case; rename it (tracer names are case-sensitive)")  # fmt: skip
+    unknown = sorted(set(clinical["patient"]) - set(patients))
+    if unknown:
+        print(f"clinical sheet: {len(unknown)} row(s) of patients not in the studies sheet left out: "
+              f"{', '.join(unknown[:10])}", file=sys.stderr)  # fmt: skip
+    return clinical[clinical["patient"].isin(patients)]
+
+
 def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, other_outputs=()):
     """Concatenate per-patient tables into the cohort tables, adding clinical columns.
 
@@ -113,7 +141,7 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     lesions["region"] = lesions["region"].fillna("")
     patients = pd.DataFrame(rows, columns=list(dict.fromkeys(["patient", *(k for r in rows for k in r)])))
     if clinical_tsv:
-        clinical = pd.read_csv(clinical_tsv, sep="\t", dtype={"patient": str})
+        clinical = read_clinical(clinical_tsv, tracers, set(patients["patient"]))
         extra = [c for c in clinical.columns if c != "patient" and c not in patients.columns]
         patients = patients.merge(clinical[["patient", *extra]], on="patient", how="left")
     lesions = lesions.sort_values(["patient", "lesion"], kind="stable")

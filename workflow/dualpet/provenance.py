@@ -27,8 +27,8 @@ def _imports(path):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-            if node.module == "dualpet":
-                names += [f"dualpet.{a.name}" for a in node.names]
+            if node.module.split(".")[0] == "dualpet":  # `from dualpet.stats import mixed`: a module too
+                names += [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
             top = name.split(".")[0]
             if top == "dualpet":

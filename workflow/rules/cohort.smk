@@ -75,9 +75,15 @@ rule stats:
     params:
         reference=REF,
         index=IDX,
+        metric=config["statistics"]["primary"]["metric"],
+        lesion_set=config["statistics"]["primary"]["lesion_set"],
+        analysis=config["statistics"]["primary"]["analysis"],
+        adjust=config["statistics"]["adjust"],
         code=code_version("stats"),
     shell:
         '"$DUALPET_PYTHON" -m dualpet stats --reference={params.reference:q} --index={params.index:q}'
+        " --primary-metric={params.metric:q} --primary-set={params.lesion_set:q}"
+        " --primary-analysis={params.analysis:q} --adjust={params.adjust:q}"
         " --lesions={input.lesions:q} --patients={input.patients:q}"
         " --json={output.json:q} --md={output.md:q} > {log:q} 2>&1"
 

@@ -1,0 +1,31 @@
+"""Cohort statistics for a dual-tracer PET/CT study (index tracer vs reference tracer).
+
+One concern per module:
+
+* :mod:`~dualpet.stats.validate`: reading and checking the cohort tables,
+* :mod:`~dualpet.stats.mixed`: the random-intercept model (REML, closed form),
+* :mod:`~dualpet.stats.inference`: the tests (scipy / statsmodels underneath),
+* :mod:`~dualpet.stats.summary`: what is compared on which lesion set,
+* :mod:`~dualpet.stats.report`: the Markdown report and its Methods text,
+* :mod:`~dualpet.stats.constants`: every number and name the others share.
+
+Public API: :func:`summarize`, :func:`render_markdown`, :func:`run`.
+"""
+
+from __future__ import annotations
+
+from dualpet.io import write_json, write_text
+from dualpet.stats.constants import CORRELATION_METRICS, METRICS
+from dualpet.stats.report import render_markdown
+from dualpet.stats.summary import summarize
+from dualpet.stats.validate import read_tsv
+
+__all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "run"]
+
+
+def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="holm") -> dict:
+    """Read the cohort tables, summarise them, write the JSON and the Markdown atomically."""
+    summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust)
+    write_json(out_json, summary)
+    write_text(out_md, render_markdown(summary))
+    return summary
