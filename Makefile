@@ -10,7 +10,7 @@ DEMO_SEED ?= 2021
 # Rules call `python -m dualpet`: the venv must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast venv lint fmt dry-run clean
+.PHONY: demo test test-fast venv lint fmt dry-run clean report report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-# The demo cohort is generated once (deterministic seed); regenerating would touch the
-# DICOM folders and make Snakemake rerun every job.
-results/demo_input/studies.tsv: | $(STAMP)
+# The demo cohort (deterministic seed). `dualpet synth` rewrites nothing that is up to date
+# (same seed, size and generator revision), so the DICOM folders keep their dates and
+# Snakemake reruns nothing; a cohort made by an older generator is made anew.
+demo: $(STAMP)
 	$(BIN)/dualpet synth results/demo_input --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --size demo
-
-demo: $(STAMP) results/demo_input/studies.tsv
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	@echo "Cohort outputs:" && ls -1 results/cohort/
+
+# The Snakemake report of the demo run (tables, statistics, figures, MIPs, QC pages).
+report: demo
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --report results/report.html
+
+# The report opened in a real headless browser (Chromium, driven by Selenium): every page
+# renders; screenshots in results/report_check/. Installs Chromium from Debian when root.
+report-check: report
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "report-check needs Chromium and its driver: apt install chromium chromium-driver"; exit 1; fi; }
+	$(BIN)/python -m pip install -q -e '.[report-check]'
+	$(BIN)/python tests/report_check.py results/report.html --shots results/report_check
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15

@@ -146,6 +146,15 @@ def test_end_to_end_against_truth(workdir, tool_env):
     assert summary["primary"]["result"]["test"].startswith("Random-intercept model of ln")
     assert set(summary["metrics"]["suvmax"]["sets"]) == {"both", "reference", "union"}
     assert (res / "cohort" / "summary.md").read_text().startswith("#")
+    # the report's pages: statistics and tables as self-contained HTML, the cohort figures
+    # (PNG and SVG), one MIP panel per patient
+    for page in ("summary.html", "tables.html"):
+        text = (res / "cohort" / page).read_text()
+        assert "<table" in text and "<script" not in text and "http" not in text.replace("http-equiv", "")
+    for name in ("paired", "patient_ratios", "bland_altman", "detection_by_region"):
+        assert (res / "cohort" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (res / "cohort" / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    assert all((res / pid / "mip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for pid in patients["patient"])
 
 
 def test_nothing_to_do_after_run(workdir, tool_env):

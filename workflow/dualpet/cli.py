@@ -122,7 +122,7 @@ def _cmd_review_page(a):
 
     paths = {t: {"pet": getattr(a, f"{side}_pet"), "ct": getattr(a, f"{side}_ct"), "voi": getattr(a, f"{side}_voi"),
                  "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
-    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths)
+    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip)
 
 
 def _cmd_review_pin(a):
@@ -216,7 +216,7 @@ def _cmd_cohort(a):
     from dualpet.cohort import merge_cohort
 
     merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None,
-                 other_outputs=a.outputs)  # fmt: skip
+                 other_outputs=a.outputs, tables_html=a.tables_out)  # fmt: skip
 
 
 def _cmd_check_cohort(a):
@@ -228,7 +228,20 @@ def _cmd_check_cohort(a):
 def _cmd_stats(a):
     from dualpet.stats import run
 
-    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md)
+    primary = {"metric": a.primary_metric, "lesion_set": a.primary_set, "analysis": a.primary_analysis}
+    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md, primary=primary, adjust=a.adjust, out_html=a.html)
+
+
+def _cmd_figures(a):
+    from dualpet.figures import FIGURES, write_figures
+    from dualpet.stats import read_tsv
+
+    written = write_figures(read_tsv(a.lesions), read_tsv(a.patients), a.reference, a.index, a.outdir,
+                            metric=a.metric, lesion_set=a.lesion_set)  # fmt: skip
+    for entry in written:
+        left = "; ".join(f"{x['lesions']} {x['reason']}" for x in entry["left_out"])
+        print(f"{entry['name']}: {entry['n_lesions']} lesion(s) drawn" + (f" (left out: {left})" if left else ""))
+    assert [e["name"] for e in written] == list(FIGURES)
 
 
 def isolation(s, *, inputs=(), outputs=(), dirs=()):
@@ -370,9 +383,10 @@ def build_parser():
         for what in ("pet", "ct", "voi", "seg"):
             s.add_argument(f"--{side}-{what}", required=True)
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("--mip", default=None, help="also write the MIP panel as a PNG here")
     s.set_defaults(func=_cmd_review_page)
     isolation(s, inputs=["lesions", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
-              outputs=["output"])  # fmt: skip
+              outputs=["output", "mip"])  # fmt: skip
 
     s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")
     s.add_argument("review_tsv", help="the review sheet (rewritten in place unless -o)")
@@ -445,6 +459,7 @@ def build_parser():
     s.add_argument("--clinical", default="")
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patients-out", required=True)
+    s.add_argument("--tables-out", default=None, help="also write both tables as one HTML page (the report's)")
     s.set_defaults(func=_cmd_cohort)
 
     s = sub.add_parser("stats", help="[workflow] cohort statistics -> summary.json, summary.md")
@@ -452,9 +467,24 @@ def build_parser():
     s.add_argument("--patients", required=True)
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
+    s.add_argument("--primary-metric", default="suvmax", help="primary endpoint: metric (config statistics.primary)")
+    s.add_argument("--primary-set", default="both", help="primary endpoint: lesion set (both, reference, union)")
+    s.add_argument("--primary-analysis", default="log_ratio", help="primary endpoint: log_ratio, difference, patient_wilcoxon")
+    s.add_argument("--adjust", default="none", help="exploratory tests: none or holm")
     s.add_argument("--json", required=True)
     s.add_argument("--md", required=True)
+    s.add_argument("--html", default=None, help="also write the report as HTML (the Snakemake report's page)")
     s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser("figures", help="[workflow] cohort figures (PNG, SVG) and the detection table by region")
+    s.add_argument("--lesions", required=True)
+    s.add_argument("--patients", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--metric", default="suvmax")
+    s.add_argument("--lesion-set", default="both")
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=_cmd_figures)
 
     s = sub.add_parser("check-cohort", help="[workflow] fail (exit 1) while any patient is excluded; else write a status")
     s.add_argument("patients", help="the cohort's patients.tsv")

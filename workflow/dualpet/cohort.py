@@ -108,7 +108,8 @@ def read_clinical(path, tracers, patients):
     return clinical[clinical["patient"].isin(patients)]
 
 
-def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, other_outputs=()):
+def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, other_outputs=(),
+                 tables_html=None):  # fmt: skip
     """Concatenate per-patient tables into the cohort tables, adding clinical columns.
 
     Every patient of the sheet has a ``patient.json``: a real one, or the placeholder of
@@ -148,7 +149,22 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     patients = patients.sort_values("patient", kind="stable")
     write_tsv(out_lesions, lesions)
     write_tsv(out_patients, patients)
+    if tables_html:
+        write_tables_html(tables_html, lesions, patients)
     return lesions, patients
+
+
+def write_tables_html(path, lesions, patients):
+    """Both cohort tables on one self-contained page (the Snakemake report's view of them)."""
+    from dualpet.io import write_text
+    from dualpet.stats.report import html_page
+
+    def table(frame):
+        return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+
+    body = (f"<h1>Cohort tables</h1><h2>patients.tsv ({len(patients)} patients)</h2>{table(patients)}"
+            f"<h2>lesions.tsv ({len(lesions)} lesions)</h2>{table(lesions)}")  # fmt: skip
+    write_text(path, html_page("dualpet cohort tables", body))
 
 
 def check_cohort(patients_tsv, out_json):

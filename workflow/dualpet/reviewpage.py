@@ -205,9 +205,10 @@ def review_row(patient, tracer, lps, decision, lesion=""):
     return "\t".join([patient, tracer, lesion, *(f"{v:.1f}" for v in lps), decision, "", ""])
 
 
-def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
+def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png=None):
     """Write the patient's review page. ``studies_paths``: tracer -> dict with ``pet``,
-    ``ct``, ``voi`` and ``segmentation`` paths."""
+    ``ct``, ``voi`` and ``segmentation`` paths. ``mip_png``: also write the page's MIP panel
+    there (the Snakemake report's per-patient picture)."""
     import pandas as pd
 
     from dualpet.geometry import apply_affine
@@ -218,6 +219,12 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
     centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
     names = {voi_label(les): les for les in lesions["lesion"]}
     vmax = {t: max(MIP_MIN_SUV, MIP_BACKGROUND_MULTIPLE * float(studies[t]["seg"]["background"]["suvmean"])) for t in tracers}
+    mips = mip_figure(studies, tracers, centroids, vmax, names)
+    if mip_png:
+        from dualpet.io import atomic_path
+
+        with atomic_path(mip_png) as tmp:
+            tmp.write_bytes(base64.b64decode(mips.split(",", 1)[1]))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>dualpet review: patient {html.escape(patient)}</title>",
@@ -230,7 +237,7 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths):
         "(<code>config review</code>), fill in <code>decision</code> (accept, reject, add), your name and a note, and rerun: "
         "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
         "decision keeps its meaning when lesions are renumbered.</p>",
-        f"<img alt='MIPs' src='{mip_figure(studies, tracers, centroids, vmax, names)}'>",
+        f"<img alt='MIPs' src='{mips}'>",
         "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
         + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
     ]

@@ -29,6 +29,11 @@ rule cohort:
             caption="../report/patients.rst",
             category="Cohort tables",
         ),
+        tables=report(
+            "results/cohort/tables.html",
+            caption="../report/tables.rst",
+            category="Cohort tables",
+        ),
     log:
         "results/logs/cohort/cohort.log",
     benchmark:
@@ -47,7 +52,64 @@ rule cohort:
         '"$DUALPET_PYTHON" -m dualpet cohort --reference={params.reference:q} --index={params.index:q}'
         " --lesions {input.lesions:q} --patients {input.patients:q}"
         " --outputs {input.outputs:q} --clinical={input.clinical:q}"
-        " --lesions-out={output.lesions:q} --patients-out={output.patients:q} > {log:q} 2>&1"
+        " --lesions-out={output.lesions:q} --patients-out={output.patients:q} --tables-out={output.tables:q}"
+        " > {log:q} 2>&1"
+
+
+rule figures:
+    """Cohort figures (paired plot, per-patient ratios, Bland-Altman of log uptake,
+    detection by region) for the primary endpoint's metric and lesion set."""
+    input:
+        lesions="results/cohort/lesions.tsv",
+        patients="results/cohort/patients.tsv",
+    output:
+        paired=report(
+            "results/cohort/figures/paired.png",
+            caption="../report/figure_paired.rst",
+            category="Cohort figures",
+        ),
+        ratios=report(
+            "results/cohort/figures/patient_ratios.png",
+            caption="../report/figure_patient_ratios.rst",
+            category="Cohort figures",
+        ),
+        bland_altman=report(
+            "results/cohort/figures/bland_altman.png",
+            caption="../report/figure_bland_altman.rst",
+            category="Cohort figures",
+        ),
+        regions=report(
+            "results/cohort/figures/detection_by_region.png",
+            caption="../report/figure_detection_by_region.rst",
+            category="Cohort figures",
+        ),
+        svg=expand(
+            "results/cohort/figures/{name}.svg",
+            name=("paired", "patient_ratios", "bland_altman", "detection_by_region"),
+        ),
+        regions_tsv="results/cohort/figures/detection_by_region.tsv",
+    log:
+        "results/logs/figures/figures.log",
+    benchmark:
+        "results/benchmarks/figures/figures.tsv"
+    conda:
+        "../../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        reference=REF,
+        index=IDX,
+        metric=config["statistics"]["primary"]["metric"],
+        lesion_set=config["statistics"]["primary"]["lesion_set"],
+        outdir=lambda wildcards, output: os.path.dirname(output.paired),
+        captions=figure_captions(),
+        code=code_version("figures"),
+    shell:
+        '"$DUALPET_PYTHON" -m dualpet figures --reference={params.reference:q} --index={params.index:q}'
+        " --metric={params.metric:q} --lesion-set={params.lesion_set:q}"
+        " --lesions={input.lesions:q} --patients={input.patients:q} --outdir={params.outdir:q} > {log:q} 2>&1"
 
 
 rule stats:
@@ -57,8 +119,9 @@ rule stats:
         patients="results/cohort/patients.tsv",
     output:
         json="results/cohort/summary.json",
-        md=report(
-            "results/cohort/summary.md",
+        md="results/cohort/summary.md",
+        html=report(
+            "results/cohort/summary.html",
             caption="../report/summary.rst",
             category="Cohort statistics",
         ),
@@ -85,7 +148,7 @@ rule stats:
         " --primary-metric={params.metric:q} --primary-set={params.lesion_set:q}"
         " --primary-analysis={params.analysis:q} --adjust={params.adjust:q}"
         " --lesions={input.lesions:q} --patients={input.patients:q}"
-        " --json={output.json:q} --md={output.md:q} > {log:q} 2>&1"
+        " --json={output.json:q} --md={output.md:q} --html={output.html:q} > {log:q} 2>&1"
 
 
 rule check_cohort:

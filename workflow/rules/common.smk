@@ -259,6 +259,17 @@ def lesion_metrics_of(wildcards):
     )
 
 
+def figure_captions():
+    """The cohort figures' report captions, for the config's primary metric and lesion set."""
+    from dualpet.figures import FIGURES, caption
+
+    primary = config["statistics"]["primary"]
+    return {
+        name: caption(name, REF, IDX, primary["metric"], primary["lesion_set"])
+        for name in FIGURES
+    }
+
+
 def final_outputs():
     # Every patient's outputs feed the cohort tables; a patient whose step failed has
     # placeholders naming the reason and is listed as excluded (dualpet.failures). The
@@ -266,6 +277,7 @@ def final_outputs():
     return [
         *expand("results/{patient}/registration/qc.png", patient=PATIENTS),
         *expand("results/{patient}/review.html", patient=PATIENTS),
+        *expand("results/{patient}/mip.png", patient=PATIENTS),
         *expand(
             "results/{patient}/{tracer}/lesions_seg.dcm",
             patient=PATIENTS,
@@ -275,5 +287,11 @@ def final_outputs():
         "results/cohort/patients.tsv",
         "results/cohort/summary.json",
         "results/cohort/summary.md",
+        "results/cohort/summary.html",
+        "results/cohort/tables.html",
+        "results/cohort/figures/paired.png",
+        "results/cohort/figures/patient_ratios.png",
+        "results/cohort/figures/bland_altman.png",
+        "results/cohort/figures/detection_by_region.png",
         "results/cohort/complete.json",
     ]

@@ -155,10 +155,16 @@ rule review_page:
         idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
         idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
     output:
-        report(
+        page=report(
             "results/{patient}/review.html",
             caption="../report/review.rst",
             category="Review pages",
+            labels={"patient": "{patient}"},
+        ),
+        mip=report(
+            "results/{patient}/mip.png",
+            caption="../report/mip.rst",
+            category="Patients",
             labels={"patient": "{patient}"},
         ),
     log:
@@ -180,4 +186,4 @@ rule review_page:
         " --reference={params.reference:q} --index={params.index:q} --lesions={input.lesions:q}"
         " --ref-pet={input.ref_pet:q} --ref-ct={input.ref_ct:q} --ref-voi={input.ref_voi:q} --ref-seg={input.ref_seg:q}"
         " --idx-pet={input.idx_pet:q} --idx-ct={input.idx_ct:q} --idx-voi={input.idx_voi:q} --idx-seg={input.idx_seg:q}"
-        " -o {output:q} --isolate-failures > {log:q} 2>&1"
+        " -o {output.page:q} --mip={output.mip:q} --isolate-failures > {log:q} 2>&1"

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 from dualpet.io import write_json, write_text
 from dualpet.stats.constants import CORRELATION_METRICS, METRICS
-from dualpet.stats.report import render_markdown
+from dualpet.stats.report import render_html, render_markdown
 from dualpet.stats.summary import summarize
 from dualpet.stats.validate import read_tsv
 
-__all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "run"]
+__all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "read_tsv", "run"]
 
 
-def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="holm") -> dict:
-    """Read the cohort tables, summarise them, write the JSON and the Markdown atomically."""
+def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="none",
+        out_html=None) -> dict:  # fmt: skip
+    """Read the cohort tables, summarise them, write the JSON, the Markdown and (with
+    ``out_html``) the same report as a self-contained HTML page, atomically."""
     summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust)
     write_json(out_json, summary)
-    write_text(out_md, render_markdown(summary))
+    markdown = render_markdown(summary)
+    write_text(out_md, markdown)
+    if out_html:
+        write_text(out_html, render_html(markdown, f"Cohort statistics: {index} vs {reference}"))
     return summary

@@ -184,6 +184,27 @@ def _metric_lines(metric, entry, label):
     return out + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows) + [""]
 
 
+#: The report pages' style (the Snakemake report shows them in a frame).
+PAGE_STYLE = ("body{font-family:sans-serif;margin:1.2em;max-width:1300px;font-size:14px}"
+              "table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 7px;"
+              "vertical-align:top}th{background:#f3f3f3}")  # fmt: skip
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (no scripts, no external links)."""
+    import html
+
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def render_html(markdown_text: str, title: str) -> str:
+    """The Markdown report as an HTML page (Python-Markdown with its tables extension)."""
+    import markdown
+
+    return html_page(title, markdown.markdown(markdown_text, extensions=["tables"], output_format="html"))
+
+
 def render_markdown(summary: dict) -> str:
     """The summary as a Markdown report: cohort, QC, primary endpoint, detection, uptake per
     metric and lesion set, correlations, Methods."""

@@ -227,7 +227,7 @@ def _multiplicity(summary, primary, adjust):
                  "tests": [{"label": label, "p": t.get("p"), "p_holm": t.get("p_holm")} for label, t in family]}  # fmt: skip
 
 
-def summarize(lesions, patients, reference, index, *, primary=None, adjust="holm") -> dict:
+def summarize(lesions, patients, reference, index, *, primary=None, adjust="none") -> dict:
     """The cohort statistics comparing the index with the reference tracer (JSON-ready).
 
     ``lesions``: one row per union lesion (``patient``, ``region``, ``{t}_detected`` 0/1,

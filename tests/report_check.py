@@ -1,0 +1,127 @@
+"""Open the Snakemake report in a real headless browser and check what a reader sees.
+
+    python tests/report_check.py results/report.html [--shots results/report_check]
+
+(``make report-check`` builds the demo's report and runs this.) Chromium is driven by
+Selenium: the report's own app (``app.setView``, what its view buttons call) shows each
+page, and the check looks at what the browser rendered: every figure decoded (an image
+with a non-zero natural size), the statistics and table pages with their tables and
+headings inside their frames, each category in the navigation, no error in the browser's
+console. A screenshot of every page checked is written to ``--shots`` for a human look.
+Exit status 0 when everything is there, else 1 with one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+#: Pages that must be in the report: (suffix of the result's path, kind, what must show).
+REQUIRED = [
+    ("cohort/summary.html", "html", ["Primary endpoint", "Lesion-level detection", "geometric mean ratio", "Methods"]),
+    ("cohort/tables.html", "html", ["patients.tsv", "lesions.tsv"]),
+    ("cohort/figures/paired.png", "img", []),
+    ("cohort/figures/patient_ratios.png", "img", []),
+    ("cohort/figures/bland_altman.png", "img", []),
+    ("cohort/figures/detection_by_region.png", "img", []),
+    ("/mip.png", "img", []),
+    ("/review.html", "html", ["Review: patient", "Lesions"]),
+    ("registration/qc.png", "img", []),
+]
+CATEGORIES = ["Cohort statistics", "Cohort tables", "Cohort figures", "Patients", "Review pages"]
+
+
+def _driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                "--allow-file-access-from-files"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser:
+        options.binary_location = browser
+    driver_path = shutil.which("chromedriver")
+    if not (browser and driver_path):
+        sys.exit("report_check: needs chromium and its driver (Debian: apt install chromium chromium-driver)")
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _wait(driver, script, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
+def check(report: Path, shots: Path | None) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    driver = _driver()
+    try:
+        driver.get(report.resolve().as_uri())
+        if not _wait(driver, "return typeof app !== 'undefined' && typeof results !== 'undefined';"):
+            return ["the report's app did not start (no `app` after 30 s)"]
+        paths = driver.execute_script("return Object.keys(results);")
+        have = driver.execute_script("return Object.keys(categories);")
+        problems += [f"category {c!r} missing (has: {', '.join(have)})" for c in CATEGORIES if c not in have]
+        if shots:
+            shots.mkdir(parents=True, exist_ok=True)
+        for suffix, kind, texts in REQUIRED:
+            path = next((p for p in sorted(paths) if p.endswith(suffix)), None)
+            if path is None:
+                problems.append(f"{suffix}: not in the report")
+                continue
+            driver.execute_script(
+                "app.setView({content: arguments[1], contentPath: results[arguments[0]].data_uri, resultPath: arguments[0]});",
+                path, kind,
+            )  # fmt: skip
+            if kind == "img":
+                size = _wait(driver, "const i = document.querySelector('.p-3 img');"
+                                     "return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;")  # fmt: skip
+                if not size:
+                    problems.append(f"{path}: the image did not render")
+            else:
+                if not _wait(driver, "return document.querySelector('iframe') !== null;"):
+                    problems.append(f"{path}: no frame shown")
+                    continue
+                driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+                body = _wait(driver, "return document.body && document.body.innerText.length > 0 ? document.body.innerText : null;") or ""
+                n_tables = driver.execute_script("return document.querySelectorAll('table').length;")
+                driver.switch_to.default_content()
+                if n_tables == 0:
+                    problems.append(f"{path}: no table rendered")
+                problems += [f"{path}: {t!r} not shown" for t in texts if t not in body]
+            if shots:
+                driver.save_screenshot(str(shots / (path.replace("/", "_") + ".png")))
+        severe = [entry["message"] for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+        problems += [f"browser console: {m[:200]}" for m in severe]
+    finally:
+        driver.quit()
+    return problems
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report", type=Path)
+    ap.add_argument("--shots", type=Path, default=None, help="folder for a screenshot of every page checked")
+    a = ap.parse_args(argv)
+    problems = check(a.report, a.shots)
+    for p in problems:
+        print(f"report_check: {p}", file=sys.stderr)
+    if not problems:
+        print(f"report_check: {a.report}: {len(REQUIRED)} pages and {len(CATEGORIES)} categories render in Chromium")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
