@@ -237,3 +237,171 @@ def test_visibility_truth_is_the_readers_rule(truth):
                 n += 1
     assert n > 0
     assert not bone or np.median(bone) > 0
+
+
+# --- replication presets (dualpet synth --preset) -------------------------------------
+
+
+def _preset_cohorts(seeds, name="weich2021"):
+    """Phantoms (no images) of whole preset cohorts: {seed: [phantom of patient 1..P]}."""
+    from dualpet.synth import PET_PHYSICS
+    from dualpet.synth.phantom import PRESETS, TRACER_NUCLIDE, preset_population
+
+    tracers = PRESETS[name]["tracers"]
+    psf = {t: PET_PHYSICS[TRACER_NUCLIDE[t]]["fwhm"] for t in tracers}
+    return {
+        seed: [
+            make_phantom(np.random.default_rng([seed, n, 0]), tracers, 5, (-160.0, 120.0), preset_population(name, seed, n, psf))
+            for n in range(1, PRESETS[name]["patients"] + 1)
+        ]
+        for seed in seeds
+    }
+
+
+def test_weich2021_lesion_counts_and_uptake():
+    """Each 11-patient cohort of the preset holds the published counts exactly (FDG 102,
+    Pentixafor 42, 37 on both, 107 in all), shared out unevenly (1-25 per patient); the
+    SUVmax drawn for the lesions positive on a tracer follows the lognormal of the
+    published mean and SD; a lesion negative on a tracer looks like its host tissue."""
+    from dualpet.synth.phantom import _HOSTS, POSITIVE_MIN_CONTRAST, PRESET_MAX_LESIONS, PRESETS, lognormal_params
+
+    targets = {"fdg": [], "pentixafor": []}
+    per_patient = []
+    for phantoms in _preset_cohorts(range(10)).values():
+        lesions = [les for ph in phantoms for les in ph.lesions]
+        per_patient += [len(ph.lesions) for ph in phantoms]
+        cats = [les.category for les in lesions]
+        assert (cats.count("both"), cats.count("reference_only"), cats.count("index_only")) == (37, 65, 5)
+        assert len(lesions) == 107
+        for ph in phantoms:
+            for les in ph.lesions:
+                host = ph.labels_at(les.center[None], with_lesions=False)[0]
+                assert les.region in ("liver", "lymph node", "bone", "lung") and 4.0 <= les.radius <= 20.0
+                for t in ("fdg", "pentixafor"):
+                    if t in les.target_suvmax:
+                        targets[t].append(les.target_suvmax[t])
+                        floor = max(ph.uptake[t][h] for h in _HOSTS[les.region])
+                        assert les.target_suvmax[t] >= POSITIVE_MIN_CONTRAST * floor
+                        assert les.suv[t] >= les.target_suvmax[t]  # partial volume: the tissue is hotter than its peak
+                    else:  # negative: the host tissue's uptake x 0.85-1.25
+                        assert 0.85 * ph.uptake[t][host] <= les.suv[t] <= 1.25 * ph.uptake[t][host]
+    assert [len(targets["fdg"]), len(targets["pentixafor"])] == [1020, 420]
+    assert 1 <= min(per_patient) and max(per_patient) <= PRESET_MAX_LESIONS and np.std(per_patient) > 3.0
+    for t, v in targets.items():
+        v = np.array(v)
+        mean, sd = PRESETS["weich2021"]["suvmax"][t]
+        mu, sigma = lognormal_params(mean, sd)
+        # log SUVmax is normal: SE of its mean sigma/sqrt(n) (0.021 FDG, 0.031 Pentixafor), of
+        # its SD sigma/sqrt(2n) (0.015, 0.022); 4 SE (the redraw of the ~1 % of Pentixafor
+        # draws below every region's floor moves the log mean up by ~0.02)
+        assert abs(np.log(v).mean() - mu) < 4 * sigma / np.sqrt(len(v)) + 0.02
+        assert abs(np.log(v).std(ddof=1) - sigma) < 4 * sigma / np.sqrt(2 * len(v))
+        # the mean itself: SE 2.4 % (FDG) and 3.5 % (Pentixafor) of the published mean
+        assert v.mean() == pytest.approx(mean, rel=0.1)
+
+
+def test_preset_is_deterministic_per_patient():
+    """A preset patient depends only on (seed, n): the same lesions twice, its lesion
+    categories the same whatever the cohort's size (the 11-patient blocks are drawn from
+    (seed, block) alone), other seeds give other cohorts; its anatomy is the one the
+    patient has without the preset."""
+    from dualpet.synth.phantom import preset_categories
+
+    a, b = _preset_cohorts([3])[3], _preset_cohorts([3])[3]
+    key = lambda ph: [(les.id, les.region, les.center.tolist(), les.radius, les.suv, les.category) for les in ph.lesions]  # noqa: E731
+    assert [key(p) for p in a] == [key(p) for p in b]
+    assert preset_categories("weich2021", 3, 2) == preset_categories("weich2021", 3, 2)
+    assert [preset_categories("weich2021", 3, n) for n in range(1, 12)] != [
+        preset_categories("weich2021", 4, n) for n in range(1, 12)
+    ]
+    # patients 12-22 are a second block with the same published counts
+    cats = [c for n in range(12, 23) for c in preset_categories("weich2021", 3, n)]
+    assert sorted(set(cats)) == ["both", "index_only", "reference_only"] and len(cats) == 107
+    plain = make_phantom(np.random.default_rng([3, 1, 0]), ("fdg", "pentixafor"), 5, (-160.0, 120.0))
+    assert np.allclose(plain.landmarks["liver_center"], a[0].landmarks["liver_center"])
+    assert plain.uptake == a[0].uptake
+
+
+@pytest.mark.parametrize("fwhm", [6.5, 7.0])
+def test_peak_recovery_matches_the_renderer(fwhm):
+    """The partial-volume model that turns a preset's SUVmax into lesion uptake: the
+    noiseless rendered peak of a sphere of SUV 11 in tissue of SUV 1 (4 mm voxels, sphere
+    centre anywhere in its voxel) is 1 + 10 x peak_recovery within 0.08 x 10: the model
+    lumps the voxel averaging and the peak voxel's offset into one Gaussian, which is right
+    on average (within 0.03 over 12 placements per radius) but not for every placement
+    (0.08 the worst of 384 spheres of 4-20 mm radius)."""
+    from dualpet.geometry import apply_affine
+    from dualpet.synth.phantom import MUSCLE, Lesion, Phantom, Shape, peak_recovery
+    from dualpet.synth.render import grid_affine, render_pet_truth
+
+    body = Shape(MUSCLE, np.zeros(3), np.array([150.0, 100.0, 1000.0]), "cylinder")
+    shape = (32, 32, 24)
+    aff = grid_affine(shape, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    world = apply_affine(aff, np.indices(shape).reshape(3, -1).T)
+    for radius, offset in ((5.0, (0.4, -1.3, 1.9)), (7.0, (-1.8, 0.6, -0.2)), (10.0, (1.1, 1.7, -1.4))):
+        ph = Phantom(shapes=[body], uptake={"fdg": {MUSCLE: 1.0}})
+        ph.lesions = [Lesion("T01", "lymph node", np.array(offset), radius, {"fdg": 11.0}, "both")]
+        img = render_pet_truth(ph, "fdg", shape, aff, (np.eye(3), np.zeros(3)), fwhm)
+        peak = img.ravel()[np.linalg.norm(world - np.array(offset), axis=1) <= radius].max()
+        assert (peak - 1.0) / 10.0 == pytest.approx(peak_recovery(radius, fwhm), abs=0.08)
+
+
+def test_preset_cohort_size_and_refusals(tmp_path, monkeypatch):
+    """``preset`` sets the number of patients unless given; unknown presets and other
+    tracers are refused; the CLI offers exactly the presets there are and leaves
+    ``--patients`` to the preset."""
+    import dualpet.synth as synth
+    from dualpet.cli import build_parser
+    from dualpet.synth.phantom import PRESETS
+
+    calls = []
+
+    def fake_patient(outdir, pid, n, seed, size, tracers, *args):
+        calls.append((n, args[-1]))
+        return {"clinical": {}}
+
+    monkeypatch.setattr(synth, "generate_patient", fake_patient)
+    generate_cohort(tmp_path, preset="weich2021", log=lambda m: None)
+    assert calls == [(n, "weich2021") for n in range(1, 12)]
+    calls.clear()
+    generate_cohort(tmp_path / "b", n_patients=3, preset="weich2021", log=lambda m: None)
+    generate_cohort(tmp_path / "c", log=lambda m: None)
+    assert calls == [(n, "weich2021") for n in (1, 2, 3)] + [(n, None) for n in (1, 2, 3, 4)]
+    with pytest.raises(ValueError, match="unknown preset"):
+        generate_cohort(tmp_path, preset="weich2022")
+    with pytest.raises(ValueError, match="tracers"):
+        generate_cohort(tmp_path, preset="weich2021", tracers=("fdg", "psma"))
+    parser = build_parser()
+    synth_parser = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("synth"))
+    preset_action = next(a for a in synth_parser._actions if a.dest == "preset")
+    assert sorted(preset_action.choices) == sorted(PRESETS)
+    args = parser.parse_args(["synth", str(tmp_path), "--preset", "weich2021"])
+    assert args.patients is None and args.preset == "weich2021"
+
+
+def test_preset_recorded_and_regenerated(tmp_path, cohort_dir):
+    """A patient generated without the preset is generated anew with it (and kept on the
+    next call); the truth records the preset and, per lesion, the SUVmax drawn for it,
+    which the noiseless image peak shows (partial-volume model) and which makes the lesion
+    visible on exactly the tracers it is positive on."""
+    import shutil
+
+    from dualpet.synth.phantom import preset_categories
+
+    for sub in ("dicom/P001", "truth/P001.json", "truth/organs/P001_fdg.nii.gz", "truth/organs/P001_pentixafor.nii.gz"):
+        src, dst = cohort_dir / sub, tmp_path / sub
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    logs = []
+    generate_cohort(tmp_path, n_patients=1, seed=11, size="demo", preset="weich2021", log=logs.append)
+    generate_cohort(tmp_path, n_patients=1, seed=11, size="demo", preset="weich2021", log=logs.append)
+    assert logs == ["P001: generating (demo)", "P001: present, kept"]
+    t = json.loads((tmp_path / "truth" / "P001.json").read_text())
+    assert t["preset"] == "weich2021" and "Weich" in t["preset_description"]
+    assert sorted(les["category"] for les in t["lesions"]) == sorted(preset_categories("weich2021", 11, 1))
+    for les in t["lesions"]:
+        for tracer in t["tracers"]:
+            positive = tracer in les["target_suvmax"]
+            assert les["visible"][tracer] == positive
+            if positive:
+                assert les["noiseless_suvmax"][tracer] == pytest.approx(les["target_suvmax"][tracer], rel=0.1)

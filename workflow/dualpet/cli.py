@@ -20,7 +20,7 @@ def _cmd_synth(a):
 
     generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, contrast=a.contrast, fov=a.fov,
                     max_rotation_deg=a.max_rotation_deg,
-                    max_translation_mm=a.max_translation_mm, log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+                    max_translation_mm=a.max_translation_mm, log=lambda m: print(m, file=sys.stderr), preset=a.preset)  # fmt: skip
 
 
 def _cmd_suv(a):
@@ -276,7 +276,7 @@ def build_parser():
 
     s = sub.add_parser("synth", help="generate a synthetic dual-tracer cohort with ground truth")
     s.add_argument("outdir")
-    s.add_argument("--patients", type=int, default=4, help="number of patients (default 4)")
+    s.add_argument("--patients", type=int, default=None, help="number of patients (default 4, or the preset's)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--size", choices=["demo", "clinical"], default="demo", help="image grids (default demo)")
     s.add_argument(
@@ -292,6 +292,12 @@ def build_parser():
                    "pelvis), wholebody (head to thighs)")  # fmt: skip
     s.add_argument("--max-rotation-deg", type=float, default=5.0, help="pose difference between studies (default 5)")
     s.add_argument("--max-translation-mm", type=float, default=30.0, help="(default 30)")
+    # the names of dualpet.synth.phantom.PRESETS (not imported here: the synth package takes ~1 s
+    # to import, and this parser is built for every workflow step; a test keeps them equal)
+    s.add_argument("--preset", choices=["weich2021"], default=None,
+                   help="lesion population of a published cohort instead of the default mix, e.g. weich2021 (11 "
+                   "patients unless --patients: 102 FDG- and 42 Pentixafor-positive lesions, 37 on both; SUVmax "
+                   "FDG 12.8 +- 9.8, Pentixafor 5.2 +- 3.7)")  # fmt: skip
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")

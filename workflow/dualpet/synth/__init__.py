@@ -16,8 +16,12 @@ Written to ``OUTDIR``:
   detectability, background SUVs and the inter-study transform.
 
 Determinism: patient ``n`` depends only on ``(seed, n)`` (and ``size`` for the image
-grids and noise), so adding patients leaves earlier ones unchanged; patients already
-present with the same seed and size are not rewritten.
+grids and noise, ``preset`` for the lesions), so adding patients leaves earlier ones
+unchanged; patients already present with the same seed, size and preset are not rewritten.
+
+``preset``: the lesion population of a published cohort (:data:`~dualpet.synth.phantom.PRESETS`,
+e.g. ``weich2021``) instead of the default mix; the anatomy, physiology and studies of
+patient ``n`` are those it has without the preset.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from dualpet.geometry import apply_affine, rotation_matrix
 from dualpet.io import read_json, write_json, write_text
 from dualpet.synth import dicomwrite as dw
 from dualpet.nifti import nifti_image, save_nifti
-from dualpet.synth.phantom import AORTA, BLOOD, CONTRAST_HU, LIVER, TRACER_NUCLIDE, make_phantom
+from dualpet.synth.phantom import (AORTA, BLOOD, CONTRAST_HU, LIVER, PRESETS, TRACER_NUCLIDE, make_phantom,
+                                   preset_population)  # fmt: skip
 from dualpet.synth.render import add_pet_noise, axial_noise_profile, grid_affine, render_ct, render_pet_truth
 
 HALF_LIFE_S = {"F-18": 6586.2, "Ga-68": 4062.6}
@@ -125,7 +130,7 @@ def patient_id(n):
 
 def generate_cohort(
     outdir,
-    n_patients=4,
+    n_patients=None,
     seed=0,
     size="demo",
     tracers=("fdg", "pentixafor"),
@@ -135,6 +140,7 @@ def generate_cohort(
     max_rotation_deg=5.0,
     max_translation_mm=30.0,
     log=print,
+    preset=None,
 ):
     """Generate (or complete) a cohort in ``outdir``; returns the studies table.
 
@@ -143,6 +149,8 @@ def generate_cohort(
     folder; the pixel truth is the same. ``max_rotation_deg`` and ``max_translation_mm``
     bound the pose difference between a patient's two studies (defaults 5 deg, 30 mm;
     larger values scale the same random draws, for harder registration benchmarks).
+    ``preset`` (a name of :data:`~dualpet.synth.phantom.PRESETS`): that cohort's lesion
+    population; ``n_patients`` defaults to its number of patients (else to 4).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
@@ -150,6 +158,13 @@ def generate_cohort(
         raise ValueError(f"unknown contrast {contrast!r}; expected one of {list(CONTRASTS)}")
     if fov not in FIELDS_OF_VIEW:
         raise ValueError(f"unknown field of view {fov!r}; expected one of {list(FIELDS_OF_VIEW)}")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        if tuple(tracers) != tuple(PRESETS[preset]["tracers"]):
+            raise ValueError(f"preset {preset!r} is for the tracers {list(PRESETS[preset]['tracers'])}, not {list(tracers)}")
+    if n_patients is None:
+        n_patients = PRESETS[preset]["patients"] if preset else 4
     outdir = Path(outdir)
     rows, clinical = [], []
     for n in range(1, n_patients + 1):
@@ -158,13 +173,13 @@ def generate_cohort(
         truth = read_json(truth_path) if truth_path.exists() else None
         pose_range = {"max_rotation_deg": float(max_rotation_deg), "max_translation_mm": float(max_translation_mm)}
         got = (truth.get("seed"), truth.get("size"), bool(truth.get("quirks_enabled")), truth.get("pose_range", DEFAULT_POSES),
-               truth.get("generator_revision"), truth.get("contrast"), truth.get("fov")) if truth else None  # fmt: skip
-        same = got == (seed, size, quirks, pose_range, REVISION, contrast, fov)
+               truth.get("generator_revision"), truth.get("contrast"), truth.get("fov"), truth.get("preset")) if truth else None  # fmt: skip
+        same = got == (seed, size, quirks, pose_range, REVISION, contrast, fov, preset)
         if same and tuple(truth["tracers"]) == tuple(tracers):
             log(f"{pid}: present, kept")
         else:
             log(f"{pid}: generating ({size})")
-            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range, contrast, fov)
+            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range, contrast, fov, preset)
         for tracer in tracers:
             rows.append({"patient": pid, "tracer": tracer, "dicom_dir": f"dicom/{pid}/{tracer}", "pet_series": "", "ct_series": ""})
         clinical.append({"patient": pid, **truth["clinical"]})
@@ -187,7 +202,8 @@ def field_of_view(size, fov):
     return FOV_Z[fov]
 
 
-def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_range=None, contrast="mixed", fov="torso"):
+def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_range=None, contrast="mixed", fov="torso",
+                     preset=None):  # fmt: skip
     """Simulate one patient's two studies; writes DICOM and truth, returns the truth dict."""
     grid = {**SIZES[size]}
     fov_z = field_of_view(size, fov)
@@ -204,7 +220,10 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
     margin = max(0.0, pose_range["max_translation_mm"] - DEFAULT_POSES["max_translation_mm"])
     # lesions at least 60 mm (pose shift plus 20 mm of quiet planes) inside the field of view
     z_range = (max(LESION_Z_RANGE[0], fov_z[0] + 60.0) + margin, min(LESION_Z_RANGE[1], fov_z[1] - 50.0) - margin)
-    phantom = make_phantom(rng_anat, tracers, int(rng_anat.integers(4, 11)), z_range)
+    n_lesions = int(rng_anat.integers(4, 11))  # drawn with a preset too: the same anatomy with or without
+    psf = {t: PET_PHYSICS[TRACER_NUCLIDE[t]]["fwhm"] for t in tracers}
+    population = preset_population(preset, seed, n, psf) if preset else None
+    phantom = make_phantom(rng_anat, tracers, n_lesions, z_range, population)
 
     sex = str(rng_study.choice(["F", "M"]))
     height = float(rng_study.uniform(1.55, 1.80) + (0.08 if sex == "M" else 0.0))
@@ -299,6 +318,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
         "quirks_enabled": bool(quirks),
         "contrast": contrast,
         "fov": fov,
+        **({"preset": preset, "preset_description": PRESETS[preset]["description"]} if preset else {}),
         "fov_anatomy_z_mm": list(fov_z),
         "anatomy": {"arms": phantom.landmarks["arms"], "metal_port": bool(phantom.landmarks["port"])},
         "organ_maps": organ_maps,
@@ -325,6 +345,7 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
                 "volume_ml": 4.0 / 3.0 * np.pi * les.radius**3 / 1000.0,
                 "center_anatomy_mm": les.center.tolist(),
                 "true_suv": les.suv,
+                **({"target_suvmax": les.target_suvmax} if les.target_suvmax is not None else {}),
                 **_transpose(lesion_truth[les.id]),
             }
             for les in phantom.lesions

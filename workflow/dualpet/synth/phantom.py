@@ -11,6 +11,7 @@ renderer (on voxel centres) and the lesion placement (on test points) use.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +124,7 @@ class Lesion:
     radius: float  # mm
     suv: dict  # tracer -> true SUVbw of the lesion tissue
     category: str  # "both", "reference_only", "index_only"
+    target_suvmax: dict | None = None  # a preset's drawn SUVmax per positive tracer (noiseless image peak)
 
 
 @dataclass
@@ -365,43 +367,170 @@ CATEGORY_P = {"both": 0.48, "reference_only": 0.42, "index_only": 0.10}
 REGION_P = {"liver": 0.35, "lymph node": 0.35, "bone": 0.15, "lung": 0.15}
 
 
-def sample_lesions(rng, phantom, tracers, n_lesions, z_range):
+def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
     """Place ``n_lesions`` non-overlapping lesions and draw their uptake.
 
     Lesions stay inside their host tissue, at least 8 mm apart from each other and at
     least 10 mm from hot physiological organs (kidneys, bladder, heart, spleen), and
     within ``z_range`` (anatomy z, mm) so that both studies' fields of view hold them.
+
+    ``population`` (a replication preset's, see :func:`preset_population`) replaces the
+    default mix: its ``categories`` are the lesions (``n_lesions`` is not used); each
+    lesion first draws the SUVmax of the tracers it is positive on (lognormal with the
+    preset's mean and SD), then a region whose host tissue lets it be seen (the SUVmax at
+    least :data:`POSITIVE_MIN_CONTRAST` x the host's uptake; a draw no region allows is
+    drawn again), then its site; its uptake is what makes the noiseless image peak that
+    SUVmax (:func:`peak_recovery`). Lesions negative on a tracer look like their host
+    tissue on it, as in the default mix. A lesion without a site after 1000 tries is left out.
     """
     ref, idx = tracers
     lesions = []
-    attempts = 0
-    while len(lesions) < n_lesions and attempts < 5000:
-        attempts += 1
-        region = str(rng.choice(list(REGION_P), p=list(REGION_P.values())))
-        radius = float(4.0 + 16.0 * rng.beta(1.6, 3.0))
-        center = _propose_center(rng, phantom, region, radius)
-        if center is None or not (z_range[0] + radius <= center[2] <= z_range[1] - radius):
-            continue
-        if any(np.linalg.norm(center - o.center) < radius + o.radius + 8.0 for o in lesions):
-            continue
-        if not _site_ok(phantom, region, center, radius):
-            continue
-        category = rng.choice(list(CATEGORY_P), p=list(CATEGORY_P.values()))
-        host = phantom.labels_at(center[None], with_lesions=False)[0]
-        suv = {}
-        for tracer in tracers:
-            positive = category == "both" or (category == "reference_only") == (tracer == ref)
-            if positive:
-                median = 12.0 if tracer == ref else 7.0
-                suv[tracer] = float(np.clip(rng.lognormal(np.log(median), 0.45), 4.0, 40.0))
-            else:  # no specific uptake: the lesion looks like its host tissue
-                suv[tracer] = float(phantom.uptake[tracer].get(host, 0.8) * rng.uniform(0.85, 1.25))
-        lesions.append(Lesion("", region, center, radius, suv, str(category)))
+    if population is None:
+        attempts = 0
+        while len(lesions) < n_lesions and attempts < 5000:
+            attempts += 1
+            site = _propose_site(rng, phantom, REGION_P, lesions, z_range)
+            if site is None:
+                continue
+            region, radius, center = site
+            category = rng.choice(list(CATEGORY_P), p=list(CATEGORY_P.values()))
+            host = phantom.labels_at(center[None], with_lesions=False)[0]
+            suv = {}
+            for tracer in tracers:
+                if _positive(category, tracer, ref):
+                    median = 12.0 if tracer == ref else 7.0
+                    suv[tracer] = float(np.clip(rng.lognormal(np.log(median), 0.45), 4.0, 40.0))
+                else:
+                    suv[tracer] = _negative_suv(rng, phantom, tracer, host)
+            lesions.append(Lesion("", region, center, radius, suv, str(category)))
+    else:
+        for category in population["categories"]:
+            positive = [t for t in tracers if _positive(category, t, ref)]
+            region_p = {}
+            while not region_p:
+                target = {t: float(rng.lognormal(*lognormal_params(*population["suvmax"][t]))) for t in positive}
+                region_p = {r: p for r, p in REGION_P.items()
+                            if all(target[t] >= POSITIVE_MIN_CONTRAST * max(phantom.uptake[t][h] for h in _HOSTS[r])
+                                   for t in positive)}  # fmt: skip
+            total = sum(region_p.values())
+            region_p = {r: p / total for r, p in region_p.items()}
+            site = next((s for s in (_propose_site(rng, phantom, region_p, lesions, z_range) for _ in range(1000)) if s), None)
+            if site is None:
+                continue
+            region, radius, center = site
+            host = phantom.labels_at(center[None], with_lesions=False)[0]
+            suv = {}
+            for tracer in tracers:
+                if tracer in target:
+                    u = phantom.uptake[tracer][host]
+                    suv[tracer] = float(u + (target[tracer] - u) / peak_recovery(radius, population["psf_fwhm_mm"][tracer]))
+                else:
+                    suv[tracer] = _negative_suv(rng, phantom, tracer, host)
+            lesions.append(Lesion("", region, center, radius, suv, category, target_suvmax=target))
     # IDs in a stable anatomical order (cranio-caudal, then left-right).
     lesions.sort(key=lambda les: (-les.center[2], les.center[0]))
     for i, les in enumerate(lesions):
         les.id = f"T{i + 1:02d}"
     return lesions
+
+
+def _positive(category, tracer, ref):
+    """Whether a lesion of ``category`` has specific uptake of ``tracer``."""
+    return category == "both" or (category == "reference_only") == (tracer == ref)
+
+
+def _negative_suv(rng, phantom, tracer, host):
+    """No specific uptake: the lesion looks like its host tissue."""
+    return float(phantom.uptake[tracer].get(host, 0.8) * rng.uniform(0.85, 1.25))
+
+
+def _propose_site(rng, phantom, region_p, lesions, z_range):
+    """One try at a lesion site: ``(region, radius, centre)`` with the region drawn from
+    ``region_p``, or None if the drawn site is not allowed (see :func:`sample_lesions`)."""
+    region = str(rng.choice(list(region_p), p=list(region_p.values())))
+    radius = float(4.0 + 16.0 * rng.beta(1.6, 3.0))
+    center = _propose_center(rng, phantom, region, radius)
+    if center is None or not (z_range[0] + radius <= center[2] <= z_range[1] - radius):
+        return None
+    if any(np.linalg.norm(center - o.center) < radius + o.radius + 8.0 for o in lesions):
+        return None
+    if not _site_ok(phantom, region, center, radius):
+        return None
+    return region, radius, center
+
+
+#: Replication presets (``dualpet synth --preset NAME``): a published cohort's lesion
+#: population. Every block of ``patients`` consecutive patients holds exactly ``counts``
+#: lesions by category, shared out among them at random (:func:`preset_categories`); the
+#: SUVmax of a lesion positive on a tracer is drawn lognormal with that tracer's
+#: ``suvmax`` mean and SD.
+PRESETS = {
+    "weich2021": {
+        "description": "Weich et al. 2021, CXCR4-directed [68Ga]Pentixafor vs [18F]FDG PET/CT in 11 patients with "
+        "neuroendocrine carcinoma: 102 FDG-positive and 42 Pentixafor-positive lesions, 37 of them on both "
+        "(107 in all); SUVmax FDG 12.8 +- 9.8, Pentixafor 5.2 +- 3.7",
+        "tracers": ("fdg", "pentixafor"),
+        "patients": 11,
+        "counts": {"both": 37, "reference_only": 65, "index_only": 5},
+        "suvmax": {"fdg": (12.8, 9.8), "pentixafor": (5.2, 3.7)},
+    },
+}
+#: A preset patient holds at most this many lesions (the phantom's sites hold 30 readily).
+PRESET_MAX_LESIONS = 25
+#: A preset lesion's SUVmax on a tracer it is positive on is at least this many times its
+#: host tissue's uptake (a clear margin over the reader's 1.5 of the visibility rule).
+POSITIVE_MIN_CONTRAST = 2.0
+#: PET voxel edge (mm) of both sizes, for :func:`peak_recovery`.
+PET_VOXEL_MM = 4.0
+
+
+def preset_categories(name, seed, n):
+    """Categories of patient ``n``'s lesions (1-based) under preset ``name``.
+
+    Patients 1..P, P+1..2P, ... (P the preset's ``patients``) form blocks; each block's
+    lesions (exactly the preset's ``counts``) go to its patients in proportion to
+    gamma-distributed weights (shape 1.5: metastatic burden varies a lot between patients),
+    every patient getting 1 to :data:`PRESET_MAX_LESIONS`. Drawn from ``(seed, block)``
+    alone, so that a patient depends only on ``(seed, n)`` and not on the cohort's size.
+    """
+    p = PRESETS[name]
+    block, i = divmod(n - 1, p["patients"])
+    rng = np.random.default_rng([seed, block, 5])
+    cats = rng.permutation(np.repeat(list(p["counts"]), list(p["counts"].values())))
+    while True:
+        w = rng.gamma(1.5, size=p["patients"])
+        who = rng.choice(p["patients"], size=len(cats), p=w / w.sum())
+        per = np.bincount(who, minlength=p["patients"])
+        if per.min() >= 1 and per.max() <= PRESET_MAX_LESIONS:
+            return [str(c) for c in cats[who == i]]
+
+
+def preset_population(name, seed, n, psf_fwhm_mm):
+    """The ``population`` of :func:`sample_lesions` for patient ``n`` under preset ``name``;
+    ``psf_fwhm_mm``: {tracer: PET resolution (FWHM, mm)}."""
+    return {**PRESETS[name], "categories": preset_categories(name, seed, n), "psf_fwhm_mm": dict(psf_fwhm_mm)}
+
+
+def lognormal_params(mean, sd):
+    """``(mu, sigma)`` of the lognormal distribution with this mean and SD."""
+    sigma2 = np.log1p((sd / mean) ** 2)
+    return float(np.log(mean) - sigma2 / 2.0), float(np.sqrt(sigma2))
+
+
+def peak_recovery(radius, fwhm_mm, voxel_mm=PET_VOXEL_MM):
+    """Share of a sphere's uptake above its surroundings that the noiseless PET peak keeps.
+
+    The centre value of a uniform sphere blurred by a Gaussian of SD ``s``:
+    erf(x / sqrt 2) - sqrt(2 / pi) x exp(-x^2 / 2) with x = radius / s, where ``s``
+    combines the PSF with the voxel averaging and the peak voxel's offset from the centre
+    (each taken as a box of ``voxel_mm``: s^2 = (FWHM / 2.355)^2 + 2 voxel^2 / 12). Against
+    the noiseless peak :func:`~dualpet.synth.render.render_pet_truth` gives (PSF 6.5 and
+    7 mm, 4 mm voxels, 3 or 4 mm slices, radii 4-20 mm, 12 placements in the voxel grid
+    each): within 0.03 on average, within 0.08 for every sphere (radii 5-7 mm the worst).
+    """
+    s = np.sqrt((fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))) ** 2 + 2.0 * voxel_mm**2 / 12.0)
+    x = radius / s
+    return float(math.erf(x / np.sqrt(2.0)) - np.sqrt(2.0 / np.pi) * x * np.exp(-(x**2) / 2.0))
 
 
 def _propose_center(rng, phantom, region, radius):
@@ -463,11 +592,11 @@ def _sphere_dirs(n=60):
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
-def make_phantom(rng, tracers, n_lesions, z_range):
-    """Sample a complete patient phantom."""
+def make_phantom(rng, tracers, n_lesions, z_range, population=None):
+    """Sample a complete patient phantom (``population``: see :func:`sample_lesions`)."""
     shapes, landmarks, body = make_anatomy(rng)
     phantom = Phantom(shapes=shapes, uptake=sample_uptake(rng, tracers), body_semi=body, landmarks=landmarks)
-    phantom.lesions = sample_lesions(rng, phantom, tracers, n_lesions, z_range)
+    phantom.lesions = sample_lesions(rng, phantom, tracers, n_lesions, z_range, population)
     phantom.shapes += nodal_fat(phantom.lesions)
     return phantom
 
