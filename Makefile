@@ -10,7 +10,7 @@ DEMO_SEED ?= 2021
 # Rules call `python -m dualpet`: the venv must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast venv lint fmt dry-run clean report report-check
+.PHONY: demo run test test-fast test-slurm venv lint fmt dry-run audit clean report report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,20 @@ report-check: report
 	$(BIN)/python tests/report_check.py results/report.html --shots results/report_check
 
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -m "not slurm" --durations=15
+
+# The workflow on a real single-node SLURM (Debian's packages; needs root): the cluster is
+# started, a two-patient cohort runs through workflow/profiles/slurm and locally, the
+# outputs are compared, and the cluster is stopped whatever the outcome.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,slurm]'
+	tests/slurm/cluster.sh start
+	$(BIN)/python -m pytest -m slurm -s -p no:cacheprovider tests/test_slurm.py; \
+	  status=$$?; tests/slurm/cluster.sh stop; exit $$status
 
 # The developer's loop: everything but the end-to-end workflow runs (about a minute).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not slurm"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
@@ -58,8 +67,20 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile workflow/rules
 
+# Your own cohort (config/config.yaml) with the default profile: all cores, keep going.
+run: $(STAMP)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+
 dry-run: $(STAMP)
-	$(BIN)/snakemake -n
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default -n
+
+# results/audit/: rule graph (dot, SVG) with every edge, the job plan, --summary and what
+# changed in code, parameters or input since the outputs were made (dualpet.audit).
+audit: $(STAMP)
+	@command -v dot >/dev/null || { if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz >/dev/null; \
+	  else echo "make audit: Graphviz is not installed, rulegraph.svg is skipped (apt install graphviz)"; fi; }
+	$(BIN)/python -m dualpet.audit --outdir results/audit
 
 clean:
 	rm -rf results/* .snakemake logs benchmarks

@@ -8,7 +8,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# `--configfile FILE` replaces config/config.yaml (Snakemake would merge the two, and a key
+# left out of FILE would silently keep the demo's value); `--config KEY=VALUE` still
+# overrides single keys of either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -161,6 +162,19 @@ def test_nothing_to_do_after_run(workdir, tool_env):
     proc = snakemake(workdir, tool_env, "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # the audit agrees: no job planned, no output made by other code, parameters or input,
+    # and the rule graph has the edges the job DAG alone lacks
+    audit = subprocess.run([sys.executable, "-m", "dualpet.audit", "--snakefile", str(REPO / "Snakefile"),
+                            "--profile", str(REPO / "workflow" / "profiles" / "default"), "--outdir", "audit"],
+                           cwd=workdir, capture_output=True, text=True, env=tool_env, timeout=300)  # fmt: skip
+    assert audit.returncode == 0, audit.stderr[-2000:]
+    plan = pd.read_csv(workdir / "audit" / "plan.tsv", sep="\t")
+    changes = pd.read_csv(workdir / "audit" / "changes.tsv", sep="\t")
+    assert len(plan) == 0 and len(changes) == 0, (plan, changes)
+    dot = (workdir / "audit" / "rulegraph.dot").read_text()
+    names = dict(re.findall(r'(\d+) \[label="(\w+)"\]', dot))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dot)}
+    assert {("inspect", "convert"), ("match", "lesion_metrics"), ("lesion_metrics", "patient_table")} <= edges
 
 
 def _identifiers(workdir):

@@ -1,3 +1,9 @@
+# The run's verdict and the target rule run where Snakemake runs (on SLURM: the submit host).
+localrules:
+    all,
+    check_cohort,
+
+
 rule cohort:
     """Merge the per-patient tables into the cohort tables (plus clinical columns); a
     patient whose step failed is listed as excluded with the reason."""
@@ -38,6 +44,8 @@ rule cohort:
         "results/logs/cohort/cohort.log",
     benchmark:
         "results/benchmarks/cohort/cohort.tsv"
+    group:
+        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -92,6 +100,8 @@ rule figures:
         "results/logs/figures/figures.log",
     benchmark:
         "results/benchmarks/figures/figures.tsv"
+    group:
+        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -129,6 +139,8 @@ rule stats:
         "results/logs/stats/stats.log",
     benchmark:
         "results/benchmarks/stats/stats.tsv"
+    group:
+        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1

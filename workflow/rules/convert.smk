@@ -8,6 +8,8 @@ rule inspect:
         "results/logs/inspect/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/inspect/{patient}_{tracer}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/convert.yaml"
     threads: 1
@@ -42,6 +44,8 @@ rule convert:
         "results/logs/convert/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/convert/{patient}_{tracer}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/convert.yaml"
     threads: 1

@@ -19,6 +19,8 @@ checkpoint match:
         "results/logs/match/{patient}.log",
     benchmark:
         "results/benchmarks/match/{patient}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -57,6 +59,8 @@ rule export_seg:
         "results/logs/export_seg/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/export_seg/{patient}_{tracer}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/convert.yaml"
     threads: 1
@@ -171,6 +175,8 @@ rule review_page:
         "results/logs/review_page/{patient}.log",
     benchmark:
         "results/benchmarks/review_page/{patient}.tsv"
+    group:
+        "lesions"
     conda:
         "../../envs/lesions.yaml"
     threads: 1

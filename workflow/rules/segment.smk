@@ -16,6 +16,8 @@ rule anatomy:
         "results/logs/anatomy/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/anatomy/{patient}_{tracer}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -57,6 +59,8 @@ rule segment:
         "results/logs/segment/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/segment/{patient}_{tracer}.tsv"
+    group:
+        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
