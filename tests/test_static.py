@@ -170,16 +170,16 @@ def test_code_version_tracks_the_modules_a_command_uses(tmp_path, monkeypatch):
     pkg = tmp_path / "dualpet"
     shutil.copytree(REPO / "workflow" / "dualpet", pkg)
     monkeypatch.setattr(provenance, "PACKAGE", pkg)
-    for cache in (provenance.command_modules, provenance._command_roots):
+    for cache in (provenance.command_modules, provenance._command_roots, provenance._imports, provenance._cli_tree):
         cache.cache_clear()
     before = {c: provenance.code_version(c) for c in ("convert", "stats", "lesion-metrics")}
     (pkg / "stats" / "inference.py").write_text((pkg / "stats" / "inference.py").read_text() + "\n# changed\n")
-    for cache in (provenance.command_modules, provenance._command_roots):
+    for cache in (provenance.command_modules, provenance._command_roots, provenance._imports, provenance._cli_tree):
         cache.cache_clear()
     after = {c: provenance.code_version(c) for c in before}
     assert after["stats"] != before["stats"]
     assert after["convert"] == before["convert"] and after["lesion-metrics"] == before["lesion-metrics"]
-    for cache in (provenance.command_modules, provenance._command_roots):
+    for cache in (provenance.command_modules, provenance._command_roots, provenance._imports, provenance._cli_tree):
         cache.cache_clear()
 
 

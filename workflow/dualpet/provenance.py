@@ -18,8 +18,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
+@lru_cache(maxsize=None)
 def _imports(path):
-    """(third-party top-level names, dualpet modules) imported anywhere in a file."""
+    """(third-party top-level names, dualpet modules) imported anywhere in a file (each file
+    parsed once per process: every rule's code version walks the same modules)."""
     third, own = set(), set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -62,11 +64,16 @@ def _isolated_commands(tree):
 
 
 @lru_cache(maxsize=None)
+def _cli_tree():
+    source = (PACKAGE / "cli.py").read_text()
+    return source, ast.parse(source)
+
+
+@lru_cache(maxsize=None)
 def _command_roots(command):
     """dualpet modules, third-party names and the source of the CLI functions that
     ``cli._cmd_<command>`` (and the helpers it calls) use."""
-    source = (PACKAGE / "cli.py").read_text()
-    tree = ast.parse(source)
+    source, tree = _cli_tree()
     funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     todo, seen, mods, third = [f"_cmd_{command.replace('-', '_')}"], set(), set(), set()
     if todo[0] not in funcs:

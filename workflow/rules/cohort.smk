@@ -44,8 +44,6 @@ rule cohort:
         "results/logs/cohort/cohort.log",
     benchmark:
         "results/benchmarks/cohort/cohort.tsv"
-    group:
-        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -100,8 +98,6 @@ rule figures:
         "results/logs/figures/figures.log",
     benchmark:
         "results/benchmarks/figures/figures.tsv"
-    group:
-        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -139,8 +135,6 @@ rule stats:
         "results/logs/stats/stats.log",
     benchmark:
         "results/benchmarks/stats/stats.tsv"
-    group:
-        "cohort"
     conda:
         "../../envs/stats.yaml"
     threads: 1

@@ -8,8 +8,6 @@ rule inspect:
         "results/logs/inspect/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/inspect/{patient}_{tracer}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/convert.yaml"
     threads: 1
@@ -44,8 +42,6 @@ rule convert:
         "results/logs/convert/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/convert/{patient}_{tracer}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/convert.yaml"
     threads: 1

@@ -19,8 +19,6 @@ checkpoint match:
         "results/logs/match/{patient}.log",
     benchmark:
         "results/benchmarks/match/{patient}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -49,18 +47,21 @@ checkpoint match:
 
 
 rule export_seg:
-    """A study's final VOIs as a DICOM-SEG over its original PET series (highdicom)."""
+    """Both studies' final VOIs as DICOM-SEGs over their original PET series (highdicom);
+    one job per patient (each study on its own: a failed export excludes the patient).
+    """
     input:
-        voi="results/{patient}/{tracer}/voi.nii.gz",
-        inspect="results/{patient}/{tracer}/inspect.json",
+        ref_voi=f"results/{{patient}}/{REF}/voi.nii.gz",
+        ref_inspect=f"results/{{patient}}/{REF}/inspect.json",
+        idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
+        idx_inspect=f"results/{{patient}}/{IDX}/inspect.json",
     output:
-        "results/{patient}/{tracer}/lesions_seg.dcm",
+        ref=f"results/{{patient}}/{REF}/lesions_seg.dcm",
+        idx=f"results/{{patient}}/{IDX}/lesions_seg.dcm",
     log:
-        "results/logs/export_seg/{patient}_{tracer}.log",
+        "results/logs/export_seg/{patient}.log",
     benchmark:
-        "results/benchmarks/export_seg/{patient}_{tracer}.tsv"
-    group:
-        "patient"
+        "results/benchmarks/export_seg/{patient}.tsv"
     conda:
         "../../envs/convert.yaml"
     threads: 1
@@ -69,13 +70,21 @@ rule export_seg:
         runtime=10,
     params:
         code=code_version("export-seg"),
-        dicom=study_value("dicom_dir"),
-        pet_series=study_value("pet_series"),
+        reference=REF,
+        index=IDX,
+        ref_dicom=study_value("dicom_dir", REF),
+        ref_series=study_value("pet_series", REF),
+        idx_dicom=study_value("dicom_dir", IDX),
+        idx_series=study_value("pet_series", IDX),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet export-seg {params.dicom:q} --patient={wildcards.patient:q}'
-        " --tracer={wildcards.tracer:q} --pet-series={params.pet_series:q}"
-        " --voi={input.voi:q} --inspect={input.inspect:q} -o {output:q}"
+        '"$DUALPET_PYTHON" -m dualpet export-seg {params.ref_dicom:q} --patient={wildcards.patient:q}'
+        " --tracer={params.reference:q} --pet-series={params.ref_series:q}"
+        " --voi={input.ref_voi:q} --inspect={input.ref_inspect:q} -o {output.ref:q}"
         " --isolate-failures > {log:q} 2>&1"
+        ' && "$DUALPET_PYTHON" -m dualpet export-seg {params.idx_dicom:q} --patient={wildcards.patient:q}'
+        " --tracer={params.index:q} --pet-series={params.idx_series:q}"
+        " --voi={input.idx_voi:q} --inspect={input.idx_inspect:q} -o {output.idx:q}"
+        " --isolate-failures >> {log:q} 2>&1"
 
 
 rule lesion_metrics:
@@ -88,8 +97,6 @@ rule lesion_metrics:
         "results/logs/lesion_metrics/{patient}_{lesion}.log",
     benchmark:
         "results/benchmarks/lesion_metrics/{patient}_{lesion}.tsv"
-    group:
-        "lesions"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -122,8 +129,6 @@ rule patient_table:
         "results/logs/patient_table/{patient}.log",
     benchmark:
         "results/benchmarks/patient_table/{patient}.tsv"
-    group:
-        "lesions"
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -175,8 +180,6 @@ rule review_page:
         "results/logs/review_page/{patient}.log",
     benchmark:
         "results/benchmarks/review_page/{patient}.tsv"
-    group:
-        "lesions"
     conda:
         "../../envs/lesions.yaml"
     threads: 1

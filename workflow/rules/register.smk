@@ -10,8 +10,6 @@ rule register:
         "results/logs/register/{patient}.log",
     benchmark:
         "results/benchmarks/register/{patient}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/register.yaml"
     threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
@@ -49,8 +47,6 @@ rule registration_views:
         "results/logs/registration_views/{patient}.log",
     benchmark:
         "results/benchmarks/registration_views/{patient}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/register.yaml"
     threads: 1

@@ -16,8 +16,6 @@ rule anatomy:
         "results/logs/anatomy/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/anatomy/{patient}_{tracer}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -59,8 +57,6 @@ rule segment:
         "results/logs/segment/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/segment/{patient}_{tracer}.tsv"
-    group:
-        "patient"
     conda:
         "../../envs/lesions.yaml"
     threads: 1
