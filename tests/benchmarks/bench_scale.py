@@ -7,9 +7,10 @@ one small file (the dry run reads folder listings, never pixels), and
 ``snakemake -n`` is timed with the default profile (wall time, peak memory of the process
 tree). With the SLURM profile's groups (``--workflow-profile workflow/profiles/slurm``,
 needs snakemake-executor-plugin-slurm; nothing is submitted in a dry run) the planned
-group jobs are counted per patient: the jobs up to the per-patient checkpoint form one
-submission; after the checkpoint, the patient's lesion jobs form one more and the cohort's
-jobs one for the whole cohort, so a patient costs (planned groups per patient) + 1.
+group jobs are counted per patient: its `patient` group (up to the per-patient checkpoint
+and the DICOM-SEG export) and its `lesions` group (the patient table and review page, which
+the lesion jobs join once the checkpoint has run); the cohort's group is one for everybody.
+Every job of a patient is in one of them, so the count is the submissions per patient.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main(argv=None):
             wall, peak, _ = dry_run(root, "default")
             if n <= 1000:
                 per, why = groups_per_patient(root, n)
-                slurm = f"{per + 1:g} ({per:g} planned before the checkpoint + 1 after)" if per is not None else f"n/a: {why}"
+                slurm = f"{per:g} (+ 1 for the whole cohort)" if per is not None else f"n/a: {why}"
             else:
                 slurm = "(counted at 1000)"
             print(f"{n:>9} {2 * n:>8} {wall:>12.1f} {peak:>8.0f}   {slurm}", flush=True)
