@@ -40,6 +40,27 @@ def _set(config, assignment):
     node[leaf] = yaml.safe_load(value)
 
 
+def run_workflow(work, overrides, cores):
+    """Write ``work/config/config.yaml`` for the cohort in ``work/data`` (with ``KEY=VALUE``
+    overrides) and run the workflow there; prints the exit status and wall time."""
+    config = {"studies": "data/studies.tsv", "clinical": "data/clinical.tsv",
+              "reference_tracer": "fdg", "index_tracer": "pentixafor"}  # fmt: skip
+    for s in overrides:
+        _set(config, s)
+    (work / "config").mkdir(parents=True, exist_ok=True)
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", str(cores),
+           "--keep-going", "--quiet"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    print(f"workflow: exit {proc.returncode}, {time.perf_counter() - t0:.0f} s wall ({cores} cores)")
+    if proc.returncode:
+        print(proc.stderr[-3000:])
+    return proc
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=["demo", "clinical"], default="demo")
@@ -56,21 +77,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     generate_cohort(work / "data", a.patients, a.seed, a.size, quirks=a.quirks, log=lambda m: None)
     print(f"cohort ready ({time.perf_counter() - t0:.0f} s): {a.patients} patients, size {a.size}, seed {a.seed}")
-    config = {"studies": "data/studies.tsv", "clinical": "data/clinical.tsv",
-              "reference_tracer": "fdg", "index_tracer": "pentixafor"}  # fmt: skip
-    for s in a.set:
-        _set(config, s)
-    (work / "config").mkdir(parents=True, exist_ok=True)
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", str(a.cores),
-           "--keep-going", "--quiet"]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    print(f"workflow: exit {proc.returncode}, {time.perf_counter() - t0:.0f} s wall ({a.cores} cores)")
-    if proc.returncode:
-        print(proc.stderr[-3000:])
+    run_workflow(work, a.set, a.cores)
     report(evaluate(work / "results", work / "data" / "truth"), work / "results", a.verbose)
 
 

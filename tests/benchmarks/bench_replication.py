@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_detection import _set  # noqa: E402
+from bench_detection import run_workflow  # noqa: E402
 from dualpet.io import read_json  # noqa: E402
 from dualpet.synth import generate_cohort  # noqa: E402
 from dualpet.synth.phantom import PRESETS  # noqa: E402
@@ -146,21 +144,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     generate_cohort(work / "data", n, a.seed, a.size, preset=a.preset, log=lambda m: None)
     print(f"cohort ready ({time.perf_counter() - t0:.0f} s): preset {a.preset}, {n} patients, size {a.size}, seed {a.seed}")
-    config = {"studies": "data/studies.tsv", "clinical": "data/clinical.tsv",
-              "reference_tracer": "fdg", "index_tracer": "pentixafor"}  # fmt: skip
-    for s in a.set:
-        _set(config, s)
-    (work / "config").mkdir(parents=True, exist_ok=True)
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", str(a.cores),
-           "--keep-going", "--quiet"]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=False)
-    print(f"workflow: exit {proc.returncode}, {time.perf_counter() - t0:.0f} s wall ({a.cores} cores)")
-    if proc.returncode:
-        print(proc.stderr[-3000:])
+    run_workflow(work, a.set, a.cores)
     ok = report(work / "results", work / "data" / "truth", a.preset)
     return 0 if ok else 1
 
