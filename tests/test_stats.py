@@ -267,6 +267,7 @@ def test_lesion_detection_is_cluster_adjusted():
     stat, p = obuchowski(ref, idx, groups)
     assert ld["clustered_mcnemar"]["statistic"] == pytest.approx(stat, rel=1e-12)
     assert ld["clustered_mcnemar"]["p"] == pytest.approx(p, rel=1e-12)
+    assert "sign-flip" in ld["clustered_mcnemar"]["note"]  # 4 patients: asymptotics flagged
     # sign flip over patients: per-patient (index - reference) = -2, -1, +1, -3
     assert ld["sign_flip"]["statistic"] == -5
     null = [sum(s * v for s, v in zip(signs, (-2, -1, 1, -3))) for signs in itertools.product((1, -1), repeat=4)]

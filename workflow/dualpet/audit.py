@@ -38,8 +38,8 @@ from pathlib import Path
 OK_STATUS = "ok"
 
 
-def _snakemake(args, profile, cwd):
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", str(profile), *args]
+def _snakemake(args, profile, cwd, snakefile):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--workflow-profile", str(profile), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         raise SystemExit(f"audit: snakemake {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -214,7 +214,7 @@ def main(argv=None):
     workdir, outdir = Path.cwd(), Path(a.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    rules, dag = dag_edges(_snakemake(["--rulegraph"], a.profile, workdir))
+    rules, dag = dag_edges(_snakemake(["--rulegraph"], a.profile, workdir, a.snakefile))
     static = static_rules(a.snakefile, workdir)
     graph_edges = pattern_edges(static)
     dot = rulegraph_dot(rules | set(static), dag, graph_edges)
@@ -226,10 +226,10 @@ def main(argv=None):
     else:
         svg_note = "rulegraph.svg not written: Graphviz `dot` is not installed (Debian: apt install graphviz)"
 
-    plan = parse_plan(_snakemake(["-n"], a.profile, workdir))
+    plan = parse_plan(_snakemake(["-n"], a.profile, workdir, a.snakefile))
     _tsv(outdir / "plan.tsv", plan, ["rule", "patient", "tracer", "lesion", "reason"])
 
-    summary_text = _snakemake(["--summary"], a.profile, workdir)
+    summary_text = _snakemake(["--summary"], a.profile, workdir, a.snakefile)
     write_text(outdir / "summary.tsv", summary_text)
     lines = summary_text.strip().splitlines()
     head = lines[0].split("\t") if lines else []

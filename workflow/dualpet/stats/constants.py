@@ -48,6 +48,8 @@ SPEARMAN_EXACT_MAX_N = 8
 MIN_WILCOXON_NONZERO = 2
 MIN_MIXED_PATIENTS = 3
 MIN_SPEARMAN_N = 3
+#: Below this many patients the clustered McNemar test's chi-square reference is flagged.
+MIN_ASYMPTOTIC_PATIENTS = 10
 
 WILCOXON_LESION_TEST = "Wilcoxon signed-rank test (two-sided), paired per lesion"
 WILCOXON_PATIENT_TEST = "Wilcoxon signed-rank test (two-sided) on per-patient mean differences"

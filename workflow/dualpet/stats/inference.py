@@ -168,6 +168,9 @@ def clustered_mcnemar(reference, index, clusters) -> dict:
         return {**out, "reason": reason}
     stat = dbar**2 / var
     out.update(se=math.sqrt(var), statistic=stat, p=as_float(chi2.sf(stat, 1)))
+    if n_clusters < C.MIN_ASYMPTOTIC_PATIENTS:
+        out["note"] = (f"chi-square reference with {n_clusters} patients (< {C.MIN_ASYMPTOTIC_PATIENTS}): can be "
+                       "anti-conservative; read the exact patient sign-flip test")  # fmt: skip
     return out
 
 

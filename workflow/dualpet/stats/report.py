@@ -70,6 +70,7 @@ def methods_text(summary) -> str:
     return (
         "Patient-level positivity was compared between tracers with the exact McNemar test. Lesion-level "
         f"detection was compared with the McNemar test adjusted for clustering within patients (Obuchowski 1998) "
+        f"(its chi-square reference flagged below {C.MIN_ASYMPTOTIC_PATIENTS} patients) "
         "and with an exact patient-level sign-flip permutation test of the number of lesions detected on the index "
         "minus the reference tracer (all 2^n sign patterns up to "
         f"n = {C.SIGN_FLIP_EXACT_MAX_N}); the unadjusted lesion-level McNemar test is descriptive. Uptake was "
