@@ -180,3 +180,28 @@ def test_a_peak_no_hotter_than_its_own_tissue_is_nothing():
     values[4, 4, 4] = 2.0
     region, edge = _extent(values, np.ones(values.shape, bool), (4, 4, 4), 2.5)
     assert region.sum() == 1 and region[4, 4, 4] and not edge
+
+
+def test_a_thin_host_is_read_at_a_higher_percentile_of_its_ring():
+    """The ring level of a candidate on a band of muscle one voxel thick (no inside one voxel
+    from its border) is the RING_PERCENTILE_THIN of the band's ring voxels; on a thick block
+    (which has an inside) the RING_PERCENTILE of the inside's ring voxels."""
+    from dualpet import segmentation as seg
+
+    assert seg.RING_PERCENTILE_THIN > seg.RING_PERCENTILE
+    shape, spacing = (30, 30, 30), np.array([4.0, 4.0, 4.0])
+    values = np.random.default_rng(3).uniform(0.5, 1.5, shape)
+    for thickness in (1, 9):
+        cls = np.full(shape, 1, np.int8)  # fat
+        cls[:, 15 - thickness // 2 : 15 + thickness // 2 + 1, :] = 2  # a muscle band along x and z
+        own = np.zeros(shape, bool)
+        own[15, 15, 15] = True
+        level = seg._ring_level(values, own, spacing, (6.0, 16.0), np.zeros(shape, bool), cls)
+        dist = ndimage.distance_transform_edt(~own, sampling=spacing)
+        ring = (dist > 6.0) & (dist <= 16.0) & (cls == 2)
+        inside = ring & ndimage.binary_erosion(cls == 2, seg._STRUCTURE)
+        if thickness == 1:
+            assert not inside.any()
+            assert level == pytest.approx(np.percentile(values[ring], seg.RING_PERCENTILE_THIN), rel=1e-12)
+        else:
+            assert level == pytest.approx(np.percentile(values[inside], seg.RING_PERCENTILE), rel=1e-12)

@@ -764,6 +764,11 @@ RING_PERCENTILE = 75.0
 #: the marrow, and marrow noise peaks passed: 8 of the 23 Pentixafor false positives of
 #: the seed-99 demo cohort; with it 17 in all, no lesion lost).
 BONE_CLASS, RING_PERCENTILE_BONE = 3, 90.0
+#: A host too thin to have an inside one PET voxel from its border (a muscle band, a
+#: bowel wall) is read at this percentile of its ring: its ring voxels are partly its
+#: neighbours (fat) under the blur, and the lower ones would make any noise peak on it
+#: stand out (most of the remaining false positives in muscle and fat).
+RING_PERCENTILE_THIN = 90.0
 #: Near misses (candidates reaching this share of the criteria) are reported, at most
 #: MAX_NEAR_MISSES of them, highest contrast-to-noise first.
 NEAR_MISS_SHARE, MAX_NEAR_MISSES = 0.75, 40
@@ -869,6 +874,7 @@ def _ring_level(values, own, spacing, ring_mm, exclude, ct_class=None):
             ring = core
         elif host.sum() >= RING_HOST_MIN:
             ring = host
+            percentile = max(percentile, RING_PERCENTILE_THIN)
     vals = values[ring]
     return float(np.percentile(vals, percentile)) if vals.size else 0.0
 
