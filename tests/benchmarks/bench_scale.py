@@ -43,10 +43,14 @@ def make_cohort(root: Path, n: int):
     )
 
 
+def _dry_run_command(root: Path, profile: str, *extra):
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root / "work"),
+            "--configfile", str(root / "config.yaml"), "--workflow-profile", str(REPO / "workflow" / "profiles" / profile),
+            "-n", *extra]  # fmt: skip
+
+
 def dry_run(root: Path, profile: str):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root / "work"),
-           "--configfile", str(root / "config.yaml"), "--workflow-profile", str(REPO / "workflow" / "profiles" / profile),
-           "-n", "--quiet", "rules"]  # fmt: skip
+    cmd = _dry_run_command(root, profile, "--quiet", "rules")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -58,10 +62,7 @@ def dry_run(root: Path, profile: str):
 
 
 def groups_per_patient(root: Path, n: int):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root / "work"),
-           "--configfile", str(root / "config.yaml"), "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
-           "-n"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(_dry_run_command(root, "slurm"), capture_output=True, text=True)
     if proc.returncode != 0:
         return None, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
     groups = re.findall(r"Group job (\w+)", proc.stdout + proc.stderr)

@@ -195,11 +195,11 @@ def changes(summary_rows, workdir, code_of):
 
 
 def _tsv(path, rows, columns):
-    from dualpet.io import atomic_path
+    import pandas as pd
 
-    with atomic_path(path) as tmp:
-        text = "\t".join(columns) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in columns) + "\n" for r in rows)
-        tmp.write_text(text)
+    from dualpet.io import write_tsv
+
+    write_tsv(path, pd.DataFrame(rows, columns=columns))
 
 
 def main(argv=None):

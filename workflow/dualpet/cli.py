@@ -234,7 +234,7 @@ def _cmd_stats(a):
 
 def _cmd_figures(a):
     from dualpet.figures import FIGURES, write_figures
-    from dualpet.stats import read_tsv
+    from dualpet.cohort import read_tsv
 
     written = write_figures(read_tsv(a.lesions), read_tsv(a.patients), a.reference, a.index, a.outdir,
                             metric=a.metric, lesion_set=a.lesion_set)  # fmt: skip

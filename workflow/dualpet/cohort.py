@@ -14,6 +14,13 @@ from dualpet.io import read_json, write_json, write_tsv
 
 
 
+def read_tsv(path):
+    """A TSV the workflow wrote (lesion and cohort tables): empty cells are missing, patient
+    and lesion IDs and regions stay text (leading zeros kept)."""
+    return pd.read_csv(path, sep="\t", dtype={"patient": str, "lesion": str, "region": str},
+                       keep_default_na=False, na_values=[""])  # fmt: skip
+
+
 def lesion_columns(tracers):
     cols = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region"]
     for t in tracers:
@@ -34,7 +41,7 @@ def patient_tables(
     registration_qc : path of the registration QC JSON.
     pet_sidecars : dict tracer -> path of that study's pet.json (PET-to-CT registration).
     """
-    index = pd.read_csv(index_tsv, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
+    index = read_tsv(index_tsv)
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
     segs = {t: read_segmentation(segmentations[t]) for t in tracers}
     # where each tracer's lesion came from: automatic, reader-accepted, reader-added, ...
@@ -131,7 +138,7 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
     for patient, recs in sorted(failed.items()):
         rows.append({"patient": patient, "status": "excluded", "excluded_reason": reasons(recs)})
     frames = [
-        pd.read_csv(p, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""])
+        read_tsv(p)
         for p in lesion_tsvs
         if placeholder[p] is None
     ]
@@ -156,8 +163,7 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
 
 def write_tables_html(path, lesions, patients):
     """Both cohort tables on one self-contained page (the Snakemake report's view of them)."""
-    from dualpet.io import write_text
-    from dualpet.stats.report import html_page
+    from dualpet.io import html_page, write_text
 
     def table(frame):
         return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from dualpet.interchange import LESION_METRICS
+from dualpet.stats.constants import LESION_SETS as STATS_LESION_SETS
+from dualpet.stats.validate import excluded_mask, numbers
 from dualpet.io import atomic_path, write_tsv
 
 __all__ = [
@@ -53,11 +55,8 @@ __all__ = [
 #: Figure names, in report order (file stems under the output folder).
 FIGURES = ("paired", "patient_ratios", "bland_altman", "detection_by_region")
 
-#: Lesion sets of the ratio figures.
-LESION_SETS = ("both", "reference", "union")
-
-#: Status values (case-insensitive) that remove a patient and its lesions (as dualpet.stats).
-EXCLUDED_STATUS = frozenset({"excluded", "exclude"})
+#: Lesion sets of the ratio figures (the statistics' estimands).
+LESION_SETS = tuple(STATS_LESION_SETS)
 
 #: Regions of lesions.tsv in table order (dualpet.matching); others follow alphabetically.
 REGION_ORDER = ("bone", "lung", "liver", "lymph node", "other")
@@ -129,9 +128,7 @@ def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
         if len(frame):
             raise ValueError(f"lesions table: column {col!r} is missing")
         return np.zeros(0)
-    values = np.array(pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan), dtype=float)
-    values[~np.isfinite(values)] = np.nan
-    return values
+    return numbers(frame[col])
 
 
 def _detected(frame: pd.DataFrame, tracer: str) -> np.ndarray:
@@ -143,13 +140,7 @@ def _excluded_ids(patients: pd.DataFrame) -> list[str]:
     """Patients excluded by ``status`` (or, as in dualpet.stats, a non-empty ``excluded_reason``)."""
     if patients is None or len(patients) == 0 or "patient" not in patients.columns:
         return []
-
-    def text(col):
-        if col not in patients.columns:
-            return pd.Series("", index=patients.index)
-        return patients[col].astype(object).where(patients[col].notna(), "").astype(str).str.strip()
-
-    mask = text("status").str.lower().isin(EXCLUDED_STATUS) | (text("excluded_reason") != "")
+    mask = excluded_mask(patients)
     return sorted(patients.loc[mask, "patient"].astype(str).str.strip().unique())
 
 

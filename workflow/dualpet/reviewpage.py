@@ -212,9 +212,10 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     import pandas as pd
 
     from dualpet.geometry import apply_affine
+    from dualpet.cohort import read_tsv
     from dualpet.io import write_text
 
-    lesions = pd.read_csv(lesions_tsv, sep="\t", dtype={"patient": str, "lesion": str}, keep_default_na=False, na_values=[""])
+    lesions = read_tsv(lesions_tsv)
     studies = {t: _study(p["pet"], p["ct"], p["voi"], p["segmentation"]) for t, p in studies_paths.items()}
     centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
     names = {voi_label(les): les for les in lesions["lesion"]}

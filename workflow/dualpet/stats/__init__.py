@@ -14,19 +14,32 @@ Public API: :func:`summarize`, :func:`render_markdown`, :func:`run`.
 
 from __future__ import annotations
 
-from dualpet.io import write_json, write_text
-from dualpet.stats.constants import CORRELATION_METRICS, METRICS
-from dualpet.stats.report import render_html, render_markdown
-from dualpet.stats.summary import summarize
-from dualpet.stats.validate import read_tsv
+__all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "run"]
 
-__all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "read_tsv", "run"]
+# The tests' modules (scipy, statsmodels) load on first use: importing the constants, the
+# validation or the exclusion rule (dualpet.figures does, at Snakefile parse time for its
+# captions) stays cheap.
+_LAZY = {"summarize": "dualpet.stats.summary", "render_markdown": "dualpet.stats.report",
+         "METRICS": "dualpet.stats.constants", "CORRELATION_METRICS": "dualpet.stats.constants"}  # fmt: skip
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dualpet.stats' has no attribute {name!r}")
 
 
 def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="none",
         out_html=None) -> dict:  # fmt: skip
     """Read the cohort tables, summarise them, write the JSON, the Markdown and (with
     ``out_html``) the same report as a self-contained HTML page, atomically."""
+    from dualpet.cohort import read_tsv
+    from dualpet.io import write_json, write_text
+    from dualpet.stats.report import render_html, render_markdown
+    from dualpet.stats.summary import summarize
+
     summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust)
     write_json(out_json, summary)
     markdown = render_markdown(summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dualpet.io import html_page
 from dualpet.stats import constants as C
 from dualpet.stats.mixed import MIXED_DF_RULE
 
@@ -183,20 +184,6 @@ def _metric_lines(metric, entry, label):
         rows.append([where, "", "Wilcoxon over lesions (descriptive)", f"median {fmt(lw['median_difference'])}",
                      fmt_p(lw["p"]), "; ".join(x for x in (lw.get("reason"), "lesions are clustered") if x)])  # fmt: skip
     return out + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows) + [""]
-
-
-#: The report pages' style (the Snakemake report shows them in a frame).
-PAGE_STYLE = ("body{font-family:sans-serif;margin:1.2em;max-width:1300px;font-size:14px}"
-              "table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 7px;"
-              "vertical-align:top}th{background:#f3f3f3}")  # fmt: skip
-
-
-def html_page(title: str, body: str) -> str:
-    """A self-contained HTML page (no scripts, no external links)."""
-    import html
-
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
 
 
 def render_html(markdown_text: str, title: str) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from dualpet.errors import DualpetInputError
 from dualpet.stats import constants as C
 from dualpet.stats import inference as T
-from dualpet.stats.validate import flags, numbers, validate
+from dualpet.stats.validate import excluded_mask, flags, numbers, validate
 
 SCHEMA_VERSION = 2
 
@@ -37,15 +37,6 @@ def clean(obj):
 
 def _text(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
-def _excluded(patients):
-    mask = pd.Series(False, index=patients.index)
-    if "status" in patients.columns:
-        mask |= patients["status"].fillna("").astype(str).str.strip().str.lower().isin(C.EXCLUDED_STATUS)
-    if "excluded_reason" in patients.columns:
-        mask |= patients["excluded_reason"].fillna("").astype(str).str.strip() != ""
-    return mask
 
 
 def _clinical_columns(patients, reference, index):
@@ -160,7 +151,7 @@ def _uptake(lesions, reference, index, lflags):
             per_patient = frame.groupby("patient", sort=True)["d"].mean().to_numpy()
             lesion_test = {**T.wilcoxon(d, C.WILCOXON_LESION_TEST), "note": C.LESION_CLUSTER_NOTE, "descriptive": True}
             log_ratio = np.log(idx[paired][positive]) - np.log(ref[paired][positive])
-            log_ratio[T.zero_differences(idx[paired][positive], ref[paired][positive]) == 0] = 0.0
+            log_ratio[d[positive] == 0] = 0.0  # the same numerically equal pairs as the differences
             log_entry = T.mixed_model(log_ratio, g[positive], log_ratio=True)
             if (~positive).any():
                 log_entry["left_out"] = f"{int((~positive).sum())} lesion(s) with a value <= 0 (no logarithm)"
@@ -246,7 +237,7 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
     if adjust not in C.ADJUSTMENTS:
         raise DualpetInputError(f"statistics.adjust: {adjust!r} is not one of {', '.join(C.ADJUSTMENTS)}")
     lesions, patients = validate(lesions, patients, reference, index)
-    excluded = _excluded(patients)
+    excluded = excluded_mask(patients)
     excluded_list = [{"patient": row["patient"], "reason": _text(row.get("excluded_reason"))}
                      for _, row in patients[excluded].iterrows()]  # fmt: skip
     kept = patients[~excluded]

@@ -16,11 +16,6 @@ from dualpet.errors import DualpetInputError
 from dualpet.stats import constants as C
 
 
-def read_tsv(path) -> pd.DataFrame:
-    """A cohort TSV: empty cells are missing, patient and lesion IDs stay text."""
-    return pd.read_csv(path, sep="\t", dtype={"patient": str, "lesion": str}, keep_default_na=False, na_values=[""])
-
-
 def numbers(series) -> np.ndarray:
     """A column as floats; unparsable cells and +/-inf become NaN."""
     values = pd.to_numeric(pd.Series(series), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -69,6 +64,16 @@ def flags(frame, column, name) -> np.ndarray:
         raise DualpetInputError(f"{name}: column {column!r} must be 0 or 1; patient {who} has "
                                 f"{frame[column].iloc[k]!r} ({int(bad.sum())} such cell(s))")  # fmt: skip
     return values
+
+
+def excluded_mask(patients):
+    """Patients removed from the analysis: ``status`` excluded, or a non-empty ``excluded_reason``."""
+    mask = pd.Series(False, index=patients.index)
+    if "status" in patients.columns:
+        mask |= patients["status"].fillna("").astype(str).str.strip().str.lower().isin(C.EXCLUDED_STATUS)
+    if "excluded_reason" in patients.columns:
+        mask |= patients["excluded_reason"].fillna("").astype(str).str.strip() != ""
+    return mask
 
 
 def validate(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, index: str):
