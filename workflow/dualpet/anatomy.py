@@ -69,6 +69,43 @@ HEART_WALL_MM = 25.0
 #: On contrast-enhanced CT the renal cortex is at least this much (HU) denser than the
 #: liver, the spleen is not (portal-venous: liver 100-120, spleen 110-130, kidney 150-250).
 KIDNEY_OVER_LIVER_HU = 30.0
+#: Kidney parenchyma on plain CT: 30-40 HU, read lower where the sinus fat and the
+#: perirenal fat share its voxels (measured 14-20 HU median on a real unenhanced CT); and
+#: the enhanced cortex (150-250 HU).
+KIDNEY_HU = (0.0, 50.0)
+KIDNEY_ENHANCED_HU = (120.0, 400.0)
+#: Where a kidney lies, from the vertebral body's centre (mm): lateral to the psoas
+#: (centres 45-90 mm out) and level with the bodies (the erector spinae lie 50-70 mm behind
+#: the body's centre, behind the transverse processes; measured on real CT).
+KIDNEY_ZONE_MM = {"lateral": (35.0, 115.0), "posterior": (-50.0, 30.0)}
+#: ... and where its centre lies (mm): kidneys 50-90 mm out; the spleen's centre lies
+#: further out (about 105 mm on real CT), behind the ribs.
+KIDNEY_CENTRE_MM = {"lateral": (40.0, 100.0), "posterior": (-45.0, 30.0)}
+#: A kidney keeps this far (mm) inside the body's outline in every axial plane (measured
+#: 53-55 mm on real CT: the back muscles and the abdominal wall lie between); the spleen
+#: reaches the ribs and diaphragm (20 mm there).
+KIDNEY_WALL_MM = 25.0
+#: ... and this far (mm) from the vertebral body's centre (the psoas, of kidney density on
+#: plain CT, lies against the body, 20-25 mm from its centre; a kidney's hilum 35-45 mm).
+KIDNEY_MEDIAL_MM = 30.0
+#: A kidney is grown within this distance (mm) of its seed (an adult kidney is 10-13 cm long).
+KIDNEY_REACH_MM = 90.0
+#: Seeds of a kidney lie between these distances (mm) above and below the lungs' lowest
+#: point (the posterior costophrenic recess reaches T12-L1, the kidneys T12-L3), and this
+#: far above the iliac crests (the lower pole lies 3-5 cm above them).
+KIDNEY_BELOW_LUNG_MM = (-20.0, 170.0)
+KIDNEY_ABOVE_CREST_MM = 30.0
+#: Iliac wings: on each side a bone plate of at least this area (cm2) per slice, lateral to
+#: the column (ribs cut across are 1-2 cm2).
+ILIAC_WING_CM2 = 8.0
+#: A kidney sits in perirenal fat: at most this fraction of its surface touches bone (a psoas or
+#: quadratus lumborum grown instead leans on the vertebral bodies and processes).
+KIDNEY_BONE_CONTACT = 0.15
+#: Half-windows (HU) a kidney is grown with, the next while it is larger than plausible
+#: (plain parenchyma varies by a few HU; noise after denoising is 4-8 HU).
+KIDNEY_HALF_WINDOW_HU = (15.0, 11.0, 8.0)
+#: Seeds tried per kidney before it is reported not found.
+KIDNEY_TRIES = 3
 #: Bowel loops without gas: soft tissue (wall and fluid or chyme; enhanced wall up to about
 #: 100 HU) in tubes at most BOWEL_RADIUS_MM thick and BOWEL_LENGTH_MM long, at least
 #: BOWEL_WALL_MM inside the body's outline (the abdominal wall's muscle is a thin sheet too).
@@ -83,14 +120,42 @@ ORGAN_WINDOW_HU = (10.0, 25.0)
 #: density (body-wall muscle, spleen on plain CT) are cut before the organ is taken.
 ORGAN_BRIDGE_MM = 6.0
 
+#: Unenhanced blood (35-55 HU, by haematocrit), widened for noise and partial volume.
+BLOOD_HU = (15.0, 85.0)
+#: Aorta: lumen radius (mm; abdominal 15-24 mm across, descending thoracic 20-28,
+#: ascending 30-35), searched within AORTA_SEARCH_MM of the configured offset from the
+#: vertebral body; followed from slice to slice (gaps of up to AORTA_GAP slices, centre
+#: steps of at most AORTA_STEP_MM plus half the z step); round if at most AORTA_ANNULUS_MAX
+#: of a ring just outside its lumen has its density.
+AORTA_RADIUS_MM = (6.0, 20.0)
+AORTA_SEARCH_MM = 30.0
+AORTA_GAP, AORTA_STEP_MM = 2, 4.0
+AORTA_ANNULUS_MAX = 0.5
+
+#: Vertebral column: a vertebral body's cross-section is at least this large (cm2; cervical
+#: 2-4, thoracic 6-12, lumbar 12-20); its course keeps the per-slice centres within
+#: VERTEBRA_STRAY_MM of the median over +-VERTEBRA_WINDOW_MM; the column's bone lies
+#: within VERTEBRA_EXTENT_MM (lateral, anterior, posterior) of the body's centre
+#: (transverse processes reach 40-50 mm out, the spinous process 60-75 mm back).
+VERTEBRA_MIN_CM2 = 3.0
+#: ... made of pieces of at least this area (cm2) at BONE_HU_MIN (an osteopenic vertebra
+#: falls apart into its cortex and processes).
+VERTEBRA_PIECE_CM2 = 0.3
+#: Depth (mm, antero-posterior) of a vertebral body: cervical 15-18, thoracic 25-30, lumbar 30-35.
+VERTEBRA_BODY_MM = 35.0
+#: Gaps in a vertebral body's cortex (osteopenia, partial volume) up to twice this (mm) are closed.
+VERTEBRA_CLOSING_MM = 5.0
+VERTEBRA_WINDOW_MM, VERTEBRA_STRAY_MM = 30.0, 12.0
+VERTEBRA_EXTENT_MM = (45.0, 30.0, 80.0)
+
 #: The grid the organ rules work on: about this voxel size (mm), by block averaging.
 WORK_MM = 3.0
 
 #: Plausible organ volumes (mL) when the organ lies wholly in the field of view; an organ
 #: cut by either end of the field of view only needs the lower bound of ``TRUNCATED_ML``.
 PLAUSIBLE_ML = {
-    "liver": (600.0, 4000.0), "spleen": (40.0, 1200.0), "kidney_right": (60.0, 450.0),
-    "kidney_left": (60.0, 450.0), "urinary_bladder": (15.0, 1200.0), "heart": (250.0, 1600.0),
+    "liver": (600.0, 4000.0), "spleen": (40.0, 1200.0), "kidney_right": (60.0, 320.0),
+    "kidney_left": (60.0, 320.0), "urinary_bladder": (15.0, 1200.0), "heart": (250.0, 1600.0),
     "brain": (700.0, 2000.0), "lung_left": (700.0, 5000.0), "lung_right": (800.0, 5500.0),
 }  # fmt: skip
 TRUNCATED_ML = {"liver": 80.0, "brain": 100.0, "lung_left": 50.0, "lung_right": 50.0, "heart": 80.0, "spleen": 15.0,
@@ -272,144 +337,195 @@ def _brain(c, body):
 
 
 def _spine(c, body, exclude):
-    """Vertebral column: on each slice the bone component nearest the posterior midline of
-    the trunk (holes filled: cancellous bone of low density belongs to it), kept where its
-    centre follows the column (within 25 mm of the median course)."""
+    """Vertebral column: the course of the vertebral bodies' centres and the column's bone.
+
+    Bone is CT above BONE_HU_MIN with, slice by slice, the inside of its outlines (closed
+    by VERTEBRA_CLOSING_MM: an osteopenic cortex is broken, its cancellous bone reads
+    100-200 HU). The column is the bone connected in 3-D to the posterior midline (laminae,
+    spinous processes); an enhanced aorta or a calcified plaque in front of the bodies is
+    as dense but never joins it. On each slice the body's centre lies VERTEBRA_BODY_MM / 2
+    behind the column's anterior surface at the midline. At disc levels the centre strays:
+    the course keeps the centres within VERTEBRA_STRAY_MM of the median of their neighbours
+    (+-VERTEBRA_WINDOW_MM in z) and interpolates between them. The column's mask is its
+    bone within VERTEBRA_EXTENT_MM of the course (transverse and spinous processes
+    included, ribs cut off). Returns (mask, {slice: (x, y) of the body's centre})."""
     bone = body & (c.g > BONE_HU_MIN) & ~exclude
     trunk = body & ~exclude
-    cand = []
-    for k in range(body.shape[2]):
-        t = trunk[:, :, k]
-        if t.sum() < 50 or not bone[:, :, k].any():
-            cand.append(None)
+    px = c.spacing[0] * c.spacing[1] / 100.0  # cm2 per pixel
+    disk = _disk(VERTEBRA_CLOSING_MM, c.spacing)
+    filled_bone, near, posterior = (np.zeros_like(body) for _ in range(3))
+    mids = {}
+    for k in np.flatnonzero(bone.any(axis=(0, 1))):
+        lab, n = ndimage.label(trunk[:, :, k])
+        if n == 0:
             continue
-        lab, n = ndimage.label(t)
         big = lab == int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)  # the trunk, not the arms
         ii, jj = np.nonzero(big)
-        target = np.array([c.x[int(round(ii.mean()))], np.percentile(c.y[jj], 85)])
-        bl, nb = ndimage.label(bone[:, :, k] & ndimage.binary_dilation(big, iterations=2))
+        mids[k] = mid_x = c.x[int(round(ii.mean()))]
+        ys = c.y[jj]
+        span = ys.max() - ys.min()  # LPS: +y posterior
+        # an osteopenic body's cortex is broken at 3 mm: closed by VERTEBRA_CLOSING_MM first
+        # (only to find its inside: the closing's bridges to nearby dense tissue, an enhanced
+        # aorta a few mm in front, are not kept)
+        closed = ndimage.binary_closing(bone[:, :, k], structure=disk, border_value=0)
+        inside = ndimage.binary_fill_holes(closed) & ~closed
+        filled_bone[:, :, k] = (bone[:, :, k] | inside) & ndimage.binary_dilation(big, iterations=2)
+        near[:, :, k] = (np.abs(c.x - mid_x) < 35.0)[:, None] & (c.y > ys.min() + 0.4 * span)[None, :]
+        posterior[:, :, k] = (np.abs(c.x - mid_x) < 20.0)[:, None] & (c.y > ys.max() - 0.3 * span)[None, :]
+    # the column: the bone (in 3-D) that reaches the posterior midline, where the laminae and
+    # spinous processes are; an enhanced aorta or a calcified plaque in front of the bodies
+    # is bone-dense too, but never joins them
+    lab3, n3 = ndimage.label(filled_bone)
+    back = np.bincount(lab3[posterior & (lab3 > 0)], minlength=n3 + 1)
+    column3 = np.isin(lab3, np.flatnonzero(back >= 3))
+    found = {}
+    for k, mid_x in mids.items():
+        bl, nb = ndimage.label(column3[:, :, k] & near[:, :, k])
         if nb == 0:
-            cand.append(None)
             continue
-        com = np.array(ndimage.center_of_mass(bl, bl, range(1, nb + 1)))
-        size = ndimage.sum(np.ones_like(bl), bl, range(1, nb + 1))
-        xy = np.stack([np.interp(com[:, 0], np.arange(len(c.x)), c.x), np.interp(com[:, 1], np.arange(len(c.y)), c.y)], 1)
-        d = np.linalg.norm(xy - target, axis=1)
-        d[size * c.spacing[0] * c.spacing[1] < 80.0] = np.inf  # at least 0.8 cm2
-        if not np.isfinite(d).any():
-            cand.append(None)
+        # its pieces on this slice (an osteopenic vertebra falls apart into cortex and processes)
+        area = np.bincount(bl.ravel(), minlength=nb + 1) * px
+        keep = np.flatnonzero(area >= VERTEBRA_PIECE_CM2)
+        keep = keep[keep > 0]
+        if not keep.size or area[keep].sum() < VERTEBRA_MIN_CM2:
             continue
-        b = int(np.argmin(d))
-        cand.append((xy[b], ndimage.binary_fill_holes(bl == b + 1)))
-    pts = np.array([cc[0] for cc in cand if cc is not None])
-    spine = np.zeros_like(body)
-    centre = {}
-    if len(pts) == 0:
+        column = np.isin(bl, keep)
+        # the body is the column's front: its anterior surface at the midline, and
+        # VERTEBRA_BODY_MM / 2 behind it
+        bi, bj = np.nonzero(column & (np.abs(c.x - mid_x) < 15.0)[:, None])
+        if not bi.size:
+            continue
+        front = c.y[bj].min()  # LPS: anterior is -y
+        ci = np.nonzero(column & (c.y < front + VERTEBRA_BODY_MM)[None, :])[0]
+        found[int(k)] = np.array([float(np.mean(c.x[ci])), front + VERTEBRA_BODY_MM / 2.0])
+    spine, centre = np.zeros_like(body), {}
+    if len(found) < 3:
         return spine, centre
-    med = np.median(pts, axis=0)
-    for k, cc in enumerate(cand):
-        if cc is not None and np.linalg.norm(cc[0] - med) <= 25.0:
-            spine[:, :, k] = cc[1]
-            centre[k] = cc[0]
+    ks = np.array(sorted(found))
+    pts = np.array([found[k] for k in ks])
+    win = max(int(round(VERTEBRA_WINDOW_MM / c.spacing[2])), 1)
+    keep = []
+    for n_, k in enumerate(ks):
+        near = np.abs(ks - k) <= win
+        med = np.median(pts[near], axis=0)
+        if np.linalg.norm(pts[n_] - med) <= VERTEBRA_STRAY_MM:
+            keep.append(n_)
+    if len(keep) < 3:
+        return spine, centre
+    kk, pp = ks[keep], pts[keep]
+    for k in range(int(kk.min()), int(kk.max()) + 1):
+        centre[k] = np.array([np.interp(k, kk, pp[:, 0]), np.interp(k, kk, pp[:, 1])])
+        d_x = (c.x - centre[k][0])[:, None]
+        d_y = (c.y - centre[k][1])[None, :]
+        box = (np.abs(d_x) < VERTEBRA_EXTENT_MM[0]) & (d_y > -VERTEBRA_EXTENT_MM[1]) & (d_y < VERTEBRA_EXTENT_MM[2])
+        spine[:, :, k] = column3[:, :, k] & box
     return spine, centre
 
 
-def _round_structure(c, k, target, window, exclude, search_mm):
-    """Centre (x, y) and radius (mm) of the roundest, widest structure of a CT window on
-    slice k within ``search_mm`` of ``target``: the maximum of the in-plane distance to the
-    window's edge (small holes from noise closed first)."""
+def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
+    """Round structures of a CT window on slice k within ``search_mm`` of ``target``:
+    the centres of maximal inscribed disks (local maxima of the in-plane distance to the
+    window's edge, small noise holes closed first) of radius within ``radius_mm``, that
+    are round (at most AORTA_ANNULUS_MAX of a ring 3-9 mm outside the disk lies in the
+    window: an elongated band or a large organ continues there, a vessel in fat or lung
+    does not). Returns [(centre (x, y), radius)], widest first, and the window mask."""
     m = (c.g[:, :, k] > window[0]) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
-    holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)  # noise specks inside the lumen
+    holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)
     if n:
         small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= 30.0)
         m |= np.isin(holes, small[small > 0])
     dist = ndimage.distance_transform_edt(m, sampling=c.spacing[:2])
-    near = np.hypot(c.x[:, None] - target[0], c.y[None, :] - target[1]) <= search_mm
-    dist[~near] = 0.0
-    if dist.max() <= 0:
-        return None, 0.0, m
-    top = dist >= dist.max() - 0.5 * c.spacing[:2].min()
-    ii, jj = np.nonzero(top)
-    return np.array([c.x[ii].mean(), c.y[jj].mean()]), float(dist.max()), m
+    rr = np.hypot(c.x[:, None] - target[0], c.y[None, :] - target[1])
+    peaks = (dist >= radius_mm[0]) & (dist <= radius_mm[1]) & (rr <= search_mm)
+    peaks &= dist >= ndimage.maximum_filter(dist, size=3) - 1e-6
+    out = []
+    for i, j in sorted(zip(*np.nonzero(peaks)), key=lambda ij: -dist[ij]):
+        xy, r = np.array([c.x[i], c.y[j]]), float(dist[i, j])
+        if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
+            continue  # on the same disk as a wider one
+        d = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1])
+        ring = (d > r + 3.0) & (d <= r + 9.0)
+        if ring.any() and m[ring].mean() <= AORTA_ANNULUS_MAX:
+            out.append((xy, r))
+    return out, m
 
 
-def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0), search_mm=22.0, min_radius_mm=6.0):
-    """Descending aorta: on thoracic slices (lung present), the round blood-filled structure
-    left-anterior of the vertebral body (``offset_mm`` from its centre), on contrast-enhanced
-    CT the round enhanced one (ENHANCED_BLOOD_HU), else the round soft-tissue one; the
-    course is then followed down the abdomen while it stays round and near its line.
-    Returns (mask, contrast-enhanced?, per-slice centres and radii)."""
-    thoracic = [k for k in sorted(spine_centre) if lungs[:, :, k].sum() * c.spacing[0] * c.spacing[1] > 2000.0]
-    if not thoracic and not lungs.any() and len(spine_centre) >= 3:
-        # no chest in the field of view (abdomen only): the abdominal aorta lies in the same
-        # place; its upper part (above the bifurcation near the iliac crests) starts the course
-        ks = np.array(sorted(spine_centre))
-        zs = c.z[ks]
-        thoracic = [int(k) for k, z in zip(ks, zs) if z >= zs.min() + 0.4 * (zs.max() - zs.min())]
-    if not thoracic:
+def _longest_course(cands, spacing_z):
+    """The longest chain through per-slice candidates {k: [(centre, radius), ...]}: from
+    one slice to the next (gaps of up to AORTA_GAP slices) the centre moves at most
+    AORTA_STEP_MM plus 0.5 mm per mm of z, and the radius changes by at most a third.
+    Returns {k: (centre, radius)}."""
+    ks = sorted(k for k in cands if cands[k])
+    best = {}  # (k, i): (length in slices, previous node)
+    for k in ks:
+        for i, (xy, r) in enumerate(cands[k]):
+            score, prev = 1, None
+            for g in range(1, AORTA_GAP + 2):
+                for j, (xy0, r0) in enumerate(cands.get(k - g, ())):
+                    if (k - g, j) not in best:
+                        continue
+                    if np.linalg.norm(xy - xy0) > AORTA_STEP_MM + 0.5 * g * spacing_z or not 0.75 <= r / r0 <= 1.33:
+                        continue
+                    if best[(k - g, j)][0] + g > score:
+                        score, prev = best[(k - g, j)][0] + g, (k - g, j)
+            best[(k, i)] = (score, prev)
+    if not best:
+        return {}
+    node = max(best, key=lambda n: best[n][0])
+    course = {}
+    while node is not None:
+        course[node[0]] = cands[node[0]][node[1]]
+        node = best[node][1]
+    return course
+
+
+def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
+    """Descending aorta (thoracic and abdominal): on every slice with a vertebral body, the
+    round structures (:func:`_round_candidates`) of lumen radius AORTA_RADIUS_MM within
+    AORTA_SEARCH_MM of ``offset_mm`` from the body's centre (left-anterior of it), in the
+    window of unenhanced blood (BLOOD_HU) and in that of enhanced blood
+    (ENHANCED_BLOOD_HU); the longest continuous course (:func:`_longest_course`) of either
+    is the aorta, and its window tells whether the CT is contrast-enhanced.
+    Returns (mask, contrast-enhanced? or None, {slice: (centre, radius)})."""
+    if len(spine_centre) < 3:
         return np.zeros_like(body), None, {}
-    exclude = ndimage.binary_dilation(spine, iterations=1) | lungs | ~body
-    votes = {"enhanced": [], "plain": []}
-    for k in thoracic[:: max(len(thoracic) // 12, 1)]:
-        target = spine_centre[k] + np.asarray(offset_mm)
-        for mode, window in (("enhanced", ENHANCED_BLOOD_HU), ("plain", SOFT_TISSUE_HU)):
-            _, r, _ = _round_structure(c, k, target, window, exclude, search_mm)
-            votes[mode].append(r)
-    enhanced = float(np.median(votes["enhanced"])) >= min_radius_mm
-    window = ENHANCED_BLOOD_HU if enhanced else SOFT_TISSUE_HU
-    # the thoracic course first (where lung bounds the aorta), robustly: slices within
-    # 10 mm of the median centre
-    found = {}
-    for k in thoracic:
-        centre, r, m = _round_structure(c, k, spine_centre[k] + np.asarray(offset_mm), window, exclude, search_mm)
-        if centre is not None and r >= min_radius_mm:
-            found[k] = (centre, r, m)
-    if len(found) < 3:
-        return np.zeros_like(body), enhanced, {}
-    med = np.median([v[0] for v in found.values()], axis=0)
-    track = {k: v for k, v in found.items() if np.linalg.norm(v[0] - med) <= 10.0}
-    # then down the abdomen while it stays continuous: centre within 6 mm of the last one,
-    # radius within 0.7-1.4 times it (muscle and bowel are neither round nor aorta-sized)
-    if track:
-        ks = sorted(track)
-        step = 1 if c.z[-1] > c.z[0] else -1  # towards the feet: decreasing z
-        k, misses = (ks[0] if step == 1 else ks[-1]) - step, 0
-        last = track[k + step]
-        while 0 <= k < body.shape[2] and misses < 3:
-            if k in spine_centre:
-                centre, r, m = _round_structure(c, k, last[0], window, exclude | lungs, 8.0)
-                if centre is not None and np.linalg.norm(centre - last[0]) <= 6.0 and 0.7 <= r / last[1] <= 1.4:
-                    track[k] = last = (centre, r, m)
-                    misses = 0
-                else:
-                    misses += 1
-            else:
-                misses += 1
-            k -= step
+    exclude = ndimage.binary_dilation(spine, iterations=1) | lungs | ~body | (c.g > ENHANCED_BLOOD_HU[1])
+    courses = {}
+    for mode, window in (("enhanced", ENHANCED_BLOOD_HU), ("plain", BLOOD_HU)):
+        cands, masks = {}, {}
+        for k, sc in spine_centre.items():
+            cands[k], masks[k] = _round_candidates(c, k, sc + np.asarray(offset_mm), window, exclude, AORTA_SEARCH_MM,
+                                                   AORTA_RADIUS_MM)  # fmt: skip
+        course = _longest_course(cands, c.spacing[2])
+        courses[mode] = (course, masks)
+    mode = max(courses, key=lambda m: len(courses[m][0]))
+    course, masks = courses[mode]
     mask = np.zeros_like(body)
-    kept = {}
-    for k, (centre, r, m) in track.items():
-        disk = np.hypot(c.x[:, None] - centre[0], c.y[None, :] - centre[1]) <= r + 0.5 * c.spacing[0]
-        mask[:, :, k] = disk & m
-        kept[k] = (centre, r)
-    return mask, enhanced, kept
+    for k, (xy, r) in course.items():
+        disk = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 0.5 * c.spacing[0]
+        mask[:, :, k] = disk & masks[k]
+    if len(course) < 3:
+        return mask & False, None, {}
+    return mask, mode == "enhanced", course
 
 
-def _organ_from_seed(c, seed, allowed, limit_mm=None):
+def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
     """The tissue connected to ``seed`` within a window around the denoised CT's median in a
     10 mm ball there (ORGAN_WINDOW_SD noise deviations, clipped to ORGAN_WINDOW_HU), inside
     ``allowed``; bridges thinner than 2 x ORGAN_BRIDGE_MM cut (opening by a ball, the
     seed's component regrown by the same radius inside the window), then closed and
     hole-filled slice by slice (hypodense lesions and vessels belong to their organ);
-    optionally within ``limit_mm`` of the seed. Returns (mask, level, half-window)."""
+    optionally within ``limit_mm`` of the seed. ``level`` (HU) replaces the ball's median
+    (an organ regrown at the median of a first growth: :func:`_regrown`), ``half`` the
+    half-window. Returns (mask, level, half-window)."""
     g = c.denoised
     ijk = tuple(int(v) for v in seed)
     r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
     sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))  # the 10 mm ball (a box)
     vals = g[sl][allowed[sl]] if allowed[sl].any() else g[sl].ravel()
-    level = float(np.median(vals))
+    level = float(np.median(vals)) if level is None else float(level)
     sd = 1.4826 * float(np.median(np.abs(vals - level)))
-    half = float(np.clip(ORGAN_WINDOW_SD * sd, *ORGAN_WINDOW_HU))
+    half = float(np.clip(ORGAN_WINDOW_SD * sd, *ORGAN_WINDOW_HU)) if half is None else float(half)
     m = allowed & (np.abs(g - level) <= half)
     if limit_mm is not None:
         d = np.sqrt(((c.x - c.x[ijk[0]]) ** 2)[:, None, None] + ((c.y - c.y[ijk[1]]) ** 2)[None, :, None]
@@ -443,6 +559,16 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None):
     disk = _disk(6.0, c.spacing)
     organ = _per_slice(lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ)
     return organ & allowed, level, half
+
+
+def _regrown(c, seed, allowed, limit_mm):
+    """An organ grown from ``seed`` (:func:`_organ_from_seed`), then grown again at the
+    median of what the first growth took (the seed's 10 mm ball may hold a vessel, the
+    renal sinus fat or a lesion). Returns (mask, level, half-window)."""
+    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=limit_mm)
+    if organ.sum() < 10:
+        return organ, level, half
+    return _organ_from_seed(c, seed, allowed, limit_mm=limit_mm, level=float(np.median(c.denoised[organ])))
 
 
 def _deepest(c, region):
@@ -494,6 +620,31 @@ def _soft(c, body):
     return body & (c.denoised > PARENCHYMA_HU[0]) & (c.denoised < PARENCHYMA_HU[1])
 
 
+def _above_diaphragm(c, body):
+    """The thorax: voxels above the diaphragm, whose surface is the lungs' lower surface
+    (the lowest lung voxel of each column) interpolated linearly across the columns that
+    hold no lung (the heart's and the mediastinum's, where the domes meet at the central
+    tendon), nearest-extended beyond the lungs' outline. No lungs in the field of view:
+    nothing (an abdomen-only CT). Computed once per context."""
+    if getattr(c, "_thorax", None) is not None:
+        return c._thorax
+    from scipy.interpolate import griddata
+
+    lungs = c.mask("lung_left", "lung_right")
+    thorax = np.zeros_like(body)
+    if lungs.any():
+        cols = lungs.any(axis=2)
+        zb = np.where(lungs, c.z[None, None, :], np.inf).min(axis=2)  # each column's lowest lung voxel
+        pts = np.argwhere(cols)
+        ii, jj = np.indices(cols.shape)
+        surf = griddata(pts, zb[cols], (ii, jj), method="linear")
+        near = griddata(pts, zb[cols], (ii, jj), method="nearest")
+        surf = np.where(np.isfinite(surf), surf, near)
+        thorax = c.z[None, None, :] > surf[:, :, None]
+    c._thorax = thorax
+    return thorax
+
+
 def _liver(c, body, lung_right):
     """Liver: the thickest soft tissue on the patient's right within 150 mm under the right
     lung's base (or the top of an abdomen-only field of view), grown within its own density
@@ -502,16 +653,15 @@ def _liver(c, body, lung_right):
     band, where = _under_dome(c, lung_right, 150.0)
     where = where or "under the right lung"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
-    # at the levels of the lungs the liver lies under the right lung: the heart, of similar
-    # density on plain CT, sits on the diaphragm beside the dome and must not be grown into
-    shadow = ndimage.binary_dilation(lung_right.any(axis=2), iterations=2)
-    allowed[:, :, lung_right.any(axis=(0, 1))] &= shadow[:, :, None]
+    # the liver lies under the diaphragm: the heart, of similar density on plain CT, sits on
+    # it beside the right dome and must not be grown into
+    allowed &= ~_above_diaphragm(c, body)
     region = allowed & _side_mask(c, body, -1)
     region[:, :, ~band] = False
     seed, depth = _deepest(c, region)
     if seed is None or depth < 15.0:
         return None, f"no soft tissue {where} deep enough for a liver"
-    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=230.0)
+    organ, level, half = _regrown(c, seed, allowed, 230.0)
     c.levels["liver"] = level
     return organ, f"grown from the thickest tissue on the right {where} at {level:.0f} +/- {half:.0f} HU"
 
@@ -538,32 +688,107 @@ def _spleen(c, body, lung_left):
     return organ, f"grown from the thickest tissue on the left {where} at {level:.0f} +/- {half:.0f} HU"
 
 
-def _kidney(c, body, spine_centre, side, enhanced):
-    """Kidney: beside the spine (30-120 mm from its centre, posterior half), the thickest
-    tissue of kidney density (plain 15-45 HU; enhanced: above 120 HU) in fat, below the
-    liver's and spleen's cores, grown within its own density within 90 mm."""
+def _spine_frame(c, spine_centre, shape):
+    """Per-voxel offsets (mm) from the vertebral body's centre on each slice (interpolated
+    over z, the nearest end beyond the column): (dx, dy) broadcastable to ``shape``."""
+    ks = np.array(sorted(spine_centre))
+    pts = np.array([spine_centre[k] for k in ks])
+    kk = np.arange(shape[2])
+    sx, sy = np.interp(kk, ks, pts[:, 0]), np.interp(kk, ks, pts[:, 1])
+    return c.x[:, None, None] - sx[None, None, :], c.y[None, :, None] - sy[None, None, :]
+
+
+def _iliac_crest_z(c, body, spine_centre):
+    """z (mm) of the iliac crests: the highest slice below the lungs where a bone plate of
+    ILIAC_WING_CM2 lies on each side of the column, 50-160 mm out; None without one. (Ribs
+    cut across obliquely can reach that area: used where no lung is in the field of view.)"""
     if not spine_centre:
-        return None, "no spine on the CT to find the kidneys beside"
-    sx = np.median([v[0] for v in spine_centre.values()])
-    sy = np.median([v[1] for v in spine_centre.values()])
-    dx = (c.x - sx) * side
-    lateral = ((dx > 25.0) & (dx < 120.0))[:, None, None]
-    posterior = ((c.y > sy - 60.0) & (c.y < sy + 40.0))[None, :, None]
-    window = (120.0, 400.0) if enhanced else (10.0, 45.0)
-    if enhanced and "liver" in c.levels:  # the cortex stands out above the liver, the spleen does not
-        window = (max(window[0], c.levels["liver"] + KIDNEY_OVER_LIVER_HU), window[1])
-    taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right")
+        return None
+    dx, _ = _spine_frame(c, spine_centre, body.shape)
+    bone = body & (c.g > BONE_HU_MIN) & ~c.mask("vertebrae")
+    px = c.spacing[0] * c.spacing[1] / 100.0
+    base = _lung_base_z(c)
+    for k in np.argsort(-c.z):  # from the top down
+        if base is not None and c.z[k] > base:
+            continue
+        sides = []
+        for side in (-1, 1):
+            out = ((dx[:, 0, k] * side > 50.0) & (dx[:, 0, k] * side < 160.0))[:, None]
+            lab, n = ndimage.label(bone[:, :, k] & out)
+            sides.append(n > 0 and np.bincount(lab.ravel())[1:].max() * px >= ILIAC_WING_CM2)
+        if all(sides):
+            return float(c.z[k])
+    return None
+
+
+def _kidney(c, body, spine_centre, side, enhanced):
+    """Kidney: the thickest tissue of kidney density (plain KIDNEY_HU, widened for partial
+    volume with the sinus fat; enhanced: the cortex, above KIDNEY_ENHANCED_HU and
+    KIDNEY_OVER_LIVER_HU above the liver) in the kidney's place beside the vertebral
+    bodies (KIDNEY_ZONE_MM: lateral to the psoas, level with the bodies; the erector
+    spinae, of the same density on plain CT, lie behind the transverse processes), below
+    the lungs' bases, clear of the organs found; grown within its own density
+    (:func:`_organ_from_seed`) within KIDNEY_REACH_MM, with narrower windows while it is
+    larger than plausible. A grown organ that leans on bone (psoas, quadratus lumborum:
+    KIDNEY_BONE_CONTACT), reaches the body wall (the spleen: KIDNEY_WALL_MM), lies against the
+    vertebral body (the psoas: KIDNEY_MEDIAL_MM) or is centred out of place (KIDNEY_CENTRE_MM) is refused and the next thickest tissue is tried
+    (KIDNEY_TRIES)."""
+    if not spine_centre:
+        return None, "no vertebral column on the CT to find the kidneys beside"
+    dx, dy = _spine_frame(c, spine_centre, body.shape)
+    dx, dy = np.broadcast_to(dx * side, body.shape), np.broadcast_to(dy, body.shape)
+    zone = (dx > KIDNEY_ZONE_MM["lateral"][0]) & (dx < KIDNEY_ZONE_MM["lateral"][1])
+    zone = zone & (dy > KIDNEY_ZONE_MM["posterior"][0]) & (dy < KIDNEY_ZONE_MM["posterior"][1])
+    if enhanced:
+        lo = KIDNEY_ENHANCED_HU[0]
+        if "liver" in c.levels:  # the cortex stands out above the liver, the spleen does not
+            lo = max(lo, c.levels["liver"] + KIDNEY_OVER_LIVER_HU)
+        window = (lo, KIDNEY_ENHANCED_HU[1])
+    else:
+        window = KIDNEY_HU
+    taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right", "kidney_left", "kidney_right")
     g = c.denoised
-    region = body & (g > window[0]) & (g < window[1]) & lateral & posterior & ~taken
-    if (base := _lung_base_z(c)) is not None:  # kidneys lie below the lungs' bases
-        region[:, :, c.z > base] = False
+    bone = body & (c.g > BONE_HU_MIN)
+    near_bone = ndimage.binary_dilation(bone | c.mask("vertebrae"), iterations=1)
+    region = body & (g > window[0]) & (g < window[1]) & zone & ~taken & ~near_bone
+    # kidneys lie at T12-L3: their centres below the lungs' bases and above the iliac crests
+    if (base := _lung_base_z(c)) is not None:
+        region[:, :, (c.z > base + KIDNEY_BELOW_LUNG_MM[0]) | (c.z < base - KIDNEY_BELOW_LUNG_MM[1])] = False
+    elif (crest := _iliac_crest_z(c, body, spine_centre)) is not None:  # an abdomen-only field of view
+        region[:, :, c.z < crest + KIDNEY_ABOVE_CREST_MM] = False
     region = ndimage.binary_opening(region, structure=np.ones((3, 3, 3), bool))
-    seed, depth = _deepest(c, region)
-    if seed is None or depth < 8.0:
-        return None, "no tissue of kidney density beside the spine"
-    allowed = body & ~taken & (g > (window[0] - 30.0 if not enhanced else 20.0)) & (g < window[1])
-    organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=90.0)
-    return organ, f"grown from the thickest kidney-density tissue beside the spine at {level:.0f} +/- {half:.0f} HU"
+    allowed = body & ~taken & ~bone & (g > (window[0] - 30.0 if not enhanced else 20.0)) & (g < window[1])
+    depth_in_plane = _depth_in_plane(c, body)
+    tried = []
+    for _ in range(KIDNEY_TRIES):
+        seed, depth = _deepest(c, region)
+        if seed is None or depth < 8.0:
+            break
+        # a kidney grown into touching bowel or muscle of its density is too large: the
+        # window is narrowed until it is not
+        for narrow in KIDNEY_HALF_WINDOW_HU:
+            organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=KIDNEY_REACH_MM, half=narrow)
+            if c.volume(organ) <= PLAUSIBLE_ML["kidney_left"][1]:
+                break
+        region &= ~ndimage.binary_dilation(organ, iterations=2)
+        if not organ.any():
+            continue
+        surface = organ & ~ndimage.binary_erosion(organ)
+        contact = float((surface & near_bone).sum()) / max(float(surface.sum()), 1.0)
+        cx, cy = float(dx[organ].mean()), float(dy[organ].mean())
+        ok_place = KIDNEY_CENTRE_MM["lateral"][0] <= cx <= KIDNEY_CENTRE_MM["lateral"][1] and \
+            KIDNEY_CENTRE_MM["posterior"][0] <= cy <= KIDNEY_CENTRE_MM["posterior"][1]
+        wall = float(np.percentile(depth_in_plane[organ], 2))
+        medial = float(np.percentile(np.hypot(dx[organ], dy[organ]), 2))
+        if contact <= KIDNEY_BONE_CONTACT and ok_place and wall >= KIDNEY_WALL_MM and medial >= KIDNEY_MEDIAL_MM:
+            return organ, (f"grown from the thickest kidney-density tissue beside the vertebral bodies at {level:.0f} "
+                           f"+/- {half:.0f} HU" + (f" (refused before: {'; '.join(tried)})" if tried else ""))  # fmt: skip
+        why = (f"leaning on bone ({100 * contact:.0f} % of its surface)" if contact > KIDNEY_BONE_CONTACT
+               else f"reaching within {wall:.0f} mm of the body's outline" if wall < KIDNEY_WALL_MM
+               else f"reaching within {medial:.0f} mm of the vertebral body's centre" if medial < KIDNEY_MEDIAL_MM
+               else f"centred {cx:.0f} mm out, {cy:.0f} mm back of the vertebral body")  # fmt: skip
+        tried.append(f"{c.volume(organ):.0f} mL {why}")
+    return None, "no tissue of kidney density beside the vertebral bodies" + (f" ({'; '.join(tried)})" if tried else "")
 
 
 def _bladder(c, body):
@@ -696,9 +921,9 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     c.accept("lung_right", right, "aerated lung (below -500 HU, lung-like mean) right of the midline")
     lungs = c.mask("lung_left", "lung_right")
     spine, spine_centre = _spine(c, body, head)
-    c.accept("vertebrae", spine, "bone nearest the trunk's posterior midline, slice by slice", checks={})
+    c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
-    c.accept("aorta", aorta, "round blood-filled structure left-anterior of the spine, followed down",
+    c.accept("aorta", aorta, "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
              checks={"course of at least 60 mm": len(track) * c.spacing[2] >= 60.0})  # fmt: skip
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
