@@ -66,6 +66,10 @@ PARENCHYMA_HU = (-50.0, 200.0)
 SPLEEN_WALL_MM = 20.0
 #: The heart keeps this far (mm) inside the body's outline (sternum, ribs, chest-wall muscle).
 HEART_WALL_MM = 25.0
+#: Radii (mm) of the balls whose reach is the heart, the next tried while it is larger than
+#: a heart: the chambers are 40-50 mm deep; the great and hilar vessels have radii of
+#: 10-17 mm (ascending aorta 15-17, pulmonary trunk 12-15).
+HEART_CORES_MM = (18.0, 22.0, 26.0)
 #: On contrast-enhanced CT the renal cortex is at least this much (HU) denser than the
 #: liver, the spleen is not (portal-venous: liver 100-120, spleen 110-130, kidney 150-250).
 KIDNEY_OVER_LIVER_HU = 30.0
@@ -131,6 +135,12 @@ AORTA_RADIUS_MM = (6.0, 20.0)
 AORTA_SEARCH_MM = 30.0
 AORTA_GAP, AORTA_STEP_MM = 2, 4.0
 AORTA_ANNULUS_MAX = 0.5
+#: An aorta's course is at least this long (mm).
+AORTA_MIN_COURSE_MM = 60.0
+#: A contrast-filled aorta is first searched without the spine: within ENHANCED_SEARCH_MM
+#: of a point ENHANCED_LEFT_MM left of the trunk's midline and ENHANCED_DEPTH of the way
+#: from its back to its front (the aorta lies 35-50 % of the way, the vertebral bodies 25-35 %).
+ENHANCED_SEARCH_MM, ENHANCED_LEFT_MM, ENHANCED_DEPTH = 45.0, 15.0, 0.42
 
 #: Vertebral column: a vertebral body's cross-section is at least this large (cm2; cervical
 #: 2-4, thoracic 6-12, lumbar 12-20); its course keeps the per-slice centres within
@@ -145,6 +155,7 @@ VERTEBRA_PIECE_CM2 = 0.3
 VERTEBRA_BODY_MM = 35.0
 #: Gaps in a vertebral body's cortex (osteopenia, partial volume) up to twice this (mm) are closed.
 VERTEBRA_CLOSING_MM = 5.0
+
 VERTEBRA_WINDOW_MM, VERTEBRA_STRAY_MM = 30.0, 12.0
 VERTEBRA_EXTENT_MM = (45.0, 30.0, 80.0)
 
@@ -234,6 +245,7 @@ class _Context:
         self._raw = hu
         self.levels = {}  # organ: the CT level (HU) it was grown at
         self.body_depth = None  # see _depth_in_plane
+        self.diaphragm = None  # see _above_diaphragm
 
     @property
     def denoised(self):
@@ -343,8 +355,9 @@ def _spine(c, body, exclude):
     by VERTEBRA_CLOSING_MM: an osteopenic cortex is broken, its cancellous bone reads
     100-200 HU). The column is the bone connected in 3-D to the posterior midline (laminae,
     spinous processes); an enhanced aorta or a calcified plaque in front of the bodies is
-    as dense but never joins it. On each slice the body's centre lies VERTEBRA_BODY_MM / 2
-    behind the column's anterior surface at the midline. At disc levels the centre strays:
+    as dense (a contrast-filled aorta pressed against the bodies is taken out first:
+    ``exclude``). On each slice the body's centre lies VERTEBRA_BODY_MM / 2 behind the
+    column's anterior surface at the midline. At disc levels the centre strays:
     the course keeps the centres within VERTEBRA_STRAY_MM of the median of their neighbours
     (+-VERTEBRA_WINDOW_MM in z) and interpolates between them. The column's mask is its
     bone within VERTEBRA_EXTENT_MM of the course (transverse and spinous processes
@@ -479,6 +492,31 @@ def _longest_course(cands, spacing_z):
     return course
 
 
+def _enhanced_aorta(c, body, lungs):
+    """A contrast-filled aorta found without the spine (whose bone it may touch and match in
+    density): the longest course (:func:`_longest_course`) of round structures in the
+    enhanced window (ENHANCED_BLOOD_HU) within ENHANCED_SEARCH_MM of a point left of the
+    trunk's midline, ENHANCED_DEPTH of the way from its back to its front. Vertebral bodies
+    are as dense and as round, but the discs break their course every 25-35 mm; the vena
+    cava lies right of the midline. Returns {slice: (centre, radius)} of at least
+    AORTA_MIN_COURSE_MM, else {}."""
+    exclude = lungs | ~body | (c.g > ENHANCED_BLOOD_HU[1])
+    cands = {}
+    for k in range(body.shape[2]):
+        lab, n = ndimage.label(body[:, :, k])
+        if n == 0:
+            continue
+        big = lab == int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+        ii, jj = np.nonzero(big)
+        if ii.size * c.spacing[0] * c.spacing[1] < 10000.0:  # not the trunk (head, neck, arms)
+            continue
+        ys = c.y[jj]
+        target = np.array([c.x[int(round(ii.mean()))] + ENHANCED_LEFT_MM, ys.max() - ENHANCED_DEPTH * (ys.max() - ys.min())])
+        cands[k], _ = _round_candidates(c, k, target, ENHANCED_BLOOD_HU, exclude, ENHANCED_SEARCH_MM, AORTA_RADIUS_MM)
+    course = _longest_course(cands, c.spacing[2])
+    return course if len(course) * c.spacing[2] >= AORTA_MIN_COURSE_MM else {}
+
+
 def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
     """Descending aorta (thoracic and abdominal): on every slice with a vertebral body, the
     round structures (:func:`_round_candidates`) of lumen radius AORTA_RADIUS_MM within
@@ -500,10 +538,14 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
         courses[mode] = (course, masks)
     mode = max(courses, key=lambda m: len(courses[m][0]))
     course, masks = courses[mode]
+    # the lumen out to its partial-volume edge: one voxel beyond the inscribed disk, where
+    # the CT is still above halfway between the window's floor and fat
+    window = ENHANCED_BLOOD_HU if mode == "enhanced" else BLOOD_HU
+    edge = (window[0] + FAT_HU[1]) / 2.0
     mask = np.zeros_like(body)
     for k, (xy, r) in course.items():
-        disk = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 0.5 * c.spacing[0]
-        mask[:, :, k] = disk & masks[k]
+        disk = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.0 * c.spacing[0]
+        mask[:, :, k] = disk & (masks[k] | ((c.g[:, :, k] > edge) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]))
     if len(course) < 3:
         return mask & False, None, {}
     return mask, mode == "enhanced", course
@@ -620,18 +662,25 @@ def _soft(c, body):
     return body & (c.denoised > PARENCHYMA_HU[0]) & (c.denoised < PARENCHYMA_HU[1])
 
 
-def _above_diaphragm(c, body):
+def _above_diaphragm(c, body, margin_mm=0.0):
     """The thorax: voxels above the diaphragm, whose surface is the lungs' lower surface
     (the lowest lung voxel of each column) interpolated linearly across the columns that
     hold no lung (the heart's and the mediastinum's, where the domes meet at the central
-    tendon), nearest-extended beyond the lungs' outline. No lungs in the field of view:
-    nothing (an abdomen-only CT). Computed once per context."""
-    if getattr(c, "_thorax", None) is not None:
-        return c._thorax
+    tendon), nearest-extended beyond the lungs' outline, shifted up by ``margin_mm``
+    (negative: down). No lungs in the field of view: nothing (an abdomen-only CT). The
+    surface is computed once per context."""
+    if c.diaphragm is None:
+        c.diaphragm = _diaphragm_surface(c)
+    if c.diaphragm is False:
+        return np.zeros_like(body)
+    return c.z[None, None, :] > c.diaphragm[:, :, None] + margin_mm
+
+
+def _diaphragm_surface(c):
+    """z (mm) of the diaphragm per (i, j) column (see :func:`_above_diaphragm`), or False."""
     from scipy.interpolate import griddata
 
     lungs = c.mask("lung_left", "lung_right")
-    thorax = np.zeros_like(body)
     if lungs.any():
         cols = lungs.any(axis=2)
         zb = np.where(lungs, c.z[None, None, :], np.inf).min(axis=2)  # each column's lowest lung voxel
@@ -639,10 +688,8 @@ def _above_diaphragm(c, body):
         ii, jj = np.indices(cols.shape)
         surf = griddata(pts, zb[cols], (ii, jj), method="linear")
         near = griddata(pts, zb[cols], (ii, jj), method="nearest")
-        surf = np.where(np.isfinite(surf), surf, near)
-        thorax = c.z[None, None, :] > surf[:, :, None]
-    c._thorax = thorax
-    return thorax
+        return np.where(np.isfinite(surf), surf, near)
+    return False
 
 
 def _liver(c, body, lung_right):
@@ -748,7 +795,7 @@ def _kidney(c, body, spine_centre, side, enhanced):
         window = KIDNEY_HU
     taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right", "kidney_left", "kidney_right")
     g = c.denoised
-    bone = body & (c.g > BONE_HU_MIN)
+    bone = body & (c.g > (window[1] if enhanced else BONE_HU_MIN))  # an enhanced cortex is bone-dense
     near_bone = ndimage.binary_dilation(bone | c.mask("vertebrae"), iterations=1)
     region = body & (g > window[0]) & (g < window[1]) & zone & ~taken & ~near_bone
     # kidneys lie at T12-L3: their centres below the lungs' bases and above the iliac crests
@@ -808,13 +855,22 @@ def _bladder(c, body):
     return _per_slice(ndimage.binary_fill_holes, blob), "largest water-dense blob low in the abdomen"
 
 
+def _ball(radius_mm, spacing):
+    """A 3-D ball structuring element of ``radius_mm`` on a grid of ``spacing``."""
+    r = np.maximum(np.rint(radius_mm / np.asarray(spacing[:3])).astype(int), 1)
+    a0, a1, a2 = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1, -r[2] : r[2] + 1]
+    return (a0 / r[0]) ** 2 + (a1 / r[1]) ** 2 + (a2 / r[2]) ** 2 <= 1.0
+
+
 def _heart(c, body, lungs, spine_centre, enhanced):
-    """Heart: in the middle mediastinum below the lungs' upper third: inside the lungs'
-    convex hull, or between the two lungs' centres anterior of the spine and clear of the
-    chest wall (HEART_WALL_MM; lungs that lie behind the heart do not enclose it), the
-    largest component of blood or soft tissue (enhanced CT: up to ENHANCED_BLOOD_HU) left
-    once the aorta, spine and liver are taken, opened by 8 mm to cut the great vessels and
-    mediastinal soft tissue off."""
+    """Heart: between the lungs (inside their convex hull, or between the two lungs' centres
+    in front of the spine and clear of the chest wall, HEART_WALL_MM) below their upper
+    third, the blood or soft tissue (enhanced CT: up to ENHANCED_BLOOD_HU) left once the
+    aorta, spine and liver are taken. The heart is the mediastinum's one thick mass (its
+    chambers 40-50 mm deep): its core is what a ball of HEART_CORE_MM radius fits into
+    (great vessels, hilar vessels, nodes and a hilar tumour are thinner, or joined to it
+    only through thinner necks), regrown by the same radius within the tissue. Where that
+    is larger than a heart (PLAUSIBLE_ML) the next, wider ball of HEART_CORES is tried."""
     from skimage.morphology import convex_hull_image
 
     planes = np.flatnonzero(lungs.any(axis=(0, 1)))
@@ -835,12 +891,24 @@ def _heart(c, body, lungs, spine_centre, enhanced):
     hi = ENHANCED_BLOOD_HU[1] if enhanced else SOFT_TISSUE_HU[1]
     m = hull & ~lungs & body & (c.g > -20.0) & (c.g < hi)
     m &= ~ndimage.binary_dilation(c.mask("aorta", "vertebrae", "liver"), iterations=1)
-    ball = _disk(8.0, c.spacing)
-    m = _per_slice(lambda s: ndimage.binary_opening(s, structure=ball), m)
-    heart = _largest(m)
-    if not heart.any():
+    if not m.any():
         return None, "no soft tissue between the lungs"
-    return _per_slice(ndimage.binary_fill_holes, heart), "largest blood/soft-tissue mass between the lungs"
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in ndimage.find_objects(m.astype(np.uint8))[0])
+    sub = m[box]
+    heart, core_mm = None, None
+    for core_mm in HEART_CORES_MM:
+        ball = _ball(core_mm, c.spacing)
+        core = _largest(ndimage.binary_opening(sub, structure=ball))
+        if not core.any():
+            continue
+        heart = _largest(ndimage.binary_dilation(core, structure=ball) & sub)
+        if c.volume(heart) <= PLAUSIBLE_ML["heart"][1]:
+            break
+    if heart is None:
+        return None, f"no mass between the lungs thick enough for a heart (a {HEART_CORES_MM[0]:g} mm ball fits nowhere)"
+    out = np.zeros_like(m)
+    out[box] = heart
+    return _per_slice(ndimage.binary_fill_holes, out), f"the thick mass between the lungs (a {core_mm:g} mm ball's reach)"
 
 
 def _bowel(c, body, spine_centre):
@@ -920,11 +988,17 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     c.accept("lung_left", left, "aerated lung (below -500 HU, lung-like mean) left of the midline")
     c.accept("lung_right", right, "aerated lung (below -500 HU, lung-like mean) right of the midline")
     lungs = c.mask("lung_left", "lung_right")
-    spine, spine_centre = _spine(c, body, head)
+    # a contrast-filled aorta can touch the vertebral bodies and match their density: it is
+    # found first and kept out of the bone the column is traced in
+    tube = _enhanced_aorta(c, body, lungs)
+    lumen = np.zeros_like(body)
+    for k, (xy, r) in tube.items():
+        lumen[:, :, k] = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.5 * c.spacing[0]
+    spine, spine_centre = _spine(c, body, head | lumen)
     c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
     c.accept("aorta", aorta, "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
-             checks={"course of at least 60 mm": len(track) * c.spacing[2] >= 60.0})  # fmt: skip
+             checks={f"course of at least {AORTA_MIN_COURSE_MM:g} mm": len(track) * c.spacing[2] >= AORTA_MIN_COURSE_MM})  # fmt: skip
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
