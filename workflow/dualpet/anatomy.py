@@ -61,6 +61,10 @@ BRAIN_HU = (-15.0, 90.0)
 #: Solid abdominal organs (liver, spleen): fatty liver down to about -50, plain 40-65,
 #: enhanced up to about 160 HU; bone and enhanced blood pool above.
 PARENCHYMA_HU = (-50.0, 200.0)
+#: The erector spinae: within this distance (mm) of the midline and more than this far
+#: behind the vertebral body's centre (measured on real CT: centres 35-40 mm out and 50-70
+#: mm back; the liver's and spleen's posterior parts lie further out).
+BACK_MUSCLES_MM = (75.0, 30.0)
 #: The spleen keeps this far (mm) inside the body's outline: skin, fat, ribs and muscle of
 #: the body wall lie between (on plain CT its muscle has nearly the spleen's density).
 SPLEEN_WALL_MM = 20.0
@@ -120,6 +124,10 @@ BOWEL_RADIUS_MM, BOWEL_LENGTH_MM, BOWEL_WALL_MM = 20.0, 50.0, 15.0
 #: liver 55-65 HU borders muscle and spleen 40-50 HU; noise decides how close it may come).
 ORGAN_WINDOW_SD = 2.5
 ORGAN_WINDOW_HU = (10.0, 25.0)
+#: An organ's seed lies in one tissue: the robust SD (HU) of the denoised CT in its 10 mm
+#: ball is at most this (plain liver and spleen 4-8 HU with vessels; a ball across liver,
+#: kidney and muscle 12-20 HU); the SEED_TRIES deepest places are tried.
+SEED_SD_HU, SEED_TRIES = 10.0, 30
 #: Bridges thinner than twice this (mm) between an organ and touching tissue of the same
 #: density (body-wall muscle, spleen on plain CT) are cut before the organ is taken.
 ORGAN_BRIDGE_MM = 6.0
@@ -613,15 +621,36 @@ def _regrown(c, seed, allowed, limit_mm):
     return _organ_from_seed(c, seed, allowed, limit_mm=limit_mm, level=float(np.median(c.denoised[organ])))
 
 
-def _deepest(c, region):
-    """Voxel of ``region`` deepest inside it (3-D distance, mm) and that depth."""
+def _deepest(c, region, homogeneous=False):
+    """Voxel of ``region`` deepest inside it (3-D distance, mm) and that depth. With
+    ``homogeneous``, the deepest voxel whose 10 mm ball is of one tissue (robust SD of the
+    denoised CT at most SEED_SD_HU; a ball straddling liver, kidney and muscle is not), of
+    the SEED_TRIES deepest places at least 15 mm apart; (None, 0) if none is."""
     if not region.any():
         return None, 0.0
     # within the region's bounding box, padded by one empty voxel (the same distances)
     box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in ndimage.find_objects(region.astype(np.uint8))[0])
     depth = ndimage.distance_transform_edt(np.pad(region[box], 1), sampling=c.spacing)[1:-1, 1:-1, 1:-1]
-    k = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return tuple(int(i + b.start) for i, b in zip(k, box)), float(depth[k])
+    if not homogeneous:
+        k = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        return tuple(int(i + b.start) for i, b in zip(k, box)), float(depth[k])
+    flat = np.argsort(depth, axis=None)[::-1]
+    flat = flat[depth.ravel()[flat] > 0]
+    tried = []
+    r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
+    for f in flat:
+        k = np.array(np.unravel_index(int(f), depth.shape))
+        if any(np.linalg.norm((k - t) * c.spacing) < 15.0 for t in tried):
+            continue
+        ijk = tuple(int(i + b.start) for i, b in zip(k, box))
+        sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))
+        vals = c.denoised[sl][region[sl]]
+        if 1.4826 * float(np.median(np.abs(vals - np.median(vals)))) <= SEED_SD_HU:
+            return ijk, float(depth[tuple(k)])
+        tried.append(k)
+        if len(tried) >= SEED_TRIES:
+            break
+    return None, 0.0
 
 
 def _side_mask(c, body, side):
@@ -692,20 +721,31 @@ def _diaphragm_surface(c):
     return False
 
 
-def _liver(c, body, lung_right):
+def _back_muscles(c, spine_centre, shape):
+    """Where the erector spinae lie: within BACK_MUSCLES_MM[0] of the midline and more than
+    BACK_MUSCLES_MM[1] behind the vertebral body's centre (behind the transverse processes).
+    Thick and, on plain CT, as dense as liver, spleen and kidneys: never an organ's seed."""
+    dx, dy = _spine_frame(c, spine_centre, shape)
+    return np.broadcast_to((np.abs(dx) < BACK_MUSCLES_MM[0]) & (dy > BACK_MUSCLES_MM[1]), shape)
+
+
+def _liver(c, body, lung_right, spine_centre):
     """Liver: the thickest soft tissue on the patient's right within 150 mm under the right
-    lung's base (or the top of an abdomen-only field of view), grown within its own density
-    (ORGAN_WINDOW_SD, ORGAN_WINDOW_HU) so that plain (55-65 HU) and enhanced (100-130 HU)
-    livers are found alike, limited to 230 mm from its seed."""
+    lung's base (or the top of an abdomen-only field of view), clear of the back muscles,
+    grown within its own density (ORGAN_WINDOW_SD, ORGAN_WINDOW_HU) so that plain (55-65
+    HU) and enhanced (100-130 HU) livers are found alike, limited to 230 mm from its seed,
+    below the diaphragm, and grown again at its own median (:func:`_regrown`)."""
+    if not spine_centre:
+        return None, "no vertebral column on the CT to place a liver by"
     band, where = _under_dome(c, lung_right, 150.0)
     where = where or "under the right lung"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "lung_left", "lung_right")
     # the liver lies under the diaphragm: the heart, of similar density on plain CT, sits on
     # it beside the right dome and must not be grown into
     allowed &= ~_above_diaphragm(c, body)
-    region = allowed & _side_mask(c, body, -1)
+    region = allowed & _side_mask(c, body, -1) & ~_back_muscles(c, spine_centre, body.shape)
     region[:, :, ~band] = False
-    seed, depth = _deepest(c, region)
+    seed, depth = _deepest(c, region, homogeneous=True)
     if seed is None or depth < 15.0:
         return None, f"no soft tissue {where} deep enough for a liver"
     organ, level, half = _regrown(c, seed, allowed, 230.0)
@@ -713,18 +753,21 @@ def _liver(c, body, lung_right):
     return organ, f"grown from the thickest tissue on the right {where} at {level:.0f} +/- {half:.0f} HU"
 
 
-def _spleen(c, body, lung_left):
+def _spleen(c, body, lung_left, spine_centre):
     """Spleen: the thickest soft tissue on the patient's left, in the posterior half, within
-    120 mm under the left lung's base (or the top of an abdomen-only field of view), grown
-    within its own density within 80 mm and SPLEEN_WALL_MM inside the body's outline."""
+    120 mm under the left lung's base (or the top of an abdomen-only field of view), clear of
+    the back muscles, grown within its own density within 80 mm and SPLEEN_WALL_MM inside
+    the body's outline."""
+    if not spine_centre:
+        return None, "no vertebral column on the CT to place a spleen by"
     band, where = _under_dome(c, lung_left, 120.0)
     where = where or "under the left lung"
     ys = c.y[np.nonzero(body)[1]]
     posterior = (c.y > np.percentile(ys, 45))[None, :, None]
     region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "kidney_left") & _side_mask(c, body, +1) & posterior
     region[:, :, ~band] = False
-    region &= ~ndimage.binary_dilation(c.mask("vertebrae"), iterations=8)
-    seed, depth = _deepest(c, region)
+    region &= ~ndimage.binary_dilation(c.mask("vertebrae"), iterations=8) & ~_back_muscles(c, spine_centre, body.shape)
+    seed, depth = _deepest(c, region, homogeneous=True)
     if seed is None or depth < 10.0:
         return None, f"no soft tissue {where} deep enough for a spleen"
     allowed = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "lung_left", "lung_right", "kidney_left")
@@ -1001,11 +1044,11 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
              checks={f"course of at least {AORTA_MIN_COURSE_MM:g} mm": len(track) * c.spacing[2] >= AORTA_MIN_COURSE_MM})  # fmt: skip
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
-        ("liver", lambda: _liver(c, body, c.mask("lung_right"))),
+        ("liver", lambda: _liver(c, body, c.mask("lung_right"), spine_centre)),
         ("heart", lambda: _heart(c, body, lungs, spine_centre, bool(enhanced))),
         ("kidney_right", lambda: _kidney(c, body, spine_centre, -1, bool(enhanced))),
         ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, bool(enhanced))),
-        ("spleen", lambda: _spleen(c, body, c.mask("lung_left"))),
+        ("spleen", lambda: _spleen(c, body, c.mask("lung_left"), spine_centre)),
         ("urinary_bladder", lambda: _bladder(c, body)),
         ("bowel", lambda: _bowel(c, body, spine_centre)),
     )

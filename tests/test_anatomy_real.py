@@ -1,0 +1,121 @@
+"""The classical organ map on a real CT, against reference labels this project did not make.
+
+The CT is the TotalSegmentator example (tests/data/totalsegmentator-example, Apache-2.0):
+a real unenhanced upper-abdominal slab of 30 slices of 3 mm, with TotalSegmentator's own
+labels as the reference (a model's output, Dice about 0.9 against experts for these
+organs, so a Dice of 0.85 against it is close to the agreement of two good readers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from dualpet.anatomy import ORGAN_CLASSES, segment_ct
+from dualpet.geometry import lps_affine
+
+DATA = Path(__file__).parent / "data" / "totalsegmentator-example"
+#: TotalSegmentator v2 classes of each organ dualpet maps (the reference's side).
+REFERENCE = {"liver": (5,), "spleen": (1,), "kidney_right": (2,), "kidney_left": (3,), "aorta": (52,)}
+#: Issue 21's goals on real CT: liver 0.85, spleen 0.80, kidneys 0.75, aorta 0.70.
+#: Measured on this slab: liver 0.88, spleen 0.85, kidneys 0.82 / 0.85, aorta 0.80.
+GOALS = {"liver": 0.85, "spleen": 0.80, "kidney_right": 0.75, "kidney_left": 0.75, "aorta": 0.70}
+#: Back muscles (autochthonous, iliopsoas): as dense as the kidneys on plain CT.
+MUSCLES = (86, 87, 88, 89)
+
+
+def _dice(a, b):
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def real():
+    ct = nib.load(str(DATA / "example_ct_sm.nii.gz"))
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    ref = np.asarray(nib.load(str(DATA / "example_seg.nii.gz")).dataobj)
+    return hu, lps_affine(ct.affine), ref
+
+
+@pytest.fixture(scope="module")
+def plain(real):
+    hu, affine, _ = real
+    return segment_ct(hu, affine)
+
+
+def test_organs_on_real_ct_meet_the_goals(real, plain):
+    _, _, ref = real
+    labels, report = plain
+    assert report["contrast_enhanced"] is False  # unenhanced: aorta about 43 HU
+    for name, least in GOALS.items():
+        assert report[name]["found"], (name, report[name])
+        d = _dice(np.isin(ref, REFERENCE[name]), np.isin(labels, ORGAN_CLASSES[name]))
+        assert d >= least, (name, round(d, 3))
+
+
+def test_kidneys_are_not_the_back_muscles(real, plain):
+    """The erector spinae and psoas have the kidneys' density on plain CT (here 25 and 39
+    HU against 14-20): at most 2 % of the kidney labels lie in them (the boundary voxels
+    the reference gives to a muscle touching the kidney)."""
+    _, _, ref = real
+    labels, _ = plain
+    kidneys = np.isin(labels, ORGAN_CLASSES["kidney_right"] + ORGAN_CLASSES["kidney_left"])
+    assert (kidneys & np.isin(ref, MUSCLES)).sum() <= 0.02 * kidneys.sum()
+
+
+def test_contrast_enhanced_real_anatomy(real):
+    """The same real anatomy with portal-venous enhancement added where the reference puts
+    the vessels (+180 HU), kidneys (+140), liver (+60), spleen (+75) and pancreas (+50): the
+    contrast is recognised, the aorta found although it now matches the vertebral bodies in
+    density and touches them, and the organs hold. Bounds: the goals, except 0.65 for the
+    kidneys (one added value for the whole kidney, without the cortex-medulla contrast real
+    enhancement gives; measured 0.85 and 0.72)."""
+    hu, affine, ref = real
+    enh = hu.copy()
+    for classes, add in ((tuple(range(52, 69)), 180.0), ((2, 3), 140.0), ((5,), 60.0), ((1,), 75.0), ((7,), 50.0)):
+        enh[np.isin(ref, classes)] += add
+    labels, report = segment_ct(enh, affine)
+    assert report["contrast_enhanced"] is True
+    for name, least in {**GOALS, "kidney_right": 0.65, "kidney_left": 0.65}.items():
+        d = _dice(np.isin(ref, REFERENCE[name]), np.isin(labels, ORGAN_CLASSES[name]))
+        assert d >= least, (name, round(d, 3))
+
+
+@pytest.mark.parametrize("planes", [slice(0, 15), slice(15, 30), slice(5, 25)], ids=["lower", "upper", "middle"])
+def test_partial_field_of_view_never_puts_an_organ_elsewhere(real, planes):
+    """Half the slab (no lungs in the lower half, no kidneys' lower poles in the upper):
+    every organ reported found lies where the reference has it (at least 70 % of its
+    voxels inside the reference's organ, dilated by one voxel for the boundary), and an
+    organ the reference has nowhere in view is not found."""
+    from scipy import ndimage
+
+    hu, affine, ref = real
+    aff = affine.copy()
+    aff[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, planes.start]) + affine[:3, 3]
+    labels, report = segment_ct(hu[:, :, planes], aff)
+    ref = ref[:, :, planes]
+    for name, classes in REFERENCE.items():
+        ours, theirs = np.isin(labels, ORGAN_CLASSES[name]), np.isin(ref, classes)
+        if not report[name]["found"]:
+            continue
+        assert theirs.any(), (name, "found but not in view")
+        inside = (ours & ndimage.binary_dilation(theirs)).sum() / ours.sum()
+        assert inside >= 0.7, (name, round(float(inside), 3))
+
+
+@pytest.mark.parametrize("kind", ["air", "water_cylinder", "one_slice"])
+def test_no_anatomy_no_crash(kind):
+    """A CT with nothing to find gives a map with the organs marked not found."""
+    n = (40, 40, 20)
+    hu = np.full(n, -1000.0, np.float32)
+    if kind != "air":
+        ii, jj = np.indices(n[:2])
+        hu[(ii - 20) ** 2 + (jj - 20) ** 2 <= 15**2] = 0.0
+    if kind == "one_slice":
+        hu = hu[:, :, :1]
+    labels, report = segment_ct(hu, np.diag([3.0, 3.0, 3.0, 1.0]))
+    assert labels.shape == hu.shape
+    for name in ("liver", "spleen", "kidney_left", "kidney_right", "heart", "aorta", "lung_left", "lung_right"):
+        assert not report[name]["found"], name
