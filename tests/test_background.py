@@ -144,7 +144,8 @@ def test_background_outside_the_pet_is_named():
 def test_abdomen_only_field_of_view(tmp_path):
     """An abdomen-and-pelvis CT (no chest, contrast-enhanced): liver, kidneys, bladder and the
     abdominal aorta are still found (the contrast decision comes from the abdominal aorta),
-    and the blood pool, which needs the thoracic aorta, falls back to the liver and says so."""
+    and the blood pool, with no thoracic aorta in view, is read in the abdominal aorta and
+    says why; without the aorta at all it falls back to the liver."""
     from dualpet.io import read_json
     from dualpet.synth import generate_cohort
 
@@ -162,7 +163,14 @@ def test_abdomen_only_field_of_view(tmp_path):
     for name in ("liver", "kidney_left", "kidney_right", "urinary_bladder", "aorta"):
         assert report[name]["found"], (name, report[name])
         assert _dice(ref == ORGANS[name], labels == ORGANS[name]) >= MIN_DICE.get(name, 0.5), name
-    got = background_from_anatomy(labels, ct_aff, hu, np.asarray(pet.dataobj), lps_affine(pet.affine), "bloodpool")
+    suv, pet_aff = np.asarray(pet.dataobj), lps_affine(pet.affine)
+    got = background_from_anatomy(labels, ct_aff, hu, suv, pet_aff, "bloodpool")
+    assert got["region"] == "bloodpool" and "abdominal aorta" in got["source"]
+    assert got["fallback"] == "no thoracic aorta in the organ map: the abdominal aorta used instead"
+    expected = truth["studies"][tracer]["background"]["blood_pool_suvmean_noiseless"]
+    assert got["suvmean"] == pytest.approx(expected, rel=0.15)  # as in test_blood_pool_against_truth
+    no_aorta = np.where(np.isin(labels, ORGAN_CLASSES["aorta"]), ORGANS["body"], labels).astype(np.uint8)
+    got = background_from_anatomy(no_aorta, ct_aff, hu, suv, pet_aff, "bloodpool")
     assert got["region"] == "liver" and "bloodpool not available" in got["fallback"]
     expected = truth["studies"][tracer]["background"]["liver_suv_true"]
     assert got["suvmean"] == pytest.approx(expected, rel=0.10)  # as in test_liver_against_truth

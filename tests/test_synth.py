@@ -13,7 +13,6 @@ import json
 import numpy as np
 import pydicom
 import pytest
-
 from dualpet.synth import SIZES, generate_cohort
 from dualpet.synth.phantom import CATEGORY_P, make_phantom
 
@@ -150,18 +149,24 @@ def test_adding_patients_keeps_earlier_ones(tmp_path, cohort_dir):
 
 
 def test_lesion_mix_like_the_study():
-    """About 40 % of lesions Pentixafor-negative, a few Pentixafor-only, sizes 4-20 mm."""
-    cats, radii, regions = [], [], set()
+    """About 40 % of lesions Pentixafor-negative, a few Pentixafor-only; single spheres of
+    radius 4-20 mm, large masses (lobulated or necrotic) of radius 15-30 mm (30-60 mm
+    across); every region holds lesions."""
+    from dualpet.synth.phantom import LARGE_RADIUS_MM
+
+    cats, radii, large, regions = [], [], [], set()
     for n in range(40):
         ph = make_phantom(np.random.default_rng([5, n, 0]), ("fdg", "pentixafor"), 8, (-175.0, 135.0))
         cats += [les.category for les in ph.lesions]
-        radii += [les.radius for les in ph.lesions]
+        radii += [les.radius for les in ph.lesions if les.form == "sphere"]
+        large += [les.radius for les in ph.lesions if les.form != "sphere"]
         regions |= {les.region for les in ph.lesions}
     frac = {c: cats.count(c) / len(cats) for c in CATEGORY_P}
     # 320 lesions: binomial SD of a proportion ~0.028; allow ~3.5 SD
     assert abs(frac["reference_only"] - CATEGORY_P["reference_only"]) < 0.1
     assert 0.03 < frac["index_only"] < 0.2
     assert 4.0 <= min(radii) and max(radii) <= 20.0
+    assert large and LARGE_RADIUS_MM[0] <= min(large) and max(large) <= LARGE_RADIUS_MM[1]
     assert regions == {"liver", "lymph node", "bone", "lung"}
 
 
@@ -263,7 +268,13 @@ def test_weich2021_lesion_counts_and_uptake():
     Pentixafor 42, 37 on both, 107 in all), shared out unevenly (1-25 per patient); the
     SUVmax drawn for the lesions positive on a tracer follows the lognormal of the
     published mean and SD; a lesion negative on a tracer looks like its host tissue."""
-    from dualpet.synth.phantom import _HOSTS, POSITIVE_MIN_CONTRAST, PRESET_MAX_LESIONS, PRESETS, lognormal_params
+    from dualpet.synth.phantom import (
+        _HOSTS,
+        POSITIVE_MIN_CONTRAST,
+        PRESET_MAX_LESIONS,
+        PRESETS,
+        lognormal_params,
+    )
 
     targets = {"fdg": [], "pentixafor": []}
     per_patient = []
@@ -276,7 +287,7 @@ def test_weich2021_lesion_counts_and_uptake():
         for ph in phantoms:
             for les in ph.lesions:
                 host = ph.labels_at(les.center[None], with_lesions=False)[0]
-                assert les.region in ("liver", "lymph node", "bone", "lung") and 4.0 <= les.radius <= 20.0
+                assert les.region in ("liver", "lymph node", "bone", "lung") and 4.0 <= les.radius <= 30.0
                 for t in ("fdg", "pentixafor"):
                     if t in les.target_suvmax:
                         targets[t].append(les.target_suvmax[t])
@@ -308,7 +319,7 @@ def test_preset_is_deterministic_per_patient():
     from dualpet.synth.phantom import preset_categories
 
     a, b = _preset_cohorts([3])[3], _preset_cohorts([3])[3]
-    key = lambda ph: [(les.id, les.region, les.center.tolist(), les.radius, les.suv, les.category) for les in ph.lesions]  # noqa: E731
+    key = lambda ph: [(les.id, les.region, les.center.tolist(), les.radius, les.suv, les.category) for les in ph.lesions]
     assert [key(p) for p in a] == [key(p) for p in b]
     assert preset_categories("weich2021", 3, 2) == preset_categories("weich2021", 3, 2)
     assert [preset_categories("weich2021", 3, n) for n in range(1, 12)] != [
@@ -350,7 +361,7 @@ def test_preset_cohort_size_and_refusals(tmp_path, monkeypatch):
     """``preset`` sets the number of patients unless given; unknown presets and other
     tracers are refused; the CLI offers exactly the presets there are and leaves
     ``--patients`` to the preset."""
-    import dualpet.synth as synth
+    from dualpet import synth
     from dualpet.cli import build_parser
     from dualpet.synth.phantom import PRESETS
 
@@ -405,3 +416,451 @@ def test_preset_recorded_and_regenerated(tmp_path, cohort_dir):
             assert les["visible"][tracer] == positive
             if positive:
                 assert les["noiseless_suvmax"][tracer] == pytest.approx(les["target_suvmax"][tracer], rel=0.1)
+
+
+# --- patient-like anatomy (issue 21, item 8) -------------------------------------------
+# Each test checks a fact the generator builds in, on its truth (the organ map it writes,
+# the phantom's labels), never with a rule of the analysis code.
+
+ANATOMY_SEEDS = [(21, n) for n in range(1, 7)]
+
+
+def _phantom(seed, n, n_lesions=0):
+    return make_phantom(np.random.default_rng([seed, n, 0]), ("fdg", "pentixafor"), n_lesions, (-160.0, 120.0))
+
+
+def _organ_map(ph, lo, hi, step=2.0):
+    """The truth organ map (and tissue labels) of the phantom on a grid over the anatomy box lo-hi."""
+    from dualpet.synth.render import grid_affine, render_labels
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    shape = tuple(int(v) for v in np.ceil((hi - lo) / step))
+    aff = grid_affine(shape, (step,) * 3, (lo + hi) / 2.0)
+    labels, organs = render_labels(ph, shape, aff, (np.eye(3), np.zeros(3)), with_lesions=False, organs=True)
+    return labels, organs, aff
+
+
+@pytest.mark.parametrize("seed,n", ANATOMY_SEEDS)
+def test_organ_volumes_in_the_ranges_of_adults(seed, n):
+    """Truth organ map volumes (domain notes): kidneys 120-170 mL each, liver 1,200-1,800,
+    spleen 100-250, heart with chambers 500-900 mL. On a 2 mm grid the volume of a smooth
+    organ is within about 1 % (half a voxel over its surface, errors of both signs), so
+    the bounds are checked as they are."""
+    from dualpet.anatomy import ORGANS
+
+    ph = _phantom(seed, n)
+    _, organs, _ = _organ_map(ph, (-190.0, -140.0, -200.0), (190.0, 140.0, 160.0))
+    ml = {k: (organs == ORGANS[k]).sum() * 8.0 / 1000.0 for k in ("kidney_left", "kidney_right", "liver", "spleen", "heart")}
+    assert 120.0 <= ml["kidney_left"] <= 170.0 and 120.0 <= ml["kidney_right"] <= 170.0, ml
+    assert 1200.0 <= ml["liver"] <= 1800.0, ml
+    assert 100.0 <= ml["spleen"] <= 250.0, ml
+    assert 500.0 <= ml["heart"] <= 900.0, ml
+
+
+@pytest.mark.parametrize("seed,n", ANATOMY_SEEDS[:4])
+def test_kidneys_lie_in_fat_beside_the_psoas_and_in_front_of_the_back_muscles(seed, n):
+    """Each kidney: at T12-L3, lateral to the psoas, hilum facing anteromedially, and a fat
+    plane between it and the back muscles of the same density: the nearest back-muscle
+    voxel (erector spinae, quadratus lumborum, psoas) is at least 4 mm away (perirenal fat
+    of 7-12 mm is painted over the muscles; 4 mm leaves two 1.5 mm voxels for the grid)
+    and the straight line to it crosses fat."""
+    from dualpet.synth.phantom import (
+        BACK_MUSCLE,
+        FAT,
+        KIDNEY,
+        MUSCLE,
+        RENAL_PELVIS,
+        RP_FAT,
+    )
+    from dualpet.synth.torso import _level
+    from scipy import ndimage
+
+    ph = _phantom(seed, n)
+    lm = ph.landmarks
+    spine = lm["vertebrae"]
+    for name, k in lm["kidneys"].items():
+        c = k["center"]
+        side = -1.0 if name == "right" else 1.0
+        assert _level(spine, "L3")["center"][2] - 30.0 <= c[2] <= _level(spine, "T12")["center"][2] + 10.0
+        assert k["hilum"][0] * side < 0 and k["hilum"][1] < 0  # medial and anterior
+        step = 1.5
+        labels, _, _ = _organ_map(ph, c - 90.0, c + 90.0, step)
+        kidney = np.isin(labels, (KIDNEY, RENAL_PELVIS))
+        muscle = np.isin(labels, (MUSCLE, BACK_MUSCLE))
+        dist, nearest = ndimage.distance_transform_edt(~kidney, sampling=step, return_indices=True)
+        m = np.argwhere(muscle)
+        i = int(np.argmin(dist[tuple(m.T)]))
+        assert dist[tuple(m[i])] >= 4.0, (name, dist[tuple(m[i])])
+        a, b = np.array([nearest[d][tuple(m[i])] for d in range(3)]), m[i]
+        line = np.rint(a[None, :] + np.linspace(0.0, 1.0, 50)[:, None] * (b - a)[None, :]).astype(int)
+        assert np.isin(labels[tuple(line.T)], (FAT, RP_FAT)).any()
+        # the psoas (MUSCLE beside the L2 body) is medial to the kidney
+        v = _level(spine, "L2")
+        psoas_x = side * (v["semi"][0] + 8.0)
+        assert ph.labels_at(np.array([[psoas_x, v["center"][1] - 4.0, v["center"][2]]]), with_lesions=False)[0] == MUSCLE
+        assert abs(c[0]) > abs(psoas_x) + 20.0
+
+
+def test_spine_has_processes_and_back_muscles_behind_it():
+    """Vertebrae are not cylinders: the lumbar transverse processes reach 35-50 mm from the
+    midline, the spinous process 50-80 mm behind the body's centre; erector spinae lies
+    behind the spine beside the spinous process, the canal holds no bone."""
+    from dualpet.synth.phantom import BACK_MUSCLE, BONE, CANAL
+
+    ph = _phantom(21, 1)
+    for v in ph.landmarks["vertebrae"]:
+        if v["name"] not in ("L2", "L3"):
+            continue
+        c, d = v["center"], v["semi"][1]
+        lateral = [x for x in np.arange(20.0, 70.0, 1.0) if ph.labels_at(np.array([[x, v["tp_tip"][1][1], c[2]]]), False)[0] == BONE]
+        assert 35.0 <= max(lateral) <= 50.0
+        back = [y for y in np.arange(0.0, 100.0, 1.0) if ph.labels_at(np.array([[0.0, c[1] + y, c[2] + 1.0]]), False)[0] == BONE]
+        assert 50.0 <= max(back) <= 80.0
+        canal_y = c[1] + d + v["canal"][1] + 2.0
+        assert ph.labels_at(np.array([[0.0, canal_y, c[2]]]), False)[0] == CANAL
+        for side in (-1, 1):
+            assert ph.labels_at(np.array([[side * 25.0, canal_y + 25.0, c[2]]]), False)[0] == BACK_MUSCLE
+
+
+@pytest.mark.parametrize("seed,n", ANATOMY_SEEDS[:3])
+def test_aorta_course_and_diameters(seed, n):
+    """The aorta in the truth map, by segment (domain notes): ascending 30-35 mm across,
+    descending thoracic 20-28, abdominal 15-24, left-anterior of the vertebral bodies from
+    T5 to the bifurcation at L4; one organ ``aorta`` from the valve to the bifurcation.
+    Diameters are measured as the area-equivalent diameter of the organ map's cross-section
+    (0.5 mm grid, the tube's tilt makes it at most 3 % wider: 1 mm)."""
+    from dualpet.anatomy import ORGANS
+    from dualpet.synth.render import grid_affine, render_labels
+    from dualpet.synth.torso import _level
+    from scipy import ndimage
+
+    ph = _phantom(seed, n)
+    lm = ph.landmarks
+    spine = lm["vertebrae"]
+    path = lm["aorta_path"][0]
+    d = lm["aorta_diameters_mm"]
+    assert 30.0 <= d["ascending"] <= 35.0 and 20.0 <= d["descending"] <= 28.0 and 15.0 <= d["abdominal"] <= 24.0
+    assert abs(lm["aorta_bifurcation_z"] - _level(spine, "L4")["center"][2]) <= 10.0
+
+    def diameter(z, x0):  # of the cross-section through x0 (its connected part)
+        shape = (160, 160, 1)
+        aff = grid_affine(shape, (0.5, 0.5, 1.0), (x0[0], x0[1], z))
+        _, organs = render_labels(ph, shape, aff, (np.eye(3), np.zeros(3)), with_lesions=False, organs=True)
+        parts, _ = ndimage.label(organs[:, :, 0] == ORGANS["aorta"])
+        area = (parts == parts[80, 80]).sum() * 0.25 if parts[80, 80] else 0.0
+        return 2.0 * np.sqrt(area / np.pi)
+
+    for name, (lo, hi) in (("T8", (20.0, 28.0)), ("L2", (15.0, 24.0))):
+        v = _level(spine, name)
+        z = v["center"][2]
+        p = path[np.argmin(np.abs(path[:, 2] - z) + 1000.0 * (path[:, 1] < -30.0))]  # the descending knot
+        assert p[0] > 0.0 and p[1] < v["center"][1]  # left of the midline, in front of the body's centre
+        assert lo - 1.0 <= diameter(z, p) <= hi + 1.0
+    asc = path[1]
+    assert asc[0] < 0.0 and asc[1] < path[-1][1]  # right and anterior
+    assert 30.0 - 1.0 <= diameter(asc[2], asc) <= 35.0 * 1.15  # oblique there: up to 15 % wider
+
+
+def test_aorta_blood_on_plain_and_enhanced_ct(cohort_dir, truth):
+    """The aorta's blood in the written CT: the patient's unenhanced value (35-55 HU) or the
+    study's enhanced one (150-400 HU, CONTRAST_HU); mean over the truth map's aorta voxels
+    2 voxels inside its wall (3 mm voxels, blur 0.6 voxel): within 10 HU of it (noise SD
+    20-40 HU per voxel, hundreds of voxels; partial volume is kept out by the erosion)."""
+    import nibabel as nib
+    from dualpet.anatomy import ORGANS
+    from dualpet.synth.phantom import BLOOD
+    from scipy import ndimage
+
+    for pid, t in truth.items():
+        for tracer in t["tracers"]:
+            organs = np.asarray(nib.load(cohort_dir / t["organ_maps"][tracer]).dataobj)
+            core = ndimage.binary_erosion(organs == ORGANS["aorta"], iterations=2)
+            dss = _read_series(cohort_dir / "dicom" / pid / tracer / "CT_2")
+            hu = np.stack([d.pixel_array.T * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss], axis=2)
+            enhanced = t["studies"][tracer]["ct_contrast"]
+            expected = enhanced[str(BLOOD)] if enhanced else t["anatomy"]["ct_numbers_hu"]["blood"]
+            assert (150.0 <= expected <= 400.0) if enhanced else (35.0 <= expected <= 55.0)
+            assert core.sum() > 100
+            assert hu[core].mean() == pytest.approx(expected, abs=10.0)
+
+
+@pytest.mark.parametrize("seed,n", ANATOMY_SEEDS[:3])
+def test_heart_position_wall_and_hila(seed, n):
+    """Heart: between the lungs above the diaphragm's level, anterior and left of the
+    midline; the LV myocardium a ring of LV_WALL_MM around the blood-filled cavity in the
+    short axis (sampled at 0.5 mm: 10 +- 1 mm); the hila (main bronchi, pulmonary
+    arteries) lie lateral to the mediastinum and outside the heart."""
+    from dualpet.anatomy import ORGANS
+    from dualpet.synth.phantom import AIRWAY, BLOOD, MYOCARDIUM, VESSEL
+    from dualpet.synth.torso import LV_WALL_MM
+
+    ph = _phantom(seed, n)
+    lm = ph.landmarks
+    heart = lm["heart"]
+    _, organs, aff = _organ_map(ph, (-150.0, -150.0, -60.0), (150.0, 100.0, 180.0), 3.0)
+    idx = np.argwhere(organs == ORGANS["heart"])
+    pts = idx * 3.0 + aff[:3, 3]
+    assert pts[:, 0].mean() > 0.0 and pts[:, 1].mean() < 0.0  # left, anterior
+    assert pts[:, 2].min() > -25.0  # on the diaphragm
+    lv_c = heart["parts"]["lv"][0]
+    r = np.arange(0.0, 70.0, 0.5)
+    e3 = np.cross(heart["axis"], heart["e2"])
+    for direction in (heart["e2"], -heart["e2"], e3, -e3):  # short axis through the LV's centre
+        labels = ph.labels_at(lv_c + r[:, None] * direction, with_lesions=False)
+        first_wall = int(np.argmax(labels == MYOCARDIUM))
+        assert first_wall > 0 and (labels[:first_wall] == BLOOD).all()
+        wall = np.argmax(labels[first_wall:] != MYOCARDIUM) * 0.5
+        # the cavity is shifted 11-13 mm towards the base: 10-11 mm here; 0.5 mm sampling
+        assert LV_WALL_MM - 1.0 <= wall <= LV_WALL_MM + 2.0, wall
+    for side, h in zip((-1, 1), lm["hila"]):
+        assert side * h[0] > 40.0  # lateral to the mediastinum (half width about 30 mm)
+        near = h + _sphere(12.0)
+        lab = ph.labels_at(near, with_lesions=False)
+        assert np.isin(lab, (VESSEL, AIRWAY)).any()  # pulmonary arteries and bronchi meet there
+        ijk = np.rint((near - aff[:3, 3]) / 3.0).astype(int)
+        ok = np.all((ijk >= 0) & (ijk < organs.shape), axis=1)
+        assert not (organs[tuple(ijk[ok].T)] == ORGANS["heart"]).any()
+
+
+def _sphere(r, n=60):
+    from dualpet.synth.phantom import _sphere_dirs
+
+    return np.vstack([np.zeros((1, 3)), _sphere_dirs(n) * r, _sphere_dirs(n) * r / 2.0])
+
+
+@pytest.mark.parametrize("seed,n", ANATOMY_SEEDS[:4])
+def test_stomach_under_the_left_diaphragm_with_a_horizontal_air_fluid_level(seed, n):
+    """Stomach in the left upper quadrant below the diaphragm's level, its wall, fluid and
+    gas labelled ``bowel`` in the truth map; in a supine patient its gas lies anterior (-y)
+    and its fluid posterior, separated by one coronal plane (a horizontal line on axial
+    images): every gas point in front of the level, every fluid point behind it (exact:
+    the gas is the lumen cut by that plane)."""
+    from dualpet.anatomy import ORGANS
+    from dualpet.synth.phantom import STOMACH, STOMACH_FLUID, STOMACH_GAS
+
+    ph = _phantom(seed, n)
+    st = ph.landmarks["stomach"]
+    lo, hi = st["points"].min(axis=0) - 40.0, st["points"].max(axis=0) + 40.0
+    labels, organs, aff = _organ_map(ph, lo, hi, 2.0)
+    pts = np.argwhere(np.isin(labels, (STOMACH, STOMACH_FLUID, STOMACH_GAS))) * 2.0 + aff[:3, 3]
+    assert pts[:, 0].mean() > 0.0 and pts[:, 2].mean() < 0.0  # left, below the diaphragm's level
+    assert (organs[np.isin(labels, (STOMACH, STOMACH_FLUID, STOMACH_GAS))] == ORGANS["bowel"]).all()
+    gas = np.argwhere(labels == STOMACH_GAS) * 2.0 + aff[:3, 3]
+    fluid = np.argwhere(labels == STOMACH_FLUID) * 2.0 + aff[:3, 3]
+    assert len(fluid) > 0
+    if st["gas"]:
+        assert len(gas) > 0 and gas[:, 1].max() <= st["level_y"] < fluid[:, 1].min() + 2.0 * 1.0
+        # where both lie in one axial plane, the gas is in front of the fluid
+        z = np.intersect1d(np.round(gas[:, 2]), np.round(fluid[:, 2]))
+        assert z.size > 0
+    else:
+        assert len(gas) == 0
+
+
+def test_stomach_gas_level_is_common_and_supine():
+    """Most patients show an air-fluid level (75 % drawn; 40 patients: SD 7 %), some a
+    stomach without gas."""
+    gas = [_phantom(22, n).landmarks["stomach"]["gas"] for n in range(1, 41)]
+    assert 0.5 <= np.mean(gas) <= 0.95
+
+
+def test_truth_organ_map_labels_new_structures():
+    """What the truth map calls each new structure (TotalSegmentator v2 numbers of dualpet's
+    ORGANS): stomach and bowel 18, heart (myocardium, walls and chambers) 51, aorta 52,
+    vertebrae with their processes 26; muscles, oesophagus, venae cavae, pulmonary vessels,
+    airways, discs, canal and brown fat are body (200)."""
+    from dualpet.anatomy import ORGANS
+    from dualpet.synth import phantom as P
+
+    ph = _phantom(21, 1)
+    labels, organs, _ = _organ_map(ph, (-200.0, -140.0, -240.0), (200.0, 140.0, 300.0), 4.0)
+    expect = {
+        P.STOMACH: "bowel", P.STOMACH_FLUID: "bowel", P.BOWEL: "bowel", P.MYOCARDIUM: "heart", P.BLOOD: "heart",
+        P.HEART_WALL: "heart", P.AORTA: "aorta", P.MARROW: "vertebrae", P.BACK_MUSCLE: "body", P.NECK_MUSCLE: "body",
+        P.MUSCLE: "body", P.OESOPHAGUS: "body", P.VEIN: "body", P.VESSEL: "body", P.AIRWAY: "body", P.DISC: "body",
+        P.CANAL: "body", P.BROWN_FAT: "body", P.RP_FAT: "body", P.SOFT: "body",
+    }  # fmt: skip
+    for label, organ in expect.items():
+        got = set(np.unique(organs[labels == label]).tolist())
+        assert got, P.TISSUES[label]
+        if label == P.MARROW:  # marrow of the vertebrae, and of the other bones (body)
+            assert ORGANS["vertebrae"] in got
+        else:
+            assert got == {ORGANS[organ]}, (P.TISSUES[label], got)
+    # the processes are vertebrae: bone behind the canal is labelled so
+    v = next(v for v in ph.landmarks["vertebrae"] if v["name"] == "L2")
+    tip = v["tp_tip"][1] - [3.0, 0.0, 0.0]
+    from dualpet.synth.render import organ_code
+
+    assert ph.labels_at(tip[None], False)[0] == P.BONE
+    bone_shapes = [s for s in ph.shapes if s.label == P.BONE and s.kind == "tube" and s.contains(tip[None])[0]]
+    assert bone_shapes and all(organ_code(s) == ORGANS["vertebrae"] for s in bone_shapes)
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_shoulders_and_arms(n):
+    """Arms up: the humeri run up beside the head (bone lateral to the skull at the head's
+    level) and the shoulder girdle (humeral heads, scapulae, clavicles) lies at the top of
+    the trunk; arms down: the humeri beside the trunk 150 mm below the shoulders, nothing
+    beside the head. Deltoids and rotator cuff are shoulder muscle (NECK_MUSCLE)."""
+    from dualpet.synth.phantom import BONE, MARROW, NECK_MUSCLE
+
+    ph = _phantom(23, n)
+    lm = ph.landmarks
+    S, head = lm["shoulder_z"], lm["head_center"]
+    xs = np.arange(60.0, 260.0, 2.0)
+
+    def bone_at(z, y=0.0, x0=60.0):
+        x = xs[xs >= x0]
+        pts = np.concatenate([np.stack([s * x, np.full_like(x, y), np.full_like(x, z)], 1) for s in (-1, 1)])
+        lab = ph.labels_at(pts, False).reshape(2, -1)
+        return [np.isin(lab[i], (BONE, MARROW)).any() for i in range(2)]
+
+    # humeral heads at the glenoid, under a deltoid, on both sides
+    for side in (-1, 1):
+        ray = np.stack([side * xs, np.full_like(xs, 10.0), np.full_like(xs, S - 28.0 + (18.0 if lm["arms"] == "up" else 0.0))], 1)
+        lab = ph.labels_at(ray, False)
+        assert np.isin(lab, (BONE, MARROW)).any() and (lab == NECK_MUSCLE).any()
+    if lm["arms"] == "up":
+        assert all(bone_at(S + 150.0, -3.0))
+        assert not any(bone_at(S - 200.0))
+    else:
+        assert all(bone_at(S - 150.0, 12.0))
+        assert not any(bone_at(head[2], -6.0, x0=lm["head_semi"][0] + 10.0))  # beside the skull
+
+
+def test_physiological_uptake_varies_between_patients():
+    """FDG (domain notes): myocardium from blood level (about 30 % of patients) to intense
+    (> 10 in some); symmetric uptake in the neck and shoulder muscles (SUV 1.5-4) in about a
+    quarter, brown fat (SUV 2-10) in about a fifth (100 patients: binomial SD 4-5 %, bounds
+    at about 3 SD); Pentixafor low in both. The depots come in mirror pairs (one label, so
+    one uptake for both sides)."""
+    from dualpet.synth.phantom import (
+        BLOOD,
+        BROWN_FAT,
+        FAT,
+        MUSCLE,
+        MYOCARDIUM,
+        NECK_MUSCLE,
+        sample_uptake,
+    )
+
+    kinds, muscles, brown, myo = [], [], [], []
+    for n in range(100):
+        u, phys = sample_uptake(np.random.default_rng([24, n]), ("fdg", "pentixafor"))
+        kinds.append(phys["myocardial_fdg"])
+        myo.append(u["fdg"][MYOCARDIUM] / u["fdg"][BLOOD])
+        if phys["neck_shoulder_muscle_fdg"]:
+            muscles.append(u["fdg"][NECK_MUSCLE])
+        else:
+            assert u["fdg"][NECK_MUSCLE] == u["fdg"][MUSCLE]
+        if phys["brown_fat_fdg"]:
+            brown.append(u["fdg"][BROWN_FAT])
+        else:
+            assert u["fdg"][BROWN_FAT] == u["fdg"][FAT]
+        assert u["pentixafor"][BROWN_FAT] == u["pentixafor"][FAT] and u["pentixafor"][NECK_MUSCLE] == u["pentixafor"][MUSCLE]
+    assert 0.15 <= kinds.count("none") / 100 <= 0.45
+    assert min(myo) <= 1.3 and max(u_ for u_ in myo) * 1.5 > 10.0 / 1.7  # blood level to intense
+    assert 0.12 <= len(muscles) / 100 <= 0.4 and all(1.5 <= m <= 4.0 for m in muscles)
+    assert 0.08 <= len(brown) / 100 <= 0.33 and all(2.0 <= b <= 10.0 for b in brown)
+    ph = _phantom(21, 1)
+    depots = [s for s in ph.shapes if s.label == BROWN_FAT]
+    centres = {tuple(np.round(s.center, 3)) for s in depots}
+    assert len(depots) >= 6 and all((-c[0], c[1], c[2]) in centres for c in centres)
+
+
+def test_ct_noise_is_correlated_and_starves_through_the_shoulders():
+    """Low-dose CT noise: neighbouring voxels correlated (2 mm voxels: correlation of
+    horizontally adjacent voxels > 0.2; white noise would give 0 +- 0.01), the noise SD
+    where the patient is thin is the study's (5 %: the SD of 80,000 correlated samples);
+    a slice whose lateral rays cross more tissue (400 mm of dense tissue: the shoulders
+    with the arms down) is noisier and carries horizontal streaks (the row means vary more
+    than the column means)."""
+    from dualpet.synth.render import add_ct_noise
+
+    hu = np.full((200, 200, 4), -1000.0, np.float32)
+    hu[70:130, 70:130, :2] = 40.0  # thin: 120 mm
+    hu[0:200, 80:120, 2:] = 400.0  # wide and dense: 400 mm of bone-like tissue
+    outside = np.zeros(hu.shape, bool)
+    clean = hu.copy()
+    add_ct_noise(hu, outside, np.diag([2.0, 2.0, 3.0, 1.0]), np.random.default_rng(0), 30.0)
+    noise = hu - clean
+    thin = noise[:, :, :2]
+    assert thin.std() == pytest.approx(30.0, rel=0.05)
+    r = np.corrcoef(thin[:-1].ravel(), thin[1:].ravel())[0, 1]
+    assert r > 0.2
+    wide = noise[:, 80:120, 2:]
+    assert wide.std() > 1.5 * thin.std()
+    rows, cols = wide[:, :, 0].mean(axis=0), wide[:, :, 0].mean(axis=1)
+    assert rows.std() > 3.0 * cols.std()
+
+
+def _lesions_of(seed, count=40, n_lesions=8):
+    return [(ph, les) for n in range(1, count + 1) for ph in [_phantom(seed, n, n_lesions)] for les in ph.lesions]
+
+
+def test_large_tumours_are_one_lesion_with_several_peaks_or_a_cold_core():
+    """A lobulated mass (30-60 mm) is one truth lesion whose noiseless PET shows several
+    peaks (local maxima above half its maximum) and whose CT voxels form one connected
+    region; a necrotic mass has a cold core (its centre's noiseless SUV below the rim's
+    maximum by at least a third)."""
+    from dualpet.synth.render import grid_affine, render_labels, render_pet_truth
+    from scipy import ndimage
+
+    pairs = _lesions_of(25)
+    lob = [(ph, les) for ph, les in pairs if les.form == "lobulated" and les.category != "index_only"]
+    nec = [(ph, les) for ph, les in pairs if les.form == "necrotic" and les.category != "index_only"]
+    assert lob and nec
+    for ph, les in lob[:3] + nec[:3]:
+        assert 15.0 <= les.radius <= 30.0 and sum(1 for o in ph.lesions if o is les) == 1
+        shape = (40, 40, 40)
+        aff = grid_affine(shape, (2.0, 2.0, 2.0), les.center)
+        img = render_pet_truth(ph, "fdg", shape, aff, (np.eye(3), np.zeros(3)), 6.5)
+        pts = np.indices(shape).reshape(3, -1).T * 2.0 + aff[:3, 3]
+        inside = (np.linalg.norm(pts - les.center, axis=1) <= les.radius).reshape(shape)
+        if les.form == "lobulated":
+            peaks = (img == ndimage.maximum_filter(img, size=5)) & inside & (img > 0.5 * img[inside].max())
+            assert peaks.sum() >= 2
+            labels = render_labels(ph, shape, aff, (np.eye(3), np.zeros(3)))
+            i = ph.lesions.index(les)
+            assert ndimage.label(labels == 100 + i)[1] == 1
+        else:
+            core = les.center + les.parts[1].offset
+            c = tuple(np.rint((core - aff[:3, 3]) / 2.0).astype(int))
+            assert img[c] < (2.0 / 3.0) * img[inside].max()
+
+
+def test_close_pairs_stay_two_lesions_and_hilar_sites_exist():
+    """Lesions placed as a pair lie 10-20 mm apart edge to edge and are two lesions; lung
+    tumours beside a hilum are region 'lung', mediastinal and hilar nodes 'lymph node';
+    every lesion keeps 10 mm from hot organs (the outer shell holds none of them)."""
+    from dualpet.synth.phantom import BLOOD, HOT_ORGANS, _sphere_dirs
+
+    pairs = _lesions_of(26)
+    paired = [les for _, les in pairs if les.pair is not None]
+    assert paired
+    for les in paired:
+        gap = np.linalg.norm(les.center - les.pair.center) - les.radius - les.pair.radius
+        assert 10.0 - 1e-9 <= gap <= 20.0 + 1e-9 and les.pair is not les and les.pair.pair is les
+    stations = {(les.region, les.station) for _, les in pairs}
+    assert ("lung", "perihilar") in stations and ("lymph node", "hilar") in stations
+    assert any(r == "lymph node" and s in ("subcarinal", "prevascular", "hilar", "aortopulmonary", "paratracheal")
+               for r, s in stations)  # fmt: skip
+    for ph, les in pairs:
+        shell = ph.labels_at(les.center + _sphere_dirs() * (les.radius + 9.5), with_lesions=False)
+        assert not set(shell.tolist()) & (set(HOT_ORGANS) | {BLOOD})
+
+
+def test_truth_records_forms_parts_and_pairs(truth):
+    """The truth lists each lesion once with its form ('sphere', 'lobulated', 'necrotic'),
+    the parts of a large one inside its enclosing radius, its station and its pair."""
+    ids = {les["id"] for t in truth.values() for les in t["lesions"]}
+    for t in truth.values():
+        for les in t["lesions"]:
+            assert les["form"] in ("sphere", "lobulated", "necrotic") and les["station"]
+            for p in les.get("parts", []):
+                assert np.linalg.norm(p["offset_mm"]) + p["radius_mm"] <= les["radius_mm"] + 1e-3  # rounded to 1 um
+            if "pair_with" in les:
+                assert les["pair_with"] in ids and les["pair_with"] != les["id"]
+            # the enclosing sphere's volume (radius rounded to 1 um in the truth)
+            assert 0.0 < les["volume_ml"] <= 4.0 / 3.0 * np.pi * (les["radius_mm"] + 1e-3) ** 3 / 1000.0

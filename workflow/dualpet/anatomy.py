@@ -279,7 +279,7 @@ class _Context:
         if entry["truncated_by_field_of_view"]:
             lo, hi = TRUNCATED_ML.get(name, lo), hi
         ok = bool(mask.any()) and lo <= entry["volume_ml"] <= hi
-        entry["checks"] = {f"volume within {lo:g}-{hi:g} mL": ok, **{k: bool(v) for k, v in (checks or {}).items()}}
+        entry["checks"] = {f"volume {entry['volume_ml']:g} mL within {lo:g}-{hi:g} mL": ok, **{k: bool(v) for k, v in (checks or {}).items()}}
         entry["found"] = bool(mask.any()) and all(entry["checks"].values())
         if entry["found"]:
             self.labels[mask & ((self.labels == 0) | (self.labels == ORGANS["body"]))] = ORGANS[name]
@@ -1056,9 +1056,62 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
         organ, why = step()
         if organ is None:
             c.report[name] = {"found": False, "volume_ml": 0.0, "method": why, "checks": {}, "truncated_by_field_of_view": False}
-        elif not c.accept(name, organ, why):
+        elif not c.accept(name, organ, why, checks=_plausible(c, name, organ, spine_centre, bool(enhanced))):
             c.levels.pop(name, None)  # an implausible organ's level guides nothing
     return to_full_grid(c.labels, factors, hu.shape), c.report
+
+
+#: Median CT number (HU, on the denoised work CT) an organ may have, unenhanced and
+#: contrast-enhanced (portal-venous to late arterial). Sources: domain ranges (liver 50-65
+#: unenhanced, fatty down to about -30; spleen 8-10 below the liver; kidneys 30-40, read
+#: 10-20 where sinus fat shares the voxels; blood 35-55; heart blood and myocardium 35-55;
+#: enhanced liver 100-130, spleen 110-140, kidney cortex 150-250, blood 150-400) widened by
+#: the CT's noise and the organs' partial-volume rim.
+PLAUSIBLE_HU = {
+    "liver": ((-30.0, 80.0), (60.0, 200.0)), "spleen": ((15.0, 75.0), (60.0, 220.0)),
+    "kidney_right": ((0.0, 60.0), (100.0, 400.0)), "kidney_left": ((0.0, 60.0), (100.0, 400.0)),
+    "heart": ((15.0, 75.0), (60.0, 500.0)), "urinary_bladder": ((-20.0, 40.0), (-20.0, 400.0)),
+}  # fmt: skip
+#: Where an organ's centre lies from the vertebral body's centre (mm; +x the patient's
+#: left, +y posterior): liver right of +20 (its left lobe crosses the midline), spleen left
+#: of +40, heart in front of the bodies (-30 and more anterior) and from 40 right to 110 left
+#: of them, bladder within 60 mm of the midline. Their share above the diaphragm (liver,
+#: spleen, kidneys: under 10 %) or in the erector spinae (under 10 %) is bounded too.
+PLAUSIBLE_PLACE = {
+    "liver": {"dx": (-200.0, 20.0)}, "spleen": {"dx": (40.0, 200.0)},
+    "heart": {"dx": (-40.0, 110.0), "dy": (-200.0, -30.0)}, "urinary_bladder": {"dx": (-60.0, 60.0)},
+}  # fmt: skip
+BELOW_DIAPHRAGM = ("liver", "spleen", "kidney_right", "kidney_left")
+ABOVE_SHARE_MAX, BACK_MUSCLE_SHARE_MAX = 0.10, 0.10
+
+
+def _plausible(c, name, organ, spine_centre, enhanced):
+    """Plausibility checks of an organ ({description: passed}) beyond its volume: its median
+    CT number (PLAUSIBLE_HU), its centre's place from the vertebral bodies
+    (PLAUSIBLE_PLACE), the share above the diaphragm of an abdominal organ and the share in
+    the erector spinae (BELOW_DIAPHRAGM, ABOVE_SHARE_MAX, BACK_MUSCLE_SHARE_MAX). An organ
+    failing any is not painted, and is named with the failed checks in the report."""
+    checks = {}
+    if not organ.any():
+        return checks
+    if name in PLAUSIBLE_HU:
+        lo, hi = PLAUSIBLE_HU[name][1 if enhanced else 0]
+        med = float(np.median(c.denoised[organ]))
+        checks[f"median {med:.0f} HU within {lo:g}-{hi:g} HU ({'enhanced' if enhanced else 'unenhanced'})"] = lo <= med <= hi
+    if spine_centre:
+        dx, dy = _spine_frame(c, spine_centre, organ.shape)
+        dx, dy = np.broadcast_to(dx, organ.shape), np.broadcast_to(dy, organ.shape)
+        for axis, (lo, hi) in PLAUSIBLE_PLACE.get(name, {}).items():
+            v = float((dx if axis == "dx" else dy)[organ].mean())
+            where = "left of" if axis == "dx" else "behind"
+            checks[f"centre {v:.0f} mm {where} the vertebral bodies' centre, within {lo:g} to {hi:g}"] = lo <= v <= hi
+        if name in ("liver", "spleen", "kidney_right", "kidney_left"):
+            share = float((organ & _back_muscles(c, spine_centre, organ.shape)).sum()) / float(organ.sum())
+            checks[f"{100 * share:.0f} % in the erector spinae (at most {100 * BACK_MUSCLE_SHARE_MAX:g} %)"] = share <= BACK_MUSCLE_SHARE_MAX
+    if name in BELOW_DIAPHRAGM and c.mask("lung_left", "lung_right").any():
+        share = float((organ & _above_diaphragm(c, organ, 10.0)).sum()) / float(organ.sum())
+        checks[f"{100 * share:.0f} % above the diaphragm (at most {100 * ABOVE_SHARE_MAX:g} %)"] = share <= ABOVE_SHARE_MAX
+    return checks
 
 
 #: The TotalSegmentator command and the arguments ``anatomy.method: totalsegmentator``

@@ -3,7 +3,7 @@
 ``bloodpool`` (the default): a cylinder of 10 mm diameter and 20 mm length (the
 EANM/PERCIST blood-pool VOI) on the centre line of the descending thoracic aorta of the
 organ map (:mod:`dualpet.anatomy`), where its lumen is wide enough and free of calcified
-plaque; ``liver``: a 30 mm sphere in the liver's right lobe, clear of lesions (the
+plaque, else of the abdominal aorta (:data:`BLOODPOOL_SEGMENTS`); ``liver``: a 30 mm sphere in the liver's right lobe, clear of lesions (the
 median-SUV one of several candidates deep in the label). The configured region is
 used if the field of view holds it, else the other one (recorded). The SUVmean is measured
 on the PET's own voxels. A VOI given in the studies sheet (coordinates or a mask) replaces
@@ -29,6 +29,10 @@ BLOODPOOL_RADIUS_MM, BLOODPOOL_HALF_LENGTH_MM = 5.0, 10.0
 #: The aortic lumen must be this wide (mm) where the VOI sits: VOI radius plus 2 mm clear
 #: of the wall, where partial volume with the wall and PET blur would lower the mean.
 MIN_LUMEN_RADIUS_MM = BLOODPOOL_RADIUS_MM + 2.0
+#: Where the blood-pool VOI is placed, in this order: the descending thoracic aorta (the
+#: EANM/PERCIST reference), else the abdominal aorta above the bifurcation (a field of view
+#: without the chest); the liver is the fallback of the other method.
+BLOODPOOL_SEGMENTS = ("thoracic", "abdominal")
 #: Calcified plaque in the lumen (HU on the CT, after a 1 mm smoothing): plain CT, and
 #: contrast-enhanced CT (where the lumen itself reaches 400 HU).
 CALCIFIED_HU = {"plain": 300.0, "enhanced": 700.0}
@@ -49,18 +53,19 @@ def _cylinder_mask(shape, affine, centre, radius_mm, half_length_mm):
     return tuple(idx[inside].T)
 
 
-def _aorta_levels(labels, ct_affine, hu):
-    """Candidate blood-pool VOI centres in the descending thoracic aorta of a label map:
-    per CT slice holding aorta and lung, the aorta's centroid and equivalent lumen radius;
-    a level qualifies if every slice within the VOI's half length has a lumen of at least
-    MIN_LUMEN_RADIUS_MM and no calcified plaque lies within the VOI. Ordered from the middle
-    of the thoracic segment outwards. Returns (list of (centre, radius), reason if none)."""
+def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
+    """Candidate blood-pool VOI centres in the descending aorta of a label map, its
+    ``segment`` "thoracic" (slices holding aorta and lung) or "abdominal" (aorta without
+    lung): per CT slice the aorta's centroid and equivalent lumen radius; a level qualifies
+    if every slice within the VOI's half length has a lumen of at least MIN_LUMEN_RADIUS_MM
+    and no calcified plaque lies within the VOI. Ordered from the middle of the segment
+    outwards. Returns (list of (centre, radius), reason if none)."""
     aorta = np.isin(labels, ORGAN_CLASSES["aorta"])
     lung = np.isin(labels, ORGAN_CLASSES["lung_left"] + ORGAN_CLASSES["lung_right"])
     sp = voxel_spacing(ct_affine)
-    planes = [k for k in np.flatnonzero(aorta.any(axis=(0, 1))) if lung[:, :, k].any()]
+    planes = [k for k in np.flatnonzero(aorta.any(axis=(0, 1))) if bool(lung[:, :, k].any()) == (segment == "thoracic")]
     if not planes:
-        return [], "no thoracic (descending) aorta in the organ map"
+        return [], f"no {segment} aorta in the organ map"
     info = {}
     for k in planes:
         ii, jj = np.nonzero(aorta[:, :, k])
@@ -69,7 +74,7 @@ def _aorta_levels(labels, ct_affine, hu):
     enhanced = float(np.median(hu[aorta])) > 120.0
     limit = CALCIFIED_HU["enhanced" if enhanced else "plain"]
     mid = np.median(planes)
-    levels, why = [], f"no 20 mm stretch of thoracic aorta with a lumen of at least {MIN_LUMEN_RADIUS_MM:g} mm radius"
+    levels, why = [], f"no 20 mm stretch of {segment} aorta with a lumen of at least {MIN_LUMEN_RADIUS_MM:g} mm radius"
     for k in sorted(planes, key=lambda k: abs(k - mid)):
         span = range(k - half, k + half + 1)
         if not all(j in info and info[j][1] >= MIN_LUMEN_RADIUS_MM for j in span):
@@ -79,7 +84,7 @@ def _aorta_levels(labels, ct_affine, hu):
         box = tuple(slice(max(int(v.min()) - 2, 0), int(v.max()) + 3) for v in cyl)
         smooth = ndimage.gaussian_filter(hu[box].astype(np.float32), 1.0 / sp)
         if np.any(smooth[tuple(v - b.start for v, b in zip(cyl, box))] > limit):
-            why = "the thoracic aorta's lumen holds calcified plaque wherever it is wide enough"
+            why = f"the {segment} aorta's lumen holds calcified plaque wherever it is wide enough"
             continue
         levels.append((centre, float(np.mean([info[j][1] for j in span]))))
         if len(levels) >= 3:
@@ -136,9 +141,9 @@ def _liver_voi(suv, pet_affine, centres, where):
 def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloodpool", *, fallback=True, where=""):
     """Background VOI from the study's organ label map (:mod:`dualpet.anatomy`).
 
-    ``bloodpool``: a 10 mm x 20 mm z-cylinder on the descending thoracic aorta's centre
-    line, at the level nearest the middle of its thoracic segment where the lumen is wide
-    enough (:data:`MIN_LUMEN_RADIUS_MM`) and free of calcified plaque. ``liver``: a 30 mm
+    ``bloodpool``: a 10 mm x 20 mm z-cylinder on the descending aorta's centre line, at
+    the level nearest the middle of its thoracic segment (else its abdominal one) where the
+    lumen is wide enough (:data:`MIN_LUMEN_RADIUS_MM`) and free of calcified plaque. ``liver``: a 30 mm
     sphere in the liver's right lobe, the median-SUV one of candidates spread through it
     (a lesion in one sphere does not bias the background). If the configured region is not available and
     ``fallback`` is set, the other one is used and the result says so (``fallback``);
@@ -148,11 +153,7 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
     order = [method] + ([m for m in ("bloodpool", "liver") if m != method] if fallback else [])
     for m in order:
         if m == "bloodpool":
-            levels, why = _aorta_levels(labels, ct_affine, hu)
-            if levels:
-                centre, radius = levels[0]
-                src = "bloodpool:anatomy (descending thoracic aorta of the organ map; 10 mm x 20 mm cylinder)"
-                out = {**_measure(suv, pet_affine, centre, src, "bloodpool", where), "lumen_radius_mm": radius}
+            out, why = _bloodpool(labels, ct_affine, hu, suv, pet_affine, where)
         else:
             centres, why = _liver_centres(labels, ct_affine)
             if centres is not None:
@@ -165,6 +166,24 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
         reasons[m] = why
     detail = "; ".join(f"{m}: {r}" for m, r in reasons.items())
     raise DualpetInputError(f"{where}: no background region found ({detail})")
+
+
+def _bloodpool(labels, ct_affine, hu, suv, pet_affine, where):
+    """The blood-pool VOI in the first segment of BLOODPOOL_SEGMENTS the organ map's aorta
+    offers; (result, None) or (None, why neither does). A VOI in the abdominal aorta says
+    why the thoracic one was not used (``fallback``)."""
+    reasons = []
+    for segment in BLOODPOOL_SEGMENTS:
+        levels, why = _aorta_levels(labels, ct_affine, hu, segment)
+        if levels:
+            centre, radius = levels[0]
+            src = f"bloodpool:anatomy (descending {segment} aorta of the organ map; 10 mm x 20 mm cylinder)"
+            out = {**_measure(suv, pet_affine, centre, src, "bloodpool", where), "lumen_radius_mm": radius}
+            if reasons:
+                out["fallback"] = f"{'; '.join(reasons)}: the {segment} aorta used instead"
+            return out, None
+        reasons.append(why)
+    return None, "; ".join(reasons)
 
 
 def _measure(suv, pet_affine, centre, source, method, where=""):

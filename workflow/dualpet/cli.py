@@ -209,6 +209,7 @@ def _cmd_patient_table(a):
     patient_tables(
         a.patient, (a.reference, a.index), a.index_tsv, a.metrics, {a.reference: a.ref_seg, a.index: a.idx_seg},
         a.registration_qc, a.lesions_out, a.patient_out, pet_sidecars={a.reference: a.ref_pet_json, a.index: a.idx_pet_json},
+        anatomy={a.reference: a.ref_anatomy, a.index: a.idx_anatomy},
     )  # fmt: skip
 
 
@@ -449,11 +450,14 @@ def build_parser():
     s.add_argument("--idx-seg", required=True)
     s.add_argument("--ref-pet-json", default="")
     s.add_argument("--idx-pet-json", default="")
+    s.add_argument("--ref-anatomy", default="", help="the reference study's anatomy.json (organs dropped as implausible)")
+    s.add_argument("--idx-anatomy", default="", help="the index study's anatomy.json")
     s.add_argument("--registration-qc", required=True)
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patient-out", required=True)
     s.set_defaults(func=_cmd_patient_table)
-    isolation(s, inputs=["index_tsv", "metrics", "ref_seg", "idx_seg", "ref_pet_json", "idx_pet_json", "registration_qc"],
+    isolation(s, inputs=["index_tsv", "metrics", "ref_seg", "idx_seg", "ref_pet_json", "idx_pet_json", "ref_anatomy",
+                         "idx_anatomy", "registration_qc"],
               outputs=["lesions_out", "patient_out"])  # fmt: skip
 
     s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dualpet.failures import read_failures, reasons
-from dualpet.interchange import LESION_METRICS, read_segmentation
+from dualpet.interchange import LESION_METRICS, dropped_organs, read_segmentation
 from dualpet.io import read_json, write_json, write_tsv
 
 
@@ -31,7 +31,8 @@ def lesion_columns(tracers):
 
 
 def patient_tables(
-    patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient, pet_sidecars=None
+    patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient, pet_sidecars=None,
+    anatomy=None,
 ):
     """Join the lesion index with the per-lesion metrics; summarise the patient.
 
@@ -40,6 +41,7 @@ def patient_tables(
     segmentations : dict tracer -> path of that study's segmentation JSON.
     registration_qc : path of the registration QC JSON.
     pet_sidecars : dict tracer -> path of that study's pet.json (PET-to-CT registration).
+    anatomy : dict tracer -> path of that study's anatomy.json (organs dropped as implausible).
     """
     index = read_tsv(index_tsv)
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
@@ -76,6 +78,9 @@ def patient_tables(
         summary[f"{t}_lesions"] = detected
         summary[f"{t}_background_suvmean"] = seg["background_suvmean"]
         summary[f"{t}_background_source"] = seg["background_source"]
+        summary[f"{t}_background_fallback"] = seg["background_fallback"]
+        if anatomy and anatomy.get(t):
+            summary[f"{t}_organs_dropped"] = dropped_organs(read_json(anatomy[t]))
         summary[f"{t}_threshold_suv"] = seg["threshold_suv"]
         if pet_sidecars and pet_sidecars.get(t):
             # 1: PET and CT did not share a frame of reference and were registered (pet.json)

@@ -80,15 +80,29 @@ def write_segmentation(path, patient, tracer, background, method, info):
 
 def read_segmentation(path):
     """The fields of a segmentation record the later steps use: ``background_suvmean``,
-    ``background_source`` and ``threshold_suv`` (None for reader methods), plus the whole
+    ``background_source``, ``background_fallback`` (why the configured region was not
+    used, or empty) and ``threshold_suv`` (None for reader methods), plus the whole
     record as ``record``."""
     rec = read_json(path)
     return {
         "background_suvmean": float(rec["background"]["suvmean"]),
         "background_source": rec["background"]["source"],
+        "background_fallback": rec["background"].get("fallback", ""),
         "threshold_suv": rec["detection"].get("threshold_suv"),
         "record": rec,
     }
+
+
+def dropped_organs(record):
+    """One line naming the organs an ``anatomy.json`` record (:func:`dualpet.anatomy.anatomy_study`)
+    dropped as implausible (failing its volume or another plausibility check), each with
+    the checks it failed; empty when none was."""
+    out = []
+    for name, entry in record.get("organs", {}).items():
+        failed = [k for k, ok in (entry.get("checks") or {}).items() if not ok]
+        if isinstance(entry, dict) and not entry.get("found") and failed:
+            out.append(f"{name} ({'; '.join(failed)})")
+    return "; ".join(out)
 
 
 def lesion_id(number, width=2):

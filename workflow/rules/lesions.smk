@@ -121,6 +121,8 @@ rule patient_table:
         idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
         ref_pet_json=f"results/{{patient}}/{REF}/pet.json",
         idx_pet_json=f"results/{{patient}}/{IDX}/pet.json",
+        ref_anatomy=f"results/{{patient}}/{REF}/anatomy.json",
+        idx_anatomy=f"results/{{patient}}/{IDX}/anatomy.json",
         qc="results/{patient}/registration/qc.json",
     output:
         lesions="results/{patient}/lesions.tsv",
@@ -145,6 +147,7 @@ rule patient_table:
         " --index-tsv={input.index:q} --metrics {input.metrics:q}"
         " --ref-seg={input.ref_seg:q} --idx-seg={input.idx_seg:q}"
         " --ref-pet-json={input.ref_pet_json:q} --idx-pet-json={input.idx_pet_json:q}"
+        " --ref-anatomy={input.ref_anatomy:q} --idx-anatomy={input.idx_anatomy:q}"
         " --registration-qc={input.qc:q}"
         " --lesions-out={output.lesions:q} --patient-out={output.patient:q}"
         " --isolate-failures > {log:q} 2>&1"

@@ -106,6 +106,11 @@ def _qc_lines(summary):
     for r in summary.get("pet_ct_registered", []):
         out.append(f"- **{r['patient']}, {r['tracer']}: PET registered onto its CT** (no shared frame of reference; "
                    "accuracy about one PET voxel, see pet.json)")  # fmt: skip
+    for b in summary.get("background_fallbacks", []):
+        out.append(f"- **{b['patient']}, {b['tracer']}: background not where configured**: {_cell(b['note'])}")
+    for d in summary.get("organs_dropped", []):
+        out.append(f"- **{d['patient']}, {d['tracer']}: organ map dropped** (not used for background, rejection of "
+                   f"physiological uptake or region labels): {_cell(d['note'])}")  # fmt: skip
     return ["## Quality control", "", *out, ""] if out else []
 
 

@@ -245,6 +245,12 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
               for _, row in kept.iterrows() if T.as_float(row.get(f"{t}_pet_ct_registered")) == 1]  # fmt: skip
     flagged = [{"patient": row["patient"], "warnings": _text(row.get("registration_warnings"))}
                for _, row in kept.iterrows() if "registration_ok" in kept and T.as_float(row.get("registration_ok")) == 0]  # fmt: skip
+    # per study: the background's fallback (why the configured region was not used) and the
+    # organs the organ map dropped as implausible
+    studies = {key: [{"patient": row["patient"], "tracer": t, "note": _text(row.get(f"{t}_{key}"))}
+                     for t in (reference, index) if f"{t}_{key}" in kept for _, row in kept.iterrows()
+                     if _text(row.get(f"{t}_{key}"))]
+               for key in ("background_fallback", "organs_dropped")}  # fmt: skip
     patients = kept.reset_index(drop=True)
     lesions = lesions[~lesions["patient"].isin({e["patient"] for e in excluded_list})].reset_index(drop=True)
     summary = {
@@ -255,6 +261,8 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         "excluded_patients": excluded_list,
         "registration_flagged": flagged,
         "pet_ct_registered": pet_ct,
+        "background_fallbacks": studies["background_fallback"],
+        "organs_dropped": studies["organs_dropped"],
         "review": review_counts(patients, lesions, (reference, index)),
         "definitions": {
             "difference": C.DIFFERENCE_DEFINITION,

@@ -6,13 +6,15 @@ pose ``world = R @ a + t`` (world = that study's DICOM patient coordinates, LPS 
 
 Shapes are painted in order (later shapes overwrite earlier ones), so a label map can be
 evaluated at any set of points (:meth:`Phantom.labels_at`), which is what both the
-renderer (on voxel centres) and the lesion placement (on test points) use.
+renderer (on voxel centres) and the lesion placement (on test points) use. The anatomy
+itself (which shapes, where, how large) is drawn in :mod:`dualpet.synth.torso`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -20,80 +22,128 @@ import numpy as np
 AIR, FAT, MUSCLE, LUNG, LIVER, SPLEEN, KIDNEY, BLADDER = 0, 1, 2, 3, 4, 5, 6, 7
 MYOCARDIUM, BLOOD, BONE, MARROW, TABLE, PAD = 8, 9, 10, 11, 12, 13
 AORTA, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, METAL, RIB = 14, 15, 16, 17, 18, 19, 20, 21
+# back muscles (erector spinae, multifidus); neck and shoulder-girdle muscles (the ones that
+# take up FDG after shivering or tension); brown fat depots; intervertebral discs; spinal
+# canal (cord and CSF); blood outside the heart and aorta (pulmonary and other arteries and
+# veins); venae cavae; airway gas; connective soft tissue (airway walls); walls of the
+# right ventricle and atria; retroperitoneal (perirenal, periaortic) fat
+BACK_MUSCLE, NECK_MUSCLE, BROWN_FAT, DISC, CANAL, OESOPHAGUS = 22, 23, 24, 25, 26, 27
+STOMACH, STOMACH_FLUID, STOMACH_GAS, VESSEL, VEIN, AIRWAY, SOFT, HEART_WALL, RP_FAT = 28, 29, 30, 31, 32, 33, 34, 35, 36
 LESION_BASE = 100
 TISSUES = {
     AIR: "air", FAT: "fat", MUSCLE: "muscle", LUNG: "lung", LIVER: "liver",
     SPLEEN: "spleen", KIDNEY: "kidney", BLADDER: "bladder", MYOCARDIUM: "myocardium",
     BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table", PAD: "pad",
     AORTA: "aorta", RENAL_PELVIS: "renal pelvis", BOWEL: "bowel", BOWEL_HOT: "bowel (FDG-avid)",
-    BOWEL_GAS: "bowel gas", BRAIN: "brain", METAL: "metal",
-    RIB: "rib",
+    BOWEL_GAS: "bowel gas", BRAIN: "brain", METAL: "metal", RIB: "rib",
+    BACK_MUSCLE: "back muscle", NECK_MUSCLE: "neck and shoulder muscle", BROWN_FAT: "brown fat",
+    DISC: "intervertebral disc", CANAL: "spinal canal", OESOPHAGUS: "oesophagus", STOMACH: "stomach wall",
+    STOMACH_FLUID: "gastric fluid", STOMACH_GAS: "gastric gas", VESSEL: "blood vessel", VEIN: "vena cava",
+    AIRWAY: "airway gas", SOFT: "soft tissue", HEART_WALL: "atrial and right-ventricular wall",
+    RP_FAT: "retroperitoneal fat",
 }  # fmt: skip
 
 #: CT numbers (HU) per tissue on a non-contrast CT; lesions get their own (see :class:`Lesion`).
+#: Blood, muscle, fat, liver, spleen and kidney are drawn per patient within the ranges of
+#: real patients (:func:`sample_ct_numbers`); these are the population values.
 HU = {
     AIR: -1000.0, FAT: -100.0, MUSCLE: 45.0, LUNG: -840.0, LIVER: 62.0, SPLEEN: 50.0,
     KIDNEY: 32.0, BLADDER: 8.0, MYOCARDIUM: 45.0, BLOOD: 40.0, BONE: 750.0,
     MARROW: 230.0, TABLE: 250.0, PAD: -300.0, AORTA: 40.0, RENAL_PELVIS: 8.0, BOWEL: 35.0,
     BOWEL_HOT: 35.0, BOWEL_GAS: -1000.0, BRAIN: 35.0, METAL: 3000.0, RIB: 450.0,
+    BACK_MUSCLE: 45.0, NECK_MUSCLE: 45.0, BROWN_FAT: -80.0, DISC: 80.0, CANAL: 25.0, OESOPHAGUS: 40.0,
+    STOMACH: 40.0, STOMACH_FLUID: 15.0, STOMACH_GAS: -1000.0, VESSEL: 40.0, VEIN: 40.0, AIRWAY: -995.0,
+    SOFT: 40.0, HEART_WALL: 45.0, RP_FAT: -100.0,
 }  # fmt: skip
 #: Contrast-enhanced CT (late arterial to portal-venous phase): the tissues whose CT
 #: numbers rise, as (lowest, highest) HU over studies. One enhancement level per study
 #: (dose, timing, cardiac output) sets them all, so that they move together as in patients
-#: (kidney cortex > spleen >= liver); the blood pool (aorta and heart cavities) varies most.
+#: (kidney cortex > spleen >= liver); the blood pool (aorta, heart cavities and the other
+#: arteries: one value) varies most; the venae cavae fill later (portal venous 120-200 HU).
 CONTRAST_HU = {
     BLOOD: (150.0, 400.0), LIVER: (95.0, 130.0), SPLEEN: (100.0, 140.0), KIDNEY: (150.0, 240.0),
-    MYOCARDIUM: (80.0, 120.0), BOWEL: (60.0, 90.0), BOWEL_HOT: (60.0, 90.0),
+    MYOCARDIUM: (80.0, 120.0), BOWEL: (60.0, 90.0), BOWEL_HOT: (60.0, 90.0), HEART_WALL: (80.0, 120.0),
+    VEIN: (110.0, 190.0), STOMACH: (60.0, 100.0), OESOPHAGUS: (55.0, 85.0),
 }  # fmt: skip
+#: Labels that share the blood pool's enhanced CT number.
+BLOOD_POOL = (AORTA, VESSEL)
 #: The couch (fixed in the scanner): a curved carbon-fibre shell (TABLE) under a thin,
 #: compressed mattress (PAD) on which the patient's back rests, as on real PET/CT couches.
 COUCH = {"pad_mm": 3.0, "shell_mm": 6.0, "curvature_radius_mm": 600.0, "half_width_mm": 230.0}
 
 #: Physiological uptake (SUVbw of the tissue, before partial volume), population medians.
-#: FDG: liver ~2, brain high, myocardium variable (drawn per patient, 1.2-10), renal
-#: excretion into kidneys, renal pelves and bladder, bowel from faint to avid.
-#: Pentixafor (CXCR4): spleen and marrow high, renal excretion, low myocardium and brain.
+#: FDG: liver ~2, brain high, myocardium from blood level to intense (drawn per patient),
+#: renal excretion into kidneys, renal pelves and bladder, bowel and stomach wall 2-6
+#: (domain notes), mild oesophagus; muscle and brown fat are drawn per patient
+#: (:func:`sample_uptake`). Pentixafor (CXCR4): spleen and marrow high, renal excretion,
+#: low myocardium and brain, low in muscle and brown fat.
 UPTAKE = {
     "fdg": {
         FAT: 0.35, MUSCLE: 0.8, LUNG: 0.45, LIVER: 2.2, SPLEEN: 1.8, KIDNEY: 3.8,
         BLADDER: 25.0, MYOCARDIUM: 5.0, BLOOD: 1.7, AORTA: 1.7, BONE: 0.5, MARROW: 1.6,
         RENAL_PELVIS: 15.0, BOWEL: 1.3, BOWEL_HOT: 4.0, BRAIN: 8.0, RIB: 0.6,
+        BACK_MUSCLE: 0.8, NECK_MUSCLE: 0.8, BROWN_FAT: 0.35, DISC: 0.4, CANAL: 0.9, OESOPHAGUS: 1.8,
+        STOMACH: 3.0, STOMACH_FLUID: 0.5, VESSEL: 1.7, VEIN: 1.7, SOFT: 0.8, HEART_WALL: 2.0, RP_FAT: 0.35,
     },
     "pentixafor": {
         FAT: 0.3, MUSCLE: 0.7, LUNG: 0.5, LIVER: 1.6, SPLEEN: 5.5, KIDNEY: 4.0,
         BLADDER: 18.0, MYOCARDIUM: 1.5, BLOOD: 1.8, AORTA: 1.8, BONE: 0.5, MARROW: 2.3,
         RENAL_PELVIS: 12.0, BOWEL: 1.2, BOWEL_HOT: 1.5, BRAIN: 0.25, RIB: 0.9,
+        BACK_MUSCLE: 0.7, NECK_MUSCLE: 0.7, BROWN_FAT: 0.3, DISC: 0.4, CANAL: 0.3, OESOPHAGUS: 1.0,
+        STOMACH: 1.4, STOMACH_FLUID: 0.4, VESSEL: 1.8, VEIN: 1.8, SOFT: 0.7, HEART_WALL: 1.6, RP_FAT: 0.3,
     },
 }  # fmt: skip
 
 #: Organ names (those of :data:`dualpet.anatomy.ORGANS`) of the truth organ map, per
-#: tissue label; a shape can name its organ itself (left and right lung, kidneys).
+#: tissue label; a shape can name its organ itself (left and right lung, kidneys, the
+#: vertebrae, the skull). The stomach is part of ``bowel`` (TotalSegmentator's class 6 is
+#: read as bowel too); the heart is its myocardium, walls and chambers. Tissues without an
+#: organ of dualpet's (muscles, oesophagus, venae cavae, pulmonary vessels, brown fat) are
+#: ``body``.
 TISSUE_ORGAN = {
     LIVER: "liver", SPLEEN: "spleen", BLADDER: "urinary_bladder", MYOCARDIUM: "heart", BLOOD: "heart",
-    AORTA: "aorta", BOWEL: "bowel", BOWEL_HOT: "bowel", BOWEL_GAS: "bowel", BRAIN: "brain",
+    HEART_WALL: "heart", AORTA: "aorta", BOWEL: "bowel", BOWEL_HOT: "bowel", BOWEL_GAS: "bowel", BRAIN: "brain",
+    STOMACH: "bowel", STOMACH_FLUID: "bowel", STOMACH_GAS: "bowel",
 }  # fmt: skip
 
 #: Radionuclide of each tracer the generator knows.
 TRACER_NUCLIDE = {"fdg": "F-18", "pentixafor": "Ga-68"}
 
-#: Lesion tissue on CT (HU) per region.
+#: Lesion tissue on CT (HU) per region; a necrotic core is near water.
 LESION_HU = {"liver": 38.0, "lymph node": 35.0, "bone": 420.0, "lung": 30.0}
+NECROSIS_HU = 15.0
 
-#: Hot organs a lesion must keep clear of (mm), so that truth is not confounded by spill-in.
-HOT_ORGANS = (KIDNEY, BLADDER, MYOCARDIUM, SPLEEN, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN)
+#: Hot organs a lesion must keep clear of (mm), so that truth is not confounded by spill-in
+#: (brown fat and the gastro-intestinal wall are hot in some patients).
+HOT_ORGANS = (KIDNEY, BLADDER, MYOCARDIUM, SPLEEN, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, HEART_WALL,
+              STOMACH, STOMACH_FLUID, STOMACH_GAS, OESOPHAGUS, BROWN_FAT)  # fmt: skip
 
 
 @dataclass
 class Shape:
-    """A solid in anatomy coordinates: ellipsoid or z-aligned elliptic cylinder."""
+    """A solid in anatomy coordinates.
+
+    ``kind``: ``ellipsoid``; ``cylinder`` (z-aligned elliptic cylinder in the shape frame,
+    ``semi[2]`` its half length); ``sweep`` (an elliptic cross-section in the axial plane
+    whose centre and semi-axes vary linearly between knots along z: ``data`` rows
+    ``z, cx, cy, ax, ay``, for structures that run along the body: muscles, the spinal
+    canal, the trachea); ``tube`` (a bent tube: the points within a radius of a polyline,
+    the radius varying linearly along each segment: ``data`` rows ``x, y, z, r``; vessels,
+    ribs, bowel). ``clip`` ``(normal, offset)`` keeps only the points with
+    ``a @ normal <= offset`` (anatomy frame; e.g. the gas above an air-fluid level);
+    ``within`` cuts it to the inside of another shape (a lung to the rib cage).
+    """
 
     label: int
     center: np.ndarray
     semi: np.ndarray  # semi-axes (mm); for a cylinder semi[2] is the half length
-    kind: str = "ellipsoid"  # or "cylinder"
+    kind: str = "ellipsoid"  # or "cylinder", "sweep", "tube"
     rotation: np.ndarray | None = None  # 3x3, shape frame -> anatomy frame
     replaces: frozenset | None = None  # paint only over these labels (None: over anything)
     organ: str | None = None  # truth organ name if not that of the label (TISSUE_ORGAN)
+    data: np.ndarray | None = None  # knots of a sweep or tube
+    clip: tuple | None = None  # (normal, offset) half-space the shape is cut to
+    within: Shape | None = None  # the shape is cut to the inside of this one
 
     def bbox(self):
         """Axis-aligned bounding box in anatomy coordinates (lo, hi)."""
@@ -103,20 +153,115 @@ class Shape:
             ext = np.abs(self.rotation) @ self.semi
         return self.center - ext, self.center + ext
 
+    def pieces(self):
+        """The shape as pieces with tight bounding boxes (a tube's segments, a sweep's
+        intervals between knots): painting them in turn paints the shape."""
+        if self.kind not in ("sweep", "tube") or len(self.data) <= 2:
+            return [self]
+        out = []
+        for i in range(len(self.data) - 1):
+            d = self.data[i : i + 2]
+            whole = sweep(self.label, d) if self.kind == "sweep" else tube(self.label, d[:, :3], d[:, 3])
+            out.append(replace(self, center=whole.center, semi=whole.semi, data=d))
+        return out
+
     def contains(self, a):
         """Boolean mask of the points ``a`` (N, 3) inside the shape."""
-        d = a - self.center
-        if self.rotation is not None:
-            d = d @ self.rotation  # into the shape frame
-        q = d / self.semi
-        if self.kind == "ellipsoid":
-            return np.einsum("ij,ij->i", q, q) <= 1.0
-        return (q[:, 0] ** 2 + q[:, 1] ** 2 <= 1.0) & (np.abs(q[:, 2]) <= 1.0)
+        if self.kind == "sweep":
+            inside = _sweep_contains(a, self.data)
+        elif self.kind == "tube":
+            inside = _tube_contains(a, self.data)
+        else:
+            d = a - self.center
+            if self.rotation is not None:
+                d = d @ self.rotation  # into the shape frame
+            q = d / self.semi
+            if self.kind == "ellipsoid":
+                inside = np.einsum("ij,ij->i", q, q) <= 1.0
+            else:
+                inside = (q[:, 0] ** 2 + q[:, 1] ** 2 <= 1.0) & (np.abs(q[:, 2]) <= 1.0)
+        if self.clip is not None:
+            inside &= a @ np.asarray(self.clip[0], dtype=a.dtype) <= self.clip[1]
+        if self.within is not None:
+            inside &= self.within.contains(a)
+        return inside
+
+
+def _sweep_contains(a, knots):
+    z = a[:, 2]
+    inside = np.zeros(len(a), dtype=bool)
+    idx = np.flatnonzero((z >= knots[0, 0]) & (z <= knots[-1, 0]))
+    if idx.size:
+        zi = z[idx]
+        cx, cy = np.interp(zi, knots[:, 0], knots[:, 1]), np.interp(zi, knots[:, 0], knots[:, 2])
+        ax, ay = np.interp(zi, knots[:, 0], knots[:, 3]), np.interp(zi, knots[:, 0], knots[:, 4])
+        inside[idx] = ((a[idx, 0] - cx) / ax) ** 2 + ((a[idx, 1] - cy) / ay) ** 2 <= 1.0
+    return inside
+
+
+def _tube_contains(a, data):
+    if len(data) == 2:  # one segment (a piece): no pre-selection
+        return _segment_contains(a, data[0], data[1])
+    inside = np.zeros(len(a), dtype=bool)
+    for p0, p1 in pairwise(data):
+        rm = max(p0[3], p1[3])
+        lo, hi = np.minimum(p0[:3], p1[:3]) - rm, np.maximum(p0[:3], p1[:3]) + rm
+        idx = np.flatnonzero(np.all((a >= lo) & (a <= hi), axis=1) & ~inside)
+        if not idx.size:
+            continue
+        v = p1[:3] - p0[:3]
+        d = a[idx] - p0[:3]
+        t = np.clip(d @ v / max(float(v @ v), 1e-9), 0.0, 1.0)
+        dist2 = np.einsum("ij,ij->i", d - t[:, None] * v, d - t[:, None] * v)
+        r = p0[3] + t * (p1[3] - p0[3])
+        inside[idx[dist2 <= r * r]] = True
+    return inside
+
+
+def _segment_contains(a, p0, p1):
+    v = p1[:3] - p0[:3]
+    d = a - p0[:3]
+    t = np.clip(d @ v / max(float(v @ v), 1e-9), 0.0, 1.0)
+    e = d - t[:, None] * v
+    r = p0[3] + t * (p1[3] - p0[3])
+    return np.einsum("ij,ij->i", e, e) <= r * r
+
+
+def sweep(label, knots, **kw):
+    """A :class:`Shape` of kind ``sweep`` from knots ``(z, cx, cy, ax, ay)`` (z increasing)."""
+    k = np.asarray(knots, dtype=float)
+    k = k[np.argsort(k[:, 0], kind="stable")]
+    lo = np.array([np.min(k[:, 1] - k[:, 3]), np.min(k[:, 2] - k[:, 4]), k[0, 0]])
+    hi = np.array([np.max(k[:, 1] + k[:, 3]), np.max(k[:, 2] + k[:, 4]), k[-1, 0]])
+    return Shape(label, (lo + hi) / 2.0, (hi - lo) / 2.0, "sweep", data=k, **kw)
+
+
+def tube(label, points, radii, **kw):
+    """A :class:`Shape` of kind ``tube`` along ``points`` (K, 3) with radii (K,) (mm)."""
+    p = np.asarray(points, dtype=float)
+    r = np.broadcast_to(np.asarray(radii, dtype=float), (len(p),))
+    lo, hi = np.min(p - r[:, None], axis=0), np.max(p + r[:, None], axis=0)
+    return Shape(label, (lo + hi) / 2.0, (hi - lo) / 2.0, "tube", data=np.column_stack([p, r]), **kw)
+
+
+@dataclass
+class LesionPart:
+    """One sphere of a lesion: ``offset`` from the lesion's centre (mm), its radius and
+    uptake per tracer; ``necrotic`` parts are cold (necrosis) and near water on CT."""
+
+    offset: np.ndarray
+    radius: float
+    suv: dict
+    necrotic: bool = False
 
 
 @dataclass
 class Lesion:
-    """A spherical lesion with per-tracer uniform uptake (SUVbw)."""
+    """A lesion: a sphere with per-tracer uniform uptake (SUVbw), or (``parts``) a larger
+    lesion made of several spheres painted in order: a lobulated mass (overlapping lobes
+    of different uptake, so several peaks) or one with a necrotic core. Its ``center`` and
+    ``radius`` are those of a sphere enclosing it (the truth's VOIs use it); ``suv`` is the
+    uptake of its hottest part."""
 
     id: str
     region: str
@@ -125,6 +270,27 @@ class Lesion:
     suv: dict  # tracer -> true SUVbw of the lesion tissue
     category: str  # "both", "reference_only", "index_only"
     target_suvmax: dict | None = None  # a preset's drawn SUVmax per positive tracer (noiseless image peak)
+    form: str = "sphere"  # or "lobulated", "necrotic"
+    parts: list = field(default_factory=list)  # LesionPart, in paint order (empty: one sphere)
+    station: str = ""  # where it was placed (e.g. "hilar", "perihilar", "subcarinal")
+    pair: object = None  # the lesion placed close beside it on purpose (10-20 mm edge to edge)
+
+    def spheres(self):
+        """``(centre, radius, suv, necrotic)`` of each sphere, in paint order."""
+        if not self.parts:
+            return [(self.center, self.radius, self.suv, False)]
+        return [(self.center + p.offset, p.radius, p.suv, p.necrotic) for p in self.parts]
+
+    def volume_ml(self):
+        """Volume (mL): exact for a sphere, counted on a 1 mm grid for several parts."""
+        if not self.parts:
+            return 4.0 / 3.0 * np.pi * self.radius**3 / 1000.0
+        ax = np.arange(-self.radius, self.radius + 0.5, 1.0)
+        pts = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+        inside = np.zeros(len(pts), bool)
+        for p in self.parts:
+            inside |= np.sum((pts - p.offset) ** 2, axis=1) <= p.radius**2
+        return float(inside.sum()) / 1000.0
 
 
 @dataclass
@@ -136,25 +302,43 @@ class Phantom:
     lesions: list = field(default_factory=list)
     body_semi: tuple = (165.0, 115.0)
     landmarks: dict = field(default_factory=dict)
+    hu: dict = field(default_factory=dict)  # this patient's CT numbers (label -> HU) over HU
+    physiology: dict = field(default_factory=dict)  # what was drawn for the physiological uptake
+    _boxes: tuple = field(default=None, repr=False)
 
     def lesion_shapes(self):
+        """Spheres of the lesions, labelled LESION_BASE + index (necrotic parts
+        LESION_BASE + number of lesions + index)."""
+        n = len(self.lesions)
         return [
-            Shape(LESION_BASE + i, les.center, np.full(3, les.radius))
+            Shape(LESION_BASE + (n + i if necrotic else i), c, np.full(3, r))
             for i, les in enumerate(self.lesions)
+            for c, r, _, necrotic in les.spheres()
         ]
 
     def all_shapes(self, with_lesions=True):
         return self.shapes + (self.lesion_shapes() if with_lesions else [])
 
+    def _pieces(self):
+        """The shapes' pieces in paint order with their bounding boxes (cached)."""
+        if self._boxes is None or self._boxes[0] != len(self.shapes):
+            pieces = [p for s in self.shapes for p in s.pieces()]
+            b = [p.bbox() for p in pieces]
+            self._boxes = (len(self.shapes), pieces, np.array([x[0] for x in b]), np.array([x[1] for x in b]))
+        return self._boxes[1:]
+
     def labels_at(self, a, with_lesions=True):
         """Tissue label at anatomy points ``a`` (N, 3)."""
         a = np.asarray(a, dtype=float).reshape(-1, 3)
         lab = np.zeros(len(a), dtype=np.int16)
-        for shape in self.all_shapes(with_lesions):
-            lo, hi = shape.bbox()
-            sel = np.all((a >= lo) & (a <= hi), axis=1)
-            if sel.any():
-                idx = np.flatnonzero(sel)
+        pieces, lo, hi = self._pieces()
+        plo, phi = a.min(axis=0), a.max(axis=0)
+        near = np.flatnonzero(np.all(lo <= phi, axis=1) & np.all(hi >= plo, axis=1))
+        boxes = [(pieces[i], lo[i], hi[i]) for i in near]
+        boxes += [(les, *les.bbox()) for les in (self.lesion_shapes() if with_lesions else [])]
+        for shape, slo, shi in boxes:
+            idx = np.flatnonzero(((a >= slo) & (a <= shi)).all(axis=1))
+            if idx.size:
                 idx = idx[shape.contains(a[idx])]
                 if shape.replaces is not None:
                     idx = idx[np.isin(lab[idx], list(shape.replaces))]
@@ -162,217 +346,106 @@ class Phantom:
         return lab
 
     def suv_of_labels(self, labels, tracer):
-        """True SUV per label for ``tracer`` (lesions included)."""
-        lut = np.zeros(LESION_BASE + max(len(self.lesions), 1), dtype=np.float32)
+        """True SUV per tissue label for ``tracer`` (lesion labels: their solid uptake)."""
+        n = len(self.lesions)
+        lut = np.zeros(LESION_BASE + 2 * max(n, 1), dtype=np.float32)
         for lab, val in self.uptake[tracer].items():
             lut[lab] = val
         for i, les in enumerate(self.lesions):
             lut[LESION_BASE + i] = les.suv[tracer]
+            lut[LESION_BASE + n + i] = min(p.suv[tracer] for p in les.parts) if les.parts else les.suv[tracer]
         return lut[labels]
 
 
-def make_anatomy(rng):
-    """Sample one patient's anatomy (organ sizes and positions vary by ~10 %).
-
-    A trunk (skin fat over a muscle wall around a fat-filled abdominal cavity holding bowel
-    loops, mediastinal fat in the chest), the organs, the spine, shoulders, neck and head
-    (skull and brain), arms down beside the trunk or up beside the head, and in some
-    patients a metal port in the chest wall.
-
-    Returns the list of shapes in paint order and a dict of landmarks used for lesion
-    placement and for truth (aorta axis, spine axis, liver centre).
-    """
-    s = rng.uniform(0.92, 1.08, size=3)  # body scale per axis
-    j = lambda scale=8.0: rng.uniform(-scale, scale, size=3)  # noqa: E731 organ position jitter
-    g = lambda: rng.uniform(0.9, 1.1, size=3)  # noqa: E731 organ size factor
-
-    bx, by = 165.0 * s[0], 115.0 * s[1]
-    lung_semi = np.array([58.0, 72.0, 115.0]) * g()
-    # the lungs' outer edges stay 28-40 mm inside the skin (chest wall: fat, muscle, ribs)
-    lung_c = [np.array([side * (bx - rng.uniform(28.0, 40.0) - lung_semi[0]), 8.0, 95.0]) + j() * [0, 1, 1] for side in (-1, 1)]
-    lung_semi = _inside_chest_wall(lung_c, lung_semi, bx - 25.0, by - 25.0)
-    shoulder = max(c[2] for c in lung_c) + lung_semi[2] + rng.uniform(20.0, 35.0)
-    low = -1000.0  # the trunk runs on below every field of view
-    trunk_c, trunk_h = (shoulder + low) / 2.0, (shoulder - low) / 2.0
-    shapes = [
-        Shape(FAT, np.array([0.0, 0.0, trunk_c]), np.array([bx, by, trunk_h]), "cylinder"),
-        Shape(MUSCLE, np.array([0.0, 0.0, trunk_c]), np.array([bx - 16, by - 14, trunk_h]), "cylinder"),
-        # mediastinal fat (the heart, aorta and lungs are painted over it)
-        Shape(FAT, np.array([0.0, -12.0, 95.0]), np.array([42.0, 62.0, 105.0]), "cylinder"),
-    ]
-    # Ribs: 10 mm bone hoops in the chest wall every 25 mm from below the lungs' bases (the
-    # lower ribs cover liver and spleen) to the shoulders, open at the back (they join the
-    # spine beside it) and at the front (costal cartilage).
-    lung_base = min(c[2] for c in lung_c) - lung_semi[2]
-    for zr in np.arange(lung_base - 60.0, shoulder - 10.0, 25.0):
-        shapes += [
-            Shape(RIB, np.array([0.0, 0.0, zr]), np.array([bx - 18.0, by - 16.0, 5.0]), "cylinder", replaces=frozenset({MUSCLE})),
-            Shape(MUSCLE, np.array([0.0, 0.0, zr]), np.array([bx - 25.0, by - 23.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
-            Shape(MUSCLE, np.array([0.0, by - 20.0, zr]), np.array([40.0, 30.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
-            Shape(MUSCLE, np.array([0.0, 20.0 - by, zr]), np.array([22.0, 30.0, 5.0]), "cylinder", replaces=frozenset({RIB})),
-        ]  # fmt: skip
-    # Neck and head: scalp over the skull over the brain.
-    neck_c = np.array([0.0, 22.0, shoulder + 55.0])
-    shapes.append(Shape(FAT, neck_c, np.array([60.0, 58.0, 75.0]), "cylinder"))
-    shapes.append(Shape(MUSCLE, neck_c, np.array([50.0, 48.0, 75.0]), "cylinder"))
-    head_c = np.array([0.0, -5.0, shoulder + 205.0]) + j(4)
-    head_semi = np.array([76.0, 94.0, 106.0]) * rng.uniform(0.95, 1.05)
-    shapes.append(Shape(FAT, head_c, head_semi))
-    shapes.append(Shape(BONE, head_c, head_semi - 6.0, organ="skull"))
-    shapes.append(Shape(BRAIN, head_c, head_semi - 13.0))
-    # Body cavity: fat inside the muscle wall, from the pelvis to the lungs' apices: visceral
-    # (mesenteric, retroperitoneal) fat around the bowel below, mediastinal and extrapleural
-    # fat between lungs, heart and chest wall above (the thorax is not solid muscle).
-    cavity_top = shoulder - 15.0
-    cav = np.array([bx - 36.0, by - 42.0, (cavity_top + 300.0) / 2.0])
-    shapes.append(Shape(FAT, np.array([0.0, -15.0, cavity_top - cav[2]]), cav, "cylinder"))
-    shapes += _bowel_loops(rng, bx, by)
-    for c in lung_c:
-        shapes.append(Shape(LUNG, c, lung_semi, "ellipsoid", organ="lung_right" if c[0] < 0 else "lung_left"))
-    liver_c = np.array([-58.0, 5.0, -35.0]) + j()
-    liver_semi = np.array([88.0, 76.0, 72.0]) * g()
-    shapes.append(Shape(LIVER, liver_c, liver_semi))
-    spleen_c = np.array([92.0, 48.0, -30.0]) + j(6)
-    shapes.append(Shape(SPLEEN, spleen_c, np.array([34.0, 26.0, 50.0]) * g()))
-    kid_semi = np.array([27.0, 24.0, 52.0]) * g()
-    for side in (-1, 1):  # LPS: -x is the patient's right
-        c = np.array([side * 68.0, 62.0, -105.0 + (8 if side < 0 else 0)]) + j(5)
-        organ = "kidney_right" if side < 0 else "kidney_left"
-        shapes.append(Shape(FAT, c, kid_semi + 9.0))  # perirenal fat
-        shapes.append(Shape(KIDNEY, c, kid_semi, organ=organ))
-        # collecting system at the hilum (medial): excreted tracer in water-dense urine
-        pelvis_c = c + np.array([-side * 0.45 * kid_semi[0], -4.0, 0.0])
-        shapes.append(Shape(RENAL_PELVIS, pelvis_c, np.array([9.0, 8.0, 16.0]) * rng.uniform(0.8, 1.2), organ=organ))
-    # Heart: myocardial ellipsoid with a blood-filled cavity, tilted towards the left.
-    heart_c = np.array([22.0, -30.0, 45.0]) + j(6)
-    heart_rot = _rot_z(np.deg2rad(30.0)) @ _rot_x(np.deg2rad(-20.0))
-    heart_semi = np.array([58.0, 46.0, 50.0]) * g()
-    shapes.append(Shape(MYOCARDIUM, heart_c, heart_semi, rotation=heart_rot))
-    shapes.append(Shape(BLOOD, heart_c, heart_semi - 11.0, rotation=heart_rot))
-    # Descending aorta: left-anterior of the vertebral bodies, from arch to bifurcation.
-    spine_xy = np.array([0.0, 62.0]) * np.array([1.0, s[1]])
-    aorta_xy = spine_xy + np.array([24.0, -32.0]) + rng.uniform(-3, 3, size=2)
-    aorta_r = rng.uniform(11.0, 13.5)
-    # The aorta runs in a sleeve of periaortic (mediastinal/retroperitoneal) fat.
-    sleeve = aorta_r + rng.uniform(4.0, 7.0)
-    shapes.append(Shape(FAT, np.array([*aorta_xy, -25.0]), np.array([sleeve, sleeve, 175.0]), "cylinder"))
-    shapes.append(Shape(AORTA, np.array([*aorta_xy, -25.0]), np.array([aorta_r, aorta_r, 175.0]), "cylinder"))
-    # Spine: cortical vertebral bodies with marrow (into the neck), posterior arch.
-    spine_top = shoulder + 110.0
-    sc, sh = (spine_top + low) / 2.0, (spine_top - low) / 2.0
-    shapes.append(Shape(BONE, np.array([*spine_xy, sc]), np.array([19.0, 17.0, sh]), "cylinder", organ="vertebrae"))
-    shapes.append(Shape(MARROW, np.array([*spine_xy, sc]), np.array([15.5, 13.5, sh]), "cylinder", organ="vertebrae"))
-    shapes.append(Shape(BONE, np.array([spine_xy[0], spine_xy[1] + 30.0, trunk_c]), np.array([9.0, 12.0, trunk_h]),
-                        "cylinder", organ="vertebrae"))  # fmt: skip
-    # Bladder (urine) low in the pelvis.
-    bladder_c = np.array([0.0, -45.0, -205.0]) + j(5)
-    shapes.append(Shape(BLADDER, bladder_c, np.array([42.0, 32.0, 30.0]) * g()))
-    arms = "down" if rng.uniform() < 0.5 else "up"
-    for side in (-1, 1):
-        semi = np.array([40.0, 46.0]) * rng.uniform(0.9, 1.1, size=2)
-        if arms == "down":  # beside the trunk
-            c = np.array([side * (bx + rng.uniform(4.0, 18.0) + semi[0]), rng.uniform(-10.0, 15.0), -80.0])
-        else:  # raised beside the head (above a torso field of view)
-            c = np.array([side * (head_semi[0] + rng.uniform(8.0, 20.0) + semi[0]), rng.uniform(-20.0, 10.0), shoulder + 290.0])
-        shapes.append(Shape(FAT, c, np.array([*semi, 330.0]), "cylinder"))
-        shapes.append(Shape(MUSCLE, c, np.array([*(semi - 8.0), 330.0]), "cylinder"))
-        bone_c = c + np.array([side * -6.0, 0.0, 0.0])
-        shapes.append(Shape(BONE, bone_c, np.array([12.0, 12.0, 330.0]), "cylinder"))
-        shapes.append(Shape(MARROW, bone_c, np.array([7.0, 7.0, 330.0]), "cylinder"))
-    port = rng.uniform() < 0.3  # a venous port chamber in the right upper chest wall
-    if port:
-        shapes.append(Shape(METAL, np.array([-70.0, -by + 7.0, shoulder - 105.0]), np.array([12.0, 4.0, 12.0]), "cylinder"))
-    landmarks = {
-        "arms": arms,
-        "port": port,
-        "shoulder_z": shoulder,
-        "head_center": head_c,
-        "aorta_xy": aorta_xy,
-        "aorta_radius": aorta_r,
-        "aorta_z": (-200.0, 150.0),
-        "spine_xy": spine_xy,
-        "liver_center": liver_c,
-        "liver_semi": liver_semi,
-        "lung_centers": lung_c,
-        "lung_semi": lung_semi,
-    }
-    return shapes, landmarks, (bx, by)
-
-
-def _inside_chest_wall(centres, semi, ax, ay):
-    """Lung semi-axes shrunk in-plane (3 % steps) until both lungs lie inside the ellipse
-    (ax, ay) in every axial plane: the rib cage, not the skin, bounds a lung."""
-    dirs = _sphere_dirs(200)
-    semi = np.array(semi, dtype=float)
-    for _ in range(40):
-        pts = np.concatenate([c + dirs * semi for c in centres])
-        if np.all((pts[:, 0] / ax) ** 2 + (pts[:, 1] / ay) ** 2 <= 1.0):
-            break
-        semi[:2] *= 0.97
-    return semi
-
-
-def _bowel_loops(rng, bx, by):
-    """Bowel loops in the lower abdomen: tubes of bowel wall, lying mostly across the body,
-    some with a gas-filled lumen, some FDG-avid (as colon and small bowel often are)."""
-    shapes = []
-    for _ in range(int(rng.integers(8, 15))):
-        r = rng.uniform(10.0, 17.0)
-        centre = np.array([rng.uniform(-bx + 65.0, bx - 65.0), rng.uniform(-by + 45.0, 15.0), rng.uniform(-245.0, -115.0)])
-        rot = _rot_z(rng.uniform(0, np.pi)) @ _rot_x(np.pi / 2 + rng.uniform(-0.5, 0.5))
-        semi = np.array([r, r, rng.uniform(25.0, 55.0)])
-        label = BOWEL_HOT if rng.uniform() < 0.35 else BOWEL
-        shapes.append(Shape(label, centre, semi, "cylinder", rotation=rot, replaces=frozenset({FAT, MUSCLE, BOWEL, BOWEL_HOT})))
-        if rng.uniform() < 0.5:
-            shapes.append(Shape(BOWEL_GAS, centre, semi - np.array([4.0, 4.0, 6.0]), "cylinder", rotation=rot,
-                                replaces=frozenset({label})))  # fmt: skip
-    return shapes
-
-
-def _rot_x(t):
-    return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-
-
-def _rot_z(t):
-    return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-
-
 def sample_uptake(rng, tracers):
-    """Per-patient physiological SUVs.
+    """Per-patient physiological SUVs, and what was drawn (for the truth).
 
     Population medians x a patient-wide factor (body habitus, glucose, uptake time;
     log-normal, sigma 0.15) x an organ factor (log-normal, sigma 0.08), both truncated at
-    2 sigma so that organ ratios such as liver/blood stay physiological.
+    2 sigma so that organ ratios such as liver/blood stay physiological. FDG then draws
+    what varies most between patients (domain notes): the myocardium from blood level
+    (about a third of patients: fasting, low insulin) to intense (> 10), a horseshoe of the
+    LV wall (the atrial and right-ventricular walls take up a fifth of the LV's excess);
+    symmetric uptake in the neck and shoulder muscles in some patients (SUV 1.5-4); active
+    brown fat in some (SUV 2-10, all depots alike: supraclavicular, axillary,
+    paravertebral); gastric wall 2-6, oesophagus mild, avid bowel segments. Pentixafor
+    stays low in muscle and brown fat.
     """
 
     def factor(sigma):
         return float(np.exp(np.clip(rng.normal(0.0, sigma), -2 * sigma, 2 * sigma)))
 
     out = {}
+    physiology = {}
     for tracer in tracers:
         base = UPTAKE[tracer]
         patient_factor = factor(0.15)
-        out[tracer] = {lab: v * patient_factor * factor(0.08) for lab, v in base.items()}
-        out[tracer][AORTA] = out[tracer][BLOOD]
-        if tracer == "fdg":  # myocardial FDG uptake varies a lot with diet and insulin
-            out[tracer][MYOCARDIUM] = float(rng.uniform(1.2, 10.0))
-            out[tracer][BOWEL_HOT] = float(rng.uniform(2.5, 8.0))
-        out[tracer][RENAL_PELVIS] = float(rng.uniform(0.3, 2.0) * base[RENAL_PELVIS])
-    return out
+        u = {lab: v * patient_factor * factor(0.08) for lab, v in base.items()}
+        u[AORTA] = u[VESSEL] = u[VEIN] = u[BLOOD]
+        u[RP_FAT] = u[BROWN_FAT] = u[FAT]
+        u[NECK_MUSCLE] = u[BACK_MUSCLE] = u[MUSCLE]
+        if tracer == "fdg":
+            kind = str(rng.choice(["none", "moderate", "intense"], p=[0.3, 0.35, 0.35]))
+            lo, hi = {"none": (0.9 * u[BLOOD], 1.3 * u[BLOOD]), "moderate": (2.0, 6.0), "intense": (6.0, 14.0)}[kind]
+            u[MYOCARDIUM] = float(rng.uniform(lo, hi))
+            u[HEART_WALL] = u[BLOOD] + 0.2 * max(u[MYOCARDIUM] - u[BLOOD], 0.0)
+            u[BOWEL_HOT] = float(rng.uniform(2.5, 8.0))
+            u[STOMACH] = float(rng.uniform(2.0, 6.0))
+            u[OESOPHAGUS] = float(rng.uniform(1.2, 2.8))
+            muscles = rng.uniform() < 0.25
+            if muscles:
+                u[NECK_MUSCLE] = float(rng.uniform(1.5, 4.0))
+            brown = rng.uniform() < 0.2
+            if brown:
+                u[BROWN_FAT] = float(rng.uniform(2.0, 10.0))
+            physiology = {"myocardial_fdg": kind, "neck_shoulder_muscle_fdg": bool(muscles), "brown_fat_fdg": bool(brown)}
+        u[RENAL_PELVIS] = float(rng.uniform(0.3, 2.0) * base[RENAL_PELVIS])
+        out[tracer] = u
+    return out, physiology
+
+
+def sample_ct_numbers(rng):
+    """This patient's CT numbers (HU) where real patients differ (domain notes): unenhanced
+    blood 35-55 (haematocrit), muscle 40-60 with the back muscles lower in some (fatty
+    infiltration with age), fat -115 to -85, liver 50-65 with the spleen 8-10 below it,
+    kidneys 30-40."""
+    blood = float(rng.uniform(35.0, 55.0))
+    muscle = float(rng.uniform(40.0, 60.0))
+    infiltration = float(rng.uniform(5.0, 25.0) if rng.uniform() < 0.4 else rng.uniform(0.0, 5.0))
+    fat = float(rng.uniform(-115.0, -85.0))
+    liver = float(rng.uniform(50.0, 65.0))
+    return {
+        BLOOD: blood, AORTA: blood, VESSEL: blood, VEIN: blood, MYOCARDIUM: blood + float(rng.uniform(2.0, 8.0)),
+        HEART_WALL: blood + 4.0, MUSCLE: muscle, NECK_MUSCLE: muscle, BACK_MUSCLE: muscle - infiltration,
+        FAT: fat, RP_FAT: fat, BROWN_FAT: fat + 20.0, LIVER: liver, SPLEEN: liver - float(rng.uniform(8.0, 10.0)),
+        KIDNEY: float(rng.uniform(30.0, 40.0)), STOMACH_FLUID: float(rng.uniform(5.0, 25.0)),
+    }
 
 
 #: Lesion mix like the motivating study: FDG-avid most, about 40 % Pentixafor-negative,
 #: a few Pentixafor-only.
 CATEGORY_P = {"both": 0.48, "reference_only": 0.42, "index_only": 0.10}
 REGION_P = {"liver": 0.35, "lymph node": 0.35, "bone": 0.15, "lung": 0.15}
+#: Tumours as readers see them: this share of the liver and lung lesions are large masses
+#: (radius LARGE_RADIUS_MM, 30-60 mm across) where one fits, half of them lobulated (a central lobe
+#: and 2-3 peripheral lobes of different uptake: several peaks) and half with a necrotic
+#: (cold) core; each is still one lesion. PAIR_P of the lesions are placed as a close pair
+#: with the lesion before them (PAIR_GAP_MM edge to edge), two lesions.
+LARGE_P, LARGE_RADIUS_MM, LOBULATED_MIN_RADIUS_MM = 0.15, (15.0, 30.0), 20.0
+LARGE_REGIONS, LARGE_TRIES = ("liver", "lung"), 60
+PAIR_P, PAIR_GAP_MM = 0.1, (10.0, 20.0)
+#: Necrosis takes up neither tracer (SUV of the necrotic core).
+NECROSIS_SUV = (0.2, 0.5)
 
 
 def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
     """Place ``n_lesions`` non-overlapping lesions and draw their uptake.
 
     Lesions stay inside their host tissue, at least 8 mm apart from each other and at
-    least 10 mm from hot physiological organs (kidneys, bladder, heart, spleen), and
-    within ``z_range`` (anatomy z, mm) so that both studies' fields of view hold them.
+    least 10 mm from hot physiological organs (kidneys, bladder, heart, spleen, stomach,
+    bowel, brown fat), and within ``z_range`` (anatomy z, mm) so that both studies' fields
+    of view hold them. Hilar and mediastinal lesions may touch the great vessels and
+    airways; the others keep 10 mm from vessels too.
 
     ``population`` (a replication preset's, see :func:`preset_population`) replaces the
     default mix: its ``categories`` are the lesions (``n_lesions`` is not used); each
@@ -380,21 +453,21 @@ def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
     preset's mean and SD), then a region whose host tissue lets it be seen (the SUVmax at
     least :data:`POSITIVE_MIN_CONTRAST` x the host's uptake; a draw no region allows is
     drawn again), then its site; its uptake is what makes the noiseless image peak that
-    SUVmax (:func:`peak_recovery`). Lesions negative on a tracer look like their host
-    tissue on it, as in the default mix. A lesion without a site after 1000 tries is left out.
+    SUVmax (:func:`peak_recovery`; for a large lesion of several parts, its blurred image).
+    Lesions negative on a tracer look like their host tissue on it, as in the default mix.
+    A lesion without a site after 3,500 tries (ten regions) is left out.
     """
-    ref, idx = tracers
+    ref = tracers[0]
     lesions = []
     if population is None:
         attempts = 0
-        while len(lesions) < n_lesions and attempts < 5000:
+        while len(lesions) < n_lesions and attempts < 20:
             attempts += 1
-            site = _propose_site(rng, phantom, REGION_P, lesions, z_range)
+            site = _find_site(rng, phantom, REGION_P, lesions, z_range)
             if site is None:
                 continue
-            region, radius, center = site
-            category = rng.choice(list(CATEGORY_P), p=list(CATEGORY_P.values()))
-            host = phantom.labels_at(center[None], with_lesions=False)[0]
+            category = str(rng.choice(list(CATEGORY_P), p=list(CATEGORY_P.values())))
+            host = phantom.labels_at(site["center"][None], with_lesions=False)[0]
             suv = {}
             for tracer in tracers:
                 if _positive(category, tracer, ref):
@@ -402,7 +475,7 @@ def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
                     suv[tracer] = float(np.clip(rng.lognormal(np.log(median), 0.45), 4.0, 40.0))
                 else:
                     suv[tracer] = _negative_suv(rng, phantom, tracer, host)
-            lesions.append(Lesion("", region, center, radius, suv, str(category)))
+            lesions.append(_make_lesion(rng, phantom, site, suv, category, host, ref))
     else:
         for category in population["categories"]:
             positive = [t for t in tracers if _positive(category, t, ref)]
@@ -414,24 +487,45 @@ def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
                                    for t in positive)}  # fmt: skip
             total = sum(region_p.values())
             region_p = {r: p / total for r, p in region_p.items()}
-            site = next((s for s in (_propose_site(rng, phantom, region_p, lesions, z_range) for _ in range(1000)) if s), None)
+            site = _find_site(rng, phantom, region_p, lesions, z_range)
             if site is None:
                 continue
-            region, radius, center = site
-            host = phantom.labels_at(center[None], with_lesions=False)[0]
-            suv = {}
-            for tracer in tracers:
-                if tracer in target:
-                    u = phantom.uptake[tracer][host]
-                    suv[tracer] = float(u + (target[tracer] - u) / peak_recovery(radius, population["psf_fwhm_mm"][tracer]))
-                else:
-                    suv[tracer] = _negative_suv(rng, phantom, tracer, host)
-            lesions.append(Lesion("", region, center, radius, suv, category, target_suvmax=target))
+            host = phantom.labels_at(site["center"][None], with_lesions=False)[0]
+            suv = {t: target[t] if t in target else _negative_suv(rng, phantom, t, host) for t in tracers}
+            les = _make_lesion(rng, phantom, site, suv, category, host, ref, targets=target, psf=population["psf_fwhm_mm"])
+            lesions.append(les)
     # IDs in a stable anatomical order (cranio-caudal, then left-right).
     lesions.sort(key=lambda les: (-les.center[2], les.center[0]))
     for i, les in enumerate(lesions):
         les.id = f"T{i + 1:02d}"
     return lesions
+
+
+def _make_lesion(rng, phantom, site, suv, category, host, ref, targets=None, psf=None):
+    """The lesion of a site. ``suv``: per tracer, the lesion tissue's uptake, or for the
+    tracers in ``targets`` (a preset's, with ``psf``) the noiseless image peak to reach."""
+    region, radius, center, geometry = site["region"], site["radius"], site["center"], site["geometry"]
+    necrosis = float(rng.uniform(*NECROSIS_SUV))
+    final = dict(suv)
+    for t in targets or {}:
+        u = phantom.uptake[t][host]
+        if geometry:
+            final[t] = _solve_parts_suv(geometry, u, suv[t], necrosis, psf[t])
+        else:
+            final[t] = float(u + (suv[t] - u) / peak_recovery(radius, psf[t]))
+    parts = []
+    for offset, r, factor, necrotic in geometry:
+        part_suv = {}
+        for t, value in final.items():
+            u = phantom.uptake[t][host]
+            positive = _positive(category, t, ref)  # a negative lesion looks like its host in every part
+            part_suv[t] = necrosis if necrotic else (float(u + factor * (value - u)) if positive else value)
+        parts.append(LesionPart(np.asarray(offset, float), float(r), part_suv, bool(necrotic)))
+    les = Lesion("", region, center, radius, final, category, target_suvmax=targets, form=site["form"], parts=parts,
+                 station=site["station"])  # fmt: skip
+    if site.get("near") is not None:
+        les.pair, site["near"].pair = site["near"], les
+    return les
 
 
 def _positive(category, tracer, ref):
@@ -444,19 +538,125 @@ def _negative_suv(rng, phantom, tracer, host):
     return float(phantom.uptake[tracer].get(host, 0.8) * rng.uniform(0.85, 1.25))
 
 
-def _propose_site(rng, phantom, region_p, lesions, z_range):
-    """One try at a lesion site: ``(region, radius, centre)`` with the region drawn from
-    ``region_p``, or None if the drawn site is not allowed (see :func:`sample_lesions`)."""
-    region = str(rng.choice(list(region_p), p=list(region_p.values())))
-    radius = float(4.0 + 16.0 * rng.beta(1.6, 3.0))
-    center = _propose_center(rng, phantom, region, radius)
-    if center is None or not (z_range[0] + radius <= center[2] <= z_range[1] - radius):
+def _find_site(rng, phantom, region_p, lesions, z_range, tries=350, regions=10):
+    """A lesion site: beside the last lesion (a close pair, with probability PAIR_P, if
+    its region is allowed and it is a single sphere without a pair yet), else in a region
+    drawn from ``region_p`` (up to ``tries`` proposals in it, so that each region keeps
+    its share however hard its sites are to find; then another region (one whose sites
+    are all taken), ``regions`` times). None if nothing was found."""
+    last = lesions[-1] if lesions else None
+    if last is not None and last.pair is None and not last.parts and last.region in region_p and rng.uniform() < PAIR_P:
+        for _ in range(30):
+            site = _propose_site(rng, phantom, last.region, lesions, z_range, near=last)
+            if site is not None:
+                return site
+    for attempt in range(regions):
+        region = str(rng.choice(list(region_p), p=list(region_p.values())))
+        # a large mass is decided before its site is sought (it is harder to place): a
+        # liver or lung mass; if none fits in LARGE_TRIES, a single sphere there instead
+        large = attempt == 0 and region in LARGE_REGIONS and rng.uniform() < LARGE_P
+        form = "sphere" if not large else ("lobulated" if rng.uniform() < 0.5 else "necrotic")
+        for i in range(tries):
+            site = _propose_site(rng, phantom, region, lesions, z_range, form=form if i < LARGE_TRIES else "sphere")
+            if site is not None:
+                return site
+    return None
+
+
+def _propose_site(rng, phantom, region, lesions, z_range, near=None, form="sphere"):
+    """One try at a lesion site in ``region`` for a lesion of ``form`` (a dict: region,
+    radius, centre, station, form, geometry of its parts), or None if the drawn site is not
+    allowed (see :func:`sample_lesions`). ``near``: a lesion to place this one 10-20 mm
+    (edge to edge) beside."""
+    if form == "lobulated":  # lobes large enough for their peaks to survive the PSF
+        radius = float(rng.uniform(LOBULATED_MIN_RADIUS_MM, LARGE_RADIUS_MM[1]))
+    elif form == "necrotic":
+        radius = float(rng.uniform(*LARGE_RADIUS_MM))
+    else:
+        radius = float(4.0 + 16.0 * rng.beta(1.6, 3.0))
+    if near is None:
+        for _ in range(20):  # cheap: a centre within the z range before any tissue test
+            center, station, near_vessels = _propose_center(rng, phantom, region, radius, z_range)
+            if z_range[0] + radius <= center[2] <= z_range[1] - radius:
+                break
+    else:
+        direction = _in_unit_ball(rng)
+        direction /= max(np.linalg.norm(direction), 1e-9)
+        center = near.center + direction * (near.radius + radius + rng.uniform(*PAIR_GAP_MM))
+        station, near_vessels = near.station, near.station in VESSEL_STATIONS
+    if not (z_range[0] + radius <= center[2] <= z_range[1] - radius):
         return None
     if any(np.linalg.norm(center - o.center) < radius + o.radius + 8.0 for o in lesions):
         return None
-    if not _site_ok(phantom, region, center, radius):
+    if not _site_ok(phantom, region, center, radius, near_vessels):
         return None
-    return region, radius, center
+    return {"region": region, "radius": radius, "center": center, "station": station, "form": form,
+            "geometry": _large_geometry(rng, form, radius), "near": near}  # fmt: skip
+
+
+def _large_geometry(rng, form, radius):
+    """Parts of a large lesion inside its enclosing sphere of ``radius``: ``(offset,
+    radius, uptake factor, necrotic)`` in paint order (empty for a single sphere).
+
+    Lobulated: a central lobe (about half the radius, 60-80 % of the peak uptake) and 2-3
+    peripheral lobes (0.35-0.42 of the radius) touching the enclosing sphere in directions
+    at least 100 degrees apart (so they do not touch each other), each overlapping the
+    central lobe (so the mass is one connected lesion), the first at full uptake, the
+    others at 70-95 %: several peaks with dips between them. Necrotic: the whole sphere with a cold core of 35-55 % of its radius
+    whose rim stays at least 6 mm thick.
+    """
+    if form == "sphere":
+        return []
+    if form == "necrotic":
+        core = radius * float(rng.uniform(0.35, 0.55))
+        d = _in_unit_ball(rng) * max(radius - core - 6.0, 0.0) * 0.8
+        return [(np.zeros(3), radius, 1.0, False), (d, core, 0.0, True)]
+    parts = [(np.zeros(3), radius * float(rng.uniform(0.45, 0.55)), float(rng.uniform(0.6, 0.8)), False)]
+    n_lobes, dirs = int(rng.integers(2, 4)), []
+    for _ in range(500):
+        if len(dirs) == n_lobes:
+            break
+        v = _in_unit_ball(rng)
+        v /= max(np.linalg.norm(v), 1e-9)
+        if all(v @ w < np.cos(np.deg2rad(100.0)) for w in dirs):
+            dirs.append(v)
+    for i, v in enumerate(dirs):
+        r = radius * float(rng.uniform(0.35, 0.42))
+        parts.append((v * (radius - r), r, 1.0 if i == 0 else float(rng.uniform(0.7, 0.95)), False))
+    return parts
+
+
+def _solve_parts_suv(geometry, host, target, necrosis, fwhm_mm, voxel_mm=None):
+    """The uptake of a large lesion's hottest part that makes its noiseless image peak
+    ``target``: the parts painted on a 1 mm grid, blurred with the Gaussian of
+    :func:`peak_recovery` (PSF and voxel averaging), solved by bisection (the peak grows
+    with the uptake)."""
+    voxel_mm = PET_VOXEL_MM if voxel_mm is None else voxel_mm
+    s = np.sqrt((fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))) ** 2 + 2.0 * voxel_mm**2 / 12.0)
+    reach = max(np.linalg.norm(o) + r for o, r, _, _ in geometry) + 3.0 * s
+    ax = np.arange(-reach, reach + 0.5, 1.0)
+    pts = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1)
+    factor = np.zeros(pts.shape[:3], np.float32)
+    core = np.zeros(pts.shape[:3], np.float32)
+    for o, r, f, necrotic in geometry:
+        inside = np.sum((pts - o) ** 2, axis=-1) <= r * r
+        factor[inside] = 0.0 if necrotic else f
+        core[inside] = 1.0 if necrotic else 0.0
+    from scipy import ndimage
+
+    bf = ndimage.gaussian_filter(factor, s, mode="constant")
+    bc = ndimage.gaussian_filter(core, s, mode="constant")
+
+    def peak(v):
+        return float(np.max(host + (v - host) * bf + (necrosis - host) * bc))
+
+    lo, hi = host, host + (target - host) * 4.0 + 1.0
+    while peak(hi) < target:
+        hi = host + (hi - host) * 2.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if peak(mid) < target else (lo, mid)
+    return float(hi)
 
 
 #: Replication presets (``dualpet synth --preset NAME``): a published cohort's lesion
@@ -533,28 +733,46 @@ def peak_recovery(radius, fwhm_mm, voxel_mm=PET_VOXEL_MM):
     return float(math.erf(x / np.sqrt(2.0)) - np.sqrt(2.0 / np.pi) * x * np.exp(-(x**2) / 2.0))
 
 
-def _propose_center(rng, phantom, region, radius):
+def _propose_center(rng, phantom, region, radius, z_range=(-np.inf, np.inf)):
+    """A candidate centre for a lesion of ``region``: ``(centre, station, near_vessels)``.
+
+    Liver: the right lobe. Lung: anywhere in either lung, or (a quarter) perihilar: lateral
+    to a hilum, beside its vessels and bronchi. Bone: a vertebral body in the lesions' z
+    range. Lymph node: a station of :func:`dualpet.synth.torso.node_stations` (mediastinal,
+    hilar, para-aortic, mesenteric), those next to the heart and great vessels included.
+    """
     lm = phantom.landmarks
     if region == "liver":
-        return lm["liver_center"] + _in_unit_ball(rng) * np.maximum(lm["liver_semi"] - radius - 10.0, 1.0)
+        return lm["liver_center"] + _in_unit_ball(rng) * np.maximum(lm["liver_semi"] - radius - 10.0, 1.0), "liver", False
     if region == "lung":
-        c = lm["lung_centers"][rng.integers(2)]
-        return c + _in_unit_ball(rng) * np.maximum(lm["lung_semi"] - radius - 10.0, 1.0)
+        side = int(rng.integers(2))
+        if rng.uniform() < PERIHILAR_P:
+            hilum = lm["hila"][side]
+            sign = -1.0 if side == 0 else 1.0  # hila[0] is the right (patient's right: -x)
+            d = np.array([sign, rng.uniform(-0.5, 0.5), rng.uniform(-0.6, 0.6)])
+            d /= np.linalg.norm(d)
+            return hilum + d * (radius + rng.uniform(14.0, 26.0)), "perihilar", True
+        c = lm["lung_centers"][side]
+        return c + _in_unit_ball(rng) * np.maximum(lm["lung_semi"] - radius - 10.0, 1.0), "lung", False
     if region == "bone":
-        sx, sy = lm["spine_xy"]
-        return np.array([sx + rng.uniform(-3, 3), sy + rng.uniform(-3, 3), rng.uniform(-180, 160)])
-    # lymph node stations (anatomy coordinates): mediastinal, hilar, para-aortic, mesenteric
-    ax, ay = lm["aorta_xy"]
-    stations = [
-        (np.array([0.0, -8.0, 125.0]), np.array([14.0, 8.0, 20.0])),
-        (np.array([-5.0, 20.0, 100.0]), np.array([8.0, 6.0, 10.0])),
-        (np.array([-42.0, 8.0, 75.0]), np.array([6.0, 8.0, 12.0])),
-        (np.array([ax + 22.0, ay - 4.0, -70.0]), np.array([4.0, 6.0, 60.0])),
-        (np.array([ax - 50.0, ay - 2.0, -80.0]), np.array([6.0, 6.0, 50.0])),
-        (np.array([0.0, -50.0, -140.0]), np.array([35.0, 15.0, 25.0])),
-    ]
-    c, spread = stations[rng.integers(len(stations))]
-    return c + rng.uniform(-1, 1, size=3) * spread
+        levels = [v for v in lm["vertebrae"] if v["name"][0] in "TL" and z_range[0] < v["center"][2] < z_range[1]]
+        levels = levels or [v for v in lm["vertebrae"] if v["name"][0] in "TL"]
+        v = levels[rng.integers(len(levels))]
+        jitter = rng.uniform(-0.3, 0.3, size=3) * np.array([v["semi"][0], v["semi"][1], v["height"] / 2.0])
+        return np.asarray(v["center"]) + jitter, v["name"], False
+    stations = [s for s in lm["node_stations"] if z_range[0] < s["center"][2] + s["spread"][2] and s["center"][2] - s["spread"][2] < z_range[1]]
+    stations = stations or lm["node_stations"]
+    w = np.array([s["weight"] for s in stations])
+    s = stations[rng.choice(len(stations), p=w / w.sum())]
+    return np.asarray(s["center"]) + rng.uniform(-1, 1, size=3) * np.asarray(s["spread"]), s["name"], s["name"] in VESSEL_STATIONS
+
+
+#: Share of lung lesions proposed beside a hilum.
+PERIHILAR_P = 0.25
+#: Stations whose lesions may touch great vessels and airways (not the heart's walls): the
+#: nodes that lie beside them in patients.
+VESSEL_STATIONS = ("perihilar", "hilar", "subcarinal", "paratracheal", "aortopulmonary", "prevascular", "para-aortic",
+                   "aortocaval", "retrocrural")  # fmt: skip
 
 
 def _in_unit_ball(rng):
@@ -564,23 +782,26 @@ def _in_unit_ball(rng):
             return p
 
 
-_HOSTS = {"liver": {LIVER}, "lung": {LUNG}, "bone": {MARROW, BONE}, "lymph node": {MUSCLE, FAT}}
+_HOSTS = {"liver": {LIVER}, "lung": {LUNG}, "bone": {MARROW, BONE}, "lymph node": {MUSCLE, FAT, RP_FAT}}
 
 
-def _site_ok(phantom, region, center, radius):
-    """The lesion lies in its host tissue and keeps clear of hot organs and vessels."""
+def _site_ok(phantom, region, center, radius, near_vessels=False):
+    """The lesion lies in its host tissue and keeps clear of hot organs (and, unless
+    ``near_vessels``, of vessels and airways)."""
     dirs = _sphere_dirs()
+    if phantom.labels_at(center[None], with_lesions=False)[0] not in _HOSTS[region]:
+        return False  # the centre alone first: most proposals fail here, cheaply
     inner = center + dirs * radius
     if region == "bone":
         inner = center + dirs * min(radius, 8.0)
-    labels = phantom.labels_at(np.vstack([center[None], inner]), with_lesions=False)
+    both = phantom.labels_at(np.vstack([center[None], inner, center + dirs * (radius + 10.0)]), with_lesions=False)
+    labels, outer = both[: len(inner) + 1], both[len(inner) + 1 :]
     if region == "bone":
         if labels[0] not in _HOSTS["bone"]:
             return False
-    elif not set(labels.tolist()) <= _HOSTS[region]:
+    elif not set(labels.tolist()) <= _HOSTS[region] or region == "lymph node" and labels[0] == MUSCLE:
         return False
-    outer = phantom.labels_at(center + dirs * (radius + 10.0), with_lesions=False)
-    forbidden = set(HOT_ORGANS) | ({BLOOD, AORTA} if region != "lung" else {BLOOD, AORTA, MYOCARDIUM})
+    forbidden = set(HOT_ORGANS) | {BLOOD} | (set() if near_vessels else {AORTA, VESSEL, VEIN, AIRWAY})
     return not (set(outer.tolist()) & forbidden)
 
 
@@ -592,10 +813,19 @@ def _sphere_dirs(n=60):
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
+def make_anatomy(rng):
+    """One patient's anatomy: see :func:`dualpet.synth.torso.make_anatomy`."""
+    from dualpet.synth.torso import make_anatomy as _make
+
+    return _make(rng)
+
+
 def make_phantom(rng, tracers, n_lesions, z_range, population=None):
     """Sample a complete patient phantom (``population``: see :func:`sample_lesions`)."""
     shapes, landmarks, body = make_anatomy(rng)
-    phantom = Phantom(shapes=shapes, uptake=sample_uptake(rng, tracers), body_semi=body, landmarks=landmarks)
+    uptake, physiology = sample_uptake(rng, tracers)
+    phantom = Phantom(shapes=shapes, uptake=uptake, body_semi=body, landmarks=landmarks, physiology=physiology)
+    phantom.hu = sample_ct_numbers(rng)
     phantom.lesions = sample_lesions(rng, phantom, tracers, n_lesions, z_range, population)
     phantom.shapes += nodal_fat(phantom.lesions)
     return phantom

@@ -10,9 +10,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from dualpet.geometry import apply_affine, voxel_spacing
 from dualpet.anatomy import ORGANS
-from dualpet.synth.phantom import AIR, COUCH, HU, LESION_BASE, LESION_HU, METAL, PAD, TABLE, TISSUE_ORGAN
+from dualpet.geometry import apply_affine, voxel_spacing
+from dualpet.synth.phantom import (
+    AIR,
+    COUCH,
+    HU,
+    LESION_BASE,
+    LESION_HU,
+    METAL,
+    NECROSIS_HU,
+    PAD,
+    TABLE,
+    TISSUE_ORGAN,
+)
 
 #: Fine-grid subdivision per axis used to integrate activity over PET voxels.
 PET_SUPERSAMPLE = 2
@@ -40,7 +51,8 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True, organs=False)
     ``organs``, also the truth organ map (uint8, :func:`organ_code`) as a second array.
 
     Each shape is evaluated only inside its bounding box mapped to the grid, in slabs of
-    slices, so clinical-size grids stay cheap in memory.
+    slices, so clinical-size grids stay cheap in memory; the anatomy coordinates of a box
+    are one broadcast sum of the voxel->anatomy matrix's columns.
     """
     R, t = pose
     labels = np.zeros(shape, dtype=np.int16)
@@ -50,8 +62,8 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True, organs=False)
     world_to_anat = np.eye(4)
     world_to_anat[:3, :3] = R.T
     world_to_anat[:3, 3] = -R.T @ t
-    vox_to_anat = (world_to_anat @ affine).astype(np.float32)
-    for sh in phantom.all_shapes(with_lesions):
+    m = (world_to_anat @ affine).astype(np.float32)
+    for sh in (piece for whole in phantom.all_shapes(with_lesions) for piece in whole.pieces()):
         lo, hi = sh.bbox()
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         vox = apply_affine(inv, corners @ R.T + t)
@@ -59,22 +71,22 @@ def render_labels(phantom, shape, affine, pose, with_lesions=True, organs=False)
         vhi = np.clip(np.ceil(vox.max(0)).astype(int) + 1, 0, np.array(shape))
         if np.any(vhi <= vlo):
             continue
-        ii = np.arange(vlo[0], vhi[0])
-        jj = np.arange(vlo[1], vhi[1])
-        slab = max(1, _CHUNK // (len(ii) * len(jj)))
+        code = organ_code(sh) if organs else None
+        ii = np.arange(vlo[0], vhi[0], dtype=np.float32)[:, None, None, None] * m[:3, 0]
+        jj = np.arange(vlo[1], vhi[1], dtype=np.float32)[None, :, None, None] * m[:3, 1]
+        base = ii + jj + m[:3, 3]
+        slab = max(1, _CHUNK // (len(ii) * jj.shape[1]))
         for k0 in range(vlo[2], vhi[2], slab):
-            kk = np.arange(k0, min(k0 + slab, vhi[2]))
-            I, J, K = np.meshgrid(ii, jj, kk, indexing="ij")
-            ijk = np.stack([I.ravel(), J.ravel(), K.ravel()], axis=1)
-            a = ijk.astype(np.float32) @ vox_to_anat[:3, :3].T + vox_to_anat[:3, 3]
-            inside = sh.contains(a)
+            k1 = min(k0 + slab, vhi[2])
+            a = base + np.arange(k0, k1, dtype=np.float32)[None, None, :, None] * m[:3, 2]
+            inside = sh.contains(a.reshape(-1, 3)).reshape(a.shape[:3])
+            box = (slice(vlo[0], vhi[0]), slice(vlo[1], vhi[1]), slice(k0, k1))
+            if sh.replaces is not None:
+                inside &= np.isin(labels[box], list(sh.replaces))
             if inside.any():
-                sel = ijk[inside]
-                if sh.replaces is not None:
-                    sel = sel[np.isin(labels[sel[:, 0], sel[:, 1], sel[:, 2]], list(sh.replaces))]
-                labels[sel[:, 0], sel[:, 1], sel[:, 2]] = sh.label
-                if organs and (code := organ_code(sh)) is not None:
-                    organ_map[sel[:, 0], sel[:, 1], sel[:, 2]] = code
+                labels[box][inside] = sh.label
+                if code is not None:
+                    organ_map[box][inside] = code
     return (labels, organ_map) if organs else labels
 
 
@@ -97,20 +109,76 @@ def add_table(labels, affine, table_top_y):
 
 
 def render_ct(phantom, shape, affine, pose, rng, table_top_y, noise_hu=12.0, contrast=None):
-    """CT in HU (float32): tissue HU, lesion HU, slight blur and noise; and the truth organ
-    map on the same grid. ``contrast``: {tissue label: HU} of a contrast-enhanced study."""
+    """CT in HU (float32): tissue HU (the patient's own, :attr:`Phantom.hu`, and the study's
+    contrast enhancement ``contrast``, {tissue label: HU}), lesion HU, slight blur and
+    low-dose noise (:func:`add_ct_noise`); and the truth organ map on the same grid."""
     labels, organs = render_labels(phantom, shape, affine, pose, organs=True)
     labels = add_table(labels, affine, table_top_y)
-    lut = np.full(LESION_BASE + max(len(phantom.lesions), 1), np.nan, dtype=np.float32)
-    for lab, hu in {**HU, **(contrast or {})}.items():
+    n = len(phantom.lesions)
+    lut = np.full(LESION_BASE + 2 * max(n, 1), np.nan, dtype=np.float32)
+    for lab, hu in {**HU, **phantom.hu, **(contrast or {})}.items():
         lut[lab] = hu
-    for n, les in enumerate(phantom.lesions):
-        lut[LESION_BASE + n] = LESION_HU[les.region]
+    for i, les in enumerate(phantom.lesions):
+        lut[LESION_BASE + i] = LESION_HU[les.region]
+        lut[LESION_BASE + n + i] = NECROSIS_HU
     hu = lut[labels]
     hu = ndimage.gaussian_filter(hu, sigma=0.6)
-    hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
+    add_ct_noise(hu, np.isin(labels, (TABLE, PAD)), affine, rng, noise_hu)
     add_metal_streaks(hu, labels == METAL, affine, rng)
     return hu, organs
+
+
+#: Linear attenuation of water at a CT's effective energy (about 70 keV), per mm.
+MU_WATER_PER_MM = 0.0195
+#: Low-dose CT noise (:func:`add_ct_noise`): the grain (SD of the in-plane correlation, mm;
+#: at least CT_GRAIN_MIN_VOXELS voxels, so that coarse grids keep a correlation of about
+#: 0.4 between neighbours) of a soft reconstruction kernel, with the low-frequency deficit of filtered
+#: back-projection (a wider Gaussian subtracted); photon starvation sets in where the
+#: widest ray of a slice (within the reconstructed field of view) crosses more than
+#: CT_REF_ATTENUATION (about 360 mm of water: the shoulders, most with the arms down;
+#: the arms beside the trunk). The slice's noise grows by CT_NOISE_GAIN and horizontal
+#: streaks of CT_STREAK_GAIN times the excess (exp(excess / 2) - 1: the relative noise of a
+#: projection of N ~ exp(-attenuation) photons) run along the starved rows, capped at
+#: CT_NOISE_MAX and CT_STREAK_MAX times the study's noise (tube-current modulation).
+#: Shoulders with the arms down: streaks of about twice the noise; arms up: about once.
+CT_GRAIN_MM, CT_GRAIN_MIN_VOXELS, CT_REF_ATTENUATION = 1.0, 0.65, 7.0
+CT_NOISE_GAIN, CT_NOISE_MAX, CT_STREAK_GAIN, CT_STREAK_MAX = 0.2, 2.5, 1.0, 4.0
+#: Streak directions (degrees from the lateral): the near-lateral projections through the shoulders.
+CT_STREAK_ANGLES = (-6.0, 0.0, 6.0)
+
+
+def add_ct_noise(hu, outside, affine, rng, noise_hu, slab=16):
+    """Low-dose CT noise (in place): spatially correlated (not white) with standard
+    deviation ``noise_hu`` per voxel where the patient is thin, higher on slices whose
+    lateral rays are long (photon starvation), plus horizontal streaks along those rays
+    (shoulders; the arms when they lie beside the trunk). ``outside``: voxels (couch) that
+    do not count for the attenuation. Processed in slabs of slices (memory)."""
+    sp = voxel_spacing(affine)
+    sigma = max(CT_GRAIN_MIN_VOXELS, CT_GRAIN_MM / sp[0])
+    ni, nj, nk = hu.shape
+    y = np.arange(nj) * sp[1]
+    x = (np.arange(ni) - (ni - 1) / 2.0) * sp[0]
+    for k0 in range(0, nk, slab):
+        k1 = min(k0 + slab, nk)
+        white = rng.standard_normal((ni, nj, k1 - k0), dtype=np.float32)
+        grain = ndimage.gaussian_filter(white, (sigma, sigma, 0)) - 0.5 * ndimage.gaussian_filter(white, (3 * sigma, 3 * sigma, 0))
+        grain /= max(float(grain.std()), 1e-6)
+        mu = np.clip(1.0 + np.minimum(hu[:, :, k0:k1], 1500.0) / 1000.0, 0.0, None) * MU_WATER_PER_MM
+        mu[outside[:, :, k0:k1]] = 0.0
+        lateral = mu.sum(axis=0) * sp[0]  # (nj, slabs): attenuation of each row's lateral ray
+        excess = np.exp(np.maximum(lateral - CT_REF_ATTENUATION, 0.0) / 2.0) - 1.0
+        factor = np.minimum(1.0 + CT_NOISE_GAIN * excess.max(axis=0), CT_NOISE_MAX)
+        hu[:, :, k0:k1] += noise_hu * factor[None, None, :] * grain
+        for kk in np.flatnonzero(excess.max(axis=0) > 0.05):
+            amp = np.minimum(CT_STREAK_GAIN * excess[:, kk], CT_STREAK_MAX) * noise_hu
+            streaks = np.zeros((ni, nj), np.float32)
+            for angle in CT_STREAK_ANGLES:
+                t = np.deg2rad(angle)
+                s = (y[None, :] - x[:, None] * np.tan(t)) / sp[1]  # row a point's ray starts from
+                rows = np.clip(np.rint(s).astype(int), 0, nj - 1)
+                line = rng.standard_normal(nj).astype(np.float32) * amp
+                streaks += line[rows] * ((s >= 0) & (s <= nj - 1))
+            hu[:, :, k0 + kk] += streaks / np.sqrt(len(CT_STREAK_ANGLES))
 
 
 def add_metal_streaks(hu, metal, affine, rng, n_streaks=(8, 16), amplitude_hu=(150.0, 600.0), width_rad=0.012,
@@ -178,11 +246,12 @@ def render_pet_truth(phantom, tracer, shape, affine, pose, fwhm_mm):
     labels = render_labels(phantom, fshape, faffine, pose, with_lesions=False)
     suv = phantom.suv_of_labels(labels, tracer)
     del labels
-    for les in phantom.lesions:  # spheres with fractional voxel occupancy
-        lo, hi, frac = sphere_occupancy(fshape, faffine, les.center @ pose[0].T + pose[1], les.radius)
-        if frac is not None:
-            box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            suv[box] = suv[box] * (1.0 - frac) + frac * les.suv[tracer]
+    for les in phantom.lesions:  # spheres with fractional voxel occupancy, parts in paint order
+        for centre, radius, part_suv, _ in les.spheres():
+            lo, hi, frac = sphere_occupancy(fshape, faffine, centre @ pose[0].T + pose[1], radius)
+            if frac is not None:
+                box = tuple(slice(a, b) for a, b in zip(lo, hi))
+                suv[box] = suv[box] * (1.0 - frac) + frac * part_suv[tracer]
     sigma_vox = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / np.linalg.norm(faffine[:3, :3], axis=0)
     suv = ndimage.gaussian_filter(suv, sigma=sigma_vox, mode="constant")
     f = PET_SUPERSAMPLE
