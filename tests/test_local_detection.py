@@ -205,3 +205,47 @@ def test_a_thin_host_is_read_at_a_higher_percentile_of_its_ring():
             assert level == pytest.approx(np.percentile(values[ring], seg.RING_PERCENTILE_THIN), rel=1e-12)
         else:
             assert level == pytest.approx(np.percentile(values[inside], seg.RING_PERCENTILE), rel=1e-12)
+
+
+def _organ_scene():
+    """A heart-like organ (a 30 mm ball of SUV 2.5 on 4 mm voxels) in tissue of SUV 0.8."""
+    n = (40, 40, 40)
+    ii, jj, kk = np.indices(n)
+    organ = (ii - 20) ** 2 + (jj - 20) ** 2 + (kk - 20) ** 2 <= 7.5**2
+    suv = np.where(organ, 2.5, 0.8).astype(np.float32)
+    return suv, organ, (ii, jj, kk)
+
+
+def test_focus_beside_an_organ_is_a_candidate_uptake_filling_it_is_not():
+    """A hot focus at the organ's border (SUVmax 20, its core mostly in the blur band
+    outside the organ proper) is a lesion candidate, whatever share of it the grown mask
+    holds; uptake that fills the organ (the whole organ hot), and a hot spot inside the organ
+    proper (a renal pelvis in its kidney's hull) stay physiological."""
+    from scipy import ndimage
+
+    from dualpet.segmentation import _physiological_organ
+
+    suv, organ, (ii, jj, kk) = _organ_scene()
+    masks = {"heart": (ndimage.binary_dilation(organ, np.ones((3, 3, 3), bool)), organ)}
+    spacing = (4.0, 4.0, 4.0)
+    # a 2-voxel focus just outside the organ's surface, in the one-voxel blur band
+    focus = ((ii - 28) ** 2 + (jj - 20) ** 2 + (kk - 20) ** 2 <= 1) & ~organ
+    hot = suv.copy()
+    hot[focus] = 20.0
+    sl = tuple(slice(int(v.min()) - 2, int(v.max()) + 3) for v in np.nonzero(focus))
+    group, note = _physiological_organ(hot, sl, focus[sl], 20.0, masks, spacing)
+    assert group is None and "kept beside the organ map's heart" in note
+    # the same focus no hotter than twice the organ: the organ's uptake
+    warm = suv.copy()
+    warm[focus] = 4.0
+    assert _physiological_organ(warm, sl, focus[sl], 4.0, masks, spacing)[0] == "heart"
+    # the whole organ hot: it fills the organ
+    full = np.where(organ, 9.0, 0.8).astype(np.float32)
+    box = tuple(slice(int(v.min()) - 1, int(v.max()) + 2) for v in np.nonzero(organ))
+    assert _physiological_organ(full, box, organ[box], 9.0, masks, spacing)[0] == "heart"
+    # a hot spot inside the organ proper (its core all in the organ): physiological
+    inner = (ii - 20) ** 2 + (jj - 20) ** 2 + (kk - 20) ** 2 <= 2**2
+    spot = suv.copy()
+    spot[inner] = 20.0
+    sl = tuple(slice(int(v.min()) - 2, int(v.max()) + 3) for v in np.nonzero(inner))
+    assert _physiological_organ(spot, sl, inner[sl], 20.0, masks, spacing)[0] == "heart"

@@ -433,10 +433,10 @@ def _part_of_larger_uptake(suv, peak, level, max_volume_ml, spacing, vox_ml):
 
 
 def physiological_masks(organ_map, groups):
-    """Per group of ``groups``, its organs in the organ map (on the PET grid) grown by one
-    voxel (the PET's blur). The urinary group also holds each kidney's per-slice convex
-    hull: the renal sinus with the pelvis (excreted tracer) lies in the kidney's hilum,
-    which an organ map of the parenchyma leaves out."""
+    """Per group of ``groups``: (its organs in the organ map on the PET grid grown by one
+    voxel, the PET's blur; the organs themselves). The urinary group also holds each
+    kidney's per-slice convex hull: the renal sinus with the pelvis (excreted tracer) lies
+    in the kidney's hilum, which an organ map of the parenchyma leaves out."""
     from skimage.morphology import convex_hull_image
 
     out = {}
@@ -448,21 +448,53 @@ def physiological_masks(organ_map, groups):
                 for k in np.flatnonzero(kidney.any(axis=(0, 1))):
                     if kidney[:, :, k].sum() >= 3:
                         mask[:, :, k] |= convex_hull_image(kidney[:, :, k])
-        out[group] = ndimage.binary_dilation(mask, structure=_STRUCTURE)
+        out[group] = (ndimage.binary_dilation(mask, structure=_STRUCTURE), mask)
     return out
 
 
-def _physiological_organ(values, masks, region, suvmax):
-    """The first group of ``masks`` (group -> bool mask, cut to the candidate's box)
-    holding ORGAN_SHARE_OF_CORE or more of a candidate's hot core (its voxels at or above
-    URINE_CORE x SUVmax), or None."""
-    core = region & (values >= URINE_CORE * suvmax)
+#: Uptake near an organ is that organ's only where it looks like it: a candidate whose hot
+#: core lies mostly outside the organ proper (less than FOCAL_INNER_SHARE in it: in the
+#: blur band at its border), that is smaller than the organ there and stands FOCAL_OVER_ORGAN
+#: times above the organ's own level (the FOCAL_LEVEL_PERCENTILE of its SUV within
+#: FOCAL_REACH_MM, the candidate left out) is a focus beside the organ (a hilar tumour at
+#: the heart, a node at the aorta, an adrenal lesion at the kidney): a lesion candidate.
+FOCAL_INNER_SHARE = 0.5
+FOCAL_OVER_ORGAN = 2.0
+FOCAL_LEVEL_PERCENTILE = 75.0
+FOCAL_REACH_MM = 40.0
+
+
+def _physiological_organ(suv, sl, region, suvmax, masks, spacing):
+    """The first group of ``masks`` (group -> (grown, organ) masks on the PET grid) holding
+    ORGAN_SHARE_OF_CORE or more of a candidate's hot core (``region`` in the box ``sl``,
+    its voxels at or above URINE_CORE x SUVmax), unless the core is a focus beside the organ
+    (FOCAL_INNER_SHARE, FOCAL_OVER_ORGAN): (group, None) or (None, note on the focus kept
+    beside an organ) or (None, None)."""
+    core = region & (suv[sl] >= URINE_CORE * suvmax)
     if not core.any():
-        return None
-    for group, inside in masks.items():
-        if inside[core].mean() >= ORGAN_SHARE_OF_CORE:
-            return group
-    return None
+        return None, None
+    note = None
+    for group, (grown, organ) in masks.items():
+        if grown[sl][core].mean() < ORGAN_SHARE_OF_CORE:
+            continue
+        if organ[sl][core].mean() >= FOCAL_INNER_SHARE:
+            return group, None
+        # the organ's own level around the candidate (the candidate and its blur left out)
+        reach = np.maximum(np.rint(FOCAL_REACH_MM / np.asarray(spacing)).astype(int), 1)
+        big = tuple(slice(max(s.start - r, 0), s.stop + r) for s, r in zip(sl, reach))
+        own = organ[big].copy()
+        inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, big))
+        cut = np.zeros(own.shape, bool)
+        cut[inner] = ndimage.binary_dilation(region, structure=_STRUCTURE, iterations=2)
+        own &= ~cut
+        if own.sum() <= core.sum():  # no more organ than the candidate: it fills the organ
+            return group, None
+        level = float(np.percentile(suv[big][own], FOCAL_LEVEL_PERCENTILE))
+        if suvmax < FOCAL_OVER_ORGAN * level:
+            return group, None
+        note = (f"kept beside the organ map's {', '.join(PHYSIOLOGICAL[group])}: a focus at its border "
+                f"(SUVmax {suvmax:.1f}, {suvmax / max(level, 1e-6):.1f} x the organ's level {level:.2f})")  # fmt: skip
+    return None, note
 
 
 def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_mm, n_end, masks, contrast,
@@ -472,9 +504,9 @@ def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_m
     if end_planes:
         return (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
                 "axial field of view, where sensitivity is lowest)")  # fmt: skip
-    if masks and (group := _physiological_organ(suv[sl], {g: m[sl] for g, m in masks.items()}, region, suvmax)):
+    if masks and (group := _physiological_organ(suv, sl, region, suvmax, masks, spacing)[0]):
         return (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
-                f"the organ map's {', '.join(PHYSIOLOGICAL[group])})")  # fmt: skip
+                f"the organ map's {', '.join(PHYSIOLOGICAL[group])}, and fills it)")  # fmt: skip
     if _part_of_larger_uptake(suv, peak, suvmax / contrast, max_volume_ml, spacing, vox_ml):
         return (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
                 f"above 1/{contrast} of its SUVmax")  # fmt: skip
