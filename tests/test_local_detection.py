@@ -249,3 +249,35 @@ def test_focus_beside_an_organ_is_a_candidate_uptake_filling_it_is_not():
     spot[inner] = 20.0
     sl = tuple(slice(int(v.min()) - 2, int(v.max()) + 3) for v in np.nonzero(inner))
     assert _physiological_organ(spot, sl, inner[sl], 20.0, masks, spacing)[0] == "heart"
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_one_lesion_per_tumour_two_for_two_lesions(seed):
+    """A 44 mm lobulated tumour in fat (three lobes of SUV 9, 14 and 22 that touch, each
+    with its own peak), a 40 mm tumour with a necrotic core (a 12 mm rim of SUV 10 around
+    a core of SUV 1) and a 40 mm mass of SUV 7 holding two foci of SUV 20 and 13 are one
+    lesion each; two 12 mm nodes of SUV 8 whose edges are 14 mm
+    apart stay two. The truth is the construction (which balls were painted as one tumour)."""
+    suv, hu, _ = _scene(seed)
+    lobes = [((130.0, 60.0, 70.0), 12.0, 9.0), ((150.0, 60.0, 70.0), 12.0, 14.0), ((140.0, 74.0, 80.0), 12.0, 22.0)]
+    tumour = np.zeros(SHAPE, bool)
+    for centre, r, level in lobes:
+        ball = _ball(centre, r)
+        suv[ball], hu[ball] = level, MUSCLE_HU
+        tumour |= ball
+    rim, core = _ball((140.0, 160.0, 70.0), 20.0), _ball((140.0, 160.0, 70.0), 8.0)
+    suv[rim], hu[rim] = 10.0, MUSCLE_HU
+    suv[core] = 1.0
+    a, b = _ball((140.0, 110.0, 170.0), 6.0), _ball((140.0, 110.0, 196.0), 6.0)  # edges 14 mm apart
+    suv[a | b], hu[a | b] = 8.0, MUSCLE_HU
+    mass = _ball((140.0, 190.0, 180.0), 20.0)  # a 40 mm mass of SUV 7 with two hot foci 22 mm apart
+    suv[mass], hu[mass] = 7.0, MUSCLE_HU
+    suv[_ball((140.0, 190.0, 169.0), 6.0)], suv[_ball((140.0, 190.0, 191.0), 6.0)] = 20.0, 13.0
+    pet, _ = _pet(suv, seed + 100)
+    labels, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu, max_volume_ml=120.0)
+    grown = lambda m: ndimage.binary_dilation(m, iterations=2)  # noqa: E731 the PET's blur
+    assert len(np.unique(labels[grown(tumour) & (labels > 0)])) == 1
+    assert len(np.unique(labels[grown(rim) & (labels > 0)])) == 1
+    assert len(np.unique(labels[grown(mass) & (labels > 0)])) == 1
+    assert np.unique(labels[grown(a) & (labels > 0)]).size == 1 and np.unique(labels[grown(b) & (labels > 0)]).size == 1
+    assert set(np.unique(labels[grown(a) & (labels > 0)])) != set(np.unique(labels[grown(b) & (labels > 0)]))

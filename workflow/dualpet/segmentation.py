@@ -911,6 +911,28 @@ def _ring_level(values, own, spacing, ring_mm, exclude, ct_class=None):
     return float(np.percentile(vals, percentile)) if vals.size else 0.0
 
 
+#: A candidate whose structure (its voxels above its half level, across basins) encloses,
+#: slice by slice, a cold inside of at least this volume (mL) is the rim of a tumour with a
+#: necrotic core: its surroundings lie outside the whole tumour. (The PET's blur fills a
+#: 16 mm core to a third of the rim's level: such a core encloses about 1 mL below its half level.)
+NECROTIC_CORE_ML = 0.5
+
+
+def _rim_level(values, peak, level, spacing, shell_mm, exclude, ct_class, top):
+    """The surroundings' level of a candidate on the rim of a tumour with a necrotic core:
+    its structure (voxels connected to the peak at or above ``level``, across watershed
+    basins) filled slice by slice, when that adds NECROTIC_CORE_ML or more; the ring is
+    then taken around the whole tumour (the rest of the rim is the candidate itself, not
+    its surroundings). Else ``top`` (nothing stands out)."""
+    joined, _ = _extent(values, np.ones(values.shape, bool), peak, level)
+    filled = np.zeros_like(joined)
+    for k in np.flatnonzero(joined.any(axis=(0, 1))):
+        filled[:, :, k] = ndimage.binary_fill_holes(joined[:, :, k])
+    if (filled & ~joined).sum() * float(np.prod(spacing)) / 1000.0 < NECROTIC_CORE_ML:
+        return top
+    return _ring_level(values, filled, spacing, shell_mm, exclude, ct_class)
+
+
 def _extent(values, basin, peak, level):
     """Voxels of ``basin`` connected to ``peak`` at or above ``level`` (box-local), and
     whether they reach the box's edge."""
@@ -966,7 +988,9 @@ def detect_local(
        noise model (``noise``: :func:`noise_model`, SD = a x sqrt(SUV), times the axial
        profile of :func:`plane_noise_profile`), so that one unit is one noise SD everywhere.
     2. Candidates are its maxima standing LOCAL_SPLIT_NOISE SDs above the saddle to any
-       higher one (h-maxima); each owns its watershed basin.
+       higher one (h-maxima); each owns its watershed basin. A candidate whose basin joins
+       a higher lesion's above its own half level (see 3) is part of that lesion: one
+       tumour with several peaks, or a rim around a necrotic core, is one lesion.
     3. A candidate's *extent* is its basin's voxels connected to the peak above half way from
        its ring's level to its peak; its *ring* is the shell ``shell_mm`` around the extent
        (other candidates' extents left out; on the CT, the ring's voxels of the candidate's
@@ -1018,6 +1042,7 @@ def detect_local(
     owner = np.zeros(suv.shape, dtype=np.int32)  # 1 + index into decided of each decided extent
     decided = []  # the lesions (with their _region) and rejected candidates, in order
     lesions, rejected, near = [], [], []
+    lesion_basins = set()  # watershed basins of the lesions (and of the shoulders merged into them)
     for neg_top, lab, p in order:
         top = -neg_top
         box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(p, half, suv.shape))
@@ -1035,18 +1060,30 @@ def detect_local(
             continue
         for _ in range(2):
             region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
-            ring_bg = _ring_level(sm, region, spacing, shell_mm, others, cls)
+            first_bg, ring_bg = ring_bg, _ring_level(sm, region, spacing, shell_mm, others, cls)
+            if ring_bg * contrast > top:  # its ring is nearly as hot: unless it is a necrotic tumour's rim
+                ring_bg = min(ring_bg, _rim_level(sm, q, first_bg + LOCAL_EXTENT_FRACTION * (top - first_bg), spacing,
+                                                  shell_mm, others, cls, top))  # fmt: skip
             if ring_bg >= top:  # its own tissue is as hot as its peak: nothing stands out
                 break
         if ring_bg >= top:
             continue
-        region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
+        level = ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg)
+        region, edge = _extent(sm, basin, q, level)
         touching = owner[box][ndimage.binary_dilation(region, _STRUCTURE) & others]
+        if not touching.size:
+            # one tumour with several peaks (lobulated, or a rim around a necrotic core): its
+            # basin joins a higher lesion's above its own half level (two lesions close
+            # together have a dip to their surroundings between them)
+            own_or_lesion = basin | np.isin(basins[box], list(lesion_basins))
+            joined, _ = _extent(sm, own_or_lesion, q, level)
+            touching = np.array([o for o in np.unique(owner[box][joined & others]) if "_region" in decided[o - 1]], int)
         if touching.size:  # a shoulder of a higher candidate above its own half level: part of it
             first = decided[int(touching.min()) - 1]
             owner[box][region] = int(touching.min())
             if "_region" in first:  # a lesion: its region grows by the shoulder
                 first["_region"][1][...] |= _resize(region, box, first["_region"][0])
+                lesion_basins.add(lab)
             continue
         sd = sd_at(ring_bg, p[2])
         ratio = top / ring_bg if ring_bg > 0 else float("inf")
@@ -1076,6 +1113,8 @@ def detect_local(
                                        spacing=spacing, vox_ml=vox_ml, hu=hu)  # fmt: skip
         decided.append({**info, "reason": reason} if reason else {**info, "_region": (box, region)})
         owner[box][region] = len(decided)
+        if not reason:
+            lesion_basins.add(lab)
         (rejected if reason else lesions).append(decided[-1])
     near.sort(key=lambda d: -d["contrast_to_noise"])
     labels = _number(lesions, suv.shape)
