@@ -142,3 +142,26 @@ def test_small_lesion_beside_a_hot_one_keeps_its_own_maximum():
     assert not (got & (labels == 1)).any()
     # centroid on the small lesion's side of the midpoint between the two
     assert v["centroid"][0] > (20 + 28) / 2 * 2.0
+
+
+def test_region_labels_at_the_hilum_and_in_the_mediastinum():
+    """A constructed chest slab on 2 mm voxels: two lungs (-850 HU) either side of a
+    mediastinum of fat (-100) holding soft-tissue vessels (40). A 40 mm tumour straddling
+    the right hilum (half in lung, half in the mediastinum) is 'lung' (a hilar lung tumour);
+    a 12 mm node in the mediastinal fat beside the same lung is 'lymph node'; a 10 mm
+    nodule inside the lung is 'lung'. Truth: where each was painted."""
+    from dualpet.matching import region_label
+
+    n = (120, 100, 60)
+    ii, jj, kk = np.indices(n)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    hu = np.full(n, -100.0, np.float32)  # mediastinal fat
+    hu[(ii < 45) | (ii >= 75)] = -850.0  # the lungs, x < 90 mm and x >= 150 mm
+    hu[(ii - 60) ** 2 + (jj - 50) ** 2 <= 12**2] = 40.0  # a vessel down the mediastinum
+    centres = {"tumour": (90.0, 60.0, 60.0), "node": (120.0, 140.0, 60.0), "nodule": (40.0, 100.0, 60.0)}
+    radii = {"tumour": 20.0, "node": 6.0, "nodule": 5.0}
+    for name, c in centres.items():
+        ball = ((ii * 2.0 - c[0]) ** 2 + (jj * 2.0 - c[1]) ** 2 + (kk * 2.0 - c[2]) ** 2) <= radii[name] ** 2
+        hu[ball] = 35.0
+    got = {name: region_label(hu, aff, np.array(c), lesion_radius_mm=radii[name]) for name, c in centres.items()}
+    assert got == {"tumour": "lung", "node": "lymph node", "nodule": "lung"}

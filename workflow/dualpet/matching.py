@@ -163,19 +163,31 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
 
 
 
-def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
+#: Region labels: the shell around a lesion in which its surroundings are read starts
+#: REGION_SHELL_MM[0] beyond its equivalent radius and is REGION_SHELL_MM[1] thick (at
+#: least 10-20 mm from its centroid). A lesion is 'lung' if aerated lung fills
+#: REGION_LUNG_SHARE of the shell, or REGION_HILAR_LUNG_SHARE for a tumour of at least
+#: REGION_TUMOUR_RADIUS_MM (a central or hilar lung tumour borders lung on one side and
+#: the mediastinum on the other); 'lymph node' if fat fills REGION_FAT_SHARE.
+REGION_SHELL_MM = (5.0, 10.0)
+REGION_LUNG_SHARE, REGION_HILAR_LUNG_SHARE, REGION_TUMOUR_RADIUS_MM = 0.4, 0.2, 15.0
+REGION_FAT_SHARE = 0.15
+
+
+def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_radius_mm=0.0):
     """Anatomical region from the reference CT around a lesion centroid.
 
-    ``liver`` is the ``(mask, affine)`` of the liver in the study's organ map, or None.
+    ``liver`` is the ``(mask, affine)`` of the liver in the study's organ map, or None;
+    ``lesion_radius_mm`` the lesion's equivalent radius (from its VOI's volume).
 
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
     HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
-    label of the organ map), 'lung' (aerated lung, -950..-500 HU, in
-    40 % or more of a 10-20 mm shell: a large lung lesion fills the inner sphere; outside
-    air and bowel gas are denser than -950 HU), 'lymph node' (soft tissue with fat
-    making up at least 15 % of a 10-20 mm shell around it: nodal stations lie in the
-    mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the point
-    lies outside the CT.
+    label of the organ map), 'lung' (aerated lung, -950..-500 HU, in REGION_LUNG_SHARE of
+    the shell just outside the lesion, REGION_SHELL_MM, or REGION_HILAR_LUNG_SHARE for a
+    tumour: outside air and bowel gas are denser than -950 HU), 'lymph node' (soft tissue
+    with fat making up REGION_FAT_SHARE of that shell: nodal stations, hilar ones too, lie
+    in the mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the
+    point lies outside the CT.
     """
     hu = values_in_ball(ct_hu, ct_affine, point_lps, radius_mm)
     if hu.size == 0:
@@ -189,10 +201,14 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None):
         v = np.rint(world_to_voxel(mask_affine, point_lps)).astype(int)
         if np.all(v >= 0) and np.all(v < mask.shape) and mask[tuple(v)]:
             return "liver"
-    shell = values_in_ball(ct_hu, ct_affine, point_lps, 20.0, inner_mm=10.0)
-    if shell.size and np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])) >= 0.4:
+    inner = max(10.0, lesion_radius_mm + REGION_SHELL_MM[0])
+    shell = values_in_ball(ct_hu, ct_affine, point_lps, inner + REGION_SHELL_MM[1], inner_mm=inner)
+    if not shell.size:
+        return "other"
+    lung = float(np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])))
+    if lung >= REGION_LUNG_SHARE or (lesion_radius_mm >= REGION_TUMOUR_RADIUS_MM and lung >= REGION_HILAR_LUNG_SHARE):
         return "lung"
-    if shell.size and np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= 0.15:
+    if np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= REGION_FAT_SHARE:
         return "lymph node"
     return "other"
 
@@ -256,7 +272,10 @@ def build_lesions(
         lesion = lesion_id(n, width)
         row = {"patient": patient, "lesion": lesion}
         row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
-        row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver) if ref_ct is not None else ""
+        t_voi = ref if u[ref] is not None else idx
+        vol_mm3 = float(cents[t_voi][u[t_voi]]["voi"].sum() * np.prod(voxel_spacing(studies[t_voi]["affine"])))
+        radius = (3.0 * vol_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+        row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver, lesion_radius_mm=radius) if ref_ct is not None else ""
         row["match_distance_mm"] = u["distance_mm"]
         crop = {}
         for t in tracers:
