@@ -143,8 +143,8 @@ AORTA_RADIUS_MM = (6.0, 20.0)
 AORTA_SEARCH_MM = 30.0
 AORTA_GAP, AORTA_STEP_MM = 2, 4.0
 AORTA_ANNULUS_MAX = 0.5
-#: An aorta's course is at least this long (mm).
-AORTA_MIN_COURSE_MM = 60.0
+#: An aorta's course is at least this long (mm), or this share of a shorter field of view.
+AORTA_MIN_COURSE_MM, AORTA_MIN_COURSE_SHARE = 60.0, 0.6
 #: A contrast-filled aorta is first searched without the spine: within ENHANCED_SEARCH_MM
 #: of a point ENHANCED_LEFT_MM left of the trunk's midline and ENHANCED_DEPTH of the way
 #: from its back to its front (the aorta lies 35-50 % of the way, the vertebral bodies 25-35 %).
@@ -500,6 +500,12 @@ def _longest_course(cands, spacing_z):
     return course
 
 
+def _min_course_mm(c):
+    """The shortest aorta course accepted: AORTA_MIN_COURSE_MM, or AORTA_MIN_COURSE_SHARE of
+    a shorter field of view."""
+    return round(min(AORTA_MIN_COURSE_MM, AORTA_MIN_COURSE_SHARE * len(c.z) * c.spacing[2]), 1)
+
+
 def _enhanced_aorta(c, body, lungs):
     """A contrast-filled aorta found without the spine (whose bone it may touch and match in
     density): the longest course (:func:`_longest_course`) of round structures in the
@@ -522,7 +528,7 @@ def _enhanced_aorta(c, body, lungs):
         target = np.array([c.x[int(round(ii.mean()))] + ENHANCED_LEFT_MM, ys.max() - ENHANCED_DEPTH * (ys.max() - ys.min())])
         cands[k], _ = _round_candidates(c, k, target, ENHANCED_BLOOD_HU, exclude, ENHANCED_SEARCH_MM, AORTA_RADIUS_MM)
     course = _longest_course(cands, c.spacing[2])
-    return course if len(course) * c.spacing[2] >= AORTA_MIN_COURSE_MM else {}
+    return course if len(course) * c.spacing[2] >= _min_course_mm(c) else {}
 
 
 def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
@@ -625,7 +631,7 @@ def _deepest(c, region, homogeneous=False):
     """Voxel of ``region`` deepest inside it (3-D distance, mm) and that depth. With
     ``homogeneous``, the deepest voxel whose 10 mm ball is of one tissue (robust SD of the
     denoised CT at most SEED_SD_HU; a ball straddling liver, kidney and muscle is not), of
-    the SEED_TRIES deepest places at least 15 mm apart; (None, 0) if none is."""
+    the SEED_TRIES deepest places at least 15 mm apart (a box); (None, 0) if none is."""
     if not region.any():
         return None, 0.0
     # within the region's bounding box, padded by one empty voxel (the same distances)
@@ -634,22 +640,20 @@ def _deepest(c, region, homogeneous=False):
     if not homogeneous:
         k = np.unravel_index(int(np.argmax(depth)), depth.shape)
         return tuple(int(i + b.start) for i, b in zip(k, box)), float(depth[k])
-    flat = np.argsort(depth, axis=None)[::-1]
-    flat = flat[depth.ravel()[flat] > 0]
-    tried = []
     r = np.maximum(np.ceil(10.0 / c.spacing).astype(int), 1)
-    for f in flat:
-        k = np.array(np.unravel_index(int(f), depth.shape))
-        if any(np.linalg.norm((k - t) * c.spacing) < 15.0 for t in tried):
-            continue
+    near = np.maximum(np.ceil(15.0 / c.spacing).astype(int), 1)
+    depth = depth.copy()
+    for _ in range(SEED_TRIES):
+        f = int(np.argmax(depth))
+        if depth.flat[f] <= 0:
+            break
+        k = np.unravel_index(f, depth.shape)
         ijk = tuple(int(i + b.start) for i, b in zip(k, box))
         sl = tuple(slice(max(i - ri, 0), i + ri + 1) for i, ri in zip(ijk, r))
         vals = c.denoised[sl][region[sl]]
         if 1.4826 * float(np.median(np.abs(vals - np.median(vals)))) <= SEED_SD_HU:
-            return ijk, float(depth[tuple(k)])
-        tried.append(k)
-        if len(tried) >= SEED_TRIES:
-            break
+            return ijk, float(depth[k])
+        depth[tuple(slice(max(i - n, 0), i + n + 1) for i, n in zip(k, near))] = 0.0  # the next place 15 mm away
     return None, 0.0
 
 
@@ -1041,7 +1045,7 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
     c.accept("aorta", aorta, "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
-             checks={f"course of at least {AORTA_MIN_COURSE_MM:g} mm": len(track) * c.spacing[2] >= AORTA_MIN_COURSE_MM})  # fmt: skip
+             checks={f"course of at least {_min_course_mm(c):g} mm": len(track) * c.spacing[2] >= _min_course_mm(c)})  # fmt: skip
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"), spine_centre)),
