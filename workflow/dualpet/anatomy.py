@@ -143,6 +143,15 @@ AORTA_RADIUS_MM = (6.0, 20.0)
 AORTA_SEARCH_MM = 30.0
 AORTA_GAP, AORTA_STEP_MM = 2, 4.0
 AORTA_ANNULUS_MAX = 0.5
+#: Cortical bone around a round structure: denser than CORTEX_HU and CORTEX_OVER_LUMEN
+#: times the structure's centre (HU on the smoothed work CT, where a thin cortex of 700+ HU
+#: reads 350-450), on at least CORTEX_SHARE of its 4 mm edge (a calcified plaque takes a
+#: little of an aorta's edge; a cortex most of a vertebral body's marrow).
+CORTEX_HU, CORTEX_OVER_LUMEN, CORTEX_SHARE = 300.0, 1.4, 0.25
+#: ... or inside its own outer 4 mm (where the cortex reads within the enhanced window): the
+#: upper quarter of that edge at least this times its centre (a cortex ring: 1.4-1.6; a
+#: lumen with noise: 1.05).
+CORTEX_RING_OVER_CENTRE = 1.3
 #: An aorta's course is at least this long (mm), or this share of a shorter field of view.
 AORTA_MIN_COURSE_MM, AORTA_MIN_COURSE_SHARE = 60.0, 0.6
 #: A contrast-filled aorta is first searched without the spine: within ENHANCED_SEARCH_MM
@@ -449,7 +458,11 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
     window's edge, small noise holes closed first) of radius within ``radius_mm``, that
     are round (at most AORTA_ANNULUS_MAX of a ring 3-9 mm outside the disk lies in the
     window: an elongated band or a large organ continues there, a vessel in fat or lung
-    does not). Returns [(centre (x, y), radius)], widest first, and the window mask."""
+    does not) and not held in bone (less than CORTEX_SHARE of the 4 mm just outside denser
+    than CORTEX_HU and CORTEX_OVER_LUMEN x its centre, and the upper quarter of its own
+    outer 4 mm not CORTEX_RING_OVER_CENTRE x its centre: a vertebral body's marrow, as
+    dense as contrast-filled blood, is held in a cortex; a vessel's edge is its lumen, or
+    darker). Returns [(centre (x, y), radius)], widest first, and the window mask."""
     m = (c.g[:, :, k] > window[0]) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
     holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)
     if n:
@@ -466,7 +479,14 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
             continue  # on the same disk as a wider one
         d = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1])
         ring = (d > r + 3.0) & (d <= r + 9.0)
-        if ring.any() and m[ring].mean() <= AORTA_ANNULUS_MAX:
+        # a vertebral body's marrow is round too, but held in a cortex: just outside the disk
+        # (plain CT) or, where the cortex reads within the window, in the disk's outer 4 mm
+        centre = float(np.median(c.g[:, :, k][d <= max(r - 4.0, c.spacing[0])]))
+        rim = c.g[:, :, k][(d > r) & (d <= r + 4.0)]
+        inner = c.g[:, :, k][(d > r - 4.0) & (d <= r) & m]
+        bony = np.mean(rim > max(CORTEX_HU, CORTEX_OVER_LUMEN * centre)) >= CORTEX_SHARE
+        bony |= inner.size > 0 and float(np.percentile(inner, 75)) >= CORTEX_RING_OVER_CENTRE * centre and centre > 0
+        if ring.any() and m[ring].mean() <= AORTA_ANNULUS_MAX and not bony:
             out.append((xy, r))
     return out, m
 
@@ -511,8 +531,8 @@ def _enhanced_aorta(c, body, lungs):
     density): the longest course (:func:`_longest_course`) of round structures in the
     enhanced window (ENHANCED_BLOOD_HU) within ENHANCED_SEARCH_MM of a point left of the
     trunk's midline, ENHANCED_DEPTH of the way from its back to its front. Vertebral bodies
-    are as dense and as round, but the discs break their course every 25-35 mm; the vena
-    cava lies right of the midline. Returns {slice: (centre, radius)} of at least
+    are as dense and as round where their cortex is thin, but bone, not fat, surrounds
+    them (:func:`_round_candidates`); the vena cava lies right of the midline. Returns {slice: (centre, radius)} of at least
     AORTA_MIN_COURSE_MM, else {}."""
     exclude = lungs | ~body | (c.g > ENHANCED_BLOOD_HU[1])
     cands = {}
@@ -525,7 +545,8 @@ def _enhanced_aorta(c, body, lungs):
         if ii.size * c.spacing[0] * c.spacing[1] < 10000.0:  # not the trunk (head, neck, arms)
             continue
         ys = c.y[jj]
-        target = np.array([c.x[int(round(ii.mean()))] + ENHANCED_LEFT_MM, ys.max() - ENHANCED_DEPTH * (ys.max() - ys.min())])
+        mid = c.x[int(round(ii.mean()))]
+        target = np.array([mid + ENHANCED_LEFT_MM, ys.max() - ENHANCED_DEPTH * (ys.max() - ys.min())])
         cands[k], _ = _round_candidates(c, k, target, ENHANCED_BLOOD_HU, exclude, ENHANCED_SEARCH_MM, AORTA_RADIUS_MM)
     course = _longest_course(cands, c.spacing[2])
     return course if len(course) * c.spacing[2] >= _min_course_mm(c) else {}

@@ -70,7 +70,7 @@ HALF_LIFE_S = {"F-18": 6586.2, "Ga-68": 4062.6}
 #: level, colon and small bowel across the abdomen; oesophagus; shoulder girdles, arms
 #: down or up, neck muscles; FDG in neck and shoulder muscles and brown fat in some
 #: patients; per-patient CT numbers; correlated low-dose CT noise with photon-starvation
-#: streaks; large lobulated or necrotic tumours, close lesion pairs, hilar and mediastinal
+#: streaks, its SD scaled to the voxel size (CT_NOISE_VOXEL_MM3); large lobulated or necrotic tumours, close lesion pairs, hilar and mediastinal
 #: lesions. Revision 8 and before: cartoon organs.
 REVISION = 9
 
@@ -100,8 +100,12 @@ FOV_Z = {"thorax": (-110.0, 290.0), "abdomen": (-350.0, 0.0), "wholebody": (-560
 #: ``contrast``: which studies have a contrast-enhanced CT (``mixed``: each study with
 #: probability 1/2, drawn independently of everything else).
 CONTRASTS = ("none", "mixed", "all")
-#: CT noise (SD, HU) drawn per study: low-dose PET/CT protocols give 20-40 HU.
+#: CT noise (SD, HU) drawn per study: low-dose PET/CT protocols give 20-40 HU on their own
+#: voxels (about 0.98 x 0.98 x 3 mm, CT_NOISE_VOXEL_MM3); on another grid the noise per
+#: voxel scales with 1/sqrt(voxel volume) at the same dose (a 3 mm demo voxel averages about
+#: nine such voxels: 7-13 HU, as a real low-dose CT resampled to 3 mm reads).
 CT_NOISE_HU = (20.0, 40.0)
+CT_NOISE_VOXEL_MM3 = 0.98 * 0.98 * 3.0
 DEFAULT_POSES = {"max_rotation_deg": 5.0, "max_translation_mm": 30.0}  # anatomy z at the centre of the field of view
 BED_LENGTH_MM, BED_DURATION_S = 160.0, 120.0
 #: ``--quirks``: recorded slice positions jitter by up to this much (real scanners round
@@ -440,7 +444,9 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     table_top = float((ring @ R.T + t)[:, 1].max())
 
     enhanced = {int(k): v for k, v in (st["ct_contrast"] or {}).items()}
-    hu, organs = render_ct(phantom, ct_shape, ct_aff, pose, rng, table_top, noise_hu=st["ct_noise_hu"], contrast=enhanced)
+    voxel_mm3 = float(abs(np.linalg.det(np.asarray(ct_aff)[:3, :3])))
+    noise_hu = st["ct_noise_hu"] * float(np.sqrt(CT_NOISE_VOXEL_MM3 / voxel_mm3))
+    hu, organs = render_ct(phantom, ct_shape, ct_aff, pose, rng, table_top, noise_hu=noise_hu, contrast=enhanced)
     save_nifti(organ_path, nifti_image(organs, ct_aff))
     del organs
     ct_stored = np.clip(np.round(hu + 1024.0), -1024, 3071).astype(np.int16)

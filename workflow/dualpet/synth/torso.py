@@ -251,7 +251,9 @@ def _spine_shapes(b, spine):
             v.setdefault("tp_tip", {})[side] = tip
             shapes.append(tube(BONE, [root, tip], [5.0, 4.0], organ="vertebrae"))
         shapes.append(Shape(BONE, c.copy(), np.array([w, d, h / 2.0]), "cylinder", organ="vertebrae"))
-        shapes.append(Shape(MARROW, c.copy(), np.array([w - 2.5, d - 2.5, h / 2.0 - 1.5]), "cylinder", organ="vertebrae"))
+        # the cortical shell as a 3 mm CT grid shows it (1 mm of cortex partial-volumed with marrow), so
+        # that point-sampled grids do not lose it where a voxel centre misses a thinner shell
+        shapes.append(Shape(MARROW, c.copy(), np.array([w - 3.5, d - 3.5, h / 2.0 - 2.0]), "cylinder", organ="vertebrae"))
         if i + 1 < len(spine):  # the disc above, between this body and the next
             nxt = spine[i + 1]
             zc = (c[2] + h / 2.0 + nxt["center"][2] - nxt["height"] / 2.0) / 2.0
