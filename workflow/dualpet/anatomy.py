@@ -136,18 +136,19 @@ ORGAN_BRIDGE_MM = 6.0
 BLOOD_HU = (15.0, 85.0)
 #: Aorta: lumen radius (mm; abdominal 15-24 mm across, descending thoracic 20-28,
 #: ascending 30-35), searched within AORTA_SEARCH_MM of the configured offset from the
-#: vertebral body; followed from slice to slice (gaps of up to AORTA_GAP slices, centre
+#: vertebral body; followed from slice to slice (gaps of up to AORTA_GAP_MM: two 3 mm slices;
+#: longer gaps let the course jump to other round structures; centre
 #: steps of at most AORTA_STEP_MM plus half the z step); round if at most AORTA_ANNULUS_MAX
 #: of a ring just outside its lumen has its density.
 AORTA_RADIUS_MM = (6.0, 20.0)
 AORTA_SEARCH_MM = 30.0
-AORTA_GAP, AORTA_STEP_MM = 2, 4.0
+AORTA_GAP_MM, AORTA_STEP_MM = 7.0, 4.0
 AORTA_ANNULUS_MAX = 0.5
 #: Cortical bone around a round structure: denser than CORTEX_HU and CORTEX_OVER_LUMEN
 #: times the structure's centre (HU on the smoothed work CT, where a thin cortex of 700+ HU
 #: reads 350-450), on at least CORTEX_SHARE of its 4 mm edge (a calcified plaque takes a
 #: little of an aorta's edge; a cortex most of a vertebral body's marrow).
-CORTEX_HU, CORTEX_OVER_LUMEN, CORTEX_SHARE = 300.0, 1.4, 0.25
+CORTEX_HU, CORTEX_OVER_LUMEN, CORTEX_SHARE = 300.0, 1.4, 0.5
 #: ... or inside its own outer 4 mm (where the cortex reads within the enhanced window): the
 #: upper quarter of that edge at least this times its centre (a cortex ring: 1.4-1.6; a
 #: lumen with noise: 1.05).
@@ -159,6 +160,10 @@ AORTA_MIN_COURSE_MM, AORTA_MIN_COURSE_SHARE = 60.0, 0.6
 #: from its back to its front (the aorta lies 35-50 % of the way, the vertebral bodies 25-35 %).
 ENHANCED_SEARCH_MM, ENHANCED_LEFT_MM, ENHANCED_DEPTH = 45.0, 15.0, 0.42
 
+#: On contrast-enhanced CT the column is traced in bone above this (HU): the blood of the
+#: heart, the great vessels and the aorta pressed against the bodies (150-400) is not
+#: bone; a vertebra's cortex (above 400 on a 3 mm grid) still outlines it.
+SPINE_BONE_ENHANCED_HU = 420.0
 #: Vertebral column: a vertebral body's cross-section is at least this large (cm2; cervical
 #: 2-4, thoracic 6-12, lumbar 12-20); its course keeps the per-slice centres within
 #: VERTEBRA_STRAY_MM of the median over +-VERTEBRA_WINDOW_MM; the column's bone lies
@@ -365,10 +370,11 @@ def _brain(c, body):
     return brain, skull & ndimage.binary_dilation(brain, iterations=4)
 
 
-def _spine(c, body, exclude):
+def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
     """Vertebral column: the course of the vertebral bodies' centres and the column's bone.
 
-    Bone is CT above BONE_HU_MIN with, slice by slice, the inside of its outlines (closed
+    Bone is CT above ``bone_min`` (BONE_HU_MIN; on contrast-enhanced CT SPINE_BONE_ENHANCED_HU,
+    above the blood of heart and vessels) with, slice by slice, the inside of its outlines (closed
     by VERTEBRA_CLOSING_MM: an osteopenic cortex is broken, its cancellous bone reads
     100-200 HU). The column is the bone connected in 3-D to the posterior midline (laminae,
     spinous processes); an enhanced aorta or a calcified plaque in front of the bodies is
@@ -379,7 +385,7 @@ def _spine(c, body, exclude):
     (+-VERTEBRA_WINDOW_MM in z) and interpolates between them. The column's mask is its
     bone within VERTEBRA_EXTENT_MM of the course (transverse and spinous processes
     included, ribs cut off). Returns (mask, {slice: (x, y) of the body's centre})."""
-    bone = body & (c.g > BONE_HU_MIN) & ~exclude
+    bone = body & (c.g > bone_min) & ~exclude
     trunk = body & ~exclude
     px = c.spacing[0] * c.spacing[1] / 100.0  # cm2 per pixel
     disk = _disk(VERTEBRA_CLOSING_MM, c.spacing)
@@ -493,7 +499,7 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
 
 def _longest_course(cands, spacing_z):
     """The longest chain through per-slice candidates {k: [(centre, radius), ...]}: from
-    one slice to the next (gaps of up to AORTA_GAP slices) the centre moves at most
+    one slice to the next (gaps of up to AORTA_GAP_MM) the centre moves at most
     AORTA_STEP_MM plus 0.5 mm per mm of z, and the radius changes by at most a third.
     Returns {k: (centre, radius)}."""
     ks = sorted(k for k in cands if cands[k])
@@ -501,7 +507,7 @@ def _longest_course(cands, spacing_z):
     for k in ks:
         for i, (xy, r) in enumerate(cands[k]):
             score, prev = 1, None
-            for g in range(1, AORTA_GAP + 2):
+            for g in range(1, int(AORTA_GAP_MM / spacing_z) + 2):
                 for j, (xy0, r0) in enumerate(cands.get(k - g, ())):
                     if (k - g, j) not in best:
                         continue
@@ -577,12 +583,22 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
     # the CT is still above halfway between the window's floor and fat
     window = ENHANCED_BLOOD_HU if mode == "enhanced" else BLOOD_HU
     edge = (window[0] + FAT_HU[1]) / 2.0
+    if len(course) < 3:
+        return np.zeros_like(body), None, {}
+    # the slices the course skipped (up to AORTA_GAP_MM where the aorta was not round) are
+    # bridged: centre and radius interpolated between their neighbours
+    ks = np.array(sorted(course))
+    for k in range(int(ks[0]) + 1, int(ks[-1])):
+        if k not in course:
+            w = (k - ks[ks < k].max()) / (ks[ks > k].min() - ks[ks < k].max())
+            lo, hi = course[int(ks[ks < k].max())], course[int(ks[ks > k].min())]
+            course[k] = ((1 - w) * lo[0] + w * hi[0], (1 - w) * lo[1] + w * hi[1])
+    course = dict(sorted(course.items()))
     mask = np.zeros_like(body)
     for k, (xy, r) in course.items():
         disk = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.0 * c.spacing[0]
-        mask[:, :, k] = disk & (masks[k] | ((c.g[:, :, k] > edge) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]))
-    if len(course) < 3:
-        return mask & False, None, {}
+        lumen = (c.g[:, :, k] > edge) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
+        mask[:, :, k] = disk & (lumen | masks[k]) if k in masks else disk & lumen
     return mask, mode == "enhanced", course
 
 
@@ -1062,7 +1078,9 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     lumen = np.zeros_like(body)
     for k, (xy, r) in tube.items():
         lumen[:, :, k] = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.5 * c.spacing[0]
-    spine, spine_centre = _spine(c, body, head | lumen)
+    spine, spine_centre = _spine(c, body, head | lumen, SPINE_BONE_ENHANCED_HU if tube else BONE_HU_MIN)
+    if tube and len(spine_centre) < 0.5 * len(tube):  # an osteopenic cortex reads below it
+        spine, spine_centre = _spine(c, body, head | lumen)
     c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
     c.accept("aorta", aorta, "longest course of a round blood-filled structure left-anterior of the vertebral bodies",

@@ -56,7 +56,7 @@ def _cylinder_mask(shape, affine, centre, radius_mm, half_length_mm):
 def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
     """Candidate blood-pool VOI centres in the descending aorta of a label map, its
     ``segment`` "thoracic" (slices holding aorta and lung) or "abdominal" (aorta without
-    lung): per CT slice the aorta's centroid and equivalent lumen radius; a level qualifies
+    lung): per CT slice the aorta's deepest point and equivalent lumen radius; a level qualifies
     if every slice within the VOI's half length has a lumen of at least MIN_LUMEN_RADIUS_MM
     and no calcified plaque lies within the VOI. Ordered from the middle of the segment
     outwards. Returns (list of (centre, radius), reason if none)."""
@@ -68,8 +68,12 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
         return [], f"no {segment} aorta in the organ map"
     info = {}
     for k in planes:
-        ii, jj = np.nonzero(aorta[:, :, k])
-        info[k] = (apply_affine(ct_affine, [ii.mean(), jj.mean(), k]), np.sqrt(ii.size * sp[0] * sp[1] / np.pi))
+        # the lumen's centre is its point deepest inside the label (a centroid is pulled by
+        # partial-volume voxels at its edge), its radius that of a disk of its area
+        depth = ndimage.distance_transform_edt(np.pad(aorta[:, :, k], 1), sampling=sp[:2])[1:-1, 1:-1]
+        i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        top = np.argwhere(depth >= depth[i, j] - 1e-6)  # a plateau of equally deep points: its middle
+        info[k] = (apply_affine(ct_affine, [*top.mean(axis=0), k]), float(np.sqrt(aorta[:, :, k].sum() * sp[0] * sp[1] / np.pi)))
     half = int(np.ceil(BLOODPOOL_HALF_LENGTH_MM / sp[2]))
     enhanced = float(np.median(hu[aorta])) > 120.0
     limit = CALCIFIED_HU["enhanced" if enhanced else "plain"]
