@@ -88,7 +88,7 @@ KIDNEY_ENHANCED_HU = (120.0, 400.0)
 KIDNEY_ZONE_MM = {"lateral": (35.0, 115.0), "posterior": (-50.0, 30.0)}
 #: ... and where its centre lies (mm): kidneys 50-90 mm out; the spleen's centre lies
 #: further out (about 105 mm on real CT), behind the ribs.
-KIDNEY_CENTRE_MM = {"lateral": (40.0, 100.0), "posterior": (-45.0, 30.0)}
+KIDNEY_CENTRE_MM = {"lateral": (40.0, 100.0), "posterior": (-60.0, 30.0)}
 #: A kidney keeps this far (mm) inside the body's outline in every axial plane (measured
 #: 53-55 mm on real CT: the back muscles and the abdominal wall lie between); the spleen
 #: reaches the ribs and diaphragm (20 mm there).
@@ -784,7 +784,9 @@ def _liver(c, body, lung_right, spine_centre):
     # the liver lies under the diaphragm: the heart, of similar density on plain CT, sits on
     # it beside the right dome and must not be grown into
     allowed &= ~_above_diaphragm(c, body)
-    region = allowed & _side_mask(c, body, -1) & ~_back_muscles(c, spine_centre, body.shape)
+    # nor into the erector spinae, as dense on plain CT and joined to it through the diaphragm
+    allowed &= ~_back_muscles(c, spine_centre, body.shape)
+    region = allowed & _side_mask(c, body, -1)
     region[:, :, ~band] = False
     seed, depth = _deepest(c, region, homogeneous=True)
     if seed is None or depth < 15.0:

@@ -166,11 +166,13 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
 #: Region labels: the shell around a lesion in which its surroundings are read starts
 #: REGION_SHELL_MM[0] beyond its equivalent radius and is REGION_SHELL_MM[1] thick (at
 #: least 10-20 mm from its centroid). A lesion is 'lung' if aerated lung fills
-#: REGION_LUNG_SHARE of the shell, or REGION_HILAR_LUNG_SHARE for a tumour of at least
-#: REGION_TUMOUR_RADIUS_MM (a central or hilar lung tumour borders lung on one side and
-#: the mediastinum on the other); 'lymph node' if fat fills REGION_FAT_SHARE.
+#: REGION_PARENCHYMA_SHARE of the shell (a nodule in the parenchyma), or
+#: REGION_HILAR_LUNG_SHARE for a tumour of at least REGION_TUMOUR_RADIUS_MM (a central or
+#: hilar lung tumour borders lung on one side and the mediastinum on the other); else
+#: 'lymph node' if fat fills REGION_FAT_SHARE (hilar nodes too), else 'lung' if lung
+#: fills REGION_LUNG_SHARE.
 REGION_SHELL_MM = (5.0, 10.0)
-REGION_LUNG_SHARE, REGION_HILAR_LUNG_SHARE, REGION_TUMOUR_RADIUS_MM = 0.4, 0.2, 15.0
+REGION_PARENCHYMA_SHARE, REGION_LUNG_SHARE, REGION_HILAR_LUNG_SHARE, REGION_TUMOUR_RADIUS_MM = 0.6, 0.4, 0.2, 15.0
 REGION_FAT_SHARE = 0.15
 
 
@@ -182,12 +184,12 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
 
     In this order: 'bone' (a quarter or more of the voxels within ``radius_mm`` above 150
     HU), 'lung' (their median below -300 HU), 'liver' (the centroid inside the CT liver
-    label of the organ map), 'lung' (aerated lung, -950..-500 HU, in REGION_LUNG_SHARE of
-    the shell just outside the lesion, REGION_SHELL_MM, or REGION_HILAR_LUNG_SHARE for a
-    tumour: outside air and bowel gas are denser than -950 HU), 'lymph node' (soft tissue
-    with fat making up REGION_FAT_SHARE of that shell: nodal stations, hilar ones too, lie
-    in the mediastinal, retroperitoneal and mesenteric fat), otherwise 'other'; '' if the
-    point lies outside the CT.
+    label of the organ map), then by the shell just outside the lesion (REGION_SHELL_MM):
+    'lung' (aerated lung, -950..-500 HU, in REGION_PARENCHYMA_SHARE of it, or
+    REGION_HILAR_LUNG_SHARE for a tumour; outside air and bowel gas are denser than -950
+    HU), 'lymph node' (fat making up REGION_FAT_SHARE of it: nodal stations, hilar ones
+    too, lie in mediastinal, retroperitoneal and mesenteric fat), 'lung' (REGION_LUNG_SHARE
+    of lung), otherwise 'other'; '' if the point lies outside the CT.
     """
     hu = values_in_ball(ct_hu, ct_affine, point_lps, radius_mm)
     if hu.size == 0:
@@ -206,11 +208,12 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
     if not shell.size:
         return "other"
     lung = float(np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])))
-    if lung >= REGION_LUNG_SHARE or (lesion_radius_mm >= REGION_TUMOUR_RADIUS_MM and lung >= REGION_HILAR_LUNG_SHARE):
+    fat = float(np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])))
+    if lung >= REGION_PARENCHYMA_SHARE or (lesion_radius_mm >= REGION_TUMOUR_RADIUS_MM and lung >= REGION_HILAR_LUNG_SHARE):
         return "lung"
-    if np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])) >= REGION_FAT_SHARE:
+    if fat >= REGION_FAT_SHARE:  # a node, hilar ones too: they sit in fat between lung and vessels
         return "lymph node"
-    return "other"
+    return "lung" if lung >= REGION_LUNG_SHARE else "other"
 
 
 def build_lesions(
