@@ -61,7 +61,8 @@ def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
         others = (sub != 0) & (sub != lab)
         # the neighbourhood: within neighbourhood_mm of the lesion's region, nearer to it than
         # to any other lesion's region (a small lesion beside a hot one keeps to its side)
-        nearer = dist <= ndimage.distance_transform_edt(~others, sampling=spacing) if others.any() else True
+        # (strictly nearer: a voxel as near to another lesion belongs to neither, so VOIs never overlap)
+        nearer = dist < ndimage.distance_transform_edt(~others, sampling=spacing) if others.any() else True
         near = (dist <= neighbourhood_mm) & ~others & nearer
         voi = isocontour_voi(suv[box], near, fraction, seed=sub == lab)
         out[lab] = {
@@ -271,6 +272,14 @@ def build_lesions(
     rows = []
     width = max(2, len(str(len(union))))
     vois = {t: np.zeros(studies[t]["suv"].shape, dtype=np.int32) for t in tracers}
+    # the studies' own VOIs first (they never overlap: each keeps to its side), so that a VOI
+    # carried over from the other tracer only takes the voxels no own VOI holds, and the
+    # lesion job measures exactly the VOI written to voi.nii.gz
+    for n, u in enumerate(union, start=1):
+        for t in tracers:
+            if u[t] is not None:
+                own = cents[t][u[t]]
+                vois[t][own["box"]][own["voi"] & (vois[t][own["box"]] == 0)] = n
     for n, u in enumerate(union, start=1):
         lesion = lesion_id(n, width)
         row = {"patient": patient, "lesion": lesion}
@@ -289,7 +298,6 @@ def build_lesions(
             if u[t] is not None:  # detected: its neighbourhood; the metric job draws the isocontour
                 own = cents[t][u[t]]
                 mode, box, mask, lo, seed = "isocontour", own["box"], own["neighbourhood"], own["lo"], own["seed"]
-                vois[t][box][own["voi"] & (vois[t][box] == 0)] = n
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]
@@ -301,7 +309,8 @@ def build_lesions(
                 mode = f"mapped_from_{other}"
                 lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
                 box = tuple(slice(a, b) for a, b in zip(lo, hi))
-                mask, seed = full[box], None
+                free = full[box] & (vois[t][box] == 0)
+                mask, seed = (free if free.any() else full[box]), None
                 vois[t][box][mask & (vois[t][box] == 0)] = n
             row[f"{t}_voi_source"] = mode
             crop[t] = {"suv": st["suv"][box], "mask": mask, "affine": _crop_affine(st["affine"], lo), "mode": mode,
