@@ -8,16 +8,12 @@ organs, so a Dice of 0.85 against it is close to the agreement of two good reade
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nibabel as nib
 import numpy as np
 import pytest
+import realct
 
 from dualpet.anatomy import ORGAN_CLASSES, segment_ct
-from dualpet.geometry import lps_affine
 
-DATA = Path(__file__).parent / "data" / "totalsegmentator-example"
 #: TotalSegmentator v2 classes of each organ dualpet maps (the reference's side).
 REFERENCE = {"liver": (5,), "spleen": (1,), "kidney_right": (2,), "kidney_left": (3,), "aorta": (52,)}
 #: Issue 21's goals on real CT: liver 0.85, spleen 0.80, kidneys 0.75, aorta 0.70.
@@ -33,10 +29,7 @@ def _dice(a, b):
 
 @pytest.fixture(scope="module")
 def real():
-    ct = nib.load(str(DATA / "example_ct_sm.nii.gz"))
-    hu = np.asarray(ct.dataobj, dtype=np.float32)
-    ref = np.asarray(nib.load(str(DATA / "example_seg.nii.gz")).dataobj)
-    return hu, lps_affine(ct.affine), ref
+    return realct.load()
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +66,7 @@ def test_contrast_enhanced_real_anatomy(real):
     kidneys (one added value for the whole kidney, without the cortex-medulla contrast real
     enhancement gives; measured 0.85 and 0.72)."""
     hu, affine, ref = real
-    enh = hu.copy()
-    for classes, add in ((tuple(range(52, 69)), 180.0), ((2, 3), 140.0), ((5,), 60.0), ((1,), 75.0), ((7,), 50.0)):
-        enh[np.isin(ref, classes)] += add
-    labels, report = segment_ct(enh, affine)
+    labels, report = segment_ct(realct.enhanced(hu, ref), affine)
     assert report["contrast_enhanced"] is True
     for name, least in {**GOALS, "kidney_right": 0.65, "kidney_left": 0.65}.items():
         d = _dice(np.isin(ref, REFERENCE[name]), np.isin(labels, ORGAN_CLASSES[name]))
@@ -91,11 +81,8 @@ def test_partial_field_of_view_never_puts_an_organ_elsewhere(real, planes):
     organ the reference has nowhere in view is not found."""
     from scipy import ndimage
 
-    hu, affine, ref = real
-    aff = affine.copy()
-    aff[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, planes.start]) + affine[:3, 3]
-    labels, report = segment_ct(hu[:, :, planes], aff)
-    ref = ref[:, :, planes]
+    hu, aff, ref = realct.planes(*real, planes)
+    labels, report = segment_ct(hu, aff)
     for name, classes in REFERENCE.items():
         ours, theirs = np.isin(labels, ORGAN_CLASSES[name]), np.isin(ref, classes)
         if not report[name]["found"]:

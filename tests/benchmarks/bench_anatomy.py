@@ -31,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from dualpet.anatomy import ORGANS, segment_ct  # noqa: E402
 from dualpet.synth import generate_cohort  # noqa: E402
@@ -111,14 +112,14 @@ REAL_ORGANS = {"liver": (5,), "spleen": (1,), "kidney_right": (2,), "kidney_left
                "bowel": (6, 18, 19, 20), "vertebrae": tuple(range(25, 51)), "heart": (51,),
                "lung_left": (10, 11), "lung_right": (12, 13, 14), "urinary_bladder": (21,)}  # fmt: skip
 BACK_MUSCLES = (86, 87, 88, 89)
-SHIPPED = REPO / "tests" / "data" / "totalsegmentator-example"
 
 
 def real_cases(pairs):
     """(name, HU, LPS affine, reference labels) per real CT: the given (CT, labels) pairs,
-    or the shipped slab plain, enhanced and halved."""
+    or the shipped slab plain, enhanced and halved (:mod:`realct`)."""
     import nibabel as nib
 
+    import realct
     from dualpet.geometry import lps_affine
 
     if pairs:
@@ -126,18 +127,11 @@ def real_cases(pairs):
             ct = nib.load(ct_path)
             yield Path(ct_path).name, np.asarray(ct.dataobj, np.float32), lps_affine(ct.affine), np.asarray(nib.load(lab_path).dataobj)
         return
-    ct = nib.load(str(SHIPPED / "example_ct_sm.nii.gz"))
-    hu, aff = np.asarray(ct.dataobj, np.float32), lps_affine(ct.affine)
-    ref = np.asarray(nib.load(str(SHIPPED / "example_seg.nii.gz")).dataobj)
+    hu, aff, ref = realct.load()
     yield "example slab, unenhanced", hu, aff, ref
-    enh = hu.copy()
-    for classes, add in ((tuple(range(52, 69)), 180.0), ((2, 3), 140.0), ((5,), 60.0), ((1,), 75.0), ((7,), 50.0)):
-        enh[np.isin(ref, classes)] += add
-    yield "example slab, enhancement added", enh, aff, ref
-    for name, planes in (("lower half (no lungs)", slice(0, 15)), ("upper half", slice(15, 30))):
-        a = aff.copy()
-        a[:3, 3] = aff[:3, :3] @ np.array([0.0, 0.0, planes.start]) + aff[:3, 3]
-        yield f"example slab, {name}", hu[:, :, planes], a, ref[:, :, planes]
+    yield "example slab, enhancement added", realct.enhanced(hu, ref), aff, ref
+    for name, sl in (("lower half (no lungs)", slice(0, 15)), ("upper half", slice(15, 30))):
+        yield (f"example slab, {name}", *realct.planes(hu, aff, ref, sl))
 
 
 def run_real(pairs):

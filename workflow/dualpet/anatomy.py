@@ -177,7 +177,6 @@ VERTEBRA_PIECE_CM2 = 0.3
 VERTEBRA_BODY_MM = 35.0
 #: Gaps in a vertebral body's cortex (osteopenia, partial volume) up to twice this (mm) are closed.
 VERTEBRA_CLOSING_MM = 5.0
-
 VERTEBRA_WINDOW_MM, VERTEBRA_STRAY_MM = 30.0, 12.0
 VERTEBRA_EXTENT_MM = (45.0, 30.0, 80.0)
 
@@ -235,6 +234,12 @@ def _per_slice(fn, mask, dtype=None):
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
         out[:, :, k] = fn(mask[:, :, k])
     return out
+
+
+def _plane_distance(c, xy):
+    """In-plane distance (mm) of every voxel column of the work grid from the point ``xy``
+    (LPS x, y): shape (i, j)."""
+    return np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1])
 
 
 def _largest(mask, structure=None):
@@ -392,10 +397,9 @@ def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
     filled_bone, near, posterior = (np.zeros_like(body) for _ in range(3))
     mids = {}
     for k in np.flatnonzero(bone.any(axis=(0, 1))):
-        lab, n = ndimage.label(trunk[:, :, k])
-        if n == 0:
+        big = _largest(trunk[:, :, k])  # the trunk, not the arms
+        if not big.any():
             continue
-        big = lab == int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)  # the trunk, not the arms
         ii, jj = np.nonzero(big)
         mids[k] = mid_x = c.x[int(round(ii.mean()))]
         ys = c.y[jj]
@@ -475,7 +479,7 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
         small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= 30.0)
         m |= np.isin(holes, small[small > 0])
     dist = ndimage.distance_transform_edt(m, sampling=c.spacing[:2])
-    rr = np.hypot(c.x[:, None] - target[0], c.y[None, :] - target[1])
+    rr = _plane_distance(c, target)
     peaks = (dist >= radius_mm[0]) & (dist <= radius_mm[1]) & (rr <= search_mm)
     peaks &= dist >= ndimage.maximum_filter(dist, size=3) - 1e-6
     out = []
@@ -483,7 +487,7 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
         xy, r = np.array([c.x[i], c.y[j]]), float(dist[i, j])
         if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
             continue  # on the same disk as a wider one
-        d = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1])
+        d = _plane_distance(c, xy)
         ring = (d > r + 3.0) & (d <= r + 9.0)
         # a vertebral body's marrow is round too, but held in a cortex: just outside the disk
         # (plain CT) or, where the cortex reads within the window, in the disk's outer 4 mm
@@ -538,15 +542,14 @@ def _enhanced_aorta(c, body, lungs):
     enhanced window (ENHANCED_BLOOD_HU) within ENHANCED_SEARCH_MM of a point left of the
     trunk's midline, ENHANCED_DEPTH of the way from its back to its front. Vertebral bodies
     are as dense and as round where their cortex is thin, but bone, not fat, surrounds
-    them (:func:`_round_candidates`); the vena cava lies right of the midline. Returns {slice: (centre, radius)} of at least
-    AORTA_MIN_COURSE_MM, else {}."""
+    them (:func:`_round_candidates`); the vena cava lies right of the midline. Returns
+    {slice: (centre, radius)} of a course at least :func:`_min_course_mm` long, else {}."""
     exclude = lungs | ~body | (c.g > ENHANCED_BLOOD_HU[1])
     cands = {}
     for k in range(body.shape[2]):
-        lab, n = ndimage.label(body[:, :, k])
-        if n == 0:
+        big = _largest(body[:, :, k])
+        if not big.any():
             continue
-        big = lab == int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)
         ii, jj = np.nonzero(big)
         if ii.size * c.spacing[0] * c.spacing[1] < 10000.0:  # not the trunk (head, neck, arms)
             continue
@@ -596,7 +599,7 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
     course = dict(sorted(course.items()))
     mask = np.zeros_like(body)
     for k, (xy, r) in course.items():
-        disk = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.0 * c.spacing[0]
+        disk = _plane_distance(c, xy) <= r + 1.0 * c.spacing[0]
         lumen = (c.g[:, :, k] > edge) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
         mask[:, :, k] = disk & (lumen | masks[k]) if k in masks else disk & lumen
     return mask, mode == "enhanced", course
@@ -767,7 +770,7 @@ def _back_muscles(c, spine_centre, shape):
     BACK_MUSCLES_MM[1] behind the vertebral body's centre (behind the transverse processes).
     Thick and, on plain CT, as dense as liver, spleen and kidneys: never an organ's seed."""
     dx, dy = _spine_frame(c, spine_centre, shape)
-    return np.broadcast_to((np.abs(dx) < BACK_MUSCLES_MM[0]) & (dy > BACK_MUSCLES_MM[1]), shape)
+    return (np.abs(dx) < BACK_MUSCLES_MM[0]) & (dy > BACK_MUSCLES_MM[1])
 
 
 def _liver(c, body, lung_right, spine_centre):
@@ -823,12 +826,13 @@ def _spleen(c, body, lung_left, spine_centre):
 
 def _spine_frame(c, spine_centre, shape):
     """Per-voxel offsets (mm) from the vertebral body's centre on each slice (interpolated
-    over z, the nearest end beyond the column): (dx, dy) broadcastable to ``shape``."""
+    over z, the nearest end beyond the column): (dx, dy), read-only views of ``shape``."""
     ks = np.array(sorted(spine_centre))
     pts = np.array([spine_centre[k] for k in ks])
     kk = np.arange(shape[2])
     sx, sy = np.interp(kk, ks, pts[:, 0]), np.interp(kk, ks, pts[:, 1])
-    return c.x[:, None, None] - sx[None, None, :], c.y[None, :, None] - sy[None, None, :]
+    return (np.broadcast_to(c.x[:, None, None] - sx[None, None, :], shape),
+            np.broadcast_to(c.y[None, :, None] - sy[None, None, :], shape))  # fmt: skip
 
 
 def _iliac_crest_z(c, body, spine_centre):
@@ -869,7 +873,7 @@ def _kidney(c, body, spine_centre, side, enhanced):
     if not spine_centre:
         return None, "no vertebral column on the CT to find the kidneys beside"
     dx, dy = _spine_frame(c, spine_centre, body.shape)
-    dx, dy = np.broadcast_to(dx * side, body.shape), np.broadcast_to(dy, body.shape)
+    dx = dx * side
     zone = (dx > KIDNEY_ZONE_MM["lateral"][0]) & (dx < KIDNEY_ZONE_MM["lateral"][1])
     zone = zone & (dy > KIDNEY_ZONE_MM["posterior"][0]) & (dy < KIDNEY_ZONE_MM["posterior"][1])
     if enhanced:
@@ -901,7 +905,7 @@ def _kidney(c, body, spine_centre, side, enhanced):
         # window is narrowed until it is not
         for narrow in KIDNEY_HALF_WINDOW_HU:
             organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=KIDNEY_REACH_MM, half=narrow)
-            if c.volume(organ) <= PLAUSIBLE_ML["kidney_left"][1]:
+            if c.volume(organ) <= PLAUSIBLE_ML["kidney_right" if side < 0 else "kidney_left"][1]:
                 break
         region &= ~ndimage.binary_dilation(organ, iterations=2)
         if not organ.any():
@@ -1079,7 +1083,7 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     tube = _enhanced_aorta(c, body, lungs)
     lumen = np.zeros_like(body)
     for k, (xy, r) in tube.items():
-        lumen[:, :, k] = np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1]) <= r + 1.5 * c.spacing[0]
+        lumen[:, :, k] = _plane_distance(c, xy) <= r + 1.5 * c.spacing[0]
     spine, spine_centre = _spine(c, body, head | lumen, SPINE_BONE_ENHANCED_HU if tube else BONE_HU_MIN)
     if tube and len(spine_centre) < 0.5 * len(tube):  # an osteopenic cortex reads below it
         spine, spine_centre = _spine(c, body, head | lumen)
@@ -1145,12 +1149,11 @@ def _plausible(c, name, organ, spine_centre, enhanced):
         checks[f"median {med:.0f} HU within {lo:g}-{hi:g} HU ({'enhanced' if enhanced else 'unenhanced'})"] = lo <= med <= hi
     if spine_centre:
         dx, dy = _spine_frame(c, spine_centre, organ.shape)
-        dx, dy = np.broadcast_to(dx, organ.shape), np.broadcast_to(dy, organ.shape)
         for axis, (lo, hi) in PLAUSIBLE_PLACE.get(name, {}).items():
             v = float((dx if axis == "dx" else dy)[organ].mean())
             where = "left of" if axis == "dx" else "behind"
             checks[f"centre {v:.0f} mm {where} the vertebral bodies' centre, within {lo:g} to {hi:g}"] = lo <= v <= hi
-        if name in ("liver", "spleen", "kidney_right", "kidney_left"):
+        if name in BELOW_DIAPHRAGM:
             share = float((organ & _back_muscles(c, spine_centre, organ.shape)).sum()) / float(organ.sum())
             checks[f"{100 * share:.0f} % in the erector spinae (at most {100 * BACK_MUSCLE_SHARE_MAX:g} %)"] = share <= BACK_MUSCLE_SHARE_MAX
     if name in BELOW_DIAPHRAGM and c.mask("lung_left", "lung_right").any():

@@ -100,7 +100,7 @@ def dropped_organs(record):
     out = []
     for name, entry in record.get("organs", {}).items():
         failed = [k for k, ok in (entry.get("checks") or {}).items() if not ok]
-        if isinstance(entry, dict) and not entry.get("found") and failed:
+        if not entry.get("found") and failed:
             out.append(f"{name} ({'; '.join(failed)})")
     return "; ".join(out)
 
