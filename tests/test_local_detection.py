@@ -281,3 +281,62 @@ def test_one_lesion_per_tumour_two_for_two_lesions(seed):
     assert len(np.unique(labels[grown(mass) & (labels > 0)])) == 1
     assert np.unique(labels[grown(a) & (labels > 0)]).size == 1 and np.unique(labels[grown(b) & (labels > 0)]).size == 1
     assert set(np.unique(labels[grown(a) & (labels > 0)])) != set(np.unique(labels[grown(b) & (labels > 0)]))
+
+
+def _column_scene(seed):
+    """A vertebral column along z in muscle: bodies of marrow (SUV 2.3, Pentixafor-like;
+    230 HU) 24 mm high between 8 mm discs (SUV 0.4, 80 HU), 28 mm across, and the organ
+    map's vertebrae on it (TotalSegmentator number 26, as the classical map writes it)."""
+    suv, hu, _ = _scene(seed)
+    idx = np.indices(SHAPE)
+    column = _cylinder_z((150.0, 160.0), 14.0) & (idx[0] >= 24)
+    muscle = _cylinder_z((150.0, 160.0), 30.0) & (idx[0] >= 24) & ~column
+    suv[muscle], hu[muscle] = 0.8, MUSCLE_HU
+    disc = column & ((idx[2] * 4.0) % 32.0 < 8.0)
+    suv[column], hu[column] = 2.3, MARROW_HU
+    suv[disc], hu[disc] = 0.4, 80.0
+    organ_map = np.where(column, 26, 0).astype(np.uint8)
+    return suv, hu, organ_map
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_vertebral_bodies_between_discs_are_marrow_a_metastasis_is_a_lesion(seed):
+    """Read without the column, each body's marrow between its cold discs is a focus (the
+    scene exercises the rule: several bodies come out as lesions). With the organ map's
+    vertebrae (group 'marrow') none is; a 10 mm metastasis of 2x the marrow in one body is
+    found (the marrow rule asks 1.25x the neighbouring bodies' level)."""
+    suv, hu, organ_map = _column_scene(seed)
+    pet, _ = _pet(suv, seed + 50)
+    _, bare = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
+    assert len(bare["lesions"]) >= 2, "the scene must give marrow foci when the column is not read"
+    _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu, organ_map=organ_map, physiological=("marrow",))
+    assert info["lesions"] == [], [(les["peak_lps"], les["suvmax"]) for les in info["lesions"]]
+    assert any("vertebral marrow" in r["reason"] for r in info["rejected"])
+    centre = (150.0, 160.0, 4.0 * 32 + 16.0 + 4.0)  # the middle of a body (z 136-160 mm)
+    suv[_ball(centre, 5.0)] = 4.6
+    pet, _ = _pet(suv, seed + 50)
+    _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu, organ_map=organ_map, physiological=("marrow",))
+    assert len(info["lesions"]) == 1 and _found(info, centre, 8.0), info["lesions"]
+
+
+def test_uptake_in_fat_is_brown_fat_a_node_in_fat_and_a_lung_nodule_are_lesions():
+    """A 16 x 24 mm depot of fat (-100 HU) at SUV 4 is brown fat; the same uptake where the
+    CT shows a 10 mm soft-tissue node is a lesion; a 6 mm lung nodule whose CT edge is
+    partial-volumed into fat's range (-150 HU between the nodule and the lung) is a lesion."""
+    suv, hu, _ = _scene(31)
+    idx = np.indices(SHAPE) * 4.0
+    lung = (idx[0] >= 150.0) & (idx[1] >= 120.0)
+    suv[lung], hu[lung] = 0.1, -850.0
+    depot = (((idx[0] - 120.0) / 8.0) ** 2 + ((idx[1] - 60.0) / 8.0) ** 2 + ((idx[2] - 80.0) / 12.0) ** 2) <= 1.0
+    suv[depot] = 4.0  # the CT stays fat
+    node = _ball((110.0, 60.0, 170.0), 5.0)
+    suv[node], hu[node] = 4.0, MUSCLE_HU
+    nodule = _ball((190.0, 170.0, 120.0), 6.0)
+    edge = ndimage.binary_dilation(nodule) & ~nodule
+    suv[nodule], hu[nodule], hu[edge] = 5.0, MUSCLE_HU, -150.0
+    pet, _ = _pet(suv, 32)
+    _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
+    assert not _found(info, (120.0, 60.0, 80.0), 10.0)
+    near_depot = [r for r in info["rejected"] if np.linalg.norm(np.subtract(r["peak_lps"], (120.0, 60.0, 80.0))) < 10]
+    assert any("uptake in fat" in r["reason"] for r in near_depot), near_depot
+    assert _found(info, (110.0, 60.0, 170.0)) and _found(info, (190.0, 170.0, 120.0)), info["lesions"]
