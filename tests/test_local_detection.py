@@ -340,3 +340,31 @@ def test_uptake_in_fat_is_brown_fat_a_node_in_fat_and_a_lung_nodule_are_lesions(
     near_depot = [r for r in info["rejected"] if np.linalg.norm(np.subtract(r["peak_lps"], (120.0, 60.0, 80.0))) < 10]
     assert any("uptake in fat" in r["reason"] for r in near_depot), near_depot
     assert _found(info, (110.0, 60.0, 170.0)) and _found(info, (190.0, 170.0, 120.0)), info["lesions"]
+
+
+def test_avid_bowel_segment_below_the_lungs_is_bowel_a_round_node_is_not():
+    """An FDG-avid loop without gas (a 36 mm segment 14 mm across, SUV 4, in soft tissue)
+    below the organ map's lungs, away from the aorta, is bowel with the group 'bowel' (and
+    a lesion without it: the scene exercises the rule); a round 12 mm node of the same
+    uptake beside it is a lesion, and so is a segment beside the aorta (a nodal chain)."""
+    suv, hu, _ = _scene(41)
+    idx = np.indices(SHAPE) * 4.0
+    organ_map = np.zeros(SHAPE, np.uint8)
+    organ_map[30:, :, 48:] = 13  # right lung's lower lobe in the top planes (z >= 192 mm)
+    aorta = _cylinder_z((200.0, 40.0), 9.0)
+    organ_map[aorta] = 52
+    t = np.clip(((idx[0] - 110.0) * 0.6 + (idx[1] - 150.0) * 0.8) / 18.0, -1.0, 1.0)  # along (0.6, 0.8, 0)
+    axis_pt = (110.0 + 18.0 * t * 0.6, 150.0 + 18.0 * t * 0.8)
+    loop = (np.hypot(idx[0] - axis_pt[0], idx[1] - axis_pt[1]) ** 2 + (idx[2] - 80.0) ** 2) <= 7.0**2
+    suv[loop], hu[loop] = 4.0, MUSCLE_HU
+    node = _ball((110.0, 60.0, 140.0), 6.0)
+    suv[node], hu[node] = 4.0, MUSCLE_HU
+    chain = (np.abs(idx[0] - 200.0) <= 6.0) & (np.abs(idx[1] - 66.0) <= 6.0) & (np.abs(idx[2] - 100.0) <= 18.0)
+    suv[chain], hu[chain] = 4.0, MUSCLE_HU
+    pet, _ = _pet(suv, 42)
+    _, bare = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
+    assert _found(bare, (110.0, 150.0, 80.0), 20.0), "the loop must be a candidate when bowel is not read"
+    _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu, organ_map=organ_map, physiological=("bowel",))
+    assert not _found(info, (110.0, 150.0, 80.0), 20.0)
+    assert any("bowel uptake (a segment" in r["reason"] for r in info["rejected"])
+    assert _found(info, (110.0, 60.0, 140.0)) and _found(info, (200.0, 66.0, 100.0), 20.0), info["lesions"]

@@ -71,6 +71,13 @@ LUNG_EDGE_HU = -400.0
 #: 0.9-1.23 x that level (the level is itself a maximum, the top of the marrow's noise);
 #: a small vertebral metastasis on Pentixafor's hot marrow 1.31 x.
 MARROW_CONTRAST = 1.25
+#: Bowel loops without gas are not all in the organ map (packed loops are no tubes on the
+#: CT): with the group 'bowel', a candidate in the abdomen below the lungs, more than
+#: BOWEL_CLEAR_MM from the aorta, the vertebrae and the kidneys (where nodes lie
+#: along the vessels), whose extent is a segment (its longest axis at least BOWEL_ELONGATION
+#: x its shortest, and BOWEL_SEGMENT_MM long: uptake that follows a loop) is bowel. On
+#: generator revision 9 the lesions' extents were 1.0-1.6 : 1, the avid loops 2.0-4.0 : 1.
+BOWEL_ELONGATION, BOWEL_SEGMENT_MM, BOWEL_CLEAR_MM = 2.0, 20.0, 20.0
 MARROW_REACH_MM = 75.0
 MARROW_PERCENTILE = 75.0
 MARROW_MIN_PLANES = 5
@@ -311,6 +318,7 @@ def detect_lesions(
     plane_noise = plane_noise_profile(suv)
     masks = physiological_masks(organ_map, physiological) if organ_map is not None else {}
     column = marrow_profile(suv, masks["marrow"][1]) if "marrow" in masks else None
+    loops = bowel_zone(organ_map, affine) if "bowel" in masks else None
     lesions, rejected = [], []
     for lab, sl in enumerate(ndimage.find_objects(pieces), start=1):
         if sl is None:
@@ -337,7 +345,7 @@ def detect_lesions(
         reason = _shared_rejection(suv, sl, region, peak, cand["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
                                    n_end=n_end, masks=masks, contrast=organ_contrast, max_volume_ml=max_volume_ml,
                                    spacing=spacing, vox_ml=vox_ml, hu=hu,
-                                   marrow=None if column is None else (cand["suvmax"], column))  # fmt: skip
+                                   marrow=None if column is None else (cand["suvmax"], column), bowel=loops)  # fmt: skip
         if reason is None and cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local:
             where = "an organ-sized uptake region" if organ_like or in_organ else "its surroundings"
             noisier = f" (its plane {plane_noise[peak[2]]:.1f}x noisier than the volume's middle)" if contrast > organ_contrast else ""
@@ -549,12 +557,44 @@ def _vertebral_marrow(sl, region, core, top, grown, profile, spacing):
             f"neighbouring vertebrae, {level:.2f})")  # fmt: skip
 
 
+def bowel_zone(organ_map, affine):
+    """Where an elongated candidate is bowel (see BOWEL_ELONGATION): the planes below the
+    organ map's lungs (all planes without lungs in view), clear of the aorta, vertebrae
+    and kidneys by BOWEL_CLEAR_MM and outside the solid organs, on the PET grid."""
+    spacing = voxel_spacing(affine)
+    lungs = np.isin(organ_map, ORGAN_CLASSES["lung_left"] + ORGAN_CLASSES["lung_right"])
+    zone = np.ones(organ_map.shape, dtype=bool)
+    if lungs.any():
+        planes = np.flatnonzero(lungs.any(axis=(0, 1)))
+        z = apply_affine(affine, np.c_[np.zeros((organ_map.shape[2], 2)), np.arange(organ_map.shape[2])])[:, 2]
+        zone[:, :, z >= z[planes].min()] = False
+    near = np.isin(organ_map, [v for n in ("aorta", "vertebrae", "kidney_left", "kidney_right") for v in ORGAN_CLASSES[n]])
+    if near.any():
+        zone &= ndimage.distance_transform_edt(~near, sampling=spacing) > BOWEL_CLEAR_MM
+    zone &= ~np.isin(organ_map, [v for n in ("liver", "spleen", "urinary_bladder") for v in ORGAN_CLASSES[n]])
+    return zone
+
+
+def _bowel_segment(sl, region, zone, spacing):
+    """Why a candidate is a bowel segment (see BOWEL_ELONGATION), or None."""
+    if zone is None or region.sum() < 4 or zone[sl][region].mean() < 0.5:
+        return None
+    pts = np.argwhere(region) * np.asarray(spacing)
+    w = np.clip(np.linalg.eigvalsh(np.cov(pts.T)), 1e-6, None)
+    ratio, length = float(np.sqrt(w[-1] / w[0])), float(4.0 * np.sqrt(w[-1]))
+    if ratio < BOWEL_ELONGATION or length < BOWEL_SEGMENT_MM:
+        return None
+    return (f"physiological: bowel uptake (a segment {length:.0f} mm long, {ratio:.1f} : 1, in the abdomen below "
+            f"the lungs and {BOWEL_CLEAR_MM:g} mm or more from the aorta, spine and kidneys)")  # fmt: skip
+
+
 def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_mm, n_end, masks, contrast,
-                      max_volume_ml, spacing, vox_ml, hu, marrow=None):  # fmt: skip
+                      max_volume_ml, spacing, vox_ml, hu, marrow=None, bowel=None):  # fmt: skip
     """The rules every automatic method applies to a candidate (``sl``: its box,
     ``region``: its voxels in the box): the reason it is not a lesion, or None.
     ``marrow``: (the candidate's peak, the column's :func:`marrow_profile`), both in the
-    image the method compares (the smoothed PET for ``local``), with the group 'marrow'."""
+    image the method compares (the smoothed PET for ``local``), with the group 'marrow';
+    ``bowel``: :func:`bowel_zone`, with the group 'bowel'."""
     if end_planes:
         return (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
                 "axial field of view, where sensitivity is lowest)")  # fmt: skip
@@ -566,6 +606,8 @@ def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_m
         why = _vertebral_marrow(sl, region, core, marrow[0], masks["marrow"][0], marrow[1], spacing)
         if why:
             return why
+    if why := _bowel_segment(sl, region, bowel, spacing):
+        return why
     if _part_of_larger_uptake(suv, peak, suvmax / contrast, max_volume_ml, spacing, vox_ml):
         return (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
                 f"above 1/{contrast} of its SUVmax")  # fmt: skip
@@ -1097,6 +1139,7 @@ def detect_local(
     ct_class = _ct_class(hu_mean) if hu_mean is not None else None
     masks = physiological_masks(organ_map, physiological) if organ_map is not None else {}
     column = marrow_profile(smooth, masks["marrow"][1]) if "marrow" in masks else None
+    loops = bowel_zone(organ_map, affine) if "bowel" in masks else None
 
     objects = ndimage.find_objects(basins)
     order = []
@@ -1182,7 +1225,7 @@ def detect_local(
             reason = _shared_rejection(suv, box, region, peak, info["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
                                        n_end=n_end, masks=masks, contrast=contrast, max_volume_ml=max_volume_ml,
                                        spacing=spacing, vox_ml=vox_ml, hu=hu,
-                                       marrow=None if column is None else (top, column))  # fmt: skip
+                                       marrow=None if column is None else (top, column), bowel=loops)  # fmt: skip
         decided.append({**info, "reason": reason} if reason else {**info, "_region": (box, region)})
         owner[box][region] = len(decided)
         if not reason:
