@@ -143,6 +143,12 @@ BLOOD_HU = (15.0, 85.0)
 AORTA_RADIUS_MM = (6.0, 20.0)
 AORTA_SEARCH_MM = 30.0
 AORTA_GAP_MM, AORTA_STEP_MM = 7.0, 4.0
+#: Below the lungs' bases the aorta lies in front of the vertebral body: its centre at
+#: least this angle (degrees, from the patient's left towards anterior, seen from the
+#: body's centre; measured on the real slab 65-80, generated 72-74); the psoas beside the
+#: body, as round and as dense on plain CT, lies at 10-20. Above, the descending aorta
+#: runs beside the bodies (generated 20-50).
+AORTA_ABDOMINAL_MIN_DEG = 45.0
 AORTA_ANNULUS_MAX = 0.5
 #: Cortical bone around a round structure: denser than CORTEX_HU and CORTEX_OVER_LUMEN
 #: times the structure's centre (HU on the smoothed work CT, where a thin cortex of 700+ HU
@@ -615,12 +621,17 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
     if len(spine_centre) < 3:
         return np.zeros_like(body), None, {}
     exclude = ndimage.binary_dilation(spine, iterations=1) | lungs | ~body | (c.g > ENHANCED_BLOOD_HU[1])
+    base = _lung_base_z(c)
     courses = {}
     for mode, window in (("enhanced", ENHANCED_BLOOD_HU), ("plain", BLOOD_HU)):
         cands, masks = {}, {}
         for k, sc in spine_centre.items():
-            cands[k], masks[k] = _round_candidates(c, k, sc + np.asarray(offset_mm), window, exclude, AORTA_SEARCH_MM,
-                                                   AORTA_RADIUS_MM)  # fmt: skip
+            found, masks[k] = _round_candidates(c, k, sc + np.asarray(offset_mm), window, exclude, AORTA_SEARCH_MM,
+                                                AORTA_RADIUS_MM)  # fmt: skip
+            if base is None or c.z[k] < base:  # the abdomen: in front of the body, not beside it
+                found = [(xy, r) for xy, r in found
+                         if np.degrees(np.arctan2(sc[1] - xy[1], xy[0] - sc[0])) >= AORTA_ABDOMINAL_MIN_DEG]  # fmt: skip
+            cands[k] = found
         course = _longest_course(cands, c.spacing[2])
         courses[mode] = (course, masks)
     mode = max(courses, key=lambda m: len(courses[m][0]))
