@@ -1287,7 +1287,7 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
 
     import nibabel as nib
 
-    from dualpet.geometry import lps_affine
+    from dualpet.geometry import lps_affine, voxel_spacing
     from dualpet.io import write_json
     from dualpet.nifti import nifti_image, save_nifti
 
@@ -1312,7 +1312,8 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
     legend = {name: {"value": ORGANS[name], "totalsegmentator_classes": list(ORGAN_CLASSES[name])} for name in ORGANS}
     write_json(json_out, {"patient": patient, "tracer": tracer, "method": used, **extra, "organs": report, "labels": legend})
     if png:
-        anatomy_figure(hu, labels, png, title=f"patient {patient}, {tracer}: organ map ({used})")
+        anatomy_figure(hu, labels, png, title=f"patient {patient}, {tracer}: organ map ({used})",
+                       spacing=voxel_spacing(affine))  # fmt: skip
     return labels, report
 
 
@@ -1329,10 +1330,19 @@ def _outside_map(path, hu, affine, where):
     return with_body(nearest_on_grid(data.astype(np.uint8), data_affine, hu.shape, affine), hu, affine)
 
 
-def anatomy_figure(hu, labels, out_png, *, title=""):
+#: Organ colours of the organ-map picture: distinct from each other and from the CT's greys
+#: (the heart red, the aorta magenta, the lungs blue, the liver brown, ...).
+ORGAN_COLOURS = {
+    "spleen": "#9467bd", "kidney_right": "#2ca02c", "kidney_left": "#98df8a", "liver": "#8c564b",
+    "lung_left": "#1f77b4", "lung_right": "#aec7e8", "bowel": "#ff7f0e", "urinary_bladder": "#ffdd00",
+    "vertebrae": "#f7b6d2", "heart": "#d62728", "aorta": "#e377c2", "brain": "#bcbd22", "skull": "#dbdb8d",
+}  # fmt: skip
+
+
+def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0)):
     """Coronal (through the body's centre) and two axial views (the levels holding most
     liver and most heart, else thirds of the field of view) of a CT with its organ map
-    overlaid, one colour per organ, with a legend."""
+    overlaid, one colour per organ, with a legend; drawn in millimetres (voxel ``spacing``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1353,14 +1363,17 @@ def anatomy_figure(hu, labels, out_png, *, title=""):
         area = np.isin(labels, ORGAN_CLASSES[n]).sum(axis=(0, 1))
         levels.append(int(np.argmax(area)) if area.max() > 0 else None)
     levels = [k if k is not None else int(hu.shape[2] * f) for k, f in zip(levels, (0.33, 0.66))]
-    cmap = plt.get_cmap("tab20", len(names) + 1)
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
     fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
-    views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal")]
-    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}") for k in levels]
-    for ax, (img, lab, origin, name) in zip(axes, views):
-        ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect="auto")
+    sp = np.asarray(spacing, dtype=float)
+    views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal", sp[2] / sp[0])]
+    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}", sp[1] / sp[0]) for k in levels]
+    for ax, (img, lab, origin, name, aspect) in zip(axes, views):
+        ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect=aspect)
         ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(names), alpha=0.45, origin=origin,
-                  interpolation="nearest", aspect="auto")  # fmt: skip
+                  interpolation="nearest", aspect=aspect)  # fmt: skip
         ax.set_title(name)
         ax.axis("off")
     handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]

@@ -86,7 +86,8 @@ def _cmd_registration_views(a):
     resample_to_reference(a.index_ct, a.reference_ct, a.tfm, a.ct_out, default_value=-1024.0)
     resample_to_reference(a.index_pet, a.reference_ct, a.tfm, a.pet_out, default_value=0.0)
     ref, ct, pet = (np.asarray(nib.load(p).dataobj, dtype=np.float32) for p in (a.reference_ct, a.ct_out, a.pet_out))
-    registration_figure(ref, ct, pet, a.png, title=a.title)
+    spacing = nib.load(a.reference_ct).header.get_zooms()[:3]
+    registration_figure(ref, ct, pet, a.png, title=a.title, spacing=spacing)
 
 
 def _cmd_anatomy(a):

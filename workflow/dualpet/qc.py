@@ -14,12 +14,13 @@ def checkerboard(a, b, tiles=8):
     return np.where(((ii // size) + (jj // size)) % 2 == 0, a, b)
 
 
-def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=None):
+def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=None, spacing=(1.0, 1.0, 1.0)):
     """Axial and coronal checkerboards (reference CT / index CT in the reference space) and
     the index PET fused on the reference CT, through the body's centre of mass.
 
     All volumes are arrays on the reference CT grid, indexed [i, j, k] (column, row, slice
-    of axial DICOM images: i runs to the patient's left, j posterior, k superior).
+    of axial DICOM images: i runs to the patient's left, j posterior, k superior), whose
+    voxel ``spacing`` (mm) draws them in millimetres.
     """
     import matplotlib
 
@@ -30,20 +31,21 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
     body = ref_ct > -500
     ci, cj, ck = (int(round(c)) for c in ndimage.center_of_mass(body)) if body.any() else np.array(ref_ct.shape) // 2
     window = dict(cmap="gray", vmin=-400, vmax=400)
+    sp = np.asarray(spacing, dtype=float)
     views = {
-        "axial": (lambda v: v[:, :, ck].T, "upper"),  # rows = j (anterior at top), columns = i
-        "coronal": (lambda v: v[:, cj, :].T, "lower"),  # rows = k (superior at top), columns = i
+        "axial": (lambda v: v[:, :, ck].T, "upper", sp[1] / sp[0]),  # rows = j (anterior at top), columns = i
+        "coronal": (lambda v: v[:, cj, :].T, "lower", sp[2] / sp[0]),  # rows = k (superior at top), columns = i
     }
     fig, axes = plt.subplots(2, 2, figsize=(10, 10), dpi=80)
     pet_max = float(np.percentile(idx_pet[idx_pet > 0], 99.5)) if (idx_pet > 0).any() else 1.0
-    for row, (name, (cut, origin)) in enumerate(views.items()):
+    for row, (name, (cut, origin, aspect)) in enumerate(views.items()):
         ax = axes[row, 0]
-        ax.imshow(checkerboard(cut(ref_ct), cut(idx_ct)), origin=origin, **window)
+        ax.imshow(checkerboard(cut(ref_ct), cut(idx_ct)), origin=origin, aspect=aspect, **window)
         ax.set_title(f"{name}: reference CT / index CT (checkerboard)")
         ax = axes[row, 1]
-        ax.imshow(cut(ref_ct), origin=origin, **window)
+        ax.imshow(cut(ref_ct), origin=origin, aspect=aspect, **window)
         pet = np.ma.masked_less(cut(idx_pet), 0.2 * pet_max)
-        ax.imshow(pet, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max)
+        ax.imshow(pet, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max, aspect=aspect)
         ax.set_title(f"{name}: index PET on reference CT")
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -68,7 +70,7 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle, Rectangle
+    from matplotlib.patches import Ellipse, Rectangle
 
     from dualpet.geometry import voxel_spacing, world_to_voxel
 
@@ -85,20 +87,20 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
         sp = voxel_spacing(aff)
         ax = axes[0, col]  # axial: rows j (anterior at top), columns i (patient right on the left)
-        ax.imshow(vol[:, :, k].T, origin="upper", **kw)
+        ax.imshow(vol[:, :, k].T, origin="upper", aspect=sp[1] / sp[0], **kw)
         if mask is not None:
             if vol is suv and mask[:, :, k].any():
                 ax.contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
         else:
-            ax.add_patch(Circle((i, j), radius / sp[0], fill=False, color="lime", lw=1.5))
+            ax.add_patch(Ellipse((i, j), 2 * radius / sp[0], 2 * radius / sp[1], fill=False, color="lime", lw=1.5))
         ax.set_title(f"{name}, axial")
         ax = axes[1, col]  # coronal: rows k (superior at top)
-        ax.imshow(vol[:, j, :].T, origin="lower", **kw)
+        ax.imshow(vol[:, j, :].T, origin="lower", aspect=sp[2] / sp[0], **kw)
         if mask is not None:
             if vol is suv and mask[:, j, :].any():
                 ax.contour(mask[:, j, :].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
         elif liver:
-            ax.add_patch(Circle((i, k), radius / sp[2], fill=False, color="lime", lw=1.5))
+            ax.add_patch(Ellipse((i, k), 2 * radius / sp[0], 2 * radius / sp[2], fill=False, color="lime", lw=1.5))
         else:  # 20 mm long cylinder along z
             ax.add_patch(Rectangle((i - radius / sp[0], k - 10.0 / sp[2]), 2 * radius / sp[0], 20.0 / sp[2],
                                    fill=False, color="lime", lw=1.5))  # fmt: skip
