@@ -86,5 +86,6 @@ def test_registration_and_organ_map_pictures_are_drawn_in_millimetres(tmp_path, 
     labels = np.where(_ball(CT_SHAPE, CT_SPACING, 45.0), 200, 0).astype(np.uint8)
     labels[_ball(CT_SHAPE, CT_SPACING, 20.0)] = 5  # a liver
     anatomy_figure(ct, labels, tmp_path / "anatomy.png", title="t", spacing=CT_SPACING)
-    # registration: 2 views x (checkerboard, CT, PET overlay); organ map: 3 views x (CT, labels)
-    assert _check_proportions(drawn, [(CT_SHAPE, CT_SPACING)]) == 6 + 6
+    # registration: 2 views x (checkerboard, CT, PET overlay); organ map: its views x (CT, labels)
+    assert len(drawn[1].axes) >= 3
+    assert _check_proportions(drawn, [(CT_SHAPE, CT_SPACING)]) == 6 + 2 * len(drawn[1].axes)

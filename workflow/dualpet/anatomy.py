@@ -1313,7 +1313,7 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
     write_json(json_out, {"patient": patient, "tracer": tracer, "method": used, **extra, "organs": report, "labels": legend})
     if png:
         anatomy_figure(hu, labels, png, title=f"patient {patient}, {tracer}: organ map ({used})",
-                       spacing=voxel_spacing(affine))  # fmt: skip
+                       spacing=voxel_spacing(affine), flip_z=affine[2, 2] < 0)  # fmt: skip
     return labels, report
 
 
@@ -1339,10 +1339,18 @@ ORGAN_COLOURS = {
 }  # fmt: skip
 
 
-def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0)):
-    """Coronal (through the body's centre) and two axial views (the levels holding most
-    liver and most heart, else thirds of the field of view) of a CT with its organ map
-    overlaid, one colour per organ, with a legend; drawn in millimetres (voxel ``spacing``)."""
+#: The organ-map picture's axial views: the level holding most of each of these organs (a
+#: level within FIGURE_LEVEL_GAP_MM, or a fifth of a shorter field of view, of one already
+#: shown is skipped; organs out of view are replaced by levels spread over the field of view).
+FIGURE_LEVELS, FIGURE_LEVEL_GAP_MM = ("heart", "liver", "kidney_right", "urinary_bladder"), 40.0
+
+
+def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), flip_z=False):
+    """A coronal view (through the body's centre) and axial views spread over the body (the
+    levels holding most heart, liver, kidney and bladder: FIGURE_LEVELS) of a CT with its
+    organ map overlaid, one fixed colour per organ (ORGAN_COLOURS), with a legend; drawn in
+    millimetres (voxel ``spacing``); axial views from the head down (``flip_z``: slice
+    index grows downwards)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1358,18 +1366,26 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0)):
     present = [n for i, n in enumerate(names, start=1) if (organ == i).any()]
     body = labels > 0
     cj = int(np.argwhere(body.any(axis=(0, 2))).mean()) if body.any() else hu.shape[1] // 2
-    levels = []
-    for n in ("liver", "heart"):
+    gap = min(FIGURE_LEVEL_GAP_MM, hu.shape[2] * spacing[2] / 5.0) / spacing[2]  # slices (short fields of view: less)
+    levels = []  # (slice, organ): the level holding most of each of FIGURE_LEVELS, top down
+    for n in FIGURE_LEVELS:
         area = np.isin(labels, ORGAN_CLASSES[n]).sum(axis=(0, 1))
-        levels.append(int(np.argmax(area)) if area.max() > 0 else None)
-    levels = [k if k is not None else int(hu.shape[2] * f) for k, f in zip(levels, (0.33, 0.66))]
+        if area.max() > 0 and all(abs(int(np.argmax(area)) - k) >= gap for k, _ in levels):
+            levels.append((int(np.argmax(area)), n))
+    for f in (0.8, 0.2, 0.6, 0.4):  # organs out of view: levels spread over the field of view
+        k = int(round(f * (hu.shape[2] - 1)))
+        if len(levels) < len(FIGURE_LEVELS) and all(abs(k - k0) >= gap for k0, _ in levels):
+            levels.append((k, ""))
+    levels.sort(key=lambda kn: kn[0] if flip_z else -kn[0])
     from matplotlib.colors import ListedColormap
 
     cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6), dpi=80)
+    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 6), dpi=80, squeeze=False)
+    axes = axes[0]
     sp = np.asarray(spacing, dtype=float)
     views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal", sp[2] / sp[0])]
-    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}", sp[1] / sp[0]) for k in levels]
+    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}" + (f" ({n.replace('_', ' ')})" if n else ""),
+               sp[1] / sp[0]) for k, n in levels]  # fmt: skip
     for ax, (img, lab, origin, name, aspect) in zip(axes, views):
         ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect=aspect)
         ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(names), alpha=0.45, origin=origin,
