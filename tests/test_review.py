@@ -79,3 +79,28 @@ def test_pin_fills_the_position_of_a_lesion_id(tmp_path):
     sheet.write_text("patient\ttracer\tlesion\tdecision\nP1\tfdg\tL09\treject\n")
     with pytest.raises(Exception, match="no lesion L09"):
         pin(sheet, tmp_path / "results", "fdg")
+
+
+def test_one_column_order_for_the_sheet_the_schema_the_page_and_the_readme():
+    """The review sheet's columns are REVIEW_COLUMNS everywhere: the schema lists them in
+    that order, the README's table documents them in that order, the page's ready lines
+    follow it."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from dualpet.review import REVIEW_COLUMNS
+    from dualpet.reviewpage import review_row
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "review.schema.yaml").read_text())
+    assert tuple(schema["properties"]) == REVIEW_COLUMNS
+    readme = (repo / "README.md").read_text()
+    table = readme[readme.index("| column |", readme.index("Decisions go into a tab-separated **review sheet**")):]
+    table = table[: table.index("\n\n")]
+    documented = [c for line in table.splitlines()[2:] for c in re.findall(r"`([a-z]+)`", line.split("|")[1])]
+    assert tuple(documented) == REVIEW_COLUMNS
+    line = review_row("P001", "fdg", (1.0, 2.0, 3.0), "reject", "L04").split("\t")
+    assert dict(zip(REVIEW_COLUMNS, line)) == {"patient": "P001", "tracer": "fdg", "x": "1.0", "y": "2.0", "z": "3.0",
+                                               "decision": "reject", "reader": "", "note": "", "lesion": "L04"}  # fmt: skip

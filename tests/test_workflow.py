@@ -24,6 +24,7 @@ import pytest
 
 from conftest import REPO
 from dualpet.io import read_json
+from dualpet.review import REVIEW_COLUMNS
 from dualpet.synth import generate_cohort
 
 pytestmark = pytest.mark.slow
@@ -374,20 +375,31 @@ def test_missing_study_folder_excludes_only_that_patient(workdir, tool_env):
     assert snakemake(workdir, tool_env).returncode == 0
 
 def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
-    """Round trip: a reader rejects one automatic FDG lesion of P001 and adds one by
-    coordinates. Only P001's jobs (its FDG segmentation and what follows) and the cohort
-    jobs rerun; lesions.tsv no longer has the rejected lesion on FDG and shows the added
-    one as reader-added; the summary counts the decisions."""
+    """Round trip: a reader copies the review page's header line and the ready line under
+    one automatic FDG lesion of P001 into the sheet, sets it to reject with name and note,
+    and adds one lesion by coordinates. Only P001's jobs (its FDG segmentation and what
+    follows) and the cohort jobs rerun; lesions.tsv no longer has the rejected lesion on
+    FDG and shows the added one as reader-added; the summary counts the decisions."""
+    import html
+
     res = workdir / "results"
     before = pd.read_csv(res / "P001" / "lesions.tsv", sep="\t", keep_default_na=False, na_values=[""])
     det = before[before.fdg_detected == 1]
     assert len(det) and (det.fdg_origin == "automatic").all()
     target = det.iloc[0]
+    page = [html.unescape(line) for line in re.findall(r"<pre>(.*?)</pre>", (res / "P001" / "review.html").read_text())]
+    header = page[0].split("\t")
+    assert header == list(REVIEW_COLUMNS)  # the README's order
+    line = next(p.split("\t") for p in page if p.startswith("P001\tfdg\t") and p.endswith(f"\t{target.lesion}"))
+    row = dict(zip(header, line))
+    assert row["decision"] == "reject"
+    row.update(reader="dr_a", note="physiological")
     add_at = read_json(res / "P001" / "fdg" / "segmentation.json")["background"]["centre_lps"]  # aorta: no lesion there
+    added_row = {"patient": "P001", "tracer": "fdg", "x": add_at[0], "y": add_at[1], "z": add_at[2], "decision": "add",
+                 "reader": "dr_a", "note": "missed"}  # fmt: skip
     (workdir / "review.tsv").write_text(
-        "patient\ttracer\tlesion\tx\ty\tz\tdecision\treader\tnote\n"
-        f"P001\tfdg\t{target.lesion}\t{target.x_mm}\t{target.y_mm}\t{target.z_mm}\treject\tdr_a\tphysiological\n"
-        f"P001\tfdg\t\t{add_at[0]}\t{add_at[1]}\t{add_at[2]}\tadd\tdr_a\tmissed\n"
+        "\t".join(header) + "\n" + "\t".join(str(row[c]) for c in header) + "\n"
+        + "\t".join(str(added_row.get(c, "")) for c in header) + "\n"
     )
     config = workdir / "config" / "config.yaml"
     config.write_text(config.read_text() + "review: review.tsv\n")

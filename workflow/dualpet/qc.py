@@ -108,8 +108,9 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    fallback = f"\nfallback: {background['fallback']}" if background.get("fallback") else ""
     fig.suptitle(
-        f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}",
+        f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}{fallback}",
         fontsize=9,
     )
     fig.tight_layout()

@@ -31,6 +31,10 @@ from dualpet.geometry import world_to_voxel
 #: within this distance (mm): a click on a lesion's rim, or on its maximum in another
 #: viewer's resampled grid.
 REVIEW_TOLERANCE_MM = 10.0
+#: The review sheet's columns, in the order the README documents them and the review page
+#: writes its ready lines (the schema, workflow/schemas/review.schema.yaml, lists them in
+#: this order too: tests/test_review.py checks both).
+REVIEW_COLUMNS = ("patient", "tracer", "x", "y", "z", "decision", "reader", "note", "lesion")
 
 
 def _which(lesions, affine, point):

@@ -19,6 +19,7 @@ import numpy as np
 
 from dualpet.geometry import voxel_spacing
 from dualpet.interchange import lesion_id, read_voi, voi_label
+from dualpet.review import REVIEW_COLUMNS
 
 #: Crop half-width (mm) around a lesion, and the MIP's SUV window (upper end: this
 #: multiple of the study's background SUVmean, at least MIP_MIN_SUV).
@@ -201,8 +202,11 @@ def _fmt(v, digits=2):
 
 
 def review_row(patient, tracer, lps, decision, lesion=""):
-    """A line of review.tsv for this decision (tab-separated)."""
-    return "\t".join([patient, tracer, lesion, *(f"{v:.1f}" for v in lps), decision, "", ""])
+    """A line of review.tsv for this decision (tab-separated, REVIEW_COLUMNS order; reader
+    and note left for the reader)."""
+    values = {"patient": patient, "tracer": tracer, "decision": decision, "lesion": lesion,
+              **{axis: f"{v:.1f}" for axis, v in zip("xyz", lps)}}  # fmt: skip
+    return "\t".join(values.get(col, "") for col in REVIEW_COLUMNS)
 
 
 def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png=None):
@@ -237,7 +241,8 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         "To change the result, copy the line under a lesion or candidate into the review sheet "
         "(<code>config review</code>), fill in <code>decision</code> (accept, reject, add), your name and a note, and rerun: "
         "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
-        "decision keeps its meaning when lesions are renumbered.</p>",
+        "decision keeps its meaning when lesions are renumbered. A new sheet starts with this header line:</p>",
+        f"<pre>{html.escape(chr(9).join(REVIEW_COLUMNS))}</pre>",
         f"<img alt='MIPs' src='{mips}'>",
         "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
         + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
