@@ -368,3 +368,11 @@ def test_avid_bowel_segment_below_the_lungs_is_bowel_a_round_node_is_not():
     assert not _found(info, (110.0, 150.0, 80.0), 20.0)
     assert any("bowel uptake (a segment" in r["reason"] for r in info["rejected"])
     assert _found(info, (110.0, 60.0, 140.0)) and _found(info, (200.0, 66.0, 100.0), 20.0), info["lesions"]
+
+
+def test_a_refused_value_prints_below_its_limit():
+    """A candidate refused at 4.96 noise SDs must not read '5.0 ... (needs 5)'."""
+    from dualpet.segmentation import below
+
+    assert below(4.96, 5.0) == "4.96" and below(4.2, 5.0) == "4.2" and below(1.4999, 1.5) == "1.4999"
+    assert float(below(4.99999, 5.0)) < 5.0

@@ -387,7 +387,9 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     det = before[before.fdg_detected == 1]
     assert len(det) and (det.fdg_origin == "automatic").all()
     target = det.iloc[0]
-    page = [html.unescape(line) for line in re.findall(r"<pre>(.*?)</pre>", (res / "P001" / "review.html").read_text())]
+    text = (res / "P001" / "review.html").read_text()
+    assert not re.search(r"\b(nan|None)\b", re.sub(r"src='[^']*'", "", text))  # no missing value printed as such
+    page = [html.unescape(line) for line in re.findall(r"<pre>(.*?)</pre>", text)]
     header = page[0].split("\t")
     assert header == list(REVIEW_COLUMNS)  # the README's order
     line = next(p.split("\t") for p in page if p.startswith("P001\tfdg\t") and p.endswith(f"\t{target.lesion}"))

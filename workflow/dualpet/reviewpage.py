@@ -194,11 +194,18 @@ def _centroid_voxels(voi):
 
 
 def _fmt(v, digits=2):
+    """A number for the page: ``digits`` decimals; empty for a missing value (never nan or None)."""
+    if not _present(v):
+        return ""
     try:
-        f = float(v)
+        return f"{float(v):.{digits}f}"
     except (TypeError, ValueError):
         return html.escape(str(v))
-    return "" if np.isnan(f) else f"{f:.{digits}f}"
+
+
+def _present(v):
+    """Whether a table cell holds a value (not empty, None or NaN)."""
+    return v is not None and str(v) not in ("", "nan", "None") and not (isinstance(v, float) and np.isnan(v))
 
 
 def review_row(patient, tracer, lps, decision, lesion=""):
@@ -254,7 +261,8 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         for t in tracers:
             st = studies[t]
             det = int(row.get(f"{t}_detected", 0) or 0)
-            text = (f"detected: {'yes' if det else 'no'} ({html.escape(str(row.get(f'{t}_origin', '') or row.get(f'{t}_voi_source', '')))})"
+            how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
+            text = (f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
                     f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}")  # fmt: skip
             if centres[t] is not None:
                 lps = apply_affine(st["affine"], centres[t])

@@ -918,6 +918,16 @@ RING_PERCENTILE_THIN = 90.0
 NEAR_MISS_SHARE, MAX_NEAR_MISSES = 0.75, 40
 
 
+def below(value, limit, digits=1):
+    """``value`` (below ``limit``) printed with the fewest decimals, from ``digits`` up to
+    4, that print it below the limit: a refused 4.96 reads 4.96, not 5.0, against 'needs 5'."""
+    for d in range(digits, 5):
+        text = f"{value:.{d}f}"
+        if float(text) < limit:
+            return text
+    return f"{value:.6g}"
+
+
 def smoothing_sigma(affine, fwhm_mm=LOCAL_SMOOTH_FWHM_MM):
     """Per-axis Gaussian sigma (voxels) of a ``fwhm_mm`` smoothing on this grid."""
     return fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / voxel_spacing(affine)
@@ -1211,8 +1221,8 @@ def detect_local(
                 "contrast": float(ratio), "contrast_to_noise": float(score)}  # fmt: skip
         if score < cnr or ratio < contrast:
             if score >= NEAR_MISS_SHARE * cnr and ratio >= 1.0 + NEAR_MISS_SHARE * (contrast - 1.0):
-                why = (f"{score:.1f} noise SDs above its surroundings (needs {cnr:g})" if score < cnr
-                       else f"{ratio:.2f} x its surroundings (needs {contrast:g})")  # fmt: skip
+                why = (f"{below(score, cnr)} noise SDs above its surroundings (needs {cnr:g})" if score < cnr
+                       else f"{below(ratio, contrast)} x its surroundings (needs {contrast:g})")  # fmt: skip
                 near.append({**info, "reason": f"too faint: {why}"})
             continue
         if edge or volume > max_volume_ml:
