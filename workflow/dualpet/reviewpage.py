@@ -220,8 +220,6 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     """Write the patient's review page. ``studies_paths``: tracer -> dict with ``pet``,
     ``ct``, ``voi`` and ``segmentation`` paths. ``mip_png``: also write the page's MIP panel
     there (the Snakemake report's per-patient picture)."""
-    import pandas as pd
-
     from dualpet.geometry import apply_affine
     from dualpet.cohort import read_tsv
     from dualpet.io import write_text
