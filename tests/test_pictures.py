@@ -89,3 +89,33 @@ def test_registration_and_organ_map_pictures_are_drawn_in_millimetres(tmp_path, 
     # registration: 2 views x (checkerboard, CT, PET overlay); organ map: its views x (CT, labels)
     assert len(drawn[1].axes) >= 3
     assert _check_proportions(drawn, [(CT_SHAPE, CT_SPACING)]) == 6 + 2 * len(drawn[1].axes)
+
+
+def test_mips_are_tall_enough_and_their_labels_never_overlap(drawn):
+    """Coronal and sagittal MIPs of two tracers: each view at least 600 px tall, in
+    millimetres, and 20 lesions packed within 40 mm (labels would pile up at their
+    centroids) get labels that do not overlap, each joined to its lesion."""
+    from dualpet.reviewpage import mip_figure
+
+    suv = np.where(_ball(PET_SHAPE, PET_SPACING, 45.0), 1.0, 0.0).astype(np.float32)
+    studies = {t: {"suv": suv, "affine": _affine(PET_SPACING)} for t in ("fdg", "pentixafor")}
+    rng = np.random.default_rng(0)
+    centroids = {t: {n: (int(rng.integers(12, 18)), int(rng.integers(10, 15)), int(rng.integers(25, 45))) for n in range(1, 21)}
+                 for t in studies}  # fmt: skip
+    mip_figure(studies, list(studies), centroids, {t: 5.0 for t in studies}, {})
+    (fig,) = drawn
+    assert _check_proportions(drawn, [(PET_SHAPE, PET_SPACING)]) == 4
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        (im,) = ax.get_images()
+        assert im.get_window_extent(renderer).height >= 600
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the label, not its leader line
+        assert len(boxes) == 20
+        for n, a in enumerate(boxes):
+            for b in boxes[n + 1 :]:
+                assert not a.overlaps(b), (ax.get_title(), a, b)

@@ -72,32 +72,68 @@ def _to_display(affine, axis, i, k, shape):
     return col, row
 
 
+#: MIP views are drawn this tall (pixels at the page's 80 dpi: the issue's "at least 600"),
+#: and their lesion labels stacked in a margin beside each view, at least LABEL_GAP_PX apart,
+#: each joined to its lesion by a leader line (labels never overlap, however close the lesions).
+MIP_VIEW_PX, LABEL_GAP_PX, LABEL_MARGIN_PX = 640, 12, 44
+
+
+def _stack(rows, gap, top, bottom):
+    """Label rows (data units, increasing downwards) for targets at ``rows``: in the same
+    order, at least ``gap`` apart, within [top, bottom] where there is room."""
+    order = np.argsort(rows, kind="stable")
+    y = np.asarray(rows, float)[order].copy()
+    for n in range(1, len(y)):
+        y[n] = max(y[n], y[n - 1] + gap)
+    if len(y) and y[-1] > bottom:  # pushed past the bottom: push back up
+        y[-1] = bottom
+        for n in range(len(y) - 2, -1, -1):
+            y[n] = min(y[n], y[n + 1] - gap)
+    out = np.empty_like(y)
+    out[order] = y
+    return out
+
+
 def mip_figure(studies, tracers, centroids, vmax, names):
-    """Coronal and sagittal MIPs of both tracers, lesions numbered at their VOI centroids
+    """Coronal and sagittal MIPs of both tracers in millimetres, MIP_VIEW_PX tall, lesions
+    labelled in a margin beside each view with leader lines to their VOI centroids
     (``centroids``: tracer -> VOI label -> voxel; ``names``: VOI label -> lesion ID)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(13, 6.5))
-    for col, (t, view, axis, proj) in enumerate(
-        [(t, v, a, p) for t in tracers for v, a, p in (("coronal", 0, 1), ("sagittal", 1, 0))]
-    ):
+    dpi = 80
+    views = [(t, v, a, p) for t in tracers for v, a, p in (("coronal", 0, 1), ("sagittal", 1, 0))]
+    widths = []
+    for t, _, axis, _ in views:
+        sp, shape = voxel_spacing(studies[t]["affine"]), studies[t]["suv"].shape
+        widths.append(MIP_VIEW_PX * shape[axis] * sp[axis] / (shape[2] * sp[2]) + 2 * LABEL_MARGIN_PX)
+    fig = plt.figure(figsize=(sum(widths) / dpi + 0.4, (MIP_VIEW_PX + 40) / dpi), dpi=dpi)
+    x0 = 0.2 / (sum(widths) / dpi + 0.4)
+    for (t, view, axis, proj), w in zip(views, widths):
         st = studies[t]
+        sp, shape = voxel_spacing(st["affine"]), st["suv"].shape
+        fw, fh = fig.get_size_inches() * dpi
+        ax = fig.add_axes(((x0 * fw + LABEL_MARGIN_PX) / fw, 10 / fh, (w - 2 * LABEL_MARGIN_PX) / fw, MIP_VIEW_PX / fh))
+        x0 += w / fw
         mip = st["suv"].max(axis=proj)
-        sp = voxel_spacing(st["affine"])
-        ax = axes[col]
         ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
                   aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip
-        for label, ijk in centroids[t].items():
-            lesion = names.get(label, lesion_id(label))
-            c, r = _to_display(st["affine"], axis, ijk[axis], ijk[2], st["suv"].shape)
-            ax.annotate(lesion, (c, r), xytext=(6, -6), textcoords="offset points", color="#d62728", fontsize=8,
-                        weight="bold", arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6})  # fmt: skip
+        points = [(names.get(label, lesion_id(label)), *_to_display(st["affine"], axis, ijk[axis], ijk[2], shape))
+                  for label, ijk in centroids[t].items()]  # fmt: skip
+        rows_per_px = shape[2] / MIP_VIEW_PX
+        pad = 4 * rows_per_px * sp[2] / sp[axis]  # 4 px, in columns
+        for side in ("left", "right"):  # each lesion labelled in the margin on its own side
+            mine = [p for p in points if (p[1] < shape[axis] / 2.0) == (side == "left")]
+            ys = _stack([r for _, _, r in mine], LABEL_GAP_PX * rows_per_px, 0.0, shape[2] - 1.0)
+            x = -0.5 - pad if side == "left" else shape[axis] - 0.5 + pad
+            for (lesion, c, r), y in zip(mine, ys):
+                ax.annotate(lesion, (c, r), xytext=(x, y), textcoords="data", color="#d62728", fontsize=8,
+                            weight="bold", va="center", ha="right" if side == "left" else "left", annotation_clip=False,
+                            arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6, "shrinkA": 0, "shrinkB": 2})  # fmt: skip
         ax.set_title(f"{t}: {view} MIP (SUV 0-{vmax[t]:.1f})", fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -248,7 +284,7 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
         "decision keeps its meaning when lesions are renumbered. A new sheet starts with this header line:</p>",
         f"<pre>{html.escape(chr(9).join(REVIEW_COLUMNS))}</pre>",
-        f"<img alt='MIPs' src='{mips}'>",
+        f"<div style='overflow-x:auto'><img alt='MIPs' style='max-width:none' src='{mips}'></div>",  # at full size
         "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
         + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
     ]
