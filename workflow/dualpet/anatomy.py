@@ -1355,6 +1355,7 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     from dualpet.io import atomic_path
@@ -1377,8 +1378,6 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
         if len(levels) < len(FIGURE_LEVELS) and all(abs(k - k0) >= gap for k0, _ in levels):
             levels.append((k, ""))
     levels.sort(key=lambda kn: kn[0] if flip_z else -kn[0])
-    from matplotlib.colors import ListedColormap
-
     cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
     fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 6), dpi=80, squeeze=False)
     axes = axes[0]

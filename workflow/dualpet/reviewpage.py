@@ -109,14 +109,14 @@ def mip_figure(studies, tracers, centroids, vmax, names):
     for t, _, axis, _ in views:
         sp, shape = voxel_spacing(studies[t]["affine"]), studies[t]["suv"].shape
         widths.append(MIP_VIEW_PX * shape[axis] * sp[axis] / (shape[2] * sp[2]) + 2 * LABEL_MARGIN_PX)
-    fig = plt.figure(figsize=(sum(widths) / dpi + 0.4, (MIP_VIEW_PX + 40) / dpi), dpi=dpi)
-    x0 = 0.2 / (sum(widths) / dpi + 0.4)
+    fw, fh = sum(widths) + 0.4 * dpi, MIP_VIEW_PX + 40  # pixels
+    fig = plt.figure(figsize=(fw / dpi, fh / dpi), dpi=dpi)
+    left = 0.2 * dpi  # the left edge of the next view's label margin (pixels)
     for (t, view, axis, proj), w in zip(views, widths):
         st = studies[t]
         sp, shape = voxel_spacing(st["affine"]), st["suv"].shape
-        fw, fh = fig.get_size_inches() * dpi
-        ax = fig.add_axes(((x0 * fw + LABEL_MARGIN_PX) / fw, 10 / fh, (w - 2 * LABEL_MARGIN_PX) / fw, MIP_VIEW_PX / fh))
-        x0 += w / fw
+        ax = fig.add_axes(((left + LABEL_MARGIN_PX) / fw, 10 / fh, (w - 2 * LABEL_MARGIN_PX) / fw, MIP_VIEW_PX / fh))
+        left += w
         mip = st["suv"].max(axis=proj)
         ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
                   aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip

@@ -71,6 +71,7 @@ LUNG_EDGE_HU = -400.0
 #: 0.9-1.23 x that level (the level is itself a maximum, the top of the marrow's noise);
 #: a small vertebral metastasis on Pentixafor's hot marrow 1.31 x.
 MARROW_CONTRAST = 1.25
+MARROW_REACH_MM, MARROW_PERCENTILE, MARROW_MIN_PLANES = 75.0, 75.0, 5
 #: Bowel loops without gas are not all in the organ map (packed loops are no tubes on the
 #: CT): with the group 'bowel', a candidate in the abdomen below the lungs, more than
 #: BOWEL_CLEAR_MM from the aorta, the vertebrae and the kidneys (where nodes lie
@@ -78,9 +79,6 @@ MARROW_CONTRAST = 1.25
 #: x its shortest, and BOWEL_SEGMENT_MM long: uptake that follows a loop) is bowel. On
 #: generator revision 9 the lesions' extents were 1.0-1.6 : 1, the avid loops 2.0-4.0 : 1.
 BOWEL_ELONGATION, BOWEL_SEGMENT_MM, BOWEL_CLEAR_MM = 2.0, 20.0, 20.0
-MARROW_REACH_MM = 75.0
-MARROW_PERCENTILE = 75.0
-MARROW_MIN_PLANES = 5
 
 
 #: Physiological uptake rejected with the organ map (:mod:`dualpet.anatomy`): group name ->
