@@ -135,11 +135,15 @@ def test_end_to_end_against_truth(workdir, tool_env):
             for _, row in inside.iterrows():  # same voxel count (lesions.tsv rounds to 1e-4 mL; a voxel is 0.064 mL)
                 assert (voi == voi_label(row.lesion)).sum() * vox_ml == pytest.approx(row[f"{t}_voi_ml"], abs=1e-3)
             seg = hd.seg.segread(str(res / pid / t / "lesions_seg.dcm"))
-            if t == "fdg":  # the review page: self-contained, the MIPs and one picture per lesion
+            if t == "fdg":  # the review page: self-contained, the MIPs, one picture per lesion and per candidate
                 page = (res / pid / "review.html").read_text()
-                assert page.count("<img ") == 1 + len(rows) and "src='http" not in page and "<script" not in page
+                n_rejected = sum(len(read_json(res / pid / tr / "segmentation.json")["detection"]["rejected"])
+                                 for tr in ("fdg", "pentixafor"))  # fmt: skip
+                assert page.count("<img ") == 1 + len(rows) + n_rejected
+                assert "src='http" not in page and "<script" not in page
                 assert all(f"<b>{les}</b>" in page for les in rows.lesion)
-                assert page.count("data:image/png;base64,") == 1 + len(rows)
+                assert page.count("data:image/png;base64,") == 1  # the MIPs
+                assert page.count("data:image/jpeg;base64,") == len(rows) + n_rejected
             names = sorted(str(seg.get_segment_description(n).segment_label) for n in seg.get_segment_numbers())
             assert names == (sorted(inside.lesion) or ["no lesions"])
 
@@ -379,7 +383,8 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     one automatic FDG lesion of P001 into the sheet, sets it to reject with name and note,
     and adds one lesion by coordinates. Only P001's jobs (its FDG segmentation and what
     follows) and the cohort jobs rerun; lesions.tsv no longer has the rejected lesion on
-    FDG and shows the added one as reader-added; the summary counts the decisions."""
+    FDG and shows the added one as reader-added, and a rejected candidate accepted with the
+    page's own line becomes a reader-accepted lesion; the summary counts the decisions."""
     import html
 
     res = workdir / "results"
@@ -399,9 +404,15 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     add_at = read_json(res / "P001" / "fdg" / "segmentation.json")["background"]["centre_lps"]  # aorta: no lesion there
     added_row = {"patient": "P001", "tracer": "fdg", "x": add_at[0], "y": add_at[1], "z": add_at[2], "decision": "add",
                  "reader": "dr_a", "note": "missed"}  # fmt: skip
+    # a rejected candidate restored with the line the page gives it (well away from the others)
+    taken = [*det[["x_mm", "y_mm", "z_mm"]].to_numpy(float), np.asarray(add_at, float)]
+    accept = next(dict(zip(header, p.split("\t"))) for p in page if p.startswith("P001\tfdg\t") and "\taccept\t" in p
+                  and min(np.linalg.norm(np.array([float(v) for v in p.split("\t")[2:5]]) - q) for q in taken) > 30.0)  # fmt: skip
+    accept.update(reader="dr_b", note="looks real")
     (workdir / "review.tsv").write_text(
         "\t".join(header) + "\n" + "\t".join(str(row[c]) for c in header) + "\n"
         + "\t".join(str(added_row.get(c, "")) for c in header) + "\n"
+        + "\t".join(str(accept.get(c, "")) for c in header) + "\n"
     )
     config = workdir / "config" / "config.yaml"
     config.write_text(config.read_text() + "review: review.tsv\n")
@@ -415,15 +426,20 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     fdg = after[after.fdg_detected == 1]
     xyz = fdg[["x_mm", "y_mm", "z_mm"]].to_numpy()
     gone = np.linalg.norm(xyz - target[["x_mm", "y_mm", "z_mm"]].to_numpy(float), axis=1)
-    assert len(fdg) == len(det) and gone.min() > 1.0  # one out, one in
+    assert len(fdg) == len(det) + 1 and gone.min() > 1.0  # one out, two in
     added = fdg[fdg.fdg_origin == "reader-added"]
     assert len(added) == 1
     assert np.linalg.norm(added[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0] - add_at) <= 10.0
+    restored = fdg[fdg.fdg_origin == "reader-accepted"]
+    assert len(restored) == 1  # VOI centroid vs the candidate's peak: within the review tolerance
+    assert np.linalg.norm(restored[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0]
+                          - np.array([float(accept[a]) for a in "xyz"])) <= 10.0  # fmt: skip
     review = read_json(res / "P001" / "fdg" / "segmentation.json")["detection"]["review"]
-    assert [r["decision"] for r in review] == ["reject", "add"]
+    assert [r["decision"] for r in review] == ["reject", "add", "accept"]
     assert not any(r["applied"].startswith("not applied") for r in review)
     summary = read_json(res / "cohort" / "summary.json")["review"]
-    assert summary["decisions"] == 2 and summary["reader_added"] == 1 and summary["patients_reviewed"] == 1
+    assert summary["decisions"] == 3 and summary["reader_added"] == 1 and summary["reader_accepted"] == 1
+    assert summary["patients_reviewed"] == 1
 
 
 def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_path):

@@ -123,7 +123,7 @@ def _cmd_review_page(a):
 
     paths = {t: {"pet": getattr(a, f"{side}_pet"), "ct": getattr(a, f"{side}_ct"), "voi": getattr(a, f"{side}_voi"),
                  "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
-    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip)
+    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip, transform=a.transform)
 
 
 def _cmd_review_pin(a):
@@ -392,8 +392,10 @@ def build_parser():
             s.add_argument(f"--{side}-{what}", required=True)
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--mip", default=None, help="also write the MIP panel as a PNG here")
+    s.add_argument("--transform", default=None,
+                   help="the registration (reference -> index): rejected candidates shown in the other study too")  # fmt: skip
     s.set_defaults(func=_cmd_review_page)
-    isolation(s, inputs=["lesions", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
+    isolation(s, inputs=["lesions", "transform", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
               outputs=["output", "mip"])  # fmt: skip
 
     s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")

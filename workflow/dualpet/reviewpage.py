@@ -21,11 +21,10 @@ from dualpet.geometry import voxel_spacing
 from dualpet.interchange import lesion_id, read_voi, voi_label
 from dualpet.review import REVIEW_COLUMNS
 
-#: Crop half-width (mm) around a lesion, and the MIP's SUV window (upper end: this
-#: multiple of the study's background SUVmean, at least MIP_MIN_SUV).
-CROP_MM, MIP_BACKGROUND_MULTIPLE, MIP_MIN_SUV = 40.0, 5.0, 5.0
-#: CT window for the crops (soft tissue).
-CT_WINDOW = (-160.0, 240.0)
+#: A tracer's SUV scale on the page (its MIPs and every view, fixed for the page and stated
+#: on the colour bars): 0 to SUV_SCALE_BACKGROUND_MULTIPLE x the study's background SUVmean,
+#: rounded up to 0.5, at least SUV_SCALE_MIN; SUV_SCALE_NO_BACKGROUND without a background.
+SUV_SCALE_BACKGROUND_MULTIPLE, SUV_SCALE_MIN, SUV_SCALE_NO_BACKGROUND = 5.0, 5.0, 10.0
 
 
 def _png(fig):
@@ -38,20 +37,18 @@ def _png(fig):
 
 
 def _study(pet_path, ct_path, voi_path, seg_path):
+    """A tracer's study for the page: its PET (SUV), its CT on its own grid (the views
+    sample it at CT resolution), the VOI labels and the detection record."""
     import nibabel as nib
 
     from dualpet.geometry import lps_affine
     from dualpet.io import read_json
-    from dualpet.segmentation import ct_on_pet_grid
 
     pet = nib.load(str(pet_path))
-    suv = np.asarray(pet.dataobj, dtype=np.float32)
-    affine = lps_affine(pet.affine)
     ct = nib.load(str(ct_path))
-    hu = ct_on_pet_grid(np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine), suv.shape, affine, average=True)
     voi, _ = read_voi(voi_path)
-    seg = read_json(seg_path)
-    return {"suv": suv, "affine": affine, "hu": hu, "voi": voi, "seg": seg}
+    return {"suv": np.asarray(pet.dataobj, dtype=np.float32), "affine": lps_affine(pet.affine),
+            "ct": np.asanyarray(ct.dataobj), "ct_affine": lps_affine(ct.affine), "voi": voi, "seg": read_json(seg_path)}  # fmt: skip
 
 
 def _display(plane, affine_axes, affine):
@@ -94,10 +91,11 @@ def _stack(rows, gap, top, bottom):
     return out
 
 
-def mip_figure(studies, tracers, centroids, vmax, names):
+def mip_figure(studies, tracers, centroids, vmax, lesion_ids, names=None):
     """Coronal and sagittal MIPs of both tracers in millimetres, MIP_VIEW_PX tall, lesions
     labelled in a margin beside each view with leader lines to their VOI centroids
-    (``centroids``: tracer -> VOI label -> voxel; ``names``: VOI label -> lesion ID)."""
+    (``centroids``: tracer -> VOI label -> voxel; ``lesion_ids``: VOI label -> lesion ID;
+    ``names``: tracer -> display name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +118,7 @@ def mip_figure(studies, tracers, centroids, vmax, names):
         mip = st["suv"].max(axis=proj)
         ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
                   aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip
-        points = [(names.get(label, lesion_id(label)), *_to_display(st["affine"], axis, ijk[axis], ijk[2], shape))
+        points = [(lesion_ids.get(label, lesion_id(label)), *_to_display(st["affine"], axis, ijk[axis], ijk[2], shape))
                   for label, ijk in centroids[t].items()]  # fmt: skip
         rows_per_px = shape[2] / MIP_VIEW_PX
         pad = 4 * rows_per_px * sp[2] / sp[axis]  # 4 px, in columns
@@ -132,90 +130,9 @@ def mip_figure(studies, tracers, centroids, vmax, names):
                 ax.annotate(lesion, (c, r), xytext=(x, y), textcoords="data", color="#d62728", fontsize=8,
                             weight="bold", va="center", ha="right" if side == "left" else "left", annotation_clip=False,
                             arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6, "shrinkA": 0, "shrinkB": 2})  # fmt: skip
-        ax.set_title(f"{t}: {view} MIP (SUV 0-{vmax[t]:.1f})", fontsize=10)
+        ax.set_title(f"{(names or {}).get(t, t)}: {view} MIP (SUV 0-{vmax[t]:g})", fontsize=10)
         ax.axis("off")
     return _png(fig)
-
-
-def _grey(img, lo, hi, invert=False):
-    g = np.clip((np.asarray(img, float) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    return 1.0 - g if invert else g
-
-
-def _hot(g):
-    """The 'hot' colour map on values in [0, 1] (black, red, yellow, white)."""
-    return np.stack([np.clip(3 * g, 0, 1), np.clip(3 * g - 1, 0, 1), np.clip(3 * g - 2, 0, 1)], axis=-1)
-
-
-def _outline(mask):
-    from scipy import ndimage
-
-    return mask & ~ndimage.binary_erosion(mask)
-
-
-def _tile(rgb, scale):
-    """Nearest-neighbour enlargement of an (h, w, 3) tile to the display's pixel size."""
-    return np.repeat(np.repeat(rgb, scale[0], axis=0), scale[1], axis=1)
-
-
-def crop_figure(studies, tracers, centres, lesion, tile_px=120):
-    """Axial and coronal crops of CT, PET and fusion for each tracer around the lesion, the
-    VOI outlined in blue, as one PNG (drawn with numpy and Pillow: fast enough for one
-    per lesion). ``centres``: tracer -> voxel (i, j, k) or None (outside its PET)."""
-    from PIL import Image, ImageDraw
-
-    rows = []
-    captions = []
-    label = voi_label(lesion)
-    for t in tracers:
-        st, centre = studies[t], centres.get(t)
-        if centre is None:
-            rows.append(np.full((tile_px, 6 * (tile_px + 4), 3), 255, np.uint8))
-            captions.append(f"{t}: outside this PET")
-            continue
-        sp = voxel_spacing(st["affine"])
-        half = np.ceil(CROP_MM / sp).astype(int)
-        tiles = []
-        for view in ("axial", "coronal"):
-            lo = np.asarray(centre) - half
-            idx = [np.clip(np.arange(lo[a], lo[a] + 2 * half[a] + 1), 0, st["suv"].shape[a] - 1) for a in range(3)]
-            if view == "axial":
-                pick = np.ix_(idx[0], idx[1], [centre[2]])
-                orient = lambda a: a[:, :, 0].T  # noqa: E731 - rows = y (anterior up), columns = x
-                px = (sp[1], sp[0])
-            else:
-                pick = np.ix_(idx[0], [centre[1]], idx[2])
-                orient = lambda a: a[:, 0, :].T[::-1]  # noqa: E731 - rows = z (superior up)
-                px = (sp[2], sp[0])
-            suv, hu, voi = (orient(a[pick]) for a in (st["suv"], st["hu"], st["voi"] == label))
-            vmax = max(float(suv.max()), 1e-3)
-            ct = _grey(hu, *CT_WINDOW)
-            pet = _grey(suv, 0.0, vmax, invert=True)
-            g = _grey(suv, 0.0, vmax)
-            alpha = np.where(g >= 0.15, 0.6, 0.0)[..., None]
-            fusion = (1 - alpha) * ct[..., None] + alpha * _hot(g)
-            scale = (max(1, round(tile_px * px[0] / (2 * CROP_MM))), max(1, round(tile_px * px[1] / (2 * CROP_MM))))
-            edge = _outline(_tile(voi[..., None], scale)[..., 0])  # a one-pixel line on the enlarged tile
-            for img in (np.repeat(ct[..., None], 3, -1), np.repeat(pet[..., None], 3, -1), fusion):
-                big = _tile((img * 255).astype(np.uint8), scale)
-                big[edge] = (31, 119, 180)
-                tile = big[:tile_px, :tile_px]
-                pad = np.full((tile_px, tile_px + 4, 3), 255, np.uint8)
-                pad[: tile.shape[0], : tile.shape[1]] = tile
-                tiles.append(pad)
-        rows.append(np.concatenate(tiles, axis=1))
-        captions.append(f"{t}: axial CT, PET, fusion | coronal CT, PET, fusion (80 mm)")
-    height = sum(r.shape[0] + 16 for r in rows)
-    canvas = Image.new("RGB", (max(r.shape[1] for r in rows), height), "white")
-    draw = ImageDraw.Draw(canvas)
-    y = 0
-    for r, caption in zip(rows, captions):
-        draw.text((2, y + 2), caption, fill=(0, 0, 0))
-        canvas.paste(Image.fromarray(r), (0, y + 16))
-        y += r.shape[0] + 16
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _centroid_voxels(voi):
@@ -252,20 +169,99 @@ def review_row(patient, tracer, lps, decision, lesion=""):
     return "\t".join(values.get(col, "") for col in REVIEW_COLUMNS)
 
 
-def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png=None):
+def suv_scale(seg):
+    """The upper end of a study's SUV scale on the page (see SUV_SCALE_BACKGROUND_MULTIPLE)."""
+    bg = (seg.get("background") or {}).get("suvmean")
+    if not _present(bg):
+        return SUV_SCALE_NO_BACKGROUND
+    return max(SUV_SCALE_MIN, float(np.ceil(2.0 * SUV_SCALE_BACKGROUND_MULTIPLE * float(bg)) / 2.0))
+
+
+def _picture(blocks):
+    from dualpet.lesionviews import data_uri, lesion_picture
+
+    return data_uri(lesion_picture(blocks))
+
+
+def _img(src, alt):
+    return (f"<div class='pic'><img alt='{html.escape(alt)}' loading='lazy' decoding='async' "
+            f"src='{src}'></div>")  # fmt: skip
+
+
+def _lesion_blocks(studies, tracers, names, row, scale):
+    """The lesion's views per tracer (see :func:`dualpet.lesionviews.lesion_picture`):
+    through its SUVmax in each study, one field of view for both, the region's window."""
+    from dualpet.lesionviews import peak_point, view_mm, voi_extent_mm, window_for
+
+    label = voi_label(row["lesion"])
+    fov = view_mm(max(voi_extent_mm(studies[t], label) for t in tracers))
+    window = window_for(str(row.get("region", "")))
+    blocks = []
+    for t in tracers:
+        det = int(row.get(f"{t}_detected", 0) or 0)
+        caption = f"{names[t]}: {'detected' if det else 'not detected'}, SUVmax {_fmt(row.get(f'{t}_suvmax')) or '-'}"
+        centre = peak_point(studies[t], label)
+        if centre is None:
+            blocks.append({"caption": caption, "note": "no VOI in this study (the lesion lies outside its PET)"})
+        else:
+            blocks.append({"caption": caption + " (views through it)", "study": studies[t], "centre": centre,
+                           "fov_mm": fov, "window": window, "suv_max": scale[t], "voi_label": label})  # fmt: skip
+    return blocks
+
+
+def _candidate_blocks(studies, tracers, names, tracer, lps, scale, transform):
+    """A rejected candidate's views: at its peak in its own study (marked by a cross) and,
+    with the registration at hand, at the same anatomy in the other study."""
+    from dualpet.lesionviews import VIEW_MM, window_for
+    from dualpet.matching import region_label
+
+    st = studies[tracer]
+    window = window_for(region_label(st["ct"], st["ct_affine"], lps))
+    blocks = []
+    for t in tracers:
+        if t == tracer:
+            blocks.append({"caption": f"{names[t]}: the candidate's peak (cross)", "study": st, "centre": lps,
+                           "fov_mm": VIEW_MM, "window": window, "suv_max": scale[t]})  # fmt: skip
+        elif transform is None:
+            blocks.append({"caption": f"{names[t]}", "note": "no registration at hand"})
+        else:
+            from dualpet.registration import inverse_transform_points, transform_points
+
+            to_other = transform_points if tracer == tracers[0] else inverse_transform_points
+            there = to_other(transform, np.asarray([lps], float))[0]
+            blocks.append({"caption": f"{names[t]}: the same position (registered)", "study": studies[t],
+                           "centre": there, "fov_mm": VIEW_MM, "window": window, "suv_max": scale[t]})  # fmt: skip
+    return blocks
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;max-width:1280px}table{border-collapse:collapse;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}"
+    "pre{background:#f7f7f7;padding:4px;font-size:11px;white-space:pre-wrap;margin:2px 0}"
+    ".pic{overflow-x:auto}.pic img{max-width:none;display:block}"
+)
+
+
+def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png=None, transform=None, names=None):
     """Write the patient's review page. ``studies_paths``: tracer -> dict with ``pet``,
     ``ct``, ``voi`` and ``segmentation`` paths. ``mip_png``: also write the page's MIP panel
-    there (the Snakemake report's per-patient picture)."""
-    from dualpet.geometry import apply_affine
+    there (the Snakemake report's per-patient picture). ``transform``: the registration
+    (reference -> index; its file), to show rejected candidates in the other study too.
+    ``names``: tracer -> display name."""
     from dualpet.cohort import read_tsv
     from dualpet.io import write_text
 
+    names = {t: (names or {}).get(t) or t for t in tracers}
+    if transform is not None:
+        from dualpet.registration import load_transform
+
+        transform = load_transform(transform)
     lesions = read_tsv(lesions_tsv)
     studies = {t: _study(p["pet"], p["ct"], p["voi"], p["segmentation"]) for t, p in studies_paths.items()}
     centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
-    names = {voi_label(les): les for les in lesions["lesion"]}
-    vmax = {t: max(MIP_MIN_SUV, MIP_BACKGROUND_MULTIPLE * float(studies[t]["seg"]["background"]["suvmean"])) for t in tracers}
-    mips = mip_figure(studies, tracers, centroids, vmax, names)
+    labels = {voi_label(les): les for les in lesions["lesion"]}
+    scale = {t: suv_scale(studies[t]["seg"]) for t in tracers}
+    mips = mip_figure(studies, tracers, centroids, scale, labels, names)
     if mip_png:
         from dualpet.io import atomic_path
 
@@ -274,58 +270,67 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>dualpet review: patient {html.escape(patient)}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f3f3f3}"
-        "pre{background:#f7f7f7;padding:4px;font-size:11px;white-space:pre-wrap}img{max-width:100%}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>Review: patient {html.escape(patient)}</h1>",
-        "<p>Lesions are numbered as in <code>lesions.tsv</code> (the VOI outlined in blue is the one measured). "
+        "<p>Lesions are numbered as in <code>lesions.tsv</code>. Each lesion is shown in both studies side by side: "
+        "axial, coronal and sagittal views through its SUVmax in that study, as CT (at CT resolution, in a window "
+        "for its region), PET and fusion, with the VOI that was measured outlined in cyan, a 20 mm scale bar and "
+        "the SUV scale on the colour bar ("
+        + ", ".join(f"{html.escape(names[t])} 0-{scale[t]:g}" for t in tracers)
+        + ", the same for every view and the MIPs). "
         "To change the result, copy the line under a lesion or candidate into the review sheet "
         "(<code>config review</code>), fill in <code>decision</code> (accept, reject, add), your name and a note, and rerun: "
         "only this patient's jobs and the cohort's rerun. Positions are in that tracer's study (LPS mm), so a "
         "decision keeps its meaning when lesions are renumbered. A new sheet starts with this header line:</p>",
         f"<pre>{html.escape(chr(9).join(REVIEW_COLUMNS))}</pre>",
-        f"<div style='overflow-x:auto'><img alt='MIPs' style='max-width:none' src='{mips}'></div>",  # at full size
-        "<h2>Lesions</h2><table><tr><th>lesion</th><th>region</th>"
-        + "".join(f"<th>{html.escape(t)}</th>" for t in tracers) + "</tr>",
+        f"<div class='pic'><img alt='MIPs' src='{mips}'></div>",  # at full size
+        f"<h2>Lesions ({len(lesions)})</h2><table><tr><th>lesion</th><th>region</th>"
+        + "".join(f"<th>{html.escape(names[t])}</th>" for t in tracers) + "</tr>",
     ]
+    from dualpet.lesionviews import peak_point
+
     for row in lesions.to_dict("records"):
         lesion = row["lesion"]
         cells = []
-        centres = {t: centroids[t].get(voi_label(lesion)) for t in tracers}
         for t in tracers:
-            st = studies[t]
             det = int(row.get(f"{t}_detected", 0) or 0)
             how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
             text = (f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
                     f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}")  # fmt: skip
-            if centres[t] is not None:
-                lps = apply_affine(st["affine"], centres[t])
-                decision = "reject" if det else "add"
-                text += f"<pre>{html.escape(review_row(patient, t, lps, decision, lesion))}</pre>"
+            peak = peak_point(studies[t], voi_label(lesion))
+            if peak is not None:
+                text += f"<pre>{html.escape(review_row(patient, t, peak, 'reject' if det else 'add', lesion))}</pre>"
             cells.append(text)
-        parts.append(f"<tr><td><b>{html.escape(lesion)}</b></td><td>{html.escape(str(row.get('region', '')))}</td>"
-                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")  # fmt: skip
-        parts.append(f"<tr><td colspan='{2 + len(tracers)}'><img alt='{html.escape(lesion)}' "
-                     f"src='{crop_figure(studies, tracers, centres, lesion)}'></td></tr>")  # fmt: skip
+        parts.append(f"<tr id='{html.escape(lesion)}'><td><b>{html.escape(lesion)}</b></td>"
+                     f"<td>{html.escape(str(row.get('region', '')))}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")  # fmt: skip
+        pic = _picture(_lesion_blocks(studies, tracers, names, row, scale))
+        parts.append(f"<tr><td colspan='{2 + len(tracers)}'>{_img(pic, lesion)}</td></tr>")
     parts.append("</table>")
-    parts.append("<h2>Candidates not counted as lesions</h2><table><tr><th>tracer</th><th>position (LPS mm)</th>"
+    rejected = [(t, c) for t in tracers for c in studies[t]["seg"]["detection"].get("rejected", []) if c.get("peak_lps")]
+    parts.append(f"<h2>Candidates not counted as lesions ({len(rejected)})</h2>"
+                 "<p>Each with its reason, views at its peak (a cross marks it) and in the other study at the same "
+                 "position, and the line that accepts it.</p><table><tr><th>tracer</th><th>peak (LPS mm)</th>"
                  "<th>SUVmax</th><th>reason</th><th>review line to accept it</th></tr>")  # fmt: skip
-    for t in tracers:
-        for cand in studies[t]["seg"]["detection"].get("rejected", []):
-            lps = cand.get("peak_lps")
-            if lps is None:
-                continue
-            parts.append(f"<tr><td>{html.escape(t)}</td><td>{', '.join(f'{v:.1f}' for v in lps)}</td>"
-                         f"<td>{_fmt(cand.get('suvmax'))}</td><td>{html.escape(str(cand.get('reason', '')))}</td>"
-                         f"<td><pre>{html.escape(review_row(patient, t, lps, 'accept'))}</pre></td></tr>")  # fmt: skip
+    for n, (t, cand) in enumerate(rejected, start=1):
+        lps = [float(v) for v in cand["peak_lps"]]
+        parts.append(f"<tr id='C{n}'><td>{html.escape(names[t])}</td><td>{', '.join(f'{v:.1f}' for v in lps)}</td>"
+                     f"<td>{_fmt(cand.get('suvmax'))}</td><td>{html.escape(str(cand.get('reason', '')))}</td>"
+                     f"<td><pre>{html.escape(review_row(patient, t, lps, 'accept'))}</pre></td></tr>")  # fmt: skip
+        pic = _picture(_candidate_blocks(studies, tracers, names, t, lps, scale, transform))
+        parts.append(f"<tr><td colspan='5'>{_img(pic, f'candidate {n}')}</td></tr>")
     parts.append("</table>")
     reviews = [(t, r) for t in tracers for r in studies[t]["seg"]["detection"].get("review", [])]
     if reviews:
         parts.append("<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
                      "<th>note</th><th>outcome</th></tr>")  # fmt: skip
         for t, r in reviews:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in
-                                          (t, r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))) + "</tr>")  # fmt: skip
+            parts.append("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in
+                                          (names[t], r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))) + "</tr>")  # fmt: skip
         parts.append("</table>")
     parts.append("</body></html>")
     write_text(out, "\n".join(parts))
+
+
+def _text(v):
+    """A cell's text: empty for a missing value (never nan or None)."""
+    return str(v) if _present(v) else ""

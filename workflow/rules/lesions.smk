@@ -166,6 +166,7 @@ rule review_page:
         idx_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
         idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
         idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+        tfm="results/{patient}/registration/transform.tfm",
     output:
         page=report(
             "results/{patient}/review.html",
@@ -198,4 +199,4 @@ rule review_page:
         " --reference={params.reference:q} --index={params.index:q} --lesions={input.lesions:q}"
         " --ref-pet={input.ref_pet:q} --ref-ct={input.ref_ct:q} --ref-voi={input.ref_voi:q} --ref-seg={input.ref_seg:q}"
         " --idx-pet={input.idx_pet:q} --idx-ct={input.idx_ct:q} --idx-voi={input.idx_voi:q} --idx-seg={input.idx_seg:q}"
-        " -o {output.page:q} --mip={output.mip:q} --isolate-failures > {log:q} 2>&1"
+        " --transform={input.tfm:q} -o {output.page:q} --mip={output.mip:q} --isolate-failures > {log:q} 2>&1"
