@@ -435,6 +435,12 @@ def test_render_markdown(half_cohort):
         assert heading in md, heading
     assert "geometric mean ratio" in md and "**0.50**" in md  # index is exactly half the reference
     assert stats.render_markdown(json.loads(json.dumps(s))) == md
+    # the config's tracer_names name the tracers in the report; the JSON keeps the sheet's names
+    named = stats.summarize(*half_cohort, REF, IDX, names={REF: "[18F]FDG", IDX: "[68Ga]Pentixafor"})
+    assert named["tracers"] == {"reference": REF, "index": IDX}
+    text = stats.render_markdown(named)
+    assert text.startswith("# Dual-tracer PET/CT cohort statistics: [68Ga]Pentixafor vs [18F]FDG")
+    assert "[18F]FDG (reference)" in text and "Detected on [68Ga]Pentixafor (index)" in text
 
 
 def test_run_writes_json_and_markdown(tmp_path, half_cohort):
@@ -474,6 +480,44 @@ def test_quality_control_lists_exclusions_and_flagged_registrations():
     assert all(c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"])
     md = stats.render_markdown(summary)
     assert "C excluded" in md and "B: registration flagged" in md and "A, pentixafor: PET registered onto its CT" in md
+
+
+def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
+    """Issue 22, item 5: per study, where the background was measured with its SUVmean and
+    the reason for a fallback; organs the organ map dropped as implausible (a kidney that
+    failed its checks), not organs with nothing in view (a brain outside a torso scan)."""
+    from dualpet.interchange import dropped_organs
+
+    record = {"organs": {
+        "brain": {"found": False, "volume_ml": 0.0, "checks": {"volume 0 mL within 700-2000 mL": False}},
+        "kidney_left": {"found": False, "volume_ml": 412.0, "checks": {"volume 412 mL within 80-300 mL": False,
+                                                                         "centre beside the vertebral bodies": True}},
+        "liver": {"found": True, "volume_ml": 1500.0, "checks": {"volume 1500 mL within 800-3000 mL": True}},
+    }}  # fmt: skip
+    dropped = dropped_organs(record)
+    assert dropped == "kidney_left (volume 412 mL within 80-300 mL)"
+    fallback = "blood pool not found (no aorta in the organ map); the liver was used"
+    lesions = pd.DataFrame({"patient": ["A", "B"], "lesion": ["L1", "L1"], "fdg_detected": [1, 1],
+                            "pentixafor_detected": [1, 1], "fdg_suvmax": [10.0, 6.0], "pentixafor_suvmax": [3.0, 5.0]})  # fmt: skip
+    patients = pd.DataFrame(
+        {"patient": ["A", "B"], "fdg_positive": [1, 1], "pentixafor_positive": [1, 1],
+         "fdg_background_source": ["bloodpool:anatomy (descending aorta)", "liver:anatomy (right lobe)"],
+         "fdg_background_suvmean": [1.61, 2.04], "fdg_background_fallback": ["", fallback],
+         "fdg_organs_dropped": ["", dropped],
+         "pentixafor_background_source": ["bloodpool:anatomy (descending aorta)", "bloodpool:anatomy (abdominal aorta)"],
+         "pentixafor_background_suvmean": [1.12, 1.3], "pentixafor_background_fallback": ["", ""],
+         "pentixafor_organs_dropped": ["", ""]}
+    )  # fmt: skip
+    summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
+    assert [(b["patient"], b["tracer"], b["suvmean"]) for b in summary["backgrounds"]] == [
+        ("A", "fdg", 1.61), ("A", "pentixafor", 1.12), ("B", "fdg", 2.04), ("B", "pentixafor", 1.3)]
+    assert summary["backgrounds"][2]["fallback"] == fallback
+    md = stats.render_markdown(summary)
+    qc = md.split("## Quality control", 1)[1].split("\n## ", 1)[0]
+    assert "| B | fdg | 2.04 | liver:anatomy (right lobe) | " + fallback + " |" in qc
+    assert "| A | pentixafor | 1.12 | bloodpool:anatomy (descending aorta) |  |" in qc
+    assert "B, fdg: organ map dropped" in qc and "kidney_left (volume 412 mL" in qc and "brain" not in qc
+    assert "nan" not in qc and "None" not in qc
 
 
 def test_config_schema_offers_what_the_statistics_know():

@@ -95,12 +95,13 @@ def read_segmentation(path):
 
 def dropped_organs(record):
     """One line naming the organs an ``anatomy.json`` record (:func:`dualpet.anatomy.anatomy_study`)
-    dropped as implausible (failing its volume or another plausibility check), each with
-    the checks it failed; empty when none was."""
+    dropped as implausible (a candidate that failed its volume or another plausibility
+    check), each with the checks it failed; empty when none was. An organ with no candidate
+    at all (nothing there: outside the field of view) was not dropped and is not named."""
     out = []
     for name, entry in record.get("organs", {}).items():
         failed = [k for k, ok in (entry.get("checks") or {}).items() if not ok]
-        if not entry.get("found") and failed:
+        if not entry.get("found") and failed and float(entry.get("volume_ml") or 0.0) > 0.0:
             out.append(f"{name} ({'; '.join(failed)})")
     return "; ".join(out)
 

@@ -32,15 +32,17 @@ def __getattr__(name):
 
 
 def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="none",
-        out_html=None) -> dict:  # fmt: skip
+        out_html=None, names=None) -> dict:  # fmt: skip
     """Read the cohort tables, summarise them, write the JSON, the Markdown and (with
-    ``out_html``) the same report as a self-contained HTML page, atomically."""
+    ``out_html``) the same report as a self-contained HTML page, atomically. ``names``:
+    tracer -> display name (config ``tracer_names``)."""
     from dualpet.cohort import read_tsv
     from dualpet.io import write_json, write_text
     from dualpet.stats.report import render_html, render_markdown
     from dualpet.stats.summary import summarize
 
-    summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust)
+    summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust,
+                        names=names)  # fmt: skip
     write_json(out_json, summary)
     markdown = render_markdown(summary)
     write_text(out_md, markdown)

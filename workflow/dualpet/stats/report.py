@@ -111,6 +111,12 @@ def _qc_lines(summary):
     for d in summary.get("organs_dropped", []):
         out.append(f"- **{d['patient']}, {d['tracer']}: organ map dropped** (not used for background, rejection of "
                    f"physiological uptake or region labels): {_cell(d['note'])}")  # fmt: skip
+    backgrounds = summary.get("backgrounds") or []
+    if backgrounds:
+        out += ["", "Background per study (the region each study's TBR divides by):", ""]
+        out += table(["patient", "tracer", "SUVmean", "measured in", "fallback: why not the configured region"],
+                     [(b["patient"], b["tracer"], fmt(b.get("suvmean")), b.get("source") or "none found",
+                       b.get("fallback") or "") for b in backgrounds])  # fmt: skip
     return ["## Quality control", "", *out, ""] if out else []
 
 
@@ -201,7 +207,7 @@ def render_html(markdown_text: str, title: str) -> str:
 def render_markdown(summary: dict) -> str:
     """The summary as a Markdown report: cohort, QC, primary endpoint, detection, uptake per
     metric and lesion set, correlations, Methods."""
-    ref, idx = summary["tracers"]["reference"], summary["tracers"]["index"]
+    ref, idx = (summary.get("tracer_names") or summary["tracers"])["reference"], (summary.get("tracer_names") or summary["tracers"])["index"]
     label = {"reference": f"{ref} (reference)", "index": f"{idx} (index)"}
     out = [f"# Dual-tracer PET/CT cohort statistics: {idx} vs {ref}", ""]
     cohort = f"**Cohort:** {summary['n_patients']} patients, {summary['n_lesions']} lesions"

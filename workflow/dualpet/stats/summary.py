@@ -218,7 +218,7 @@ def _multiplicity(summary, primary, adjust):
                  "tests": [{"label": label, "p": t.get("p"), "p_holm": t.get("p_holm")} for label, t in family]}  # fmt: skip
 
 
-def summarize(lesions, patients, reference, index, *, primary=None, adjust="none") -> dict:
+def summarize(lesions, patients, reference, index, *, primary=None, adjust="none", names=None) -> dict:
     """The cohort statistics comparing the index with the reference tracer (JSON-ready).
 
     ``lesions``: one row per union lesion (``patient``, ``region``, ``{t}_detected`` 0/1,
@@ -226,7 +226,8 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
     ``status``/``excluded_reason``, clinical columns). Excluded patients are left out with
     their lesions. ``primary``: the primary endpoint (metric, lesion_set, analysis; see
     :data:`~dualpet.stats.constants.DEFAULT_PRIMARY`); every other test is exploratory,
-    Holm-adjusted with ``adjust="holm"``. Bad tables raise DualpetInputError (see
+    Holm-adjusted with ``adjust="holm"``. ``names``: tracer -> display name for the report
+    (``tracer_names``: reference and index). Bad tables raise DualpetInputError (see
     :mod:`dualpet.stats.validate`); statistical edge cases never raise (``p`` None and a
     ``reason``).
     """
@@ -251,16 +252,23 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
                      for t in (reference, index) if f"{t}_{key}" in kept for _, row in kept.iterrows()
                      if _text(row.get(f"{t}_{key}"))]
                for key in ("background_fallback", "organs_dropped")}  # fmt: skip
+    # per study: where its background was measured, its SUVmean and the reason for any fallback
+    backgrounds = [{"patient": row["patient"], "tracer": t, "source": _text(row.get(f"{t}_background_source")),
+                    "suvmean": T.as_float(row.get(f"{t}_background_suvmean")),
+                    "fallback": _text(row.get(f"{t}_background_fallback"))}
+                   for _, row in kept.iterrows() for t in (reference, index) if f"{t}_background_source" in kept]  # fmt: skip
     patients = kept.reset_index(drop=True)
     lesions = lesions[~lesions["patient"].isin({e["patient"] for e in excluded_list})].reset_index(drop=True)
     summary = {
         "schema_version": SCHEMA_VERSION,
         "tracers": {"reference": reference, "index": index},
+        "tracer_names": {"reference": (names or {}).get(reference) or reference, "index": (names or {}).get(index) or index},
         "n_patients": int(len(patients)),
         "n_lesions": int(len(lesions)),
         "excluded_patients": excluded_list,
         "registration_flagged": flagged,
         "pet_ct_registered": pet_ct,
+        "backgrounds": backgrounds,
         "background_fallbacks": studies["background_fallback"],
         "organs_dropped": studies["organs_dropped"],
         "review": review_counts(patients, lesions, (reference, index)),
