@@ -329,3 +329,86 @@ def test_one_patient_one_lesion(tmp_path):
                                                         "ci_low": None, "ci_high": None}  # fmt: skip
     assert e["bland_altman"]["numbers"]["loa_low"] is None
     assert "limits of agreement need at least 2 lesions" in svg_text(e["bland_altman"]["svg"])
+
+
+# --------------------------------------------------------------------------- reading quality (issue 22, item 6)
+
+
+def _capture(monkeypatch):
+    """The figures as drawn (name -> Figure), captured when write_figures saves them."""
+    drawn, save = {}, figures._save
+
+    def keep(fig, outdir, name):
+        drawn[name] = fig
+        return save(fig, outdir, name)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return drawn
+
+
+def _labelled(axis):
+    """The axis's major ticks inside its view that carry a label (after a draw)."""
+    lo, hi = sorted(axis.get_view_interval())
+    return [t for t, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+            if lo - 1e-12 <= t <= hi + 1e-12 and lab.get_text()]  # fmt: skip
+
+
+def _awkward_cohort(values):
+    rows = []
+    for n, (ref, idx) in enumerate(values):
+        rows.append((f"P{n % 4}", f"L{n:02d}", "bone", 1, 1, ref, idx))
+    return lesions_table(rows), patients_table(ids=("P0", "P1", "P2", "P3"), excluded=())
+
+
+@pytest.mark.parametrize("values", [
+    [(2.2, 4.8), (3.1, 2.4), (4.4, 3.3), (2.6, 2.9), (3.9, 4.1), (2.3, 2.5), (4.7, 4.6), (3.3, 3.0)],  # one decade
+    [(0.31, 4.0), (12.0, 40.0), (7.0, 0.9), (1.7, 25.0), (33.0, 3.1), (0.45, 0.6), (9.5, 11.0), (2.2, 38.0)],  # three
+])  # fmt: skip
+def test_axis_ticks_bracket_every_plotted_value(tmp_path, monkeypatch, values):
+    """Every numeric axis has a labelled tick at or below its smallest plotted value and one
+    at or above its largest: the reader can read each value between two numbers."""
+    drawn = _capture(monkeypatch)
+    lesions, patients = _awkward_cohort(values)
+    result = by_name(figures.write_figures(lesions, patients, REF, IDX, tmp_path))
+    for fig in drawn.values():
+        fig.canvas.draw()
+
+    def brackets(axis, data):
+        ticks = _labelled(axis)
+        assert len(ticks) >= 2
+        assert min(ticks) <= min(data) * (1 + 1e-9) and max(ticks) >= max(data) * (1 - 1e-9), (ticks, min(data), max(data))
+
+    points = result["paired"]["numbers"]["points"]
+    brackets(drawn["paired"].axes[0].yaxis, [p["reference"] for p in points] + [p["index"] for p in points])
+    forest = result["patient_ratios"]["numbers"]
+    pooled = forest["pooled"]
+    brackets(drawn["patient_ratios"].axes[0].xaxis,
+             [p["ratio"] for p in forest["patients"]] + [v for v in (pooled["ratio"], pooled["ci_low"], pooled["ci_high"]) if v])  # fmt: skip
+    ba = result["bland_altman"]["numbers"]
+    brackets(drawn["bland_altman"].axes[0].xaxis, ba["x"])
+    brackets(drawn["bland_altman"].axes[0].yaxis, [*ba["y"], ba["mean_diff"], ba["loa_low"], ba["loa_high"]])
+
+
+def test_a_patient_interval_on_one_df_is_not_drawn_but_named(tmp_path, monkeypatch):
+    """A patient with two lesions (t on 1 df: the interval spans orders of magnitude) gets
+    its ratio and the words 'no useful CI', not an interval such as [2e-05, 1.4e+04]."""
+    drawn = _capture(monkeypatch)
+    figures.write_figures(lesions_table(), patients_table(), REF, IDX, tmp_path)
+    texts = [t.get_text() for t in drawn["patient_ratios"].axes[0].texts]
+    line_a = next(t for t in texts if t.startswith(figures._fmt(1.0)) and "df" in t)  # A: ratios 2 and 0.5
+    assert "2 lesions: no useful CI, t on 1 df" in line_a and "[" not in line_a
+    assert any("1 lesion: no CI" in t for t in texts)  # C
+    assert not any("e+" in t or "e-0" in t for t in texts)
+
+
+def test_tracers_carry_their_display_names(tmp_path):
+    """Config tracer_names reach every figure and caption; the tables keep the sheet's names."""
+    names = {REF: "[18F]FDG", IDX: "[68Ga]Pentixafor"}
+    result = figures.write_figures(lesions_table(), patients_table(), REF, IDX, tmp_path, names=names)
+    for entry in result:
+        text = svg_text(entry["svg"])
+        assert "[18F]FDG" in text and "[68Ga]Pentixafor" in text, entry["name"]
+        assert ">fdg" not in text and "pentixafor<" not in text and " fdg " not in text
+        assert "[68Ga]Pentixafor" in entry["caption"]
+    tsv = pd.read_csv(tmp_path / "detection_by_region.tsv", sep="\t", keep_default_na=False)
+    assert tsv.values.tolist()[-1] == ["total", 10, 8, 9, 7, 1, 2]

@@ -119,3 +119,8 @@ def test_mips_are_tall_enough_and_their_labels_never_overlap(drawn):
         for n, a in enumerate(boxes):
             for b in boxes[n + 1 :]:
                 assert not a.overlaps(b), (ax.get_title(), a, b)
+    # the views, each with its labels, stay apart: no view's labels reach into another view
+    extents = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    for n, a in enumerate(extents):
+        for b in extents[n + 1 :]:
+            assert not a.overlaps(b), (a, b)

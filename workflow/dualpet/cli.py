@@ -123,7 +123,8 @@ def _cmd_review_page(a):
 
     paths = {t: {"pet": getattr(a, f"{side}_pet"), "ct": getattr(a, f"{side}_ct"), "voi": getattr(a, f"{side}_voi"),
                  "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
-    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip, transform=a.transform)
+    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip, transform=a.transform,
+                      names=_names(a))  # fmt: skip
 
 
 def _cmd_review_pin(a):
@@ -231,7 +232,8 @@ def _cmd_stats(a):
     from dualpet.stats import run
 
     primary = {"metric": a.primary_metric, "lesion_set": a.primary_set, "analysis": a.primary_analysis}
-    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md, primary=primary, adjust=a.adjust, out_html=a.html)
+    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md, primary=primary, adjust=a.adjust, out_html=a.html,
+        names=_names(a))
 
 
 def _cmd_figures(a):
@@ -239,11 +241,21 @@ def _cmd_figures(a):
     from dualpet.cohort import read_tsv
 
     written = write_figures(read_tsv(a.lesions), read_tsv(a.patients), a.reference, a.index, a.outdir,
-                            metric=a.metric, lesion_set=a.lesion_set)  # fmt: skip
+                            metric=a.metric, lesion_set=a.lesion_set, names=_names(a))  # fmt: skip
     for entry in written:
         left = "; ".join(f"{x['lesions']} {x['reason']}" for x in entry["left_out"])
         print(f"{entry['name']}: {entry['n_lesions']} lesion(s) drawn" + (f" (left out: {left})" if left else ""))
     assert [e["name"] for e in written] == list(FIGURES)
+
+
+def _names(a):
+    """Tracer -> display name from ``--reference-name``/``--index-name`` (empty: the tracer's name)."""
+    return {a.reference: a.reference_name or a.reference, a.index: a.index_name or a.index}
+
+
+def _name_arguments(s):
+    s.add_argument("--reference-name", default="", help="the reference tracer's display name (config tracer_names)")
+    s.add_argument("--index-name", default="", help="the index tracer's display name (config tracer_names)")
 
 
 def isolation(s, *, inputs=(), outputs=(), dirs=()):
@@ -386,6 +398,7 @@ def build_parser():
     s.add_argument("--patient", required=True)
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
+    _name_arguments(s)
     s.add_argument("--lesions", required=True, help="the patient's lesions.tsv")
     for side in ("ref", "idx"):
         for what in ("pet", "ct", "voi", "seg"):
@@ -480,6 +493,7 @@ def build_parser():
     s.add_argument("--patients", required=True)
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
+    _name_arguments(s)
     s.add_argument("--primary-metric", default="suvmax", help="primary endpoint: metric (config statistics.primary)")
     s.add_argument("--primary-set", default="both", help="primary endpoint: lesion set (both, reference, union)")
     s.add_argument("--primary-analysis", default="log_ratio", help="primary endpoint: log_ratio, difference, patient_wilcoxon")
@@ -494,6 +508,7 @@ def build_parser():
     s.add_argument("--patients", required=True)
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
+    _name_arguments(s)
     s.add_argument("--metric", default="suvmax")
     s.add_argument("--lesion-set", default="both")
     s.add_argument("--outdir", required=True)

@@ -69,6 +69,9 @@ FIGSIZE, DPI = (7.0, 5.0), 120
 FOREST_MARGIN = 3.0
 #: Two-sided confidence level of the intervals, and the limits-of-agreement multiplier.
 CONFIDENCE, LOA_Z = 0.95, 1.96
+#: A patient's interval is drawn from this many lesions on: with two, the t interval has
+#: 1 df (t = 12.7) and spans orders of magnitude; the forest plot says so instead.
+MIN_LESIONS_FOR_PATIENT_CI = 3
 
 #: Display names of the metrics on axes and in captions.
 METRIC_LABELS = {
@@ -372,21 +375,58 @@ def _footnote(fig, text):
              ha="left", va="top")  # fmt: skip
 
 
-def _log_axis(axis):
-    """Plain numbers on a log axis: at most 7 decades labelled; between them 2 and 5 times
-    them when the axis spans at most three decades (every minor tick within one decade)."""
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Round values for a log axis whose first is at or below ``lo`` and last at or above
+    ``hi`` (both > 0): 1-2-5 steps per decade (finer when that gives fewer than three
+    ticks, whole decades when the values span more than 2.5 decades)."""
+    lo, hi = min(lo, hi), max(lo, hi)
+    span = math.log10(hi / lo)
+    for steps in ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)) if span <= 2.5 else ((1.0,),):
+        decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 2)
+        ticks = [float(f"{m * 10.0**e:.6g}") for e in decades for m in steps]
+        below = max(t for t in ticks if t <= lo * (1 + 1e-9))
+        above = min(t for t in ticks if t >= hi * (1 - 1e-9))
+        chosen = [t for t in ticks if below <= t <= above]
+        if len(chosen) >= 3:
+            break
+    return chosen
+
+
+def _log_axis(ax, which, values):
+    """``ax``'s x or y (``which``) as a log axis labelled with plain round numbers
+    (:func:`_log_ticks`) whose first and last ticks bracket every plotted value: the view
+    runs from the first to the last."""
     from matplotlib import ticker
 
-    def minor(v, _pos):
-        lo, hi = sorted(axis.get_view_interval())
-        if v <= 0 or lo <= 0 or hi / lo > 1000:
-            return ""
-        lead = round(v / 10 ** math.floor(math.log10(v)))
-        return f"{v:g}" if lead in (2, 5) or hi / lo < 10 else ""
-
-    axis.set_major_locator(ticker.LogLocator(base=10, numticks=7))
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    values = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    ticks = _log_ticks(min(values), max(values))
+    axis.set_major_locator(ticker.FixedLocator(ticks))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
-    axis.set_minor_formatter(ticker.FuncFormatter(minor))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs="auto"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+    pad = (ticks[-1] / ticks[0]) ** 0.02  # a little room so the end ticks' labels stay inside
+    getattr(ax, f"set_{which}lim")(ticks[0] / pad, ticks[-1] * pad)
+    return ticks
+
+
+def _linear_axis(ax, which, values):
+    """``ax``'s x or y (``which``): a linear axis whose first and last labelled ticks
+    bracket every plotted value."""
+    from matplotlib import ticker
+
+    values = [float(v) for v in values if v is not None and math.isfinite(v)]
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    locator = ticker.MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10])
+    ticks = [float(t) for t in locator.tick_values(lo, hi)]
+    ticks = [t for t in ticks if t <= lo][-1:] + [t for t in ticks if lo < t < hi] + [t for t in ticks if t >= hi][:1]
+    getattr(ax, f"{which}axis").set_major_locator(ticker.FixedLocator(ticks))
+    pad = 0.02 * (ticks[-1] - ticks[0])
+    getattr(ax, f"set_{which}lim")(ticks[0] - pad, ticks[-1] + pad)
+    return ticks
 
 
 def _fmt(v):
@@ -451,8 +491,7 @@ def _draw_paired(pairs, reference, index, metric, lesion_set, note):
         for k, (ref, idx) in enumerate(zip(g["reference"], g["index"])):
             ax.plot([0, 1], [ref, idx], "-o", color=colours[p], lw=1, ms=4, alpha=0.85,
                     label=f"{p} ({len(g)})" if k == 0 else None)  # fmt: skip
-    ax.set_yscale("log")
-    _log_axis(ax.yaxis)
+    _log_axis(ax, "y", [*pairs["reference"], *pairs["index"]])
     ax.set_xlim(-0.4, 1.4)
     ax.set_xticks([0, 1], [f"{reference}\n(reference)", f"{index}\n(index)"])
     ax.set_xlabel("tracer")
@@ -475,21 +514,29 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
     ax = fig.add_subplot()
     ys = np.arange(rows)[::-1]  # first patient on top, the cohort at the bottom
     labels = []
-    # the axis spans the estimates (and the cohort's interval) with room, not the widest
-    # interval: with two lesions a t(1) interval spans decades; it is cut at the axis and
-    # marked with an arrowhead (its numbers are printed beside it)
+    # the axis spans the estimates (and the cohort's interval) with room, between round
+    # ticks, not the widest interval: a wider one is cut at the axis and marked with an
+    # arrowhead (its numbers are printed beside it); a patient with fewer than
+    # MIN_LESIONS_FOR_PATIENT_CI lesions has no interval drawn, and the text says why
     core = [v for v in (*per_patient["ratio"], pooled["ratio"], pooled["ci_low"], pooled["ci_high"], 1.0)
             if v is not None and math.isfinite(v)]  # fmt: skip
-    x_lo, x_hi = min(core) / FOREST_MARGIN, max(core) * FOREST_MARGIN
+    ticks = _log_ticks(min(core) / FOREST_MARGIN, max(core) * FOREST_MARGIN)
+    x_lo, x_hi = ticks[0], ticks[-1]
     for y, rec in zip(ys[:-1], per_patient.itertuples(index=False)):
-        if math.isfinite(rec.ci_low):
+        shown = rec.n >= MIN_LESIONS_FOR_PATIENT_CI and math.isfinite(rec.ci_low)
+        if shown:
             ax.plot([max(rec.ci_low, x_lo), min(rec.ci_high, x_hi)], [y, y], color="#1f77b4", lw=1.5)
             if rec.ci_low < x_lo:
                 ax.plot([x_lo], [y], "<", color="#1f77b4", ms=6, clip_on=False)
             if rec.ci_high > x_hi:
                 ax.plot([x_hi], [y], ">", color="#1f77b4", ms=6, clip_on=False)
         ax.plot([rec.ratio], [y], "s", color="#1f77b4", ms=5)
-        ci = f" [{_fmt(rec.ci_low)}, {_fmt(rec.ci_high)}]" if math.isfinite(rec.ci_low) else ""
+        if shown:
+            ci = f" [{_fmt(rec.ci_low)}, {_fmt(rec.ci_high)}]"
+        elif rec.n == 1:
+            ci = " (1 lesion: no CI)"
+        else:
+            ci = f" ({rec.n} lesions: no useful CI, t on {rec.n - 1} df)"
         ax.text(1.02, y, f"{_fmt(rec.ratio)}{ci}", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
         labels.append(f"{rec.patient} (n={rec.n})")
     y0 = ys[-1]
@@ -506,9 +553,7 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
             color="#d62728")  # fmt: skip
     labels.append(f"cohort ({_n(pooled['n_patients'], 'patient')})")
     ax.axvline(1.0, color="#444444", lw=1)
-    ax.set_xscale("log")
-    _log_axis(ax.xaxis)
-    ax.set_xlim(x_lo, x_hi)
+    _log_axis(ax, "x", [x_lo, x_hi])
     ax.set_yticks(ys, labels)
     ax.set_ylim(-0.8, rows - 0.2)
     ax.set_xlabel(f"{m} ratio {index}/{reference}, geometric mean with 95 % CI (log scale)")
@@ -536,9 +581,8 @@ def _draw_bland_altman(ba, reference, index, metric, lesion_set, note):
         ax.annotate(f"{text}: {v:.3f} (ratio {_fmt(ba[key + '_ratio'])})", (1.0, v),
                     xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points", ha="right",
                     va="bottom", fontsize=8, color="#d62728")  # fmt: skip
-    ys = [*ba["y"], 0.0] + [ba[k] for k, _, _ in lines]
-    span = max(ys) - min(ys) or 1.0
-    ax.set_ylim(min(ys) - 0.12 * span, max(ys) + 0.15 * span)
+    _linear_axis(ax, "y", [*ba["y"], 0.0] + [ba[k] for k, _, _ in lines])
+    _linear_axis(ax, "x", ba["x"])
     if ba["sd_diff"] is None:
         ax.text(0.02, 0.02, "limits of agreement need at least 2 lesions", transform=ax.transAxes, fontsize=8)
     ax.set_xlabel(f"mean of ln {m}, {reference} and {index}")
@@ -546,6 +590,9 @@ def _draw_bland_altman(ba, reference, index, metric, lesion_set, note):
     ax.set_title(f"{title} ({_n(ba['n_lesions'], 'lesion')}, {_n(ba['n_patients'], 'patient')})")
     ax.grid(alpha=0.3)
     ratio = ax.secondary_yaxis("right", functions=(np.exp, _safe_log))
+    r_lo, r_hi = np.exp(ax.get_ylim())
+    ticks = [t for t in _log_ticks(r_lo, r_hi) if r_lo <= t <= r_hi]  # round ratios, spread in log
+    ratio.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ratio.set_ylabel(f"ratio {index}/{reference}")
     _footnote(fig, note)
     return fig
@@ -587,7 +634,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def write_figures(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, index: str, outdir,
-                  metric: str = "suvmax", lesion_set: str = "both") -> list[dict]:  # fmt: skip
+                  metric: str = "suvmax", lesion_set: str = "both", names: dict | None = None) -> list[dict]:  # fmt: skip
     """Write the cohort figures (PNG and SVG) and ``detection_by_region.tsv`` into ``outdir``.
 
     ``lesions``/``patients``: the cohort tables (``results/cohort/lesions.tsv``,
@@ -596,6 +643,7 @@ def write_figures(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str,
     ``caption`` (:func:`caption`), ``numbers`` (what was drawn), ``n_lesions`` drawn,
     ``left_out`` (``[{"reason", "lesions"}]``), ``excluded_patients`` and, for the
     detection table, ``tsv``. All values are JSON-serialisable (None for missing).
+    ``names``: tracer -> display name on the figures (config ``tracer_names``).
     """
     import matplotlib
     import matplotlib.style
@@ -617,22 +665,23 @@ def write_figures(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str,
                       + (f"Left out: {_n(excluded_lesions, 'lesion')} of excluded patient(s) {', '.join(excluded)}."
                          if excluded else "No patient excluded."))  # fmt: skip
     left_excluded = [{"reason": "patient excluded", "lesions": excluded_lesions}] if excluded_lesions else []
+    ref_name, idx_name = ((names or {}).get(t) or t for t in (reference, index))
     out = []
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
         figures = [
-            ("paired", _draw_paired(pairs, reference, index, metric, lesion_set, ratio_note),
+            ("paired", _draw_paired(pairs, ref_name, idx_name, metric, lesion_set, ratio_note),
              {"n_lesions": len(pairs), "n_patients": n_patients, "points": _records(pairs)}),
-            ("patient_ratios", _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, ratio_note),
+            ("patient_ratios", _draw_forest(per_patient, pooled, ref_name, idx_name, metric, lesion_set, ratio_note),
              {"n_lesions": len(pairs), "patients": _records(per_patient), "pooled": pooled}),
-            ("bland_altman", _draw_bland_altman(ba, reference, index, metric, lesion_set, ratio_note),
+            ("bland_altman", _draw_bland_altman(ba, ref_name, idx_name, metric, lesion_set, ratio_note),
              {k: (_finite(v) if isinstance(v, float) else v) for k, v in ba.items()}),
-            ("detection_by_region", _draw_detection(table, reference, index, detection_note),
+            ("detection_by_region", _draw_detection(table, ref_name, idx_name, detection_note),
              {"n_lesions": len(kept), "table": _records(table)}),
         ]  # fmt: skip
         for name, fig, numbers in figures:
             paths = _save(fig, outdir, name)
             entry = {"name": name, "png": paths["png"], "svg": paths["svg"],
-                     "caption": caption(name, reference, index, metric, lesion_set), "numbers": numbers}  # fmt: skip
+                     "caption": caption(name, ref_name, idx_name, metric, lesion_set), "numbers": numbers}  # fmt: skip
             if name == "detection_by_region":
                 tsv = outdir / "detection_by_region.tsv"
                 write_tsv(tsv, table)

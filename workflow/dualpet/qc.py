@@ -37,7 +37,9 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
         "coronal": (lambda v: v[:, cj, :].T, "lower", sp[2] / sp[0]),  # rows = k (superior at top), columns = i
     }
     fig, axes = plt.subplots(2, 2, figsize=(10, 10), dpi=80)
-    pet_max = float(np.percentile(idx_pet[idx_pet > 0], 99.5)) if (idx_pet > 0).any() else 1.0
+    # the fused PET's window: SUV 0 to the body's 99.5th percentile (rounded up to 0.5),
+    # shown from a fifth of it on, and stated on the colour bar
+    pet_max = float(np.ceil(2.0 * np.percentile(idx_pet[idx_pet > 0], 99.5)) / 2.0) if (idx_pet > 0).any() else 1.0
     for row, (name, (cut, origin, aspect)) in enumerate(views.items()):
         ax = axes[row, 0]
         ax.imshow(checkerboard(cut(ref_ct), cut(idx_ct)), origin=origin, aspect=aspect, **window)
@@ -45,8 +47,10 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
         ax = axes[row, 1]
         ax.imshow(cut(ref_ct), origin=origin, aspect=aspect, **window)
         pet = np.ma.masked_less(cut(idx_pet), 0.2 * pet_max)
-        ax.imshow(pet, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max, aspect=aspect)
-        ax.set_title(f"{name}: index PET on reference CT")
+        shown = ax.imshow(pet, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max, aspect=aspect)
+        ax.set_title(f"{name}: index PET (SUV 0-{pet_max:g}) on reference CT")
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        bar.set_label("index PET, SUV", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -110,10 +110,13 @@ rule figures:
         metric=config["statistics"]["primary"]["metric"],
         lesion_set=config["statistics"]["primary"]["lesion_set"],
         outdir=lambda wildcards, output: os.path.dirname(output.paired),
+        ref_name=NAMES[REF],
+        idx_name=NAMES[IDX],
         captions=figure_captions(),
         code=code_version("figures"),
     shell:
         '"$DUALPET_PYTHON" -m dualpet figures --reference={params.reference:q} --index={params.index:q}'
+        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
         " --metric={params.metric:q} --lesion-set={params.lesion_set:q}"
         " --lesions={input.lesions:q} --patients={input.patients:q} --outdir={params.outdir:q} > {log:q} 2>&1"
 
@@ -148,9 +151,12 @@ rule stats:
         lesion_set=config["statistics"]["primary"]["lesion_set"],
         analysis=config["statistics"]["primary"]["analysis"],
         adjust=config["statistics"]["adjust"],
+        ref_name=NAMES[REF],
+        idx_name=NAMES[IDX],
         code=code_version("stats"),
     shell:
         '"$DUALPET_PYTHON" -m dualpet stats --reference={params.reference:q} --index={params.index:q}'
+        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
         " --primary-metric={params.metric:q} --primary-set={params.lesion_set:q}"
         " --primary-analysis={params.analysis:q} --adjust={params.adjust:q}"
         " --lesions={input.lesions:q} --patients={input.patients:q}"

@@ -17,6 +17,8 @@ IDX = config["index_tracer"]
 TRACERS = [REF, IDX]
 if REF == IDX:
     raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
+# Display names in figures, the summary and the review pages (config tracer_names).
+NAMES = {t: config["tracer_names"].get(t, t) for t in TRACERS}
 
 # The package's source, for code_version (a stdlib-only module) at parse time.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
@@ -270,7 +272,9 @@ def figure_captions():
 
     primary = config["statistics"]["primary"]
     return {
-        name: caption(name, REF, IDX, primary["metric"], primary["lesion_set"])
+        name: caption(
+            name, NAMES[REF], NAMES[IDX], primary["metric"], primary["lesion_set"]
+        )
         for name in FIGURES
     }
 

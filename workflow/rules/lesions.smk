@@ -193,10 +193,13 @@ rule review_page:
     params:
         reference=REF,
         index=IDX,
+        ref_name=NAMES[REF],
+        idx_name=NAMES[IDX],
         code=code_version("review-page"),
     shell:
         '"$DUALPET_PYTHON" -m dualpet review-page --patient={wildcards.patient:q}'
         " --reference={params.reference:q} --index={params.index:q} --lesions={input.lesions:q}"
+        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
         " --ref-pet={input.ref_pet:q} --ref-ct={input.ref_ct:q} --ref-voi={input.ref_voi:q} --ref-seg={input.ref_seg:q}"
         " --idx-pet={input.idx_pet:q} --idx-ct={input.idx_ct:q} --idx-voi={input.idx_voi:q} --idx-seg={input.idx_seg:q}"
         " --transform={input.tfm:q} -o {output.page:q} --mip={output.mip:q} --isolate-failures > {log:q} 2>&1"
