@@ -35,14 +35,24 @@ demo: $(STAMP)
 report: demo
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --report results/report.html
 
-# The report opened in a real headless browser (Chromium, driven by Selenium): every page
-# renders; screenshots in results/report_check/. Installs Chromium from Debian when root.
+# The report and every review page opened in a real headless browser (Chromium, driven by
+# Selenium): every page renders, its pictures decode, no text reads nan or None; the review
+# pages of the demo and of one clinical-size generated patient (run in $(CHECK_DIR)/clinical).
+# Screenshots in $(CHECK_DIR)/. Installs Chromium from Debian when root.
+CHECK_DIR := results/report_check
 report-check: report
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	  else echo "report-check needs Chromium and its driver: apt install chromium chromium-driver"; exit 1; fi; }
 	$(BIN)/python -m pip install -q -e '.[report-check]'
-	$(BIN)/python tests/report_check.py results/report.html --shots results/report_check
+	$(BIN)/dualpet synth $(CHECK_DIR)/clinical/data --patients 1 --seed 5 --size clinical
+	mkdir -p $(CHECK_DIR)/clinical/config
+	printf '%s\n' 'studies: data/studies.tsv' 'clinical: data/clinical.tsv' 'reference_tracer: fdg' \
+	  'index_tracer: pentixafor' 'tracer_names: {fdg: "[18F]FDG", pentixafor: "[68Ga]Pentixafor"}' \
+	  > $(CHECK_DIR)/clinical/config/config.yaml
+	$(BIN)/snakemake -s Snakefile -d $(CHECK_DIR)/clinical --workflow-profile workflow/profiles/default --cores $(CORES)
+	$(BIN)/python tests/report_check.py results/report.html --shots $(CHECK_DIR) \
+	  --pages results/*/review.html $(CHECK_DIR)/clinical/results/*/review.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slurm" --durations=15

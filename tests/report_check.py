@@ -1,19 +1,30 @@
-"""Open the Snakemake report in a real headless browser and check what a reader sees.
+"""Open the Snakemake report and the review pages in a real headless browser and check what a reader sees.
 
     python tests/report_check.py results/report.html [--shots results/report_check]
+        [--pages results/*/review.html ...]
 
-(``make report-check`` builds the demo's report and runs this.) Chromium is driven by
-Selenium: the report's own app (``app.setView``, what its view buttons call) shows each
-page, and the check looks at what the browser rendered: every figure decoded (an image
-with a non-zero natural size), the statistics and table pages with their tables and
-headings inside their frames, each category in the navigation, no error in the browser's
-console. A screenshot of every page checked is written to ``--shots`` for a human look.
-Exit status 0 when everything is there, else 1 with one line per problem.
+(``make report-check`` builds the demo's report, runs one clinical-size generated patient
+and runs this on both.) Chromium is driven by Selenium.
+
+The report: its own app (``app.setView``, what its view buttons call) shows each page, and
+the check looks at what the browser rendered: every figure decoded (an image with a
+non-zero natural size), the statistics and table pages with their tables and headings
+inside their frames, each category in the navigation, no error in the browser's console.
+
+Each page given with ``--pages`` (the review pages) is opened on its own: it renders with
+its heading and tables, every picture decodes once scrolled to, no text on it reads
+``nan`` or ``None``, nothing is logged to the console as an error; its first paint (Paint
+Timing API) is printed.
+
+A screenshot of every page checked is written to ``--shots`` for a human look (review
+pages: the top, the first lesion and the first rejected candidate). Exit status 0 when
+everything is there, else 1 with one line per problem.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -110,16 +121,79 @@ def check(report: Path, shots: Path | None) -> list[str]:
     return problems
 
 
+#: Words a missing value turns into when printed raw.
+MISSING_WORDS = re.compile(r"\b(nan|NaN|None|undefined)\b")
+
+
+def check_pages(pages: list[Path], shots: Path | None, driver=None) -> tuple[list[str], list[str]]:
+    """Each HTML page (a review page) on its own: (problems, one line of figures per page)."""
+    problems, figures = [], []
+    own = driver is None
+    driver = driver or _driver()
+    try:
+        for page in pages:
+            name = "_".join([*page.resolve().parts[-4:-1], page.stem])  # e.g. clinical_results_P001_review
+            driver.get(page.resolve().as_uri())
+            if not _wait(driver, "return document.readyState === 'complete';"):
+                problems.append(f"{page}: did not finish loading in 30 s")
+                continue
+            paint = dict(driver.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);"))
+            heading = driver.execute_script("const h = document.querySelector('h1'); return h ? h.innerText : '';")
+            if not heading:
+                problems.append(f"{page}: no heading rendered")
+            n_tables = driver.execute_script("return document.querySelectorAll('table').length;")
+            if n_tables == 0:
+                problems.append(f"{page}: no table rendered")
+            driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
+            total = driver.execute_script("return document.images.length;")
+            done = _wait(driver, "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;"
+                                 "return ok === document.images.length ? ok : null;", timeout=60.0)  # fmt: skip
+            if done is None:
+                bad = driver.execute_script("return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
+                                            ".map(i => i.alt);")  # fmt: skip
+                problems.append(f"{page}: {len(bad)} of {total} pictures did not decode ({', '.join(bad[:5])})")
+            text = driver.execute_script("return document.body.innerText;")
+            words = sorted({m.group(0) for m in MISSING_WORDS.finditer(text)})
+            if words:
+                where = next(line for line in text.splitlines() if MISSING_WORDS.search(line))
+                problems.append(f"{page}: text reads {', '.join(words)} (first: {where.strip()[:120]!r})")
+            severe = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+            problems += [f"{page}: browser console: {m[:200]}" for m in severe]
+            figures.append(f"{page}: first paint {paint.get('first-paint', float('nan')):.0f} ms, {total} pictures, "
+                           f"{page.stat().st_size / 1e6:.1f} MB")  # fmt: skip
+            if shots:
+                shots.mkdir(parents=True, exist_ok=True)
+                driver.save_screenshot(str(shots / f"{name}_top.png"))
+                for what, selector in (("lesion", "img[alt^='L']"), ("candidate", "img[alt^='candidate']")):
+                    if driver.execute_script(f"const i = document.querySelector(\"{selector}\");"
+                                             "if (i) { i.scrollIntoView(); return true; } return false;"):  # fmt: skip
+                        driver.save_screenshot(str(shots / f"{name}_{what}.png"))
+    finally:
+        if own:
+            driver.quit()
+    return problems, figures
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("report", type=Path)
+    ap.add_argument("report", type=Path, nargs="?", help="the Snakemake report (results/report.html)")
     ap.add_argument("--shots", type=Path, default=None, help="folder for a screenshot of every page checked")
+    ap.add_argument("--pages", type=Path, nargs="*", default=[], help="HTML pages checked on their own (review pages)")
     a = ap.parse_args(argv)
-    problems = check(a.report, a.shots)
+    if not a.report and not a.pages:
+        ap.error("give the report, --pages, or both")
+    problems = check(a.report, a.shots) if a.report else []
+    page_problems, figures = check_pages(a.pages, a.shots) if a.pages else ([], [])
+    problems += page_problems
+    for line in figures:
+        print(f"report_check: {line}")
     for p in problems:
         print(f"report_check: {p}", file=sys.stderr)
     if not problems:
-        print(f"report_check: {a.report}: {len(REQUIRED)} pages and {len(CATEGORIES)} categories render in Chromium")
+        if a.report:
+            print(f"report_check: {a.report}: {len(REQUIRED)} pages and {len(CATEGORIES)} categories render in Chromium")
+        if a.pages:
+            print(f"report_check: {len(a.pages)} review page(s) render, every picture decodes, no nan or None")
     return 1 if problems else 0
 
 
