@@ -238,7 +238,7 @@ def test_cli_error_is_one_line(tmp_path, tool_env):
     )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no quantitative attenuation-corrected PET series" in lines[0]
+    assert len(lines) == 1 and "no usable PET series" in lines[0] and "no PT image series in the folder" in lines[0]
     assert "Traceback" not in proc.stderr
 
 
@@ -463,3 +463,55 @@ def test_hyphenated_nac_description_is_recognised(study, tmp_path):
         _copy_series(study / "PT_3", tmp_path / str(n), SeriesDescription=text)
         (series,) = scan_folder(tmp_path / str(n)).values()
         assert "SeriesDescription says not attenuation-corrected" in series.why_not(), text
+
+
+def _gml(ds, k):
+    """A workstation's SUV export: the Bq/mL values divided by the SUVbw factor, Units GML."""
+    return "GML"
+
+
+def test_a_derived_suv_series_is_used_when_it_is_the_only_pet(study, tmp_path):
+    """Issue 23: research archives and workstations (MIM, PMOD) hold PET already converted
+    to SUV, ImageType DERIVED/SECONDARY, Units GML. With no ORIGINAL PET series it is the
+    PET, chosen with the reason; its SUVs are its values (rescaled), not refused."""
+    shutil.copytree(study / "CT_2", tmp_path / "s" / "CT_2")
+    _copy_series(study / "PT_3", tmp_path / "s" / "suv", ImageType=["DERIVED", "SECONDARY"], Units="GML",
+                 DecayCorrection="ADMIN", SeriesDescription="PET SUV (MIM)")  # fmt: skip
+    choice = select_series(scan_folder(tmp_path / "s"))
+    assert choice.pet.description == "PET SUV (MIM)"
+    assert "no ORIGINAL PT series qualifies" in choice.pet_why and "DERIVED/SECONDARY" in choice.pet_why
+    side = convert_study(tmp_path / "s", patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
+                         pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    assert "no ORIGINAL PT series" in side["series_choice"]["pet"]["chosen_because"]
+    ds = min((pydicom.dcmread(p) for p in (tmp_path / "s" / "suv").glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    suv = np.asarray(nib.load(tmp_path / "pet.nii.gz").dataobj, np.float64)
+    expected = ds.pixel_array.astype(float) * float(ds.RescaleSlope) + float(getattr(ds, "RescaleIntercept", 0.0))
+    # the lowest slice, columns i = DICOM columns, rows j = DICOM rows: SUV = stored value x slope (float32)
+    assert np.allclose(suv[:, :, 0], expected.T, rtol=1e-6, atol=1e-6)
+
+
+def test_an_original_pet_wins_over_a_derived_one(study, tmp_path):
+    shutil.copytree(study, tmp_path / "s")
+    _copy_series(study / "PT_3", tmp_path / "s" / "suv", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
+                 ImageType=["DERIVED", "SECONDARY"], Units="GML", SeriesDescription="PET SUV")  # fmt: skip
+    choice = select_series(scan_folder(tmp_path / "s"))
+    assert choice.pet.number == "3" and "ORIGINAL" not in choice.pet_why
+
+
+@pytest.mark.parametrize("image_type, description", [
+    (["DERIVED", "SECONDARY", "MIP"], "PET WB"),
+    (["DERIVED", "SECONDARY"], "PET MIP"),
+    (["DERIVED", "SECONDARY", "FUSED"], "PET WB"),
+    (["DERIVED", "SECONDARY", "REFORMATTED"], "PET WB"),
+])  # fmt: skip
+def test_pictures_made_from_the_pet_are_never_chosen(study, tmp_path, image_type, description):
+    """MIPs, fusions and reformats are refused even as the only PET; the message names what
+    was found, says what is needed and how to name a series, and does not call a
+    quantitative series 'not quantitative'."""
+    shutil.copytree(study / "CT_2", tmp_path / "s" / "CT_2")
+    _copy_series(study / "PT_3", tmp_path / "s" / "mip", ImageType=image_type, SeriesDescription=description)
+    with pytest.raises(DualpetInputError) as err:
+        select_series(scan_folder(tmp_path / "s"))
+    text = str(err.value)
+    assert "no usable PET series" in text and "pet_series" in text and "not quantitative" not in text
+    assert f"'{description}'" in text

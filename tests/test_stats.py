@@ -497,6 +497,13 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
     dropped = dropped_organs(record)
     assert dropped == "kidney_left (volume 412 mL within 80-300 mL)"
     fallback = "blood pool not found (no aorta in the organ map); the liver was used"
+    from dualpet.interchange import series_note
+
+    choice = {"pet": {"series": "series 1 'PET SUV'", "chosen_because": "the only PET series ... (no ORIGINAL PT series "
+                                                                           "qualifies; ImageType DERIVED/SECONDARY ...)"},
+              "ct": {"series": "series 2 'CT'", "chosen_because": "the only axial CT sharing the PET's frame of reference"}}  # fmt: skip
+    note = series_note(choice)
+    assert note.startswith("PET series 1 'PET SUV': the only PET series") and "CT series 2" not in note
     lesions = pd.DataFrame({"patient": ["A", "B"], "lesion": ["L1", "L1"], "fdg_detected": [1, 1],
                             "pentixafor_detected": [1, 1], "fdg_suvmax": [10.0, 6.0], "pentixafor_suvmax": [3.0, 5.0]})  # fmt: skip
     patients = pd.DataFrame(
@@ -506,7 +513,7 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
          "fdg_organs_dropped": ["", dropped],
          "pentixafor_background_source": ["bloodpool:anatomy (descending aorta)", "bloodpool:anatomy (abdominal aorta)"],
          "pentixafor_background_suvmean": [1.12, 1.3], "pentixafor_background_fallback": ["", ""],
-         "pentixafor_organs_dropped": ["", ""]}
+         "pentixafor_organs_dropped": ["", ""], "fdg_series_note": ["", note]}
     )  # fmt: skip
     summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
     assert [(b["patient"], b["tracer"], b["suvmean"]) for b in summary["backgrounds"]] == [
@@ -517,6 +524,7 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
     assert "| B | fdg | 2.04 | liver:anatomy (right lobe) | " + fallback + " |" in qc
     assert "| A | pentixafor | 1.12 | bloodpool:anatomy (descending aorta) |  |" in qc
     assert "B, fdg: organ map dropped" in qc and "kidney_left (volume 412 mL" in qc and "brain" not in qc
+    assert "B, fdg: series choice**: PET series 1 'PET SUV'" in qc and "A, fdg: series choice" not in qc
     assert "nan" not in qc and "None" not in qc
 
 

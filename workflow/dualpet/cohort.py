@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dualpet.failures import read_failures, reasons
-from dualpet.interchange import LESION_METRICS, dropped_organs, read_segmentation
+from dualpet.interchange import LESION_METRICS, dropped_organs, read_segmentation, series_note
 from dualpet.io import read_json, write_json, write_tsv
 
 
@@ -83,8 +83,10 @@ def patient_tables(
             summary[f"{t}_organs_dropped"] = dropped_organs(read_json(anatomy[t]))
         summary[f"{t}_threshold_suv"] = seg["threshold_suv"]
         if pet_sidecars and pet_sidecars.get(t):
+            sidecar = read_json(pet_sidecars[t])
             # 1: PET and CT did not share a frame of reference and were registered (pet.json)
-            summary[f"{t}_pet_ct_registered"] = int(bool(read_json(pet_sidecars[t]).get("pet_to_ct_registration")))
+            summary[f"{t}_pet_ct_registered"] = int(bool(sidecar.get("pet_to_ct_registration")))
+            summary[f"{t}_series_note"] = series_note(sidecar.get("series_choice"))
     summary["registration_ok"] = int(bool(qc.get("ok", True)))
     summary["registration_body_dice"] = qc.get("dice_body_after")
     summary["registration_warnings"] = "; ".join(qc.get("warnings", []))

@@ -155,8 +155,7 @@ class Series:
         itype = {v.strip().upper() for v in self.image_type}
         if "LOCALIZER" in itype:
             out.append(("localizer", "ImageType LOCALIZER"))
-        derived = itype & DERIVED_IMAGE_TYPES
-        if derived or {"DERIVED", "SECONDARY"} <= itype:
+        if itype & DERIVED_IMAGE_TYPES:  # a picture made from the volume, never the volume itself
             out.append(("derived", f"ImageType {'/'.join(self.image_type)}"))
         words = _words(self.description)
         for pattern, category, meaning in DESCRIPTION_HINTS:
@@ -200,6 +199,13 @@ class Series:
         if abs(normal[2]) / np.linalg.norm(normal) < MIN_AXIAL_COS:
             return [("geometry", "ImageOrientationPatient is not axial")]
         return []
+
+    @property
+    def derived_volume(self):
+        """Whether the series is a volume derived from the reconstruction (ImageType DERIVED:
+        SUV or Bq/mL computed by a workstation, a research archive's conversion, a
+        re-reconstruction): used only when no ORIGINAL series of its modality qualifies."""
+        return "DERIVED" in {v.strip().upper() for v in self.image_type}
 
     @property
     def kind(self):
@@ -293,28 +299,45 @@ def _listing(series_list):
 
 
 def _usable(series, modality, named, option, what):
-    """((the series the user named, why), []) or (None, the usable series of ``modality``);
-    refuses when none is usable, listing why each series of that modality is not."""
+    """((the series the user named, why), [], "") or (None, the usable series of
+    ``modality``, a note on their tier): ORIGINAL series (ImageType not DERIVED) when any
+    qualifies, else derived volumes (see :attr:`Series.derived_volume`), named as such in
+    the note. Refuses when none is usable, listing why each series of that modality is not
+    and how to name one anyway."""
     if named:
         chosen = _named(series, named, option, modality)
         if chosen.modality != modality:
             name = {"PT": "PET", "CT": "CT"}.get(modality, modality)
             raise DualpetInputError(f"{option} {named} is {chosen.describe()}, not a {name} series")
-        return (chosen, f"named by {option}" + (f" (note: {chosen.why_not()})" if chosen.rejections else "")), []
+        return (chosen, f"named by {option}" + (f" (note: {chosen.why_not()})" if chosen.rejections else "")), [], ""
     found = [s for s in series.values() if s.is_image and s.modality == modality]
     usable = [s for s in found if not s.rejections]
     if not usable:
         listing = _listing(found) if found else f"no {modality} image series in the folder"
-        raise DualpetInputError(f"no {what} series (found: {listing})")
-    return None, usable
+        hint = f"; to use one of them anyway, name it in the {option} (series number or SeriesInstanceUID)" if found else ""
+        raise DualpetInputError(f"no usable {what} series: {WANTED[modality]} is needed (found: {listing}){hint}")
+    original = [s for s in usable if not s.derived_volume]
+    if original:
+        return None, original, ""
+    return None, usable, (f"no ORIGINAL {modality} series qualifies; ImageType {'/'.join(usable[0].image_type)} marks a volume "
+                          "derived from the reconstruction (e.g. converted by a workstation or archive), used as it is")  # fmt: skip
+
+
+#: What a usable series of each modality is (the refusal's words).
+WANTED = {
+    "PT": "a static axial volume with quantitative units (BQML, GML, CM2ML, or CNTS with a vendor factor), "
+    "attenuation-corrected, not a picture made from it",
+    "CT": "an axial volume, not a localizer or a picture made from it",
+}
 
 
 def choose_pet(series, named=None, *, option="studies-sheet column pet_series"):
-    """The study's quantitative attenuation-corrected PET and why it was chosen.
+    """The study's quantitative attenuation-corrected PET and why it was chosen (an
+    ORIGINAL series before a derived volume, see :func:`_usable`).
 
     Raises :class:`DualpetInputError` listing the PET series when none or several qualify.
     """
-    named_choice, usable = _usable(series, "PT", named, option, "quantitative attenuation-corrected PET")
+    named_choice, usable, tier = _usable(series, "PT", named, option, "PET")
     if named_choice:
         return named_choice
     why = "the only PET series with quantitative units, attenuation correction and a static axial volume"
@@ -322,13 +345,14 @@ def choose_pet(series, named=None, *, option="studies-sheet column pet_series"):
         cts = {s.frame_of_reference for s in series.values() if s.kind == "ct_axial"}
         with_ct = [s for s in usable if s.frame_of_reference in cts]
         if len(with_ct) == 1:
-            return with_ct[0], why.replace("the only PET series", "of the usable PET series, the only one") + (
+            why = why.replace("the only PET series", "of the usable PET series, the only one") + (
                 " sharing its frame of reference with an axial CT")
+            return with_ct[0], why + (f" ({tier})" if tier else "")
         raise DualpetInputError(
             f"{len(usable)} candidate attenuation-corrected PET series; name one in the {option} "
             f"(series number or SeriesInstanceUID): " + "; ".join(s.describe() for s in usable)
         )  # fmt: skip
-    return usable[0], why
+    return usable[0], why + (f" ({tier})" if tier else "")
 
 
 def _z_range(s):
@@ -340,14 +364,15 @@ def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series
     """The axial CT for ``pet`` and why: preferably of the PET's frame of reference; among
     several, the one covering the PET's axial range best, then the one whose slice spacing
     is closest to the PET's (the CT the scanner used for attenuation correction)."""
-    named_choice, usable = _usable(series, "CT", named, option, "axial CT")
+    named_choice, usable, tier = _usable(series, "CT", named, option, "axial CT")
     if named_choice:
         return named_choice
+    note = f" ({tier})" if tier else ""
     same_frame = [s for s in usable if pet.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
     pool = same_frame or usable
     frame = "sharing the PET's frame of reference" if same_frame else "(none shares the PET's frame of reference: registered)"
     if len(pool) == 1:
-        return pool[0], f"the only axial CT {frame}"
+        return pool[0], f"the only axial CT {frame}{note}"
     if not same_frame:
         raise DualpetInputError(
             f"{len(pool)} candidate axial CT series and none shares the PET's frame of reference; name one in the "
@@ -369,7 +394,7 @@ def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series
             "SeriesInstanceUID): " + "; ".join(s.describe() for s in pool)
         )  # fmt: skip
     return ranked[0], (f"of {len(pool)} axial CTs {frame}, the one covering the PET's axial range best with the slice "
-                       "spacing closest to the PET's")  # fmt: skip
+                       f"spacing closest to the PET's{note}")  # fmt: skip
 
 
 @dataclass

@@ -106,6 +106,20 @@ def dropped_organs(record):
     return "; ".join(out)
 
 
+def series_note(choice):
+    """One line on a study's series choice (``series_choice`` of ``pet.json``, see
+    :meth:`dualpet.dicom.Selection.report`) worth a reader's attention: a derived volume
+    used for want of an ORIGINAL series, or a series named in the studies sheet; empty
+    otherwise."""
+    notes = []
+    for kind in ("pet", "ct"):
+        entry = (choice or {}).get(kind) or {}
+        why = str(entry.get("chosen_because", ""))
+        if "no ORIGINAL" in why or why.startswith("named by"):
+            notes.append(f"{kind.upper()} {entry.get('series', '')}: {why}")
+    return "; ".join(notes)
+
+
 def lesion_id(number, width=2):
     """Lesion number -> its ID in ``lesions.tsv`` (``7`` -> ``L07``)."""
     return f"L{int(number):0{width}d}"

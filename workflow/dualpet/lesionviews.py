@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+from functools import cache
 
 import numpy as np
 
@@ -175,6 +176,7 @@ def voi_extent_mm(study, label):
     return float(np.max([s.stop - s.start for s in box] * voxel_spacing(study["affine"])))
 
 
+@cache
 def _font(size):
     from PIL import ImageFont
 

@@ -108,6 +108,8 @@ def _qc_lines(summary):
                    "accuracy about one PET voxel, see pet.json)")  # fmt: skip
     for b in summary.get("background_fallbacks", []):
         out.append(f"- **{b['patient']}, {b['tracer']}: background not where configured**: {_cell(b['note'])}")
+    for n in summary.get("series_notes", []):
+        out.append(f"- **{n['patient']}, {n['tracer']}: series choice**: {_cell(n['note'])}")
     for d in summary.get("organs_dropped", []):
         out.append(f"- **{d['patient']}, {d['tracer']}: organ map dropped** (not used for background, rejection of "
                    f"physiological uptake or region labels): {_cell(d['note'])}")  # fmt: skip

@@ -251,7 +251,7 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
     studies = {key: [{"patient": row["patient"], "tracer": t, "note": _text(row.get(f"{t}_{key}"))}
                      for t in (reference, index) if f"{t}_{key}" in kept for _, row in kept.iterrows()
                      if _text(row.get(f"{t}_{key}"))]
-               for key in ("background_fallback", "organs_dropped")}  # fmt: skip
+               for key in ("background_fallback", "organs_dropped", "series_note")}  # fmt: skip
     # per study: where its background was measured, its SUVmean and the reason for any fallback
     backgrounds = [{"patient": row["patient"], "tracer": t, "source": _text(row.get(f"{t}_background_source")),
                     "suvmean": T.as_float(row.get(f"{t}_background_suvmean")),
@@ -271,6 +271,7 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         "backgrounds": backgrounds,
         "background_fallbacks": studies["background_fallback"],
         "organs_dropped": studies["organs_dropped"],
+        "series_notes": studies["series_note"],
         "review": review_counts(patients, lesions, (reference, index)),
         "definitions": {
             "difference": C.DIFFERENCE_DEFINITION,
