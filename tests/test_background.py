@@ -202,3 +202,39 @@ def test_blood_pool_is_in_the_aorta_not_the_psoas(tmp_path):
     got = background_from_anatomy(labels, ct_aff, hu, np.asarray(pet.dataobj), lps_affine(pet.affine), "bloodpool")
     expected = truth["studies"]["fdg"]["background"]["blood_pool_suvmean_noiseless"]
     assert got["suvmean"] == pytest.approx(expected, rel=0.15), got
+
+
+def test_no_background_in_view_loses_only_tbr(cohort_dir, tmp_path):
+    """Issue 23: an image cropped around the tumour shows no aorta and no liver. The study
+    keeps its lesions and every metric that needs no background; its background record says
+    why there is none, its TBR is empty, its picture says so. Only the threshold method
+    'background' (a multiple of the background) fails, naming that need."""
+    from dualpet.interchange import read_segmentation
+    from dualpet.io import read_json
+    from dualpet.metrics import lesion_metrics
+    from dualpet.nifti import nifti_image, save_nifti
+    from dualpet.segmentation import segment_study
+
+    convert_study(cohort_dir / "dicom" / "P001" / "fdg", patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
+                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    ct = nib.load(tmp_path / "ct.nii.gz")
+    labels, _ = segment_ct(np.asarray(ct.dataobj, np.float32), lps_affine(ct.affine))
+    labels[np.isin(labels, [ORGANS["aorta"], ORGANS["liver"]])] = 0  # neither in view
+    save_nifti(tmp_path / "anatomy.nii.gz", nifti_image(labels.astype(np.uint8), lps_affine(ct.affine)))
+    args = (tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "l.nii.gz", tmp_path / "s.json")
+    bg, info = segment_study(*args, detection={"method": "local"}, anatomy=tmp_path / "anatomy.nii.gz", patient="P001",
+                             tracer="fdg", background_png=tmp_path / "bg.png")  # fmt: skip
+    assert bg["suvmean"] is None and bg["missing"].startswith("no background region found (bloodpool:")
+    assert "liver:" in bg["missing"]
+    assert len(info["lesions"]) > 0
+    seg = read_segmentation(tmp_path / "s.json")
+    assert seg["background_suvmean"] is None and seg["background_fallback"].endswith("TBR not computed")
+    assert read_json(tmp_path / "s.json")["background"]["missing"] == bg["missing"]
+    assert (tmp_path / "bg.png").read_bytes()[:4] == b"\x89PNG"
+    suv = np.asarray(nib.load(tmp_path / "pet.nii.gz").dataobj, np.float32)
+    voi = np.asarray(nib.load(tmp_path / "l.nii.gz").dataobj) == 1
+    m = lesion_metrics(suv, voi, lps_affine(nib.load(tmp_path / "pet.nii.gz").affine), seg["background_suvmean"])
+    assert m["suvmax"] == pytest.approx(float(suv[voi].max())) and np.isnan(m["tbr"]) and np.isnan(m["tbr_mean"])
+    with pytest.raises(DualpetInputError, match="detection method 'background' needs one"):
+        segment_study(*args, detection={"method": "background", "factor": 2.0}, anatomy=tmp_path / "anatomy.nii.gz",
+                      patient="P001", tracer="fdg")  # fmt: skip

@@ -169,7 +169,22 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
             return out
         reasons[m] = why
     detail = "; ".join(f"{m}: {r}" for m, r in reasons.items())
-    raise DualpetInputError(f"{where}: no background region found ({detail})")
+    raise BackgroundNotFound(f"{where}: no background region found ({detail})", f"no background region found ({detail})")
+
+
+class BackgroundNotFound(DualpetInputError):
+    """No background region in the study (``reason``: why, without the study's name). Only
+    what needs a background fails with it (TBR, the threshold method 'background')."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
+def no_background(reason):
+    """The background record of a study without one: every metric but TBR stands; TBR is
+    left empty and ``missing`` says why."""
+    return {"suvmean": None, "suvsd": None, "n_voxels": 0, "centre_lps": None, "source": "", "missing": reason}
 
 
 def _bloodpool(labels, ct_affine, hu, suv, pet_affine, where):

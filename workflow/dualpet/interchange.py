@@ -28,7 +28,7 @@ from dualpet.io import atomic_path, read_json, write_json
 #: Per-tracer lesion metrics: the contract's lesions.tsv columns ``{tracer}_{metric}``, in order.
 LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
 
-#: Per-tracer fields of a lesion crop (``mode``: isocontour, mapped_from_{tracer} or
+#: Per-tracer fields of a lesion crop (``mode``: isocontour, reader_contour, mapped_from_{tracer} or
 #: outside_field_of_view).
 CROP_FIELDS = ("suv", "mask", "affine", "mode", "background", "seed")
 
@@ -47,7 +47,8 @@ def write_crop(path, fraction, per_tracer):
             arrays[f"{tracer}_suv"] = np.asarray(fields["suv"], dtype=np.float32)
             arrays[f"{tracer}_mask"] = np.asarray(fields["mask"], dtype=bool)
             arrays[f"{tracer}_affine"] = np.asarray(fields["affine"], dtype=float)
-            arrays[f"{tracer}_background"] = np.array(float(fields["background"]))
+            bg = fields["background"]
+            arrays[f"{tracer}_background"] = np.array(np.nan if bg is None else float(bg))  # NaN: none (no TBR)
             if fields.get("seed") is not None:  # isocontour: the lesion's own detection region
                 arrays[f"{tracer}_seed"] = np.asarray(fields["seed"], dtype=bool)
     with atomic_path(path) as tmp:
@@ -79,16 +80,20 @@ def write_segmentation(path, patient, tracer, background, method, info):
 
 
 def read_segmentation(path):
-    """The fields of a segmentation record the later steps use: ``background_suvmean``,
-    ``background_source``, ``background_fallback`` (why the configured region was not
-    used, or empty) and ``threshold_suv`` (None for reader methods), plus the whole
+    """The fields of a segmentation record the later steps use: ``background_suvmean``
+    (None when the study has no background), ``background_source``, ``background_fallback``
+    (why the configured region was not used, or why there is none; empty otherwise) and
+    ``threshold_suv`` (None for reader methods), the detection ``method``, plus the whole
     record as ``record``."""
     rec = read_json(path)
+    bg = rec["background"]
+    missing = bg.get("missing")
     return {
-        "background_suvmean": float(rec["background"]["suvmean"]),
-        "background_source": rec["background"]["source"],
-        "background_fallback": rec["background"].get("fallback", ""),
+        "background_suvmean": None if bg.get("suvmean") is None else float(bg["suvmean"]),
+        "background_source": bg["source"],
+        "background_fallback": f"{missing}: TBR not computed" if missing else bg.get("fallback", ""),
         "threshold_suv": rec["detection"].get("threshold_suv"),
+        "method": (rec["detection"].get("method") or {}).get("method", ""),
         "record": rec,
     }
 

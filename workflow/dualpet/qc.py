@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from dualpet.io import atomic_path
@@ -78,14 +80,23 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
 
     from dualpet.geometry import voxel_spacing, world_to_voxel
 
-    centre = np.asarray(background["centre_lps"], dtype=float)
+    from dualpet.geometry import apply_affine
+
+    found = background.get("suvmean") is not None
+    if found:
+        centre = np.asarray(background["centre_lps"], dtype=float)
+        pet_top = max(3 * background["suvmean"], 1e-3)
+    else:  # none found: the PET's centre, nothing outlined, and why in the title
+        centre = apply_affine(pet_affine, (np.asarray(suv.shape) - 1) / 2.0)
+        pet_top = max(float(np.percentile(suv, 99.5)), 1e-3)
+        mask = np.zeros(suv.shape, bool)
     liver = background["source"].startswith("liver")
     radius = 15.0 if liver else 5.0
     fig, axes = plt.subplots(2, 2, figsize=(9, 9), dpi=80)
     for col, (vol, aff, kw, name) in enumerate(
         (
             (ct_hu, ct_affine, dict(cmap="gray", vmin=-400, vmax=400), "CT"),
-            (suv, pet_affine, dict(cmap="gray_r", vmin=0, vmax=max(3 * background["suvmean"], 1e-3)), "PET (SUV)"),
+            (suv, pet_affine, dict(cmap="gray_r", vmin=0, vmax=pet_top), "PET (SUV)"),
         )
     ):
         i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
@@ -113,10 +124,11 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         ax.set_xticks([])
         ax.set_yticks([])
     fallback = f"\nfallback: {background['fallback']}" if background.get("fallback") else ""
-    fig.suptitle(
-        f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}{fallback}",
-        fontsize=9,
-    )
+    if found:
+        text = f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}{fallback}"
+    else:
+        text = f"{title}: none ({background['missing']}); TBR not computed"
+    fig.suptitle("\n".join(textwrap.fill(line, 110) for line in text.split("\n")), fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")

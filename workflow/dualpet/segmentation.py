@@ -208,18 +208,19 @@ def _ball(shape, centre_ijk, radius_mm, spacing):
     return out
 
 
-def lesions_from_mask(suv, affine, label_image, file_labels=None):
+def lesions_from_mask(suv, affine, label_image, file_labels=None, *, split_binary=True):
     """Reader-supplied lesion masks on the PET grid -> (lesion regions, dropped labels).
 
     Every non-zero label value of the file (``file_labels``; default: those on the grid)
-    is one lesion; a file with a single label value is a binary mask, split into its
-    connected components. Labels that do not reach any PET voxel (outside the field of
-    view, or smaller than a voxel) are returned as dropped.
+    is one lesion, whatever its connected components (a DICOM-SEG segment, an RTSTRUCT
+    ROI). A NIfTI file with a single label value is a binary mask of all lesions
+    (``split_binary``): split into its connected components. Labels that do not reach any
+    PET voxel (outside the field of view, or smaller than a voxel) are returned as dropped.
     """
     on_grid = [int(v) for v in np.unique(label_image) if v != 0]
     values = sorted(int(v) for v in file_labels) if file_labels is not None else on_grid
     dropped = [v for v in values if v not in on_grid]
-    if len(values) == 1:
+    if len(values) == 1 and split_binary:
         comps, n = ndimage.label(label_image != 0, structure=_STRUCTURE)
         regions = [(f"component {i}", comps == i) for i in range(1, n + 1)]
     else:
@@ -759,7 +760,7 @@ def segment_study(
     """
     import nibabel as nib
 
-    from dualpet.background import background_from_anatomy, measure_at, measure_mask
+    from dualpet.background import BackgroundNotFound, background_from_anatomy, measure_at, measure_mask, no_background
     from dualpet.errors import DualpetInputError
     from dualpet.geometry import lps_affine
     from dualpet.interchange import write_segmentation
@@ -787,7 +788,13 @@ def segment_study(
     elif background_at is not None:
         bg = measure_at(suv, pet_affine, background_at, method)
     else:
-        bg = background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, method, where=where)
+        try:
+            bg = background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, method, where=where)
+        except BackgroundNotFound as exc:  # a cropped image, no aorta or liver in view: TBR only is lost
+            if detection.get("method", LOCAL_METHOD) == "background":
+                raise DualpetInputError(f"{exc}; detection method 'background' needs one (its threshold is a multiple "
+                                        "of the background)") from None  # fmt: skip
+            bg = no_background(exc.reason)
     if background_png:
         from dualpet.qc import background_figure
 
@@ -808,7 +815,7 @@ def segment_study(
             data, data_affine = read_label_image(lesion_mask, "lesion mask")
             regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
             file_labels, names = [int(v) for v in np.unique(data) if v != 0], {}
-        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, file_labels)
+        lesions, dropped = lesions_from_mask(suv, pet_affine, regions, file_labels, split_binary=not kind_of_mask)
         for les in lesions:  # the viewer's own name of each segment or ROI
             value = int(les["mask_part"].split()[-1]) if les["mask_part"].startswith("label ") else None
             if value in names:
