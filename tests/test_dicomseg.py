@@ -145,3 +145,43 @@ def test_voi_labels_round_trip(tmp_path):
     write_voi(tmp_path / "v.nii.gz", labels, np.diag([2.0, 3.0, 4.0, 1.0]))
     back, aff = read_voi(tmp_path / "v.nii.gz")
     assert np.array_equal(back, labels) and np.allclose(aff, np.diag([2.0, 3.0, 4.0, 1.0]))
+
+
+def test_one_roi_is_one_lesion_and_its_contour_is_the_voi(study, tmp_path):
+    """Issue 23: an RTSTRUCT ROI (or SEG segment) in two parts is one lesion, and with
+    method 'masks' every metric is measured in the contour as drawn: SUVmean is the mean
+    SUV of the PET voxels inside it, MTV its volume (voi_source reader_contour). With
+    voi.reader_masks 'isocontour' the VOI is the isocontour inside the contour."""
+    import SimpleITK as sitk
+
+    from dualpet.matching import build_lesions
+    from dualpet.metrics import lesion_crop_metrics
+
+    d = study["dir"]
+    two_parts = np.where(np.isin(study["voi"], (1, 2)), 1, 0)  # one ROI drawn around two tumours
+    rt = _rtstruct_from(two_parts, study["affine"], _pet_datasets(study["dicom"])[0])
+    rt.save_as(tmp_path / "rt.dcm", enforce_file_format=True)
+    segment_study(d / "ct.nii.gz", d / "pet.nii.gz", tmp_path / "labels.nii.gz", tmp_path / "s.json",
+                  detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
+                  lesion_mask=tmp_path / "rt.dcm")  # fmt: skip
+    lesions = read_json(tmp_path / "s.json")["detection"]["lesions"]
+    assert len(lesions) == 1 and lesions[0]["mask_name"] == "L01"
+    labels = np.asarray(nib.load(tmp_path / "labels.nii.gz").dataobj).astype(np.int32)
+    suv = np.asarray(nib.load(d / "pet.nii.gz").dataobj, np.float32)
+    contour = labels == 1
+    vox_ml = abs(np.linalg.det(study["affine"][:3, :3])) / 1000.0
+    st = {"suv": suv, "affine": study["affine"], "labels": labels, "background": 1.5, "reader_masks": True}
+    for mode in ("contour", "isocontour"):
+        out = tmp_path / mode
+        index = build_lesions(study["pid"], ("fdg", "pentixafor"), {"fdg": st, "pentixafor": st}, sitk.Euler3DTransform(),
+                              out / "index.tsv", out / "crops", reader_masks=mode)  # fmt: skip
+        assert len(index) == 1
+        m = lesion_crop_metrics(out / "crops" / "L01.npz", ("fdg", "pentixafor"))["fdg"]
+        if mode == "contour":
+            assert index.fdg_voi_source[0] == "reader_contour" and m["voi_source"] == "reader_contour"
+            assert m["suvmean"] == pytest.approx(float(suv[contour].mean()), rel=1e-6)  # float32 sums
+            assert m["mtv_ml"] == pytest.approx(contour.sum() * vox_ml, rel=1e-9)
+            assert m["suvmax"] == pytest.approx(float(suv[contour].max()))
+        else:
+            assert index.fdg_voi_source[0] == "isocontour"
+            assert m["voi_ml"] < contour.sum() * vox_ml and m["suvmax"] == pytest.approx(float(suv[contour].max()))

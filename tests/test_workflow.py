@@ -442,6 +442,44 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     assert summary["patients_reviewed"] == 1
 
 
+def test_a_study_without_background_keeps_its_patient_and_loses_only_tbr(workdir, tool_env):
+    """Issue 23: a study whose organ map has neither aorta nor liver (an image cropped around
+    the tumour; here the sheet's organ_mask is empty) keeps its patient included with every
+    lesion metric but TBR; patients.tsv and the summary's QC section say why. Only that
+    study's jobs and the cohort's rerun."""
+    import nibabel as nib
+
+    res = workdir / "results"
+    before = pd.read_csv(res / "P002" / "lesions.tsv", sep="\t")
+    ct = nib.load(res / "P002" / "fdg" / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(ct.shape, np.uint8), ct.affine), str(workdir / "data" / "no_organs.nii.gz"))
+    sheet = workdir / "data" / "studies.tsv"
+    original = sheet.read_text()
+    rows = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
+    rows["organ_mask"] = ""
+    rows.loc[(rows.patient == "P002") & (rows.tracer == "fdg"), "organ_mask"] = "no_organs.nii.gz"
+    rows.to_csv(sheet, sep="\t", index=False)
+    try:
+        jobs = planned(snakemake(workdir, tool_env, "-n"))
+        assert {p for _, p in jobs if p is not None} == {"P002"} and [r for r, _ in jobs].count("anatomy") == 1
+        proc = snakemake(workdir, tool_env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
+        assert (patients["status"] == "included").all()
+        assert patients.loc["P002", "fdg_background_suvmean"] == "" and patients.loc["P002", "fdg_background_source"] == ""
+        why = patients.loc["P002", "fdg_background_fallback"]
+        assert why.startswith("no background region found (bloodpool:") and why.endswith("TBR not computed")
+        lesions = pd.read_csv(res / "P002" / "lesions.tsv", sep="\t")
+        fdg = lesions[lesions.fdg_voi_source != "outside_field_of_view"]
+        assert len(fdg) and fdg.fdg_suvmax.notna().all() and fdg.fdg_tbr.isna().all() and fdg.fdg_mtv_ml.notna().all()
+        assert lesions.pentixafor_tbr.notna().any()  # the other study keeps its background
+        assert len(before) > 0
+        qc = (res / "cohort" / "summary.md").read_text().split("## Quality control", 1)[1].split("\n## ", 1)[0]
+        assert "| P002 | fdg | – | none found | no background region found (bloodpool:" in qc
+    finally:
+        sheet.write_text(original)
+
+
 def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_path):
     """`.venv/bin/snakemake` started by path, venv not activated (its bin not on PATH, no
     PYTHONPATH): jobs still run with the venv's interpreter, not whatever `python` is first."""

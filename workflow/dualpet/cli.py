@@ -156,11 +156,13 @@ def _load_study(pet, labels, seg):
     from dualpet.interchange import read_segmentation
 
     img = nib.load(pet)
+    record = read_segmentation(seg)
     return {
         "suv": np.asarray(img.dataobj, dtype=np.float32),
         "affine": lps_affine(img.affine),
         "labels": np.asarray(nib.load(labels).dataobj).astype(np.int32),
-        "background": read_segmentation(seg)["background_suvmean"],
+        "background": record["background_suvmean"],
+        "reader_masks": record["method"] == "masks",  # its lesions are the reader's contours
     }
 
 
@@ -181,7 +183,7 @@ def _cmd_match(a):
     ct = nib.load(a.ref_ct)
     index = build_lesions(
         a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
-        tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm,
+        tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm, reader_masks=a.reader_masks,
         ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)), ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
         out_vois={t: path for t, path in ((a.reference, a.ref_voi_out), (a.index, a.idx_voi_out)) if path},
     )  # fmt: skip
@@ -430,6 +432,8 @@ def build_parser():
     s.add_argument("--transform", required=True)
     s.add_argument("--tolerance-mm", type=float, default=15.0)
     s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
+    s.add_argument("--reader-masks", choices=("contour", "isocontour"), default="contour",
+                   help="studies detected with method 'masks': measure in the reader's contour, or the isocontour inside it")  # fmt: skip
     s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far a VOI may grow beyond the detection")
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)

@@ -38,14 +38,18 @@ CROP_MARGIN_MM = 12.0
 OVERLAP_SHARE_MIN = 0.3
 
 
-def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
-    """Per detected lesion: crop, neighbourhood, isocontour VOI and centroid (LPS).
+def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm, reader=None):
+    """Per detected lesion: crop, neighbourhood, VOI, centroid (LPS) and the VOI's ``mode``.
 
     The neighbourhood is the lesion's detection region dilated by ``neighbourhood_mm``
     without entering another lesion's region; the VOI is the ``fraction`` isocontour of the
     lesion's SUVmax grown from the maximum inside it (so a lesion whose 41 % level lies
-    below the detection threshold keeps its full isocontour). Crops extend
-    ``neighbourhood_mm + CROP_MARGIN_MM`` beyond the detection region.
+    below the detection threshold keeps its full isocontour; mode ``isocontour``). Crops
+    extend ``neighbourhood_mm + CROP_MARGIN_MM`` beyond the detection region.
+
+    ``reader``: the labels are a reader's contours (detection method 'masks'): with
+    ``contour`` each VOI is the contour itself (mode ``reader_contour``), with
+    ``isocontour`` the isocontour grown inside the contour only.
     """
     spacing = voxel_spacing(affine)
     reach = np.ceil((neighbourhood_mm + CROP_MARGIN_MM) / spacing).astype(int)
@@ -64,8 +68,15 @@ def lesion_vois(suv, labels, affine, fraction, neighbourhood_mm):
         # (strictly nearer: a voxel as near to another lesion belongs to neither, so VOIs never overlap)
         nearer = dist < ndimage.distance_transform_edt(~others, sampling=spacing) if others.any() else True
         near = (dist <= neighbourhood_mm) & ~others & nearer
-        voi = isocontour_voi(suv[box], near, fraction, seed=sub == lab)
+        mode = "isocontour"
+        if reader == "contour":
+            near, voi, mode = sub == lab, sub == lab, "reader_contour"
+        else:
+            if reader == "isocontour":
+                near = sub == lab
+            voi = isocontour_voi(suv[box], near, fraction, seed=sub == lab)
         out[lab] = {
+            "mode": mode,
             "box": box,
             "lo": lo,
             "crop_affine": _crop_affine(affine, lo),
@@ -219,7 +230,7 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
 
 def build_lesions(
     patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None,
-    ref_anatomy=None, out_vois=None,
+    ref_anatomy=None, out_vois=None, reader_masks="contour",
 ):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 
@@ -238,12 +249,16 @@ def build_lesions(
     out_vois : dict, optional
         tracer -> path of that study's ``voi.nii.gz`` (label k = lesion Lk: the VOI its
         lesion job measures, own isocontour or carried over).
+    reader_masks : 'contour' or 'isocontour'
+        For a study whose lesions are a reader's contours (``studies[t]['reader_masks']``):
+        its VOIs are the contours, or the isocontours inside them (see :func:`lesion_vois`).
     """
     ref, idx = tracers
     cents = {
-        t: lesion_vois(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction, neighbourhood_mm)
+        t: lesion_vois(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction, neighbourhood_mm,
+                       reader=reader_masks if studies[t].get("reader_masks") else None)
         for t in tracers
-    }
+    }  # fmt: skip
     idx_in_ref = {}
     if cents[idx]:
         labs = list(cents[idx])
@@ -295,9 +310,9 @@ def build_lesions(
             st = studies[t]
             row[f"{t}_detected"] = int(u[t] is not None)
             row[f"{t}_label"] = u[t]
-            if u[t] is not None:  # detected: its neighbourhood; the metric job draws the isocontour
+            if u[t] is not None:  # detected: its neighbourhood (the metric job draws the isocontour), or its contour
                 own = cents[t][u[t]]
-                mode, box, mask, lo, seed = "isocontour", own["box"], own["neighbourhood"], own["lo"], own["seed"]
+                mode, box, mask, lo, seed = own["mode"], own["box"], own["neighbourhood"], own["lo"], own["seed"]
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]

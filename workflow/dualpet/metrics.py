@@ -123,7 +123,7 @@ def lesion_crop_metrics(crop_path, tracers):
         suv, mask, affine = crop[t]["suv"], crop[t]["mask"], crop[t]["affine"]
         voi = isocontour_voi(suv, mask, fraction, crop[t].get("seed")) if mode == "isocontour" else mask
         m = lesion_metrics(suv, voi, affine, crop[t]["background"])
-        if mode != "isocontour":  # not detected on this tracer: no metabolic volume
+        if mode.startswith("mapped_from_"):  # not detected on this tracer: no metabolic volume
             m["mtv_ml"] = float("nan")
             m["tlg"] = float("nan")
         m["voi_source"] = mode

@@ -32,6 +32,7 @@ checkpoint match:
         tolerance=config["matching"]["tolerance_mm"],
         fraction=config["voi"]["isocontour"],
         neighbourhood=config["voi"]["neighbourhood_mm"],
+        reader_masks=config["voi"]["reader_masks"],
     shell:
         '"$DUALPET_PYTHON" -m dualpet match --patient={wildcards.patient:q}'
         " --reference={params.reference:q} --index={params.index:q}"
@@ -40,7 +41,7 @@ checkpoint match:
         " --idx-pet={input.idx_pet:q} --idx-labels={input.idx_labels:q}"
         " --idx-seg={input.idx_seg:q} --transform={input.tfm:q}"
         " --tolerance-mm={params.tolerance} --fraction={params.fraction}"
-        " --neighbourhood-mm={params.neighbourhood}"
+        " --neighbourhood-mm={params.neighbourhood} --reader-masks={params.reader_masks:q}"
         " --index-out={output.index:q} --crops-out={output.crops:q}"
         " --ref-voi-out={output.ref_voi:q} --idx-voi-out={output.idx_voi:q}"
         " --isolate-failures > {log:q} 2>&1"
