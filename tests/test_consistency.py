@@ -97,3 +97,23 @@ def test_undecodable_pixel_data_is_refused_at_inspection(studies, tmp_path):
         ds.save_as(p)
     verdict = _inspect(studies / "P001" / "fdg", tmp_path)
     assert not verdict["ok"] and "cannot be decoded" in verdict["error"] and "TransferSyntaxUID" in verdict["error"]
+
+
+def test_a_ct_leaving_part_of_the_pet_uncovered_is_tolerated_up_to_the_limit(studies, tmp_path):
+    """Issue 23: held-out studies left 11-27 mm of a 350 mm PET uncovered. Up to the
+    configured share (default 15 % of the PET's length) the study passes with the uncovered
+    millimetres recorded; beyond it the refusal names the limit and its config key."""
+    ct = studies / "P001" / "fdg" / "CT_2"
+    files = sorted(ct.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    step = abs(float(pydicom.dcmread(files[1]).ImagePositionPatient[2]) - float(pydicom.dcmread(files[0]).ImagePositionPatient[2]))
+    length = len(files) * step
+    n = int(0.08 * length / step)  # about 8 % of the length at the low end
+    for p in files[:n]:
+        p.unlink()
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert verdict["ok"], verdict
+    low, high = verdict["ct_coverage"]["uncovered_mm"]
+    assert low == pytest.approx(n * step, abs=step) and high <= 1.0  # (the PET reaches 1 mm beyond the CT)
+    tight = inspect_study(studies / "P001" / "fdg", patient="P001", tracer="fdg", out_json=tmp_path / "i.json",
+                          max_uncovered_fraction=0.05)  # fmt: skip
+    assert not tight["ok"] and "the limit is 5 %, config inspection.max_uncovered_fraction" in tight["error"]

@@ -165,3 +165,5 @@ def test_region_labels_at_the_hilum_and_in_the_mediastinum():
         hu[ball] = 35.0
     got = {name: region_label(hu, aff, np.array(c), lesion_radius_mm=radii[name]) for name, c in centres.items()}
     assert got == {"tumour": "lung", "node": "lymph node", "nodule": "lung"}
+    # a lesion in PET planes the CT does not cover (issue 23: partial coverage is tolerated)
+    assert region_label(hu, aff, np.array([90.0, 60.0, 60 * 2.0 + 30.0])) == "unknown"

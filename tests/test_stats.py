@@ -513,7 +513,7 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
          "fdg_organs_dropped": ["", dropped],
          "pentixafor_background_source": ["bloodpool:anatomy (descending aorta)", "bloodpool:anatomy (abdominal aorta)"],
          "pentixafor_background_suvmean": [1.12, 1.3], "pentixafor_background_fallback": ["", ""],
-         "pentixafor_organs_dropped": ["", ""], "fdg_series_note": ["", note]}
+         "pentixafor_organs_dropped": ["", ""], "fdg_series_note": ["", note], "fdg_ct_uncovered_mm": [0.4, 18.2]}
     )  # fmt: skip
     summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
     assert [(b["patient"], b["tracer"], b["suvmean"]) for b in summary["backgrounds"]] == [
@@ -525,6 +525,7 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
     assert "| A | pentixafor | 1.12 | bloodpool:anatomy (descending aorta) |  |" in qc
     assert "B, fdg: organ map dropped" in qc and "kidney_left (volume 412 mL" in qc and "brain" not in qc
     assert "B, fdg: series choice**: PET series 1 'PET SUV'" in qc and "A, fdg: series choice" not in qc
+    assert "B, fdg: the CT leaves 18 mm of the PET uncovered" in qc and "A, fdg: the CT" not in qc  # 0.4 mm: rounding
     assert "nan" not in qc and "None" not in qc
 
 

@@ -64,7 +64,8 @@ def _cmd_inspect(a):
     other = (a.other_dicom, a.other_tracer) if a.other_dicom else None
     verdict = inspect_study(a.dicom_dir, patient=a.patient, tracer=a.tracer, out_json=a.output,
                             pet_series=a.pet_series, ct_series=a.ct_series, fingerprint=a.fingerprint,
-                            other_study=other)  # fmt: skip
+                            other_study=other,
+                            **({} if a.max_uncovered_fraction is None else {"max_uncovered_fraction": a.max_uncovered_fraction}))  # fmt: skip
     print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
 
@@ -339,6 +340,8 @@ def build_parser():
     s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
     s.add_argument("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)")
     s.add_argument("--other-tracer", default="")
+    s.add_argument("--max-uncovered-fraction", type=float, default=None,
+                   help="share of the PET's axial length the CT may leave uncovered (default 0.15)")  # fmt: skip
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")

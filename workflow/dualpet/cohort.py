@@ -87,6 +87,9 @@ def patient_tables(
             # 1: PET and CT did not share a frame of reference and were registered (pet.json)
             summary[f"{t}_pet_ct_registered"] = int(bool(sidecar.get("pet_to_ct_registration")))
             summary[f"{t}_series_note"] = series_note(sidecar.get("series_choice"))
+            # the PET's planes the CT leaves uncovered (mm, both ends): no anatomy there
+            uncovered = (sidecar.get("ct_coverage") or {}).get("uncovered_mm")
+            summary[f"{t}_ct_uncovered_mm"] = round(float(sum(uncovered)), 1) if uncovered else None
     summary["registration_ok"] = int(bool(qc.get("ok", True)))
     summary["registration_body_dice"] = qc.get("dice_body_after")
     summary["registration_warnings"] = "; ".join(qc.get("warnings", []))

@@ -74,6 +74,7 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
     save_nifti(ct_out, nifti_image(ct_data, ct_volume.affine))
     pet, ct = choice.pet, choice.ct
     shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
+    cover = consistency.coverage(consistency.z_extent(pet.headers), consistency.z_extent(ct_volume.datasets)) if shared else None
     return convert_pet(
         pet,
         pet_out,
@@ -85,13 +86,14 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
             "tracer": tracer,
             "ct_series": _series_summary(ct, ct_volume),
             "pet_ct_same_frame_of_reference": shared,
+            "ct_coverage": cover,
             "series_choice": choice.report(),
         },
     )
 
 
 def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None, fingerprint=None,
-                  other_study=None):  # fmt: skip
+                  other_study=None, max_uncovered_fraction=consistency.MAX_UNCOVERED_FRACTION):  # fmt: skip
     """Check from the headers that a study can be converted; write the verdict.
 
     Runs the series choice, the slice-geometry checks of both series, the SUV rules and
@@ -114,7 +116,8 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
         if other_study:
             consistency.same_patient(pet_headers[0], other_study[0], tracer, other_study[1], where)
         shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
-        coverage = consistency.ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where) if shared else None
+        coverage = (consistency.ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where, max_uncovered_fraction)
+                    if shared else None)  # fmt: skip
         consistency.pixel_data_readable(pet, pet_headers, where)
         consistency.pixel_data_readable(ct, ct_headers, where)
         verdict.update(

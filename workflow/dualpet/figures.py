@@ -59,7 +59,7 @@ FIGURES = ("paired", "patient_ratios", "bland_altman", "detection_by_region")
 LESION_SETS = tuple(STATS_LESION_SETS)
 
 #: Regions of lesions.tsv in table order (dualpet.matching); others follow alphabetically.
-REGION_ORDER = ("bone", "lung", "liver", "lymph node", "other")
+REGION_ORDER = ("bone", "lung", "liver", "lymph node", "other", "unknown")
 #: Row label for lesions without a region (centroid outside the reference CT), and the total row.
 NO_REGION, TOTAL = "(no region)", "total"
 

@@ -186,6 +186,8 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
 REGION_SHELL_MM = (5.0, 10.0)
 REGION_PARENCHYMA_SHARE, REGION_LUNG_SHARE, REGION_HILAR_LUNG_SHARE, REGION_TUMOUR_RADIUS_MM = 0.6, 0.4, 0.2, 15.0
 REGION_FAT_SHARE = 0.15
+#: The region of a lesion outside the reference CT (no anatomy there).
+REGION_UNKNOWN = "unknown"
 
 
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_radius_mm=0.0):
@@ -201,11 +203,12 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
     REGION_HILAR_LUNG_SHARE for a tumour; outside air and bowel gas are denser than -950
     HU), 'lymph node' (fat making up REGION_FAT_SHARE of it: nodal stations, hilar ones
     too, lie in mediastinal, retroperitoneal and mesenteric fat), 'lung' (REGION_LUNG_SHARE
-    of lung), otherwise 'other'; '' if the point lies outside the CT.
+    of lung), otherwise 'other'; 'unknown' if the point lies outside the CT (a PET plane the
+    CT leaves uncovered).
     """
     hu = values_in_ball(ct_hu, ct_affine, point_lps, radius_mm)
     if hu.size == 0:
-        return ""
+        return REGION_UNKNOWN
     if np.percentile(hu, 75) > BONE_HU_MIN:
         return "bone"
     if np.median(hu) < -300:

@@ -22,12 +22,14 @@ rule inspect:
         ct_series=study_value("ct_series"),
         other_dicom=other_study_folder,
         other_tracer=lambda wc: IDX if wc.tracer == REF else REF,
+        max_uncovered=config["inspection"]["max_uncovered_fraction"],
     shell:
         '"$DUALPET_PYTHON" -m dualpet inspect {params.dicom:q} --patient={wildcards.patient:q}'
         " --tracer={wildcards.tracer:q} -o {output:q}"
         " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
         " --fingerprint={params.fingerprint:q} --other-dicom={params.other_dicom:q}"
-        " --other-tracer={params.other_tracer:q} > {log:q} 2>&1"
+        " --other-tracer={params.other_tracer:q} --max-uncovered-fraction={params.max_uncovered}"
+        " > {log:q} 2>&1"
 
 
 rule convert:

@@ -108,6 +108,9 @@ def _qc_lines(summary):
                    "accuracy about one PET voxel, see pet.json)")  # fmt: skip
     for b in summary.get("background_fallbacks", []):
         out.append(f"- **{b['patient']}, {b['tracer']}: background not where configured**: {_cell(b['note'])}")
+    for u in summary.get("ct_uncovered", []):
+        out.append(f"- **{u['patient']}, {u['tracer']}: the CT leaves {fmt(u['mm'], 0)} mm of the PET uncovered** (no organ "
+                   "labels there; lesions there have region 'unknown')")  # fmt: skip
     for n in summary.get("series_notes", []):
         out.append(f"- **{n['patient']}, {n['tracer']}: series choice**: {_cell(n['note'])}")
     for d in summary.get("organs_dropped", []):

@@ -252,6 +252,10 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
                      for t in (reference, index) if f"{t}_{key}" in kept for _, row in kept.iterrows()
                      if _text(row.get(f"{t}_{key}"))]
                for key in ("background_fallback", "organs_dropped", "series_note")}  # fmt: skip
+    # per study: the PET's planes the CT leaves uncovered (more than a millimetre)
+    uncovered = [{"patient": row["patient"], "tracer": t, "mm": T.as_float(row.get(f"{t}_ct_uncovered_mm"))}
+                 for _, row in kept.iterrows() for t in (reference, index)
+                 if (T.as_float(row.get(f"{t}_ct_uncovered_mm")) or 0.0) > 1.0]  # fmt: skip
     # per study: where its background was measured, its SUVmean and the reason for any fallback
     backgrounds = [{"patient": row["patient"], "tracer": t, "source": _text(row.get(f"{t}_background_source")),
                     "suvmean": T.as_float(row.get(f"{t}_background_suvmean")),
@@ -272,6 +276,7 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         "background_fallbacks": studies["background_fallback"],
         "organs_dropped": studies["organs_dropped"],
         "series_notes": studies["series_note"],
+        "ct_uncovered": uncovered,
         "review": review_counts(patients, lesions, (reference, index)),
         "definitions": {
             "difference": C.DIFFERENCE_DEFINITION,
