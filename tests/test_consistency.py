@@ -117,3 +117,52 @@ def test_a_ct_leaving_part_of_the_pet_uncovered_is_tolerated_up_to_the_limit(stu
     tight = inspect_study(studies / "P001" / "fdg", patient="P001", tracer="fdg", out_json=tmp_path / "i.json",
                           max_uncovered_fraction=0.05)  # fmt: skip
     assert not tight["ok"] and "the limit is 5 %, config inspection.max_uncovered_fraction" in tight["error"]
+
+
+def test_a_symlinked_series_folder_is_named_as_not_read(studies, tmp_path):
+    """Issue 23 (campaign): a series folder that is a symbolic link was not read (links to
+    folders are not followed) and the refusal said only 'no PT image series'. It now says
+    what was not read, without naming it (folder names can identify patients)."""
+    folder = studies / "P001" / "fdg"
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "PT_3").rename(tmp_path / "elsewhere" / "PT_3")
+    (folder / "PT_3").symlink_to(tmp_path / "elsewhere" / "PT_3", target_is_directory=True)
+    verdict = _inspect(folder, tmp_path)
+    assert not verdict["ok"] and "not read in the folder: a symbolic link to a folder (not followed)" in verdict["error"]
+    assert "PT_3" not in verdict["error"] and "elsewhere" not in verdict["error"]
+
+
+def test_an_unreadable_file_is_named_as_not_read(studies, tmp_path):
+    """A slice that cannot be read (here: replaced by a dangling link) shows up as a gap in
+    the stack; the refusal says a file of the folder could not be examined."""
+    pet = studies / "P001" / "fdg" / "PT_3"
+    files = sorted(pet.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    files[10].unlink()
+    files[10].symlink_to(tmp_path / "nowhere.dcm")
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert not verdict["ok"] and "slice(s) missing" in verdict["error"]
+    assert "a file that cannot be examined" in verdict["error"]
+
+
+def test_pet_slices_of_two_acquisitions_in_one_series_are_named_as_such(studies, tmp_path):
+    """Issue 23 (campaign): slices of a second scan (a week later, its own injection) mixed
+    into the PET series were refused for a misleading reason ('PET and CT acquired 7 days
+    apart'). The refusal now says the series mixes acquisitions and names the attribute."""
+    import datetime as dt
+
+    pet = studies / "P001" / "fdg" / "PT_3"
+    files = sorted(pet.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    for p in files[::2]:
+        ds = pydicom.dcmread(p)
+        later = (dt.datetime.strptime(ds.AcquisitionDate, "%Y%m%d") + dt.timedelta(days=7)).strftime("%Y%m%d")
+        ds.AcquisitionDate = later
+        ds.save_as(p)
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert not verdict["ok"] and "series mixes images of more than one acquisition" in verdict["error"]
+    assert "AcquisitionDate (0008,0022) spans 7 days" in verdict["error"] and "days apart" not in verdict["error"]
+    for p in files[::2]:
+        ds = pydicom.dcmread(p)
+        ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose = "1.5e8"
+        ds.save_as(p)
+    verdict = _inspect(studies / "P001" / "fdg", tmp_path)
+    assert "RadionuclideTotalDose (0018,1074) differs between its images" in verdict["error"]

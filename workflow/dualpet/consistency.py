@@ -69,6 +69,38 @@ def same_study(pet, ct, where):
                                 "(AcquisitionDate (0008,0022)): not of one study")  # fmt: skip
 
 
+#: Attributes every image of one PET acquisition shares (keyword, tag); the radiopharmaceutical
+#: ones are read from the first item of RadiopharmaceuticalInformationSequence.
+ONE_ACQUISITION = (("StudyInstanceUID", "(0020,000D)"), ("FrameOfReferenceUID", "(0020,0052)"),
+                   ("PatientWeight", "(0010,1030)"), ("Units", "(0054,1001)"), ("DecayCorrection", "(0054,1102)"))  # fmt: skip
+ONE_INJECTION = (("RadionuclideTotalDose", "(0018,1074)"), ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
+                 ("RadiopharmaceuticalStartTime", "(0018,1072)"), ("RadionuclideHalfLife", "(0018,1075)"))  # fmt: skip
+
+
+def one_acquisition(headers, where, label="the PET"):
+    """Refuse a PET series whose images come from more than one acquisition (a series
+    mixed from two scans): they must share the study, frame of reference, weight, units,
+    decay correction and injection, and their acquisition dates lie within a day. Without
+    this, a mixed series was refused for a misleading reason (the CT 'acquired 7 days
+    apart', an injection 'after the reference time') or read with one slice's factors."""
+    def distinct(values):
+        return len({v for v in values if v != ""}) > 1
+
+    for keyword, tag in ONE_ACQUISITION:
+        if distinct(_value(ds, keyword) for ds in headers):
+            raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: "
+                                    f"{keyword} {tag} differs between its images")  # fmt: skip
+    items = [(ds.get("RadiopharmaceuticalInformationSequence") or [None])[0] for ds in headers]
+    for keyword, tag in ONE_INJECTION:
+        if distinct(_value(item, keyword) if item is not None else "" for item in items):
+            raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: "
+                                    f"{keyword} {tag} differs between its images")  # fmt: skip
+    days = [d for d in (_day(ds) for ds in headers) if d]
+    if days and (max(days) - min(days)).days > 1:
+        raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: AcquisitionDate "
+                                f"(0008,0022) spans {(max(days) - min(days)).days} days between its images")  # fmt: skip
+
+
 def same_patient(pet, other_folder, tracer, other_tracer, where):
     """Refuse when the other tracer's study (the first image in its folder) carries another
     PatientID or PatientSex than this study's PET. A missing other folder is its own

@@ -58,16 +58,30 @@ def convert_pet(series, out, json_out=None, *, where, extra=None, register_to=No
 
 
 def _select(dicom_dir, where, pet_series, ct_series):
+    series = scan_folder(dicom_dir)
     try:
-        return select_series(scan_folder(dicom_dir), pet_uid=pet_series or None, ct_uid=ct_series or None)
+        return select_series(series, pet_uid=pet_series or None, ct_uid=ct_series or None)
     except DualpetInputError as exc:
-        raise DualpetInputError(f"{where}: {exc}") from exc
+        raise DualpetInputError(f"{where}: {exc}{series.skipped_note()}") from exc
+
+
+def _with_skipped(exc, choice):
+    """The error, with the folder's entries that were not read (why slices may be missing)."""
+    note = choice.series.skipped_note() if choice is not None and hasattr(choice.series, "skipped_note") else ""
+    return DualpetInputError(f"{exc}{note}") if note else exc
 
 
 def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None):
     """Convert a PET/CT study folder (one row of the studies sheet)."""
     where = f"patient {patient}, {tracer}"
     choice = _select(dicom_dir, where, pet_series, ct_series)
+    try:
+        return _convert(choice, where, patient, tracer, ct_out, pet_out, json_out)
+    except DualpetInputError as exc:
+        raise _with_skipped(exc, choice) from exc
+
+
+def _convert(choice, where, patient, tracer, ct_out, pet_out, json_out):
     ct_volume = load_series(choice.ct, label=where)
     hu = ct_volume.data
     ct_data = hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
@@ -106,11 +120,13 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
     """
     where = f"patient {patient}, {tracer}"
     verdict = {"patient": patient, "tracer": tracer, "folder_fingerprint": fingerprint or None}
+    choice = None
     try:
         choice = _select(dicom_dir, where, pet_series, ct_series)
         pet, ct = choice.pet, choice.ct
         pet_headers, pet_affine, pet_geometry = read_headers(pet, label=where)
         ct_headers, ct_affine, ct_geometry = read_headers(ct, label=where)
+        consistency.one_acquisition(pet_headers, f"{where}, {pet.label}")
         _, suv = suv_factors(pet_headers, where=f"{where}, {pet.label}")
         consistency.same_study(pet_headers[0], ct_headers[0], where)
         if other_study:
@@ -130,7 +146,7 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
             suv_rules={k: v for k, v in suv.items() if k.endswith("_source") or k in ("units_in", "decay_correction")},
         )
     except DualpetInputError as exc:
-        message = str(exc)
+        message = str(_with_skipped(exc, choice))
         verdict.update(ok=False, error=message if message.startswith(where) else f"{where}: {message}")
     write_json(out_json, verdict)
     return verdict

@@ -223,16 +223,35 @@ class Series:
         return "; ".join(reason for _, reason in self.rejections)
 
 
-def looks_like_dicom(path):
+def looks_like_dicom(path, skipped=None):
     """Whether a file is worth parsing as DICOM, from its first 132 bytes: the 'DICM'
     marker after the preamble, or (files written without preamble) a first element of
-    group 0002 or 0008 in little-endian order. Keeps the cost of foreign files bounded."""
+    group 0002 or 0008 in little-endian order. Keeps the cost of foreign files bounded.
+    A file that cannot be opened is noted in ``skipped``."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
+        if skipped is not None:
+            skipped.append("a file that cannot be read (no permission or an I/O error)")
         return False
     return head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+class Found(dict):
+    """The series of a folder (SeriesInstanceUID -> :class:`Series`), with ``skipped``:
+    one phrase per folder entry that was not read (see :func:`dualpet.files.regular_files`)."""
+
+    skipped: list
+
+    def skipped_note(self):
+        """'; not read: 2 x a file that cannot be read ...' or '' when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        counts = {}
+        for text in self.skipped:
+            counts[text] = counts.get(text, 0) + 1
+        return "; not read in the folder: " + ", ".join(f"{n} x {text}" if n > 1 else text for text, n in counts.items())
 
 
 def scan_folder(folder):
@@ -249,9 +268,10 @@ def scan_folder(folder):
         raise DualpetInputError("the study's DICOM folder does not exist or is not a folder")
     if not os.access(folder, os.R_OK | os.X_OK):
         raise DualpetInputError("the study's DICOM folder cannot be read (permission denied)")
-    series = {}
-    for path in regular_files(folder):
-        if not looks_like_dicom(path):
+    series = Found()
+    series.skipped = []
+    for path in regular_files(folder, series.skipped):
+        if not looks_like_dicom(path, series.skipped):
             continue  # not DICOM: ignored, as documented (and never parsed)
         try:  # force: DICOM files without the 128-byte preamble exist in the wild
             with warnings.catch_warnings():
@@ -259,7 +279,10 @@ def scan_folder(folder):
                 # headers parsed once; elements over 4 KB (pixel data) load lazily on access
                 ds = pydicom.dcmread(path, defer_size=4096, force=True)
                 uid = header_text(ds, "SeriesInstanceUID")
-        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        except OSError:
+            series.skipped.append("a file that cannot be read (no permission or an I/O error)")
+            continue
+        except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
             continue  # not DICOM (or unreadable header): ignored, as documented
         if not uid or "SOPClassUID" not in ds:
             continue
@@ -538,7 +561,31 @@ def stack_geometry(datasets, where):
         origin, slice_step = positions[0], normal * thickness
         geometry.update(slice_spacing_mm=thickness, slice_position_max_deviation_mm=0.0)
     affine = dicom_affine_lps(iop0, datasets[0].PixelSpacing, origin, slice_step)
+    for k, ds in enumerate(datasets):  # refused here already at inspection, before any pixel is read
+        rescale(ds, where, k, len(datasets))
     return datasets, affine, geometry
+
+
+def rescale(ds, where, k, nk):
+    """(RescaleSlope, RescaleIntercept) of one image: absent means 1 and 0; a slope that is
+    zero, negative or not a number is refused (read as 1 it would give wrong values)."""
+    values = []
+    for keyword, tag, default in (("RescaleSlope", "(0028,1053)", 1.0), ("RescaleIntercept", "(0028,1052)", 0.0)):
+        raw = ds.get(keyword)
+        if raw is None or str(raw).strip() == "":
+            values.append(default)
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value) or (keyword == "RescaleSlope" and value <= 0):
+            raise DualpetInputError(
+                f"{where}: {keyword} {tag} of image InstanceNumber {header_text(ds, 'InstanceNumber') or '?'} (slice {k + 1} "
+                f"of {nk}) is {str(raw).strip()[:20]!r}: stored values cannot be rescaled"
+            )  # fmt: skip
+        values.append(value)
+    return values[0], values[1]
 
 
 def read_headers(series, *, label=None):
@@ -581,8 +628,7 @@ def load_series(series, *, dtype=np.float32, label=None):
     data = np.empty((int(datasets[0].Columns), int(datasets[0].Rows), nk), dtype=dtype)
     slopes = np.empty(nk)
     for k, ds in enumerate(datasets):
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope, intercept = rescale(ds, where, k, nk)
         slopes[k] = slope
         try:
             pix = ds.pixel_array
@@ -593,4 +639,55 @@ def load_series(series, *, dtype=np.float32, label=None):
             ) from exc
         data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
         del ds.PixelData
+    tilt = shear_deg(affine)
+    if tilt > MAX_SHEAR_DEG:  # gantry tilt: slices stepped along z, not along their normal
+        outside = -1024.0 if header_text(datasets[0], "Modality") == "CT" else 0.0
+        data, affine = deshear(data, affine, outside)
+        geometry = {**geometry, "gantry_tilt_deg": round(tilt, 2), "resampled": "gantry tilt removed (linear)"}
     return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes, geometry=geometry)
+
+
+#: Angle (degrees) between the slice step and the slices' normal above which a stack is
+#: sheared (a gantry-tilted CT) and is resampled onto an orthogonal grid, as dcm2niix does:
+#: a sheared affine is read rotated by SimpleITK (which keeps orthonormal directions only).
+MAX_SHEAR_DEG = 0.1
+
+
+def shear_deg(affine):
+    """Angle (degrees) between the slice axis and the normal of the in-plane axes."""
+    a = np.asarray(affine, float)[:3, :3]
+    normal = np.cross(a[:, 0], a[:, 1])
+    cos = abs(normal @ a[:, 2]) / (np.linalg.norm(normal) * np.linalg.norm(a[:, 2]))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def deshear(data, affine, outside):
+    """A sheared stack resampled (linear) onto an orthogonal grid: the rows' axis kept, the
+    slice axis along the slice step (the table's direction), the column axis orthogonal to
+    both; the same spacings; extent covering the whole stack."""
+    from scipy import ndimage
+
+    a = np.asarray(affine, float)
+    row, col, step = a[:3, 0], a[:3, 1], a[:3, 2]
+    z_axis = step / np.linalg.norm(step)
+    x_axis = row - (row @ z_axis) * z_axis  # the rows' direction, made orthogonal to the table's
+    x_axis /= np.linalg.norm(x_axis)
+    y_axis = np.cross(z_axis, x_axis)
+    if y_axis @ col < 0:
+        y_axis = -y_axis
+    spacing = np.array([np.linalg.norm(row), np.linalg.norm(col), np.linalg.norm(step)])
+    # the stack's corners in the new frame: the new grid's extent
+    corners = np.array([[i, j, k] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1)
+                        for k in (0, data.shape[2] - 1)], float)  # fmt: skip
+    world = corners @ a[:3, :3].T + a[:3, 3]
+    frame = np.stack([x_axis, y_axis, z_axis], axis=1)  # columns: the new axes (unit)
+    local = (world - a[:3, 3]) @ frame / spacing
+    lo, hi = np.floor(local.min(axis=0) + 1e-6), np.ceil(local.max(axis=0) - 1e-6)
+    shape = tuple(int(v) for v in hi - lo + 1)
+    new = np.eye(4)
+    new[:3, :3] = frame * spacing
+    new[:3, 3] = a[:3, 3] + frame @ (lo * spacing)
+    grid = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    src = np.linalg.solve(a, new) @ np.vstack([grid, np.ones(grid.shape[1])])
+    out = ndimage.map_coordinates(data, src[:3], order=1, mode="constant", cval=outside, output=np.float32, prefilter=False)
+    return out.reshape(shape).astype(data.dtype), new

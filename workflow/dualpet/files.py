@@ -11,21 +11,29 @@ import stat
 from pathlib import Path
 
 
-def regular_files(folder):
+def regular_files(folder, skipped=None):
     """Regular files under ``folder`` (recursive, sorted; symlinks to files followed; named
-    pipes, sockets and devices skipped, so that reading never blocks)."""
-    for path, _ in _regular_files_with_stat(folder):
+    pipes, sockets and devices skipped, so that reading never blocks). ``skipped``: a
+    list that receives one phrase per entry not read (a folder that cannot be listed, a
+    symbolic link to a folder, which is not followed, a file that cannot be examined), so
+    that a refusal can say why slices or series are missing; never their names."""
+    for path, _ in _regular_files_with_stat(folder, skipped):
         yield path
 
 
-def _regular_files_with_stat(folder):
-    for root, dirs, names in os.walk(folder):
+def _regular_files_with_stat(folder, skipped=None):
+    note = skipped.append if skipped is not None else (lambda _text: None)
+    for root, dirs, names in os.walk(folder, onerror=lambda _exc: note("a folder that cannot be listed")):
         dirs.sort()
+        for d in dirs:
+            if (Path(root) / d).is_symlink():
+                note("a symbolic link to a folder (not followed)")
         for name in sorted(names):
             path = Path(root) / name
             try:
                 st = path.stat()
             except OSError:
+                note("a file that cannot be examined (a broken link or no permission)")
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield path, st
