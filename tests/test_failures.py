@@ -31,6 +31,22 @@ def test_placeholders_round_trip(tmp_path):
     assert read_failures(real) is None and read_failures(tmp_path / "missing.tsv") is None
 
 
+def test_an_html_placeholder_is_a_page_saying_why_with_every_reason_as_text(tmp_path):
+    """Issue 23 (campaign): an excluded patient's review.html was raw JSON served as HTML,
+    so a SeriesDescription in its reason became markup. It is now a page stating the
+    reason as text, and still carries the records."""
+    rec = record("convert", "P001", "fdg", "no usable PET series (found: series 3 '<img src=x onerror=alert(1)>')")
+    page = tmp_path / "review.html"
+    write_placeholders([page], [], [rec])
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "Not produced: the patient is excluded" in text
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text and "<script" not in text
+    assert read_failures(page) == [rec]
+    real = tmp_path / "real.html"
+    real.write_text("<!DOCTYPE html><html><body><pre>x</pre></body></html>")
+    assert read_failures(real) is None
+
+
 def _register_args(tmp_path, fixed):
     return ["register", "--fixed", str(fixed), "--moving", str(fixed), "--tfm", str(tmp_path / "t.tfm"),
             "--qc", str(tmp_path / "qc.json"), "--patient", "P009", "--isolate-failures"]  # fmt: skip

@@ -568,3 +568,28 @@ def test_cohort_leaves_out_clinical_rows_of_unknown_patients(tmp_path, capsys):
     path.write_text("patient\tki67\nP1\t3\nP9\t4\n")
     assert read_clinical(path, (REF, IDX), {"P1"})["patient"].tolist() == ["P1"]
     assert "P9" in capsys.readouterr().err
+
+
+def test_data_in_the_html_report_is_text_never_markup(half_cohort):
+    """Issue 23 (campaign): a clinical column name and an excluded study's SeriesDescription
+    reached summary.html as markup. Every piece of data is shown as text: raw HTML, links
+    and images written in cells stay characters."""
+    from dualpet.sheets import safe_json
+    from dualpet.stats.report import render_html
+
+    lesions, patients = half_cohort
+    patients = patients.copy()
+    patients["<img src=x onerror=alert(1)>"] = range(len(patients))
+    patients.loc[0, "status"] = "excluded"
+    patients.loc[0, "excluded_reason"] = "no usable PET series (found: series 3 '<script>alert(1)</script>' [x](javascript:alert(2)))"
+    summary = stats.summarize(lesions, patients, REF, IDX)
+    markdown = stats.render_markdown(summary)
+    assert "<img src=x onerror=alert(1)>" in markdown and "<script>" in markdown  # the data is there
+    page = render_html(markdown, "t")
+    body = page[page.index("<body>"):]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body
+    assert "<img" not in body and "<script" not in body and "href=" not in body and "javascript:alert(2)" in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    # the reader's notes reach Snakemake's report only as JSON with <, > and & escaped
+    note = [{"note": "</script><img src=x onerror=alert(1)> & co"}]
+    assert json.loads(safe_json(note)) == note and not set("<>&") & set(safe_json(note))

@@ -98,6 +98,14 @@ def read_failures(path):
         except OSError:
             return None
         return json.loads(text) if text else None
+    if path.suffix.lower() in (".html", ".htm"):
+        import html
+
+        with open(path, "rb") as fh:  # a placeholder page is small; a real page may be megabytes
+            text = fh.read(1 << 20).decode("utf-8", errors="replace")
+        if HTML_RECORDS not in text or "</pre>" not in text.split(HTML_RECORDS, 1)[1]:
+            return None
+        return json.loads(html.unescape(text.split(HTML_RECORDS, 1)[1].split("</pre>", 1)[0]))
     with open(path, "rb") as fh:
         head = fh.read(len(MAGIC))
         if head != MAGIC:
@@ -132,8 +140,26 @@ def write_placeholders(files, dirs, failures):
         with atomic_path(f) as tmp:
             if str(f).lower().endswith(".png"):
                 _failure_picture(tmp, failures, payload)
+            elif str(f).lower().endswith((".html", ".htm")):
+                tmp.write_text(_failure_page(failures, payload), encoding="utf-8")
             else:
                 tmp.write_bytes(MAGIC + payload.encode())
+
+
+#: How an HTML placeholder carries its records: escaped JSON in this element (a page that
+#: opens in a browser as a page saying why, never as markup made of the reasons' text).
+HTML_RECORDS = "<pre id='dualpet-failed' hidden>"
+
+
+def _failure_page(failures, payload):
+    import html
+
+    from dualpet.io import html_page
+
+    items = "".join(f"<li>{html.escape(reason(r))}</li>" for r in failures)
+    body = (f"<h1>Not produced: the patient is excluded</h1><ul>{items}</ul>"
+            f"{HTML_RECORDS}{html.escape(payload)}</pre>")  # fmt: skip
+    return html_page("dualpet: not produced", body)
 
 
 def _failure_picture(path, failures, payload):

@@ -17,6 +17,16 @@ class SheetError(ValueError):
     """A sheet dualpet refuses; the message names the file and, where it can, the line."""
 
 
+def safe_json(value, **kwargs):
+    """JSON text of ``value`` with ``<``, ``>`` and ``&`` written as \\u escapes: the same
+    JSON, but text from a sheet (a reader's note) can never close or open markup where
+    Snakemake shows a job's parameters (its report embeds them in a script block)."""
+    import json
+
+    text = json.dumps(value, **kwargs)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def read_tsv(path, *, what, required=(), allow_empty=False):
     """A tab-separated UTF-8 sheet as strings, with its file line numbers.
 

@@ -24,7 +24,7 @@ NAMES = {t: config["tracer_names"].get(t, t) for t in TRACERS}
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
 from dualpet.files import folder_fingerprint  # noqa: E402
-from dualpet.sheets import SheetError, lines, read_tsv, validate_rows  # noqa: E402
+from dualpet.sheets import SheetError, lines, read_tsv, safe_json, validate_rows  # noqa: E402
 
 # Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
 # was started with, so that `.venv/bin/snakemake` works without activating the venv; with
@@ -214,7 +214,7 @@ def load_review(path, studies):
             f"`dualpet review-pin {path} --reference {REF}` to add that lesion's position"
         )
     return {
-        key: json.dumps(
+        key: safe_json(
             [
                 {
                     "decision": r.decision,

@@ -26,7 +26,7 @@ rule anatomy:
         code=code_version("anatomy"),
         method=config["anatomy"]["method"],
         offset=json.dumps(config["background"]["offset_mm"]),
-        ts_args=json.dumps(config["anatomy"]["totalsegmentator_args"]),
+        ts_args=safe_json(config["anatomy"]["totalsegmentator_args"]),
     shell:
         '"$DUALPET_PYTHON" -m dualpet anatomy --ct={input.ct:q} --organ-mask={input.organ_mask:q}'
         " --labels={output.labels:q} --json={output.json:q} --png={output.png:q}"
@@ -65,8 +65,8 @@ rule segment:
         runtime=20,
     params:
         code=code_version("segment"),
-        detection=json.dumps(config["detection"], sort_keys=True),
-        background=json.dumps(config["background"], sort_keys=True),
+        detection=safe_json(config["detection"], sort_keys=True),
+        background=safe_json(config["background"], sort_keys=True),
         background_at=study_value("background_lps"),
         seeds=study_seeds,
         review=study_review,

@@ -202,11 +202,25 @@ def _metric_lines(metric, entry, label):
     return out + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows) + [""]
 
 
+#: Python-Markdown's patterns that would pass data through as markup: raw HTML (a clinical
+#: column named "<img onerror=...>", a SeriesDescription in an exclusion reason), links and
+#: images (``[x](javascript:...)``). The report uses none of them: they are removed, so such
+#: text is shown as text.
+UNSAFE_MARKDOWN = {"inline": ("html", "link", "image_link", "reference", "image_reference", "short_reference",
+                              "short_image_ref", "autolink", "automail"), "block": ("html_block",)}  # fmt: skip
+
+
 def render_html(markdown_text: str, title: str) -> str:
-    """The Markdown report as an HTML page (Python-Markdown with its tables extension)."""
+    """The Markdown report as an HTML page (Python-Markdown with its tables extension),
+    every piece of data shown as text (see :data:`UNSAFE_MARKDOWN`)."""
     import markdown
 
-    return html_page(title, markdown.markdown(markdown_text, extensions=["tables"], output_format="html"))
+    md = markdown.Markdown(extensions=["tables"], output_format="html")
+    for name in UNSAFE_MARKDOWN["inline"]:
+        md.inlinePatterns.deregister(name, strict=False)
+    for name in UNSAFE_MARKDOWN["block"]:
+        md.preprocessors.deregister(name, strict=False)
+    return html_page(title, md.convert(markdown_text))
 
 
 def render_markdown(summary: dict) -> str:
