@@ -24,7 +24,13 @@ NAMES = {t: config["tracer_names"].get(t, t) for t in TRACERS}
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
 from dualpet.files import folder_fingerprint  # noqa: E402
-from dualpet.sheets import SheetError, lines, read_tsv, safe_json, validate_rows  # noqa: E402
+from dualpet.sheets import (
+    SheetError,
+    lines,
+    read_tsv,
+    safe_json,
+    validate_rows,
+)  # noqa: E402
 
 # Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
 # was started with, so that `.venv/bin/snakemake` works without activating the venv; with
