@@ -35,15 +35,14 @@ def _cmd_suv(a):
 
 
 def _cmd_convert(a):
-    from dualpet.convert import convert_study
-
-    if a.inspect:  # the header check refused the study: nothing to convert
+    if a.inspect:  # the header check refused the study: nothing to convert (decided before any heavy import)
         from dualpet.failures import UpstreamFailure, record
         from dualpet.io import read_json
 
         verdict = read_json(a.inspect)
         if not verdict.get("ok"):
             raise UpstreamFailure([record("inspect", a.patient, a.tracer, verdict.get("error", "refused"))])
+    from dualpet.convert import convert_study
 
     side = convert_study(
         a.dicom_dir,
