@@ -54,6 +54,31 @@ def test_reject_accept_add_and_a_decision_that_finds_nothing():
         assert labels[tuple(np.rint(np.asarray(les["peak_lps"]) / 4.0).astype(int))] == les["label"]
 
 
+def test_decisions_outside_the_pet_or_in_conflict_are_not_applied_never_an_error():
+    """Issue 23 (campaign): an add or accept outside the PET (or x = 1e999) excluded the
+    whole patient, and a reject and an accept of one lesion were both applied in order.
+    Such rows are recorded as not applied, saying why; the other rows still apply."""
+    suv, labels, lesions, at = _study()
+    decisions = [
+        {"decision": "add", "x": 9000.0, "y": 0.0, "z": 0.0, "reader": "r1"},  # outside the PET
+        {"decision": "accept", "x": float("inf"), "y": 0.0, "z": 0.0, "reader": "r1"},  # '1e999' in the sheet
+        {"decision": "reject", "x": at["A"][0], "y": at["A"][1], "z": at["A"][2], "reader": "r1"},
+        {"decision": "accept", "x": at["A"][0] + 3, "y": at["A"][1], "z": at["A"][2], "reader": "r2"},  # the same lesion
+        {"decision": "reject", "x": at["B"][0], "y": at["B"][1], "z": at["B"][2], "reader": "r2"},
+    ]
+    labels, lesions, rejected, record = apply_decisions(suv, AFF, labels, lesions, [], decisions)
+    applied = [r["applied"] for r in record]
+    assert applied[0] == "not applied: the position lies outside this study's PET"
+    assert applied[1] == "not applied: the position is not a number"
+    assert applied[2].startswith("not applied: contradicting decisions on one lesion (row 3 (reject), row 4 (accept)")
+    assert applied[3] == applied[2]
+    assert applied[4].startswith("rejected the lesion")
+    assert {les["name"] for les in lesions} == {"A"} and [r["name"] for r in rejected] == ["B"]  # A kept: in conflict
+    import json
+
+    json.dumps(record, allow_nan=False)  # the record stays valid JSON (no inf)
+
+
 def test_positions_not_numbers_decide():
     """A decision at a lesion's peak but outside its region counts within the tolerance
     and not beyond it."""

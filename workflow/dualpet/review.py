@@ -59,18 +59,26 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
     lesions (with ``origin``), the rejected candidates (reader rejections added) and one
     record per decision (``applied``: what was done, or why nothing was).
     """
+    from dualpet.errors import DualpetInputError
     from dualpet.segmentation import _number, lesions_from_seeds
 
     for les in lesions:
         les.setdefault("origin", "automatic")
         les["_region"] = labels == les["label"]
+    conflicts = _conflicts(lesions, affine, decisions)
     record = []
-    for d in decisions:
+    for n, d in enumerate(decisions):
         point = [float(d["x"]), float(d["y"]), float(d["z"])]
         who = f"reader {d['reader']}" if d.get("reader") else "the reader"
         note = f" ({d['note']})" if d.get("note") else ""
-        hit = _which(lesions, affine, point)
         entry = {k: d.get(k, "") for k in ("decision", "reader", "note")} | {"position_lps": point}
+        if not np.all(np.isfinite(point)):
+            record.append(entry | {"position_lps": [str(v) for v in point], "applied": "not applied: the position is not a number"})
+            continue
+        if n in conflicts:
+            record.append(entry | {"applied": f"not applied: {conflicts[n]}"})
+            continue
+        hit = _which(lesions, affine, point)
         if d["decision"] == "reject":
             if hit is None:
                 entry["applied"] = f"not applied: no lesion within {REVIEW_TOLERANCE_MM:g} mm"
@@ -84,7 +92,11 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
             hit["reviewed_by"] = d.get("reader", "")
             entry["applied"] = f"accepted the lesion with its peak at {np.round(hit['peak_lps'], 1).tolist()}"
         else:
-            added = lesions_from_seeds(suv, affine, [point], radius_mm=seed_radius_mm, where=where)[0]
+            try:
+                added = lesions_from_seeds(suv, affine, [point], radius_mm=seed_radius_mm, where=where)[0]
+            except DualpetInputError:  # the position lies outside this study's PET
+                record.append(entry | {"applied": "not applied: the position lies outside this study's PET"})
+                continue
             taken = np.zeros(labels.shape, bool)
             for les in lesions:
                 taken |= les["_region"]
@@ -100,6 +112,27 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
         record.append(entry)
     labels = _number(lesions, labels.shape)
     return labels, lesions, rejected, record
+
+
+def _conflicts(lesions, affine, decisions):
+    """Decisions that contradict another one on the same lesion (a reject and an accept or
+    add): index -> why. Neither is applied: the reader has to settle it in the sheet."""
+    targets = {}
+    for n, d in enumerate(decisions):
+        point = np.array([float(d["x"]), float(d["y"]), float(d["z"])])
+        if not np.all(np.isfinite(point)):
+            continue
+        hit = _which(lesions, affine, point)
+        if hit is not None:
+            targets.setdefault(id(hit), []).append(n)
+    out = {}
+    for rows in targets.values():
+        kinds = {decisions[n]["decision"] == "reject" for n in rows}
+        if len(kinds) == 2:
+            names = ", ".join(f"row {n + 1} ({decisions[n]['decision']})" for n in rows)
+            for n in rows:
+                out[n] = f"contradicting decisions on one lesion ({names} of this study's decisions)"
+    return out
 
 
 def position_of(lesion_row, tracer, reference, tfm=None):
