@@ -185,3 +185,30 @@ def test_one_roi_is_one_lesion_and_its_contour_is_the_voi(study, tmp_path):
         else:
             assert index.fdg_voi_source[0] == "isocontour"
             assert m["voi_ml"] < contour.sum() * vox_ml and m["suvmax"] == pytest.approx(float(suv[contour].max()))
+
+
+def test_the_seg_carries_no_identifying_text_of_the_source_pet(study, tmp_path):
+    """Issue 23 (campaign): lesions_seg.dcm kept StudyDescription, PhysiciansOfRecord and,
+    in the ContributingEquipmentSequence highdicom copies from the PET, StationName,
+    InstitutionalDepartmentName and DeviceSerialNumber. None of them reaches the SEG."""
+    import shutil
+
+    src = tmp_path / "dicom"
+    shutil.copytree(study["dicom"], src)
+    planted = {"StudyDescription": "PET ONKO Dr Wagner Station 3", "PhysiciansOfRecord": "Wagner^Helga",
+               "StationName": "PETCT-OST-7", "InstitutionalDepartmentName": "Nuklearmedizin Haus B",
+               "DeviceSerialNumber": "SN884213", "RequestingPhysician": "Huber^Anton",
+               "PatientComments": "allergy to contrast, room 41"}  # fmt: skip
+    for p in src.rglob("*.dcm"):
+        ds = pydicom.dcmread(p)
+        for key, value in planted.items():
+            setattr(ds, key, value)
+        ds.save_as(p)
+    out = tmp_path / "seg.dcm"
+    export_seg(study["dir"] / "voi.nii.gz", src, out, patient=study["pid"], tracer=study["tracer"])
+    raw = out.read_bytes()
+    assert not [v for v in planted.values() if v.encode() in raw]
+    assert not [part for v in planted.values() for part in v.replace("^", " ").split() if len(part) > 4 and part.encode() in raw]
+    seg = pydicom.dcmread(out)
+    assert seg.DeviceSerialNumber == "0" and str(seg.PatientName) == study["pid"]
+    hd.seg.segread(str(out))  # still a valid SEG

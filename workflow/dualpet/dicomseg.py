@@ -30,10 +30,23 @@ from dualpet.interchange import lesion_id, read_voi, voi_label
 #: "Lesion"; the algorithm family (DICOM CID 7162) "Neighborhood analysis" (local contrast).
 #: Attributes the SEG would otherwise copy from the PET that identify the patient or the
 #: visit (emptied; name and ID become the sheet's pseudonym).
+#: Every person name (VR PN) but PatientName is emptied too, wherever it occurs (DICOM
+#: PS3.15's basic profile: physicians, operators, responsible persons).
 PATIENT_ATTRIBUTES = ("PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight", "PatientSize",
                       "OtherPatientIDs", "OtherPatientNames", "PatientAddress", "IssuerOfPatientID",
                       "ReferringPhysicianName", "AccessionNumber", "StudyID", "InstitutionName",
-                      "InstitutionAddress", "OperatorsName", "PerformingPhysicianName")  # fmt: skip
+                      "InstitutionAddress", "OperatorsName", "PerformingPhysicianName", "StudyDescription",
+                      "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy", "RequestingPhysician", "StationName",
+                      "InstitutionalDepartmentName", "DeviceSerialNumber", "PatientComments",
+                      "AdditionalPatientHistory", "MedicalRecordLocator", "EthnicGroup", "Occupation",
+                      "PatientTelephoneNumbers", "MilitaryRank", "BranchOfService", "CountryOfResidence",
+                      "RegionOfResidence", "PatientReligiousPreference", "ResponsiblePerson",
+                      "PatientMotherBirthName", "AdmittingDiagnosesDescription", "RequestedProcedureDescription",
+                      "PerformedProcedureStepDescription", "ScheduledProcedureStepDescription", "ProtocolName",
+                      "PerformedProcedureStepID", "RequestedProcedureID", "DeviceUID", "InstitutionCodeSequence",
+                      "PersonIdentificationCodeSequence", "ReferencedPatientSequence")  # fmt: skip
+#: The SEG's own equipment (its Type 1 serial number stays, the source's ones go).
+OWN_DEVICE_SERIAL_NUMBER = "0"
 #: Dates and times copied or stamped (the study's dates are identifying; a stamp of now
 #: would make every rerun a different file).
 DATE_ATTRIBUTES = ("StudyDate", "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
@@ -106,7 +119,7 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
             series_number=9901, sop_instance_uid=generate_uid(entropy_srcs=entropy + ["instance"]), instance_number=1,
             manufacturer="dualpet",
             manufacturer_model_name="dualpet lesion VOIs", software_versions=software_version or "0",
-            device_serial_number="0", content_label="LESIONS",
+            device_serial_number=OWN_DEVICE_SERIAL_NUMBER, content_label="LESIONS",
             content_description=f"dualpet final lesion VOIs ({tracer}), label Lk = lesions.tsv",
             omit_empty_frames=bool(seg_of),
         )  # fmt: skip
@@ -126,14 +139,14 @@ def _pseudonymise(ds, patient):
     wherever they occur (also inside sequences, e.g. the contributing equipment highdicom
     copies from the PET); the required content date and time are a fixed placeholder
     (no study date, and the same VOIs give the same file)."""
-    ds.PatientName = patient
-    ds.PatientID = patient
-
     def blank(dataset, elem):
-        if elem.keyword in PATIENT_ATTRIBUTES or elem.keyword in DATE_ATTRIBUTES:
-            elem.value = ""
+        if elem.keyword in PATIENT_ATTRIBUTES or elem.keyword in DATE_ATTRIBUTES or elem.VR == "PN":
+            elem.value = [] if elem.VR == "SQ" else ""
 
     ds.walk(blank)
+    ds.PatientName = patient
+    ds.PatientID = patient
+    ds.DeviceSerialNumber = OWN_DEVICE_SERIAL_NUMBER
     ds.ContentDate, ds.ContentTime = CONTENT_DATE_TIME
 
 
