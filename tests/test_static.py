@@ -144,6 +144,10 @@ def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     assert rc != 0 and "s.tsv: no rows below the header" in out
     rc, out = dry_run("patient,tracer,dicom_dir\nP1,fdg,d\n")
     assert rc != 0 and "s.tsv, line 1: column(s) ['patient', 'tracer', 'dicom_dir'] missing" in out
+    # a mask path with braces (Snakemake would read them as wildcards: a WildcardError for the run)
+    rc, out = dry_run("patient\ttracer\tdicom_dir\tlesion_mask\nP1\tfdg\td\tm{word}.nii.gz\nP1\tpentixafor\td\t\n")
+    assert rc != 0 and "s.tsv, line 2, column lesion_mask: 'm{word}.nii.gz' is not valid" in out and "{ or }" in out
+    assert "WildcardError" not in out
     (tmp_path / "s.tsv").write_bytes(b"patient\ttracer\tdicom_dir\nP1\tfdg\td/M\xfcller\n")  # Latin-1, not UTF-8
     proc = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"], capture_output=True,
                           text=True, env=tool_env)  # fmt: skip

@@ -8,13 +8,44 @@ what Snakemake itself needs (pandas, jsonschema, yaml).
 from __future__ import annotations
 
 import io
+import re
+import stat
 from pathlib import Path
 
 import pandas as pd
 
 
+#: The largest file read as a sheet (bytes): a sheet is a few kilobytes.
+MAX_SHEET_BYTES = 50 * 10**6
+#: What a column name looks like; a first line that is anything else is not echoed.
+COLUMN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .()%-]{0,47}$")
+
+
 class SheetError(ValueError):
     """A sheet dualpet refuses; the message names the file and, where it can, the line."""
+
+
+def load_yaml_strict(path):
+    """A YAML file (the config) refusing a key given twice in one mapping: PyYAML keeps the
+    last, so a duplicated ``reference_tracer`` would silently swap the tracers."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise SheetError(f"config {path}, line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line "
+                                 f"{seen[key]}); keep one")  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=Strict)  # noqa: S506 - a SafeLoader subclass
 
 
 def safe_json(value, **kwargs):
@@ -38,6 +69,11 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     """
     path = Path(path)
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a named pipe would block, a device never end
+            raise SheetError(f"{what} {path}: not a regular file (only regular files are read)")
+        if st.st_size > MAX_SHEET_BYTES:
+            raise SheetError(f"{what} {path}: {st.st_size / 1e6:.0f} MB is not a sheet (at most {MAX_SHEET_BYTES // 10**6} MB)")
         raw = path.read_bytes()
     except OSError as exc:
         raise SheetError(f"{what} {path}: cannot be read ({exc.strerror})") from None
@@ -58,11 +94,20 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     sheet.columns = [str(c).strip() for c in sheet.columns]
     sheet = sheet.apply(lambda col: col.str.strip())
     sheet["_line"] = range(2, len(sheet) + 2)
+    spanning = sheet.drop(columns="_line").apply(lambda col: col.str.contains("\n", regex=False)).any(axis=1)
+    if spanning.any():  # a quote opened a cell that ran over the line end, taking the next rows
+        line = int(sheet.loc[spanning, "_line"].iloc[0])
+        raise SheetError(f"{what} {path}, line {line}: a double quote (\") opens a cell that runs on into the next "
+                         "line(s); remove it or close it in the same cell")  # fmt: skip
     sheet = sheet[(sheet.drop(columns="_line") != "").any(axis=1)].reset_index(drop=True)
     missing = [c for c in required if c not in sheet.columns]
     if missing:
         found = [c for c in sheet.columns if c != "_line"]
-        raise SheetError(f"{what} {path}, line 1: column(s) {missing} missing (found {found}; is it tab-separated?)")
+        if all(COLUMN_NAME.match(c) for c in found):
+            raise SheetError(f"{what} {path}, line 1: column(s) {missing} missing (found {found}; is it tab-separated?)")
+        # not a header of column names: the file's text is not repeated (it may be anything)
+        raise SheetError(f"{what} {path}, line 1: column(s) {missing} missing; its first line is not a header of "
+                         "tab-separated column names (is it the right file, tab-separated?)")  # fmt: skip
     if not len(sheet) and not allow_empty:
         raise SheetError(f"{what} {path}: no rows below the header")
     return sheet

@@ -10,6 +10,22 @@ import pandas as pd
 import yaml
 from snakemake.utils import validate
 
+# The package's source, for code_version (a stdlib-only module) at parse time.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from dualpet.provenance import code_version  # noqa: E402
+from dualpet.files import folder_fingerprint  # noqa: E402
+from dualpet.sheets import (  # noqa: E402
+    SheetError,
+    lines,
+    load_yaml_strict,
+    read_tsv,
+    safe_json,
+    validate_rows,
+)  # noqa: E402
+
+# a key given twice in a config file is refused (YAML would keep the last silently)
+for _configfile in workflow.configfiles:
+    load_yaml_strict(_configfile)
 validate(config, "../schemas/config.schema.yaml")
 
 REF = config["reference_tracer"]
@@ -19,18 +35,6 @@ if REF == IDX:
     raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
 # Display names in figures, the summary and the review pages (config tracer_names).
 NAMES = {t: config["tracer_names"].get(t, t) for t in TRACERS}
-
-# The package's source, for code_version (a stdlib-only module) at parse time.
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from dualpet.provenance import code_version  # noqa: E402
-from dualpet.files import folder_fingerprint  # noqa: E402
-from dualpet.sheets import (
-    SheetError,
-    lines,
-    read_tsv,
-    safe_json,
-    validate_rows,
-)  # noqa: E402
 
 # Jobs run "$DUALPET_PYTHON" -m dualpet from this checkout: the interpreter this workflow
 # was started with, so that `.venv/bin/snakemake` works without activating the venv; with
