@@ -64,3 +64,21 @@ def test_fingerprint_follows_every_change(cohort_dir, tmp_path):
     (folder / "extra.dcm").unlink()
     assert folder_fingerprint(folder) == edited
     assert folder_fingerprint(tmp_path / "nope") == "missing"
+
+
+def test_fingerprint_sees_a_same_size_edit_with_its_time_restored(cohort_dir, tmp_path):
+    """Issue 23 (campaign): PatientWeight 80.5 -> 90.5 (same size), modification time set
+    back: size and mtime alone missed it, pet.json kept 80.5 kg. The change time cannot be
+    set back."""
+    shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg" / "PT_3", tmp_path / "s")
+    folder = tmp_path / "s"
+    f = sorted(folder.glob("*.dcm"))[3]
+    ds = pydicom.dcmread(f)
+    ds.PatientWeight = "80.5"
+    ds.save_as(f)
+    before, st = folder_fingerprint(folder), f.stat()
+    ds.PatientWeight = "90.5"
+    ds.save_as(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # the modification time restored
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert folder_fingerprint(folder) != before

@@ -41,7 +41,10 @@ def _regular_files_with_stat(folder, skipped=None):
 
 def folder_fingerprint(folder):
     """A short hash of a study folder's regular files (relative path, size, modification
-    time): it changes when a file is added, removed, replaced or edited in place.
+    time and inode change time): it changes when a file is added, removed, replaced or
+    edited in place, also when the edit keeps the size and restores the modification time
+    (the change time cannot be set back). Copying the folder elsewhere changes it too: the
+    studies then rerun once.
 
     'missing' or 'unreadable' for a folder that is not there or cannot be listed.
     """
@@ -53,6 +56,6 @@ def folder_fingerprint(folder):
     h = hashlib.sha256()
     n = 0
     for path, st in _regular_files_with_stat(folder):
-        h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
         n += 1
     return f"{n}-{h.hexdigest()[:16]}"
