@@ -212,3 +212,37 @@ def test_the_seg_carries_no_identifying_text_of_the_source_pet(study, tmp_path):
     seg = pydicom.dcmread(out)
     assert seg.DeviceSerialNumber == "0" and str(seg.PatientName) == study["pid"]
     hd.seg.segread(str(out))  # still a valid SEG
+
+
+def test_a_readers_dicom_mask_must_be_of_this_studys_pet(study, cohort_dir, tmp_path):
+    """Issue 23 (campaign): another patient's SEG put its lesions on this patient's PET
+    without a word, another study's SEG gave lesions plus labels outside, an empty mask
+    gave 0 lesions and an included patient. Each is now refused, naming the attribute."""
+    from dualpet.errors import DualpetInputError
+    from dualpet.interchange import write_voi
+
+    d = study["dir"]
+    export_seg(d / "voi.nii.gz", study["dicom"], tmp_path / "mine.dcm", patient=study["pid"], tracer=study["tracer"])
+
+    def segment(mask, dicom=study["dicom"]):
+        return segment_study(d / "ct.nii.gz", d / "pet.nii.gz", tmp_path / "l.nii.gz", tmp_path / "s.json",
+                             detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
+                             lesion_mask=mask, pet_dicom=(dicom, None))  # fmt: skip
+
+    _, info = segment(tmp_path / "mine.dcm")
+    assert len(info["lesions"]) == 3  # its own SEG: accepted
+    # the other tracer's study of the same patient: another frame of reference
+    other = cohort_dir / "dicom" / study["pid"] / "pentixafor"
+    with pytest.raises(DualpetInputError, match=r"FrameOfReferenceUID \(0020,0052\) is not this study's PET's"):
+        segment(tmp_path / "mine.dcm", dicom=other)
+    # same frame of reference, another patient's ID
+    seg = pydicom.dcmread(tmp_path / "mine.dcm")
+    seg.PatientID = "SOMEONE-ELSE"
+    seg.save_as(tmp_path / "theirs.dcm")
+    with pytest.raises(DualpetInputError, match=r"PatientID \(0010,0020\) is not this study's PET's") as err:
+        segment(tmp_path / "theirs.dcm")
+    assert "SOMEONE-ELSE" not in str(err.value)
+    # an empty mask
+    write_voi(tmp_path / "empty.nii.gz", np.zeros(study["shape"], np.int32), study["affine"])
+    with pytest.raises(DualpetInputError, match="reach no voxel of this study's PET"):
+        segment(tmp_path / "empty.nii.gz")

@@ -112,9 +112,11 @@ def _cmd_segment(a):
         background_mask=a.background_mask or None, background_png=a.background_png or None,
         lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds), anatomy=a.anatomy,
         review=json.loads(a.review) if a.review.strip() else None,
+        pet_dicom=(a.dicom_dir, a.pet_series or None) if a.dicom_dir else None,
     )  # fmt: skip
     thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
-    print(f"{a.patient} {a.tracer}: background {bg['suvmean']:.3f}, threshold {thr}, "
+    background = "none" if bg["suvmean"] is None else f"{bg['suvmean']:.3f}"
+    print(f"{a.patient} {a.tracer}: background {background}, threshold {thr}, "
           f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
 
 
@@ -395,6 +397,9 @@ def build_parser():
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.add_argument("--review", default="", help="this study's reader decisions (JSON list; see dualpet.review)")
+    s.add_argument("--dicom-dir", default="",
+                   help="the study's DICOM folder: a DICOM lesion mask must be of its PET (frame of reference, patient)")  # fmt: skip
+    s.add_argument("--pet-series", default="", help="the PET series named in the studies sheet, if any")
     s.set_defaults(func=_cmd_segment)
     isolation(s, inputs=["ct", "pet", "anatomy"], outputs=["labels", "json", "background_png"])
 

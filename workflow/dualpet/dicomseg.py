@@ -217,6 +217,34 @@ def rtstruct_labels(path, shape, affine, what="lesion mask"):
     return out, mapping
 
 
+def check_reader_object(path, kind, dicom_dir, pet_series=None, *, where="", patient=""):
+    """Refuse a reader's DICOM-SEG or RTSTRUCT that is not of this study's PET: another
+    frame of reference (the other tracer's study, another scan) or another PatientID (when
+    both carry one; dualpet's own SEGs carry the sheet's pseudonym ``patient``). Attributes
+    are named, never their values."""
+    import pydicom
+
+    from dualpet.convert import _select
+    from dualpet.dicom import header_text
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    pet = _select(dicom_dir, where, pet_series, None).pet
+    first = pet.headers[0]
+    if kind == "SEG":
+        frames = {header_text(ds, "FrameOfReferenceUID")}
+    else:
+        frames = {header_text(item, "FrameOfReferenceUID") for item in ds.get("ReferencedFrameOfReferenceSequence", [])}
+    frames.discard("")
+    mine = header_text(first, "FrameOfReferenceUID")
+    if frames and mine and mine not in frames:
+        raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind}): its FrameOfReferenceUID (0020,0052) is not "
+                                "this study's PET's: drawn on another study (the other tracer's?) or another patient")  # fmt: skip
+    a, b = header_text(ds, "PatientID").strip(), header_text(first, "PatientID").strip()
+    if a and b and a != b and a != patient:
+        raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind}): its PatientID (0010,0020) is not this "
+                                "study's PET's: another patient's mask")  # fmt: skip
+
+
 def is_dicom_object(path):
     """'SEG', 'RTSTRUCT' or None (anything else, e.g. NIfTI)."""
     import pydicom

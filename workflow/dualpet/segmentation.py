@@ -724,6 +724,7 @@ def segment_study(
     seeds=None,
     anatomy=None,
     review=None,
+    pet_dicom=None,
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
@@ -808,6 +809,10 @@ def segment_study(
 
         kind_of_mask = is_dicom_object(lesion_mask)
         if kind_of_mask:  # a DICOM-SEG (segment = lesion) or RTSTRUCT (ROI = lesion) from a viewer
+            if pet_dicom:
+                from dualpet.dicomseg import check_reader_object
+
+                check_reader_object(lesion_mask, kind_of_mask, *pet_dicom, where=where, patient=patient)
             read = seg_labels if kind_of_mask == "SEG" else rtstruct_labels
             regions, names = read(lesion_mask, suv.shape, pet_affine)
             file_labels = sorted(names)
@@ -816,6 +821,10 @@ def segment_study(
             regions = nearest_on_grid(data, data_affine, suv.shape, pet_affine)
             file_labels, names = [int(v) for v in np.unique(data) if v != 0], {}
         lesions, dropped = lesions_from_mask(suv, pet_affine, regions, file_labels, split_binary=not kind_of_mask)
+        if not lesions:  # a mask with nothing on this PET: not "no lesions", a mask of something else
+            what = f"its {len(file_labels)} segment(s) or label(s)" if file_labels else "it holds no lesion"
+            raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind_of_mask or 'NIfTI'}): {what} reach no voxel "
+                                    "of this study's PET (an empty mask, or one drawn on another study?)")  # fmt: skip
         for les in lesions:  # the viewer's own name of each segment or ROI
             value = int(les["mask_part"].split()[-1]) if les["mask_part"].startswith("label ") else None
             if value in names:

@@ -255,6 +255,17 @@ def study_seeds(wildcards):
     return SEEDS.get((wildcards.patient, wildcards.tracer), "")
 
 
+def with_lesion_mask(column):
+    """Params function: this study's value in ``column`` when it has a lesion_mask (its PET's
+    headers check a DICOM mask), else '' (other studies' jobs do not depend on it)."""
+
+    def get(wildcards):
+        row = STUDY[(wildcards.patient, wildcards.tracer)]
+        return row[column] if row["lesion_mask"] else ""
+
+    return get
+
+
 def optional_study_file(column):
     """Input function: this study's file in an optional sheet column, or none."""
 

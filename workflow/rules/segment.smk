@@ -70,6 +70,8 @@ rule segment:
         background_at=study_value("background_lps"),
         seeds=study_seeds,
         review=study_review,
+        dicom=with_lesion_mask("dicom_dir"),
+        pet_series=with_lesion_mask("pet_series"),
     shell:
         '"$DUALPET_PYTHON" -m dualpet segment --ct={input.ct:q} --pet={input.pet:q} --anatomy={input.anatomy:q}'
         " --labels={output.labels:q} --json={output.json:q}"
@@ -77,5 +79,6 @@ rule segment:
         " --exclusion={input.exclusion:q} --background-at={params.background_at:q}"
         " --background-png={output.png:q} --background-mask={input.background_mask:q}"
         " --lesion-mask={input.lesion_mask:q} --seeds={params.seeds:q} --review={params.review:q}"
+        " --dicom-dir={params.dicom:q} --pet-series={params.pet_series:q}"
         " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
         " --isolate-failures > {log:q} 2>&1"
