@@ -10,7 +10,7 @@ DEMO_SEED ?= 2021
 # Rules call `python -m dualpet`: the venv must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo run test test-fast test-slurm venv lint fmt dry-run audit clean report report-check
+.PHONY: demo run test test-fast test-slurm test-reliability venv lint fmt dry-run audit clean report report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,12 @@ report-check: report
 	  --pages results/*/review.html $(CHECK_DIR)/clinical/results/*/review.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slurm" --durations=15
+	$(BIN)/python -m pytest -m "not slurm and not campaign" --durations=15
+
+# The whole reliability campaign (tests/reliability: DICOM corruptions, hostile sheets and
+# configs, each with its stated outcome); `make test` runs a short subset of it.
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest tests/reliability -p no:cacheprovider
 
 # The workflow on a real single-node SLURM (Debian's packages; needs root): the cluster is
 # started, a two-patient cohort runs through workflow/profiles/slurm and locally, the
@@ -68,7 +73,7 @@ test-slurm: $(STAMP)
 
 # The developer's loop: everything but the end-to-end workflow runs (about a minute).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not slurm"
+	$(BIN)/python -m pytest -m "not slow and not slurm and not campaign"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -593,3 +593,14 @@ def test_data_in_the_html_report_is_text_never_markup(half_cohort):
     # the reader's notes reach Snakemake's report only as JSON with <, > and & escaped
     note = [{"note": "</script><img src=x onerror=alert(1)> & co"}]
     assert json.loads(safe_json(note)) == note and not set("<>&") & set(safe_json(note))
+
+
+def test_a_cohort_whose_every_patient_is_excluded_still_gets_its_summary():
+    """All patients refused at inspection: patients.tsv has no tracer columns. The summary
+    is written (no patients, every exclusion listed), not an error that stops the run."""
+    patients = pd.DataFrame({"patient": ["P1", "P2"], "status": ["excluded", "excluded"],
+                             "excluded_reason": ["patient P1, fdg: header check failed: Units CPS", "patient P2, fdg: x"]})  # fmt: skip
+    lesions = pd.DataFrame(columns=["patient", "lesion"])
+    summary = stats.summarize(lesions, patients, REF, IDX)
+    assert summary["n_patients"] == 0 and [e["patient"] for e in summary["excluded_patients"]] == ["P1", "P2"]
+    assert "P1 excluded" in stats.render_markdown(summary)

@@ -270,6 +270,7 @@ def scan_folder(folder):
         raise DualpetInputError("the study's DICOM folder cannot be read (permission denied)")
     series = Found()
     series.skipped = []
+    seen = set()  # SOPInstanceUIDs read
     for path in regular_files(folder, series.skipped):
         if not looks_like_dicom(path, series.skipped):
             continue  # not DICOM: ignored, as documented (and never parsed)
@@ -286,6 +287,11 @@ def scan_folder(folder):
             continue  # not DICOM (or unreadable header): ignored, as documented
         if not uid or "SOPClassUID" not in ds:
             continue
+        instance = header_text(ds, "SOPInstanceUID")
+        if instance and instance in seen:  # the same instance twice ('x (1).dcm'): read once
+            series.skipped.append("a second copy of an image (same SOPInstanceUID)")
+            continue
+        seen.add(instance)
         if uid not in series:
             series[uid] = Series(
                 uid=uid,

@@ -93,9 +93,15 @@ def read_segmentation(path):
         "background_source": bg["source"],
         "background_fallback": f"{missing}: TBR not computed" if missing else bg.get("fallback", ""),
         "threshold_suv": rec["detection"].get("threshold_suv"),
-        "method": (rec["detection"].get("method") or {}).get("method", ""),
+        "method": _method_name(rec["detection"].get("method")),
         "record": rec,
     }
+
+
+def _method_name(value):
+    """The detection method's name: the record's ``method`` is the automatic methods' name
+    or, for the reader methods, the detection settings (with their ``method``)."""
+    return str(value.get("method", "")) if isinstance(value, dict) else str(value or "")
 
 
 def dropped_organs(record):

@@ -90,6 +90,10 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     try:
         sheet = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, ValueError) as exc:
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if unclosed:  # pandas counts the header as row 0
+            raise SheetError(f"{what} {path}, line {int(unclosed.group(1)) + 1}: a double quote (\") opens a cell that is "
+                             "never closed; remove it or close it in the same cell") from None  # fmt: skip
         raise SheetError(f"{what} {path}: not a tab-separated table ({str(exc).splitlines()[0]})") from None
     sheet.columns = [str(c).strip() for c in sheet.columns]
     sheet = sheet.apply(lambda col: col.str.strip())

@@ -91,10 +91,14 @@ def validate(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, inde
         raise DualpetInputError(f"lesions table: lesions of patient(s) not in the patients table: "
                                 f"{', '.join(map(str, orphans[:10]))}")  # fmt: skip
     tracers = (reference, index)
-    if len(patients):
+    if (~excluded_mask(patients)).any():
         _require_tracer_columns(patients, "patients table", tracers, "positive")
         for t in tracers:
             flags(patients, f"{t}_positive", "patients table")
+    else:  # every patient excluded (e.g. all refused at inspection): no tracer columns to read
+        for t in tracers:
+            if f"{t}_positive" not in patients.columns:
+                patients[f"{t}_positive"] = np.nan
     if len(lesions):
         _require_tracer_columns(lesions, "lesions table", tracers, "detected")
         for t in tracers:
