@@ -124,6 +124,19 @@ def test_demo_sheets_match_the_generator_and_makefile():
     assert len(clinical) == n + 1 and clinical[0].startswith("patient\t")
 
 
+@pytest.mark.slow
+def test_demo_clinical_sheet_is_the_generators(tmp_path):
+    """config/clinical.tsv is exactly what `make demo`'s generator writes for its patients
+    (issue 24: it had drifted from the generated cohort)."""
+    from dualpet.synth import generate_cohort
+
+    makefile = (REPO / "Makefile").read_text()
+    n = int(re.search(r"DEMO_PATIENTS \?= (\d+)", makefile).group(1))
+    seed = int(re.search(r"DEMO_SEED \?= (\d+)", makefile).group(1))
+    generate_cohort(tmp_path, n_patients=n, seed=seed, size="demo", log=lambda m: None)
+    assert (REPO / "config" / "clinical.tsv").read_text() == (tmp_path / "clinical.tsv").read_text()
+
+
 def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text("studies: s.tsv\n")
@@ -193,3 +206,11 @@ def test_every_rule_passes_its_code_version():
         block = re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text())
         block = next(b for b in block if re.match(rf"(?:checkpoint|rule) {rule}:", b))
         assert f'code=code_version("{command}")' in block, rule
+
+
+def test_license_and_citation_agree_with_pyproject():
+    """A LICENSE file for pyproject's license, and a CITATION.cff of the same version."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License")
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == meta["version"] and cff["license"] == meta["license"]
