@@ -76,7 +76,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not slurm and not campaign"
 
 lint: $(STAMP)
-	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile tests/data/lint/config.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 fmt: $(STAMP)

@@ -147,7 +147,7 @@ def test_hostile_names_never_run_and_paths_never_leak(data, tmp_path, tool_env):
     """Sheet values and config paths carrying shell code (quotes, $(...), backticks) are
     passed as data; a folder called "Dr O'Neil lab" works; PACS-style folder names (patient
     name and record number) and DICOM UIDs appear in no output, also when a study is
-    missing and its patient excluded."""
+    refused and its patient excluded."""
     root = tmp_path / f"Dr O'Neil lab {INJECTION}"
     # patient P001: both studies in PACS-style folders under a hostile root
     rows = []
@@ -155,8 +155,17 @@ def test_hostile_names_never_run_and_paths_never_leak(data, tmp_path, tool_env):
         dst = root / "Richter^Frank_MRN3787556" / f"PET_{tracer}"
         shutil.copytree(data / "dicom" / "P001" / tracer, dst)
         rows.append({"patient": "P001", "tracer": tracer, "dicom_dir": str(dst)})
-    # patient P002: its fdg folder is missing (a PACS-style name that must not leak)
-    rows.append({"patient": "P002", "tracer": "fdg", "dicom_dir": str(root / "Weber^Anna_MRN1234567" / "missing")})
+    # patient P002: its fdg study, in a PACS-style folder whose name must not leak, is refused
+    # (its PET is not quantitative); a missing folder is refused at planning (test_workflow)
+    refused = root / "Weber^Anna_MRN1234567" / "PET_fdg"
+    shutil.copytree(data / "dicom" / "P002" / "fdg", refused)
+    for path in refused.rglob("*"):
+        if path.is_file():
+            ds = pydicom.dcmread(path, force=True)
+            if str(ds.get("Modality", "")) == "PT":
+                ds.Units = "CPS"
+                ds.save_as(path)
+    rows.append({"patient": "P002", "tracer": "fdg", "dicom_dir": str(refused)})
     rows.append({"patient": "P002", "tracer": "pentixafor", "dicom_dir": str(data / "dicom" / "P002" / "pentixafor")})
     truth = json.loads((data / "truth" / "P001.json").read_text())
     sheet = pd.DataFrame(rows)
@@ -186,7 +195,7 @@ def test_hostile_names_never_run_and_paths_never_leak(data, tmp_path, tool_env):
     patients = pd.read_csv(wd / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
     assert patients.loc["P001", "status"] == "included", patients.loc["P001"].to_dict()
     assert patients.loc["P002", "status"] == "excluded"
-    assert "DICOM folder does not exist" in patients.loc["P002", "excluded_reason"]
+    assert "Units CPS are not quantitative" in patients.loc["P002", "excluded_reason"]
     assert patients.loc["P001", "fdg_background_source"].startswith("mask:sheet")  # the hostile-named mask was read
     forbidden = {"Richter", "MRN3787556", "Weber", "MRN1234567", "O'Neil", "pwned"}
     forbidden |= _identifiers_and_uids(root) | _identifiers_and_uids(data / "dicom" / "P002")

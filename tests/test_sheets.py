@@ -62,3 +62,35 @@ def test_a_config_key_given_twice_is_refused(tmp_path):
         load_yaml_strict(config)
     config.write_text("studies: s.tsv\ndetection:\n  method: local\nbackground:\n  method: liver\n")  # same key, other maps
     assert load_yaml_strict(config)["background"]["method"] == "liver"
+
+
+def test_sheet_mistakes_get_one_line_each_with_the_fix(tmp_path):
+    """Issue 24: a misspelt optional column names the closest known one; spaces instead of
+    tabs and extra fields are named by line; trailing empty fields (spreadsheet exports)
+    and omitted trailing fields are fine."""
+    from dualpet.sheets import check_columns, check_paths
+
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("patient\ttracer\tdicom_dir\tbackgorund_lps\nP1\tfdg\td\t\n")
+    with pytest.raises(SheetError, match=r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)"):
+        check_columns(read_tsv(sheet, what="studies sheet"), ["patient", "tracer", "dicom_dir", "background_lps"],
+                      what="studies sheet", path=sheet)  # fmt: skip
+    sheet.write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\nP1 pentixafor d\n")
+    with pytest.raises(SheetError, match=r"line 3: 1 field where the header has 3: separate the columns by tabs"):
+        read_tsv(sheet, what="studies sheet")
+    sheet.write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\tx\n")
+    with pytest.raises(SheetError, match=r"line 2: 4 fields, the header has 3"):
+        read_tsv(sheet, what="studies sheet")
+    sheet.write_text("patient\ttracer\tdicom_dir\tpet_series\nP1\tfdg\td\t\t\t\nP1\tpentixafor\td\n")
+    rows = read_tsv(sheet, what="studies sheet")
+    assert rows["pet_series"].tolist() == ["", ""] and rows["_line"].tolist() == [2, 3]
+    (tmp_path / "d").mkdir()
+    rows["dicom_dir"] = [str(tmp_path / "d"), str(tmp_path / "Richter^Frank")]
+    rows["lesion_mask"] = [str(tmp_path / "nowhere.nii.gz"), ""]
+    with pytest.raises(SheetError) as err:
+        check_paths(rows, ("dicom_dir", "lesion_mask"), what="studies sheet", path=sheet)
+    assert str(err.value).splitlines() == [
+        f"studies sheet {sheet}, line 2, column lesion_mask: the file does not exist or is not a regular file; correct the path",
+        f"studies sheet {sheet}, line 3, column dicom_dir: the folder does not exist; correct the path (relative to the "
+        "sheet's folder)",
+    ]

@@ -363,20 +363,25 @@ def test_fixing_a_header_in_place_reruns_that_study(workdir, tool_env):
     assert set(patients.status) == {"included"} and (workdir / "results" / "cohort" / "complete.json").exists()
 
 
-def test_missing_study_folder_excludes_only_that_patient(workdir, tool_env):
+def test_a_missing_study_folder_is_refused_before_any_job(workdir, tool_env):
+    """Issue 24: a study folder that is not there (a typo, a moved folder) is a sheet
+    mistake: the dry run and the run refuse it at planning with one line naming the sheet's
+    line and column and the fix, never the path (folder names can identify patients), no
+    traceback, and nothing runs. Put back, nothing needs redoing."""
     folder = workdir / "data" / "dicom" / "P003" / "fdg"
     folder.rename(folder.with_name("moved"))
     try:
-        proc = snakemake(workdir, tool_env)
-        assert proc.returncode != 0
-        patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
-        row = patients.set_index("patient").loc["P003"]
-        assert row.status == "excluded" and "DICOM folder does not exist" in row.excluded_reason
-        assert str(workdir) not in row.excluded_reason  # no folder path in outputs
-        assert set(patients[patients.status == "included"].patient) == {"P001", "P002", f"P{N + 1:03d}"}
+        for args in (("-n",), ()):
+            proc = snakemake(workdir, tool_env, *args)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0
+            assert re.search(r"studies sheet \S+, line \d+, column dicom_dir: the folder does not exist; correct the path", out)
+            assert "Traceback" not in out and "dicom/P003" not in out and "moved" not in out
+            assert "Finished jobid" not in out and "steps (" not in out
     finally:
         folder.with_name("moved").rename(folder)
     assert snakemake(workdir, tool_env).returncode == 0
+
 
 def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     """Round trip: a reader copies the review page's header line and the ready line under

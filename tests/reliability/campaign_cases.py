@@ -226,10 +226,11 @@ class Attack:
 
 _SHEET = "patient\ttracer\tdicom_dir\n"
 _GOOD = _SHEET + "P1\tfdg\td\nP1\tpentixafor\td\n"
+_FOLDER = {"d/keep.txt": ""}  # the sheet's study folder exists (a missing one is refused first)
 
 ATTACKS = [
     Attack("duplicate config key", {"config/config.yaml": "studies: s.tsv\nindex_tracer: pentixafor\nindex_tracer: fdg\n",
-                                    "s.tsv": _GOOD}, r"key 'index_tracer' given twice"),  # fmt: skip
+                                    "s.tsv": _GOOD, **_FOLDER}, r"key 'index_tracer' given twice"),  # fmt: skip
     Attack("shell injection in a patient ID", {"config/config.yaml": "studies: s.tsv\n",
                                                "s.tsv": _SHEET + "P1;touch pwned\tfdg\td\nP1;touch pwned\tpentixafor\td\n"},
            r"line 2, column patient: .* is not valid", never=["Traceback"]),  # fmt: skip
@@ -239,18 +240,31 @@ ATTACKS = [
     Attack("a quote swallowing rows", {"config/config.yaml": "studies: s.tsv\n",
                                        "s.tsv": _SHEET + 'P1\tfdg\t"d\nP1\tpentixafor\td\n'}, r"line 2: a double quote \(\"\) opens a cell"),  # fmt: skip
     Attack("a system file as the clinical sheet", {"config/config.yaml": "studies: s.tsv\nclinical: /etc/passwd\n",
-                                                   "s.tsv": _GOOD},
+                                                   "s.tsv": _GOOD, **_FOLDER},
            r"clinical sheet /etc/passwd.*not a header of tab-separated column names", never=["root:x"]),  # fmt: skip
-    Attack("a device as the clinical sheet", {"config/config.yaml": "studies: s.tsv\nclinical: /dev/zero\n", "s.tsv": _GOOD},
+    Attack("a device as the clinical sheet", {"config/config.yaml": "studies: s.tsv\nclinical: /dev/zero\n", "s.tsv": _GOOD,
+                                              **_FOLDER},
            r"not a regular file"),  # fmt: skip
     Attack("a tracer the config does not know", {"config/config.yaml": "studies: s.tsv\n",
                                                  "s.tsv": _SHEET + "P1\tfdg\td\nP1\tga68\td\n"}, r"not configured"),  # fmt: skip
-    Attack("a review decision that is not one", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD,
+    Attack("a review decision that is not one", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD, **_FOLDER,
                                                  "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1\t2\t3\tdelete\n"},
            r"review sheet .*r.tsv, line 2, column decision"),  # fmt: skip
-    Attack("a review position of 1e999", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD,
+    Attack("a review position of 1e999", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD, **_FOLDER,
                                           "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1e999\t2\t3\treject\n"},
            r"r.tsv, line 2, column x"),  # fmt: skip
+]
+
+ATTACKS += [
+    Attack("a misspelt optional column", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
+                                          "s.tsv": _SHEET[:-1] + "\tbackgorund_lps\nP1\tfdg\td\t\nP1\tpentixafor\td\t\n"},
+           r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)", never=["Traceback"]),  # fmt: skip
+    Attack("spaces instead of tabs", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
+                                      "s.tsv": _SHEET + "P1\tfdg\td\nP1 pentixafor d\n"},
+           r"line 3: 1 field where the header has 3: separate the columns by tabs", never=["Traceback"]),  # fmt: skip
+    Attack("a study folder that does not exist", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
+                                                  "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tRichter^Frank_MRN123\n"},
+           r"line 3, column dicom_dir: the folder does not exist", never=["Traceback", "Richter", "MRN123"]),  # fmt: skip
 ]
 
 SHORT_ATTACKS = {"duplicate config key", "braces in a mask path", "a system file as the clinical sheet"}

@@ -87,6 +87,7 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
         ) from None
     if not text.strip():
         raise SheetError(f"{what} {path}: the file is empty (expected a header line and one row per entry)")
+    text = _check_fields(text, what, path)
     try:
         sheet = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, ValueError) as exc:
@@ -115,6 +116,70 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     if not len(sheet) and not allow_empty:
         raise SheetError(f"{what} {path}: no rows below the header")
     return sheet
+
+
+def _check_fields(text, what, path):
+    """The sheet's text with trailing empty fields beyond the header's dropped (spreadsheet
+    exports add them); refuses a row of one field where the header has several (spaces
+    instead of tabs) and a row with more non-empty fields than the header."""
+    lines_ = text.split("\n")
+    width = len(lines_[0].split("\t"))
+    out, problems = [lines_[0]], []
+    for n, line in enumerate(lines_[1:], start=2):
+        fields = line.rstrip("\r").split("\t")
+        if line.strip() and '"' not in line:  # (quoted cells are pandas' to read)
+            if len(fields) > width and any(f.strip() for f in fields[width:]):
+                problems.append(f"{what} {path}, line {n}: {len(fields)} fields, the header has {width}; one value per "
+                                "column, separated by tabs")  # fmt: skip
+            elif len(fields) == 1 and width > 1 and len(line.split()) > 1:
+                problems.append(f"{what} {path}, line {n}: 1 field where the header has {width}: separate the columns by "
+                                "tabs, not spaces")  # fmt: skip
+            fields = fields[:width] if len(fields) > width else fields
+        out.append("\t".join(fields))
+    if problems:
+        raise SheetError("\n".join(problems))
+    return "\n".join(out)
+
+
+def check_columns(sheet, known, *, what, path):
+    """Refuse columns the sheet's schema does not know (a misspelt optional column would be
+    ignored silently), naming the closest known name."""
+    import difflib
+
+    unknown = [c for c in sheet.columns if c != "_line" and c not in known]
+    if unknown:
+        problems = []
+        for c in unknown:
+            close = difflib.get_close_matches(c, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known columns: {', '.join(known)})"
+            problems.append(f"{what} {path}, line 1: unknown column {c!r}{hint}")
+        raise SheetError("\n".join(problems))
+
+
+def check_paths(sheet, columns, *, what, path, folders=("dicom_dir",)):
+    """Refuse a row whose folder (``folders``) or file (the other ``columns``) does not exist
+    or cannot be read: one line per problem naming the row and column (never the path: a
+    folder name can identify a patient)."""
+    import os
+
+    problems = []
+    for row in sheet.to_dict("records"):
+        for column in columns:
+            value = row.get(column, "")
+            if not value:
+                continue
+            where = f"{what} {path}, line {row['_line']}, column {column}"
+            if column in folders:
+                if not os.path.isdir(value):
+                    problems.append(f"{where}: the folder does not exist; correct the path (relative to the sheet's folder)")
+                elif not os.access(value, os.R_OK | os.X_OK):
+                    problems.append(f"{where}: the folder cannot be read (permission); let this user read it")
+            elif not os.path.isfile(value):
+                problems.append(f"{where}: the file does not exist or is not a regular file; correct the path")
+            elif not os.access(value, os.R_OK):
+                problems.append(f"{where}: the file cannot be read (permission); let this user read it")
+    if problems:
+        raise SheetError("\n".join(problems))
 
 
 def validate_rows(sheet, schema, *, what, path):

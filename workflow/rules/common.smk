@@ -16,6 +16,8 @@ from dualpet.provenance import code_version  # noqa: E402
 from dualpet.files import folder_fingerprint  # noqa: E402
 from dualpet.sheets import (  # noqa: E402
     SheetError,
+    check_columns,
+    check_paths,
     lines,
     load_yaml_strict,
     read_tsv,
@@ -23,16 +25,34 @@ from dualpet.sheets import (  # noqa: E402
     validate_rows,
 )  # noqa: E402
 
+
+def checked(load, *args, **kwargs):
+    """Run a parse-time check; a sheet or config mistake prints its lines (each naming the
+    file, line and fix) and ends the run with status 1, before any job and without a
+    traceback."""
+    try:
+        return load(*args, **kwargs)
+    except SheetError as exc:
+        print(f"dualpet: {exc}".replace("\n", "\ndualpet: "), file=sys.stderr)
+        sys.exit(1)
+
+
 # a key given twice in a config file is refused (YAML would keep the last silently)
 for _configfile in workflow.configfiles:
-    load_yaml_strict(_configfile)
+    checked(load_yaml_strict, _configfile)
 validate(config, "../schemas/config.schema.yaml")
 
 REF = config["reference_tracer"]
 IDX = config["index_tracer"]
 TRACERS = [REF, IDX]
-if REF == IDX:
-    raise ValueError(f"config: reference_tracer and index_tracer are both '{REF}'")
+
+
+def check_tracers():
+    if REF == IDX:
+        raise SheetError(f"config: reference_tracer and index_tracer are both '{REF}'")
+
+
+checked(check_tracers)
 # Display names in figures, the summary and the review pages (config tracer_names).
 NAMES = {t: config["tracer_names"].get(t, t) for t in TRACERS}
 
@@ -59,11 +79,16 @@ def load_studies(path):
     dicom_dir and mask paths against the sheet's folder."""
     what = "studies sheet"
     sheet = read_tsv(path, what=what, required=("patient", "tracer", "dicom_dir"))
+    schema = yaml.safe_load(
+        (
+            Path(workflow.basedir) / "workflow" / "schemas" / "studies.schema.yaml"
+        ).read_text()
+    )
+    check_columns(sheet, list(schema["properties"]), what=what, path=path)
     for column in STUDY_COLUMNS:
         if column not in sheet.columns:
             sheet[column] = ""
-    schema = Path(workflow.basedir) / "workflow" / "schemas" / "studies.schema.yaml"
-    validate_rows(sheet, yaml.safe_load(schema.read_text()), what=what, path=path)
+    validate_rows(sheet, schema, what=what, path=path)
     bad = ~sheet["tracer"].isin(TRACERS)
     if bad.any():
         raise SheetError(
@@ -94,6 +119,13 @@ def load_studies(path):
             os.path.normpath(base / d) if d and not os.path.isabs(d) else d
             for d in sheet[column]
         ]
+    # folders and files that are not there: refused now, one line per row and column
+    check_paths(
+        sheet,
+        ("dicom_dir", "exclusion_mask", "background_mask", "lesion_mask", "organ_mask"),
+        what=what,
+        path=path,
+    )
     return sheet.set_index(["patient", "tracer"], drop=False)
 
 
@@ -103,6 +135,9 @@ def load_seeds(path, studies):
         return {}
     what = "seed sheet"
     seeds = read_tsv(path, what=what, required=("patient", "tracer", "x", "y", "z"))
+    check_columns(
+        seeds, ["patient", "tracer", "x", "y", "z", "note"], what=what, path=path
+    )
     for col in ("x", "y", "z"):
         bad = pd.to_numeric(seeds[col], errors="coerce").isna()
         if bad.any():
@@ -124,23 +159,34 @@ def load_seeds(path, studies):
     }
 
 
-studies = load_studies(config["studies"])
+studies = checked(load_studies, config["studies"])
 PATIENTS = sorted(studies["patient"].unique())
 # (patient, tracer) -> that study's sheet row: the per-job lookups below are dict lookups
 # (pandas .loc on the index cost 0.15 ms each, seconds for a 1000-patient dry run)
 STUDY = studies.to_dict("index")
-if config["detection"]["method"] == "seeds" and not config["detection"].get("seeds"):
-    raise ValueError("config: detection method 'seeds' needs detection.seeds (a TSV)")
-if config["detection"]["method"] == "masks":
-    unmasked = studies[studies["lesion_mask"] == ""]
-    if len(unmasked):
-        raise ValueError(
-            "config: detection method 'masks' needs a lesion_mask for every study; missing for "
-            f"{sorted(zip(unmasked.patient, unmasked.tracer))}"
+
+
+def check_methods():
+    """Config methods that need sheet columns or files."""
+    if config["detection"]["method"] == "seeds" and not config["detection"].get(
+        "seeds"
+    ):
+        raise SheetError(
+            "config: detection method 'seeds' needs detection.seeds (a TSV)"
         )
-SEEDS = load_seeds(config["detection"].get("seeds", ""), studies)
+    if config["detection"]["method"] == "masks":
+        unmasked = studies[studies["lesion_mask"] == ""]
+        if len(unmasked):
+            raise SheetError(
+                "config: detection method 'masks' needs a lesion_mask for every study; missing for "
+                f"{sorted(zip(unmasked.patient, unmasked.tracer))}"
+            )
+
+
+checked(check_methods)
+SEEDS = checked(load_seeds, config["detection"].get("seeds", ""), studies)
 if config["clinical"]:  # read by the cohort job; refused here with the file and line
-    read_tsv(config["clinical"], what="clinical sheet", required=("patient",))
+    checked(read_tsv, config["clinical"], what="clinical sheet", required=("patient",))
 
 
 # A patient ID as the sheet's schema allows it, never a results/ folder of the cohort (the
@@ -185,6 +231,12 @@ def load_review(path, studies):
         return {}
     what = "review sheet"
     sheet = read_tsv(path, what=what, required=("patient", "tracer", "decision"))
+    check_columns(
+        sheet,
+        ["patient", "tracer", "x", "y", "z", "decision", "reader", "note", "lesion"],
+        what=what,
+        path=path,
+    )
     for col in ("lesion", "x", "y", "z", "reader", "note"):
         if col not in sheet.columns:
             sheet[col] = ""
@@ -242,7 +294,7 @@ def load_review(path, studies):
     }
 
 
-REVIEW = load_review(config["review"], studies)
+REVIEW = checked(load_review, config["review"], studies)
 
 
 def study_review(wildcards):
