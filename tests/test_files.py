@@ -36,6 +36,7 @@ def test_foreign_files_are_skipped_unread(cohort_dir, tmp_path):
     src = next((tmp_path / "s").glob("*.dcm"))
     ds = pydicom.dcmread(src)
     ds.preamble = None
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()  # another image (a second copy of one is read once)
     raw = tmp_path / "s" / "nopreamble"
     pydicom.dcmwrite(raw, ds, enforce_file_format=False)
     with open(raw, "rb") as fh:

@@ -538,6 +538,9 @@ def main(argv=None):
     import os
 
     args = build_parser().parse_args(argv)
+    from dualpet import privacy
+
+    privacy.install()  # third-party warnings and log records lose the header values read
     if getattr(args, "isolate_failures", False):
         from dualpet.failures import run_isolated
 

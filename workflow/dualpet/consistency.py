@@ -128,6 +128,9 @@ def _first_image(folder):
         except Exception:  # noqa: BLE001 - unreadable files are the other study's inspection's concern
             continue
         if _value(ds, "SOPClassUID") in IMAGE_SOP_CLASSES:
+            from dualpet import privacy
+
+            privacy.register(ds)
             return ds
     return None
 

@@ -38,6 +38,7 @@ from pydicom.errors import InvalidDicomError
 from dualpet.errors import DualpetInputError, redact_paths
 from dualpet.files import regular_files
 from dualpet.geometry import dicom_affine_lps
+from dualpet import privacy
 from dualpet.suv import quantitative_units
 
 #: Slice gap tolerance (dicom2nifti's): |gap - median gap| <= GAP_ATOL_MM + GAP_RTOL x median.
@@ -270,7 +271,7 @@ def scan_folder(folder):
         raise DualpetInputError("the study's DICOM folder cannot be read (permission denied)")
     series = Found()
     series.skipped = []
-    seen = set()  # SOPInstanceUIDs read
+    seen = set()  # (series, SOPInstanceUID) read
     for path in regular_files(folder, series.skipped):
         if not looks_like_dicom(path, series.skipped):
             continue  # not DICOM: ignored, as documented (and never parsed)
@@ -287,8 +288,9 @@ def scan_folder(folder):
             continue  # not DICOM (or unreadable header): ignored, as documented
         if not uid or "SOPClassUID" not in ds:
             continue
-        instance = header_text(ds, "SOPInstanceUID")
-        if instance and instance in seen:  # the same instance twice ('x (1).dcm'): read once
+        privacy.register(ds)  # its identifying values never reach a log, whoever writes them
+        instance = (uid, header_text(ds, "SOPInstanceUID"))
+        if instance[1] and instance in seen:  # the same image twice in its series ('x (1).dcm'): read once
             series.skipped.append("a second copy of an image (same SOPInstanceUID)")
             continue
         seen.add(instance)
