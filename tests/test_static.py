@@ -218,3 +218,20 @@ def test_license_and_citation_agree_with_pyproject():
     assert meta["license"] == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License")
     cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["version"] == meta["version"] and cff["license"] == meta["license"]
+
+
+def test_every_cli_option_has_help_with_units():
+    """Issue 24: every option of every subcommand says what it is; lengths say mm."""
+    import argparse
+
+    from dualpet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, sp in sub.choices.items():
+        for action in sp._actions:
+            if not action.option_strings or "-h" in action.option_strings:
+                continue
+            assert action.help and len(action.help) > 10, (command, action.option_strings)
+            if action.option_strings[-1].endswith("-mm"):
+                assert "mm" in action.help, (command, action.option_strings)

@@ -285,6 +285,74 @@ def _study_arguments(s):
     s.add_argument("--ct-series", default="")
 
 
+#: Help of the options shared by several subcommands, by option (one name, one meaning
+#: everywhere); ``(command, option)`` where a subcommand's option means something of its own.
+OPTION_HELP = {
+    "--patient": "the patient's ID from the studies sheet (pseudonymous; named in messages)",
+    "--tracer": "the study's tracer as in the studies sheet",
+    "--reference": "the reference tracer (config reference_tracer)",
+    "--index": "the index tracer (config index_tracer)",
+    "--pet-series": "SeriesInstanceUID or SeriesNumber of the PET series, when the folder holds several",
+    "--ct-series": "SeriesInstanceUID or SeriesNumber of the CT series, when the folder holds several",
+    "--output": "the file to write (written atomically)",
+    "--json": "the JSON record to write",
+    "--ct": "the study's CT (NIfTI, HU)",
+    "--pet": "the study's PET (NIfTI, SUVbw)",
+    "--labels": "the lesion label image to write (NIfTI, label k = lesion k)",
+    "--tfm": "the registration transform (ITK .tfm; reference -> index)",
+    "--transform": "the registration transform (ITK .tfm; reference -> index)",
+    "--qc": "the registration's quality record to write (JSON)",
+    "--threads": "threads for the registration (1 keeps it deterministic)",
+    "--grid-mm": "registration grid spacing (mm)",
+    "--tolerance-mm": "largest centroid distance (mm) of two tracers' lesions counted as one lesion",
+    "--lesions": "the cohort's (or patient's) lesions.tsv",
+    "--patients": "the cohort's patients.tsv",
+    "--clinical": "the clinical sheet (TSV; '' for none)",
+    "--metric": "the metric drawn (suvmax, suvmean, suvpeak, tbr, tbr_mean, mtv_ml, tlg)",
+    "--lesion-set": "the lesion set drawn: both, reference or union",
+    "--outdir": "the folder to write into",
+    "--md": "the Markdown report to write",
+    "--title": "the picture's title",
+    "--png": "the QC picture to write (PNG)",
+    "--index-tsv": "the patient's lesions/index.tsv (matching)",
+    "--metrics": "the patient's per-lesion metric files (JSON)",
+    "--registration-qc": "the patient's registration/qc.json",
+    "--lesions-out": "the lesions table to write (TSV)",
+    "--patients-out": "the patients table to write (TSV)",
+    "--patient-out": "the patient's summary to write (JSON)",
+    "--index-out": "the patient's lesions/index.tsv to write",
+    "--crops-out": "the folder of per-lesion crops to write",
+    "--reference-ct": "the reference study's CT (NIfTI)",
+    "--index-ct": "the index study's CT (NIfTI)",
+    "--index-pet": "the index study's PET (NIfTI, SUVbw)",
+    "--ct-out": "the index CT resampled onto the reference CT (NIfTI) to write",
+    "--pet-out": "the index PET resampled onto the reference CT (NIfTI) to write",
+    "--method": "organ map method: classical (CT rules) or totalsegmentator",
+    "--other-tracer": "the tracer of the patient's other study",
+    **{f"--{side}-{what}": f"the {name} study's {text}" for side, name in (("ref", "reference"), ("idx", "index"))
+       for what, text in (("pet", "PET (NIfTI, SUVbw)"), ("ct", "CT (NIfTI, HU)"), ("voi", "VOI labels (voi.nii.gz)"),
+                          ("seg", "segmentation.json"), ("labels", "lesion labels (lesions.nii.gz)"),
+                          ("pet-json", "pet.json sidecar"), ("anatomy", "organ map"))},
+    ("convert", "--ct"): "the CT to write (NIfTI, HU)",
+    ("convert", "--pet"): "the PET to write (NIfTI, SUVbw)",
+    ("convert", "--json"): "the PET's sidecar to write (JSON: SUV factors, series, geometry)",
+    ("anatomy", "--json"): "the organ map's record to write (JSON: organs found, volumes, checks)",
+    ("segment", "--json"): "the study's segmentation record to write (JSON: background, lesions, rejected candidates)",
+    ("stats", "--json"): "the statistics to write (summary.json)",
+}
+
+
+def _fill_help(parser):
+    """Every option of every subcommand gets a help text (OPTION_HELP where it has none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                for opt in sub._actions:
+                    if opt.help is None and opt.option_strings:
+                        key = opt.option_strings[-1]
+                        opt.help = OPTION_HELP.get((command, key)) or OPTION_HELP.get(key)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="dualpet", description="Dual-tracer PET/CT cohort analysis.")
     from dualpet import __version__
@@ -308,8 +376,10 @@ def build_parser():
     s.add_argument("--fov", choices=["torso", "thorax", "abdomen", "wholebody"], default="torso",
                    help="axial field of view: torso (default), thorax (neck to upper abdomen), abdomen (diaphragm to "
                    "pelvis), wholebody (head to thighs)")  # fmt: skip
-    s.add_argument("--max-rotation-deg", type=float, default=5.0, help="pose difference between studies (default 5)")
-    s.add_argument("--max-translation-mm", type=float, default=30.0, help="(default 30)")
+    s.add_argument("--max-rotation-deg", type=float, default=5.0,
+                   help="largest rotation between a patient's two studies (degrees, default 5)")  # fmt: skip
+    s.add_argument("--max-translation-mm", type=float, default=30.0,
+                   help="largest translation between a patient's two studies (mm, default 30)")  # fmt: skip
     # the names of dualpet.synth.phantom.PRESETS (not imported here: the synth package takes ~1 s
     # to import, and this parser is built for every workflow step; a test keeps them equal)
     s.add_argument("--preset", choices=["weich2021"], default=None,
@@ -372,10 +442,10 @@ def build_parser():
     s.add_argument("--ct", required=True)
     s.add_argument("--labels", required=True, help="organ label map out (NIfTI, CT grid, TotalSegmentator v2 numbers)")
     s.add_argument("--json", required=True)
-    s.add_argument("--png", default="", help="QC picture")
+    s.add_argument("--png", default="", help="the organ map's QC picture to write (PNG)")
     s.add_argument("--method", choices=["classical", "totalsegmentator"], default="classical")
     s.add_argument("--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)")
-    s.add_argument("--offset-mm", default="[25.0, -30.0]", help="JSON [x, y]: the aorta's offset from the vertebral body")
+    s.add_argument("--offset-mm", default="[25.0, -30.0]", help="JSON [x, y]: the aorta's offset from the vertebral body (mm, LPS x and y)")
     s.add_argument("--totalsegmentator-args", default="[]", help="JSON list of extra TotalSegmentator arguments")
     s.set_defaults(func=_cmd_anatomy)
     isolation(s, inputs=["ct", "organ_mask"], outputs=["labels", "json", "png"])
@@ -386,8 +456,9 @@ def build_parser():
     s.add_argument("--pet", required=True)
     s.add_argument("--labels", required=True)
     s.add_argument("--json", required=True)
-    s.add_argument("--detection", default='{"method": "background", "factor": 2.0}', help="JSON object")
-    s.add_argument("--background", default="{}", help="JSON object")
+    s.add_argument("--detection", default='{"method": "background", "factor": 2.0}',
+                   help="detection settings as a JSON object (the config's detection section)")  # fmt: skip
+    s.add_argument("--background", default="{}", help="background settings as a JSON object (the config's background section)")
     s.add_argument("--exclusion", default="", help="NIfTI label image of physiological uptake (optional)")
     s.add_argument("--background-at", default="", help="background VOI centre 'x,y,z' (LPS mm), overriding the search")
     s.add_argument("--background-png", default="", help="QC picture of the background VOI")
@@ -441,7 +512,7 @@ def build_parser():
     s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
     s.add_argument("--reader-masks", choices=("contour", "isocontour"), default="contour",
                    help="studies detected with method 'masks': measure in the reader's contour, or the isocontour inside it")  # fmt: skip
-    s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far a VOI may grow beyond the detection")
+    s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far (mm) a VOI may grow beyond the lesion's detection region")
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.add_argument("--ref-voi-out", default="", help="the reference study's final VOIs (label k = lesion Lk)")
@@ -529,6 +600,7 @@ def build_parser():
     s.add_argument("patients", help="the cohort's patients.tsv")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=_cmd_check_cohort)
+    _fill_help(p)
     return p
 
 
