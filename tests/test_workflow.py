@@ -157,6 +157,7 @@ def test_end_to_end_against_truth(workdir, tool_env):
     for page in ("summary.html", "tables.html"):
         text = (res / "cohort" / page).read_text()
         assert "<table" in text and "<script" not in text and "http" not in text.replace("http-equiv", "")
+        assert not re.search(r">\s*(None|nan|NaN)\s*<", text), page  # a missing value prints empty
     for name in ("paired", "patient_ratios", "bland_altman", "detection_by_region"):
         assert (res / "cohort" / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (res / "cohort" / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")

@@ -176,6 +176,9 @@ def write_tables_html(path, lesions, patients):
     from dualpet.io import html_page, write_text
 
     def table(frame):
+        frame = frame.copy()
+        for col in frame.columns[frame.dtypes == object]:  # None in a text column: empty, not "None"
+            frame[col] = frame[col].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else v)
         return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
 
     body = (f"<h1>Cohort tables</h1><h2>patients.tsv ({len(patients)} patients)</h2>{table(patients)}"
