@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _cmd_synth(a):
@@ -127,6 +128,20 @@ def _cmd_review_page(a):
                  "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
     write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip, transform=a.transform,
                       names=_names(a))  # fmt: skip
+
+
+def _cmd_status(a):
+    from dualpet.sheets import read_tsv
+    from dualpet.status import cohort_status, format_table
+
+    config = {}
+    if Path(a.config).is_file():
+        import yaml
+
+        config = yaml.safe_load(Path(a.config).read_text()) or {}
+    studies = read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
+                       required=("patient", "tracer"))  # fmt: skip
+    print(format_table(cohort_status(studies, a.results, a.workdir)))
 
 
 def _cmd_review_pin(a):
@@ -490,6 +505,13 @@ def build_parser():
     s.set_defaults(func=_cmd_review_page)
     isolation(s, inputs=["lesions", "transform", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
               outputs=["output", "mip"])  # fmt: skip
+
+    s = sub.add_parser("status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)")
+    s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
+    s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
+    s.add_argument("--results", default="results", help="the results folder")
+    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
+    s.set_defaults(func=_cmd_status)
 
     s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")
     s.add_argument("review_tsv", help="the review sheet (rewritten in place unless -o)")

@@ -1,0 +1,108 @@
+"""Where every patient of the sheet stands: ``dualpet status`` (``make status``).
+
+One row per patient of the studies sheet, read from what the workflow has written under
+``results/`` (nothing is run or changed; it works while a run goes on):
+
+- ``stage``: the last step whose outputs are all there, in the workflow's order
+  (:data:`STAGES`);
+- ``state``: ``done`` (every per-patient output there), ``excluded`` (a step refused the
+  patient's data: a placeholder output or a refused header check), ``running`` (Snakemake
+  is writing one of its outputs now), ``waiting`` (nothing started) or ``in progress``;
+- ``reason``: why it was excluded (the one-line reason the cohort tables give);
+- ``open``: the file to look at (the review page, or the failed step's log).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+#: Per-patient stages in workflow order: (name, outputs relative to results/{patient}/ with
+#: {t} for each tracer, the log of the step relative to results/logs/).
+STAGES = (
+    ("header check", ("{t}/inspect.json",), "inspect/{p}_{t}.log"),
+    ("conversion", ("{t}/pet_suv.nii.gz", "{t}/ct.nii.gz"), "convert/{p}_{t}.log"),
+    ("organ map", ("{t}/anatomy.json",), "anatomy/{p}_{t}.log"),
+    ("detection", ("{t}/segmentation.json",), "segment/{p}_{t}.log"),
+    ("registration", ("registration/transform.tfm",), "register/{p}.log"),
+    ("matching", ("lesions/index.tsv",), "match/{p}.log"),
+    ("lesion table", ("lesions.tsv",), "patient_table/{p}.log"),
+    ("review page", ("review.html",), "review_page/{p}.log"),
+    ("DICOM-SEG", ("{t}/lesions_seg.dcm",), "export_seg/{p}.log"),
+)
+COLUMNS = ("patient", "stage", "state", "reason", "open")
+
+
+def _running(workdir):
+    """Files Snakemake is writing now: its .snakemake/incomplete markers, named by the
+    URL-safe base64 of the path (long names split into folders prefixed '@')."""
+    out = set()
+    folder = Path(workdir) / ".snakemake" / "incomplete"
+    if folder.is_dir():
+        for marker in folder.rglob("*"):
+            if not marker.is_file():
+                continue
+            name = "".join(part.lstrip("@") for part in marker.relative_to(folder).parts)
+            try:
+                out.add(base64.urlsafe_b64decode(name.encode()).decode())
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return out
+
+
+def patient_status(results, patient, tracers, running=frozenset()):
+    """The status row of one patient (see the module's docstring)."""
+    from dualpet.failures import read_failures, reasons, record
+
+    base = Path(results) / patient
+    stage, reason, opened, state = "", "", "", "waiting"
+    for name, outputs, log in STAGES:
+        paths = [base / o.format(t=t) for o in outputs for t in (tracers if "{t}" in o else (None,))]
+        rel = [str(Path("results") / patient / o.format(t=t)) for o in outputs for t in (tracers if "{t}" in o else (None,))]
+        if any(r in running for r in rel):
+            state = "running"
+            break
+        failures = [f for p in paths for f in (read_failures(p) or [])]
+        if name == "header check":
+            for p in paths:
+                if p.is_file():
+                    verdict = json.loads(p.read_text())
+                    if not verdict.get("ok", True):
+                        failures.append(record("inspect", patient, verdict.get("tracer"), verdict.get("error", "refused")))
+        if failures:
+            state, reason = "excluded", reasons(failures)
+            first = failures[0]
+            step_log = log.format(p=patient, t=first.get("tracer") or tracers[0])
+            opened = str(Path("results") / "logs" / step_log)
+            break
+        if not all(p.is_file() for p in paths):
+            state = "in progress" if stage else "waiting"
+            break
+        stage = name
+    else:
+        state, opened = "done", str(Path("results") / patient / "review.html")
+    return {"patient": patient, "stage": stage or "-", "state": state, "reason": reason, "open": opened}
+
+
+def cohort_status(studies, results="results", workdir="."):
+    """Status rows of every patient of the studies sheet (a DataFrame with patient, tracer)."""
+    running = _running(workdir)
+    tracers = list(dict.fromkeys(studies["tracer"]))
+    return [patient_status(results, p, tracers, running) for p in sorted(dict.fromkeys(studies["patient"]))]
+
+
+def format_table(rows):
+    """A plain-text table (one line per patient), reasons shortened to the terminal."""
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in COLUMNS}
+    widths["reason"] = min(widths["reason"], 70)
+    line = "  ".join(c.ljust(widths[c]) for c in COLUMNS).rstrip()
+    out = [line, "  ".join("-" * widths[c] for c in COLUMNS).rstrip()]
+    for r in rows:
+        reason = r["reason"] if len(r["reason"]) <= 70 else r["reason"][:67] + "..."
+        out.append("  ".join(str({**r, "reason": reason}[c]).ljust(widths[c]) for c in COLUMNS).rstrip())
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    out.append(f"{len(rows)} patients: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(out)
