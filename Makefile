@@ -10,7 +10,7 @@ DEMO_SEED ?= 2021
 # Rules call `python -m dualpet`: the venv must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo run status test test-fast test-slurm test-reliability venv lint fmt dry-run audit clean report report-check
+.PHONY: demo run docs status test test-fast test-slurm test-reliability venv lint fmt dry-run audit clean report report-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,10 @@ fmt: $(STAMP)
 # Your own cohort (config/config.yaml) with the default profile: all cores, keep going.
 run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+
+# The configuration reference, generated from the config schema (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/dualpet config-doc -o docs/config.md
 
 # Where every patient of the sheet stands (works during a run): stage, state, reason, file to open.
 status: $(STAMP)

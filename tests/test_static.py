@@ -235,3 +235,18 @@ def test_every_cli_option_has_help_with_units():
             assert action.help and len(action.help) > 10, (command, action.option_strings)
             if action.option_strings[-1].endswith("-mm"):
                 assert "mm" in action.help, (command, action.option_strings)
+
+
+def test_config_reference_is_generated_from_the_schema():
+    """docs/config.md is what `make docs` writes from the config schema: change the schema,
+    run `make docs`. Every setting of the schema appears in it with a meaning."""
+    import yaml
+
+    from dualpet.configdoc import render
+
+    text = (REPO / "docs" / "config.md").read_text()
+    assert text == render(), "docs/config.md is stale: run `make docs`"
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 30 and not [r for r in rows if r.rstrip().endswith("|  |")]  # none without a meaning
+    assert all(f"`{k}" in text for k in schema["properties"])

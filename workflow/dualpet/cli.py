@@ -144,6 +144,13 @@ def _cmd_status(a):
     print(format_table(cohort_status(studies, a.results, a.workdir)))
 
 
+def _cmd_config_doc(a):
+    from dualpet.configdoc import render
+    from dualpet.io import write_text
+
+    write_text(a.output, render())
+
+
 def _cmd_review_pin(a):
     from dualpet.review import pin
 
@@ -512,6 +519,10 @@ def build_parser():
     s.add_argument("--results", default="results", help="the results folder")
     s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
     s.set_defaults(func=_cmd_status)
+
+    s = sub.add_parser("config-doc", help="write the configuration reference (docs/config.md) from the config schema")
+    s.add_argument("-o", "--output", default="docs/config.md", help="the Markdown file to write (default docs/config.md)")
+    s.set_defaults(func=_cmd_config_doc)
 
     s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")
     s.add_argument("review_tsv", help="the review sheet (rewritten in place unless -o)")
