@@ -1,4 +1,5 @@
 # dualpet: the two commands are `make demo` and `make test` (see README.md).
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,7 +29,7 @@ venv: $(STAMP)
 # Snakemake reruns nothing; a cohort made by an older generator is made anew.
 demo: $(STAMP)
 	$(BIN)/dualpet synth results/demo_input --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --size demo
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+	$(MAKE) --no-print-directory run
 	@echo "Cohort outputs:" && ls -1 results/cohort/
 
 # The Snakemake report of the demo run (tables, statistics, figures, MIPs, QC pages).
@@ -83,8 +84,15 @@ fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 # Your own cohort (config/config.yaml) with the default profile: all cores, keep going.
+# The console shows one line per patient (done, or excluded with the reason) and a running
+# total; Snakemake's full output goes to .snakemake/run.log (VERBOSE=1: to the console).
 run: $(STAMP)
+ifeq ($(VERBOSE),1)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+else
+	set -o pipefail; $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) 2>&1 \
+	  | $(BIN)/dualpet progress --log .snakemake/run.log
+endif
 
 # The configuration reference, generated from the config schema (a test fails when it is stale).
 docs: $(STAMP)

@@ -57,3 +57,32 @@ def test_status_of_every_patient(tmp_path):
     table = format_table(list(rows.values()))
     assert table.splitlines()[0].split() == ["patient", "stage", "state", "reason", "open"]
     assert table.splitlines()[-1] == "5 patients: 1 done, 2 excluded, 1 running, 1 waiting"
+
+
+def test_a_run_followed_patient_by_patient(tmp_path):
+    """`make run`'s console: one line per patient as it finishes or is excluded (with the
+    reason), a total that never goes backwards, the run's own errors as they come; every
+    line of Snakemake's output in the log."""
+    import io
+
+    from dualpet.status import follow
+
+    results = tmp_path / "results"
+    studies = pd.DataFrame([(p, t) for p in ("P001", "P002") for t in TRACERS], columns=["patient", "tracer"])
+
+    def lines():
+        yield "Building DAG of jobs...\n"
+        _outputs(results, "P001", None)
+        yield "Finished jobid: 7 (Rule: export_seg)\n"
+        write_placeholders([results / "P002" / "fdg" / "inspect.json"], [], [record("inspect", "P002", "fdg", "Units CPS")])
+        yield "Finished jobid: 9 (Rule: inspect)\n"
+        yield "Error in rule check_cohort:\n"
+
+    console = io.StringIO()
+    excluded = follow(lines(), tmp_path / "run.log", studies, results=results, workdir=tmp_path, out=console, every_s=1e9)
+    out = console.getvalue().splitlines()
+    assert out[0] == "[1/2 patients] P001: done (results/P001/review.html)"
+    assert out[1] == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/inspect/P002_fdg.log)"
+    assert out[2] == "Error in rule check_cohort:" and out[3].startswith("[2/2 patients] run ended")
+    assert excluded == 1
+    assert (tmp_path / "run.log").read_text().count("\n") == 4

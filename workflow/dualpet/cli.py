@@ -144,6 +144,20 @@ def _cmd_status(a):
     print(format_table(cohort_status(studies, a.results, a.workdir)))
 
 
+def _cmd_progress(a):
+    from dualpet.sheets import read_tsv
+    from dualpet.status import follow
+
+    config = {}
+    if Path(a.config).is_file():
+        import yaml
+
+        config = yaml.safe_load(Path(a.config).read_text()) or {}
+    studies = read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
+                       required=("patient", "tracer"))  # fmt: skip
+    follow(sys.stdin, a.log, studies, results=a.results, workdir=a.workdir)
+
+
 def _cmd_config_doc(a):
     from dualpet.configdoc import render
     from dualpet.io import write_text
@@ -519,6 +533,16 @@ def build_parser():
     s.add_argument("--results", default="results", help="the results folder")
     s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
     s.set_defaults(func=_cmd_status)
+
+    s = sub.add_parser("progress", help="follow a run: Snakemake's output (stdin) to a log, one console line per patient")
+    s.add_argument("--log", default=".snakemake/run.log",
+                   help="where Snakemake's full output goes (appended; beside its own logs, not in results/: it shows "
+                        "job commands with folder paths)")  # fmt: skip
+    s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
+    s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
+    s.add_argument("--results", default="results", help="the results folder")
+    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in")
+    s.set_defaults(func=_cmd_progress)
 
     s = sub.add_parser("config-doc", help="write the configuration reference (docs/config.md) from the config schema")
     s.add_argument("-o", "--output", default="docs/config.md", help="the Markdown file to write (default docs/config.md)")

@@ -66,7 +66,7 @@ def patient_status(results, patient, tracers, running=frozenset()):
         failures = [f for p in paths for f in (read_failures(p) or [])]
         if name == "header check":
             for p in paths:
-                if p.is_file():
+                if p.is_file() and read_failures(p) is None:
                     verdict = json.loads(p.read_text())
                     if not verdict.get("ok", True):
                         failures.append(record("inspect", patient, verdict.get("tracer"), verdict.get("error", "refused")))
@@ -106,3 +106,46 @@ def format_table(rows):
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     out.append(f"{len(rows)} patients: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(out)
+
+
+def follow(lines, log, studies, *, results="results", workdir=".", out=None, every_s=5.0):
+    """Follow a run: every line of Snakemake's output (``lines``) goes to ``log``; the
+    console (``out``) gets one line per patient as it finishes, is excluded (with the
+    reason) or fails, and a running total of patients settled that never goes backwards.
+    Returns the number of patients excluded."""
+    import sys
+    import time
+
+    out = out or sys.stderr
+    total = len(dict.fromkeys(studies["patient"]))
+    told, last = {}, 0.0
+
+    def report(final=False):
+        settled = 0
+        for row in cohort_status(studies, results, workdir):
+            state = row["state"]
+            if state in ("done", "excluded"):
+                settled += 1
+            if state in ("done", "excluded") and told.get(row["patient"]) != state:
+                told[row["patient"]] = state
+                text = (f"{row['patient']}: done ({row['open']})" if state == "done"
+                        else f"{row['patient']}: excluded: {row['reason']} (log: {row['open']})")  # fmt: skip
+                print(f"[{settled}/{total} patients] {text}", file=out, flush=True)
+        if final:
+            left = [p for p in dict.fromkeys(studies["patient"]) if p not in told]
+            tail = f"; not finished: {', '.join(left)}" if left else ""
+            print(f"[{settled}/{total} patients] run ended{tail} (full output: {log})", file=out, flush=True)
+        return sum(1 for s in told.values() if s == "excluded")
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line)
+            fh.flush()
+            if line.startswith(("Error in rule", "WorkflowError", "MissingInputException", "dualpet: ")):
+                print(line.rstrip(), file=out, flush=True)  # the run's own failures, as they come
+            now = time.monotonic()
+            if "Finished jobid" in line or now - last > every_s:
+                last = now
+                report()
+    return report(final=True)
