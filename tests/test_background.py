@@ -36,7 +36,7 @@ def _dice(a, b):
 
 #: Least Dice per organ on the demo phantoms (3 mm CT voxels; organs are a few hundred to
 #: tens of thousands of voxels). Measured with tests/benchmarks/bench_anatomy.py over 12
-#: plain and 12 contrast-enhanced studies: see the README's anatomy figures; the bounds sit
+#: plain and 12 contrast-enhanced studies: see docs/methods.md, anatomy; the bounds sit
 #: below every measured value so that only a real regression fails.
 #: The spleen's bound is low: on plain CT it has nearly the density of the body-wall muscle
 #: it touches (measured 0.52-0.54 plain, 0.76-0.88 enhanced).

@@ -250,3 +250,35 @@ def test_config_reference_is_generated_from_the_schema():
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) >= 30 and not [r for r in rows if r.rstrip().endswith("|  |")]  # none without a meaning
     assert all(f"`{k}" in text for k in schema["properties"])
+
+
+def test_every_command_in_the_docs_exists_as_written():
+    """Issue 24: each command in the shell blocks of the README and docs/ runs as written
+    from a fresh shell in the repository: `make` targets that the Makefile has, and the
+    venv's tools by path (`.venv/bin/...`), dualpet with a subcommand it has."""
+    import argparse
+
+    from dualpet.cli import build_parser
+
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    tools = {"snakemake", "dualpet", "pip", "python"}
+    checked = 0
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```(?:bash|sh)\n(.*?)^```", doc.read_text(), re.S | re.M):
+            for line in block.splitlines():
+                cmd = line.split("  #")[0].strip()
+                if not cmd or cmd.startswith(("#", "--")):
+                    continue  # a comment, or the options of the line above
+                words = cmd.split()
+                if words[0] == "make":
+                    assert words[1] in targets, f"{doc.name}: `{cmd}`: no such make target"
+                else:
+                    assert words[0].startswith(".venv/bin/"), f"{doc.name}: `{cmd}`: call the venv's tools by path"
+                    tool = words[0].removeprefix(".venv/bin/")
+                    assert tool in tools, f"{doc.name}: `{cmd}`"
+                    if tool == "dualpet":
+                        assert words[1] in sub.choices, f"{doc.name}: `{cmd}`: no such subcommand"
+                checked += 1
+    assert checked >= 15
