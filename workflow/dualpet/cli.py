@@ -130,32 +130,29 @@ def _cmd_review_page(a):
                       names=_names(a))  # fmt: skip
 
 
-def _cmd_status(a):
+def _studies_sheet(a):
+    """The studies sheet of ``status`` and ``progress``: ``--studies``, else the config's."""
     from dualpet.sheets import read_tsv
-    from dualpet.status import cohort_status, format_table
 
     config = {}
     if Path(a.config).is_file():
         import yaml
 
         config = yaml.safe_load(Path(a.config).read_text()) or {}
-    studies = read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
-                       required=("patient", "tracer"))  # fmt: skip
-    print(format_table(cohort_status(studies, a.results, a.workdir)))
+    return read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
+                    required=("patient", "tracer"))  # fmt: skip
+
+
+def _cmd_status(a):
+    from dualpet.status import cohort_status, format_table
+
+    print(format_table(cohort_status(_studies_sheet(a), a.results, a.workdir)))
 
 
 def _cmd_progress(a):
-    from dualpet.sheets import read_tsv
     from dualpet.status import follow
 
-    config = {}
-    if Path(a.config).is_file():
-        import yaml
-
-        config = yaml.safe_load(Path(a.config).read_text()) or {}
-    studies = read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
-                       required=("patient", "tracer"))  # fmt: skip
-    follow(sys.stdin, a.log, studies, results=a.results, workdir=a.workdir)
+    follow(sys.stdin, a.log, _studies_sheet(a), results=a.results, workdir=a.workdir)
 
 
 def _cmd_config_doc(a):
@@ -291,6 +288,14 @@ def _cmd_figures(a):
 def _names(a):
     """Tracer -> display name from ``--reference-name``/``--index-name`` (empty: the tracer's name)."""
     return {a.reference: a.reference_name or a.reference, a.index: a.index_name or a.index}
+
+
+def _run_folder_arguments(s):
+    """Where a run's sheet and outputs are (``status``, ``progress``)."""
+    s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
+    s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
+    s.add_argument("--results", default="results", help="the results folder")
+    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
 
 
 def _name_arguments(s):
@@ -528,20 +533,14 @@ def build_parser():
               outputs=["output", "mip"])  # fmt: skip
 
     s = sub.add_parser("status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)")
-    s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
-    s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
-    s.add_argument("--results", default="results", help="the results folder")
-    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
+    _run_folder_arguments(s)
     s.set_defaults(func=_cmd_status)
 
     s = sub.add_parser("progress", help="follow a run: Snakemake's output (stdin) to a log, one console line per patient")
+    _run_folder_arguments(s)
     s.add_argument("--log", default=".snakemake/run.log",
                    help="where Snakemake's full output goes (appended; beside its own logs, not in results/: it shows "
                         "job commands with folder paths)")  # fmt: skip
-    s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
-    s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
-    s.add_argument("--results", default="results", help="the results folder")
-    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in")
     s.set_defaults(func=_cmd_progress)
 
     s = sub.add_parser("config-doc", help="write the configuration reference (docs/config.md) from the config schema")

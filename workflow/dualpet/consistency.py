@@ -135,19 +135,11 @@ def _first_image(folder):
     return None
 
 
-def _z_extent(headers, affine):
-    """(low, high) world z (mm) covered by a stack, half a slice beyond the end slices."""
-    k = np.array([0.0, len(headers) - 1.0])
-    ends = affine[:3, 3][None, :] + k[:, None] * affine[:3, 2][None, :]
-    half = abs(affine[2, 2]) / 2.0
-    return float(ends[:, 2].min() - half), float(ends[:, 2].max() + half)
-
-
-def ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where, max_fraction=MAX_UNCOVERED_FRACTION):
+def ct_covers_pet(pet_headers, ct_headers, where, max_fraction=MAX_UNCOVERED_FRACTION):
     """The CT's coverage of the PET's axial range (same frame of reference assumed):
     ``uncovered_mm`` at the low and high end. Refuses a CT that leaves more than
     ``max_fraction`` of the PET's length uncovered, naming the limit."""
-    cover = coverage(_z_extent(pet_headers, pet_affine), _z_extent(ct_headers, ct_affine))
+    cover = coverage(z_extent(pet_headers), z_extent(ct_headers))
     (p_lo, p_hi), (c_lo, c_hi), uncovered = cover["pet_z_mm"], cover["ct_z_mm"], cover["uncovered_mm"]
     length = max(p_hi - p_lo, 1e-6)
     if sum(uncovered) > max_fraction * length + 1e-6:

@@ -67,7 +67,7 @@ def _select(dicom_dir, where, pet_series, ct_series):
 
 def _with_skipped(exc, choice):
     """The error, with the folder's entries that were not read (why slices may be missing)."""
-    note = choice.series.skipped_note() if choice is not None and hasattr(choice.series, "skipped_note") else ""
+    note = choice.series.skipped_note() if choice is not None else ""
     return DualpetInputError(f"{exc}{note}") if note else exc
 
 
@@ -124,16 +124,15 @@ def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_s
     try:
         choice = _select(dicom_dir, where, pet_series, ct_series)
         pet, ct = choice.pet, choice.ct
-        pet_headers, pet_affine, pet_geometry = read_headers(pet, label=where)
-        ct_headers, ct_affine, ct_geometry = read_headers(ct, label=where)
+        pet_headers, _, pet_geometry = read_headers(pet, label=where)
+        ct_headers, _, ct_geometry = read_headers(ct, label=where)
         consistency.one_acquisition(pet_headers, f"{where}, {pet.label}")
         _, suv = suv_factors(pet_headers, where=f"{where}, {pet.label}")
         consistency.same_study(pet_headers[0], ct_headers[0], where)
         if other_study:
             consistency.same_patient(pet_headers[0], other_study[0], tracer, other_study[1], where)
         shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
-        coverage = (consistency.ct_covers_pet(pet_headers, pet_affine, ct_headers, ct_affine, where, max_uncovered_fraction)
-                    if shared else None)  # fmt: skip
+        coverage = consistency.ct_covers_pet(pet_headers, ct_headers, where, max_uncovered_fraction) if shared else None
         consistency.pixel_data_readable(pet, pet_headers, where)
         consistency.pixel_data_readable(ct, ct_headers, where)
         verdict.update(

@@ -188,10 +188,11 @@ def _img(src, alt):
             f"src='{src}'></div>")  # fmt: skip
 
 
-def _lesion_blocks(studies, tracers, names, row, scale):
+def _lesion_blocks(studies, tracers, names, row, scale, peaks):
     """The lesion's views per tracer (see :func:`dualpet.lesionviews.lesion_picture`):
-    through its SUVmax in each study, one field of view for both, the region's window."""
-    from dualpet.lesionviews import peak_point, view_mm, voi_extent_mm, window_for
+    through its SUVmax in each study (``peaks``: tracer -> LPS or None), one field of view for
+    both, the region's window."""
+    from dualpet.lesionviews import view_mm, voi_extent_mm, window_for
 
     label = voi_label(row["lesion"])
     fov = view_mm(max(voi_extent_mm(studies[t], label) for t in tracers))
@@ -200,7 +201,7 @@ def _lesion_blocks(studies, tracers, names, row, scale):
     for t in tracers:
         det = int(row.get(f"{t}_detected", 0) or 0)
         caption = f"{names[t]}: {'detected' if det else 'not detected'}, SUVmax {_fmt(row.get(f'{t}_suvmax')) or '-'}"
-        centre = peak_point(studies[t], label)
+        centre = peaks[t]
         if centre is None:
             blocks.append({"caption": caption, "note": "no VOI in this study (the lesion lies outside its PET)"})
         else:
@@ -292,18 +293,19 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     for row in lesions.to_dict("records"):
         lesion = row["lesion"]
         cells = []
+        peaks = {t: peak_point(studies[t], voi_label(lesion)) for t in tracers}
         for t in tracers:
             det = int(row.get(f"{t}_detected", 0) or 0)
             how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
             text = (f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
                     f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}")  # fmt: skip
-            peak = peak_point(studies[t], voi_label(lesion))
+            peak = peaks[t]
             if peak is not None:
                 text += f"<pre>{html.escape(review_row(patient, t, peak, 'reject' if det else 'add', lesion))}</pre>"
             cells.append(text)
         parts.append(f"<tr id='{html.escape(lesion)}'><td><b>{html.escape(lesion)}</b></td>"
                      f"<td>{html.escape(str(row.get('region', '')))}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")  # fmt: skip
-        pic = _picture(_lesion_blocks(studies, tracers, names, row, scale))
+        pic = _picture(_lesion_blocks(studies, tracers, names, row, scale, peaks))
         parts.append(f"<tr><td colspan='{2 + len(tracers)}'>{_img(pic, lesion)}</td></tr>")
     parts.append("</table>")
     rejected = [(t, c) for t in tracers for c in studies[t]["seg"]["detection"].get("rejected", []) if c.get("peak_lps")]
