@@ -154,7 +154,9 @@ def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     rc, out = dry_run("patient\ttracer\tdicom_dir\nJohn Doe\tfdg\td\nJohn Doe\tpentixafor\td\n")
     assert rc != 0 and "s.tsv, line 2, column patient: 'John Doe' is not valid" in out
     rc, out = dry_run("patient\ttracer\tdicom_dir\nP1\tfdg\td\n")
-    assert rc != 0 and "lack a study of both tracers" in out
+    assert rc != 0 and "s.tsv, line(s) 2: patient(s) lack a study of both tracers" in out
+    assert "(P1 has no pentixafor row): add the missing row" in out
+    assert "Traceback" not in out and out.count("dualpet:") == 1  # one line, no traceback
     rc, out = dry_run("patient\ttracer\tdicom_dir\nP1\tfdg\td\n\nP1\tfdg\te\nP1\tpentixafor\td\n")
     assert rc != 0 and "s.tsv, lines 2, 4: several rows" in out  # blank lines keep the numbering
     rc, out = dry_run("patient\ttracer\tdicom_dir\n")

@@ -93,19 +93,28 @@ def load_studies(path):
     if bad.any():
         raise SheetError(
             f"{what} {path}, line(s) {lines(sheet, bad)}: tracer(s) {sorted(set(sheet.tracer[bad]))} "
-            f"not configured (reference_tracer={REF}, index_tracer={IDX})"
+            f"not configured (reference_tracer={REF}, index_tracer={IDX}): write one of {TRACERS}, "
+            "or change the config's tracers"
         )
     dup = sheet.duplicated(["patient", "tracer"], keep=False)
     if dup.any():
         raise SheetError(
-            f"{what} {path}, lines {lines(sheet, dup)}: several rows for one patient and tracer"
+            f"{what} {path}, lines {lines(sheet, dup)}: several rows for one patient and tracer; "
+            "keep one row per patient and tracer"
         )
-    incomplete = sorted(
-        p for p, g in sheet.groupby("patient") if set(g["tracer"]) != set(TRACERS)
-    )
+    incomplete = {
+        p: sorted(set(TRACERS) - set(g["tracer"]))
+        for p, g in sheet.groupby("patient")
+        if set(g["tracer"]) != set(TRACERS)
+    }
     if incomplete:
+        where = sheet["patient"].isin(list(incomplete))
+        missing = "; ".join(
+            f"{p} has no {', '.join(t)} row" for p, t in sorted(incomplete.items())
+        )
         raise SheetError(
-            f"{what} {path}: patient(s) {incomplete} lack a study of both tracers {TRACERS}"
+            f"{what} {path}, line(s) {lines(sheet, where)}: patient(s) lack a study of both tracers {TRACERS} "
+            f"({missing}): add the missing row, or remove the patient"
         )
     base = Path(path).resolve().parent
     for column in (
