@@ -173,6 +173,31 @@ def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     assert proc.returncode != 0 and "s.tsv, line 2: not UTF-8 text (byte 0xfc)" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("detecton:\n  method: local\n", "unknown setting 'detecton' (did you mean 'detection'?)"),
+        ("detection:\n  methd: local\n", "unknown setting 'detection.methd' (did you mean 'method'?)"),
+        ("detection:\n  method: lokal\n", "detection.method is 'lokal'; it must be one of local, background"),
+        ("matching:\n  tolerance_mm: 15 mm\n", "matching.tolerance_mm: '15 mm' is not of type 'number'"),
+        ("voi:\n  isocontour: 2\n", "voi.isocontour: 2 is greater than or equal to the maximum of 1"),
+    ],
+)
+def test_config_mistakes_are_one_line_each(tmp_path, tool_env, settings, expected):
+    """Issue 24: a misspelt setting, a value outside its choices or range, or one of the wrong
+    type is one line naming the setting and what would be right, not the schema dumped by
+    Snakemake's validate, and nothing runs."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "s.tsv").write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\nP1\tpentixafor\td\n")
+    base = "studies: s.tsv\nreference_tracer: fdg\nindex_tracer: pentixafor\n"
+    (tmp_path / "c.yaml").write_text(base + settings)
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", "c.yaml", "-n"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=tool_env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"dualpet: config c.yaml: {expected}" in out, out
+    assert "Failed validating" not in out and "Traceback" not in out and len(out.strip().splitlines()) == 1, out
+
+
 def test_readme_gives_the_two_commands():
     text = (REPO / "README.md").read_text()
     assert "make demo" in text and "make test" in text

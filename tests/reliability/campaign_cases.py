@@ -265,6 +265,13 @@ ATTACKS += [
     Attack("a study folder that does not exist", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
                                                   "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tRichter^Frank_MRN123\n"},
            r"line 3, column dicom_dir: the folder does not exist", never=["Traceback", "Richter", "MRN123"]),  # fmt: skip
+    Attack("a misspelt setting", {"config/config.yaml": "studies: s.tsv\ndetecton:\n  method: local\n", "s.tsv": _GOOD,
+                                  **_FOLDER},
+           r"config config.yaml: unknown setting 'detecton' \(did you mean 'detection'\?\)",
+           never=["Traceback", "Failed validating"]),  # fmt: skip
+    Attack("a study folder that is a file", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER, "f": "x",
+                                             "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tf\n"},
+           r"line 3, column dicom_dir: this is a file, not a folder", never=["Traceback"]),  # fmt: skip
 ]
 
 SHORT_ATTACKS = {"duplicate config key", "braces in a mask path", "a system file as the clinical sheet"}

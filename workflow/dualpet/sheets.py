@@ -170,7 +170,9 @@ def check_paths(sheet, columns, *, what, path, folders=("dicom_dir",)):
                 continue
             where = f"{what} {path}, line {row['_line']}, column {column}"
             if column in folders:
-                if not os.path.isdir(value):
+                if os.path.exists(value) and not os.path.isdir(value):
+                    problems.append(f"{where}: this is a file, not a folder; give the study's DICOM folder")
+                elif not os.path.isdir(value):
                     problems.append(f"{where}: the folder does not exist; correct the path (relative to the sheet's folder)")
                 elif not os.access(value, os.R_OK | os.X_OK):
                     problems.append(f"{where}: the folder cannot be read (permission); let this user read it")
@@ -198,6 +200,51 @@ def validate_rows(sheet, schema, *, what, path):
                 f"{what} {path}, line {line}" + (f", column {column}" if column else "") + f": {value!r} is not valid"
                 + (f" ({description})" if description else f" ({error.message})")
             )  # fmt: skip
+
+
+def check_config(config, schema, *, files):
+    """Check the merged configuration against its JSON schema (a dict) and refuse it with one
+    line per problem: the setting's dotted name, what is wrong and what would be right (the
+    closest known name for a misspelt key, the allowed values for a choice). ``files`` name
+    the config file(s) in the message. Defaults are filled in afterwards by Snakemake's
+    ``validate``."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+
+    def at(path, schema_=schema):
+        for key in path:
+            schema_ = (schema_.get("properties") or {}).get(key, {}) if isinstance(key, str) else schema_.get("items", {})
+        return schema_
+
+    where = ", ".join(map(str, files)) or "config"
+    problems = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path))):
+        path = [str(k) for k in error.path]
+        name = ".".join(path) or "(top level)"
+        if error.validator == "additionalProperties":
+            known = list((at(error.path).get("properties") or {}))
+            extra = [k for k in error.instance if k not in known]
+            for key in extra:
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+                full = ".".join([*path, key])
+                problems.append(f"config {where}: unknown setting {full!r} ({hint})")
+        elif error.validator == "required":
+            props = at(error.path).get("properties") or {}
+            for key in error.validator_value:
+                if key not in error.instance and "default" not in props.get(key, {}):  # validate fills it
+                    full = ".".join([*path, key])
+                    described = props.get(key, {}).get("description", "")
+                    problems.append(f"config {where}: {full} is missing; set it" + (f" ({described})" if described else ""))
+        elif error.validator == "enum":
+            allowed = ", ".join(map(str, error.validator_value))
+            problems.append(f"config {where}: {name} is {error.instance!r}; it must be one of {allowed}")
+        else:
+            described = at(error.path).get("description", "")
+            problems.append(f"config {where}: {name}: {error.message}" + (f" ({described})" if described else ""))
+    if problems:
+        raise SheetError("\n".join(dict.fromkeys(problems)))
 
 
 def lines(sheet, mask):

@@ -17,6 +17,7 @@ from dualpet.files import folder_fingerprint  # noqa: E402
 from dualpet.sheets import (  # noqa: E402
     SheetError,
     check_columns,
+    check_config,
     check_paths,
     lines,
     load_yaml_strict,
@@ -40,6 +41,12 @@ def checked(load, *args, **kwargs):
 # a key given twice in a config file is refused (YAML would keep the last silently)
 for _configfile in workflow.configfiles:
     checked(load_yaml_strict, _configfile)
+checked(
+    check_config,
+    config,
+    yaml.safe_load((Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()),
+    files=[Path(f).name for f in workflow.configfiles],
+)
 validate(config, "../schemas/config.schema.yaml")
 
 REF = config["reference_tracer"]
