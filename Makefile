@@ -76,11 +76,17 @@ test-slurm: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not slurm and not campaign"
 
+# Python: ruff (lint and format, configured in pyproject.toml); the workflow: snakefmt and
+# Snakemake's own linter.
 lint: $(STAMP)
-	$(BIN)/snakemake --lint --configfile tests/data/lint/config.yaml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile tests/data/lint/config.yaml
 
 fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 # Your own cohort (config/config.yaml) with the default profile: all cores, keep going.

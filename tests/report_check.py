@@ -50,8 +50,13 @@ def _driver():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--allow-file-access-from-files"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -94,11 +99,15 @@ def check(report: Path, shots: Path | None) -> list[str]:
                 continue
             driver.execute_script(
                 "app.setView({content: arguments[1], contentPath: results[arguments[0]].data_uri, resultPath: arguments[0]});",
-                path, kind,
-            )  # fmt: skip
+                path,
+                kind,
+            )
             if kind == "img":
-                size = _wait(driver, "const i = document.querySelector('.p-3 img');"
-                                     "return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;")  # fmt: skip
+                size = _wait(
+                    driver,
+                    "const i = document.querySelector('.p-3 img');"
+                    "return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null;",
+                )
                 if not size:
                     problems.append(f"{path}: the image did not render")
             else:
@@ -106,7 +115,13 @@ def check(report: Path, shots: Path | None) -> list[str]:
                     problems.append(f"{path}: no frame shown")
                     continue
                 driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
-                body = _wait(driver, "return document.body && document.body.innerText.length > 0 ? document.body.innerText : null;") or ""
+                body = (
+                    _wait(
+                        driver,
+                        "return document.body && document.body.innerText.length > 0 ? document.body.innerText : null;",
+                    )
+                    or ""
+                )
                 n_tables = driver.execute_script("return document.querySelectorAll('table').length;")
                 driver.switch_to.default_content()
                 if n_tables == 0:
@@ -137,7 +152,9 @@ def check_pages(pages: list[Path], shots: Path | None, driver=None) -> tuple[lis
             if not _wait(driver, "return document.readyState === 'complete';"):
                 problems.append(f"{page}: did not finish loading in 30 s")
                 continue
-            paint = dict(driver.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);"))
+            paint = dict(
+                driver.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);")
+            )
             heading = driver.execute_script("const h = document.querySelector('h1'); return h ? h.innerText : '';")
             if not heading:
                 problems.append(f"{page}: no heading rendered")
@@ -146,11 +163,16 @@ def check_pages(pages: list[Path], shots: Path | None, driver=None) -> tuple[lis
                 problems.append(f"{page}: no table rendered")
             driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
             total = driver.execute_script("return document.images.length;")
-            done = _wait(driver, "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;"
-                                 "return ok === document.images.length ? ok : null;", timeout=60.0)  # fmt: skip
+            done = _wait(
+                driver,
+                "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;"
+                "return ok === document.images.length ? ok : null;",
+                timeout=60.0,
+            )
             if done is None:
-                bad = driver.execute_script("return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))"
-                                            ".map(i => i.alt);")  # fmt: skip
+                bad = driver.execute_script(
+                    "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);"
+                )
                 problems.append(f"{page}: {len(bad)} of {total} pictures did not decode ({', '.join(bad[:5])})")
             text = driver.execute_script("return document.body.innerText;")
             words = sorted({m.group(0) for m in MISSING_WORDS.finditer(text)})
@@ -159,14 +181,18 @@ def check_pages(pages: list[Path], shots: Path | None, driver=None) -> tuple[lis
                 problems.append(f"{page}: text reads {', '.join(words)} (first: {where.strip()[:120]!r})")
             severe = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
             problems += [f"{page}: browser console: {m[:200]}" for m in severe]
-            figures.append(f"{page}: first paint {paint.get('first-paint', float('nan')):.0f} ms, {total} pictures, "
-                           f"{page.stat().st_size / 1e6:.1f} MB")  # fmt: skip
+            figures.append(
+                f"{page}: first paint {paint.get('first-paint', float('nan')):.0f} ms, {total} pictures, "
+                f"{page.stat().st_size / 1e6:.1f} MB"
+            )
             if shots:
                 shots.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(shots / f"{name}_top.png"))
                 for what, selector in (("lesion", "img[alt^='L']"), ("candidate", "img[alt^='candidate']")):
-                    if driver.execute_script(f"const i = document.querySelector(\"{selector}\");"
-                                             "if (i) { i.scrollIntoView(); return true; } return false;"):  # fmt: skip
+                    if driver.execute_script(
+                        f'const i = document.querySelector("{selector}");'
+                        "if (i) { i.scrollIntoView(); return true; } return false;"
+                    ):
                         driver.save_screenshot(str(shots / f"{name}_{what}.png"))
     finally:
         if own:
@@ -191,7 +217,9 @@ def main(argv=None):
         print(f"report_check: {p}", file=sys.stderr)
     if not problems:
         if a.report:
-            print(f"report_check: {a.report}: {len(REQUIRED)} pages and {len(CATEGORIES)} categories render in Chromium")
+            print(
+                f"report_check: {a.report}: {len(REQUIRED)} pages and {len(CATEGORIES)} categories render in Chromium"
+            )
         if a.pages:
             print(f"report_check: {len(a.pages)} review page(s) render, every picture decodes, no nan or None")
     return 1 if problems else 0

@@ -48,8 +48,15 @@ def _check(d, labels, report):
 
 
 def test_organ_mask_from_the_sheet_replaces_the_rules(study):
-    labels, report = anatomy_study(study / "ct.nii.gz", study / "anatomy.nii.gz", study / "anatomy.json",
-                                   organ_mask=study / "ts.nii.gz", png=study / "anatomy.png", patient="P1", tracer="fdg")  # fmt: skip
+    labels, report = anatomy_study(
+        study / "ct.nii.gz",
+        study / "anatomy.nii.gz",
+        study / "anatomy.json",
+        organ_mask=study / "ts.nii.gz",
+        png=study / "anatomy.png",
+        patient="P1",
+        tracer="fdg",
+    )
     _check(study, labels, report)
     assert read_json(study / "anatomy.json")["method"] == "organ_mask"
     assert (study / "anatomy.png").stat().st_size > 1000
@@ -66,8 +73,13 @@ cp {study}/ts.nii.gz "$out"
 """)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    labels, report = anatomy_study(study / "ct.nii.gz", study / "anatomy.nii.gz", study / "anatomy.json",
-                                   method="totalsegmentator", totalsegmentator_args=["--fast"])  # fmt: skip
+    labels, report = anatomy_study(
+        study / "ct.nii.gz",
+        study / "anatomy.nii.gz",
+        study / "anatomy.json",
+        method="totalsegmentator",
+        totalsegmentator_args=["--fast"],
+    )
     _check(study, labels, report)
     args = (tmp_path / "args").read_text().split()
     assert args[:2] == ["-i", str(study / "ct.nii.gz")] and args[2] == "-o"

@@ -5,15 +5,20 @@ from __future__ import annotations
 from dualpet import audit
 
 RULES = {  # a miniature of the workflow: wildcard constraints as Snakemake reports them
-    "convert": (["results/{patient}/{tracer}/inspect.json"], [("results/{patient,P1|P2}/{tracer,fdg|ga}/ct.nii.gz", False)]),
+    "convert": (
+        ["results/{patient}/{tracer}/inspect.json"],
+        [("results/{patient,P1|P2}/{tracer,fdg|ga}/ct.nii.gz", False)],
+    ),
     "inspect": ([], [("results/{patient,P1|P2}/{tracer,fdg|ga}/inspect.json", False)]),
     "match": (["results/{patient}/fdg/ct.nii.gz"], [("results/{patient,P1|P2}/lesions/crops", True)]),
-    "lesion_metrics": (["results/{patient}/lesions/crops/{lesion}.npz"],
-                       [("results/{patient,P1|P2}/lesions/metrics/{lesion,L\\d+}.json", False)]),
+    "lesion_metrics": (
+        ["results/{patient}/lesions/crops/{lesion}.npz"],
+        [("results/{patient,P1|P2}/lesions/metrics/{lesion,L\\d+}.json", False)],
+    ),
     "patient_table": ([], [("results/{patient,P1|P2}/lesions.tsv", False)]),
     "cohort": (["results/P1/lesions.tsv", "results/P2/lesions.tsv"], [("results/cohort/lesions.tsv", False)]),
     "review_page": (["results/{patient}/lesions.tsv"], [("results/{patient,P1|P2}/review.html", False)]),
-}  # fmt: skip
+}
 
 
 def test_pattern_edges_follow_files_into_checkpoint_directories_and_respect_constraints():

@@ -22,8 +22,7 @@ def studies(cohort_dir, tmp_path):
 
 
 def _inspect(folder, tmp_path, other=None, tracer="fdg"):
-    return inspect_study(folder, patient="P001", tracer=tracer, out_json=tmp_path / "inspect.json",
-                         other_study=other)  # fmt: skip
+    return inspect_study(folder, patient="P001", tracer=tracer, out_json=tmp_path / "inspect.json", other_study=other)
 
 
 def _edit(folder, **attrs):
@@ -55,8 +54,11 @@ def test_pet_and_ct_of_different_studies_or_days_are_refused(studies, tmp_path):
     folder = studies / "P001" / "fdg"
     _edit(folder / "PT_3", StudyInstanceUID="1.2.3.4", FrameOfReferenceUID="1.2.3.5")
     assert "share neither StudyInstanceUID" in _inspect(folder, tmp_path)["error"]
-    _edit(folder / "PT_3", StudyInstanceUID=lambda ds: pydicom.dcmread(next((folder / "CT_2").glob("*.dcm"))).StudyInstanceUID,
-          AcquisitionDate="20000101")  # fmt: skip
+    _edit(
+        folder / "PT_3",
+        StudyInstanceUID=lambda ds: pydicom.dcmread(next((folder / "CT_2").glob("*.dcm"))).StudyInstanceUID,
+        AcquisitionDate="20000101",
+    )
     verdict = _inspect(folder, tmp_path)
     assert not verdict["ok"] and "days apart" in verdict["error"]
 
@@ -105,7 +107,10 @@ def test_a_ct_leaving_part_of_the_pet_uncovered_is_tolerated_up_to_the_limit(stu
     millimetres recorded; beyond it the refusal names the limit and its config key."""
     ct = studies / "P001" / "fdg" / "CT_2"
     files = sorted(ct.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
-    step = abs(float(pydicom.dcmread(files[1]).ImagePositionPatient[2]) - float(pydicom.dcmread(files[0]).ImagePositionPatient[2]))
+    step = abs(
+        float(pydicom.dcmread(files[1]).ImagePositionPatient[2])
+        - float(pydicom.dcmread(files[0]).ImagePositionPatient[2])
+    )
     length = len(files) * step
     n = int(0.08 * length / step)  # about 8 % of the length at the low end
     for p in files[:n]:
@@ -114,8 +119,13 @@ def test_a_ct_leaving_part_of_the_pet_uncovered_is_tolerated_up_to_the_limit(stu
     assert verdict["ok"], verdict
     low, high = verdict["ct_coverage"]["uncovered_mm"]
     assert low == pytest.approx(n * step, abs=step) and high <= 1.0  # (the PET reaches 1 mm beyond the CT)
-    tight = inspect_study(studies / "P001" / "fdg", patient="P001", tracer="fdg", out_json=tmp_path / "i.json",
-                          max_uncovered_fraction=0.05)  # fmt: skip
+    tight = inspect_study(
+        studies / "P001" / "fdg",
+        patient="P001",
+        tracer="fdg",
+        out_json=tmp_path / "i.json",
+        max_uncovered_fraction=0.05,
+    )
     assert not tight["ok"] and "the limit is 5 %, config inspection.max_uncovered_fraction" in tight["error"]
 
 
@@ -128,7 +138,9 @@ def test_a_symlinked_series_folder_is_named_as_not_read(studies, tmp_path):
     (folder / "PT_3").rename(tmp_path / "elsewhere" / "PT_3")
     (folder / "PT_3").symlink_to(tmp_path / "elsewhere" / "PT_3", target_is_directory=True)
     verdict = _inspect(folder, tmp_path)
-    assert not verdict["ok"] and "not read in the folder: a symbolic link to a folder (not followed)" in verdict["error"]
+    assert (
+        not verdict["ok"] and "not read in the folder: a symbolic link to a folder (not followed)" in verdict["error"]
+    )
     assert "PT_3" not in verdict["error"] and "elsewhere" not in verdict["error"]
 
 

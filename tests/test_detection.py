@@ -133,8 +133,12 @@ def test_seeds_clicked_twice_and_tiny_radius():
     suv = np.full(shape, 1.0, np.float32)
     suv[_ball(shape, (10, 10, 10), 2)] = 6.0
     suv[_ball(shape, (14, 10, 10), 1)] = 5.0  # a neighbour touching it
-    out = lesions_from_seeds(suv, AFF, [apply_affine(AFF, (10, 10, 10)), apply_affine(AFF, (10.4, 10, 10)),
-                                        apply_affine(AFF, (14, 10, 10))], radius_mm=10.0)  # fmt: skip
+    out = lesions_from_seeds(
+        suv,
+        AFF,
+        [apply_affine(AFF, (10, 10, 10)), apply_affine(AFF, (10.4, 10, 10)), apply_affine(AFF, (14, 10, 10))],
+        radius_mm=10.0,
+    )
     assert len(out) == 2 and out[0]["merged_seeds"] == [2]
     assert not (out[0]["_region"] & out[1]["_region"]).any() and out[1]["_region"].any()
     (one,) = lesions_from_seeds(suv, AFF, [apply_affine(AFF, (20.3, 20.3, 20.3))], radius_mm=0.5)
@@ -146,8 +150,14 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
     lesion mask and seeds at the true centres give exactly the true lesions."""
     pid, tracer = "P001", "fdg"
     t = truth[pid]
-    convert_study(cohort_dir / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp_path / "ct.nii.gz",
-                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    convert_study(
+        cohort_dir / "dicom" / pid / tracer,
+        patient=pid,
+        tracer=tracer,
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     ct = nib.load(tmp_path / "ct.nii.gz")
     world = apply_affine(lps_affine(ct.affine), np.argwhere(np.ones(ct.shape, bool))).reshape(*ct.shape, 3)
     wanted = [les for les in t["lesions"] if les["detectable"][tracer]][:3]
@@ -160,8 +170,16 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
         "masks": {"lesion_mask": tmp_path / "lesions.nii.gz"},
         "seeds": {"seeds": [les["center_lps"][tracer] for les in wanted]},
     }.items():
-        segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / f"{name}.nii.gz",
-                      tmp_path / f"{name}.json", detection={"method": name}, patient=pid, tracer=tracer, **kw)  # fmt: skip
+        segment_study(
+            tmp_path / "ct.nii.gz",
+            tmp_path / "pet.nii.gz",
+            tmp_path / f"{name}.nii.gz",
+            tmp_path / f"{name}.json",
+            detection={"method": name},
+            patient=pid,
+            tracer=tracer,
+            **kw,
+        )
         seg[name] = read_json(tmp_path / f"{name}.json")["detection"]
         assert len(seg[name]["lesions"]) == len(wanted)
         for les in wanted:  # every true lesion has its detection at its maximum: noise moves the
@@ -178,9 +196,17 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
     auto = read_json(tmp_path / "masks.json")["background"]
     sphere = np.linalg.norm(world - np.array(auto["centre_lps"]), axis=-1) <= 6.0
     nib.save(nib.Nifti1Image(sphere.astype(np.uint8), ct.affine), str(tmp_path / "bg.nii.gz"))
-    segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "b.nii.gz", tmp_path / "b.json",
-                  detection={"method": "background"}, patient=pid, tracer=tracer,
-                  background_mask=tmp_path / "bg.nii.gz", background_png=tmp_path / "b.png")  # fmt: skip
+    segment_study(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "pet.nii.gz",
+        tmp_path / "b.nii.gz",
+        tmp_path / "b.json",
+        detection={"method": "background"},
+        patient=pid,
+        tracer=tracer,
+        background_mask=tmp_path / "bg.nii.gz",
+        background_png=tmp_path / "b.png",
+    )
     got = read_json(tmp_path / "b.json")["background"]
     assert got["source"].startswith("mask:sheet")
     # 15 %: as for the automatic VOI (test_background): the noise of a ~15-voxel VOI at the
@@ -189,7 +215,9 @@ def test_background_mask_and_reader_methods_end_to_end(cohort_dir, truth, tmp_pa
     assert (tmp_path / "b.png").stat().st_size > 1000
     pet = nib.load(tmp_path / "pet.nii.gz")
     voi = labels_on_grid(tmp_path / "bg.nii.gz", pet.shape, lps_affine(pet.affine)) != 0
-    assert measure_mask(np.asarray(pet.dataobj), lps_affine(pet.affine), voi)["suvmean"] == pytest.approx(got["suvmean"])
+    assert measure_mask(np.asarray(pet.dataobj), lps_affine(pet.affine), voi)["suvmean"] == pytest.approx(
+        got["suvmean"]
+    )
 
 
 def test_unreadable_mask_is_a_clear_error(tmp_path):
@@ -213,15 +241,23 @@ def test_region_labels_against_truth(cohort_dir, truth, tmp_path):
     for pid, t in truth.items():
         ref = t["tracers"][0]
         out = tmp_path / pid
-        convert_study(cohort_dir / "dicom" / pid / ref, patient=pid, tracer=ref, ct_out=out / "ct.nii.gz",
-                      pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
+        convert_study(
+            cohort_dir / "dicom" / pid / ref,
+            patient=pid,
+            tracer=ref,
+            ct_out=out / "ct.nii.gz",
+            pet_out=out / "pet.nii.gz",
+            json_out=out / "pet.json",
+        )
         ct = nib.load(out / "ct.nii.gz")
         hu, aff = np.asarray(ct.dataobj, dtype=np.float32), lps_affine(ct.affine)
         labels, report = segment_ct(hu, aff)
         assert report["liver"]["found"]
         liver = (np.isin(labels, ORGAN_CLASSES["liver"]), aff)
         for les in t["lesions"]:
-            radius = (3.0 * les["volume_ml"] * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)  # as the workflow passes its VOI's
+            radius = (3.0 * les["volume_ml"] * 1000.0 / (4.0 * np.pi)) ** (
+                1.0 / 3.0
+            )  # as the workflow passes its VOI's
             got = region_label(hu, aff, np.array(les["center_lps"][ref]), liver=liver, lesion_radius_mm=radius)
             assert got == les["region"], (pid, les["id"])
 

@@ -119,8 +119,14 @@ def study(cohort_dir):
 
 def test_nifti_world_equals_dicom_lps(study, tmp_path):
     """A voxel's world position from the NIfTI equals the DICOM LPS position with x, y negated."""
-    convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    convert_study(
+        study,
+        patient="P001",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     img = nib.load(tmp_path / "pet.nii.gz")
     dss = [pydicom.dcmread(p, stop_before_pixels=True) for p in (study / "PT_3").glob("*.dcm")]
     dss.sort(key=lambda d: float(d.ImagePositionPatient[2]))
@@ -234,8 +240,10 @@ def test_cli_error_is_one_line(tmp_path, tool_env):
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "dualpet", "suv", str(tmp_path / "empty"), "-o", str(tmp_path / "x.nii.gz")],
-        capture_output=True, text=True, env=tool_env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=tool_env,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no usable PET series" in lines[0] and "no PT image series in the folder" in lines[0]
@@ -244,9 +252,21 @@ def test_cli_error_is_one_line(tmp_path, tool_env):
 
 def test_suv_cli_writes_sidecar(study, tmp_path, tool_env):
     proc = subprocess.run(
-        [sys.executable, "-m", "dualpet", "suv", str(study), "-o", str(tmp_path / "s.nii.gz"), "--json", str(tmp_path / "s.json")],
-        capture_output=True, text=True, env=tool_env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dualpet",
+            "suv",
+            str(study),
+            "-o",
+            str(tmp_path / "s.nii.gz"),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=tool_env,
+    )
     assert proc.returncode == 0, proc.stderr
     side = pydicom.dcmread(next((study / "PT_3").glob("*.dcm")), stop_before_pixels=True)
     text = (tmp_path / "s.json").read_text()
@@ -257,9 +277,12 @@ def test_suv_cli_writes_sidecar(study, tmp_path, tool_env):
     assert sidecar["units"] == "SUVbw (g/mL)" and sidecar["factor"] > 0
     # the NIfTI origin is the lowest slice's ImagePositionPatient (LPS), in RAS
     lowest = min(
-        (np.array(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient, float) for p in (study / "PT_3").glob("*.dcm")),
+        (
+            np.array(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient, float)
+            for p in (study / "PT_3").glob("*.dcm")
+        ),
         key=lambda v: v[2],
-    )  # fmt: skip
+    )
     assert np.allclose(lps_affine(nib.load(tmp_path / "s.nii.gz").affine)[:3, 3], lowest, atol=1e-3)
 
 
@@ -289,8 +312,9 @@ def test_oblique_nonsquare_feet_first_geometry(study, tmp_path):
             lps = ipp + i * col_sp * row_dir + j * row_sp * col_dir
             assert np.allclose(apply_affine(img.affine, [i, j, k]), [-lps[0], -lps[1], lps[2]], atol=1e-4)
         assert np.array_equal(vol.data[:, :, k], (dss[k].pixel_array.T * float(dss[k].RescaleSlope)).astype(np.float32))
-    ref = c2n.dicom_array_to_nifti([pydicom.dcmread(p) for p in tmp_path.glob("*.dcm")], str(tmp_path / "r.nii.gz"),
-                                   reorient_nifti=False)["NII"]  # fmt: skip
+    ref = c2n.dicom_array_to_nifti(
+        [pydicom.dcmread(p) for p in tmp_path.glob("*.dcm")], str(tmp_path / "r.nii.gz"), reorient_nifti=False
+    )["NII"]
     M = np.linalg.inv(ref.affine) @ img.affine  # our voxel -> dicom2nifti voxel
     perm = np.rint(M[:3, :3])
     assert np.allclose(M[:3, :3], perm, atol=1e-4) and np.allclose(M[:3, 3], np.rint(M[:3, 3]), atol=1e-3)
@@ -310,8 +334,14 @@ def test_pet_ct_frame_mismatch_is_registered(study, tmp_path):
         ds.FrameOfReferenceUID = "1.2.3.999"
         ds.ImagePositionPatient = [f"{v:.4f}" for v in np.array(ds.ImagePositionPatient, float) + shift]
         ds.save_as(p)
-    side = convert_study(tmp_path / "s", patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                         pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    side = convert_study(
+        tmp_path / "s",
+        patient="P001",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     assert side["pet_ct_same_frame_of_reference"] is False
     reg = side["pet_to_ct_registration"]
     # 4 mm: one PET voxel (measured 1.5-3 mm on phantoms, mostly along z)
@@ -325,8 +355,14 @@ def test_pet_ct_frame_mismatch_is_registered(study, tmp_path):
 def test_outputs_follow_umask(study, tmp_path):
     import os
 
-    convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    convert_study(
+        study,
+        patient="P001",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     mask = os.umask(0)
     os.umask(mask)
     for name in ("ct.nii.gz", "pet.nii.gz", "pet.json"):
@@ -360,7 +396,9 @@ def test_real_ge_slice_jitter_is_accepted_and_recorded(study, tmp_path):
     side = convert_pet(pet, tmp_path / "pet.nii.gz", tmp_path / "pet.json", where="test")
     geo = side["pet_series"]
     assert geo["slice_gaps_mm"] == [pytest.approx(3.902, abs=1e-3), pytest.approx(4.0245, abs=1e-3)]
-    assert geo["slice_spacing_mm"] == pytest.approx((z[-1] - z[0]) / (len(z) - 1), abs=0.01)  # the robust (fitted) spacing
+    assert geo["slice_spacing_mm"] == pytest.approx(
+        (z[-1] - z[0]) / (len(z) - 1), abs=0.01
+    )  # the robust (fitted) spacing
     fitted = lps_affine(nib.load(tmp_path / "pet.nii.gz").affine)
     world_z = apply_affine(fitted, np.stack([np.zeros(len(z)), np.zeros(len(z)), np.arange(len(z))], 1))[:, 2]
     assert np.abs(world_z - z).max() == pytest.approx(geo["slice_position_max_deviation_mm"], abs=1e-3)
@@ -384,16 +422,27 @@ def test_pet_sharing_the_cts_frame_is_preferred(study, tmp_path):
     """Two quantitative AC PETs, one in another frame of reference (e.g. an imported
     study): the one sharing the CT's frame is chosen, and why is said."""
     shutil.copytree(study, tmp_path / "s")
-    _copy_series(study / "PT_3", tmp_path / "s" / "other", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
-                 FrameOfReferenceUID="1.2.3.78", SeriesDescription="PET imported")  # fmt: skip
+    _copy_series(
+        study / "PT_3",
+        tmp_path / "s" / "other",
+        SeriesInstanceUID="1.2.3.77",
+        SeriesNumber="7",
+        FrameOfReferenceUID="1.2.3.78",
+        SeriesDescription="PET imported",
+    )
     choice = select_series(scan_folder(tmp_path / "s"))
     assert choice.pet.number == "3" and "frame of reference" in choice.pet_why
 
 
 def test_series_named_by_number(study, tmp_path):
     shutil.copytree(study, tmp_path / "s")
-    _copy_series(study / "PT_3", tmp_path / "s" / "copy", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
-                 SeriesDescription="PET copy")  # fmt: skip
+    _copy_series(
+        study / "PT_3",
+        tmp_path / "s" / "copy",
+        SeriesInstanceUID="1.2.3.77",
+        SeriesNumber="7",
+        SeriesDescription="PET copy",
+    )
     series = scan_folder(tmp_path / "s")
     assert select_series(series, pet_uid="7").pet.uid == "1.2.3.77"
     assert select_series(series, pet_uid="3").pet.number == "3"
@@ -475,15 +524,30 @@ def test_a_derived_suv_series_is_used_when_it_is_the_only_pet(study, tmp_path):
     to SUV, ImageType DERIVED/SECONDARY, Units GML. With no ORIGINAL PET series it is the
     PET, chosen with the reason; its SUVs are its values (rescaled), not refused."""
     shutil.copytree(study / "CT_2", tmp_path / "s" / "CT_2")
-    _copy_series(study / "PT_3", tmp_path / "s" / "suv", ImageType=["DERIVED", "SECONDARY"], Units="GML",
-                 DecayCorrection="ADMIN", SeriesDescription="PET SUV (MIM)")  # fmt: skip
+    _copy_series(
+        study / "PT_3",
+        tmp_path / "s" / "suv",
+        ImageType=["DERIVED", "SECONDARY"],
+        Units="GML",
+        DecayCorrection="ADMIN",
+        SeriesDescription="PET SUV (MIM)",
+    )
     choice = select_series(scan_folder(tmp_path / "s"))
     assert choice.pet.description == "PET SUV (MIM)"
     assert "no ORIGINAL PT series qualifies" in choice.pet_why and "DERIVED/SECONDARY" in choice.pet_why
-    side = convert_study(tmp_path / "s", patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                         pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    side = convert_study(
+        tmp_path / "s",
+        patient="P001",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     assert "no ORIGINAL PT series" in side["series_choice"]["pet"]["chosen_because"]
-    ds = min((pydicom.dcmread(p) for p in (tmp_path / "s" / "suv").glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    ds = min(
+        (pydicom.dcmread(p) for p in (tmp_path / "s" / "suv").glob("*.dcm")),
+        key=lambda d: float(d.ImagePositionPatient[2]),
+    )
     suv = np.asarray(nib.load(tmp_path / "pet.nii.gz").dataobj, np.float64)
     expected = ds.pixel_array.astype(float) * float(ds.RescaleSlope) + float(getattr(ds, "RescaleIntercept", 0.0))
     # the lowest slice, columns i = DICOM columns, rows j = DICOM rows: SUV = stored value x slope (float32)
@@ -492,18 +556,28 @@ def test_a_derived_suv_series_is_used_when_it_is_the_only_pet(study, tmp_path):
 
 def test_an_original_pet_wins_over_a_derived_one(study, tmp_path):
     shutil.copytree(study, tmp_path / "s")
-    _copy_series(study / "PT_3", tmp_path / "s" / "suv", SeriesInstanceUID="1.2.3.77", SeriesNumber="7",
-                 ImageType=["DERIVED", "SECONDARY"], Units="GML", SeriesDescription="PET SUV")  # fmt: skip
+    _copy_series(
+        study / "PT_3",
+        tmp_path / "s" / "suv",
+        SeriesInstanceUID="1.2.3.77",
+        SeriesNumber="7",
+        ImageType=["DERIVED", "SECONDARY"],
+        Units="GML",
+        SeriesDescription="PET SUV",
+    )
     choice = select_series(scan_folder(tmp_path / "s"))
     assert choice.pet.number == "3" and "ORIGINAL" not in choice.pet_why
 
 
-@pytest.mark.parametrize("image_type, description", [
-    (["DERIVED", "SECONDARY", "MIP"], "PET WB"),
-    (["DERIVED", "SECONDARY"], "PET MIP"),
-    (["DERIVED", "SECONDARY", "FUSED"], "PET WB"),
-    (["DERIVED", "SECONDARY", "REFORMATTED"], "PET WB"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "image_type, description",
+    [
+        (["DERIVED", "SECONDARY", "MIP"], "PET WB"),
+        (["DERIVED", "SECONDARY"], "PET MIP"),
+        (["DERIVED", "SECONDARY", "FUSED"], "PET WB"),
+        (["DERIVED", "SECONDARY", "REFORMATTED"], "PET WB"),
+    ],
+)
 def test_pictures_made_from_the_pet_are_never_chosen(study, tmp_path, image_type, description):
     """MIPs, fusions and reformats are refused even as the only PET; the message names what
     was found, says what is needed and how to name a series, and does not call a
@@ -530,10 +604,19 @@ def test_a_zero_or_invalid_rescale_slope_is_refused_not_read_as_one(study, tmp_p
     ds.save_as(files[5])
     verdict = inspect_study(tmp_path / "s", patient="P001", tracer="fdg", out_json=tmp_path / "i.json")
     assert not verdict["ok"]
-    assert "RescaleSlope (0028,1053) of image InstanceNumber" in verdict["error"] and "cannot be rescaled" in verdict["error"]
+    assert (
+        "RescaleSlope (0028,1053) of image InstanceNumber" in verdict["error"]
+        and "cannot be rescaled" in verdict["error"]
+    )
     with pytest.raises(DualpetInputError, match="RescaleSlope"):
-        convert_study(tmp_path / "s", patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                      pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+        convert_study(
+            tmp_path / "s",
+            patient="P001",
+            tracer="fdg",
+            ct_out=tmp_path / "ct.nii.gz",
+            pet_out=tmp_path / "pet.nii.gz",
+            json_out=tmp_path / "pet.json",
+        )
 
 
 def test_a_gantry_tilted_ct_is_resampled_onto_an_orthogonal_grid(study, tmp_path):
@@ -555,8 +638,10 @@ def test_a_gantry_tilted_ct_is_resampled_onto_an_orthogonal_grid(study, tmp_path
     vol = load_series(ct)
     assert vol.geometry["gantry_tilt_deg"] == pytest.approx(7.5, abs=0.05) and shear_deg(vol.affine) < 1e-6
     # the tilted stack's own voxels: slice k's pixel (i, j) lies at IPP_k + i*dx*row + j*dy*col
-    dss = sorted((pydicom.dcmread(p) for p in (tmp_path / "s" / "CT_2").glob("*.dcm")),
-                 key=lambda d: float(d.ImagePositionPatient[2]))  # fmt: skip
+    dss = sorted(
+        (pydicom.dcmread(p) for p in (tmp_path / "s" / "CT_2").glob("*.dcm")),
+        key=lambda d: float(d.ImagePositionPatient[2]),
+    )
     rng = np.random.default_rng(0)
     checked = 0
     for _ in range(200):
@@ -564,8 +649,11 @@ def test_a_gantry_tilted_ct_is_resampled_onto_an_orthogonal_grid(study, tmp_path
         ds = dss[k]
         i, j = int(rng.integers(10, ds.Columns - 10)), int(rng.integers(10, ds.Rows - 10))
         dy, dx = (float(v) for v in ds.PixelSpacing)
-        world = np.array(ds.ImagePositionPatient, float) + i * dx * np.array([1, 0, 0]) + j * dy * np.array(
-            [0, np.cos(tilt), np.sin(tilt)])
+        world = (
+            np.array(ds.ImagePositionPatient, float)
+            + i * dx * np.array([1, 0, 0])
+            + j * dy * np.array([0, np.cos(tilt), np.sin(tilt)])
+        )
         v = world_to_voxel(vol.affine, world)
         if np.any(v < 1) or np.any(v > np.array(vol.data.shape) - 2):
             continue
@@ -573,7 +661,9 @@ def test_a_gantry_tilted_ct_is_resampled_onto_an_orthogonal_grid(study, tmp_path
         from scipy import ndimage
 
         got = float(ndimage.map_coordinates(vol.data, v[:, None], order=1)[0])
-        neighbours = ds.pixel_array[j - 1 : j + 2, i - 1 : i + 2].astype(float) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        neighbours = ds.pixel_array[j - 1 : j + 2, i - 1 : i + 2].astype(float) * float(ds.RescaleSlope) + float(
+            ds.RescaleIntercept
+        )
         # linear resampling twice (the grid, then this lookup): within the 3x3 neighbourhood's range
         assert neighbours.min() - 1.0 <= got <= neighbours.max() + 1.0, (truth, got)
         checked += 1

@@ -22,18 +22,33 @@ def study(cohort_dir, truth, tmp_path_factory):
     L04 (a lesion number missing from a study, as when it lies outside its field of view)."""
     tmp = tmp_path_factory.mktemp("seg")
     pid, tracer = "P001", "fdg"
-    convert_study(cohort_dir / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp / "ct.nii.gz",
-                  pet_out=tmp / "pet.nii.gz", json_out=tmp / "pet.json")  # fmt: skip
+    convert_study(
+        cohort_dir / "dicom" / pid / tracer,
+        patient=pid,
+        tracer=tracer,
+        ct_out=tmp / "ct.nii.gz",
+        pet_out=tmp / "pet.nii.gz",
+        json_out=tmp / "pet.json",
+    )
     pet = nib.load(tmp / "pet.nii.gz")
     affine = lps_affine(pet.affine)
     world = apply_affine(affine, np.argwhere(np.ones(pet.shape, bool))).reshape(*pet.shape, 3)
     lesions = truth[pid]["lesions"][:3]
     voi = np.zeros(pet.shape, np.int32)
     for number, les in zip((1, 2, 4), lesions):
-        voi[(np.linalg.norm(world - les["center_lps"][tracer], axis=-1) <= max(les["radius_mm"], 6.0)) & (voi == 0)] = number
+        voi[(np.linalg.norm(world - les["center_lps"][tracer], axis=-1) <= max(les["radius_mm"], 6.0)) & (voi == 0)] = (
+            number
+        )
     write_voi(tmp / "voi.nii.gz", voi, affine)
-    return {"dir": tmp, "dicom": cohort_dir / "dicom" / pid / tracer, "voi": voi, "affine": affine, "pid": pid,
-            "tracer": tracer, "shape": pet.shape}  # fmt: skip
+    return {
+        "dir": tmp,
+        "dicom": cohort_dir / "dicom" / pid / tracer,
+        "voi": voi,
+        "affine": affine,
+        "pid": pid,
+        "tracer": tracer,
+        "shape": pet.shape,
+    }
 
 
 def _pet_datasets(folder):
@@ -62,8 +77,13 @@ def test_exported_seg_reads_back_references_the_pet_and_matches_the_vois(study, 
     assert str(seg.PatientName) == study["pid"] and seg.PatientID == study["pid"]
     assert not seg.get("StudyDate") and seg.ContentDate == "19000101"
     # the same VOIs give the same file (a rerun with nothing changed changes nothing)
-    export_seg(study["dir"] / "voi.nii.gz", study["dicom"], study["dir"] / "again.dcm", patient=study["pid"],
-               tracer=study["tracer"])  # fmt: skip
+    export_seg(
+        study["dir"] / "voi.nii.gz",
+        study["dicom"],
+        study["dir"] / "again.dcm",
+        patient=study["pid"],
+        tracer=study["tracer"],
+    )
     assert (study["dir"] / "again.dcm").read_bytes() == out.read_bytes()
     raw = out.read_bytes()
     values = [v for v in ident.values() for v in (v if isinstance(v, list) else [v])]
@@ -73,8 +93,9 @@ def test_exported_seg_reads_back_references_the_pet_and_matches_the_vois(study, 
     assert sorted(labels.values()) == [1, 2, 4]
     expected = frames_from_labels(study["voi"], study["affine"], pet)
     uids = [ds.SOPInstanceUID for ds in pet]
-    got = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=sorted(labels),
-                                            ignore_spatial_locations=True)  # fmt: skip
+    got = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=sorted(labels), ignore_spatial_locations=True
+    )
     for n, lab in labels.items():
         assert np.array_equal(got[..., n - 1].astype(bool), expected == lab), f"segment {n} (L{lab:02d})"
     # and on the PET grid itself, as a reader's lesion mask
@@ -89,9 +110,16 @@ def test_seg_and_rtstruct_as_the_readers_lesion_mask(study):
     export_seg(d / "voi.nii.gz", study["dicom"], d / "mask_seg.dcm", patient=study["pid"], tracer=study["tracer"])
     got = {}
     for name, path in {"nifti": d / "voi.nii.gz", "seg": d / "mask_seg.dcm"}.items():
-        segment_study(d / "ct.nii.gz", d / "pet.nii.gz", d / f"{name}_labels.nii.gz", d / f"{name}.json",
-                      detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
-                      lesion_mask=path)  # fmt: skip
+        segment_study(
+            d / "ct.nii.gz",
+            d / "pet.nii.gz",
+            d / f"{name}_labels.nii.gz",
+            d / f"{name}.json",
+            detection={"method": "masks"},
+            patient=study["pid"],
+            tracer=study["tracer"],
+            lesion_mask=path,
+        )
         got[name] = read_json(d / f"{name}.json")["detection"]["lesions"]
     assert [les["suvmax"] for les in got["seg"]] == [les["suvmax"] for les in got["nifti"]]
     assert sorted(les["mask_name"] for les in got["seg"]) == ["L01", "L02", "L04"]
@@ -161,9 +189,16 @@ def test_one_roi_is_one_lesion_and_its_contour_is_the_voi(study, tmp_path):
     two_parts = np.where(np.isin(study["voi"], (1, 2)), 1, 0)  # one ROI drawn around two tumours
     rt = _rtstruct_from(two_parts, study["affine"], _pet_datasets(study["dicom"])[0])
     rt.save_as(tmp_path / "rt.dcm", enforce_file_format=True)
-    segment_study(d / "ct.nii.gz", d / "pet.nii.gz", tmp_path / "labels.nii.gz", tmp_path / "s.json",
-                  detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
-                  lesion_mask=tmp_path / "rt.dcm")  # fmt: skip
+    segment_study(
+        d / "ct.nii.gz",
+        d / "pet.nii.gz",
+        tmp_path / "labels.nii.gz",
+        tmp_path / "s.json",
+        detection={"method": "masks"},
+        patient=study["pid"],
+        tracer=study["tracer"],
+        lesion_mask=tmp_path / "rt.dcm",
+    )
     lesions = read_json(tmp_path / "s.json")["detection"]["lesions"]
     assert len(lesions) == 1 and lesions[0]["mask_name"] == "L01"
     labels = np.asarray(nib.load(tmp_path / "labels.nii.gz").dataobj).astype(np.int32)
@@ -173,8 +208,15 @@ def test_one_roi_is_one_lesion_and_its_contour_is_the_voi(study, tmp_path):
     st = {"suv": suv, "affine": study["affine"], "labels": labels, "background": 1.5, "reader_masks": True}
     for mode in ("contour", "isocontour"):
         out = tmp_path / mode
-        index = build_lesions(study["pid"], ("fdg", "pentixafor"), {"fdg": st, "pentixafor": st}, sitk.Euler3DTransform(),
-                              out / "index.tsv", out / "crops", reader_masks=mode)  # fmt: skip
+        index = build_lesions(
+            study["pid"],
+            ("fdg", "pentixafor"),
+            {"fdg": st, "pentixafor": st},
+            sitk.Euler3DTransform(),
+            out / "index.tsv",
+            out / "crops",
+            reader_masks=mode,
+        )
         assert len(index) == 1
         m = lesion_crop_metrics(out / "crops" / "L01.npz", ("fdg", "pentixafor"))["fdg"]
         if mode == "contour":
@@ -195,10 +237,15 @@ def test_the_seg_carries_no_identifying_text_of_the_source_pet(study, tmp_path):
 
     src = tmp_path / "dicom"
     shutil.copytree(study["dicom"], src)
-    planted = {"StudyDescription": "PET ONKO Dr Wagner Station 3", "PhysiciansOfRecord": "Wagner^Helga",
-               "StationName": "PETCT-OST-7", "InstitutionalDepartmentName": "Nuklearmedizin Haus B",
-               "DeviceSerialNumber": "SN884213", "RequestingPhysician": "Huber^Anton",
-               "PatientComments": "allergy to contrast, room 41"}  # fmt: skip
+    planted = {
+        "StudyDescription": "PET ONKO Dr Wagner Station 3",
+        "PhysiciansOfRecord": "Wagner^Helga",
+        "StationName": "PETCT-OST-7",
+        "InstitutionalDepartmentName": "Nuklearmedizin Haus B",
+        "DeviceSerialNumber": "SN884213",
+        "RequestingPhysician": "Huber^Anton",
+        "PatientComments": "allergy to contrast, room 41",
+    }
     for p in src.rglob("*.dcm"):
         ds = pydicom.dcmread(p)
         for key, value in planted.items():
@@ -208,7 +255,9 @@ def test_the_seg_carries_no_identifying_text_of_the_source_pet(study, tmp_path):
     export_seg(study["dir"] / "voi.nii.gz", src, out, patient=study["pid"], tracer=study["tracer"])
     raw = out.read_bytes()
     assert not [v for v in planted.values() if v.encode() in raw]
-    assert not [part for v in planted.values() for part in v.replace("^", " ").split() if len(part) > 4 and part.encode() in raw]
+    assert not [
+        part for v in planted.values() for part in v.replace("^", " ").split() if len(part) > 4 and part.encode() in raw
+    ]
     seg = pydicom.dcmread(out)
     assert seg.DeviceSerialNumber == "0" and str(seg.PatientName) == study["pid"]
     hd.seg.segread(str(out))  # still a valid SEG
@@ -225,9 +274,17 @@ def test_a_readers_dicom_mask_must_be_of_this_studys_pet(study, cohort_dir, tmp_
     export_seg(d / "voi.nii.gz", study["dicom"], tmp_path / "mine.dcm", patient=study["pid"], tracer=study["tracer"])
 
     def segment(mask, dicom=study["dicom"]):
-        return segment_study(d / "ct.nii.gz", d / "pet.nii.gz", tmp_path / "l.nii.gz", tmp_path / "s.json",
-                             detection={"method": "masks"}, patient=study["pid"], tracer=study["tracer"],
-                             lesion_mask=mask, pet_dicom=(dicom, None))  # fmt: skip
+        return segment_study(
+            d / "ct.nii.gz",
+            d / "pet.nii.gz",
+            tmp_path / "l.nii.gz",
+            tmp_path / "s.json",
+            detection={"method": "masks"},
+            patient=study["pid"],
+            tracer=study["tracer"],
+            lesion_mask=mask,
+            pet_dicom=(dicom, None),
+        )
 
     _, info = segment(tmp_path / "mine.dcm")
     assert len(info["lesions"]) == 3  # its own SEG: accepted

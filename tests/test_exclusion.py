@@ -36,22 +36,45 @@ def test_mask_on_grid_matches_the_world_positions(tmp_path):
 def test_excluded_uptake_is_not_a_lesion(cohort_dir, truth, tmp_path):
     pid, tracer = "P001", "fdg"
     t = truth[pid]
-    convert_study(cohort_dir / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp_path / "ct.nii.gz",
-                  pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    convert_study(
+        cohort_dir / "dicom" / pid / tracer,
+        patient=pid,
+        tracer=tracer,
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     detection = {"method": "background", "factor": 2.0}
-    segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "l0.nii.gz", tmp_path / "s0.json",
-                  detection=detection, patient=pid, tracer=tracer)  # fmt: skip
+    segment_study(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "pet.nii.gz",
+        tmp_path / "l0.nii.gz",
+        tmp_path / "s0.json",
+        detection=detection,
+        patient=pid,
+        tracer=tracer,
+    )
     found = [np.array(les["peak_lps"]) for les in read_json(tmp_path / "s0.json")["detection"]["lesions"]]
-    target = next(les for les in t["lesions"]
-                  if les["detectable"][tracer] and min(np.linalg.norm(f - les["center_lps"][tracer]) for f in found) < 10)  # fmt: skip
+    target = next(
+        les
+        for les in t["lesions"]
+        if les["detectable"][tracer] and min(np.linalg.norm(f - les["center_lps"][tracer]) for f in found) < 10
+    )
     # a "TotalSegmentator-like" label image on the CT grid: label 21 around that lesion
     ct = nib.load(tmp_path / "ct.nii.gz")
     world = apply_affine(lps_affine(ct.affine), np.argwhere(np.ones(ct.shape, bool))).reshape(*ct.shape, 3)
     lab = np.where(np.linalg.norm(world - target["center_lps"][tracer], axis=-1) <= target["radius_mm"] + 12, 21, 0)
     nib.save(nib.Nifti1Image(lab.astype(np.int16), ct.affine), str(tmp_path / "organs.nii.gz"))
-    segment_study(tmp_path / "ct.nii.gz", tmp_path / "pet.nii.gz", tmp_path / "l1.nii.gz", tmp_path / "s1.json",
-                  detection={**detection, "exclusion_labels": {tracer: [21]}}, patient=pid, tracer=tracer,
-                  exclusion_mask=tmp_path / "organs.nii.gz")  # fmt: skip
+    segment_study(
+        tmp_path / "ct.nii.gz",
+        tmp_path / "pet.nii.gz",
+        tmp_path / "l1.nii.gz",
+        tmp_path / "s1.json",
+        detection={**detection, "exclusion_labels": {tracer: [21]}},
+        patient=pid,
+        tracer=tracer,
+        exclusion_mask=tmp_path / "organs.nii.gz",
+    )
     seg = read_json(tmp_path / "s1.json")["detection"]
     after = [np.array(les["peak_lps"]) for les in seg["lesions"]]
     assert seg["exclusion_mask"]["provided"] and seg["exclusion_mask"]["voxels"] > 0

@@ -48,8 +48,20 @@ def test_an_html_placeholder_is_a_page_saying_why_with_every_reason_as_text(tmp_
 
 
 def _register_args(tmp_path, fixed):
-    return ["register", "--fixed", str(fixed), "--moving", str(fixed), "--tfm", str(tmp_path / "t.tfm"),
-            "--qc", str(tmp_path / "qc.json"), "--patient", "P009", "--isolate-failures"]  # fmt: skip
+    return [
+        "register",
+        "--fixed",
+        str(fixed),
+        "--moving",
+        str(fixed),
+        "--tfm",
+        str(tmp_path / "t.tfm"),
+        "--qc",
+        str(tmp_path / "qc.json"),
+        "--patient",
+        "P009",
+        "--isolate-failures",
+    ]
 
 
 def test_a_failing_step_writes_placeholders_and_exits_0(tmp_path, capsys):
@@ -80,6 +92,7 @@ def test_machine_failures_are_not_isolated(tmp_path, monkeypatch):
     ct = tmp_path / "ct.nii.gz"
     ct.write_bytes(b"x")
     for exc in (OSError(errno.ENOSPC, "No space left on device"), MemoryError()):
+
         def boom(*a, _exc=exc, **k):
             raise _exc
 
@@ -93,20 +106,39 @@ def test_cohort_lists_failed_patients_and_the_check_fails(tmp_path, capsys):
     ok = tmp_path / "P1"
     ok.mkdir()
     (ok / "patient.json").write_text(json.dumps({"patient": "P1", "fdg_positive": 1, "ga_positive": 0}))
-    pd.DataFrame([{"patient": "P1", "lesion": "L01", "x_mm": 1, "y_mm": 2, "z_mm": 3, "region": "liver",
-                   "fdg_detected": 1, "ga_detected": 0}]).to_csv(ok / "lesions.tsv", sep="\t", index=False)  # fmt: skip
+    pd.DataFrame(
+        [
+            {
+                "patient": "P1",
+                "lesion": "L01",
+                "x_mm": 1,
+                "y_mm": 2,
+                "z_mm": 3,
+                "region": "liver",
+                "fdg_detected": 1,
+                "ga_detected": 0,
+            }
+        ]
+    ).to_csv(ok / "lesions.tsv", sep="\t", index=False)
     bad = tmp_path / "P2"
     bad.mkdir()
     recs = [record("segment", "P2", "ga", "no blood pool"), record("segment", "P2", "fdg", "no blood pool")]
     write_placeholders([bad / "patient.json", bad / "lesions.tsv"], [], recs)
     views = tmp_path / "P1_qc.png"  # P1's registration views failed after its table was written
     write_placeholders([views], [], [record("registration-views", "P1", None, "ValueError: x")])
-    lesions, patients = merge_cohort([ok / "lesions.tsv", bad / "lesions.tsv"], [ok / "patient.json", bad / "patient.json"],
-                                     tracers, tmp_path / "l.tsv", tmp_path / "p.tsv", other_outputs=[views])  # fmt: skip
+    lesions, patients = merge_cohort(
+        [ok / "lesions.tsv", bad / "lesions.tsv"],
+        [ok / "patient.json", bad / "patient.json"],
+        tracers,
+        tmp_path / "l.tsv",
+        tmp_path / "p.tsv",
+        other_outputs=[views],
+    )
     rows = patients.set_index("patient")
     assert rows.loc["P2", "status"] == "excluded"
-    assert rows.loc["P2", "excluded_reason"] == ("patient P2, ga: segmentation failed: no blood pool | "
-                                                 "patient P2, fdg: segmentation failed: no blood pool")  # fmt: skip
+    assert rows.loc["P2", "excluded_reason"] == (
+        "patient P2, ga: segmentation failed: no blood pool | patient P2, fdg: segmentation failed: no blood pool"
+    )
     assert rows.loc["P1", "status"] == "excluded" and "registration views failed" in rows.loc["P1", "excluded_reason"]
     assert len(lesions) == 0  # excluded patients' lesions are left out
     assert check_cohort(tmp_path / "p.tsv", tmp_path / "done.json") == 1

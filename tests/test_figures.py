@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,11 +43,13 @@ def lesions_table(rows=ROWS):
 
 
 def patients_table(ids=("A", "B", "C", "D", "E"), excluded=("D",)):
-    return pd.DataFrame({
-        "patient": list(ids),
-        "status": ["excluded" if p in excluded else "included" for p in ids],
-        "excluded_reason": [f"patient {p}, fdg: no PET series" if p in excluded else "" for p in ids],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "patient": list(ids),
+            "status": ["excluded" if p in excluded else "included" for p in ids],
+            "excluded_reason": [f"patient {p}, fdg: no PET series" if p in excluded else "" for p in ids],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +84,22 @@ def test_excluded_patients_leave_with_their_lesions():
     [
         ("both", [("A", "L01"), ("A", "L02"), ("B", "L01"), ("B", "L02"), ("C", "L01")], 3),
         ("reference", [("A", "L01"), ("A", "L02"), ("A", "L03"), ("B", "L01"), ("B", "L02"), ("C", "L01")], 2),
-        ("union", [("A", "L01"), ("A", "L02"), ("A", "L03"), ("A", "L04"), ("B", "L01"), ("B", "L02"), ("C", "L01"),
-                   ("C", "L02")], 0),
+        (
+            "union",
+            [
+                ("A", "L01"),
+                ("A", "L02"),
+                ("A", "L03"),
+                ("A", "L04"),
+                ("B", "L01"),
+                ("B", "L02"),
+                ("C", "L01"),
+                ("C", "L02"),
+            ],
+            0,
+        ),
     ],
-)  # fmt: skip
+)
 def test_lesion_sets_and_reasons(lesion_set, expected, not_in_set):
     kept, _, _ = figures.included_lesions(lesions_table(), patients_table())
     pairs, left_out = figures.paired_values(kept, REF, IDX, "suvmax", lesion_set)
@@ -98,8 +113,11 @@ def test_lesion_sets_and_reasons(lesion_set, expected, not_in_set):
 
 
 def test_infinite_and_text_values_count_as_missing():
-    rows = [("A", "L01", "bone", 1, 1, np.inf, 2.0), ("A", "L02", "bone", 1, 1, "n/a", 2.0),
-            ("A", "L03", "bone", 1, 1, 3.0, 2.0)]  # fmt: skip
+    rows = [
+        ("A", "L01", "bone", 1, 1, np.inf, 2.0),
+        ("A", "L02", "bone", 1, 1, "n/a", 2.0),
+        ("A", "L03", "bone", 1, 1, 3.0, 2.0),
+    ]
     pairs, left_out = figures.paired_values(lesions_table(rows), REF, IDX)
     assert list(pairs["lesion"]) == ["L03"]
     assert left_out == [{"reason": f"SUVmax missing or not finite on {REF}", "lesions": 2}]
@@ -135,7 +153,9 @@ def test_patient_ratios_against_scipy():
     from dualpet.stats.inference import mixed_model
 
     pooled = figures.pooled_ratio(pairs)
-    fit = mixed_model(np.log(pairs["index"] / pairs["reference"]).to_numpy(), pairs["patient"].to_numpy(), log_ratio=True)
+    fit = mixed_model(
+        np.log(pairs["index"] / pairs["reference"]).to_numpy(), pairs["patient"].to_numpy(), log_ratio=True
+    )
     assert pooled["n_patients"] == 3
     assert pooled["ratio"] == pytest.approx(fit["ratio"], rel=1e-12)
     assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx(tuple(fit["ratio_ci95"]), rel=1e-12)
@@ -144,12 +164,14 @@ def test_patient_ratios_against_scipy():
 def test_patient_ratios_random_cohort_against_scipy():
     rng = np.random.default_rng(7)
     n = rng.integers(1, 9, size=12)
-    pairs = pd.DataFrame({
-        "patient": np.repeat([f"P{k:02d}" for k in range(len(n))], n),
-        "lesion": [f"L{j + 1:02d}" for m in n for j in range(m)],
-        "reference": rng.lognormal(1.5, 0.5, n.sum()),
-        "index": rng.lognormal(1.2, 0.7, n.sum()),
-    })  # fmt: skip
+    pairs = pd.DataFrame(
+        {
+            "patient": np.repeat([f"P{k:02d}" for k in range(len(n))], n),
+            "lesion": [f"L{j + 1:02d}" for m in n for j in range(m)],
+            "reference": rng.lognormal(1.5, 0.5, n.sum()),
+            "index": rng.lognormal(1.2, 0.7, n.sum()),
+        }
+    )
     per = figures.patient_ratios(pairs).set_index("patient")
     for patient, group in pairs.groupby("patient"):
         gmean, lo, hi = _independent_patient_ratio((group["index"] / group["reference"]).to_numpy())
@@ -182,8 +204,15 @@ def test_bland_altman_against_numpy():
 def test_detection_by_region_hand_counted():
     kept, _, _ = figures.included_lesions(lesions_table(), patients_table())
     table = figures.detection_by_region(kept, REF, IDX)
-    assert list(table.columns) == ["region", "lesions", f"{REF}_detected", f"{IDX}_detected", "both_detected",
-                                   f"{REF}_only", f"{IDX}_only"]  # fmt: skip
+    assert list(table.columns) == [
+        "region",
+        "lesions",
+        f"{REF}_detected",
+        f"{IDX}_detected",
+        "both_detected",
+        f"{REF}_only",
+        f"{IDX}_only",
+    ]
     expected = [
         ["bone", 2, 1, 2, 1, 0, 1],
         ["lung", 2, 1, 1, 0, 1, 1],
@@ -203,7 +232,7 @@ def test_files_written_and_parse(written):
     out, result = written
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary files left
     for entry in result:
-        png, svg = open(entry["png"], "rb").read(), entry["svg"]
+        png, svg = Path(entry["png"]).read_bytes(), entry["svg"]
         assert png.startswith(PNG_MAGIC)
         assert ET.parse(svg).getroot().tag.endswith("svg")
         text = svg_text(svg)
@@ -298,12 +327,13 @@ def test_no_lesions(tmp_path):
 def test_tables_without_columns(tmp_path):
     result = figures.write_figures(pd.DataFrame(), pd.DataFrame(), REF, IDX, tmp_path)
     assert all(_no_data(result).values())
-    assert all(open(e["png"], "rb").read().startswith(PNG_MAGIC) for e in result)
+    assert all(Path(e["png"]).read_bytes().startswith(PNG_MAGIC) for e in result)
 
 
 def test_all_patients_excluded(tmp_path):
-    result = figures.write_figures(lesions_table(), patients_table(excluded=("A", "B", "C", "D", "E")), REF, IDX,
-                                   tmp_path, lesion_set="union")  # fmt: skip
+    result = figures.write_figures(
+        lesions_table(), patients_table(excluded=("A", "B", "C", "D", "E")), REF, IDX, tmp_path, lesion_set="union"
+    )
     assert all(_no_data(result).values())
     assert by_name(result)["paired"]["left_out"] == [{"reason": "patient excluded", "lesions": 12}]
 
@@ -311,10 +341,15 @@ def test_all_patients_excluded(tmp_path):
 def test_no_paired_lesions(tmp_path):
     rows = [r for r in ROWS if r[0] != "D" and not (r[3] and r[4])]  # detected on one tracer only
     result = figures.write_figures(lesions_table(rows), patients_table(), REF, IDX, tmp_path, lesion_set="both")
-    assert _no_data(result) == {"paired": True, "patient_ratios": True, "bland_altman": True,
-                                "detection_by_region": False}  # fmt: skip
+    assert _no_data(result) == {
+        "paired": True,
+        "patient_ratios": True,
+        "bland_altman": True,
+        "detection_by_region": False,
+    }
     assert by_name(result)["paired"]["left_out"] == [
-        {"reason": "not detected on both tracers (lesion set 'both')", "lesions": 3}]
+        {"reason": "not detected on both tracers (lesion set 'both')", "lesions": 3}
+    ]
 
 
 def test_one_patient_one_lesion(tmp_path):
@@ -323,10 +358,21 @@ def test_one_patient_one_lesion(tmp_path):
     assert not any(_no_data(result).values())
     e = by_name(result)
     assert e["patient_ratios"]["numbers"]["patients"] == [
-        {"patient": "A", "n": 1, "log_ratio": pytest.approx(math.log(2)), "ratio": pytest.approx(2.0),
-         "ci_low": None, "ci_high": None}]  # fmt: skip
-    assert e["patient_ratios"]["numbers"]["pooled"] == {"n_patients": 1, "ratio": pytest.approx(2.0),
-                                                        "ci_low": None, "ci_high": None}  # fmt: skip
+        {
+            "patient": "A",
+            "n": 1,
+            "log_ratio": pytest.approx(math.log(2)),
+            "ratio": pytest.approx(2.0),
+            "ci_low": None,
+            "ci_high": None,
+        }
+    ]
+    assert e["patient_ratios"]["numbers"]["pooled"] == {
+        "n_patients": 1,
+        "ratio": pytest.approx(2.0),
+        "ci_low": None,
+        "ci_high": None,
+    }
     assert e["bland_altman"]["numbers"]["loa_low"] is None
     assert "limits of agreement need at least 2 lesions" in svg_text(e["bland_altman"]["svg"])
 
@@ -349,8 +395,11 @@ def _capture(monkeypatch):
 def _labelled(axis):
     """The axis's major ticks inside its view that carry a label (after a draw)."""
     lo, hi = sorted(axis.get_view_interval())
-    return [t for t, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
-            if lo - 1e-12 <= t <= hi + 1e-12 and lab.get_text()]  # fmt: skip
+    return [
+        t
+        for t, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+        if lo - 1e-12 <= t <= hi + 1e-12 and lab.get_text()
+    ]
 
 
 def _awkward_cohort(values):
@@ -360,10 +409,22 @@ def _awkward_cohort(values):
     return lesions_table(rows), patients_table(ids=("P0", "P1", "P2", "P3"), excluded=())
 
 
-@pytest.mark.parametrize("values", [
-    [(2.2, 4.8), (3.1, 2.4), (4.4, 3.3), (2.6, 2.9), (3.9, 4.1), (2.3, 2.5), (4.7, 4.6), (3.3, 3.0)],  # one decade
-    [(0.31, 4.0), (12.0, 40.0), (7.0, 0.9), (1.7, 25.0), (33.0, 3.1), (0.45, 0.6), (9.5, 11.0), (2.2, 38.0)],  # three
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "values",
+    [
+        [(2.2, 4.8), (3.1, 2.4), (4.4, 3.3), (2.6, 2.9), (3.9, 4.1), (2.3, 2.5), (4.7, 4.6), (3.3, 3.0)],  # one decade
+        [
+            (0.31, 4.0),
+            (12.0, 40.0),
+            (7.0, 0.9),
+            (1.7, 25.0),
+            (33.0, 3.1),
+            (0.45, 0.6),
+            (9.5, 11.0),
+            (2.2, 38.0),
+        ],  # three
+    ],
+)
 def test_axis_ticks_bracket_every_plotted_value(tmp_path, monkeypatch, values):
     """Every numeric axis has a labelled tick at or below its smallest plotted value and one
     at or above its largest: the reader can read each value between two numbers."""
@@ -376,14 +437,21 @@ def test_axis_ticks_bracket_every_plotted_value(tmp_path, monkeypatch, values):
     def brackets(axis, data):
         ticks = _labelled(axis)
         assert len(ticks) >= 2
-        assert min(ticks) <= min(data) * (1 + 1e-9) and max(ticks) >= max(data) * (1 - 1e-9), (ticks, min(data), max(data))
+        assert min(ticks) <= min(data) * (1 + 1e-9) and max(ticks) >= max(data) * (1 - 1e-9), (
+            ticks,
+            min(data),
+            max(data),
+        )
 
     points = result["paired"]["numbers"]["points"]
     brackets(drawn["paired"].axes[0].yaxis, [p["reference"] for p in points] + [p["index"] for p in points])
     forest = result["patient_ratios"]["numbers"]
     pooled = forest["pooled"]
-    brackets(drawn["patient_ratios"].axes[0].xaxis,
-             [p["ratio"] for p in forest["patients"]] + [v for v in (pooled["ratio"], pooled["ci_low"], pooled["ci_high"]) if v])  # fmt: skip
+    brackets(
+        drawn["patient_ratios"].axes[0].xaxis,
+        [p["ratio"] for p in forest["patients"]]
+        + [v for v in (pooled["ratio"], pooled["ci_low"], pooled["ci_high"]) if v],
+    )
     ba = result["bland_altman"]["numbers"]
     brackets(drawn["bland_altman"].axes[0].xaxis, ba["x"])
     brackets(drawn["bland_altman"].axes[0].yaxis, [*ba["y"], ba["mean_diff"], ba["loa_low"], ba["loa_high"]])

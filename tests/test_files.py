@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pydicom
-
 from conftest import REPO
+
 from dualpet.dicom import looks_like_dicom, scan_folder
 from dualpet.files import folder_fingerprint
 
@@ -19,9 +19,11 @@ def test_named_pipe_does_not_hang(cohort_dir, tmp_path, tool_env):
     shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg" / "PT_3", tmp_path / "s")
     os.mkfifo(tmp_path / "s" / "pipe.dcm")
     os.mkfifo(tmp_path / "s" / "zz_pipe")
-    code = (f"import sys; sys.path.insert(0, {str(REPO / 'workflow')!r}); from dualpet.dicom import scan_folder; "
-            f"from dualpet.files import folder_fingerprint; s = scan_folder({str(tmp_path / 's')!r}); "
-            f"print(len(s), folder_fingerprint({str(tmp_path / 's')!r}))")  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'workflow')!r}); from dualpet.dicom import scan_folder; "
+        f"from dualpet.files import folder_fingerprint; s = scan_folder({str(tmp_path / 's')!r}); "
+        f"print(len(s), folder_fingerprint({str(tmp_path / 's')!r}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=tool_env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "1"

@@ -13,6 +13,7 @@ import io
 
 import numpy as np
 import pytest
+
 from dualpet.lesionviews import (
     OUTLINE_RGB,
     PLANES,
@@ -58,13 +59,25 @@ def _study():
     # a marker anterior (-y), superior (+z) and on the patient's right (-x) of the lesion
     marker = np.linalg.norm(pet_xyz - np.array([-24.0, -24.0, 24.0]), axis=-1) < 5.0
     suv[marker] = 9.0
-    return {"suv": suv, "affine": _affine(PET_SPACING, PET_SHAPE), "ct": ct, "ct_affine": _affine(CT_SPACING, CT_SHAPE),
-            "voi": voi}  # fmt: skip
+    return {
+        "suv": suv,
+        "affine": _affine(PET_SPACING, PET_SHAPE),
+        "ct": ct,
+        "ct_affine": _affine(CT_SPACING, CT_SHAPE),
+        "voi": voi,
+    }
 
 
 def _picture(study, voi_label=3, centre=(0.0, 0.0, 0.0), window="soft tissue"):
-    block = {"caption": "fdg", "study": study, "centre": np.asarray(centre), "fov_mm": FOV, "window": window,
-             "suv_max": 10.0, "voi_label": voi_label}  # fmt: skip
+    block = {
+        "caption": "fdg",
+        "study": study,
+        "centre": np.asarray(centre),
+        "fov_mm": FOV,
+        "window": window,
+        "suv_max": 10.0,
+        "voi_label": voi_label,
+    }
     return lesion_picture([block, {**block, "caption": "pentixafor"}])
 
 
@@ -143,9 +156,20 @@ def test_a_candidate_without_voi_is_marked_by_a_cross_at_its_peak():
 
 def test_a_block_outside_the_pet_says_so_and_the_other_still_draws():
     study = _study()
-    img = lesion_picture([{"caption": "fdg", "note": "no VOI in this study"},
-                          {"caption": "pentixafor", "study": study, "centre": np.zeros(3), "fov_mm": FOV,
-                           "window": "lung", "suv_max": 7.5, "voi_label": 3}])  # fmt: skip
+    img = lesion_picture(
+        [
+            {"caption": "fdg", "note": "no VOI in this study"},
+            {
+                "caption": "pentixafor",
+                "study": study,
+                "centre": np.zeros(3),
+                "fov_mm": FOV,
+                "window": "lung",
+                "suv_max": 7.5,
+                "voi_label": 3,
+            },
+        ]
+    )
     assert np.all(_tile(img, 0, 0, 0) == 255)  # nothing drawn where there is no view
     assert _outline_box(_tile(img, 1, 1, 2))[0] > 0
 

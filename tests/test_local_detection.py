@@ -72,7 +72,9 @@ def test_noise_model_recovers_the_noise_it_was_built_with():
     suv, _, liver = _scene(0)
     pet, clean = _pet(suv, 1)
     model = _noise(pet)
-    smooth_noise = ndimage.gaussian_filter(pet, smoothing_sigma(AFF)) - ndimage.gaussian_filter(clean, smoothing_sigma(AFF))
+    smooth_noise = ndimage.gaussian_filter(pet, smoothing_sigma(AFF)) - ndimage.gaussian_filter(
+        clean, smoothing_sigma(AFF)
+    )
     inner = ndimage.binary_erosion(liver, iterations=4)
     true_a = smooth_noise[inner].std() / np.sqrt(2.0)
     assert model["a"] == pytest.approx(true_a, rel=0.15)
@@ -122,7 +124,9 @@ def test_thin_muscle_band_and_hot_marrow_are_read_against_themselves():
     suv[marrow], hu[marrow] = 2.3, MARROW_HU
     pet, _ = _pet(suv, 5)
     _, info = detect_local(pet, AFF, _noise(pet), hu=hu, hu_mean=hu)
-    assert info["lesions"] == [], [(les["peak_lps"], les["suvmax"], les["local_background_suv"]) for les in info["lesions"]]
+    assert info["lesions"] == [], [
+        (les["peak_lps"], les["suvmax"], les["local_background_suv"]) for les in info["lesions"]
+    ]
     lesion = _ball((150.0, 160.0, 110.0), 8.0)
     suv[lesion] = 4.6
     pet, _ = _pet(suv, 5)

@@ -88,11 +88,22 @@ def test_overlapping_vois_are_one_lesion_even_with_distant_centroids(tmp_path):
     ref_suv = np.where(rod, 1.0 + 7.0 * (1 - grad), 0.5).astype(np.float32)  # hot at the bottom
     idx_suv = np.where(rod, 1.0 + 7.0 * grad, 0.5).astype(np.float32)  # hot at the top
     lab = rod.astype(np.int32)
-    studies = {t: {"suv": v, "affine": AFF, "labels": lab, "background": 1.0}
-               for t, v in (("fdg", ref_suv), ("pentixafor", idx_suv))}  # fmt: skip
+    studies = {
+        t: {"suv": v, "affine": AFF, "labels": lab, "background": 1.0}
+        for t, v in (("fdg", ref_suv), ("pentixafor", idx_suv))
+    }
     tfm = sitk.Euler3DTransform()
-    index = build_lesions("P1", ("fdg", "pentixafor"), studies, tfm, tmp_path / "i.tsv", tmp_path / "c",
-                          tolerance_mm=5.0, fraction=0.41, neighbourhood_mm=0.0)  # fmt: skip
+    index = build_lesions(
+        "P1",
+        ("fdg", "pentixafor"),
+        studies,
+        tfm,
+        tmp_path / "i.tsv",
+        tmp_path / "c",
+        tolerance_mm=5.0,
+        fraction=0.41,
+        neighbourhood_mm=0.0,
+    )
     assert len(index) == 1
     row = index.iloc[0]
     assert row["fdg_detected"] == 1 and row["pentixafor_detected"] == 1 and row["match_distance_mm"] > 15.0
@@ -108,13 +119,31 @@ def test_neighbouring_lesions_that_only_touch_stay_two(tmp_path):
     a = np.linalg.norm(idx - np.array([20, 20, 26])[:, None, None, None], axis=0) <= 4.5
     b = np.linalg.norm(idx - np.array([20, 20, 33])[:, None, None, None], axis=0) <= 4.5
     studies = {
-        "fdg": {"suv": np.where(a, 8.0, 0.5).astype(np.float32), "affine": AFF, "labels": a.astype(np.int32), "background": 1.0},
-        "pentixafor": {"suv": np.where(b, 8.0, 0.5).astype(np.float32), "affine": AFF, "labels": b.astype(np.int32),
-                       "background": 1.0},
-    }  # fmt: skip
+        "fdg": {
+            "suv": np.where(a, 8.0, 0.5).astype(np.float32),
+            "affine": AFF,
+            "labels": a.astype(np.int32),
+            "background": 1.0,
+        },
+        "pentixafor": {
+            "suv": np.where(b, 8.0, 0.5).astype(np.float32),
+            "affine": AFF,
+            "labels": b.astype(np.int32),
+            "background": 1.0,
+        },
+    }
     assert (a & b).any()  # they touch
-    index = build_lesions("P1", ("fdg", "pentixafor"), studies, sitk.Euler3DTransform(), tmp_path / "i.tsv", tmp_path / "c",
-                          tolerance_mm=5.0, fraction=0.41, neighbourhood_mm=0.0)  # fmt: skip
+    index = build_lesions(
+        "P1",
+        ("fdg", "pentixafor"),
+        studies,
+        sitk.Euler3DTransform(),
+        tmp_path / "i.tsv",
+        tmp_path / "c",
+        tolerance_mm=5.0,
+        fraction=0.41,
+        neighbourhood_mm=0.0,
+    )
     assert len(index) == 2
     assert sorted(zip(index.fdg_detected, index.pentixafor_detected)) == [(0, 1), (1, 0)]
 

@@ -56,7 +56,7 @@ def test_suvpeak_of_a_known_blob():
     inside_ml = (k > 0).sum() * 0.008
     assert k.sum() == pytest.approx(1.0)
     assert (k / k.max()).sum() * 0.008 == pytest.approx(1.0, rel=0.01)
-    assert inside_ml > 1.0 and PEAK_RADIUS_MM == pytest.approx(6.2035, abs=1e-3)
+    assert inside_ml > 1.0 and pytest.approx(6.2035, abs=1e-3) == PEAK_RADIUS_MM
 
 
 def test_detection_splits_touching_lesions_and_excludes_organs():
@@ -100,10 +100,14 @@ def test_crop_round_trip(tmp_path):
     suv = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     mask = suv > 10
     aff = np.diag([4.0, 4.0, 3.0, 1.0])
-    write_crop(tmp_path / "L01.npz", 0.41, {
-        "fdg": {"suv": suv, "mask": mask, "affine": aff, "mode": "isocontour", "background": 1.7},
-        "pentixafor": {"mode": "outside_field_of_view"},
-    })  # fmt: skip
+    write_crop(
+        tmp_path / "L01.npz",
+        0.41,
+        {
+            "fdg": {"suv": suv, "mask": mask, "affine": aff, "mode": "isocontour", "background": 1.7},
+            "pentixafor": {"mode": "outside_field_of_view"},
+        },
+    )
     fraction, crop = read_crop(tmp_path / "L01.npz", ("fdg", "pentixafor"))
     assert fraction == pytest.approx(0.41) and crop["pentixafor"] == {"mode": "outside_field_of_view"}
     assert np.array_equal(crop["fdg"]["suv"], suv) and np.array_equal(crop["fdg"]["mask"], mask)
@@ -117,10 +121,19 @@ def test_segmentation_record_round_trip(tmp_path):
     from dualpet.interchange import read_segmentation, write_segmentation
 
     bg = {"suvmean": 1.8, "source": "bloodpool:anatomy", "n_voxels": 25}
-    write_segmentation(tmp_path / "a.json", "P001", "fdg", bg, {"method": "background", "factor": 2.0},
-                       {"threshold_suv": 3.6, "lesions": []})  # fmt: skip
+    write_segmentation(
+        tmp_path / "a.json",
+        "P001",
+        "fdg",
+        bg,
+        {"method": "background", "factor": 2.0},
+        {"threshold_suv": 3.6, "lesions": []},
+    )
     got = read_segmentation(tmp_path / "a.json")
     assert got["background_suvmean"] == 1.8 and got["background_source"] == "bloodpool:anatomy"
-    assert got["threshold_suv"] == 3.6 and got["record"]["detection"]["method"] == {"method": "background", "factor": 2.0}
+    assert got["threshold_suv"] == 3.6 and got["record"]["detection"]["method"] == {
+        "method": "background",
+        "factor": 2.0,
+    }
     write_segmentation(tmp_path / "b.json", "P001", "fdg", bg, {"method": "seeds"}, {"threshold_suv": None, "seeds": 2})
     assert read_segmentation(tmp_path / "b.json")["threshold_suv"] is None

@@ -100,9 +100,11 @@ def test_mips_are_tall_enough_and_their_labels_never_overlap(drawn):
     suv = np.where(_ball(PET_SHAPE, PET_SPACING, 45.0), 1.0, 0.0).astype(np.float32)
     studies = {t: {"suv": suv, "affine": _affine(PET_SPACING)} for t in ("fdg", "pentixafor")}
     rng = np.random.default_rng(0)
-    centroids = {t: {n: (int(rng.integers(12, 18)), int(rng.integers(10, 15)), int(rng.integers(25, 45))) for n in range(1, 21)}
-                 for t in studies}  # fmt: skip
-    mip_figure(studies, list(studies), centroids, {t: 5.0 for t in studies}, {})
+    centroids = {
+        t: {n: (int(rng.integers(12, 18)), int(rng.integers(10, 15)), int(rng.integers(25, 45))) for n in range(1, 21)}
+        for t in studies
+    }
+    mip_figure(studies, list(studies), centroids, dict.fromkeys(studies, 5.0), {})
     (fig,) = drawn
     assert _check_proportions(drawn, [(PET_SHAPE, PET_SPACING)]) == 4
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -31,6 +31,14 @@ def test_warnings_and_log_records_lose_the_header_values(tool_env):
     assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
     err = proc.stderr
     assert err.count("[redacted]") >= 5, err
-    for value in ("Richter", "Frank", "MRN3787556", "19470312", "Klinikum", "Ostheim", "1.2.826.0.1.3680043.8.498.1234567"):
+    for value in (
+        "Richter",
+        "Frank",
+        "MRN3787556",
+        "19470312",
+        "Klinikum",
+        "Ostheim",
+        "1.2.826.0.1.3680043.8.498.1234567",
+    ):
         assert value not in err, (value, err)
     assert "does not match VR PN" in err and "source image of patient" in err  # the rest of each message stays

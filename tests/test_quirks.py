@@ -47,7 +47,18 @@ def test_extra_series_are_present_and_ignored(quirky, pid, tracer):
     help, and inspect.json-style reporting says why the others were left aside."""
     series = scan_folder(quirky / "dicom" / pid / tracer)
     kinds = sorted(s.kind for s in series.values())
-    assert kinds == ["ct_axial", "derived", "localizer", "object", "object", "object", "object", "object", "pet_ac", "pet_nac"]
+    assert kinds == [
+        "ct_axial",
+        "derived",
+        "localizer",
+        "object",
+        "object",
+        "object",
+        "object",
+        "object",
+        "pet_ac",
+        "pet_nac",
+    ]
     choice = select_series(series)
     assert choice.pet.description.endswith("AC") and "NAC" not in choice.pet.description
     report = choice.report()
@@ -62,15 +73,24 @@ def test_extra_series_are_present_and_ignored(quirky, pid, tracer):
 
 
 def test_both_nac_styles_are_generated(quirky):
-    styles = {any("GE style" in e for e in read_json(p)["studies"][t]["extra_series"])
-              for p in (quirky / "truth").glob("*.json") for t in ("fdg", "pentixafor")}  # fmt: skip
+    styles = {
+        any("GE style" in e for e in read_json(p)["studies"][t]["extra_series"])
+        for p in (quirky / "truth").glob("*.json")
+        for t in ("fdg", "pentixafor")
+    }
     assert styles == {True, False}
 
 
 def test_slice_positions_jitter_and_convert(quirky, tmp_path):
     """Recorded slice positions jitter by up to 0.05 mm: accepted, recorded, affine fitted."""
-    side = convert_study(quirky / "dicom" / "P002" / "fdg", patient="P002", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                         pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+    side = convert_study(
+        quirky / "dicom" / "P002" / "fdg",
+        patient="P002",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     t = read_json(quirky / "truth" / "P002.json")["studies"]["fdg"]
     for key, grid, path in (("pet_series", "pet", "pet.nii.gz"), ("ct_series", "ct", "ct.nii.gz")):
         geo = side[key]
@@ -91,8 +111,14 @@ def test_quirks_convert_to_true_suv(quirky, tmp_path, pid):
     t = read_json(quirky / "truth" / f"{pid}.json")
     for tracer in t["tracers"]:
         quirk = t["studies"][tracer]["quirk"]
-        side = convert_study(quirky / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=tmp_path / "ct.nii.gz",
-                             pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
+        side = convert_study(
+            quirky / "dicom" / pid / tracer,
+            patient=pid,
+            tracer=tracer,
+            ct_out=tmp_path / "ct.nii.gz",
+            pet_out=tmp_path / "pet.nii.gz",
+            json_out=tmp_path / "pet.json",
+        )
         key, value = EXPECTED[quirk]
         assert side[key] == value, (quirk, side)
         img = nib.load(tmp_path / "pet.nii.gz")
@@ -110,9 +136,22 @@ def test_suv_command_on_a_scanner_export(quirky, tmp_path):
     localizer, MIP, CT) needs no series UID and names its choice in the sidecar."""
     from dualpet.cli import main
 
-    pid, tracer = next((p.stem, t) for p in sorted((quirky / "truth").glob("*.json")) for t in ("fdg", "pentixafor")
-                       if any("GE style" in e for e in read_json(p)["studies"][t]["extra_series"]))  # fmt: skip
-    code = main(["suv", str(quirky / "dicom" / pid / tracer), "-o", str(tmp_path / "s.nii.gz"), "--json", str(tmp_path / "s.json")])
+    pid, tracer = next(
+        (p.stem, t)
+        for p in sorted((quirky / "truth").glob("*.json"))
+        for t in ("fdg", "pentixafor")
+        if any("GE style" in e for e in read_json(p)["studies"][t]["extra_series"])
+    )
+    code = main(
+        [
+            "suv",
+            str(quirky / "dicom" / pid / tracer),
+            "-o",
+            str(tmp_path / "s.nii.gz"),
+            "--json",
+            str(tmp_path / "s.json"),
+        ]
+    )
     assert code == 0
     side = read_json(tmp_path / "s.json")
     assert "quantitative units" in side["series_choice"]["pet"]["chosen_because"]

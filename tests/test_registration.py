@@ -107,12 +107,14 @@ def phantom_hu(p_ref):
 TABLE_TOP_Y = C0[1] + 115.0 + 1.0  # just posterior of the reference body's back
 
 
-def make_ct(path, origin_lps, spacing, flip_k=False, r=np.eye(3), t=np.zeros(3), seed=0, shape=SHAPE):
+def make_ct(path, origin_lps, spacing, flip_k=False, r=None, t=None, seed=0, shape=SHAPE):
     """Write a phantom CT imaging the anatomy moved by p -> r p + t; return the RAS affine.
 
     The couch (100 HU slab, 6 mm thick, posterior of the body) is fixed in the
-    scanner frame: it is *not* moved by (r, t).
+    scanner frame: it is *not* moved by (r, t); no motion by default.
     """
+    r = np.eye(3) if r is None else r
+    t = np.zeros(3) if t is None else t
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = np.diag(spacing) @ np.diag([1.0, 1.0, -1.0 if flip_k else 1.0])
     affine_lps[:3, 3] = origin_lps
@@ -120,9 +122,7 @@ def make_ct(path, origin_lps, spacing, flip_k=False, r=np.eye(3), t=np.zeros(3),
     p_scan = ijk @ affine_lps[:3, :3].T + affine_lps[:3, 3]
     p_ref = (p_scan - t) @ r  # inverse motion: r^T (p - t), row-vector form
     hu = phantom_hu(p_ref)
-    table = _soft(np.abs(p_scan[..., 1] - (TABLE_TOP_Y + 3.0)) - 3.0) * _soft(
-        np.abs(p_scan[..., 0] - C0[0]) - 240
-    )
+    table = _soft(np.abs(p_scan[..., 1] - (TABLE_TOP_Y + 3.0)) - 3.0) * _soft(np.abs(p_scan[..., 0] - C0[0]) - 240)
     hu = np.maximum(hu, -1000 * (1 - table) + 100.0 * table)
     hu += np.random.default_rng(seed).normal(0, 10.0, hu.shape)
     affine_ras = ras_affine(affine_lps)
@@ -267,9 +267,7 @@ def test_affine_accepted_for_a_scaled_body(studies, tmp_path):
 
 def test_rejects_non_ct(studies, tmp_path):
     empty = tmp_path / "air.nii.gz"
-    nib.save(
-        nib.Nifti1Image(np.full((40, 40, 20), -1000, np.int16), np.diag([3.0, 3.0, 3.0, 1.0])), str(empty)
-    )
+    nib.save(nib.Nifti1Image(np.full((40, 40, 20), -1000, np.int16), np.diag([3.0, 3.0, 3.0, 1.0])), str(empty))
     with pytest.raises(DualpetInputError, match="body mask"):
         register_ct(studies["ref"], empty, tmp_path / "x.tfm")
     assert not (tmp_path / "x.tfm").exists()
@@ -353,9 +351,7 @@ def test_resample_ct_linear(studies, tmp_path):
     # Inside the body away from the FOV ends, the residual is noise (2 x 10 HU) plus
     # interpolation at edges; the mean absolute difference stays well below 25 HU,
     # whereas a 1-voxel misregistration gives > 40 HU.
-    body = (
-        sitk.GetArrayFromImage(body_mask(sitk.ReadImage(str(studies["ref"])))).transpose(2, 1, 0).astype(bool)
-    )
+    body = sitk.GetArrayFromImage(body_mask(sitk.ReadImage(str(studies["ref"])))).transpose(2, 1, 0).astype(bool)
     body[:, :, :12] = body[:, :, -12:] = False
     mad = np.abs(a - b)[body].mean()
     assert mad < 25.0, mad
@@ -374,9 +370,7 @@ def test_resample_labels_nearest(studies, tmp_path):
     gt.SetTranslation(tuple(r @ C0 + t - C0))
     gt_path = tmp_path / "gt.tfm"
     sitk.WriteTransform(gt, str(gt_path))
-    np.testing.assert_allclose(
-        transform_points(gt_path, C0 + LANDMARKS_REL), (C0 + LANDMARKS_REL) @ r.T + t, atol=1e-9
-    )
+    np.testing.assert_allclose(transform_points(gt_path, C0 + LANDMARKS_REL), (C0 + LANDMARKS_REL) @ r.T + t, atol=1e-9)
 
     idx_img = nib.load(studies["idx"])
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in idx_img.shape], indexing="ij"), -1).astype(float)
@@ -430,8 +424,14 @@ def test_same_transform_at_any_thread_count(cohort_dir, tmp_path):
 
     cts = {}
     for tracer in ("fdg", "pentixafor"):
-        convert_study(cohort_dir / "dicom" / "P001" / tracer, patient="P001", tracer=tracer, ct_out=tmp_path / f"{tracer}.nii.gz",
-                      pet_out=tmp_path / f"{tracer}_pet.nii.gz", json_out=tmp_path / f"{tracer}.json")  # fmt: skip
+        convert_study(
+            cohort_dir / "dicom" / "P001" / tracer,
+            patient="P001",
+            tracer=tracer,
+            ct_out=tmp_path / f"{tracer}.nii.gz",
+            pet_out=tmp_path / f"{tracer}_pet.nii.gz",
+            json_out=tmp_path / f"{tracer}.json",
+        )
         cts[tracer] = tmp_path / f"{tracer}.nii.gz"
     texts = set()
     for n, threads in enumerate((2, 1, 2)):

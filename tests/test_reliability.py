@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-
 from conftest import REPO
+
 from dualpet.geometry import ras_affine
 from dualpet.synth import generate_cohort
 
@@ -42,10 +42,22 @@ def _workdir(root, data, **config):
 
 
 def snakemake(workdir, env, *args, cores=2, popen=False):
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", str(cores),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), *args]  # fmt: skip
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        str(cores),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        *args,
+    ]
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        )
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -88,8 +100,17 @@ def reference_run(data, tmp_path_factory, tool_env):
 #: (every per-patient step runs; the cohort steps are functions of the tables) and are
 #: compared with the reference run's files of that patient (halves the suite's longest tests).
 ONE_PATIENT = "P001"
-ONE_PATIENT_TARGETS = [f"results/{ONE_PATIENT}/{f}" for f in ("lesions.tsv", "review.html", "mip.png",
-                       "registration/qc.png", "fdg/lesions_seg.dcm", "pentixafor/lesions_seg.dcm")]  # fmt: skip
+ONE_PATIENT_TARGETS = [
+    f"results/{ONE_PATIENT}/{f}"
+    for f in (
+        "lesions.tsv",
+        "review.html",
+        "mip.png",
+        "registration/qc.png",
+        "fdg/lesions_seg.dcm",
+        "pentixafor/lesions_seg.dcm",
+    )
+]
 
 
 def _one_patient(results):
@@ -133,10 +154,18 @@ def _identifiers_and_uids(folder):
             continue
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - not DICOM
+        except Exception:
             continue
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
-                        "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):  # fmt: skip
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "AccessionNumber",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "FrameOfReferenceUID",
+        ):
             value = str(ds.get(keyword, "") or "")
             if len(value) >= 6:
                 found.add(value)
@@ -192,7 +221,9 @@ def test_hostile_names_never_run_and_paths_never_leak(data, tmp_path, tool_env):
     assert proc.returncode != 0  # P002 is excluded: the run says so
     for where in (wd, root, tmp_path, REPO):
         assert not list(where.rglob("pwned*")), "a value reached the shell as code"
-    patients = pd.read_csv(wd / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
+    patients = pd.read_csv(wd / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index(
+        "patient"
+    )
     assert patients.loc["P001", "status"] == "included", patients.loc["P001"].to_dict()
     assert patients.loc["P002", "status"] == "excluded"
     assert "Units CPS are not quantitative" in patients.loc["P002", "excluded_reason"]

@@ -26,8 +26,14 @@ def _study():
     lesions = []
     for name in ("A", "B"):
         region = sum((idx[a] - centres[name][a]) ** 2 for a in range(3)) <= 4
-        lesions.append({"suvmax": float(suv[region].max()), "peak_lps": apply_affine(AFF, centres[name]).tolist(),
-                        "_region": region, "name": name})  # fmt: skip
+        lesions.append(
+            {
+                "suvmax": float(suv[region].max()),
+                "peak_lps": apply_affine(AFF, centres[name]).tolist(),
+                "_region": region,
+                "name": name,
+            }
+        )
     labels = _number(lesions, shape)
     return suv, labels, lesions, {k: apply_affine(AFF, v) for k, v in centres.items()}
 
@@ -63,7 +69,13 @@ def test_decisions_outside_the_pet_or_in_conflict_are_not_applied_never_an_error
         {"decision": "add", "x": 9000.0, "y": 0.0, "z": 0.0, "reader": "r1"},  # outside the PET
         {"decision": "accept", "x": float("inf"), "y": 0.0, "z": 0.0, "reader": "r1"},  # '1e999' in the sheet
         {"decision": "reject", "x": at["A"][0], "y": at["A"][1], "z": at["A"][2], "reader": "r1"},
-        {"decision": "accept", "x": at["A"][0] + 3, "y": at["A"][1], "z": at["A"][2], "reader": "r2"},  # the same lesion
+        {
+            "decision": "accept",
+            "x": at["A"][0] + 3,
+            "y": at["A"][1],
+            "z": at["A"][2],
+            "reader": "r2",
+        },  # the same lesion
         {"decision": "reject", "x": at["B"][0], "y": at["B"][1], "z": at["B"][2], "reader": "r2"},
     ]
     labels, lesions, rejected, record = apply_decisions(suv, AFF, labels, lesions, [], decisions)
@@ -94,8 +106,15 @@ def test_positions_not_numbers_decide():
 
 def test_pin_fills_the_position_of_a_lesion_id(tmp_path):
     (tmp_path / "results" / "P1").mkdir(parents=True)
-    pd.DataFrame({"patient": ["P1", "P1"], "lesion": ["L01", "L02"], "x_mm": [1.0, 10.0], "y_mm": [2.0, 20.0],
-                  "z_mm": [3.0, 30.0]}).to_csv(tmp_path / "results" / "P1" / "lesions.tsv", sep="\t", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "patient": ["P1", "P1"],
+            "lesion": ["L01", "L02"],
+            "x_mm": [1.0, 10.0],
+            "y_mm": [2.0, 20.0],
+            "z_mm": [3.0, 30.0],
+        }
+    ).to_csv(tmp_path / "results" / "P1" / "lesions.tsv", sep="\t", index=False)
     sheet = tmp_path / "review.tsv"
     sheet.write_text("patient\ttracer\tlesion\tdecision\nP1\tfdg\tL02\treject\n")
     assert pin(sheet, tmp_path / "results", "fdg") == 1
@@ -122,10 +141,19 @@ def test_one_column_order_for_the_sheet_the_schema_the_page_and_the_readme():
     schema = yaml.safe_load((repo / "workflow" / "schemas" / "review.schema.yaml").read_text())
     assert tuple(schema["properties"]) == REVIEW_COLUMNS
     readme = (repo / "README.md").read_text()
-    table = readme[readme.index("| column |", readme.index("Decisions go into a tab-separated **review sheet**")):]
+    table = readme[readme.index("| column |", readme.index("Decisions go into a tab-separated **review sheet**")) :]
     table = table[: table.index("\n\n")]
     documented = [c for line in table.splitlines()[2:] for c in re.findall(r"`([a-z]+)`", line.split("|")[1])]
     assert tuple(documented) == REVIEW_COLUMNS
     line = review_row("P001", "fdg", (1.0, 2.0, 3.0), "reject", "L04").split("\t")
-    assert dict(zip(REVIEW_COLUMNS, line)) == {"patient": "P001", "tracer": "fdg", "x": "1.0", "y": "2.0", "z": "3.0",
-                                               "decision": "reject", "reader": "", "note": "", "lesion": "L04"}  # fmt: skip
+    assert dict(zip(REVIEW_COLUMNS, line)) == {
+        "patient": "P001",
+        "tracer": "fdg",
+        "x": "1.0",
+        "y": "2.0",
+        "z": "3.0",
+        "decision": "reject",
+        "reader": "",
+        "note": "",
+        "lesion": "L04",
+    }

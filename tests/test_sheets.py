@@ -38,7 +38,9 @@ def test_a_file_that_is_not_a_sheet_is_not_repeated_in_the_error(tmp_path):
     secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
     with pytest.raises(SheetError) as err:
         read_tsv(secret, what="clinical sheet", required=("patient",))
-    assert "root" not in str(err.value).replace(str(tmp_path), "") and "not a header of tab-separated column names" in str(err.value)
+    assert "root" not in str(err.value).replace(
+        str(tmp_path), ""
+    ) and "not a header of tab-separated column names" in str(err.value)
     sheet = tmp_path / "c.tsv"
     sheet.write_text("patinet\tcxcr4_ihc\nP1\t2\n")  # a real header with a typo: its names help
     with pytest.raises(SheetError, match=r"found \['patinet', 'cxcr4_ihc'\]"):
@@ -60,7 +62,9 @@ def test_a_config_key_given_twice_is_refused(tmp_path):
     config.write_text("studies: s.tsv\nreference_tracer: fdg\nindex_tracer: pentixafor\nreference_tracer: pentixafor\n")
     with pytest.raises(SheetError, match="line 4: key 'reference_tracer' given twice \\(first on line 2\\)"):
         load_yaml_strict(config)
-    config.write_text("studies: s.tsv\ndetection:\n  method: local\nbackground:\n  method: liver\n")  # same key, other maps
+    config.write_text(
+        "studies: s.tsv\ndetection:\n  method: local\nbackground:\n  method: liver\n"
+    )  # same key, other maps
     assert load_yaml_strict(config)["background"]["method"] == "liver"
 
 
@@ -72,9 +76,15 @@ def test_sheet_mistakes_get_one_line_each_with_the_fix(tmp_path):
 
     sheet = tmp_path / "s.tsv"
     sheet.write_text("patient\ttracer\tdicom_dir\tbackgorund_lps\nP1\tfdg\td\t\n")
-    with pytest.raises(SheetError, match=r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)"):
-        check_columns(read_tsv(sheet, what="studies sheet"), ["patient", "tracer", "dicom_dir", "background_lps"],
-                      what="studies sheet", path=sheet)  # fmt: skip
+    with pytest.raises(
+        SheetError, match=r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)"
+    ):
+        check_columns(
+            read_tsv(sheet, what="studies sheet"),
+            ["patient", "tracer", "dicom_dir", "background_lps"],
+            what="studies sheet",
+            path=sheet,
+        )
     sheet.write_text("patient\ttracer\tdicom_dir\nP1\tfdg\td\nP1 pentixafor d\n")
     with pytest.raises(SheetError, match=r"line 3: 1 field where the header has 3: separate the columns by tabs"):
         read_tsv(sheet, what="studies sheet")

@@ -16,10 +16,8 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -59,8 +57,17 @@ def runs(tmp_path_factory):
         # a bare environment: no venv on PATH, no PYTHONPATH; the jobs must find the
         # project's interpreter by themselves
         env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(wd),
-               "--workflow-profile", str(REPO / "workflow" / "profiles" / profile)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(wd),
+            "--workflow-profile",
+            str(REPO / "workflow" / "profiles" / profile),
+        ]
         if profile == "default":
             cmd += ["--cores", "2"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -80,8 +87,10 @@ def test_jobs_go_through_sbatch_in_few_submissions(runs):
     # every rule ran in a submitted job except the local ones (the run's verdict, the target)
     local_jobs = set(re.findall(r"localrule (\w+):", log))
     assert local_jobs <= {"all", "check_cohort"}, local_jobs
-    print(f"\nSLURM: {len(submitted)} submissions for {N_PATIENTS} patients "
-          f"({len(per_patient) / N_PATIENTS:g} per patient + 1 for the cohort)")  # fmt: skip
+    print(
+        f"\nSLURM: {len(submitted)} submissions for {N_PATIENTS} patients "
+        f"({len(per_patient) / N_PATIENTS:g} per patient + 1 for the cohort)"
+    )
 
 
 def _content(path):
@@ -98,7 +107,11 @@ def test_outputs_equal_the_local_run(runs):
     local, slurm = runs["local"][0] / "results", runs["slurm"][0] / "results"
 
     def files(root):
-        return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] not in RUN_SPECIFIC}
+        return {
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] not in RUN_SPECIFIC
+        }
 
     a, b = files(local), files(slurm)
     assert a == b, f"only local: {sorted(map(str, a - b))[:10]}; only SLURM: {sorted(map(str, b - a))[:10]}"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 #: import name -> distribution name (conda-forge and PyPI agree for these)
@@ -101,6 +100,13 @@ def test_snakefmt_formatted(tool_env):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_python_ruff_clean(tool_env):
+    """Ruff's lint and format (pyproject.toml) hold for every Python file (make lint runs the same)."""
+    for cmd in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=tool_env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_config_validates_with_defaults():
     from snakemake.utils import validate
 
@@ -168,8 +174,12 @@ def test_bad_sheet_rows_are_refused(tmp_path, tool_env):
     assert rc != 0 and "s.tsv, line 2, column lesion_mask: 'm{word}.nii.gz' is not valid" in out and "{ or }" in out
     assert "WildcardError" not in out
     (tmp_path / "s.tsv").write_bytes(b"patient\ttracer\tdicom_dir\nP1\tfdg\td/M\xfcller\n")  # Latin-1, not UTF-8
-    proc = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"], capture_output=True,
-                          text=True, env=tool_env)  # fmt: skip
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
+        capture_output=True,
+        text=True,
+        env=tool_env,
+    )
     assert proc.returncode != 0 and "s.tsv, line 2: not UTF-8 text (byte 0xfc)" in proc.stdout + proc.stderr
 
 
@@ -232,8 +242,12 @@ def test_code_version_tracks_the_modules_a_command_uses(tmp_path, monkeypatch):
 
 
 def test_every_rule_passes_its_code_version():
-    for rule, (env, command) in RULES.items():
-        smk = next(p for p in (REPO / "workflow" / "rules").glob("*.smk") if re.search(rf"(rule|checkpoint) {rule}:", p.read_text()))
+    for rule, (_, command) in RULES.items():
+        smk = next(
+            p
+            for p in (REPO / "workflow" / "rules").glob("*.smk")
+            if re.search(rf"(rule|checkpoint) {rule}:", p.read_text())
+        )
         block = re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text())
         block = next(b for b in block if re.match(rf"(?:checkpoint|rule) {rule}:", b))
         assert f'code=code_version("{command}")' in block, rule

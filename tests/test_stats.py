@@ -41,8 +41,14 @@ def lesion_rows(spec, ref_detected=None, idx_detected=None):
     rows = []
     for patient, lesions in spec.items():
         for k, (ref, idx) in enumerate(lesions):
-            row = {"patient": patient, "lesion": f"{patient}-L{k + 1}", "x_mm": 0.0, "y_mm": 0.0, "z_mm": float(k),
-                   "region": ("bone", "liver")[k % 2]}  # fmt: skip
+            row = {
+                "patient": patient,
+                "lesion": f"{patient}-L{k + 1}",
+                "x_mm": 0.0,
+                "y_mm": 0.0,
+                "z_mm": float(k),
+                "region": ("bone", "liver")[k % 2],
+            }
             for tracer, value in ((REF, ref), (IDX, idx)):
                 row[f"{tracer}_detected"] = 1
                 for m, f in factors.items():
@@ -59,9 +65,13 @@ def lesion_rows(spec, ref_detected=None, idx_detected=None):
 
 def patient_table(ids, ref_pos=None, idx_pos=None, **clinical):
     n = len(ids)
-    data = {"patient": list(ids), f"{REF}_positive": ref_pos if ref_pos is not None else [1] * n,
-            f"{IDX}_positive": idx_pos if idx_pos is not None else [1] * n, f"{REF}_lesions": [1] * n,
-            f"{IDX}_lesions": [1] * n}  # fmt: skip
+    data = {
+        "patient": list(ids),
+        f"{REF}_positive": ref_pos if ref_pos is not None else [1] * n,
+        f"{IDX}_positive": idx_pos if idx_pos is not None else [1] * n,
+        f"{REF}_lesions": [1] * n,
+        f"{IDX}_lesions": [1] * n,
+    }
     data.update(clinical)
     return pd.DataFrame(data)
 
@@ -76,8 +86,13 @@ def half_cohort():
     """10 lesions in 4 patients; reference SUVmax 2..11, index exactly half of it."""
     groups = {"P1": [2, 3, 4], "P2": [5, 6], "P3": [7, 8, 9], "P4": [10, 11]}
     spec = {p: [(float(v), v / 2.0) for v in values] for p, values in groups.items()}
-    patients = patient_table(list(groups), ki67=[5.0, 10.0, 20.0, 40.0], cxcr4_ihc=[0, 1, 2, 3],
-                             histology=["a", "b", "a", "b"], constant=[1.0] * 4)  # fmt: skip
+    patients = patient_table(
+        list(groups),
+        ki67=[5.0, 10.0, 20.0, 40.0],
+        cxcr4_ihc=[0, 1, 2, 3],
+        histology=["a", "b", "a", "b"],
+        constant=[1.0] * 4,
+    )
     return lesion_rows(spec), patients
 
 
@@ -277,7 +292,11 @@ def test_lesion_detection_is_cluster_adjusted():
     cross = pd.crosstab(table["region"], [table[f"{REF}_detected"], table[f"{IDX}_detected"]])
     for r in ld["by_region"]:
         row = cross.loc[r["region"]]
-        assert (r["both"], r["reference_only"], r["index_only"]) == (row.get((1, 1), 0), row.get((1, 0), 0), row.get((0, 1), 0))
+        assert (r["both"], r["reference_only"], r["index_only"]) == (
+            row.get((1, 1), 0),
+            row.get((1, 0), 0),
+            row.get((0, 1), 0),
+        )
     assert sum(r["lesions"] for r in ld["by_region"]) == 14
 
 
@@ -304,7 +323,11 @@ def test_each_uptake_comparison_names_its_lesion_set():
 def test_primary_endpoint_and_holm(half_cohort):
     lesions, patients = half_cohort
     s = stats.summarize(lesions, patients, REF, IDX, primary={"metric": "tbr", "analysis": "difference"}, adjust="holm")
-    assert (s["primary"]["metric"], s["primary"]["lesion_set"], s["primary"]["analysis"]) == ("tbr", "both", "difference")
+    assert (s["primary"]["metric"], s["primary"]["lesion_set"], s["primary"]["analysis"]) == (
+        "tbr",
+        "both",
+        "difference",
+    )
     assert s["primary"]["result"] is s["primary"]["result"] and "p_holm" not in s["primary"]["result"]
     tests = s["exploratory"]["tests"]
     ps = [t["p"] for t in tests]
@@ -402,9 +425,15 @@ def test_no_lesions(lesions):
 
 def test_all_differences_zero_and_excluded_patients(half_cohort):
     spec = {p: [(v, v) for v in (2.0, 3.0, 5.0)] for p in ("P1", "P2", "P3", "P4")}
-    patients = patient_table(list(spec)).assign(status=["included"] * 3 + ["excluded"], excluded_reason=["", "", "", "motion"])
+    patients = patient_table(list(spec)).assign(
+        status=["included"] * 3 + ["excluded"], excluded_reason=["", "", "", "motion"]
+    )
     s = stats.summarize(lesion_rows(spec), patients, REF, IDX)
-    assert s["n_patients"] == 3 and s["n_lesions"] == 9 and s["excluded_patients"] == [{"patient": "P4", "reason": "motion"}]
+    assert (
+        s["n_patients"] == 3
+        and s["n_lesions"] == 9
+        and s["excluded_patients"] == [{"patient": "P4", "reason": "motion"}]
+    )
     both = s["metrics"]["suvmax"]["sets"]["both"]
     assert both["lesion_wilcoxon"]["reason"] == "all differences are zero"
     assert both["log_ratio"]["ratio"] == 1.0 and both["log_ratio"]["p"] is None
@@ -430,8 +459,17 @@ def test_render_markdown(half_cohort):
     s = stats.summarize(*half_cohort, REF, IDX)
     md = stats.render_markdown(s)
     assert "4 patients, 10 lesions" in md
-    for heading in ("## Primary endpoint", "## Patient-level detection", "## Lesion-level detection", "### suvmax",
-                    "Paired, by lesion set", "## Correlations", "## Methods", "Obuchowski", "sign-flip"):  # fmt: skip
+    for heading in (
+        "## Primary endpoint",
+        "## Patient-level detection",
+        "## Lesion-level detection",
+        "### suvmax",
+        "Paired, by lesion set",
+        "## Correlations",
+        "## Methods",
+        "Obuchowski",
+        "sign-flip",
+    ):
         assert heading in md, heading
     assert "geometric mean ratio" in md and "**0.50**" in md  # index is exactly half the reference
     assert stats.render_markdown(json.loads(json.dumps(s))) == md
@@ -462,22 +500,36 @@ def test_run_writes_json_and_markdown(tmp_path, half_cohort):
 
 def test_quality_control_lists_exclusions_and_flagged_registrations():
     lesions = pd.DataFrame(
-        {"patient": ["A", "A", "B", "C"], "lesion": ["L1", "L2", "L1", "L1"],
-         "fdg_detected": [1, 1, 1, 1], "pentixafor_detected": [0, 1, 1, 0],
-         "fdg_suvmax": [10.0, 8.0, 6.0, 5.0], "pentixafor_suvmax": [3.0, 4.0, 5.0, 2.0]}
-    )  # fmt: skip
+        {
+            "patient": ["A", "A", "B", "C"],
+            "lesion": ["L1", "L2", "L1", "L1"],
+            "fdg_detected": [1, 1, 1, 1],
+            "pentixafor_detected": [0, 1, 1, 0],
+            "fdg_suvmax": [10.0, 8.0, 6.0, 5.0],
+            "pentixafor_suvmax": [3.0, 4.0, 5.0, 2.0],
+        }
+    )
     patients = pd.DataFrame(
-        {"patient": ["A", "B", "C"], "status": ["included", "included", "excluded"],
-         "excluded_reason": ["", "", "patient C, pentixafor: attribute Units (0054,1001): Units 'CPS'"],
-         "fdg_positive": [1, 1, 1], "pentixafor_positive": [1, 1, 0],
-         "registration_ok": [1, 0, 1], "registration_body_dice": [0.99, 0.7, 0.98],
-         "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""],
-         "pentixafor_pet_ct_registered": [1, 0, 0]}
-    )  # fmt: skip
+        {
+            "patient": ["A", "B", "C"],
+            "status": ["included", "included", "excluded"],
+            "excluded_reason": ["", "", "patient C, pentixafor: attribute Units (0054,1001): Units 'CPS'"],
+            "fdg_positive": [1, 1, 1],
+            "pentixafor_positive": [1, 1, 0],
+            "registration_ok": [1, 0, 1],
+            "registration_body_dice": [0.99, 0.7, 0.98],
+            "registration_warnings": ["", "body-mask Dice after registration is 0.700 (< 0.9)", ""],
+            "pentixafor_pet_ct_registered": [1, 0, 0],
+        }
+    )
     summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
     assert summary["n_patients"] == 2 and summary["n_lesions"] == 3
-    assert summary["registration_flagged"] == [{"patient": "B", "warnings": "body-mask Dice after registration is 0.700 (< 0.9)"}]
-    assert all(c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"])
+    assert summary["registration_flagged"] == [
+        {"patient": "B", "warnings": "body-mask Dice after registration is 0.700 (< 0.9)"}
+    ]
+    assert all(
+        c["clinical"] not in ("registration_ok", "registration_body_dice") for c in summary["correlations"]["entries"]
+    )
     md = stats.render_markdown(summary)
     assert "C excluded" in md and "B: registration flagged" in md and "A, pentixafor: PET registered onto its CT" in md
 
@@ -488,36 +540,69 @@ def test_quality_control_lists_each_studys_background_and_the_organs_dropped():
     failed its checks), not organs with nothing in view (a brain outside a torso scan)."""
     from dualpet.interchange import dropped_organs
 
-    record = {"organs": {
-        "brain": {"found": False, "volume_ml": 0.0, "checks": {"volume 0 mL within 700-2000 mL": False}},
-        "kidney_left": {"found": False, "volume_ml": 412.0, "checks": {"volume 412 mL within 80-300 mL": False,
-                                                                         "centre beside the vertebral bodies": True}},
-        "liver": {"found": True, "volume_ml": 1500.0, "checks": {"volume 1500 mL within 800-3000 mL": True}},
-    }}  # fmt: skip
+    record = {
+        "organs": {
+            "brain": {"found": False, "volume_ml": 0.0, "checks": {"volume 0 mL within 700-2000 mL": False}},
+            "kidney_left": {
+                "found": False,
+                "volume_ml": 412.0,
+                "checks": {"volume 412 mL within 80-300 mL": False, "centre beside the vertebral bodies": True},
+            },
+            "liver": {"found": True, "volume_ml": 1500.0, "checks": {"volume 1500 mL within 800-3000 mL": True}},
+        }
+    }
     dropped = dropped_organs(record)
     assert dropped == "kidney_left (volume 412 mL within 80-300 mL)"
     fallback = "blood pool not found (no aorta in the organ map); the liver was used"
     from dualpet.interchange import series_note
 
-    choice = {"pet": {"series": "series 1 'PET SUV'", "chosen_because": "the only PET series ... (no ORIGINAL PT series "
-                                                                           "qualifies; ImageType DERIVED/SECONDARY ...)"},
-              "ct": {"series": "series 2 'CT'", "chosen_because": "the only axial CT sharing the PET's frame of reference"}}  # fmt: skip
+    choice = {
+        "pet": {
+            "series": "series 1 'PET SUV'",
+            "chosen_because": "the only PET series ... (no ORIGINAL PT series "
+            "qualifies; ImageType DERIVED/SECONDARY ...)",
+        },
+        "ct": {"series": "series 2 'CT'", "chosen_because": "the only axial CT sharing the PET's frame of reference"},
+    }
     note = series_note(choice)
     assert note.startswith("PET series 1 'PET SUV': the only PET series") and "CT series 2" not in note
-    lesions = pd.DataFrame({"patient": ["A", "B"], "lesion": ["L1", "L1"], "fdg_detected": [1, 1],
-                            "pentixafor_detected": [1, 1], "fdg_suvmax": [10.0, 6.0], "pentixafor_suvmax": [3.0, 5.0]})  # fmt: skip
+    lesions = pd.DataFrame(
+        {
+            "patient": ["A", "B"],
+            "lesion": ["L1", "L1"],
+            "fdg_detected": [1, 1],
+            "pentixafor_detected": [1, 1],
+            "fdg_suvmax": [10.0, 6.0],
+            "pentixafor_suvmax": [3.0, 5.0],
+        }
+    )
     patients = pd.DataFrame(
-        {"patient": ["A", "B"], "fdg_positive": [1, 1], "pentixafor_positive": [1, 1],
-         "fdg_background_source": ["bloodpool:anatomy (descending aorta)", "liver:anatomy (right lobe)"],
-         "fdg_background_suvmean": [1.61, 2.04], "fdg_background_fallback": ["", fallback],
-         "fdg_organs_dropped": ["", dropped],
-         "pentixafor_background_source": ["bloodpool:anatomy (descending aorta)", "bloodpool:anatomy (abdominal aorta)"],
-         "pentixafor_background_suvmean": [1.12, 1.3], "pentixafor_background_fallback": ["", ""],
-         "pentixafor_organs_dropped": ["", ""], "fdg_series_note": ["", note], "fdg_ct_uncovered_mm": [0.4, 18.2]}
-    )  # fmt: skip
+        {
+            "patient": ["A", "B"],
+            "fdg_positive": [1, 1],
+            "pentixafor_positive": [1, 1],
+            "fdg_background_source": ["bloodpool:anatomy (descending aorta)", "liver:anatomy (right lobe)"],
+            "fdg_background_suvmean": [1.61, 2.04],
+            "fdg_background_fallback": ["", fallback],
+            "fdg_organs_dropped": ["", dropped],
+            "pentixafor_background_source": [
+                "bloodpool:anatomy (descending aorta)",
+                "bloodpool:anatomy (abdominal aorta)",
+            ],
+            "pentixafor_background_suvmean": [1.12, 1.3],
+            "pentixafor_background_fallback": ["", ""],
+            "pentixafor_organs_dropped": ["", ""],
+            "fdg_series_note": ["", note],
+            "fdg_ct_uncovered_mm": [0.4, 18.2],
+        }
+    )
     summary = stats.summarize(lesions, patients, "fdg", "pentixafor")
     assert [(b["patient"], b["tracer"], b["suvmean"]) for b in summary["backgrounds"]] == [
-        ("A", "fdg", 1.61), ("A", "pentixafor", 1.12), ("B", "fdg", 2.04), ("B", "pentixafor", 1.3)]
+        ("A", "fdg", 1.61),
+        ("A", "pentixafor", 1.12),
+        ("B", "fdg", 2.04),
+        ("B", "pentixafor", 1.3),
+    ]
     assert summary["backgrounds"][2]["fallback"] == fallback
     md = stats.render_markdown(summary)
     qc = md.split("## Quality control", 1)[1].split("\n## ", 1)[0]
@@ -534,7 +619,9 @@ def test_config_schema_offers_what_the_statistics_know():
 
     import yaml
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text()
+    )
     props = schema["properties"]["statistics"]["properties"]
     primary = props["primary"]["properties"]
     assert tuple(primary["metric"]["enum"]) == C.METRICS
@@ -581,12 +668,14 @@ def test_data_in_the_html_report_is_text_never_markup(half_cohort):
     patients = patients.copy()
     patients["<img src=x onerror=alert(1)>"] = range(len(patients))
     patients.loc[0, "status"] = "excluded"
-    patients.loc[0, "excluded_reason"] = "no usable PET series (found: series 3 '<script>alert(1)</script>' [x](javascript:alert(2)))"
+    patients.loc[0, "excluded_reason"] = (
+        "no usable PET series (found: series 3 '<script>alert(1)</script>' [x](javascript:alert(2)))"
+    )
     summary = stats.summarize(lesions, patients, REF, IDX)
     markdown = stats.render_markdown(summary)
     assert "<img src=x onerror=alert(1)>" in markdown and "<script>" in markdown  # the data is there
     page = render_html(markdown, "t")
-    body = page[page.index("<body>"):]
+    body = page[page.index("<body>") :]
     assert "&lt;img src=x onerror=alert(1)&gt;" in body
     assert "<img" not in body and "<script" not in body and "href=" not in body and "javascript:alert(2)" in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
@@ -598,8 +687,13 @@ def test_data_in_the_html_report_is_text_never_markup(half_cohort):
 def test_a_cohort_whose_every_patient_is_excluded_still_gets_its_summary():
     """All patients refused at inspection: patients.tsv has no tracer columns. The summary
     is written (no patients, every exclusion listed), not an error that stops the run."""
-    patients = pd.DataFrame({"patient": ["P1", "P2"], "status": ["excluded", "excluded"],
-                             "excluded_reason": ["patient P1, fdg: header check failed: Units CPS", "patient P2, fdg: x"]})  # fmt: skip
+    patients = pd.DataFrame(
+        {
+            "patient": ["P1", "P2"],
+            "status": ["excluded", "excluded"],
+            "excluded_reason": ["patient P1, fdg: header check failed: Units CPS", "patient P2, fdg: x"],
+        }
+    )
     lesions = pd.DataFrame(columns=["patient", "lesion"])
     summary = stats.summarize(lesions, patients, REF, IDX)
     assert summary["n_patients"] == 0 and [e["patient"] for e in summary["excluded_patients"]] == ["P1", "P2"]

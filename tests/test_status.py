@@ -29,28 +29,42 @@ def _outputs(results, patient, upto):
 
 def test_status_of_every_patient(tmp_path):
     results = tmp_path / "results"
-    studies = pd.DataFrame([(p, t) for p in ("P001", "P002", "P003", "P004", "P005") for t in TRACERS],
-                           columns=["patient", "tracer"])  # fmt: skip
+    studies = pd.DataFrame(
+        [(p, t) for p in ("P001", "P002", "P003", "P004", "P005") for t in TRACERS], columns=["patient", "tracer"]
+    )
     _outputs(results, "P001", None)  # everything
     _outputs(results, "P002", "matching")  # registered, matching not yet written
     _outputs(results, "P003", "detection")
-    write_placeholders([results / "P003" / "fdg" / "segmentation.json"], [],
-                       [record("segment", "P003", "fdg", "no background region found (bloodpool: ...)")])  # fmt: skip
+    write_placeholders(
+        [results / "P003" / "fdg" / "segmentation.json"],
+        [],
+        [record("segment", "P003", "fdg", "no background region found (bloodpool: ...)")],
+    )
     (results / "P004" / "fdg").mkdir(parents=True)
-    (results / "P004" / "fdg" / "inspect.json").write_text(json.dumps(
-        {"ok": False, "tracer": "fdg", "error": "patient P004, fdg: no usable PET series (found: ...)"}))  # fmt: skip
+    (results / "P004" / "fdg" / "inspect.json").write_text(
+        json.dumps({"ok": False, "tracer": "fdg", "error": "patient P004, fdg: no usable PET series (found: ...)"})
+    )
     (results / "P004" / "pentixafor").mkdir(parents=True)
     (results / "P004" / "pentixafor" / "inspect.json").write_text(json.dumps({"ok": True}))
     # P002's matching is being written now (Snakemake's marker)
-    marker = tmp_path / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(b"results/P002/lesions/index.tsv").decode()
+    marker = (
+        tmp_path / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(b"results/P002/lesions/index.tsv").decode()
+    )
     marker.parent.mkdir(parents=True)
     marker.write_text("{}")
     rows = {r["patient"]: r for r in cohort_status(studies, results, tmp_path)}
-    assert rows["P001"] == {"patient": "P001", "stage": "DICOM-SEG", "state": "done", "reason": "",
-                            "open": "results/P001/review.html"}  # fmt: skip
+    assert rows["P001"] == {
+        "patient": "P001",
+        "stage": "DICOM-SEG",
+        "state": "done",
+        "reason": "",
+        "open": "results/P001/review.html",
+    }
     assert (rows["P002"]["stage"], rows["P002"]["state"]) == ("registration", "running")
     assert (rows["P003"]["stage"], rows["P003"]["state"]) == ("organ map", "excluded")
-    assert rows["P003"]["reason"] == "patient P003, fdg: segmentation failed: no background region found (bloodpool: ...)"
+    assert (
+        rows["P003"]["reason"] == "patient P003, fdg: segmentation failed: no background region found (bloodpool: ...)"
+    )
     assert rows["P003"]["open"] == "results/logs/segment/P003_fdg.log"
     assert rows["P004"]["state"] == "excluded" and "header check failed: no usable PET series" in rows["P004"]["reason"]
     assert (rows["P005"]["stage"], rows["P005"]["state"]) == ("-", "waiting")
@@ -74,15 +88,22 @@ def test_a_run_followed_patient_by_patient(tmp_path):
         yield "Building DAG of jobs...\n"
         _outputs(results, "P001", None)
         yield "Finished jobid: 7 (Rule: export_seg)\n"
-        write_placeholders([results / "P002" / "fdg" / "inspect.json"], [], [record("inspect", "P002", "fdg", "Units CPS")])
+        write_placeholders(
+            [results / "P002" / "fdg" / "inspect.json"], [], [record("inspect", "P002", "fdg", "Units CPS")]
+        )
         yield "Finished jobid: 9 (Rule: inspect)\n"
         yield "Error in rule check_cohort:\n"
 
     console = io.StringIO()
-    excluded = follow(lines(), tmp_path / "run.log", studies, results=results, workdir=tmp_path, out=console, every_s=1e9)
+    excluded = follow(
+        lines(), tmp_path / "run.log", studies, results=results, workdir=tmp_path, out=console, every_s=1e9
+    )
     out = console.getvalue().splitlines()
     assert out[0] == "[1/2 patients] P001: done (results/P001/review.html)"
-    assert out[1] == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/inspect/P002_fdg.log)"
+    assert (
+        out[1]
+        == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/inspect/P002_fdg.log)"
+    )
     assert out[2] == "Error in rule check_cohort:" and out[3].startswith("[2/2 patients] run ended")
     assert excluded == 1
     assert (tmp_path / "run.log").read_text().count("\n") == 4

@@ -47,10 +47,32 @@ def _t(t):
     return t.strftime("%H%M%S.%f")[:13]
 
 
-def write_pet(folder, *, units="BQML", decay="START", series_time=T, inj=INJ, inj_mode="datetime",
-              dose_value=DOSE, weight="80", sex="M", half_life=F18, code="C-111A1", acq_delay_s=0.0,
-              frame_ref=True, suv_type=None, value_of=None, extra=None, pattern=None, manufacturer=None,
-              ge_frame_reference=False, acq_date_shift_days=0, frame_duration=True, t0=None, size=H):  # fmt: skip
+def write_pet(
+    folder,
+    *,
+    units="BQML",
+    decay="START",
+    series_time=T,
+    inj=INJ,
+    inj_mode="datetime",
+    dose_value=DOSE,
+    weight="80",
+    sex="M",
+    half_life=F18,
+    code="C-111A1",
+    acq_delay_s=0.0,
+    frame_ref=True,
+    suv_type=None,
+    value_of=None,
+    extra=None,
+    pattern=None,
+    manufacturer=None,
+    ge_frame_reference=False,
+    acq_date_shift_days=0,
+    frame_duration=True,
+    t0=None,
+    size=H,
+):
     """Write a 6-slice PET series (8x8) whose rescaled values are ``value_of(k, acq_start)``.
 
     ``pattern`` (8x8) multiplies the values (e.g. cold, background and hot voxels);
@@ -210,9 +232,15 @@ def test_half_life_from_code(tmp_path):
 @pytest.mark.parametrize("sex", ["M", "F", "O"])
 @pytest.mark.parametrize(
     "suv_type, norm",
-    [("BW", None), ("LBM", lbm_morgan), ("LBMJAMES128", lbm_james128), ("LBMJANMA", lbm_janmahasatian),
-     ("IBW", ibw_sugawara), ("BSA", "bsa")],
-)  # fmt: skip
+    [
+        ("BW", None),
+        ("LBM", lbm_morgan),
+        ("LBMJAMES128", lbm_james128),
+        ("LBMJANMA", lbm_janmahasatian),
+        ("IBW", ibw_sugawara),
+        ("BSA", "bsa"),
+    ],
+)
 def test_gml_suv_types(tmp_path, suv_type, norm, sex):
     if norm is None:
         value = TRUE_SUV
@@ -255,7 +283,9 @@ def _philips(suv_scale=None, acf=None):
 
 def test_cnts_philips_suv_scale_factor(tmp_path):
     counts = 5000.0
-    f = write_pet(tmp_path / "s", units="CNTS", value_of=lambda k, s: counts, extra=_philips(suv_scale=TRUE_SUV / counts))
+    f = write_pet(
+        tmp_path / "s", units="CNTS", value_of=lambda k, s: counts, extra=_philips(suv_scale=TRUE_SUV / counts)
+    )
     check(f, tmp_path, factor_source="philips_suv_scale_factor")
 
 
@@ -332,8 +362,16 @@ def _unit_activity(half_life=F18, inj=INJ, t0=T, decay="START"):
 def _hand_mass(kind, sex):
     """Normalisation mass (kg) written out by hand: James-128, Janmahasatian, Sugawara IBW."""
     h_cm, bmi = H * 100, W / H**2
-    male = {"JAMES": 1.10 * W - 128 * (W / h_cm) ** 2, "JANMA": 9270 * W / (6680 + 216 * bmi), "IBW": 48.0 + 1.06 * (h_cm - 152)}
-    female = {"JAMES": 1.07 * W - 148 * (W / h_cm) ** 2, "JANMA": 9270 * W / (8780 + 244 * bmi), "IBW": 45.5 + 0.91 * (h_cm - 152)}
+    male = {
+        "JAMES": 1.10 * W - 128 * (W / h_cm) ** 2,
+        "JANMA": 9270 * W / (6680 + 216 * bmi),
+        "IBW": 48.0 + 1.06 * (h_cm - 152),
+    }
+    female = {
+        "JAMES": 1.07 * W - 148 * (W / h_cm) ** 2,
+        "JANMA": 9270 * W / (8780 + 244 * bmi),
+        "IBW": 45.5 + 0.91 * (h_cm - 152),
+    }
     return {"M": male[kind], "F": female[kind], "O": (male[kind] + female[kind]) / 2}[sex]
 
 
@@ -346,56 +384,139 @@ def _private_datetime(group, creator, element):
 
 COUNTS_PER_SUV = 5000.0
 LATE = T + dt.timedelta(minutes=40)  # SeriesTime re-saved after reconstruction
+
+
+def _by_mass(formula, sex):
+    """The expected SUV of unit activity for a body-mass formula and sex (per IBSI DRO_2)."""
+    return lambda k, s: _hand_mass(formula, sex) / W
+
+
 IBSI_VALID = {
     "DRO_0_0 default, per-slice slopes (DRO_1_0)": {"value_of": _unit_activity()},
     "DRO_2_0 GML SUVbw": {"units": "GML", "value_of": lambda k, s: 1.0},
-    **{f"DRO_2_1 GML LBMJAMES128 sex {x}": {"units": "GML", "suv_type": "LBMJAMES128", "sex": x,
-                                            "value_of": (lambda x: lambda k, s: _hand_mass("JAMES", x) / W)(x)}
-       for x in "MFO"},
-    **{f"DRO_2_2 GML IBW sex {x}": {"units": "GML", "suv_type": "IBW", "sex": x,
-                                    "value_of": (lambda x: lambda k, s: _hand_mass("IBW", x) / W)(x)} for x in "MFO"},
-    "DRO_2_3 CM2ML (Du Bois)": {"units": "CM2ML", "value_of": lambda k, s: 0.007184e4 * W**0.425 * (H * 100) ** 0.725 / (W * 1000)},
-    "DRO_2_4 CNTS SUV Scale Factor": {"units": "CNTS", "value_of": lambda k, s: COUNTS_PER_SUV,
-                                      "extra": _philips(suv_scale=1 / COUNTS_PER_SUV), "manufacturer": "Philips"},
+    **{
+        f"DRO_2_1 GML LBMJAMES128 sex {x}": {
+            "units": "GML",
+            "suv_type": "LBMJAMES128",
+            "sex": x,
+            "value_of": _by_mass("JAMES", x),
+        }
+        for x in "MFO"
+    },
+    **{
+        f"DRO_2_2 GML IBW sex {x}": {
+            "units": "GML",
+            "suv_type": "IBW",
+            "sex": x,
+            "value_of": _by_mass("IBW", x),
+        }
+        for x in "MFO"
+    },
+    "DRO_2_3 CM2ML (Du Bois)": {
+        "units": "CM2ML",
+        "value_of": lambda k, s: 0.007184e4 * W**0.425 * (H * 100) ** 0.725 / (W * 1000),
+    },
+    "DRO_2_4 CNTS SUV Scale Factor": {
+        "units": "CNTS",
+        "value_of": lambda k, s: COUNTS_PER_SUV,
+        "extra": _philips(suv_scale=1 / COUNTS_PER_SUV),
+        "manufacturer": "Philips",
+    },
     "DRO_2_5 CNTS Activity Concentration Scale Factor": {
-        "units": "CNTS", "value_of": lambda k, s: _unit_activity()(k, s) / 0.75, "extra": _philips(acf=0.75),
-        "manufacturer": "Philips"},
-    **{f"DRO_2_6 GML LBMJANMA sex {x}": {"units": "GML", "suv_type": "LBMJANMA", "sex": x,
-                                         "value_of": (lambda x: lambda k, s: _hand_mass("JANMA", x) / W)(x)} for x in "MFO"},
+        "units": "CNTS",
+        "value_of": lambda k, s: _unit_activity()(k, s) / 0.75,
+        "extra": _philips(acf=0.75),
+        "manufacturer": "Philips",
+    },
+    **{
+        f"DRO_2_6 GML LBMJANMA sex {x}": {
+            "units": "GML",
+            "suv_type": "LBMJANMA",
+            "sex": x,
+            "value_of": _by_mass("JANMA", x),
+        }
+        for x in "MFO"
+    },
     "DRO_3_0 dose in MBq": {"dose_value": DOSE / 1e6, "value_of": _unit_activity()},
     "DRO_3_1 ADMIN": {"decay": "ADMIN", "value_of": _unit_activity(decay="ADMIN")},
-    **{f"DRO_3_2 START, SeriesTime after acquisition, {v or 'synthetic'}": {
-        "series_time": LATE, "acq_delay_s": 30.0, "manufacturer": v, "ge_frame_reference": v == "GE MEDICAL SYSTEMS",
-        "value_of": _unit_activity()} for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", None)},
+    **{
+        f"DRO_3_2 START, SeriesTime after acquisition, {v or 'synthetic'}": {
+            "series_time": LATE,
+            "acq_delay_s": 30.0,
+            "manufacturer": v,
+            "ge_frame_reference": v == "GE MEDICAL SYSTEMS",
+            "value_of": _unit_activity(),
+        }
+        for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips Medical Systems", None)
+    },
     "DRO_3_3 START, Siemens private decay correction datetime": {
-        "series_time": LATE, "acq_delay_s": 45.0, "frame_ref": False, "manufacturer": "SIEMENS",
-        "extra": _private_datetime(0x0071, "SIEMENS MED PT", 0x22), "value_of": _unit_activity()},
+        "series_time": LATE,
+        "acq_delay_s": 45.0,
+        "frame_ref": False,
+        "manufacturer": "SIEMENS",
+        "extra": _private_datetime(0x0071, "SIEMENS MED PT", 0x22),
+        "value_of": _unit_activity(),
+    },
     "DRO_3_3 START, GE private scan datetime": {
-        "series_time": LATE, "acq_delay_s": 45.0, "frame_ref": False, "manufacturer": "GE MEDICAL SYSTEMS",
-        "extra": _private_datetime(0x0009, "GEMS_PETD_01", 0x0D), "value_of": _unit_activity()},
-    **{f"DRO_3_4 NONE, per-slice acquisition times, {v or 'synthetic'}": {
-        "decay": "NONE", "manufacturer": v, "value_of": _unit_activity(decay="NONE")}
-       for v in ("SIEMENS", "GE MEDICAL SYSTEMS", None)},
+        "series_time": LATE,
+        "acq_delay_s": 45.0,
+        "frame_ref": False,
+        "manufacturer": "GE MEDICAL SYSTEMS",
+        "extra": _private_datetime(0x0009, "GEMS_PETD_01", 0x0D),
+        "value_of": _unit_activity(),
+    },
+    **{
+        f"DRO_3_4 NONE, per-slice acquisition times, {v or 'synthetic'}": {
+            "decay": "NONE",
+            "manufacturer": v,
+            "value_of": _unit_activity(decay="NONE"),
+        }
+        for v in ("SIEMENS", "GE MEDICAL SYSTEMS", None)
+    },
     "DRO_3_4 NONE, Philips CNTS": {
-        "decay": "NONE", "units": "CNTS", "manufacturer": "Philips", "value_of": lambda k, s: _unit_activity(decay="NONE")(k, s) / 0.75,
-        "extra": _philips(acf=0.75, suv_scale=lambda k, s: 0.75 / _unit_activity(decay="NONE")(k, s))},
-    **{f"DRO_3_5 START, SeriesTime equal to acquisition, {v or 'synthetic'}": {"manufacturer": v, "value_of": _unit_activity()}
-       for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips", None)},
+        "decay": "NONE",
+        "units": "CNTS",
+        "manufacturer": "Philips",
+        "value_of": lambda k, s: _unit_activity(decay="NONE")(k, s) / 0.75,
+        "extra": _philips(acf=0.75, suv_scale=lambda k, s: 0.75 / _unit_activity(decay="NONE")(k, s)),
+    },
+    **{
+        f"DRO_3_5 START, SeriesTime equal to acquisition, {v or 'synthetic'}": {
+            "manufacturer": v,
+            "value_of": _unit_activity(),
+        }
+        for v in ("SIEMENS", "GE MEDICAL SYSTEMS", "Philips", None)
+    },
     "DRO_4_1 injection StartTime only": {"inj_mode": "time", "value_of": _unit_activity()},
     "DRO_4_2 across midnight, StartTime only": {
-        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ, "inj_mode": "time",
-        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+        "t0": MIDNIGHT_T0,
+        "series_time": MIDNIGHT_T0,
+        "inj": MIDNIGHT_INJ,
+        "inj_mode": "time",
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0),
+    },
     "DRO_4_3 across midnight, StartDateTime": {
-        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ,
-        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+        "t0": MIDNIGHT_T0,
+        "series_time": MIDNIGHT_T0,
+        "inj": MIDNIGHT_INJ,
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0),
+    },
     "DRO_4_4 across midnight, de-identified AcquisitionDate": {
-        "t0": MIDNIGHT_T0, "series_time": MIDNIGHT_T0, "inj": MIDNIGHT_INJ, "inj_mode": "time", "acq_date_shift_days": -3650,
-        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0)},
+        "t0": MIDNIGHT_T0,
+        "series_time": MIDNIGHT_T0,
+        "inj": MIDNIGHT_INJ,
+        "inj_mode": "time",
+        "acq_date_shift_days": -3650,
+        "value_of": _unit_activity(inj=MIDNIGHT_INJ, t0=MIDNIGHT_T0),
+    },
     "DRO_4_5 Zr-89, uptake over 24 h, StartDateTime": {
-        "half_life": ZR89, "code": "C-168A4", "inj": T - dt.timedelta(hours=26),
-        "value_of": _unit_activity(half_life=ZR89, inj=T - dt.timedelta(hours=26))},
+        "half_life": ZR89,
+        "code": "C-168A4",
+        "inj": T - dt.timedelta(hours=26),
+        "value_of": _unit_activity(half_life=ZR89, inj=T - dt.timedelta(hours=26)),
+    },
     "DRO_5_0 Ga-68": {"half_life": GA68, "code": "C-131A3", "value_of": _unit_activity(half_life=GA68)},
-}  # fmt: skip
+}
 
 
 def _suv_cli(folder, tmp_path):
@@ -433,11 +554,15 @@ IBSI_ERRORS = {
     "DRO_error_3_1 dose negative": ({"dose_value": -DOSE}, "RadionuclideTotalDose"),
     "DRO_error_4_0 injection time missing": ({"inj_mode": None}, "RadiopharmaceuticalStartTime"),
     "DRO_error_4_1 Zr-89 over 24 h, StartTime only": (
-        {"half_life": ZR89, "inj": T - dt.timedelta(hours=26), "inj_mode": "time"}, "RadiopharmaceuticalStartDateTime"),
+        {"half_life": ZR89, "inj": T - dt.timedelta(hours=26), "inj_mode": "time"},
+        "RadiopharmaceuticalStartDateTime",
+    ),
     "DRO_error_4_2 Zr-89 over 24 h, StartDateTime shifted": (
-        {"half_life": ZR89, "inj": dt.datetime(1900, 1, 1, 9)}, "RadiopharmaceuticalStartDateTime"),
+        {"half_life": ZR89, "inj": dt.datetime(1900, 1, 1, 9)},
+        "RadiopharmaceuticalStartDateTime",
+    ),
     "NONE without frame durations": ({"decay": "NONE", "frame_duration": False}, "ActualFrameDuration"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("variant", list(IBSI_ERRORS))
@@ -472,20 +597,37 @@ def _both(*hooks):
 def test_series_reconstructed_days_later_keeps_its_acquisition_dates(tmp_path):
     """SeriesDate is the day of a later reconstruction; StudyDate and the acquisitions are
     the scan's: the Siemens private decay reference is used, the SUV is exact."""
-    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(days=3, hours=2), frame_ref=False, manufacturer="SIEMENS",
-                  extra=_both(_private_datetime(0x0071, "SIEMENS MED PT", 0x22), _set(StudyDate=_d(T))),
-                  value_of=bqml_start)  # fmt: skip
-    side = check(f, tmp_path, reference_time_source="siemens_private_decay_correction_datetime",
-                 injection_time_source="start_datetime")  # fmt: skip
+    f = write_pet(
+        tmp_path / "s",
+        series_time=T + dt.timedelta(days=3, hours=2),
+        frame_ref=False,
+        manufacturer="SIEMENS",
+        extra=_both(_private_datetime(0x0071, "SIEMENS MED PT", 0x22), _set(StudyDate=_d(T))),
+        value_of=bqml_start,
+    )
+    side = check(
+        f,
+        tmp_path,
+        reference_time_source="siemens_private_decay_correction_datetime",
+        injection_time_source="start_datetime",
+    )
     assert "acquisition_date_replaced" not in side
 
 
-@pytest.mark.parametrize("nuclide, half_life, code, hours", [("Zr-89", ZR89, "C-168A4", 168), ("Cu-64", 45720.0, "C-127A2", 48)])
+@pytest.mark.parametrize(
+    "nuclide, half_life, code, hours", [("Zr-89", ZR89, "C-168A4", 168), ("Cu-64", 45720.0, "C-127A2", 48)]
+)
 def test_long_lived_nuclides_days_after_injection(tmp_path, nuclide, half_life, code, hours):
     """Immuno-PET at day 7 (Zr-89) or 48 h (Cu-64): a correct StartDateTime is used as it is."""
     inj = T - dt.timedelta(hours=hours)
-    f = write_pet(tmp_path / "s", half_life=half_life, code=code, inj=inj, extra=_set(StudyDate=_d(T)),
-                  value_of=lambda k, s: TRUE_SUV * _unit_activity(half_life=half_life, inj=inj)(k, s))  # fmt: skip
+    f = write_pet(
+        tmp_path / "s",
+        half_life=half_life,
+        code=code,
+        inj=inj,
+        extra=_set(StudyDate=_d(T)),
+        value_of=lambda k, s: TRUE_SUV * _unit_activity(half_life=half_life, inj=inj)(k, s),
+    )
     check(f, tmp_path, injection_time_source="start_datetime")
 
 
@@ -493,17 +635,32 @@ def test_unshifted_private_datetime_of_a_shifted_export_is_not_used(tmp_path):
     """De-identification shifted every standard date by 30 days but left the Siemens
     private datetime: it lies far from the acquisitions and is set aside (the earliest
     acquisition, 30 s after the true reference, gives the SUV to 0.3 %)."""
-    def unshifted(ds, k, start):
-        ds.private_block(0x0071, "SIEMENS MED PT", create=True).add_new(0x22, "DT", _d(T + dt.timedelta(days=30)) + _t(T))
 
-    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(minutes=40), acq_delay_s=30.0, frame_ref=False,
-                  manufacturer="SIEMENS", extra=unshifted, value_of=bqml_start)  # fmt: skip
+    def unshifted(ds, k, start):
+        ds.private_block(0x0071, "SIEMENS MED PT", create=True).add_new(
+            0x22, "DT", _d(T + dt.timedelta(days=30)) + _t(T)
+        )
+
+    f = write_pet(
+        tmp_path / "s",
+        series_time=T + dt.timedelta(minutes=40),
+        acq_delay_s=30.0,
+        frame_ref=False,
+        manufacturer="SIEMENS",
+        extra=unshifted,
+        value_of=bqml_start,
+    )
     check(f, tmp_path, reference_time_source="earliest_acquisition_time")
 
 
 def test_zero_frame_reference_time_is_not_a_reference_outside_ge(tmp_path):
     """FrameReferenceTime 0 (not > 0, as QIBA requires) is no basis for back-computation
     on non-GE scanners: the earliest acquisition is used, which here is the reference."""
-    f = write_pet(tmp_path / "s", series_time=T + dt.timedelta(minutes=40), manufacturer="Philips",
-                  extra=_set(FrameReferenceTime="0"), value_of=bqml_start)  # fmt: skip
+    f = write_pet(
+        tmp_path / "s",
+        series_time=T + dt.timedelta(minutes=40),
+        manufacturer="Philips",
+        extra=_set(FrameReferenceTime="0"),
+        value_of=bqml_start,
+    )
     check(f, tmp_path, reference_time_source="earliest_acquisition_time")

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
+
 from dualpet.synth import SIZES, generate_cohort
 from dualpet.synth.phantom import CATEGORY_P, make_phantom
 
@@ -165,7 +166,7 @@ def test_lesion_mix_like_the_study():
     # 320 lesions: binomial SD of a proportion ~0.028; allow ~3.5 SD
     assert abs(frac["reference_only"] - CATEGORY_P["reference_only"]) < 0.1
     assert 0.03 < frac["index_only"] < 0.2
-    assert 4.0 <= min(radii) and max(radii) <= 20.0
+    assert min(radii) >= 4.0 and max(radii) <= 20.0
     assert large and LARGE_RADIUS_MM[0] <= min(large) and max(large) <= LARGE_RADIUS_MM[1]
     assert regions == {"liver", "lymph node", "bone", "lung"}
 
@@ -256,7 +257,9 @@ def _preset_cohorts(seeds, name="weich2021"):
     psf = {t: PET_PHYSICS[TRACER_NUCLIDE[t]]["fwhm"] for t in tracers}
     return {
         seed: [
-            make_phantom(np.random.default_rng([seed, n, 0]), tracers, 5, (-160.0, 120.0), preset_population(name, seed, n, psf))
+            make_phantom(
+                np.random.default_rng([seed, n, 0]), tracers, 5, (-160.0, 120.0), preset_population(name, seed, n, psf)
+            )
             for n in range(1, PRESETS[name]["patients"] + 1)
         ]
         for seed in seeds
@@ -297,7 +300,7 @@ def test_weich2021_lesion_counts_and_uptake():
                     else:  # negative: the host tissue's uptake x 0.85-1.25
                         assert 0.85 * ph.uptake[t][host] <= les.suv[t] <= 1.25 * ph.uptake[t][host]
     assert [len(targets["fdg"]), len(targets["pentixafor"])] == [1020, 420]
-    assert 1 <= min(per_patient) and max(per_patient) <= PRESET_MAX_LESIONS and np.std(per_patient) > 3.0
+    assert min(per_patient) >= 1 and max(per_patient) <= PRESET_MAX_LESIONS and np.std(per_patient) > 3.0
     for t, v in targets.items():
         v = np.array(v)
         mean, sd = PRESETS["weich2021"]["suvmax"][t]
@@ -319,7 +322,10 @@ def test_preset_is_deterministic_per_patient():
     from dualpet.synth.phantom import preset_categories
 
     a, b = _preset_cohorts([3])[3], _preset_cohorts([3])[3]
-    key = lambda ph: [(les.id, les.region, les.center.tolist(), les.radius, les.suv, les.category) for les in ph.lesions]
+
+    def key(ph):
+        return [(les.id, les.region, les.center.tolist(), les.radius, les.suv, les.category) for les in ph.lesions]
+
     assert [key(p) for p in a] == [key(p) for p in b]
     assert preset_categories("weich2021", 3, 2) == preset_categories("weich2021", 3, 2)
     assert [preset_categories("weich2021", 3, n) for n in range(1, 12)] != [
@@ -450,7 +456,10 @@ def test_organ_volumes_in_the_ranges_of_adults(seed, n):
 
     ph = _phantom(seed, n)
     _, organs, _ = _organ_map(ph, (-190.0, -140.0, -200.0), (190.0, 140.0, 160.0))
-    ml = {k: (organs == ORGANS[k]).sum() * 8.0 / 1000.0 for k in ("kidney_left", "kidney_right", "liver", "spleen", "heart")}
+    ml = {
+        k: (organs == ORGANS[k]).sum() * 8.0 / 1000.0
+        for k in ("kidney_left", "kidney_right", "liver", "spleen", "heart")
+    }
     assert 120.0 <= ml["kidney_left"] <= 170.0 and 120.0 <= ml["kidney_right"] <= 170.0, ml
     assert 1200.0 <= ml["liver"] <= 1800.0, ml
     assert 100.0 <= ml["spleen"] <= 250.0, ml
@@ -464,6 +473,8 @@ def test_kidneys_lie_in_fat_beside_the_psoas_and_in_front_of_the_back_muscles(se
     voxel (erector spinae, quadratus lumborum, psoas) is at least 4 mm away (perirenal fat
     of 7-12 mm is painted over the muscles; 4 mm leaves two 1.5 mm voxels for the grid)
     and the straight line to it crosses fat."""
+    from scipy import ndimage
+
     from dualpet.synth.phantom import (
         BACK_MUSCLE,
         FAT,
@@ -473,7 +484,6 @@ def test_kidneys_lie_in_fat_beside_the_psoas_and_in_front_of_the_back_muscles(se
         RP_FAT,
     )
     from dualpet.synth.torso import _level
-    from scipy import ndimage
 
     ph = _phantom(seed, n)
     lm = ph.landmarks
@@ -497,7 +507,9 @@ def test_kidneys_lie_in_fat_beside_the_psoas_and_in_front_of_the_back_muscles(se
         # the psoas (MUSCLE beside the L2 body) is medial to the kidney
         v = _level(spine, "L2")
         psoas_x = side * (v["semi"][0] + 8.0)
-        assert ph.labels_at(np.array([[psoas_x, v["center"][1] - 4.0, v["center"][2]]]), with_lesions=False)[0] == MUSCLE
+        assert (
+            ph.labels_at(np.array([[psoas_x, v["center"][1] - 4.0, v["center"][2]]]), with_lesions=False)[0] == MUSCLE
+        )
         assert abs(c[0]) > abs(psoas_x) + 20.0
 
 
@@ -512,9 +524,17 @@ def test_spine_has_processes_and_back_muscles_behind_it():
         if v["name"] not in ("L2", "L3"):
             continue
         c, d = v["center"], v["semi"][1]
-        lateral = [x for x in np.arange(20.0, 70.0, 1.0) if ph.labels_at(np.array([[x, v["tp_tip"][1][1], c[2]]]), False)[0] == BONE]
+        lateral = [
+            x
+            for x in np.arange(20.0, 70.0, 1.0)
+            if ph.labels_at(np.array([[x, v["tp_tip"][1][1], c[2]]]), False)[0] == BONE
+        ]
         assert 35.0 <= max(lateral) <= 50.0
-        back = [y for y in np.arange(0.0, 100.0, 1.0) if ph.labels_at(np.array([[0.0, c[1] + y, c[2] + 1.0]]), False)[0] == BONE]
+        back = [
+            y
+            for y in np.arange(0.0, 100.0, 1.0)
+            if ph.labels_at(np.array([[0.0, c[1] + y, c[2] + 1.0]]), False)[0] == BONE
+        ]
         assert 50.0 <= max(back) <= 80.0
         canal_y = c[1] + d + v["canal"][1] + 2.0
         assert ph.labels_at(np.array([[0.0, canal_y, c[2]]]), False)[0] == CANAL
@@ -529,10 +549,11 @@ def test_aorta_course_and_diameters(seed, n):
     T5 to the bifurcation at L4; one organ ``aorta`` from the valve to the bifurcation.
     Diameters are measured as the area-equivalent diameter of the organ map's cross-section
     (0.5 mm grid, the tube's tilt makes it at most 3 % wider: 1 mm)."""
+    from scipy import ndimage
+
     from dualpet.anatomy import ORGANS
     from dualpet.synth.render import grid_affine, render_labels
     from dualpet.synth.torso import _level
-    from scipy import ndimage
 
     ph = _phantom(seed, n)
     lm = ph.landmarks
@@ -567,9 +588,10 @@ def test_aorta_blood_on_plain_and_enhanced_ct(cohort_dir, truth):
     2 voxels inside its wall (3 mm voxels, blur 0.6 voxel): within 10 HU of it (noise SD
     20-40 HU per voxel, hundreds of voxels; partial volume is kept out by the erosion)."""
     import nibabel as nib
+    from scipy import ndimage
+
     from dualpet.anatomy import ORGANS
     from dualpet.synth.phantom import BLOOD
-    from scipy import ndimage
 
     for pid, t in truth.items():
         for tracer in t["tracers"]:
@@ -675,11 +697,27 @@ def test_truth_organ_map_labels_new_structures():
     ph = _phantom(21, 1)
     labels, organs, _ = _organ_map(ph, (-200.0, -140.0, -240.0), (200.0, 140.0, 300.0), 4.0)
     expect = {
-        P.STOMACH: "bowel", P.STOMACH_FLUID: "bowel", P.BOWEL: "bowel", P.MYOCARDIUM: "heart", P.BLOOD: "heart",
-        P.HEART_WALL: "heart", P.AORTA: "aorta", P.MARROW: "vertebrae", P.BACK_MUSCLE: "body", P.NECK_MUSCLE: "body",
-        P.MUSCLE: "body", P.OESOPHAGUS: "body", P.VEIN: "body", P.VESSEL: "body", P.AIRWAY: "body", P.DISC: "body",
-        P.CANAL: "body", P.BROWN_FAT: "body", P.RP_FAT: "body", P.SOFT: "body",
-    }  # fmt: skip
+        P.STOMACH: "bowel",
+        P.STOMACH_FLUID: "bowel",
+        P.BOWEL: "bowel",
+        P.MYOCARDIUM: "heart",
+        P.BLOOD: "heart",
+        P.HEART_WALL: "heart",
+        P.AORTA: "aorta",
+        P.MARROW: "vertebrae",
+        P.BACK_MUSCLE: "body",
+        P.NECK_MUSCLE: "body",
+        P.MUSCLE: "body",
+        P.OESOPHAGUS: "body",
+        P.VEIN: "body",
+        P.VESSEL: "body",
+        P.AIRWAY: "body",
+        P.DISC: "body",
+        P.CANAL: "body",
+        P.BROWN_FAT: "body",
+        P.RP_FAT: "body",
+        P.SOFT: "body",
+    }
     for label, organ in expect.items():
         got = set(np.unique(organs[labels == label]).tolist())
         assert got, P.TISSUES[label]
@@ -718,7 +756,9 @@ def test_shoulders_and_arms(n):
 
     # humeral heads at the glenoid, under a deltoid, on both sides
     for side in (-1, 1):
-        ray = np.stack([side * xs, np.full_like(xs, 10.0), np.full_like(xs, S - 28.0 + (18.0 if lm["arms"] == "up" else 0.0))], 1)
+        ray = np.stack(
+            [side * xs, np.full_like(xs, 10.0), np.full_like(xs, S - 28.0 + (18.0 if lm["arms"] == "up" else 0.0))], 1
+        )
         lab = ph.labels_at(ray, False)
         assert np.isin(lab, (BONE, MARROW)).any() and (lab == NECK_MUSCLE).any()
     if lm["arms"] == "up":
@@ -758,7 +798,10 @@ def test_physiological_uptake_varies_between_patients():
             brown.append(u["fdg"][BROWN_FAT])
         else:
             assert u["fdg"][BROWN_FAT] == u["fdg"][FAT]
-        assert u["pentixafor"][BROWN_FAT] == u["pentixafor"][FAT] and u["pentixafor"][NECK_MUSCLE] == u["pentixafor"][MUSCLE]
+        assert (
+            u["pentixafor"][BROWN_FAT] == u["pentixafor"][FAT]
+            and u["pentixafor"][NECK_MUSCLE] == u["pentixafor"][MUSCLE]
+        )
     assert 0.15 <= kinds.count("none") / 100 <= 0.45
     assert min(myo) <= 1.3 and max(u_ for u_ in myo) * 1.5 > 10.0 / 1.7  # blood level to intense
     assert 0.12 <= len(muscles) / 100 <= 0.4 and all(1.5 <= m <= 4.0 for m in muscles)
@@ -804,8 +847,9 @@ def test_large_tumours_are_one_lesion_with_several_peaks_or_a_cold_core():
     peaks (local maxima above half its maximum) and whose CT voxels form one connected
     region; a necrotic mass has a cold core (its centre's noiseless SUV below the rim's
     maximum by at least a third)."""
-    from dualpet.synth.render import grid_affine, render_labels, render_pet_truth
     from scipy import ndimage
+
+    from dualpet.synth.render import grid_affine, render_labels, render_pet_truth
 
     pairs = _lesions_of(25)
     lob = [(ph, les) for ph, les in pairs if les.form == "lobulated" and les.category != "index_only"]
@@ -844,8 +888,10 @@ def test_close_pairs_stay_two_lesions_and_hilar_sites_exist():
         assert 10.0 - 1e-9 <= gap <= 20.0 + 1e-9 and les.pair is not les and les.pair.pair is les
     stations = {(les.region, les.station) for _, les in pairs}
     assert ("lung", "perihilar") in stations and ("lymph node", "hilar") in stations
-    assert any(r == "lymph node" and s in ("subcarinal", "prevascular", "hilar", "aortopulmonary", "paratracheal")
-               for r, s in stations)  # fmt: skip
+    assert any(
+        r == "lymph node" and s in ("subcarinal", "prevascular", "hilar", "aortopulmonary", "paratracheal")
+        for r, s in stations
+    )
     for ph, les in pairs:
         shell = ph.labels_at(les.center + _sphere_dirs() * (les.radius + 9.5), with_lesions=False)
         assert not set(shell.tolist()) & (set(HOT_ORGANS) | {BLOOD})

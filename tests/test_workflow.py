@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-
 from conftest import REPO
+
 from dualpet.io import read_json
 from dualpet.review import REVIEW_COLUMNS
 from dualpet.synth import generate_cohort
@@ -43,8 +43,18 @@ def workdir(tmp_path_factory):
 
 
 def snakemake(workdir, env, *args):
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), *args]  # fmt: skip
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -100,10 +110,10 @@ def test_end_to_end_against_truth(workdir, tool_env):
                 d = np.linalg.norm(mine - np.array(les["center_lps"]["fdg"]), axis=1) if len(mine) else [np.inf]
                 found += bool(np.min(d) <= 10.0)  # issue #2: at the true position within 10 mm
         # registration: the transform maps the reference lesion centres onto the index ones
-        from dualpet.registration import load_transform, transform_points
-
         # viewing volumes on the reference CT grid, and the QC picture
         import nibabel as nib
+
+        from dualpet.registration import load_transform, transform_points
 
         reg = res / pid / "registration"
         ref_ct = nib.load(res / pid / "fdg" / "ct.nii.gz")
@@ -137,8 +147,10 @@ def test_end_to_end_against_truth(workdir, tool_env):
             seg = hd.seg.segread(str(res / pid / t / "lesions_seg.dcm"))
             if t == "fdg":  # the review page: self-contained, the MIPs, one picture per lesion and per candidate
                 page = (res / pid / "review.html").read_text()
-                n_rejected = sum(len(read_json(res / pid / tr / "segmentation.json")["detection"]["rejected"])
-                                 for tr in ("fdg", "pentixafor"))  # fmt: skip
+                n_rejected = sum(
+                    len(read_json(res / pid / tr / "segmentation.json")["detection"]["rejected"])
+                    for tr in ("fdg", "pentixafor")
+                )
                 assert page.count("<img ") == 1 + len(rows) + n_rejected
                 assert "src='http" not in page and "<script" not in page
                 assert all(f"<b>{les}</b>" in page for les in rows.lesion)
@@ -170,9 +182,24 @@ def test_nothing_to_do_after_run(workdir, tool_env):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     # the audit agrees: no job planned, no output made by other code, parameters or input,
     # and the rule graph has the edges the job DAG alone lacks
-    audit = subprocess.run([sys.executable, "-m", "dualpet.audit", "--snakefile", str(REPO / "Snakefile"),
-                            "--profile", str(REPO / "workflow" / "profiles" / "default"), "--outdir", "audit"],
-                           cwd=workdir, capture_output=True, text=True, env=tool_env, timeout=300)  # fmt: skip
+    audit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dualpet.audit",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--profile",
+            str(REPO / "workflow" / "profiles" / "default"),
+            "--outdir",
+            "audit",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=300,
+    )
     assert audit.returncode == 0, audit.stderr[-2000:]
     plan = pd.read_csv(workdir / "audit" / "plan.tsv", sep="\t")
     changes = pd.read_csv(workdir / "audit" / "changes.tsv", sep="\t")
@@ -278,8 +305,9 @@ def test_reader_seeds_reach_only_their_own_study(tmp_path, tool_env):
     base = "studies: studies.tsv\nreference_tracer: fdg\nindex_tracer: ga\n"
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(base + "detection:\n  method: seeds\n  seeds: seeds.tsv\n")
-    proc = snakemake(tmp_path, tool_env, "-n", "--forceall", "results/A1/ga/segmentation.json",
-                     "results/A2/ga/segmentation.json")  # fmt: skip
+    proc = snakemake(
+        tmp_path, tool_env, "-n", "--forceall", "results/A1/ga/segmentation.json", "results/A2/ga/segmentation.json"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cmds = [line for line in proc.stdout.splitlines() if "-m dualpet segment" in line]
     assert len(cmds) == 2
@@ -312,12 +340,15 @@ def test_failure_after_inspection_excludes_only_that_patient(workdir, tool_env):
     try:
         proc = snakemake(workdir, tool_env)
         assert proc.returncode != 0
-        assert "P002: patient P002, pentixafor: segmentation failed" in proc.stdout + proc.stderr  # the final check names it
+        assert (
+            "P002: patient P002, pentixafor: segmentation failed" in proc.stdout + proc.stderr
+        )  # the final check names it
         res = workdir / "results"
         patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
         assert patients.loc["P002", "status"] == "excluded"
         assert patients.loc["P002", "excluded_reason"] == (
-            "patient P002, pentixafor: segmentation failed: background VOI at [0.0, 0.0, 9000.0] lies outside the PET")
+            "patient P002, pentixafor: segmentation failed: background VOI at [0.0, 0.0, 9000.0] lies outside the PET"
+        )
         assert patients.loc["P001", "status"] == "included" and patients.loc["P003", "status"] == "included"
         lesions = pd.read_csv(res / "cohort" / "lesions.tsv", sep="\t")
         assert "P002" not in set(lesions.patient) and {"P001", "P003"} <= set(lesions.patient)
@@ -343,7 +374,6 @@ def test_failure_after_inspection_excludes_only_that_patient(workdir, tool_env):
     patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
     assert patients.set_index("patient").loc["P002", "status"] == "included"
     assert proc.returncode != 0  # P004 (refused at inspection) is still excluded
-
 
 
 def test_fixing_a_header_in_place_reruns_that_study(workdir, tool_env):
@@ -376,7 +406,9 @@ def test_a_missing_study_folder_is_refused_before_any_job(workdir, tool_env):
             proc = snakemake(workdir, tool_env, *args)
             out = proc.stdout + proc.stderr
             assert proc.returncode != 0
-            assert re.search(r"studies sheet \S+, line \d+, column dicom_dir: the folder does not exist; correct the path", out)
+            assert re.search(
+                r"studies sheet \S+, line \d+, column dicom_dir: the folder does not exist; correct the path", out
+            )
             assert "Traceback" not in out and "dicom/P003" not in out and "moved" not in out
             assert "Finished jobid" not in out and "steps (" not in out
     finally:
@@ -408,17 +440,35 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     assert row["decision"] == "reject"
     row.update(reader="dr_a", note="physiological")
     add_at = read_json(res / "P001" / "fdg" / "segmentation.json")["background"]["centre_lps"]  # aorta: no lesion there
-    added_row = {"patient": "P001", "tracer": "fdg", "x": add_at[0], "y": add_at[1], "z": add_at[2], "decision": "add",
-                 "reader": "dr_a", "note": "missed"}  # fmt: skip
+    added_row = {
+        "patient": "P001",
+        "tracer": "fdg",
+        "x": add_at[0],
+        "y": add_at[1],
+        "z": add_at[2],
+        "decision": "add",
+        "reader": "dr_a",
+        "note": "missed",
+    }
     # a rejected candidate restored with the line the page gives it (well away from the others)
     taken = [*det[["x_mm", "y_mm", "z_mm"]].to_numpy(float), np.asarray(add_at, float)]
-    accept = next(dict(zip(header, p.split("\t"))) for p in page if p.startswith("P001\tfdg\t") and "\taccept\t" in p
-                  and min(np.linalg.norm(np.array([float(v) for v in p.split("\t")[2:5]]) - q) for q in taken) > 30.0)  # fmt: skip
+    accept = next(
+        dict(zip(header, p.split("\t")))
+        for p in page
+        if p.startswith("P001\tfdg\t")
+        and "\taccept\t" in p
+        and min(np.linalg.norm(np.array([float(v) for v in p.split("\t")[2:5]]) - q) for q in taken) > 30.0
+    )
     accept.update(reader="dr_b", note="looks real")
     (workdir / "review.tsv").write_text(
-        "\t".join(header) + "\n" + "\t".join(str(row[c]) for c in header) + "\n"
-        + "\t".join(str(added_row.get(c, "")) for c in header) + "\n"
-        + "\t".join(str(accept.get(c, "")) for c in header) + "\n"
+        "\t".join(header)
+        + "\n"
+        + "\t".join(str(row[c]) for c in header)
+        + "\n"
+        + "\t".join(str(added_row.get(c, "")) for c in header)
+        + "\n"
+        + "\t".join(str(accept.get(c, "")) for c in header)
+        + "\n"
     )
     config = workdir / "config" / "config.yaml"
     config.write_text(config.read_text() + "review: review.tsv\n")
@@ -438,8 +488,12 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     assert np.linalg.norm(added[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0] - add_at) <= 10.0
     restored = fdg[fdg.fdg_origin == "reader-accepted"]
     assert len(restored) == 1  # VOI centroid vs the candidate's peak: within the review tolerance
-    assert np.linalg.norm(restored[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0]
-                          - np.array([float(accept[a]) for a in "xyz"])) <= 10.0  # fmt: skip
+    assert (
+        np.linalg.norm(
+            restored[["x_mm", "y_mm", "z_mm"]].to_numpy(float)[0] - np.array([float(accept[a]) for a in "xyz"])
+        )
+        <= 10.0
+    )
     review = read_json(res / "P001" / "fdg" / "segmentation.json")["detection"]["review"]
     assert [r["decision"] for r in review] == ["reject", "add", "accept"]
     assert not any(r["applied"].startswith("not applied") for r in review)
@@ -472,7 +526,9 @@ def test_a_study_without_background_keeps_its_patient_and_loses_only_tbr(workdir
         assert proc.returncode == 0, proc.stderr[-2000:]
         patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient")
         assert (patients["status"] == "included").all()
-        assert patients.loc["P002", "fdg_background_suvmean"] == "" and patients.loc["P002", "fdg_background_source"] == ""
+        assert (
+            patients.loc["P002", "fdg_background_suvmean"] == "" and patients.loc["P002", "fdg_background_source"] == ""
+        )
         why = patients.loc["P002", "fdg_background_fallback"]
         assert why.startswith("no background region found (bloodpool:") and why.endswith("TBR not computed")
         lesions = pd.read_csv(res / "P002" / "lesions.tsv", sep="\t")
@@ -496,11 +552,26 @@ def test_jobs_use_the_interpreter_snakemake_was_started_with(cohort_dir, tmp_pat
 
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin) or "/usr/bin:/bin"
+    env["PATH"] = (
+        os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin) or "/usr/bin:/bin"
+    )
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(f"studies: {cohort_dir / 'studies.tsv'}\n")
-    proc = subprocess.run([os.path.join(venv_bin, "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                           "--cores", "1", "results/P001/fdg/inspect.json"], capture_output=True, text=True, env=env,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            os.path.join(venv_bin, "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "results/P001/fdg/inspect.json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_json(tmp_path / "results" / "P001" / "fdg" / "inspect.json")["ok"]

@@ -62,8 +62,14 @@ def run(workdir, contrast, a):
             out = workdir / f"conv-{contrast}" / truth["patient"] / tracer
             out.mkdir(parents=True, exist_ok=True)
             if not (out / "ct.nii.gz").exists():
-                convert_study(data / "dicom" / truth["patient"] / tracer, patient=truth["patient"], tracer=tracer,
-                              ct_out=out / "ct.nii.gz", pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
+                convert_study(
+                    data / "dicom" / truth["patient"] / tracer,
+                    patient=truth["patient"],
+                    tracer=tracer,
+                    ct_out=out / "ct.nii.gz",
+                    pet_out=out / "pet.nii.gz",
+                    json_out=out / "pet.json",
+                )
             ct = nib.load(str(out / "ct.nii.gz"))
             hu = np.asarray(ct.dataobj, dtype=np.float32)
             t0 = time.perf_counter()
@@ -82,9 +88,10 @@ def run(workdir, contrast, a):
             truth_bg = truth["studies"][tracer]["background"]
             for method, key in (("bloodpool", "blood_pool_suvmean_noiseless"), ("liver", "liver_suvmean_noiseless")):
                 try:
-                    bg = background_from_anatomy(labels, lps_affine(ct.affine), hu, suv, lps_affine(pet.affine), method,
-                                                 fallback=False)  # fmt: skip
-                except Exception as exc:  # noqa: BLE001 - a failure is a figure here
+                    bg = background_from_anatomy(
+                        labels, lps_affine(ct.affine), hu, suv, lps_affine(pet.affine), method, fallback=False
+                    )
+                except Exception as exc:
                     bg_err[method].append(np.nan)
                     if a.verbose:
                         print(f"  {truth['patient']} {tracer} {method}: {exc}")
@@ -99,8 +106,10 @@ def run(workdir, contrast, a):
         e = np.array(errs, dtype=float)
         ok = np.isfinite(e)
         if ok.any():
-            print(f"background {method:9s}: {ok.sum()}/{e.size} found; |error| median {100 * np.median(np.abs(e[ok])):.1f} %, "
-                  f"max {100 * np.max(np.abs(e[ok])):.1f} %")  # fmt: skip
+            print(
+                f"background {method:9s}: {ok.sum()}/{e.size} found; |error| median {100 * np.median(np.abs(e[ok])):.1f} %, "
+                f"max {100 * np.max(np.abs(e[ok])):.1f} %"
+            )
         else:
             print(f"background {method:9s}: 0/{e.size} found")
     print(f"segment_ct: median {np.median(times):.2f} s, max {np.max(times):.2f} s per CT")
@@ -108,9 +117,19 @@ def run(workdir, contrast, a):
 
 #: The reference's TotalSegmentator v2 classes per organ of the classical map, and the
 #: back muscles (autochthonous, iliopsoas) the kidneys must not be taken from.
-REAL_ORGANS = {"liver": (5,), "spleen": (1,), "kidney_right": (2,), "kidney_left": (3,), "aorta": (52,),
-               "bowel": (6, 18, 19, 20), "vertebrae": tuple(range(25, 51)), "heart": (51,),
-               "lung_left": (10, 11), "lung_right": (12, 13, 14), "urinary_bladder": (21,)}  # fmt: skip
+REAL_ORGANS = {
+    "liver": (5,),
+    "spleen": (1,),
+    "kidney_right": (2,),
+    "kidney_left": (3,),
+    "aorta": (52,),
+    "bowel": (6, 18, 19, 20),
+    "vertebrae": tuple(range(25, 51)),
+    "heart": (51,),
+    "lung_left": (10, 11),
+    "lung_right": (12, 13, 14),
+    "urinary_bladder": (21,),
+}
 BACK_MUSCLES = (86, 87, 88, 89)
 
 
@@ -118,14 +137,19 @@ def real_cases(pairs):
     """(name, HU, LPS affine, reference labels) per real CT: the given (CT, labels) pairs,
     or the shipped slab plain, enhanced and halved (:mod:`realct`)."""
     import nibabel as nib
-
     import realct
+
     from dualpet.geometry import lps_affine
 
     if pairs:
         for ct_path, lab_path in zip(pairs[::2], pairs[1::2]):
             ct = nib.load(ct_path)
-            yield Path(ct_path).name, np.asarray(ct.dataobj, np.float32), lps_affine(ct.affine), np.asarray(nib.load(lab_path).dataobj)
+            yield (
+                Path(ct_path).name,
+                np.asarray(ct.dataobj, np.float32),
+                lps_affine(ct.affine),
+                np.asarray(nib.load(lab_path).dataobj),
+            )
         return
     hu, aff, ref = realct.load()
     yield "example slab, unenhanced", hu, aff, ref
@@ -151,7 +175,9 @@ def run_real(pairs):
             print(f"{organ:16s} {dice(t, s):6.3f} {t.sum() * vox:8.1f} {s.sum() * vox:8.1f} {report[organ]['found']}")
         kid = np.isin(labels, ORGAN_CLASSES["kidney_right"] + ORGAN_CLASSES["kidney_left"])
         if kid.any():
-            print(f"kidney labels in the back muscles: {100 * (kid & np.isin(ref, BACK_MUSCLES)).sum() / kid.sum():.1f} %")
+            print(
+                f"kidney labels in the back muscles: {100 * (kid & np.isin(ref, BACK_MUSCLES)).sum() / kid.sum():.1f} %"
+            )
 
 
 def main(argv=None):
@@ -163,14 +189,19 @@ def main(argv=None):
     ap.add_argument("--contrast", choices=["none", "all", "both"], default="both")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--real", nargs="*", default=None, metavar="CT LABELS",
-                    help="real CTs with TotalSegmentator v2 labels (pairs of NIfTI paths; none: the shipped example)")
+    ap.add_argument(
+        "--real",
+        nargs="*",
+        default=None,
+        metavar="CT LABELS",
+        help="real CTs with TotalSegmentator v2 labels (pairs of NIfTI paths; none: the shipped example)",
+    )
     a = ap.parse_args(argv)
     if a.real is not None:
         return run_real(a.real)
     tag = f"{a.size}-{a.fov}-{a.patients}-{a.seed}"
     work = Path(a.workdir or os.path.join(tempfile.gettempdir(), f"dualpet-anatomy-{tag}"))
-    for contrast in (("none", "all") if a.contrast == "both" else (a.contrast,)):
+    for contrast in ("none", "all") if a.contrast == "both" else (a.contrast,):
         run(work, contrast, a)
 
 

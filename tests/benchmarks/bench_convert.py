@@ -81,7 +81,9 @@ def main(argv=None):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         ours = best([sys.executable, "-c", code, str(study / series), str(out / f"{series}.nii.gz"), kind], a.repeat)
-        theirs = best([dcm2niix, "-z", "y", "-b", "n", "-o", str(out), "-f", f"d2n_{series}", str(study / series)], a.repeat)
+        theirs = best(
+            [dcm2niix, "-z", "y", "-b", "n", "-o", str(out), "-f", f"d2n_{series}", str(study / series)], a.repeat
+        )
         for tool, (wall, peak) in (("dualpet", ours), ("dcm2niix", theirs)):
             print(f"{series:<6} {tool:<9} {wall:8.2f} {peak:9.0f} {vol_mib:10.0f} {peak / vol_mib:8.2f}")
         print(f"{series:<6} ratio     {ours[0] / theirs[0]:8.2f}x wall, {ours[1] / theirs[1]:.2f}x peak memory")

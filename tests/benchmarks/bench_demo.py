@@ -26,19 +26,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def machine():
     """One line naming the machine: CPUs, model, memory, Python, OS."""
-    model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = ""
-    try:
-        kb = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")))
-        mem = f", {kb / 1024**2:.0f} GiB RAM"
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPUs ({model or platform.processor() or 'unknown model'}){mem}, "
-            f"Python {platform.python_version()}, {platform.platform()}")  # fmt: skip
+
+    def first(path, key):
+        try:
+            return next((line for line in Path(path).read_text().splitlines() if line.startswith(key)), "")
+        except OSError:
+            return ""
+
+    model = first("/proc/cpuinfo", "model name").partition(":")[2].strip()
+    meminfo = first("/proc/meminfo", "MemTotal").split()
+    mem = f", {int(meminfo[1]) / 1024**2:.0f} GiB RAM" if len(meminfo) > 1 else ""
+    return (
+        f"{os.cpu_count()} CPUs ({model or platform.processor() or 'unknown model'}){mem}, "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
 
 
 def step(name, cmd, cwd, env):
@@ -67,10 +68,22 @@ def main(argv=None):
     seed = next(line.split("?=")[1].strip() for line in makefile.splitlines() if line.startswith("DEMO_SEED"))
     for name, cmd in (
         ("venv and packages (make venv)", ["make", "venv"]),
-        (f"demo cohort ({patients} patients)",
-         [".venv/bin/dualpet", "synth", "results/demo_input", "--patients", patients, "--seed", seed, "--size", "demo"]),
+        (
+            f"demo cohort ({patients} patients)",
+            [
+                ".venv/bin/dualpet",
+                "synth",
+                "results/demo_input",
+                "--patients",
+                patients,
+                "--seed",
+                seed,
+                "--size",
+                "demo",
+            ],
+        ),
         ("workflow (make run)", ["make", "run"]),
-    ):  # fmt: skip
+    ):
         wall, proc = step(name, cmd, clone, env)
         total += wall
         if proc.returncode and name != "workflow (make run)":  # make run exits 1 when a patient is excluded

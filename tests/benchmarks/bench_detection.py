@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dualpet.synth import generate_cohort  # noqa: E402
 from evaluate_run import evaluate, report  # noqa: E402
+
+from dualpet.synth import generate_cohort  # noqa: E402
 
 
 def _set(config, assignment):
@@ -43,16 +44,32 @@ def _set(config, assignment):
 def run_workflow(work, overrides, cores):
     """Write ``work/config/config.yaml`` for the cohort in ``work/data`` (with ``KEY=VALUE``
     overrides) and run the workflow there; prints the exit status and wall time."""
-    config = {"studies": "data/studies.tsv", "clinical": "data/clinical.tsv",
-              "reference_tracer": "fdg", "index_tracer": "pentixafor"}  # fmt: skip
+    config = {
+        "studies": "data/studies.tsv",
+        "clinical": "data/clinical.tsv",
+        "reference_tracer": "fdg",
+        "index_tracer": "pentixafor",
+    }
     for s in overrides:
         _set(config, s)
     (work / "config").mkdir(parents=True, exist_ok=True)
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", str(cores),
-           "--keep-going", "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        "--cores",
+        str(cores),
+        "--keep-going",
+        "--quiet",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     print(f"workflow: exit {proc.returncode}, {time.perf_counter() - t0:.0f} s wall ({cores} cores)")

@@ -46,23 +46,56 @@ def main(argv=None):
     out = Path("/tmp/dualpet-bench-metric.json")
     for crop in crops[:20]:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dualpet", "lesion-metrics", str(crop), "--reference", tracers[0],
-                        "--index", tracers[1], "-o", str(out)], check=True, env={"PYTHONPATH": str(REPO / "workflow")})  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dualpet",
+                "lesion-metrics",
+                str(crop),
+                "--reference",
+                tracers[0],
+                "--index",
+                tracers[1],
+                "-o",
+                str(out),
+            ],
+            check=True,
+            env={"PYTHONPATH": str(REPO / "workflow")},
+        )
         process.append(time.perf_counter() - t0)
 
     workdir = results.parent
     t0 = time.perf_counter()
-    subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", str(a.jobs),
-                    "--forcerun", "lesion_metrics", "--until", "lesion_metrics", "--quiet", "all"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--cores",
+            str(a.jobs),
+            "--forcerun",
+            "lesion_metrics",
+            "--until",
+            "lesion_metrics",
+            "--quiet",
+            "all",
+        ],
+        check=True,
+        capture_output=True,
+    )
     snake = time.perf_counter() - t0
 
     n = len(crops)
     print(f"lesion crops: {n}, crop size median {np.median([c.stat().st_size for c in crops]) / 1024:.0f} KiB")
     print(f"metric computation in-process: median {1000 * np.median(compute):.1f} ms, max {1000 * max(compute):.1f} ms")
     print(f"one `dualpet lesion-metrics` process: median {np.median(process):.2f} s (start-up and imports included)")
-    print(f"snakemake --forcerun lesion_metrics with {a.jobs} cores: {snake:.1f} s for {n} jobs "
-          f"= {snake / n * a.jobs:.2f} core-s per job, {snake / n:.2f} s wall per job")  # fmt: skip
+    print(
+        f"snakemake --forcerun lesion_metrics with {a.jobs} cores: {snake:.1f} s for {n} jobs "
+        f"= {snake / n * a.jobs:.2f} core-s per job, {snake / n:.2f} s wall per job"
+    )
 
 
 if __name__ == "__main__":

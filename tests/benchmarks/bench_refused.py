@@ -48,8 +48,19 @@ def main(argv=None):
     )
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [str(bin_dir / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores", str(a.cores),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--keep-going", "--quiet"]  # fmt: skip
+    cmd = [
+        str(bin_dir / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--cores",
+        str(a.cores),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        "--keep-going",
+        "--quiet",
+    ]
     t0 = time.perf_counter()
     dry = subprocess.run([*cmd, "-n"], capture_output=True, text=True, env=env, check=False)
     plan = time.perf_counter() - t0
@@ -68,8 +79,10 @@ def main(argv=None):
     patients = work / "results" / "cohort" / "patients.tsv"
     if patients.exists():
         excluded = sum(1 for line in patients.read_text().splitlines()[1:] if "\texcluded\t" in line)
-    print(f"{a.patients} patients, all refused at inspection (Units CPS); {a.cores} cores; exit {run.returncode} "
-          f"(non-zero expected: patients excluded); {excluded} listed as excluded")  # fmt: skip
+    print(
+        f"{a.patients} patients, all refused at inspection (Units CPS); {a.cores} cores; exit {run.returncode} "
+        f"(non-zero expected: patients excluded); {excluded} listed as excluded"
+    )
     print(f"  dry run (planning): {plan:.1f} s (exit {dry.returncode})")
     print(f"  run: {wall:.1f} s wall, {jobs} jobs, {wall / max(a.patients, 1):.1f} s per refused patient")
     for rule, (n, total) in sorted(per_rule.items(), key=lambda kv: -kv[1][1]):

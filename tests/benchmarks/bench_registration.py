@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow"))
 
-from dualpet.convert import convert_study  # noqa: E402
-from dualpet.io import read_json  # noqa: E402
-from dualpet.registration import register_ct, transform_points  # noqa: E402
-from dualpet.synth import generate_cohort  # noqa: E402
+from dualpet.convert import convert_study
+from dualpet.io import read_json
+from dualpet.registration import register_ct, transform_points
+from dualpet.synth import generate_cohort
 
 
 def main(argv=None):
@@ -45,8 +45,16 @@ def main(argv=None):
     tag = f"{a.size}-{a.seed}-{a.max_rotation_deg:g}deg-{a.max_translation_mm:g}mm{'-quirks' if a.quirks else ''}"
     work = Path(a.workdir or os.path.join(tempfile.gettempdir(), f"dualpet-reg-{tag}"))
     t0 = time.perf_counter()
-    generate_cohort(work / "cohort", a.patients, a.seed, a.size, quirks=a.quirks, max_rotation_deg=a.max_rotation_deg,
-                    max_translation_mm=a.max_translation_mm, log=lambda m: None)  # fmt: skip
+    generate_cohort(
+        work / "cohort",
+        a.patients,
+        a.seed,
+        a.size,
+        quirks=a.quirks,
+        max_rotation_deg=a.max_rotation_deg,
+        max_translation_mm=a.max_translation_mm,
+        log=lambda m: None,
+    )
     print(f"cohort ready ({time.perf_counter() - t0:.0f} s): {a.patients} patients, size {a.size}")
     tres, times = [], []
     print(f"{'patient':<8} {'lesions':>7} {'TRE med':>8} {'TRE max':>8} {'Dice':>6} {'ok':>3} {'time s':>7}")
@@ -59,8 +67,14 @@ def main(argv=None):
             out = work / "nifti" / pid / tracer
             cts[tracer] = out / "ct.nii.gz"
             if not cts[tracer].exists():
-                convert_study(work / "cohort" / "dicom" / pid / tracer, patient=pid, tracer=tracer, ct_out=cts[tracer],
-                              pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
+                convert_study(
+                    work / "cohort" / "dicom" / pid / tracer,
+                    patient=pid,
+                    tracer=tracer,
+                    ct_out=cts[tracer],
+                    pet_out=out / "pet.nii.gz",
+                    json_out=out / "pet.json",
+                )
         t1 = time.perf_counter()
         qc = register_ct(cts[ref], cts[idx], work / "reg" / f"{pid}.tfm", threads=a.threads, affine=a.affine)
         times.append(time.perf_counter() - t1)
@@ -68,11 +82,15 @@ def main(argv=None):
         b_pts = np.array([les["center_lps"][idx] for les in truth["lesions"]])
         tre = np.linalg.norm(transform_points(work / "reg" / f"{pid}.tfm", a_pts) - b_pts, axis=1)
         tres += list(tre)
-        print(f"{pid:<8} {len(tre):7d} {np.median(tre):8.3f} {tre.max():8.3f} {qc['dice_body_after']:6.3f} "
-              f"{'yes' if qc['ok'] else 'NO':>3} {times[-1]:7.1f}")  # fmt: skip
-    print(f"TRE over {len(tres)} lesions: median {np.median(tres):.3f} mm, max {np.max(tres):.3f} mm; "
-          f"registration time per patient: median {np.median(times):.1f} s, max {np.max(times):.1f} s "
-          f"({a.threads} threads, {'rigid+affine' if a.affine else 'rigid'})")
+        print(
+            f"{pid:<8} {len(tre):7d} {np.median(tre):8.3f} {tre.max():8.3f} {qc['dice_body_after']:6.3f} "
+            f"{'yes' if qc['ok'] else 'NO':>3} {times[-1]:7.1f}"
+        )
+    print(
+        f"TRE over {len(tres)} lesions: median {np.median(tres):.3f} mm, max {np.max(tres):.3f} mm; "
+        f"registration time per patient: median {np.median(times):.1f} s, max {np.max(times):.1f} s "
+        f"({a.threads} threads, {'rigid+affine' if a.affine else 'rigid'})"
+    )
 
 
 if __name__ == "__main__":

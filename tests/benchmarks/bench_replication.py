@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_detection import run_workflow  # noqa: E402
+from evaluate_run import evaluate  # noqa: E402
+
 from dualpet.io import read_json  # noqa: E402
 from dualpet.synth import generate_cohort  # noqa: E402
 from dualpet.synth.phantom import PRESETS  # noqa: E402
-from evaluate_run import evaluate  # noqa: E402
 
 #: Largest relative difference of the pipeline's SUVmax mean from the truth's (issue #13).
 MAX_MEAN_DIFF = 0.10
@@ -55,18 +56,29 @@ def pipeline_figures(lesions, ref, idx):
 def near_true_lesion(lesions, truths, radius=10.0):
     """Per row of lesions.tsv: whether its centroid lies within ``radius`` mm of a true
     lesion's centre (reference study's LPS), as evaluate_run.py matches."""
-    centres = {t["patient"]: np.array([les["center_lps"][t["reference_tracer"]] for les in t["lesions"]]).reshape(-1, 3)
-               for t in truths}  # fmt: skip
+    centres = {
+        t["patient"]: np.array([les["center_lps"][t["reference_tracer"]] for les in t["lesions"]]).reshape(-1, 3)
+        for t in truths
+    }
     xyz = lesions[["x_mm", "y_mm", "z_mm"]].to_numpy(float)
-    return np.array([len(centres.get(p, ())) > 0 and np.linalg.norm(centres[p] - c, axis=1).min() <= radius
-                     for p, c in zip(lesions["patient"], xyz)], dtype=bool)  # fmt: skip
+    return np.array(
+        [
+            len(centres.get(p, ())) > 0 and np.linalg.norm(centres[p] - c, axis=1).min() <= radius
+            for p, c in zip(lesions["patient"], xyz)
+        ],
+        dtype=bool,
+    )
 
 
 def truth_figures(truths, ref, idx):
     """The same from the truth: ``image_suvmax`` of the lesions visible on a tracer."""
     lesions = [les for t in truths for les in t["lesions"]]
     per = {tr: np.array([les["image_suvmax"][tr] for les in lesions if les["visible"][tr]]) for tr in (ref, idx)}
-    pairs = [(les["image_suvmax"][ref], les["image_suvmax"][idx]) for les in lesions if les["visible"][ref] and les["visible"][idx]]
+    pairs = [
+        (les["image_suvmax"][ref], les["image_suvmax"][idx])
+        for les in lesions
+        if les["visible"][ref] and les["visible"][idx]
+    ]
     return per, np.array(pairs, dtype=float).reshape(-1, 2)
 
 
@@ -89,9 +101,13 @@ def report(results, truth_dir, preset):
     patients = pd.read_csv(res / "cohort" / "patients.tsv", sep="\t", dtype={"patient": str})
     truths = [read_json(p) for p in sorted(Path(truth_dir).glob("*.json"))]
     ref, idx = truths[0]["reference_tracer"], truths[0]["index_tracer"]
-    excluded = patients.loc[patients.get("status", pd.Series("included", index=patients.index)) != "included", "patient"]
-    print(f"patients: {len(truths)} generated, {len(truths) - len(excluded)} included by the pipeline"
-          + (f" (excluded: {', '.join(excluded)})" if len(excluded) else ""))  # fmt: skip
+    excluded = patients.loc[
+        patients.get("status", pd.Series("included", index=patients.index)) != "included", "patient"
+    ]
+    print(
+        f"patients: {len(truths)} generated, {len(truths) - len(excluded)} included by the pipeline"
+        + (f" (excluded: {', '.join(excluded)})" if len(excluded) else "")
+    )
     pipe, pipe_pairs = pipeline_figures(lesions, ref, idx)
     pipe_true, _ = pipeline_figures(lesions[near_true_lesion(lesions, truths)], ref, idx)
     true, true_pairs = truth_figures(truths, ref, idx)
@@ -108,24 +124,32 @@ def report(results, truth_dir, preset):
         flag = "" if abs(rel) <= MAX_MEAN_DIFF else "  > 10 % !"
         ok_means &= abs(rel) <= MAX_MEAN_DIFF
         m, sd = PRESETS[preset]["suvmax"][t]
-        print(f"{'':<12}{'SUVmax':<12}{_mean_sd(pipe[t]):>{w}}{_mean_sd(true[t]):>{w}}{f'{100 * rel:+.1f} %{flag}':>{w}}"
-              f"{f'{m:.1f} +- {sd:.1f}':>{w}}")  # fmt: skip
+        print(
+            f"{'':<12}{'SUVmax':<12}{_mean_sd(pipe[t]):>{w}}{_mean_sd(true[t]):>{w}}{f'{100 * rel:+.1f} %{flag}':>{w}}"
+            f"{f'{m:.1f} +- {sd:.1f}':>{w}}"
+        )
         rel_true = pipe_true[t].mean() / true[t].mean() - 1 if len(pipe_true[t]) and len(true[t]) else float("nan")
         print(f"{'':<12}{'(true only)':<12}{_mean_sd(pipe_true[t]):>{w}}{'':>{w}}{f'{100 * rel_true:+.1f} %':>{w}}")
-        print(f"{'':<12}(visible found {s['visible_tp']}/{s['visible_n']}; detections matching no true lesion "
-              f"{s['fp']}; 'true only': the detections within 10 mm of a true lesion)")  # fmt: skip
+        print(
+            f"{'':<12}(visible found {s['visible_tp']}/{s['visible_n']}; detections matching no true lesion "
+            f"{s['fp']}; 'true only': the detections within 10 mm of a true lesion)"
+        )
     print(f"\nlesions seen on both ({ref} - {idx}, paired, two-sided Wilcoxon signed-rank):")
     verdicts = {}
     for name, pairs in (("pipeline", pipe_pairs), ("truth", true_pairs)):
         n, med, p = paired(pairs)
         direction = f"{ref} > {idx}" if med > 0 else (f"{ref} < {idx}" if med < 0 else "none")
         verdicts[name] = (direction, p < ALPHA)
-        print(f"  {name:<9} n = {n:<4} median difference {med:+.2f}  ({direction}), p = {p:.3g}"
-              f"{'  (p < 0.05)' if p < ALPHA else ''}")  # fmt: skip
+        print(
+            f"  {name:<9} n = {n:<4} median difference {med:+.2f}  ({direction}), p = {p:.3g}"
+            f"{'  (p < 0.05)' if p < ALPHA else ''}"
+        )
     print(f"  published: {counts['both']} on both")
     same_sig = verdicts["pipeline"] == verdicts["truth"]
-    print(f"\ncriteria: pipeline means within 10 % of the truth's: {'yes' if ok_means else 'NO'}; "
-          f"same direction and significance at p < {ALPHA}: {'yes' if same_sig else 'NO'}")  # fmt: skip
+    print(
+        f"\ncriteria: pipeline means within 10 % of the truth's: {'yes' if ok_means else 'NO'}; "
+        f"same direction and significance at p < {ALPHA}: {'yes' if same_sig else 'NO'}"
+    )
     return ok_means and same_sig
 
 
@@ -143,7 +167,9 @@ def main(argv=None):
     work = Path(a.workdir or os.path.join(tempfile.gettempdir(), f"dualpet-rep-{a.preset}-{a.size}-{n}-{a.seed}"))
     t0 = time.perf_counter()
     generate_cohort(work / "data", n, a.seed, a.size, preset=a.preset, log=lambda m: None)
-    print(f"cohort ready ({time.perf_counter() - t0:.0f} s): preset {a.preset}, {n} patients, size {a.size}, seed {a.seed}")
+    print(
+        f"cohort ready ({time.perf_counter() - t0:.0f} s): preset {a.preset}, {n} patients, size {a.size}, seed {a.seed}"
+    )
     run_workflow(work, a.set, a.cores)
     ok = report(work / "results", work / "data" / "truth", a.preset)
     return 0 if ok else 1

@@ -46,6 +46,7 @@ def _world(shape, spacing, origin):
 def make_patient(work: Path, n_lesions: int, n_candidates: int, seed: int = 1):
     """Write both tracers' CT, PET, VOIs and detection records, and lesions.tsv."""
     import pandas as pd
+
     from dualpet.interchange import lesion_id, voi_label
     from dualpet.nifti import nifti_image, save_nifti
 
@@ -67,16 +68,19 @@ def make_patient(work: Path, n_lesions: int, n_candidates: int, seed: int = 1):
     px, py, pz = _world(PET_SHAPE, PET_SPACING, pet_origin)
     pet_body = ((px[:, None] / 170.0) ** 2 + (py[None, :] / 115.0) ** 2 <= 1.0)[:, :, None]
     studies = {}
-    centres = np.column_stack([rng.uniform(-120, 120, n_lesions), rng.uniform(-70, 60, n_lesions),
-                               rng.uniform(-400, 400, n_lesions)])  # fmt: skip
+    centres = np.column_stack(
+        [rng.uniform(-120, 120, n_lesions), rng.uniform(-70, 60, n_lesions), rng.uniform(-400, 400, n_lesions)]
+    )
     radii = rng.uniform(5.0, 15.0, n_lesions)
     grid = np.stack(np.meshgrid(px, py, pz, indexing="ij"), axis=-1)
     for t, level in zip(TRACERS, (1.6, 1.1)):
         suv = np.where(pet_body, level, 0.0) * rng.gamma(25.0, 1 / 25.0, PET_SHAPE)
         voi = np.zeros(PET_SHAPE, np.uint16)
         for n, (c, r) in enumerate(zip(centres, radii), start=1):
-            sl = tuple(slice(max(int(np.searchsorted(a, v - r - 8)), 0), int(np.searchsorted(a, v + r + 8)))
-                       for a, v in zip((px, py, pz), c))  # fmt: skip
+            sl = tuple(
+                slice(max(int(np.searchsorted(a, v - r - 8)), 0), int(np.searchsorted(a, v + r + 8)))
+                for a, v in zip((px, py, pz), c)
+            )
             d = np.linalg.norm(grid[sl] - c, axis=-1)
             suv[sl] += level * rng.uniform(2.0, 8.0) * np.exp(-0.5 * (d / (0.6 * r)) ** 2)
             voi[sl][d <= r] = voi_label(lesion_id(n))
@@ -89,19 +93,37 @@ def make_patient(work: Path, n_lesions: int, n_candidates: int, seed: int = 1):
         save_nifti(d / "pet_suv.nii.gz", nifti_image(suv.astype(np.float32), affine))
         save_nifti(d / "ct.nii.gz", nifti_image(ct, ct_affine))
         save_nifti(d / "voi.nii.gz", nifti_image(voi, affine))
-        rejected = [{"suvmax": float(rng.uniform(3, 12)), "reason": "physiological: urine (bladder in the organ map)",
-                     "peak_lps": [float(v) for v in (rng.uniform(-100, 100), rng.uniform(-60, 60), rng.uniform(-400, 400))]}
-                    for _ in range(n_candidates // 2)]  # fmt: skip
-        seg = {"background": {"suvmean": level, "source": "bloodpool"}, "detection": {"rejected": rejected, "review": []}}
+        rejected = [
+            {
+                "suvmax": float(rng.uniform(3, 12)),
+                "reason": "physiological: urine (bladder in the organ map)",
+                "peak_lps": [float(v) for v in (rng.uniform(-100, 100), rng.uniform(-60, 60), rng.uniform(-400, 400))],
+            }
+            for _ in range(n_candidates // 2)
+        ]
+        seg = {
+            "background": {"suvmean": level, "source": "bloodpool"},
+            "detection": {"rejected": rejected, "review": []},
+        }
         (d / "segmentation.json").write_text(json.dumps(seg))
-        studies[t] = {"pet": d / "pet_suv.nii.gz", "ct": d / "ct.nii.gz", "voi": d / "voi.nii.gz",
-                      "segmentation": d / "segmentation.json"}  # fmt: skip
+        studies[t] = {
+            "pet": d / "pet_suv.nii.gz",
+            "ct": d / "ct.nii.gz",
+            "voi": d / "voi.nii.gz",
+            "segmentation": d / "segmentation.json",
+        }
     rows = []
     for n, c in enumerate(centres, start=1):
         row = {"patient": "B001", "lesion": lesion_id(n), "x_mm": c[0], "y_mm": c[1], "z_mm": c[2], "region": "other"}
         for t in TRACERS:
-            row.update({f"{t}_detected": 1, f"{t}_origin": "automatic", f"{t}_suvmax": float(rng.uniform(3, 15)),
-                        f"{t}_tbr": float(rng.uniform(2, 8))})  # fmt: skip
+            row.update(
+                {
+                    f"{t}_detected": 1,
+                    f"{t}_origin": "automatic",
+                    f"{t}_suvmax": float(rng.uniform(3, 15)),
+                    f"{t}_tbr": float(rng.uniform(2, 8)),
+                }
+            )
         rows.append(row)
     pd.DataFrame(rows).to_csv(work / "lesions.tsv", sep="\t", index=False)
     return studies
@@ -115,18 +137,27 @@ def browser_figures(page: Path) -> dict:
     driver = _driver()
     try:
         driver.get(page.resolve().as_uri())
-        paint = dict(driver.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);"))
+        paint = dict(
+            driver.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime]);")
+        )
         load = driver.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd;")
         driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager');")
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            done = driver.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;")
+            done = driver.execute_script(
+                "return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;"
+            )
             total = driver.execute_script("return document.images.length;")
             if done == total:
                 break
             time.sleep(0.2)
-        return {"first_paint_ms": paint.get("first-paint"), "first_contentful_paint_ms": paint.get("first-contentful-paint"),
-                "load_ms": load, "images_decoded": done, "images": total}  # fmt: skip
+        return {
+            "first_paint_ms": paint.get("first-paint"),
+            "first_contentful_paint_ms": paint.get("first-contentful-paint"),
+            "load_ms": load,
+            "images_decoded": done,
+            "images": total,
+        }
     finally:
         driver.quit()
 
@@ -152,9 +183,11 @@ def main(argv=None):
     print(f"  page: {page.stat().st_size / 1e6:.1f} MB, {page.read_text().count('<img ')} pictures")
     if not a.no_browser:
         f = browser_figures(page)
-        print(f"  Chromium (headless): first paint {f['first_paint_ms']:.0f} ms, first contentful paint "
-              f"{f['first_contentful_paint_ms']:.0f} ms, load event {f['load_ms']:.0f} ms; "
-              f"{f['images_decoded']} of {f['images']} pictures decoded")  # fmt: skip
+        print(
+            f"  Chromium (headless): first paint {f['first_paint_ms']:.0f} ms, first contentful paint "
+            f"{f['first_contentful_paint_ms']:.0f} ms, load event {f['load_ms']:.0f} ms; "
+            f"{f['images_decoded']} of {f['images']} pictures decoded"
+        )
     print(f"  ({page})")
 
 

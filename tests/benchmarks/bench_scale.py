@@ -44,9 +44,21 @@ def make_cohort(root: Path, n: int):
 
 
 def _dry_run_command(root: Path, profile: str, *extra):
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root / "work"),
-            "--configfile", str(root / "config.yaml"), "--workflow-profile", str(REPO / "workflow" / "profiles" / profile),
-            "-n", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(root / "work"),
+        "--configfile",
+        str(root / "config.yaml"),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / profile),
+        "-n",
+        *extra,
+    ]
 
 
 def dry_run(root: Path, profile: str):

@@ -25,8 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow"))
 
-from dualpet.io import read_json  # noqa: E402
-from dualpet.registration import load_transform, transform_points  # noqa: E402
+from dualpet.io import read_json
+from dualpet.registration import load_transform, transform_points
 
 
 def evaluate(results, truth_dir, radius=10.0):
@@ -40,8 +40,10 @@ def evaluate(results, truth_dir, radius=10.0):
     ref, idx = next(iter(truths.values()))["tracers"]
     tre, misses, fps, regions = [], [], [], []
     match = {"both_found": 0, "merged": 0}
-    stats = {t: {"tp": 0, "n": 0, "fp": 0, "suv_err": [], "cent_err": [], "bg_err": [], "visible_tp": 0, "visible_n": 0}
-             for t in (ref, idx)}  # fmt: skip
+    stats = {
+        t: {"tp": 0, "n": 0, "fp": 0, "suv_err": [], "cent_err": [], "bg_err": [], "visible_tp": 0, "visible_n": 0}
+        for t in (ref, idx)
+    }
     for pid, t in truths.items():
         tfm = load_transform(res / pid / "registration" / "transform.tfm")
         a_ = np.array([les["center_lps"][ref] for les in t["lesions"]]).reshape(-1, 3)
@@ -66,10 +68,12 @@ def evaluate(results, truth_dir, radius=10.0):
                     s["visible_n"] += 1
                     s["visible_tp"] += int(hit)
                     if not hit:
-                        misses.append(f"{pid} {les['id']} {tracer} visible, not found ({les['region']}, "
-                                      f"r={les['radius_mm']:.1f} mm, contrast-to-noise {les['contrast_to_noise'][tracer]:.1f}, "
-                                      f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f} on "
-                                      f"{les.get('host_background_suv', les['local_background_suv'])[tracer]:.2f})")  # fmt: skip
+                        misses.append(
+                            f"{pid} {les['id']} {tracer} visible, not found ({les['region']}, "
+                            f"r={les['radius_mm']:.1f} mm, contrast-to-noise {les['contrast_to_noise'][tracer]:.1f}, "
+                            f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f} on "
+                            f"{les.get('host_background_suv', les['local_background_suv'])[tracer]:.2f})"
+                        )
                 if les["detectable"][tracer]:
                     s["n"] += 1
                     if hit:
@@ -78,11 +82,17 @@ def evaluate(results, truth_dir, radius=10.0):
                         truth_max = les["image_suvmax"][tracer]
                         s["suv_err"].append(abs(det.iloc[j][f"{tracer}_suvmax"] - truth_max) / truth_max)
                     else:
-                        misses.append(f"{pid} {les['id']} {tracer} ({les['region']}, r={les['radius_mm']:.1f} mm, "
-                                      f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f})")  # fmt: skip
+                        misses.append(
+                            f"{pid} {les['id']} {tracer} ({les['region']}, r={les['radius_mm']:.1f} mm, "
+                            f"noiseless peak {les['noiseless_suvmax'][tracer]:.2f})"
+                        )
             s["fp"] += len(xyz) - len(used)
-            fps += [f"{pid} {det.iloc[j]['lesion']} {tracer} at {np.round(xyz[j], 1).tolist()} "
-                    f"SUVmax {det.iloc[j][f'{tracer}_suvmax']:.2f}" for j in range(len(xyz)) if j not in used]  # fmt: skip
+            fps += [
+                f"{pid} {det.iloc[j]['lesion']} {tracer} at {np.round(xyz[j], 1).tolist()} "
+                f"SUVmax {det.iloc[j][f'{tracer}_suvmax']:.2f}"
+                for j in range(len(xyz))
+                if j not in used
+            ]
             prow = patients.loc[patients.patient == pid].iloc[0]
             kind = "liver" if "liver" in str(prow.get(f"{tracer}_background_source", "")) else "blood_pool"
             bg_truth = t["studies"][tracer]["background"][f"{kind}_suvmean_noiseless"]
@@ -95,8 +105,17 @@ def evaluate(results, truth_dir, radius=10.0):
             if len(got) == 2:
                 match["both_found"] += 1
                 match["merged"] += got[ref] == got[idx]
-    return {"patients": len(truths), "union_lesions": len(lesions), "stats": stats, "matching": match,
-            "tre": tre, "regions": regions, "misses": misses, "false_positives": fps, "tracers": (ref, idx)}  # fmt: skip
+    return {
+        "patients": len(truths),
+        "union_lesions": len(lesions),
+        "stats": stats,
+        "matching": match,
+        "tre": tre,
+        "regions": regions,
+        "misses": misses,
+        "false_positives": fps,
+        "tracers": (ref, idx),
+    }
 
 
 def report(ev, results=None, verbose=False):
@@ -105,8 +124,11 @@ def report(ev, results=None, verbose=False):
     print(f"patients: {n_pat}, union lesions in lesions.tsv: {ev['union_lesions']}")
     for tracer, s in ev["stats"].items():
         sens = s["tp"] / s["n"] if s["n"] else float("nan")
-        vis = (f"; visible (reader's rule) {s['visible_tp']}/{s['visible_n']} = {100 * s['visible_tp'] / s['visible_n']:.1f} %"
-               if s["visible_n"] else "")  # fmt: skip
+        vis = (
+            f"; visible (reader's rule) {s['visible_tp']}/{s['visible_n']} = {100 * s['visible_tp'] / s['visible_n']:.1f} %"
+            if s["visible_n"]
+            else ""
+        )
         print(
             f"{tracer:>12}: sensitivity {s['tp']}/{s['n']} = {100 * sens:.1f} % (detectable, global rule){vis}, "
             f"FP/patient {s['fp'] / n_pat:.2f}, median |SUVmax err| {100 * np.median(s['suv_err']):.1f} %, "
@@ -115,18 +137,24 @@ def report(ev, results=None, verbose=False):
         )
     m = ev["matching"]
     if m["both_found"]:
-        print(f"matching: {m['merged']}/{m['both_found']} lesions found on both tracers share one union ID "
-              f"({100 * m['merged'] / m['both_found']:.1f} %)")  # fmt: skip
+        print(
+            f"matching: {m['merged']}/{m['both_found']} lesions found on both tracers share one union ID "
+            f"({100 * m['merged'] / m['both_found']:.1f} %)"
+        )
     if ev["regions"]:
         right = sum(a == b for a, b in ev["regions"])
         wrong = {}
         for a, b in ev["regions"]:
             if a != b:
                 wrong[f"{a}->{b or 'empty'}"] = wrong.get(f"{a}->{b or 'empty'}", 0) + 1
-        print(f"region labels: {right}/{len(ev['regions'])} found lesions labelled as in truth "
-              f"({100 * right / len(ev['regions']):.1f} %); confusions: {wrong or 'none'}")  # fmt: skip
+        print(
+            f"region labels: {right}/{len(ev['regions'])} found lesions labelled as in truth "
+            f"({100 * right / len(ev['regions']):.1f} %); confusions: {wrong or 'none'}"
+        )
     if ev["tre"]:
-        print(f"registration TRE at lesion centres: median {np.median(ev['tre']):.3f} mm, max {np.max(ev['tre']):.3f} mm")
+        print(
+            f"registration TRE at lesion centres: median {np.median(ev['tre']):.3f} mm, max {np.max(ev['tre']):.3f} mm"
+        )
     if verbose:
         for line in ev["misses"]:
             print(f"  missed: {line}")
@@ -137,7 +165,9 @@ def report(ev, results=None, verbose=False):
         per_rule = {}
         for b in bench:
             per_rule.setdefault(b.parent.name, []).append(pd.read_csv(b, sep="\t")["s"].iloc[0])
-        print("wall time per job (s): " + ", ".join(f"{r} {np.median(v):.2f} (n={len(v)})" for r, v in per_rule.items()))
+        print(
+            "wall time per job (s): " + ", ".join(f"{r} {np.median(v):.2f} (n={len(v)})" for r, v in per_rule.items())
+        )
 
 
 def main(argv=None):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pydicom
 
@@ -34,7 +34,10 @@ class Case:
 
 
 def _files(folder, series):
-    return sorted((folder / series).glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    return sorted(
+        (folder / series).glob("*.dcm"),
+        key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
 
 
 def _edit(folder, series, every=None, only=None, **attrs):
@@ -166,52 +169,110 @@ CASES = [
     Case("series nested three folders deep", _nest, "included"),
     Case("InstanceNumber shuffled", _shuffle_instance_numbers, "included"),
     Case("CorrectedImage single-valued", lambda f: _edit(f, "PT_3", CorrectedImage="ATTN"), "included"),
-    Case("AttenuationCorrectionMethod free text", lambda f: _edit(f, "PT_3", AttenuationCorrectionMethod="CT, measured"),
-         "included"),  # fmt: skip
+    Case(
+        "AttenuationCorrectionMethod free text",
+        lambda f: _edit(f, "PT_3", AttenuationCorrectionMethod="CT, measured"),
+        "included",
+    ),
     Case("a file copied twice ('x (1).dcm')", _duplicate_file, "included"),
     Case("gantry-tilted CT (PET unchanged)", _gantry_tilt, "included", numbers=False),
-    Case("PET volume DERIVED/SECONDARY (a workstation's copy)",
-         lambda f: _edit(f, "PT_3", ImageType=["DERIVED", "SECONDARY"]), "included"),  # fmt: skip
+    Case(
+        "PET volume DERIVED/SECONDARY (a workstation's copy)",
+        lambda f: _edit(f, "PT_3", ImageType=["DERIVED", "SECONDARY"]),
+        "included",
+    ),
     # ---- silently wrong numbers before: refused, naming the attribute
-    Case("RescaleSlope 0 in one slice", lambda f: _edit(f, "PT_3", only=9, RescaleSlope="0"), "excluded",
-         r"RescaleSlope \(0028,1053\) of image InstanceNumber"),  # fmt: skip
-    Case("RescaleSlope negative", lambda f: _edit(f, "PT_3", RescaleSlope="-1"), "excluded", r"RescaleSlope \(0028,1053\)"),
-    Case("RescaleIntercept not zero", lambda f: _edit(f, "PT_3", RescaleIntercept="100"), "excluded", r"RescaleIntercept"),
+    Case(
+        "RescaleSlope 0 in one slice",
+        lambda f: _edit(f, "PT_3", only=9, RescaleSlope="0"),
+        "excluded",
+        r"RescaleSlope \(0028,1053\) of image InstanceNumber",
+    ),
+    Case(
+        "RescaleSlope negative",
+        lambda f: _edit(f, "PT_3", RescaleSlope="-1"),
+        "excluded",
+        r"RescaleSlope \(0028,1053\)",
+    ),
+    Case(
+        "RescaleIntercept not zero", lambda f: _edit(f, "PT_3", RescaleIntercept="100"), "excluded", r"RescaleIntercept"
+    ),
     # ---- what SUV needs, missing or implausible
     Case("Units CPS", lambda f: _edit(f, "PT_3", Units="CPS"), "excluded", r"Units CPS"),
     Case("Units missing", lambda f: _edit(f, "PT_3", Units=None), "excluded", r"Units \(0054,1001\) missing"),
-    Case("PatientWeight missing", lambda f: _edit(f, "PT_3", PatientWeight=None), "excluded", r"PatientWeight \(0010,1030\)"),
+    Case(
+        "PatientWeight missing",
+        lambda f: _edit(f, "PT_3", PatientWeight=None),
+        "excluded",
+        r"PatientWeight \(0010,1030\)",
+    ),
     Case("PatientWeight 0", lambda f: _edit(f, "PT_3", PatientWeight="0"), "excluded", r"PatientWeight \(0010,1030\)"),
-    Case("RadionuclideTotalDose missing", lambda f: _radiopharm(f, RadionuclideTotalDose=None), "excluded",
-         r"RadionuclideTotalDose \(0018,1074\)"),  # fmt: skip
-    Case("RadionuclideHalfLife missing", lambda f: _radiopharm(f, RadionuclideHalfLife=None,
-                                                               RadionuclideCodeSequence=None), "excluded",
-         r"RadionuclideHalfLife \(0018,1075\)"),  # fmt: skip
-    Case("SeriesType DYNAMIC", lambda f: _edit(f, "PT_3", SeriesType=["DYNAMIC", "IMAGE"]), "excluded",
-         r"SeriesType DYNAMIC"),  # fmt: skip
-    Case("PET not attenuation-corrected", lambda f: _edit(f, "PT_3", CorrectedImage=["DECY", "NORM"]), "excluded",
-         r"CorrectedImage lacks ATTN"),  # fmt: skip
-    Case("PET as a MIP", lambda f: _edit(f, "PT_3", ImageType=["DERIVED", "SECONDARY", "MIP"]), "excluded",
-         r"ImageType DERIVED/SECONDARY/MIP"),  # fmt: skip
+    Case(
+        "RadionuclideTotalDose missing",
+        lambda f: _radiopharm(f, RadionuclideTotalDose=None),
+        "excluded",
+        r"RadionuclideTotalDose \(0018,1074\)",
+    ),
+    Case(
+        "RadionuclideHalfLife missing",
+        lambda f: _radiopharm(f, RadionuclideHalfLife=None, RadionuclideCodeSequence=None),
+        "excluded",
+        r"RadionuclideHalfLife \(0018,1075\)",
+    ),
+    Case(
+        "SeriesType DYNAMIC",
+        lambda f: _edit(f, "PT_3", SeriesType=["DYNAMIC", "IMAGE"]),
+        "excluded",
+        r"SeriesType DYNAMIC",
+    ),
+    Case(
+        "PET not attenuation-corrected",
+        lambda f: _edit(f, "PT_3", CorrectedImage=["DECY", "NORM"]),
+        "excluded",
+        r"CorrectedImage lacks ATTN",
+    ),
+    Case(
+        "PET as a MIP",
+        lambda f: _edit(f, "PT_3", ImageType=["DERIVED", "SECONDARY", "MIP"]),
+        "excluded",
+        r"ImageType DERIVED/SECONDARY/MIP",
+    ),
     # ---- slices and pixels
     Case("one PET slice missing", _delete_slice, "excluded", r"ImagePositionPatient.*1 slice\(s\) missing"),
     Case("a truncated PET file", _truncate, "excluded", r"PixelData|InstanceNumber"),
     Case("one slice of another matrix size", _one_slice_other_size, "excluded", r"Rows|Columns|matrix"),
-    Case("two acquisitions mixed in the PET", lambda f: _edit(f, "PT_3", every=2, AcquisitionDate=_week_later),
-         "excluded", r"mixes images of more than one acquisition: AcquisitionDate"),  # fmt: skip
-    Case("two patients' weights in the PET", lambda f: _edit(f, "PT_3", every=2, PatientWeight="99"), "excluded",
-         r"mixes images of more than one acquisition: PatientWeight \(0010,1030\)"),  # fmt: skip
+    Case(
+        "two acquisitions mixed in the PET",
+        lambda f: _edit(f, "PT_3", every=2, AcquisitionDate=_week_later),
+        "excluded",
+        r"mixes images of more than one acquisition: AcquisitionDate",
+    ),
+    Case(
+        "two patients' weights in the PET",
+        lambda f: _edit(f, "PT_3", every=2, PatientWeight="99"),
+        "excluded",
+        r"mixes images of more than one acquisition: PatientWeight \(0010,1030\)",
+    ),
     # ---- the folder
     Case("another patient's PET in the folder", _other_patients_pet, "excluded", r"different PatientID \(0010,0020\)"),
     Case("no CT", _no_ct, "excluded", r"no usable axial CT series"),
     Case("a CT covering half the PET", _half_ct, "excluded", r"max_uncovered_fraction"),
     Case("an empty folder", _empty, "excluded", r"no usable PET series.*no PT image series"),
-    Case("the PET folder a symbolic link", _symlinked_series, "excluded", r"symbolic link to a folder \(not followed\)"),
+    Case(
+        "the PET folder a symbolic link", _symlinked_series, "excluded", r"symbolic link to a folder \(not followed\)"
+    ),
 ]
 
 #: The cases `make test` runs (the rest: `make test-reliability`).
-SHORT = {"files named by UID", "RescaleSlope 0 in one slice", "Units CPS", "one PET slice missing",
-         "two acquisitions mixed in the PET", "PET volume DERIVED/SECONDARY (a workstation's copy)", "an empty folder"}  # fmt: skip
+SHORT = {
+    "files named by UID",
+    "RescaleSlope 0 in one slice",
+    "Units CPS",
+    "one PET slice missing",
+    "two acquisitions mixed in the PET",
+    "PET volume DERIVED/SECONDARY (a workstation's copy)",
+    "an empty folder",
+}
 
 
 @dataclass
@@ -229,49 +290,120 @@ _GOOD = _SHEET + "P1\tfdg\td\nP1\tpentixafor\td\n"
 _FOLDER = {"d/keep.txt": ""}  # the sheet's study folder exists (a missing one is refused first)
 
 ATTACKS = [
-    Attack("duplicate config key", {"config/config.yaml": "studies: s.tsv\nindex_tracer: pentixafor\nindex_tracer: fdg\n",
-                                    "s.tsv": _GOOD, **_FOLDER}, r"key 'index_tracer' given twice"),  # fmt: skip
-    Attack("shell injection in a patient ID", {"config/config.yaml": "studies: s.tsv\n",
-                                               "s.tsv": _SHEET + "P1;touch pwned\tfdg\td\nP1;touch pwned\tpentixafor\td\n"},
-           r"line 2, column patient: .* is not valid", never=["Traceback"]),  # fmt: skip
-    Attack("braces in a mask path", {"config/config.yaml": "studies: s.tsv\n",
-                                     "s.tsv": _SHEET[:-1] + "\tlesion_mask\nP1\tfdg\td\tm{x}.nii\nP1\tpentixafor\td\t\n"},
-           r"column lesion_mask: 'm\{x\}.nii' is not valid", never=["WildcardError"]),  # fmt: skip
-    Attack("a quote swallowing rows", {"config/config.yaml": "studies: s.tsv\n",
-                                       "s.tsv": _SHEET + 'P1\tfdg\t"d\nP1\tpentixafor\td\n'}, r"line 2: a double quote \(\"\) opens a cell"),  # fmt: skip
-    Attack("a system file as the clinical sheet", {"config/config.yaml": "studies: s.tsv\nclinical: /etc/passwd\n",
-                                                   "s.tsv": _GOOD, **_FOLDER},
-           r"clinical sheet /etc/passwd.*not a header of tab-separated column names", never=["root:x"]),  # fmt: skip
-    Attack("a device as the clinical sheet", {"config/config.yaml": "studies: s.tsv\nclinical: /dev/zero\n", "s.tsv": _GOOD,
-                                              **_FOLDER},
-           r"not a regular file"),  # fmt: skip
-    Attack("a tracer the config does not know", {"config/config.yaml": "studies: s.tsv\n",
-                                                 "s.tsv": _SHEET + "P1\tfdg\td\nP1\tga68\td\n"}, r"not configured"),  # fmt: skip
-    Attack("a review decision that is not one", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD, **_FOLDER,
-                                                 "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1\t2\t3\tdelete\n"},
-           r"review sheet .*r.tsv, line 2, column decision"),  # fmt: skip
-    Attack("a review position of 1e999", {"config/config.yaml": "studies: s.tsv\nreview: r.tsv\n", "s.tsv": _GOOD, **_FOLDER,
-                                          "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1e999\t2\t3\treject\n"},
-           r"r.tsv, line 2, column x"),  # fmt: skip
+    Attack(
+        "duplicate config key",
+        {
+            "config/config.yaml": "studies: s.tsv\nindex_tracer: pentixafor\nindex_tracer: fdg\n",
+            "s.tsv": _GOOD,
+            **_FOLDER,
+        },
+        r"key 'index_tracer' given twice",
+    ),
+    Attack(
+        "shell injection in a patient ID",
+        {
+            "config/config.yaml": "studies: s.tsv\n",
+            "s.tsv": _SHEET + "P1;touch pwned\tfdg\td\nP1;touch pwned\tpentixafor\td\n",
+        },
+        r"line 2, column patient: .* is not valid",
+        never=["Traceback"],
+    ),
+    Attack(
+        "braces in a mask path",
+        {
+            "config/config.yaml": "studies: s.tsv\n",
+            "s.tsv": _SHEET[:-1] + "\tlesion_mask\nP1\tfdg\td\tm{x}.nii\nP1\tpentixafor\td\t\n",
+        },
+        r"column lesion_mask: 'm\{x\}.nii' is not valid",
+        never=["WildcardError"],
+    ),
+    Attack(
+        "a quote swallowing rows",
+        {"config/config.yaml": "studies: s.tsv\n", "s.tsv": _SHEET + 'P1\tfdg\t"d\nP1\tpentixafor\td\n'},
+        r"line 2: a double quote \(\"\) opens a cell",
+    ),
+    Attack(
+        "a system file as the clinical sheet",
+        {"config/config.yaml": "studies: s.tsv\nclinical: /etc/passwd\n", "s.tsv": _GOOD, **_FOLDER},
+        r"clinical sheet /etc/passwd.*not a header of tab-separated column names",
+        never=["root:x"],
+    ),
+    Attack(
+        "a device as the clinical sheet",
+        {"config/config.yaml": "studies: s.tsv\nclinical: /dev/zero\n", "s.tsv": _GOOD, **_FOLDER},
+        r"not a regular file",
+    ),
+    Attack(
+        "a tracer the config does not know",
+        {"config/config.yaml": "studies: s.tsv\n", "s.tsv": _SHEET + "P1\tfdg\td\nP1\tga68\td\n"},
+        r"not configured",
+    ),
+    Attack(
+        "a review decision that is not one",
+        {
+            "config/config.yaml": "studies: s.tsv\nreview: r.tsv\n",
+            "s.tsv": _GOOD,
+            **_FOLDER,
+            "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1\t2\t3\tdelete\n",
+        },
+        r"review sheet .*r.tsv, line 2, column decision",
+    ),
+    Attack(
+        "a review position of 1e999",
+        {
+            "config/config.yaml": "studies: s.tsv\nreview: r.tsv\n",
+            "s.tsv": _GOOD,
+            **_FOLDER,
+            "r.tsv": "patient\ttracer\tx\ty\tz\tdecision\nP1\tfdg\t1e999\t2\t3\treject\n",
+        },
+        r"r.tsv, line 2, column x",
+    ),
 ]
 
 ATTACKS += [
-    Attack("a misspelt optional column", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
-                                          "s.tsv": _SHEET[:-1] + "\tbackgorund_lps\nP1\tfdg\td\t\nP1\tpentixafor\td\t\n"},
-           r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)", never=["Traceback"]),  # fmt: skip
-    Attack("spaces instead of tabs", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
-                                      "s.tsv": _SHEET + "P1\tfdg\td\nP1 pentixafor d\n"},
-           r"line 3: 1 field where the header has 3: separate the columns by tabs", never=["Traceback"]),  # fmt: skip
-    Attack("a study folder that does not exist", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER,
-                                                  "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tRichter^Frank_MRN123\n"},
-           r"line 3, column dicom_dir: the folder does not exist", never=["Traceback", "Richter", "MRN123"]),  # fmt: skip
-    Attack("a misspelt setting", {"config/config.yaml": "studies: s.tsv\ndetecton:\n  method: local\n", "s.tsv": _GOOD,
-                                  **_FOLDER},
-           r"config config.yaml: unknown setting 'detecton' \(did you mean 'detection'\?\)",
-           never=["Traceback", "Failed validating"]),  # fmt: skip
-    Attack("a study folder that is a file", {"config/config.yaml": "studies: s.tsv\n", **_FOLDER, "f": "x",
-                                             "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tf\n"},
-           r"line 3, column dicom_dir: this is a file, not a folder", never=["Traceback"]),  # fmt: skip
+    Attack(
+        "a misspelt optional column",
+        {
+            "config/config.yaml": "studies: s.tsv\n",
+            **_FOLDER,
+            "s.tsv": _SHEET[:-1] + "\tbackgorund_lps\nP1\tfdg\td\t\nP1\tpentixafor\td\t\n",
+        },
+        r"line 1: unknown column 'backgorund_lps' \(did you mean 'background_lps'\?\)",
+        never=["Traceback"],
+    ),
+    Attack(
+        "spaces instead of tabs",
+        {"config/config.yaml": "studies: s.tsv\n", **_FOLDER, "s.tsv": _SHEET + "P1\tfdg\td\nP1 pentixafor d\n"},
+        r"line 3: 1 field where the header has 3: separate the columns by tabs",
+        never=["Traceback"],
+    ),
+    Attack(
+        "a study folder that does not exist",
+        {
+            "config/config.yaml": "studies: s.tsv\n",
+            **_FOLDER,
+            "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tRichter^Frank_MRN123\n",
+        },
+        r"line 3, column dicom_dir: the folder does not exist",
+        never=["Traceback", "Richter", "MRN123"],
+    ),
+    Attack(
+        "a misspelt setting",
+        {"config/config.yaml": "studies: s.tsv\ndetecton:\n  method: local\n", "s.tsv": _GOOD, **_FOLDER},
+        r"config config.yaml: unknown setting 'detecton' \(did you mean 'detection'\?\)",
+        never=["Traceback", "Failed validating"],
+    ),
+    Attack(
+        "a study folder that is a file",
+        {
+            "config/config.yaml": "studies: s.tsv\n",
+            **_FOLDER,
+            "f": "x",
+            "s.tsv": _SHEET + "P1\tfdg\td\nP1\tpentixafor\tf\n",
+        },
+        r"line 3, column dicom_dir: this is a file, not a folder",
+        never=["Traceback"],
+    ),
 ]
 
 SHORT_ATTACKS = {"duplicate config key", "braces in a mask path", "a system file as the clinical sheet"}

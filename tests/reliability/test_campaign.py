@@ -17,21 +17,29 @@ import nibabel as nib
 import numpy as np
 import pytest
 from campaign_cases import ATTACKS, CASES, SHORT, SHORT_ATTACKS
-
 from conftest import REPO
+
 from dualpet.convert import convert_study, inspect_study
 
 
 def _params(items, short):
-    return [pytest.param(item, id=item.name, marks=() if item.name in short else pytest.mark.campaign) for item in items]
+    return [
+        pytest.param(item, id=item.name, marks=() if item.name in short else pytest.mark.campaign) for item in items
+    ]
 
 
 @pytest.fixture(scope="module")
 def baseline(cohort_dir, tmp_path_factory):
     """The untouched study (P001, FDG) converted: the numbers every 'included' case keeps."""
     out = tmp_path_factory.mktemp("baseline")
-    convert_study(cohort_dir / "dicom" / "P001" / "fdg", patient="P001", tracer="fdg", ct_out=out / "ct.nii.gz",
-                  pet_out=out / "pet.nii.gz", json_out=out / "pet.json")  # fmt: skip
+    convert_study(
+        cohort_dir / "dicom" / "P001" / "fdg",
+        patient="P001",
+        tracer="fdg",
+        ct_out=out / "ct.nii.gz",
+        pet_out=out / "pet.nii.gz",
+        json_out=out / "pet.json",
+    )
     return {name: nib.load(out / f"{name}.nii.gz") for name in ("pet", "ct")}
 
 
@@ -40,23 +48,40 @@ def test_a_corrupted_study_gives_its_stated_outcome(case, cohort_dir, baseline, 
     study = tmp_path / "study"
     shutil.copytree(cohort_dir / "dicom" / "P001" / "fdg", study)
     case.apply(study)
-    verdict = inspect_study(study, patient="P001", tracer="fdg", out_json=tmp_path / "inspect.json",
-                            other_study=(cohort_dir / "dicom" / "P001" / "pentixafor", "pentixafor"))  # fmt: skip
+    verdict = inspect_study(
+        study,
+        patient="P001",
+        tracer="fdg",
+        out_json=tmp_path / "inspect.json",
+        other_study=(cohort_dir / "dicom" / "P001" / "pentixafor", "pentixafor"),
+    )
     error = verdict.get("error", "")
     if case.outcome == "excluded":
         if verdict["ok"]:  # inspection reads headers only: conversion must then refuse it
             try:
-                convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz",
-                              pet_out=tmp_path / "pet.nii.gz", json_out=tmp_path / "pet.json")  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the message is what is checked
+                convert_study(
+                    study,
+                    patient="P001",
+                    tracer="fdg",
+                    ct_out=tmp_path / "ct.nii.gz",
+                    pet_out=tmp_path / "pet.nii.gz",
+                    json_out=tmp_path / "pet.json",
+                )
+            except Exception as exc:
                 error = f"patient P001, fdg: {exc}" if not str(exc).startswith("patient P001") else str(exc)
         assert error, f"{case.name}: accepted, expected an exclusion matching {case.expect!r}"
         assert error.startswith(("patient P001, fdg: ", "patient P001, fdg, series")) and "\n" not in error, error
         assert re.search(case.expect, error), f"{case.name}: {error}"
         return
     assert verdict["ok"], f"{case.name}: {error}"
-    convert_study(study, patient="P001", tracer="fdg", ct_out=tmp_path / "ct.nii.gz", pet_out=tmp_path / "pet.nii.gz",
-                  json_out=tmp_path / "pet.json")  # fmt: skip
+    convert_study(
+        study,
+        patient="P001",
+        tracer="fdg",
+        ct_out=tmp_path / "ct.nii.gz",
+        pet_out=tmp_path / "pet.nii.gz",
+        json_out=tmp_path / "pet.json",
+    )
     pet = nib.load(tmp_path / "pet.nii.gz")
     assert np.allclose(pet.affine, baseline["pet"].affine, atol=1e-4)
     assert np.array_equal(np.asarray(pet.dataobj), np.asarray(baseline["pet"].dataobj)), case.name
@@ -71,8 +96,13 @@ def test_a_hostile_sheet_or_config_is_refused_before_any_job(attack, tmp_path, t
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    proc = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"], capture_output=True,
-                          text=True, env=tool_env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"],
+        capture_output=True,
+        text=True,
+        env=tool_env,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"{attack.name}: not refused"
     assert re.search(attack.expect, out), f"{attack.name}: {out[-1500:]}"

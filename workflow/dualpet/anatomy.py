@@ -34,17 +34,38 @@ BONE_HU_MIN = 150.0
 #: and dualpet's own are read alike. ``body`` (the patient's remaining tissue) is not a
 #: TotalSegmentator class and takes 200.
 ORGANS = {
-    "spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "lung_left": 10, "lung_right": 12,
-    "bowel": 18, "urinary_bladder": 21, "vertebrae": 26, "heart": 51, "aorta": 52, "brain": 90,
-    "skull": 91, "body": 200,
-}  # fmt: skip
+    "spleen": 1,
+    "kidney_right": 2,
+    "kidney_left": 3,
+    "liver": 5,
+    "lung_left": 10,
+    "lung_right": 12,
+    "bowel": 18,
+    "urinary_bladder": 21,
+    "vertebrae": 26,
+    "heart": 51,
+    "aorta": 52,
+    "brain": 90,
+    "skull": 91,
+    "body": 200,
+}
 #: TotalSegmentator v2 classes each organ stands for.
 ORGAN_CLASSES = {
-    "spleen": (1,), "kidney_right": (2,), "kidney_left": (3,), "liver": (5,), "lung_left": (10, 11),
-    "lung_right": (12, 13, 14), "bowel": (6, 18, 19, 20), "urinary_bladder": (21,),
-    "vertebrae": tuple(range(25, 51)), "heart": (51,), "aorta": (52,), "brain": (90,), "skull": (91,),
+    "spleen": (1,),
+    "kidney_right": (2,),
+    "kidney_left": (3,),
+    "liver": (5,),
+    "lung_left": (10, 11),
+    "lung_right": (12, 13, 14),
+    "bowel": (6, 18, 19, 20),
+    "urinary_bladder": (21,),
+    "vertebrae": tuple(range(25, 51)),
+    "heart": (51,),
+    "aorta": (52,),
+    "brain": (90,),
+    "skull": (91,),
     "body": (200,),
-}  # fmt: skip
+}
 
 #: Contrast-enhanced blood (aorta, heart cavities): from this value up on the smoothed CT.
 ENHANCED_BLOOD_HU = (130.0, 600.0)
@@ -200,12 +221,26 @@ WORK_MM = 3.0
 #: Plausible organ volumes (mL) when the organ lies wholly in the field of view; an organ
 #: cut by either end of the field of view only needs the lower bound of ``TRUNCATED_ML``.
 PLAUSIBLE_ML = {
-    "liver": (600.0, 4000.0), "spleen": (40.0, 1200.0), "kidney_right": (60.0, 320.0),
-    "kidney_left": (60.0, 320.0), "urinary_bladder": (15.0, 1200.0), "heart": (250.0, 1600.0),
-    "brain": (700.0, 2000.0), "lung_left": (700.0, 5000.0), "lung_right": (800.0, 5500.0),
-}  # fmt: skip
-TRUNCATED_ML = {"liver": 80.0, "brain": 100.0, "lung_left": 50.0, "lung_right": 50.0, "heart": 80.0, "spleen": 15.0,
-                "kidney_right": 15.0, "kidney_left": 15.0}  # fmt: skip
+    "liver": (600.0, 4000.0),
+    "spleen": (40.0, 1200.0),
+    "kidney_right": (60.0, 320.0),
+    "kidney_left": (60.0, 320.0),
+    "urinary_bladder": (15.0, 1200.0),
+    "heart": (250.0, 1600.0),
+    "brain": (700.0, 2000.0),
+    "lung_left": (700.0, 5000.0),
+    "lung_right": (800.0, 5500.0),
+}
+TRUNCATED_ML = {
+    "liver": 80.0,
+    "brain": 100.0,
+    "lung_left": 50.0,
+    "lung_right": 50.0,
+    "heart": 80.0,
+    "spleen": 15.0,
+    "kidney_right": 15.0,
+    "kidney_left": 15.0,
+}
 
 
 def work_grid(hu, affine, target_mm=WORK_MM):
@@ -214,7 +249,9 @@ def work_grid(hu, affine, target_mm=WORK_MM):
     from dualpet.geometry import voxel_spacing
 
     sp = voxel_spacing(affine)
-    f = [max(int(round(target_mm / sp[a])), 1) for a in (0, 1)] + [max(int(round(target_mm / sp[2])), 1) if sp[2] < 2.0 else 1]
+    f = [max(int(round(target_mm / sp[a])), 1) for a in (0, 1)] + [
+        max(int(round(target_mm / sp[2])), 1) if sp[2] < 2.0 else 1
+    ]
     if f == [1, 1, 1]:
         return np.asarray(hu, dtype=np.float32), np.asarray(affine, dtype=float), f
     n = [hu.shape[a] // f[a] * f[a] for a in range(3)]
@@ -293,7 +330,9 @@ class _Context:
         """The work CT for telling soft-tissue organs apart (a few HU apart on plain CT):
         a 3x3x3 median, then the light Gaussian; made on first use."""
         if self._denoised is None:
-            self._denoised = ndimage.gaussian_filter(ndimage.median_filter(self._raw, size=3), sigma=0.7).astype(np.float32)
+            self._denoised = ndimage.gaussian_filter(ndimage.median_filter(self._raw, size=3), sigma=0.7).astype(
+                np.float32
+            )
         return self._denoised
 
     def volume(self, mask):
@@ -312,7 +351,10 @@ class _Context:
         if entry["truncated_by_field_of_view"]:
             lo, hi = TRUNCATED_ML.get(name, lo), hi
         ok = bool(mask.any()) and lo <= entry["volume_ml"] <= hi
-        entry["checks"] = {f"volume {entry['volume_ml']:g} mL within {lo:g}-{hi:g} mL": ok, **{k: bool(v) for k, v in (checks or {}).items()}}
+        entry["checks"] = {
+            f"volume {entry['volume_ml']:g} mL within {lo:g}-{hi:g} mL": ok,
+            **{k: bool(v) for k, v in (checks or {}).items()},
+        }
         entry["found"] = bool(mask.any()) and all(entry["checks"].values())
         if entry["found"]:
             self.labels[mask & ((self.labels == 0) | (self.labels == ORGANS["body"]))] = ORGANS[name]
@@ -351,8 +393,12 @@ def _lungs(c, body):
     big = idx[sizes >= 20.0]
     if big.size:
         medians[big - 1] = ndimage.median(c.g, lab, big)
-    p10 = np.array([np.percentile(c.g[sl][lab[sl] == i], 10) if sizes[i - 1] >= 20.0 else -1000.0
-                    for i, sl in zip(idx, ndimage.find_objects(lab))])  # fmt: skip
+    p10 = np.array(
+        [
+            np.percentile(c.g[sl][lab[sl] == i], 10) if sizes[i - 1] >= 20.0 else -1000.0
+            for i, sl in zip(idx, ndimage.find_objects(lab))
+        ]
+    )
     like = (sizes >= 20.0) & (medians > LUNG_MEDIAN_HU_MIN) & ((p10 > LUNG_P10_HU_MIN) | (sizes >= 300.0))
     if not like.any():
         return air & False, air & False
@@ -384,7 +430,9 @@ def _brain(c, body):
         if soft.sum() >= 0.8 * inside.sum():
             brain[:, :, k] = soft
             ring, _ = ndimage.label(bone[:, :, k])
-            skull[:, :, k] = np.isin(ring, np.unique(ring[ndimage.binary_dilation(inside, iterations=2) & bone[:, :, k]]))
+            skull[:, :, k] = np.isin(
+                ring, np.unique(ring[ndimage.binary_dilation(inside, iterations=2) & bone[:, :, k]])
+            )
     brain = _largest(brain)
     return brain, skull & ndimage.binary_dilation(brain, iterations=4)
 
@@ -626,11 +674,15 @@ def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
     for mode, window in (("enhanced", ENHANCED_BLOOD_HU), ("plain", BLOOD_HU)):
         cands, masks = {}, {}
         for k, sc in spine_centre.items():
-            found, masks[k] = _round_candidates(c, k, sc + np.asarray(offset_mm), window, exclude, AORTA_SEARCH_MM,
-                                                AORTA_RADIUS_MM)  # fmt: skip
+            found, masks[k] = _round_candidates(
+                c, k, sc + np.asarray(offset_mm), window, exclude, AORTA_SEARCH_MM, AORTA_RADIUS_MM
+            )
             if base is None or c.z[k] < base:  # the abdomen: in front of the body, not beside it
-                found = [(xy, r) for xy, r in found
-                         if np.degrees(np.arctan2(sc[1] - xy[1], xy[0] - sc[0])) >= AORTA_ABDOMINAL_MIN_DEG]  # fmt: skip
+                found = [
+                    (xy, r)
+                    for xy, r in found
+                    if np.degrees(np.arctan2(sc[1] - xy[1], xy[0] - sc[0])) >= AORTA_ABDOMINAL_MIN_DEG
+                ]
             cands[k] = found
         course = _longest_course(cands, c.spacing[2])
         courses[mode] = (course, masks)
@@ -678,8 +730,11 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
     half = float(np.clip(ORGAN_WINDOW_SD * sd, *ORGAN_WINDOW_HU)) if half is None else float(half)
     m = allowed & (np.abs(g - level) <= half)
     if limit_mm is not None:
-        d = np.sqrt(((c.x - c.x[ijk[0]]) ** 2)[:, None, None] + ((c.y - c.y[ijk[1]]) ** 2)[None, :, None]
-                    + ((c.z - c.z[ijk[2]]) ** 2)[None, None, :])  # fmt: skip
+        d = np.sqrt(
+            ((c.x - c.x[ijk[0]]) ** 2)[:, None, None]
+            + ((c.y - c.y[ijk[1]]) ** 2)[None, :, None]
+            + ((c.z - c.z[ijk[2]]) ** 2)[None, None, :]
+        )
         m &= d <= limit_mm
     rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
     a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
@@ -707,7 +762,9 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
         rim &= d <= limit_mm
     organ |= rim
     disk = _disk(6.0, c.spacing)
-    organ = _per_slice(lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ)
+    organ = _per_slice(
+        lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ
+    )
     return organ & allowed, level, half
 
 
@@ -864,7 +921,12 @@ def _spleen(c, body, lung_left, spine_centre):
     where = where or "under the left lung"
     ys = c.y[np.nonzero(body)[1]]
     posterior = (c.y > np.percentile(ys, 45))[None, :, None]
-    region = _soft(c, body) & ~c.mask("aorta", "vertebrae", "heart", "liver", "kidney_left") & _side_mask(c, body, +1) & posterior
+    region = (
+        _soft(c, body)
+        & ~c.mask("aorta", "vertebrae", "heart", "liver", "kidney_left")
+        & _side_mask(c, body, +1)
+        & posterior
+    )
     region[:, :, ~band] = False
     region &= ~ndimage.binary_dilation(c.mask("vertebrae"), iterations=8) & ~_back_muscles(c, spine_centre, body.shape)
     seed, depth = _deepest(c, region, homogeneous=True)
@@ -885,8 +947,10 @@ def _spine_frame(c, spine_centre, shape):
     pts = np.array([spine_centre[k] for k in ks])
     kk = np.arange(shape[2])
     sx, sy = np.interp(kk, ks, pts[:, 0]), np.interp(kk, ks, pts[:, 1])
-    return (np.broadcast_to(c.x[:, None, None] - sx[None, None, :], shape),
-            np.broadcast_to(c.y[None, :, None] - sy[None, None, :], shape))  # fmt: skip
+    return (
+        np.broadcast_to(c.x[:, None, None] - sx[None, None, :], shape),
+        np.broadcast_to(c.y[None, :, None] - sy[None, None, :], shape),
+    )
 
 
 def _iliac_crest_z(c, body, spine_centre):
@@ -937,7 +1001,9 @@ def _kidney(c, body, spine_centre, side, enhanced):
         window = (lo, KIDNEY_ENHANCED_HU[1])
     else:
         window = KIDNEY_HU
-    taken = c.mask("liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right", "kidney_left", "kidney_right")
+    taken = c.mask(
+        "liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right", "kidney_left", "kidney_right"
+    )
     g = c.denoised
     bone = body & (c.g > (window[1] if enhanced else BONE_HU_MIN))  # an enhanced cortex is bone-dense
     near_bone = ndimage.binary_dilation(bone | c.mask("vertebrae"), iterations=1)
@@ -967,17 +1033,26 @@ def _kidney(c, body, spine_centre, side, enhanced):
         surface = organ & ~ndimage.binary_erosion(organ)
         contact = float((surface & near_bone).sum()) / max(float(surface.sum()), 1.0)
         cx, cy = float(dx[organ].mean()), float(dy[organ].mean())
-        ok_place = KIDNEY_CENTRE_MM["lateral"][0] <= cx <= KIDNEY_CENTRE_MM["lateral"][1] and \
-            KIDNEY_CENTRE_MM["posterior"][0] <= cy <= KIDNEY_CENTRE_MM["posterior"][1]
+        ok_place = (
+            KIDNEY_CENTRE_MM["lateral"][0] <= cx <= KIDNEY_CENTRE_MM["lateral"][1]
+            and KIDNEY_CENTRE_MM["posterior"][0] <= cy <= KIDNEY_CENTRE_MM["posterior"][1]
+        )
         wall = float(np.percentile(depth_in_plane[organ], 2))
         medial = float(np.percentile(np.hypot(dx[organ], dy[organ]), 2))
         if contact <= KIDNEY_BONE_CONTACT and ok_place and wall >= KIDNEY_WALL_MM and medial >= KIDNEY_MEDIAL_MM:
-            return organ, (f"grown from the thickest kidney-density tissue beside the vertebral bodies at {level:.0f} "
-                           f"+/- {half:.0f} HU" + (f" (refused before: {'; '.join(tried)})" if tried else ""))  # fmt: skip
-        why = (f"leaning on bone ({100 * contact:.0f} % of its surface)" if contact > KIDNEY_BONE_CONTACT
-               else f"reaching within {wall:.0f} mm of the body's outline" if wall < KIDNEY_WALL_MM
-               else f"reaching within {medial:.0f} mm of the vertebral body's centre" if medial < KIDNEY_MEDIAL_MM
-               else f"centred {cx:.0f} mm out, {cy:.0f} mm back of the vertebral body")  # fmt: skip
+            return organ, (
+                f"grown from the thickest kidney-density tissue beside the vertebral bodies at {level:.0f} "
+                f"+/- {half:.0f} HU" + (f" (refused before: {'; '.join(tried)})" if tried else "")
+            )
+        why = (
+            f"leaning on bone ({100 * contact:.0f} % of its surface)"
+            if contact > KIDNEY_BONE_CONTACT
+            else f"reaching within {wall:.0f} mm of the body's outline"
+            if wall < KIDNEY_WALL_MM
+            else f"reaching within {medial:.0f} mm of the vertebral body's centre"
+            if medial < KIDNEY_MEDIAL_MM
+            else f"centred {cx:.0f} mm out, {cy:.0f} mm back of the vertebral body"
+        )
         tried.append(f"{c.volume(organ):.0f} mL {why}")
     return None, "no tissue of kidney density beside the vertebral bodies" + (f" ({'; '.join(tried)})" if tried else "")
 
@@ -1049,10 +1124,15 @@ def _heart(c, body, lungs, spine_centre, enhanced):
         if c.volume(heart) <= PLAUSIBLE_ML["heart"][1]:
             break
     if heart is None:
-        return None, f"no mass between the lungs thick enough for a heart (a {HEART_CORES_MM[0]:g} mm ball fits nowhere)"
+        return (
+            None,
+            f"no mass between the lungs thick enough for a heart (a {HEART_CORES_MM[0]:g} mm ball fits nowhere)",
+        )
     out = np.zeros_like(m)
     out[box] = heart
-    return _per_slice(ndimage.binary_fill_holes, out), f"the thick mass between the lungs (a {core_mm:g} mm ball's reach)"
+    return _per_slice(
+        ndimage.binary_fill_holes, out
+    ), f"the thick mass between the lungs (a {core_mm:g} mm ball's reach)"
 
 
 def _bowel(c, body, spine_centre):
@@ -1066,7 +1146,9 @@ def _bowel(c, body, spine_centre):
     lab, n = ndimage.label(gas)
     sizes = np.bincount(lab.ravel()) * c.voxel_ml
     gas = np.isin(lab, [i for i in range(1, n + 1) if sizes[i] >= 0.5])
-    wall = ndimage.binary_dilation(gas, structure=np.ones((3, 3, 3), bool), iterations=max(int(round(5.0 / c.spacing.min())), 1))
+    wall = ndimage.binary_dilation(
+        gas, structure=np.ones((3, 3, 3), bool), iterations=max(int(round(5.0 / c.spacing.min())), 1)
+    )
     loops = gas | (wall & body & (c.g > -120.0) & (c.g < 200.0) & ~lungs)
     tubes = _soft_tubes(c, body, spine_centre)
     if not (loops.any() or tubes.any()):
@@ -1148,8 +1230,12 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
             spine, spine_centre = dense, dense_centre
     c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
     aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
-    c.accept("aorta", aorta, "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
-             checks={f"course of at least {_min_course_mm(c):g} mm": len(track) * c.spacing[2] >= _min_course_mm(c)})  # fmt: skip
+    c.accept(
+        "aorta",
+        aorta,
+        "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
+        checks={f"course of at least {_min_course_mm(c):g} mm": len(track) * c.spacing[2] >= _min_course_mm(c)},
+    )
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"), spine_centre)),
@@ -1163,7 +1249,13 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
     for name, step in steps:
         organ, why = step()
         if organ is None:
-            c.report[name] = {"found": False, "volume_ml": 0.0, "method": why, "checks": {}, "truncated_by_field_of_view": False}
+            c.report[name] = {
+                "found": False,
+                "volume_ml": 0.0,
+                "method": why,
+                "checks": {},
+                "truncated_by_field_of_view": False,
+            }
         elif not c.accept(name, organ, why, checks=_plausible(c, name, organ, spine_centre, bool(enhanced))):
             c.levels.pop(name, None)  # an implausible organ's level guides nothing
     return to_full_grid(c.labels, factors, hu.shape), c.report
@@ -1176,19 +1268,24 @@ def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
 #: enhanced liver 100-130, spleen 110-140, kidney cortex 150-250, blood 150-400) widened by
 #: the CT's noise and the organs' partial-volume rim.
 PLAUSIBLE_HU = {
-    "liver": ((-30.0, 80.0), (60.0, 200.0)), "spleen": ((15.0, 75.0), (60.0, 220.0)),
-    "kidney_right": ((0.0, 60.0), (100.0, 400.0)), "kidney_left": ((0.0, 60.0), (100.0, 400.0)),
-    "heart": ((15.0, 75.0), (60.0, 500.0)), "urinary_bladder": ((-20.0, 40.0), (-20.0, 400.0)),
-}  # fmt: skip
+    "liver": ((-30.0, 80.0), (60.0, 200.0)),
+    "spleen": ((15.0, 75.0), (60.0, 220.0)),
+    "kidney_right": ((0.0, 60.0), (100.0, 400.0)),
+    "kidney_left": ((0.0, 60.0), (100.0, 400.0)),
+    "heart": ((15.0, 75.0), (60.0, 500.0)),
+    "urinary_bladder": ((-20.0, 40.0), (-20.0, 400.0)),
+}
 #: Where an organ's centre lies from the vertebral body's centre (mm; +x the patient's
 #: left, +y posterior): liver right of +20 (its left lobe crosses the midline), spleen left
 #: of +40, heart in front of the bodies (-30 and more anterior) and from 40 right to 110 left
 #: of them, bladder within 60 mm of the midline. Their share above the diaphragm (liver,
 #: spleen, kidneys: under 10 %) or in the erector spinae (under 10 %) is bounded too.
 PLAUSIBLE_PLACE = {
-    "liver": {"dx": (-200.0, 20.0)}, "spleen": {"dx": (40.0, 200.0)},
-    "heart": {"dx": (-40.0, 110.0), "dy": (-200.0, -30.0)}, "urinary_bladder": {"dx": (-60.0, 60.0)},
-}  # fmt: skip
+    "liver": {"dx": (-200.0, 20.0)},
+    "spleen": {"dx": (40.0, 200.0)},
+    "heart": {"dx": (-40.0, 110.0), "dy": (-200.0, -30.0)},
+    "urinary_bladder": {"dx": (-60.0, 60.0)},
+}
 BELOW_DIAPHRAGM = ("liver", "spleen", "kidney_right", "kidney_left")
 ABOVE_SHARE_MAX, BACK_MUSCLE_SHARE_MAX = 0.10, 0.10
 
@@ -1205,7 +1302,9 @@ def _plausible(c, name, organ, spine_centre, enhanced):
     if name in PLAUSIBLE_HU:
         lo, hi = PLAUSIBLE_HU[name][1 if enhanced else 0]
         med = float(np.median(c.denoised[organ]))
-        checks[f"median {med:.0f} HU within {lo:g}-{hi:g} HU ({'enhanced' if enhanced else 'unenhanced'})"] = lo <= med <= hi
+        checks[f"median {med:.0f} HU within {lo:g}-{hi:g} HU ({'enhanced' if enhanced else 'unenhanced'})"] = (
+            lo <= med <= hi
+        )
     if spine_centre:
         dx, dy = _spine_frame(c, spine_centre, organ.shape)
         for axis, (lo, hi) in PLAUSIBLE_PLACE.get(name, {}).items():
@@ -1214,10 +1313,14 @@ def _plausible(c, name, organ, spine_centre, enhanced):
             checks[f"centre {v:.0f} mm {where} the vertebral bodies' centre, within {lo:g} to {hi:g}"] = lo <= v <= hi
         if name in BELOW_DIAPHRAGM:
             share = float((organ & _back_muscles(c, spine_centre, organ.shape)).sum()) / float(organ.sum())
-            checks[f"{100 * share:.0f} % in the erector spinae (at most {100 * BACK_MUSCLE_SHARE_MAX:g} %)"] = share <= BACK_MUSCLE_SHARE_MAX
+            checks[f"{100 * share:.0f} % in the erector spinae (at most {100 * BACK_MUSCLE_SHARE_MAX:g} %)"] = (
+                share <= BACK_MUSCLE_SHARE_MAX
+            )
     if name in BELOW_DIAPHRAGM and c.mask("lung_left", "lung_right").any():
         share = float((organ & _above_diaphragm(c, organ, 10.0)).sum()) / float(organ.sum())
-        checks[f"{100 * share:.0f} % above the diaphragm (at most {100 * ABOVE_SHARE_MAX:g} %)"] = share <= ABOVE_SHARE_MAX
+        checks[f"{100 * share:.0f} % above the diaphragm (at most {100 * ABOVE_SHARE_MAX:g} %)"] = (
+            share <= ABOVE_SHARE_MAX
+        )
     return checks
 
 
@@ -1274,8 +1377,20 @@ def with_body(labels, hu, affine):
     return out
 
 
-def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_mask=None, png=None, patient="", tracer="",
-                  offset_mm=(25.0, -30.0), totalsegmentator_args=(), where=""):  # fmt: skip
+def anatomy_study(
+    ct_path,
+    labels_out,
+    json_out,
+    *,
+    method="classical",
+    organ_mask=None,
+    png=None,
+    patient="",
+    tracer="",
+    offset_mm=(25.0, -30.0),
+    totalsegmentator_args=(),
+    where="",
+):
     """The organ label map of one study's CT (files in, files out).
 
     ``organ_mask`` (the studies sheet's column; any grid, TotalSegmentator v2 numbers)
@@ -1310,10 +1425,18 @@ def anatomy_study(ct_path, labels_out, json_out, *, method="classical", organ_ma
         used = "classical"
     save_nifti(labels_out, nifti_image(labels.astype(np.uint8), affine))
     legend = {name: {"value": ORGANS[name], "totalsegmentator_classes": list(ORGAN_CLASSES[name])} for name in ORGANS}
-    write_json(json_out, {"patient": patient, "tracer": tracer, "method": used, **extra, "organs": report, "labels": legend})
+    write_json(
+        json_out, {"patient": patient, "tracer": tracer, "method": used, **extra, "organs": report, "labels": legend}
+    )
     if png:
-        anatomy_figure(hu, labels, png, title=f"patient {patient}, {tracer}: organ map ({used})",
-                       spacing=voxel_spacing(affine), flip_z=affine[2, 2] < 0)  # fmt: skip
+        anatomy_figure(
+            hu,
+            labels,
+            png,
+            title=f"patient {patient}, {tracer}: organ map ({used})",
+            spacing=voxel_spacing(affine),
+            flip_z=affine[2, 2] < 0,
+        )
     return labels, report
 
 
@@ -1326,17 +1449,29 @@ def _outside_map(path, hu, affine, where):
 
     data, data_affine = read_label_image(path, "organ mask")
     if data.min() < 0 or data.max() > 255:
-        raise DualpetInputError(f"{where}: organ mask (studies sheet): label values must lie in 0-255 (TotalSegmentator v2 numbers)")
+        raise DualpetInputError(
+            f"{where}: organ mask (studies sheet): label values must lie in 0-255 (TotalSegmentator v2 numbers)"
+        )
     return with_body(nearest_on_grid(data.astype(np.uint8), data_affine, hu.shape, affine), hu, affine)
 
 
 #: Organ colours of the organ-map picture: distinct from each other and from the CT's greys
 #: (the heart red, the aorta magenta, the lungs blue, the liver brown, ...).
 ORGAN_COLOURS = {
-    "spleen": "#9467bd", "kidney_right": "#2ca02c", "kidney_left": "#98df8a", "liver": "#8c564b",
-    "lung_left": "#1f77b4", "lung_right": "#aec7e8", "bowel": "#ff7f0e", "urinary_bladder": "#ffdd00",
-    "vertebrae": "#f7b6d2", "heart": "#d62728", "aorta": "#e377c2", "brain": "#bcbd22", "skull": "#dbdb8d",
-}  # fmt: skip
+    "spleen": "#9467bd",
+    "kidney_right": "#2ca02c",
+    "kidney_left": "#98df8a",
+    "liver": "#8c564b",
+    "lung_left": "#1f77b4",
+    "lung_right": "#aec7e8",
+    "bowel": "#ff7f0e",
+    "urinary_bladder": "#ffdd00",
+    "vertebrae": "#f7b6d2",
+    "heart": "#d62728",
+    "aorta": "#e377c2",
+    "brain": "#bcbd22",
+    "skull": "#dbdb8d",
+}
 
 
 #: The organ-map picture's axial views: the level holding most of each of these organs (a
@@ -1383,12 +1518,28 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
     axes = axes[0]
     sp = np.asarray(spacing, dtype=float)
     views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal", sp[2] / sp[0])]
-    views += [(hu[:, :, k].T, organ[:, :, k].T, "upper", f"axial, slice {k}" + (f" ({n.replace('_', ' ')})" if n else ""),
-               sp[1] / sp[0]) for k, n in levels]  # fmt: skip
+    views += [
+        (
+            hu[:, :, k].T,
+            organ[:, :, k].T,
+            "upper",
+            f"axial, slice {k}" + (f" ({n.replace('_', ' ')})" if n else ""),
+            sp[1] / sp[0],
+        )
+        for k, n in levels
+    ]
     for ax, (img, lab, origin, name, aspect) in zip(axes, views):
         ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect=aspect)
-        ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=len(names), alpha=0.45, origin=origin,
-                  interpolation="nearest", aspect=aspect)  # fmt: skip
+        ax.imshow(
+            np.ma.masked_equal(lab, 0),
+            cmap=cmap,
+            vmin=0,
+            vmax=len(names),
+            alpha=0.45,
+            origin=origin,
+            interpolation="nearest",
+            aspect=aspect,
+        )
         ax.set_title(name)
         ax.axis("off")
     handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]

@@ -77,8 +77,10 @@ def _segments_match(produced, wanted):
         return re.fullmatch(_segment_regex(produced), wanted) is not None
     if "{" not in produced:
         return re.fullmatch(_segment_regex(wanted), produced) is not None
-    return (re.fullmatch(_segment_regex(produced, False), _skeleton(wanted)) is not None
-            or re.fullmatch(_segment_regex(wanted, False), _skeleton(produced)) is not None)  # fmt: skip
+    return (
+        re.fullmatch(_segment_regex(produced, False), _skeleton(wanted)) is not None
+        or re.fullmatch(_segment_regex(wanted, False), _skeleton(produced)) is not None
+    )
 
 
 def produces(output, is_directory, wanted):
@@ -97,9 +99,13 @@ def pattern_edges(rules):
     for consumer, (ins, own) in rules.items():
         # the consumer's input wildcards take the constraints of its output wildcards
         constraints = dict(re.findall(r"\{(\w+),([^{}]*)\}", " ".join(o for o, _ in own)))
+
+        def constrained(m, constraints=constraints):
+            name = m.group(1)
+            return f"{{{name},{constraints[name]}}}" if name in constraints else m.group(0)
+
         for raw in ins:
-            pattern = re.sub(r"\{(\w+)\}", lambda m: "{%s,%s}" % (m.group(1), constraints[m.group(1)])
-                             if m.group(1) in constraints else m.group(0), raw)  # fmt: skip
+            pattern = re.sub(r"\{(\w+)\}", constrained, raw)
             for producer, (_, outs) in rules.items():
                 if producer != consumer and any(produces(o, d, pattern) for o, d in outs):
                     edges.add((producer, consumer))
@@ -120,11 +126,16 @@ def static_rules(snakefile, workdir):
     )
 
     with SnakemakeApi(OutputSettings()) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(),
-                          storage_settings=StorageSettings(), deployment_settings=DeploymentSettings(),
-                          snakefile=Path(snakefile), workdir=Path(workdir))  # fmt: skip
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(),
+            storage_settings=StorageSettings(),
+            deployment_settings=DeploymentSettings(),
+            snakefile=Path(snakefile),
+            workdir=Path(workdir),
+        )
         out = {}
-        for rule in wf._workflow.rules:  # noqa: SLF001 - the API exposes no rule listing
+        for rule in wf._workflow.rules:
             ins = [str(f) for f in rule.input if not callable(f)]
             outs = [(str(f), bool(sio.is_flagged(f, "directory"))) for f in rule.output]
             out[rule.name] = (ins, outs)
@@ -135,11 +146,16 @@ def rulegraph_dot(rules, dag, static):
     """One graph: solid edges from the DAG, dashed ones only the patterns show."""
     order = sorted(rules)
     ids = {r: i for i, r in enumerate(order)}
-    lines = ["digraph dualpet {", '    graph [rankdir=TB, fontname="sans-serif"];',
-             '    node [shape=box, style="rounded", fontname="sans-serif", fontsize=10];']  # fmt: skip
+    lines = [
+        "digraph dualpet {",
+        '    graph [rankdir=TB, fontname="sans-serif"];',
+        '    node [shape=box, style="rounded", fontname="sans-serif", fontsize=10];',
+    ]
     lines += [f'    {ids[r]} [label="{r}"];' for r in order]
     for a, b in sorted(dag | static):
-        style = "" if (a, b) in dag else ' [style=dashed, tooltip="from the file patterns (not in the current job DAG)"]'
+        style = (
+            "" if (a, b) in dag else ' [style=dashed, tooltip="from the file patterns (not in the current job DAG)"]'
+        )
         lines.append(f"    {ids[a]} -> {ids[b]}{style};")
     return "\n".join(lines + ["}"]) + "\n"
 
@@ -156,8 +172,15 @@ def parse_plan(dry_run_text):
             continue
         wc = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"wildcards: (.*)", block) or [None, ""])[1]))
         reason = re.search(r"reason: (.*)", block)
-        rows.append({"rule": m.group(1), "patient": wc.get("patient", ""), "tracer": wc.get("tracer", ""),
-                     "lesion": wc.get("lesion", ""), "reason": reason.group(1).strip() if reason else ""})  # fmt: skip
+        rows.append(
+            {
+                "rule": m.group(1),
+                "patient": wc.get("patient", ""),
+                "tracer": wc.get("tracer", ""),
+                "lesion": wc.get("lesion", ""),
+                "reason": reason.group(1).strip() if reason else "",
+            }
+        )
     return rows
 
 
@@ -189,8 +212,15 @@ def changes(summary_rows, workdir, code_of):
         if row["status"] == OK_STATUS:
             continue
         record = _record(workdir, row["output_file"])
-        out.append({"output": row["output_file"], "rule": row["rule"], "status": row["status"],
-                    "reason": change_reason(row["status"], record, code_of), "plan": row["plan"]})  # fmt: skip
+        out.append(
+            {
+                "output": row["output_file"],
+                "rule": row["rule"],
+                "status": row["status"],
+                "reason": change_reason(row["status"], record, code_of),
+                "plan": row["plan"],
+            }
+        )
     return out
 
 
@@ -241,17 +271,19 @@ def main(argv=None):
     reasons = Counter(c["reason"] for c in changed)
     only_static = sorted(graph_edges - dag)
     readme = [
-        "# dualpet audit", "",
+        "# dualpet audit",
+        "",
         f"- `rulegraph.dot`, {svg_note}: {len(rules | set(static))} rules, {len(dag | graph_edges)} edges "
         f"({len(only_static)} from the file patterns only, dashed: "
-        + (", ".join(f"{x} -> {y}" for x, y in only_static) or "none") + ").",
+        + (", ".join(f"{x} -> {y}" for x, y in only_static) or "none")
+        + ").",
         f"- `plan.tsv`: {len(plan)} job(s) a run would do now"
-        + (": " + ", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())) if plan else " (nothing to do).") ,
+        + (": " + ", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())) if plan else " (nothing to do)."),
         f"- `summary.tsv`: {len(summary_rows)} output(s) with rule, date and status.",
         f"- `changes.tsv`: {len(changed)} output(s) made by other code, parameters or input than now"
         + (": " + "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())) if changed else "."),
         "",
-    ]  # fmt: skip
+    ]
     write_text(outdir / "README.md", "\n".join(readme))
     print("\n".join(readme))
     return 0

@@ -9,6 +9,7 @@ used if the field of view holds it, else the other one (recorded). The SUVmean i
 on the PET's own voxels. A VOI given in the studies sheet (coordinates or a mask) replaces
 the search.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,6 @@ from scipy import ndimage
 from dualpet.anatomy import ORGAN_CLASSES
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
-
 
 #: Radius (mm) of the liver background sphere (3 cm diameter).
 LIVER_RADIUS_MM = 15.0
@@ -73,7 +73,10 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
         depth = ndimage.distance_transform_edt(np.pad(aorta[:, :, k], 1), sampling=sp[:2])[1:-1, 1:-1]
         i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
         top = np.argwhere(depth >= depth[i, j] - 1e-6)  # a plateau of equally deep points: its middle
-        info[k] = (apply_affine(ct_affine, [*top.mean(axis=0), k]), float(np.sqrt(aorta[:, :, k].sum() * sp[0] * sp[1] / np.pi)))
+        info[k] = (
+            apply_affine(ct_affine, [*top.mean(axis=0), k]),
+            float(np.sqrt(aorta[:, :, k].sum() * sp[0] * sp[1] / np.pi)),
+        )
     half = int(np.ceil(BLOODPOOL_HALF_LENGTH_MM / sp[2]))
     enhanced = float(np.median(hu[aorta])) > 120.0
     limit = CALCIFIED_HU["enhanced" if enhanced else "plain"]
@@ -110,7 +113,9 @@ def _liver_centres(labels, ct_affine):
     depth = ndimage.distance_transform_edt(liver, sampling=sp * f)
     # the right lobe (the thickest part): the half of the label on the patient's right, so
     # that tissue of similar density grown into (heart, stomach) never holds the sphere
-    x = apply_affine(ct_affine, np.stack([np.arange(liver.shape[0]) * f[0], np.zeros(liver.shape[0]), np.zeros(liver.shape[0])], 1))[:, 0]
+    x = apply_affine(
+        ct_affine, np.stack([np.arange(liver.shape[0]) * f[0], np.zeros(liver.shape[0]), np.zeros(liver.shape[0])], 1)
+    )[:, 0]
     right = x <= np.median(x[np.nonzero(liver)[0]])
     depth[~right] = 0.0
     k = np.unravel_index(int(np.argmax(depth)), depth.shape)
@@ -136,8 +141,10 @@ def _liver_voi(suv, pet_affine, centres, where):
     means = np.array([st["suvmean"] for st in stats])
     best = int(np.argmin(np.abs(means - np.median(means))))
     out = stats[best]
-    out["source"] = (f"liver:anatomy (30 mm sphere in the liver label's right lobe, the median-SUV one of "
-                     f"{len(centres)} candidate{'s' if len(centres) != 1 else ''})")  # fmt: skip
+    out["source"] = (
+        f"liver:anatomy (30 mm sphere in the liver label's right lobe, the median-SUV one of "
+        f"{len(centres)} candidate{'s' if len(centres) != 1 else ''})"
+    )
     out["candidates"] = len(centres)
     return out
 
@@ -169,7 +176,9 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
             return out
         reasons[m] = why
     detail = "; ".join(f"{m}: {r}" for m, r in reasons.items())
-    raise BackgroundNotFound(f"{where}: no background region found ({detail})", f"no background region found ({detail})")
+    raise BackgroundNotFound(
+        f"{where}: no background region found ({detail})", f"no background region found ({detail})"
+    )
 
 
 class BackgroundNotFound(DualpetInputError):

@@ -11,6 +11,7 @@ one line on stderr naming the patient/folder, the series and the DICOM attribute
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -19,9 +20,19 @@ from pathlib import Path
 def _cmd_synth(a):
     from dualpet.synth import generate_cohort
 
-    generate_cohort(a.outdir, a.patients, a.seed, a.size, quirks=a.quirks, contrast=a.contrast, fov=a.fov,
-                    max_rotation_deg=a.max_rotation_deg,
-                    max_translation_mm=a.max_translation_mm, log=lambda m: print(m, file=sys.stderr), preset=a.preset)  # fmt: skip
+    generate_cohort(
+        a.outdir,
+        a.patients,
+        a.seed,
+        a.size,
+        quirks=a.quirks,
+        contrast=a.contrast,
+        fov=a.fov,
+        max_rotation_deg=a.max_rotation_deg,
+        max_translation_mm=a.max_translation_mm,
+        log=lambda m: print(m, file=sys.stderr),
+        preset=a.preset,
+    )
 
 
 def _cmd_suv(a):
@@ -29,10 +40,18 @@ def _cmd_suv(a):
     from dualpet.dicom import choose_pet, scan_folder
 
     pet, why = choose_pet(scan_folder(a.dicom_dir), a.series, option="--series")
-    side = convert_pet(pet, a.output, a.json, where="PET", extra={"series_choice": {"pet": {"series": pet.label,
-                                                                                          "chosen_because": why}}})
-    print(f"SUVbw factor {side['factor']:.6g} ({side['factor_source']}; decay correction "
-          f"{side['decay_correction']}; reference time: {side['reference_time_source']})", file=sys.stderr)  # fmt: skip
+    side = convert_pet(
+        pet,
+        a.output,
+        a.json,
+        where="PET",
+        extra={"series_choice": {"pet": {"series": pet.label, "chosen_because": why}}},
+    )
+    print(
+        f"SUVbw factor {side['factor']:.6g} ({side['factor_source']}; decay correction "
+        f"{side['decay_correction']}; reference time: {side['reference_time_source']})",
+        file=sys.stderr,
+    )
 
 
 def _cmd_convert(a):
@@ -55,17 +74,27 @@ def _cmd_convert(a):
         pet_series=a.pet_series,
         ct_series=a.ct_series,
     )
-    print(f"{a.patient} {a.tracer}: PET {side['pet_series']['shape']}, SUV factor {side['factor']:.6g} g/Bq", file=sys.stderr)
+    print(
+        f"{a.patient} {a.tracer}: PET {side['pet_series']['shape']}, SUV factor {side['factor']:.6g} g/Bq",
+        file=sys.stderr,
+    )
 
 
 def _cmd_inspect(a):
     from dualpet.convert import inspect_study
 
     other = (a.other_dicom, a.other_tracer) if a.other_dicom else None
-    verdict = inspect_study(a.dicom_dir, patient=a.patient, tracer=a.tracer, out_json=a.output,
-                            pet_series=a.pet_series, ct_series=a.ct_series, fingerprint=a.fingerprint,
-                            other_study=other,
-                            **({} if a.max_uncovered_fraction is None else {"max_uncovered_fraction": a.max_uncovered_fraction}))  # fmt: skip
+    verdict = inspect_study(
+        a.dicom_dir,
+        patient=a.patient,
+        tracer=a.tracer,
+        out_json=a.output,
+        pet_series=a.pet_series,
+        ct_series=a.ct_series,
+        fingerprint=a.fingerprint,
+        other_study=other,
+        **({} if a.max_uncovered_fraction is None else {"max_uncovered_fraction": a.max_uncovered_fraction}),
+    )
     print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
 
@@ -95,10 +124,18 @@ def _cmd_anatomy(a):
     from dualpet.anatomy import anatomy_study
 
     _, report = anatomy_study(
-        a.ct, a.labels, a.json, method=a.method, organ_mask=a.organ_mask or None, png=a.png or None, patient=a.patient,
-        tracer=a.tracer, offset_mm=json.loads(a.offset_mm), totalsegmentator_args=json.loads(a.totalsegmentator_args),
+        a.ct,
+        a.labels,
+        a.json,
+        method=a.method,
+        organ_mask=a.organ_mask or None,
+        png=a.png or None,
+        patient=a.patient,
+        tracer=a.tracer,
+        offset_mm=json.loads(a.offset_mm),
+        totalsegmentator_args=json.loads(a.totalsegmentator_args),
         where=f"patient {a.patient}, {a.tracer}",
-    )  # fmt: skip
+    )
     found = sorted(n for n, r in report.items() if r["found"] and n != "body")
     print(f"{a.patient} {a.tracer}: organs found: {', '.join(found) or 'none'}", file=sys.stderr)
 
@@ -107,27 +144,54 @@ def _cmd_segment(a):
     from dualpet.segmentation import segment_study
 
     bg, info = segment_study(
-        a.ct, a.pet, a.labels, a.json, detection=json.loads(a.detection), background=json.loads(a.background),
-        patient=a.patient, tracer=a.tracer, exclusion_mask=a.exclusion or None,
+        a.ct,
+        a.pet,
+        a.labels,
+        a.json,
+        detection=json.loads(a.detection),
+        background=json.loads(a.background),
+        patient=a.patient,
+        tracer=a.tracer,
+        exclusion_mask=a.exclusion or None,
         background_at=[float(v) for v in a.background_at.split(",")] if a.background_at.strip() else None,
-        background_mask=a.background_mask or None, background_png=a.background_png or None,
-        lesion_mask=a.lesion_mask or None, seeds=_parse_seeds(a.seeds), anatomy=a.anatomy,
+        background_mask=a.background_mask or None,
+        background_png=a.background_png or None,
+        lesion_mask=a.lesion_mask or None,
+        seeds=_parse_seeds(a.seeds),
+        anatomy=a.anatomy,
         review=json.loads(a.review) if a.review.strip() else None,
         pet_dicom=(a.dicom_dir, a.pet_series or None) if a.dicom_dir else None,
-    )  # fmt: skip
+    )
     thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
     background = "none" if bg["suvmean"] is None else f"{bg['suvmean']:.3f}"
-    print(f"{a.patient} {a.tracer}: background {background}, threshold {thr}, "
-          f"{len(info['lesions'])} lesion(s)", file=sys.stderr)  # fmt: skip
+    print(
+        f"{a.patient} {a.tracer}: background {background}, threshold {thr}, {len(info['lesions'])} lesion(s)",
+        file=sys.stderr,
+    )
 
 
 def _cmd_review_page(a):
     from dualpet.reviewpage import write_review_page
 
-    paths = {t: {"pet": getattr(a, f"{side}_pet"), "ct": getattr(a, f"{side}_ct"), "voi": getattr(a, f"{side}_voi"),
-                 "segmentation": getattr(a, f"{side}_seg")} for t, side in ((a.reference, "ref"), (a.index, "idx"))}  # fmt: skip
-    write_review_page(a.output, a.patient, (a.reference, a.index), a.lesions, paths, mip_png=a.mip, transform=a.transform,
-                      names=_names(a))  # fmt: skip
+    paths = {
+        t: {
+            "pet": getattr(a, f"{side}_pet"),
+            "ct": getattr(a, f"{side}_ct"),
+            "voi": getattr(a, f"{side}_voi"),
+            "segmentation": getattr(a, f"{side}_seg"),
+        }
+        for t, side in ((a.reference, "ref"), (a.index, "idx"))
+    }
+    write_review_page(
+        a.output,
+        a.patient,
+        (a.reference, a.index),
+        a.lesions,
+        paths,
+        mip_png=a.mip,
+        transform=a.transform,
+        names=_names(a),
+    )
 
 
 def _studies_sheet(a):
@@ -139,8 +203,9 @@ def _studies_sheet(a):
         import yaml
 
         config = yaml.safe_load(Path(a.config).read_text()) or {}
-    return read_tsv(a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet",
-                    required=("patient", "tracer"))  # fmt: skip
+    return read_tsv(
+        a.studies or config.get("studies") or "config/studies.tsv", what="studies sheet", required=("patient", "tracer")
+    )
 
 
 def _cmd_status(a):
@@ -217,11 +282,20 @@ def _cmd_match(a):
 
     ct = nib.load(a.ref_ct)
     index = build_lesions(
-        a.patient, (a.reference, a.index), studies, load_transform(a.transform), a.index_out, a.crops_out,
-        tolerance_mm=a.tolerance_mm, fraction=a.fraction, neighbourhood_mm=a.neighbourhood_mm, reader_masks=a.reader_masks,
-        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)), ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
+        a.patient,
+        (a.reference, a.index),
+        studies,
+        load_transform(a.transform),
+        a.index_out,
+        a.crops_out,
+        tolerance_mm=a.tolerance_mm,
+        fraction=a.fraction,
+        neighbourhood_mm=a.neighbourhood_mm,
+        reader_masks=a.reader_masks,
+        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
+        ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
         out_vois={t: path for t, path in ((a.reference, a.ref_voi_out), (a.index, a.idx_voi_out)) if path},
-    )  # fmt: skip
+    )
     print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)
 
 
@@ -229,10 +303,19 @@ def _cmd_export_seg(a):
     from dualpet import __version__
     from dualpet.dicomseg import export_seg
 
-    out = export_seg(a.voi, a.dicom_dir, a.output, patient=a.patient, tracer=a.tracer, pet_series=a.pet_series or None,
-                     software_version=__version__)  # fmt: skip
-    print(f"{a.patient}, {a.tracer}: DICOM-SEG with {len(out['segments'])} lesion segment(s) over {out['frames']} PET images",
-          file=sys.stderr)  # fmt: skip
+    out = export_seg(
+        a.voi,
+        a.dicom_dir,
+        a.output,
+        patient=a.patient,
+        tracer=a.tracer,
+        pet_series=a.pet_series or None,
+        software_version=__version__,
+    )
+    print(
+        f"{a.patient}, {a.tracer}: DICOM-SEG with {len(out['segments'])} lesion segment(s) over {out['frames']} PET images",
+        file=sys.stderr,
+    )
 
 
 def _cmd_lesion_metrics(a):
@@ -246,17 +329,32 @@ def _cmd_patient_table(a):
     from dualpet.cohort import patient_tables
 
     patient_tables(
-        a.patient, (a.reference, a.index), a.index_tsv, a.metrics, {a.reference: a.ref_seg, a.index: a.idx_seg},
-        a.registration_qc, a.lesions_out, a.patient_out, pet_sidecars={a.reference: a.ref_pet_json, a.index: a.idx_pet_json},
+        a.patient,
+        (a.reference, a.index),
+        a.index_tsv,
+        a.metrics,
+        {a.reference: a.ref_seg, a.index: a.idx_seg},
+        a.registration_qc,
+        a.lesions_out,
+        a.patient_out,
+        pet_sidecars={a.reference: a.ref_pet_json, a.index: a.idx_pet_json},
         anatomy={a.reference: a.ref_anatomy, a.index: a.idx_anatomy},
-    )  # fmt: skip
+    )
 
 
 def _cmd_cohort(a):
     from dualpet.cohort import merge_cohort
 
-    merge_cohort(a.lesions, a.patients, (a.reference, a.index), a.lesions_out, a.patients_out, a.clinical or None,
-                 other_outputs=a.outputs, tables_html=a.tables_out)  # fmt: skip
+    merge_cohort(
+        a.lesions,
+        a.patients,
+        (a.reference, a.index),
+        a.lesions_out,
+        a.patients_out,
+        a.clinical or None,
+        other_outputs=a.outputs,
+        tables_html=a.tables_out,
+    )
 
 
 def _cmd_check_cohort(a):
@@ -269,16 +367,34 @@ def _cmd_stats(a):
     from dualpet.stats import run
 
     primary = {"metric": a.primary_metric, "lesion_set": a.primary_set, "analysis": a.primary_analysis}
-    run(a.lesions, a.patients, a.reference, a.index, a.json, a.md, primary=primary, adjust=a.adjust, out_html=a.html,
-        names=_names(a))
+    run(
+        a.lesions,
+        a.patients,
+        a.reference,
+        a.index,
+        a.json,
+        a.md,
+        primary=primary,
+        adjust=a.adjust,
+        out_html=a.html,
+        names=_names(a),
+    )
 
 
 def _cmd_figures(a):
-    from dualpet.figures import FIGURES, write_figures
     from dualpet.cohort import read_tsv
+    from dualpet.figures import FIGURES, write_figures
 
-    written = write_figures(read_tsv(a.lesions), read_tsv(a.patients), a.reference, a.index, a.outdir,
-                            metric=a.metric, lesion_set=a.lesion_set, names=_names(a))  # fmt: skip
+    written = write_figures(
+        read_tsv(a.lesions),
+        read_tsv(a.patients),
+        a.reference,
+        a.index,
+        a.outdir,
+        metric=a.metric,
+        lesion_set=a.lesion_set,
+        names=_names(a),
+    )
     for entry in written:
         left = "; ".join(f"{x['lesions']} {x['reason']}" for x in entry["left_out"])
         print(f"{entry['name']}: {entry['n_lesions']} lesion(s) drawn" + (f" (left out: {left})" if left else ""))
@@ -295,7 +411,9 @@ def _run_folder_arguments(s):
     s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
     s.add_argument("--studies", default="", help="the studies sheet (default: the config's)")
     s.add_argument("--results", default="results", help="the results folder")
-    s.add_argument("--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)")
+    s.add_argument(
+        "--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)"
+    )
 
 
 def _name_arguments(s):
@@ -307,13 +425,14 @@ def isolation(s, *, inputs=(), outputs=(), dirs=()):
     """Make a workflow step runnable with ``--isolate-failures`` (see :mod:`dualpet.failures`):
     ``inputs`` are the argument names whose files may be placeholders of a failed earlier
     step, ``outputs``/``dirs`` those the step writes."""
-    s.add_argument("--isolate-failures", action="store_true",
-                   help="on failure, write placeholders carrying the reason (the patient is excluded) and exit 0")  # fmt: skip
+    s.add_argument(
+        "--isolate-failures",
+        action="store_true",
+        help="on failure, write placeholders carrying the reason (the patient is excluded) and exit 0",
+    )
     for name in ("--patient", "--tracer"):
-        try:  # most steps have them already
+        with contextlib.suppress(argparse.ArgumentError):  # most steps have them already
             s.add_argument(name, default="")
-        except argparse.ArgumentError:
-            pass
     s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs)})
 
 
@@ -370,10 +489,19 @@ OPTION_HELP = {
     "--pet-out": "the index PET resampled onto the reference CT (NIfTI) to write",
     "--method": "organ map method: classical (CT rules) or totalsegmentator",
     "--other-tracer": "the tracer of the patient's other study",
-    **{f"--{side}-{what}": f"the {name} study's {text}" for side, name in (("ref", "reference"), ("idx", "index"))
-       for what, text in (("pet", "PET (NIfTI, SUVbw)"), ("ct", "CT (NIfTI, HU)"), ("voi", "VOI labels (voi.nii.gz)"),
-                          ("seg", "segmentation.json"), ("labels", "lesion labels (lesions.nii.gz)"),
-                          ("pet-json", "pet.json sidecar"), ("anatomy", "organ map"))},
+    **{
+        f"--{side}-{what}": f"the {name} study's {text}"
+        for side, name in (("ref", "reference"), ("idx", "index"))
+        for what, text in (
+            ("pet", "PET (NIfTI, SUVbw)"),
+            ("ct", "CT (NIfTI, HU)"),
+            ("voi", "VOI labels (voi.nii.gz)"),
+            ("seg", "segmentation.json"),
+            ("labels", "lesion labels (lesions.nii.gz)"),
+            ("pet-json", "pet.json sidecar"),
+            ("anatomy", "organ map"),
+        )
+    },
     ("convert", "--ct"): "the CT to write (NIfTI, HU)",
     ("convert", "--pet"): "the PET to write (NIfTI, SUVbw)",
     ("convert", "--json"): "the PET's sidecar to write (JSON: SUV factors, series, geometry)",
@@ -412,29 +540,52 @@ def build_parser():
         help="vendor header variants (Philips CNTS, MBq dose, midnight injection, post-processed SeriesTime, "
         "GE private datetime, feet-first), one per study, plus NAC, localizer and MIP series in each folder",
     )
-    s.add_argument("--contrast", choices=["none", "mixed", "all"], default="mixed",
-                   help="contrast-enhanced CTs: none, each study with probability 1/2 (mixed, default), all")  # fmt: skip
-    s.add_argument("--fov", choices=["torso", "thorax", "abdomen", "wholebody"], default="torso",
-                   help="axial field of view: torso (default), thorax (neck to upper abdomen), abdomen (diaphragm to "
-                   "pelvis), wholebody (head to thighs)")  # fmt: skip
-    s.add_argument("--max-rotation-deg", type=float, default=5.0,
-                   help="largest rotation between a patient's two studies (degrees, default 5)")  # fmt: skip
-    s.add_argument("--max-translation-mm", type=float, default=30.0,
-                   help="largest translation between a patient's two studies (mm, default 30)")  # fmt: skip
+    s.add_argument(
+        "--contrast",
+        choices=["none", "mixed", "all"],
+        default="mixed",
+        help="contrast-enhanced CTs: none, each study with probability 1/2 (mixed, default), all",
+    )
+    s.add_argument(
+        "--fov",
+        choices=["torso", "thorax", "abdomen", "wholebody"],
+        default="torso",
+        help="axial field of view: torso (default), thorax (neck to upper abdomen), abdomen (diaphragm to "
+        "pelvis), wholebody (head to thighs)",
+    )
+    s.add_argument(
+        "--max-rotation-deg",
+        type=float,
+        default=5.0,
+        help="largest rotation between a patient's two studies (degrees, default 5)",
+    )
+    s.add_argument(
+        "--max-translation-mm",
+        type=float,
+        default=30.0,
+        help="largest translation between a patient's two studies (mm, default 30)",
+    )
     # the names of dualpet.synth.phantom.PRESETS (not imported here: the synth package takes ~1 s
     # to import, and this parser is built for every workflow step; a test keeps them equal)
-    s.add_argument("--preset", choices=["weich2021"], default=None,
-                   help="lesion population of a published cohort instead of the default mix, e.g. weich2021 (11 "
-                   "patients unless --patients: 102 FDG- and 42 Pentixafor-positive lesions, 37 on both; SUVmax "
-                   "FDG 12.8 +- 9.8, Pentixafor 5.2 +- 3.7)")  # fmt: skip
+    s.add_argument(
+        "--preset",
+        choices=["weich2021"],
+        default=None,
+        help="lesion population of a published cohort instead of the default mix, e.g. weich2021 (11 "
+        "patients unless --patients: 102 FDG- and 42 Pentixafor-positive lesions, 37 on both; SUVmax "
+        "FDG 12.8 +- 9.8, Pentixafor 5.2 +- 3.7)",
+    )
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")
     s.add_argument("dicom_dir", metavar="PET_DICOM_DIR")
     s.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
     s.add_argument("--json", metavar="SIDE.json", help="write the SUV sidecar here")
-    s.add_argument("--series", metavar="UID|NUMBER",
-                   help="SeriesInstanceUID or SeriesNumber of the PET series, when the folder holds several candidates")
+    s.add_argument(
+        "--series",
+        metavar="UID|NUMBER",
+        help="SeriesInstanceUID or SeriesNumber of the PET series, when the folder holds several candidates",
+    )
     s.set_defaults(func=_cmd_suv)
 
     s = sub.add_parser("convert", help="[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json")
@@ -452,8 +603,12 @@ def build_parser():
     s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
     s.add_argument("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)")
     s.add_argument("--other-tracer", default="")
-    s.add_argument("--max-uncovered-fraction", type=float, default=None,
-                   help="share of the PET's axial length the CT may leave uncovered (default 0.15)")  # fmt: skip
+    s.add_argument(
+        "--max-uncovered-fraction",
+        type=float,
+        default=None,
+        help="share of the PET's axial length the CT may leave uncovered (default 0.15)",
+    )
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
@@ -485,8 +640,14 @@ def build_parser():
     s.add_argument("--json", required=True)
     s.add_argument("--png", default="", help="the organ map's QC picture to write (PNG)")
     s.add_argument("--method", choices=["classical", "totalsegmentator"], default="classical")
-    s.add_argument("--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)")
-    s.add_argument("--offset-mm", default="[25.0, -30.0]", help="JSON [x, y]: the aorta's offset from the vertebral body (mm, LPS x and y)")
+    s.add_argument(
+        "--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)"
+    )
+    s.add_argument(
+        "--offset-mm",
+        default="[25.0, -30.0]",
+        help="JSON [x, y]: the aorta's offset from the vertebral body (mm, LPS x and y)",
+    )
     s.add_argument("--totalsegmentator-args", default="[]", help="JSON list of extra TotalSegmentator arguments")
     s.set_defaults(func=_cmd_anatomy)
     isolation(s, inputs=["ct", "organ_mask"], outputs=["labels", "json", "png"])
@@ -497,9 +658,14 @@ def build_parser():
     s.add_argument("--pet", required=True)
     s.add_argument("--labels", required=True)
     s.add_argument("--json", required=True)
-    s.add_argument("--detection", default='{"method": "background", "factor": 2.0}',
-                   help="detection settings as a JSON object (the config's detection section)")  # fmt: skip
-    s.add_argument("--background", default="{}", help="background settings as a JSON object (the config's background section)")
+    s.add_argument(
+        "--detection",
+        default='{"method": "background", "factor": 2.0}',
+        help="detection settings as a JSON object (the config's detection section)",
+    )
+    s.add_argument(
+        "--background", default="{}", help="background settings as a JSON object (the config's background section)"
+    )
     s.add_argument("--exclusion", default="", help="NIfTI label image of physiological uptake (optional)")
     s.add_argument("--background-at", default="", help="background VOI centre 'x,y,z' (LPS mm), overriding the search")
     s.add_argument("--background-png", default="", help="QC picture of the background VOI")
@@ -509,8 +675,11 @@ def build_parser():
     s.add_argument("--patient", default="")
     s.add_argument("--tracer", default="")
     s.add_argument("--review", default="", help="this study's reader decisions (JSON list; see dualpet.review)")
-    s.add_argument("--dicom-dir", default="",
-                   help="the study's DICOM folder: a DICOM lesion mask must be of its PET (frame of reference, patient)")  # fmt: skip
+    s.add_argument(
+        "--dicom-dir",
+        default="",
+        help="the study's DICOM folder: a DICOM lesion mask must be of its PET (frame of reference, patient)",
+    )
     s.add_argument("--pet-series", default="", help="the PET series named in the studies sheet, if any")
     s.set_defaults(func=_cmd_segment)
     isolation(s, inputs=["ct", "pet", "anatomy"], outputs=["labels", "json", "background_png"])
@@ -526,25 +695,44 @@ def build_parser():
             s.add_argument(f"--{side}-{what}", required=True)
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--mip", default=None, help="also write the MIP panel as a PNG here")
-    s.add_argument("--transform", default=None,
-                   help="the registration (reference -> index): rejected candidates shown in the other study too")  # fmt: skip
+    s.add_argument(
+        "--transform",
+        default=None,
+        help="the registration (reference -> index): rejected candidates shown in the other study too",
+    )
     s.set_defaults(func=_cmd_review_page)
-    isolation(s, inputs=["lesions", "transform", *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg"))],
-              outputs=["output", "mip"])  # fmt: skip
+    isolation(
+        s,
+        inputs=[
+            "lesions",
+            "transform",
+            *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg")),
+        ],
+        outputs=["output", "mip"],
+    )
 
-    s = sub.add_parser("status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)")
+    s = sub.add_parser(
+        "status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)"
+    )
     _run_folder_arguments(s)
     s.set_defaults(func=_cmd_status)
 
-    s = sub.add_parser("progress", help="follow a run: Snakemake's output (stdin) to a log, one console line per patient")
+    s = sub.add_parser(
+        "progress", help="follow a run: Snakemake's output (stdin) to a log, one console line per patient"
+    )
     _run_folder_arguments(s)
-    s.add_argument("--log", default=".snakemake/run.log",
-                   help="where Snakemake's full output goes (appended; beside its own logs, not in results/: it shows "
-                        "job commands with folder paths)")  # fmt: skip
+    s.add_argument(
+        "--log",
+        default=".snakemake/run.log",
+        help="where Snakemake's full output goes (appended; beside its own logs, not in results/: it shows "
+        "job commands with folder paths)",
+    )
     s.set_defaults(func=_cmd_progress)
 
     s = sub.add_parser("config-doc", help="write the configuration reference (docs/config.md) from the config schema")
-    s.add_argument("-o", "--output", default="docs/config.md", help="the Markdown file to write (default docs/config.md)")
+    s.add_argument(
+        "-o", "--output", default="docs/config.md", help="the Markdown file to write (default docs/config.md)"
+    )
     s.set_defaults(func=_cmd_config_doc)
 
     s = sub.add_parser("review-pin", help="give review-sheet rows written with a lesion ID that lesion's position")
@@ -566,17 +754,39 @@ def build_parser():
     s.add_argument("--transform", required=True)
     s.add_argument("--tolerance-mm", type=float, default=15.0)
     s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
-    s.add_argument("--reader-masks", choices=("contour", "isocontour"), default="contour",
-                   help="studies detected with method 'masks': measure in the reader's contour, or the isocontour inside it")  # fmt: skip
-    s.add_argument("--neighbourhood-mm", type=float, default=10.0, help="how far (mm) a VOI may grow beyond the lesion's detection region")
+    s.add_argument(
+        "--reader-masks",
+        choices=("contour", "isocontour"),
+        default="contour",
+        help="studies detected with method 'masks': measure in the reader's contour, or the isocontour inside it",
+    )
+    s.add_argument(
+        "--neighbourhood-mm",
+        type=float,
+        default=10.0,
+        help="how far (mm) a VOI may grow beyond the lesion's detection region",
+    )
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.add_argument("--ref-voi-out", default="", help="the reference study's final VOIs (label k = lesion Lk)")
     s.add_argument("--idx-voi-out", default="", help="the index study's final VOIs (label k = lesion Lk)")
     s.set_defaults(func=_cmd_match)
-    isolation(s, inputs=["ref_pet", "ref_labels", "ref_seg", "ref_ct", "ref_anatomy", "idx_pet", "idx_labels", "idx_seg",
-                         "transform"],
-              outputs=["index_out", "ref_voi_out", "idx_voi_out"], dirs=["crops_out"])  # fmt: skip
+    isolation(
+        s,
+        inputs=[
+            "ref_pet",
+            "ref_labels",
+            "ref_seg",
+            "ref_ct",
+            "ref_anatomy",
+            "idx_pet",
+            "idx_labels",
+            "idx_seg",
+            "transform",
+        ],
+        outputs=["index_out", "ref_voi_out", "idx_voi_out"],
+        dirs=["crops_out"],
+    )
 
     s = sub.add_parser("export-seg", help="[workflow] a study's final VOIs as a DICOM-SEG over its original PET series")
     _study_arguments(s)
@@ -604,22 +814,38 @@ def build_parser():
     s.add_argument("--idx-seg", required=True)
     s.add_argument("--ref-pet-json", default="")
     s.add_argument("--idx-pet-json", default="")
-    s.add_argument("--ref-anatomy", default="", help="the reference study's anatomy.json (organs dropped as implausible)")
+    s.add_argument(
+        "--ref-anatomy", default="", help="the reference study's anatomy.json (organs dropped as implausible)"
+    )
     s.add_argument("--idx-anatomy", default="", help="the index study's anatomy.json")
     s.add_argument("--registration-qc", required=True)
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patient-out", required=True)
     s.set_defaults(func=_cmd_patient_table)
-    isolation(s, inputs=["index_tsv", "metrics", "ref_seg", "idx_seg", "ref_pet_json", "idx_pet_json", "ref_anatomy",
-                         "idx_anatomy", "registration_qc"],
-              outputs=["lesions_out", "patient_out"])  # fmt: skip
+    isolation(
+        s,
+        inputs=[
+            "index_tsv",
+            "metrics",
+            "ref_seg",
+            "idx_seg",
+            "ref_pet_json",
+            "idx_pet_json",
+            "ref_anatomy",
+            "idx_anatomy",
+            "registration_qc",
+        ],
+        outputs=["lesions_out", "patient_out"],
+    )
 
     s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
     s.add_argument("--lesions", nargs="*", default=[])
     s.add_argument("--patients", nargs="*", default=[])
-    s.add_argument("--outputs", nargs="*", default=[], help="the patients' other outputs (placeholders name exclusions)")
+    s.add_argument(
+        "--outputs", nargs="*", default=[], help="the patients' other outputs (placeholders name exclusions)"
+    )
     s.add_argument("--clinical", default="")
     s.add_argument("--lesions-out", required=True)
     s.add_argument("--patients-out", required=True)
@@ -634,7 +860,9 @@ def build_parser():
     _name_arguments(s)
     s.add_argument("--primary-metric", default="suvmax", help="primary endpoint: metric (config statistics.primary)")
     s.add_argument("--primary-set", default="both", help="primary endpoint: lesion set (both, reference, union)")
-    s.add_argument("--primary-analysis", default="log_ratio", help="primary endpoint: log_ratio, difference, patient_wilcoxon")
+    s.add_argument(
+        "--primary-analysis", default="log_ratio", help="primary endpoint: log_ratio, difference, patient_wilcoxon"
+    )
     s.add_argument("--adjust", default="none", help="exploratory tests: none or holm")
     s.add_argument("--json", required=True)
     s.add_argument("--md", required=True)
@@ -652,7 +880,9 @@ def build_parser():
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=_cmd_figures)
 
-    s = sub.add_parser("check-cohort", help="[workflow] fail (exit 1) while any patient is excluded; else write a status")
+    s = sub.add_parser(
+        "check-cohort", help="[workflow] fail (exit 1) while any patient is excluded; else write a status"
+    )
     s.add_argument("patients", help="the cohort's patients.tsv")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=_cmd_check_cohort)
@@ -661,9 +891,9 @@ def build_parser():
 
 
 def main(argv=None):
-    from dualpet.errors import DualpetInputError, redact_paths
-
     import os
+
+    from dualpet.errors import DualpetInputError, redact_paths
 
     args = build_parser().parse_args(argv)
     from dualpet import privacy
@@ -681,7 +911,10 @@ def main(argv=None):
     except Exception as exc:  # last resort: one line, the traceback only on request
         if os.environ.get("DUALPET_DEBUG"):
             raise
-        print(f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {redact_paths(exc)} "
-              "[set DUALPET_DEBUG=1 for the traceback]", file=sys.stderr)  # fmt: skip
+        print(
+            f"dualpet {args.command}: unexpected error ({type(exc).__name__}): {redact_paths(exc)} "
+            "[set DUALPET_DEBUG=1 for the traceback]",
+            file=sys.stderr,
+        )
         return 1
     return status or 0

@@ -13,12 +13,12 @@ from dualpet.interchange import LESION_METRICS, dropped_organs, read_segmentatio
 from dualpet.io import read_json, write_json, write_tsv
 
 
-
 def read_tsv(path):
     """A TSV the workflow wrote (lesion and cohort tables): empty cells are missing, patient
     and lesion IDs and regions stay text (leading zeros kept)."""
-    return pd.read_csv(path, sep="\t", dtype={"patient": str, "lesion": str, "region": str},
-                       keep_default_na=False, na_values=[""])  # fmt: skip
+    return pd.read_csv(
+        path, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""]
+    )
 
 
 def lesion_columns(tracers):
@@ -31,7 +31,15 @@ def lesion_columns(tracers):
 
 
 def patient_tables(
-    patient, tracers, index_tsv, metric_jsons, segmentations, registration_qc, out_lesions, out_patient, pet_sidecars=None,
+    patient,
+    tracers,
+    index_tsv,
+    metric_jsons,
+    segmentations,
+    registration_qc,
+    out_lesions,
+    out_patient,
+    pet_sidecars=None,
     anatomy=None,
 ):
     """Join the lesion index with the per-lesion metrics; summarise the patient.
@@ -47,8 +55,10 @@ def patient_tables(
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
     segs = {t: read_segmentation(segmentations[t]) for t in tracers}
     # where each tracer's lesion came from: automatic, reader-accepted, reader-added, ...
-    origin = {t: {int(les["label"]): les.get("origin", "automatic") for les in segs[t]["record"]["detection"]["lesions"]}
-              for t in tracers}  # fmt: skip
+    origin = {
+        t: {int(les["label"]): les.get("origin", "automatic") for les in segs[t]["record"]["detection"]["lesions"]}
+        for t in tracers
+    }
     rows = []
     for rec in index.to_dict("records"):
         m = metrics.get(rec["lesion"])
@@ -111,22 +121,37 @@ def read_clinical(path, tracers, patients):
     clinical["patient"] = clinical["patient"].astype(str).str.strip()
     dup = clinical["patient"][clinical["patient"].duplicated()].unique().tolist()
     if dup:
-        raise DualpetInputError(f"clinical sheet {Path(path).name}: patient(s) listed more than once: {', '.join(dup[:10])}")
+        raise DualpetInputError(
+            f"clinical sheet {Path(path).name}: patient(s) listed more than once: {', '.join(dup[:10])}"
+        )
     lower = {t.lower(): t for t in tracers}
     for col in clinical.columns:
         head = str(col).split("_", 1)[0]
         if head.lower() in lower and head not in tracers:
-            raise DualpetInputError(f"clinical sheet {Path(path).name}: column {col!r} starts with tracer "
-                                    f"{lower[head.lower()]!r} in another case; rename it (tracer names are case-sensitive)")  # fmt: skip
+            raise DualpetInputError(
+                f"clinical sheet {Path(path).name}: column {col!r} starts with tracer "
+                f"{lower[head.lower()]!r} in another case; rename it (tracer names are case-sensitive)"
+            )
     unknown = sorted(set(clinical["patient"]) - set(patients))
     if unknown:
-        print(f"clinical sheet: {len(unknown)} row(s) of patients not in the studies sheet left out: "
-              f"{', '.join(unknown[:10])}", file=sys.stderr)  # fmt: skip
+        print(
+            f"clinical sheet: {len(unknown)} row(s) of patients not in the studies sheet left out: "
+            f"{', '.join(unknown[:10])}",
+            file=sys.stderr,
+        )
     return clinical[clinical["patient"].isin(patients)]
 
 
-def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients, clinical_tsv=None, other_outputs=(),
-                 tables_html=None):  # fmt: skip
+def merge_cohort(
+    lesion_tsvs,
+    patient_jsons,
+    tracers,
+    out_lesions,
+    out_patients,
+    clinical_tsv=None,
+    other_outputs=(),
+    tables_html=None,
+):
     """Concatenate per-patient tables into the cohort tables, adding clinical columns.
 
     Every patient of the sheet has a ``patient.json``: a real one, or the placeholder of
@@ -147,11 +172,7 @@ def merge_cohort(lesion_tsvs, patient_jsons, tracers, out_lesions, out_patients,
                 rows.append({**row, "status": "included", "excluded_reason": ""})
     for patient, recs in sorted(failed.items()):
         rows.append({"patient": patient, "status": "excluded", "excluded_reason": reasons(recs)})
-    frames = [
-        read_tsv(p)
-        for p in lesion_tsvs
-        if placeholder[p] is None
-    ]
+    frames = [read_tsv(p) for p in lesion_tsvs if placeholder[p] is None]
     frames = [f[~f["patient"].isin(failed)] for f in frames if len(f)]
     frames = [f for f in frames if len(f)]
     cols = lesion_columns(tracers)
@@ -177,12 +198,14 @@ def write_tables_html(path, lesions, patients):
 
     def table(frame):
         frame = frame.copy()
-        for col in frame.columns[frame.dtypes == object]:  # None in a text column: empty, not "None"
+        for col in frame.select_dtypes(include="object").columns:  # None in a text column: empty, not "None"
             frame[col] = frame[col].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else v)
         return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
 
-    body = (f"<h1>Cohort tables</h1><h2>patients.tsv ({len(patients)} patients)</h2>{table(patients)}"
-            f"<h2>lesions.tsv ({len(lesions)} lesions)</h2>{table(lesions)}")  # fmt: skip
+    body = (
+        f"<h1>Cohort tables</h1><h2>patients.tsv ({len(patients)} patients)</h2>{table(patients)}"
+        f"<h2>lesions.tsv ({len(lesions)} lesions)</h2>{table(lesions)}"
+    )
     write_text(path, html_page("dualpet cohort tables", body))
 
 
@@ -194,8 +217,11 @@ def check_cohort(patients_tsv, out_json):
     patients = pd.read_csv(patients_tsv, sep="\t", dtype=str, keep_default_na=False)
     excluded = patients[patients["status"] == "excluded"]
     if len(excluded):
-        print(f"{len(excluded)} of {len(patients)} patient(s) excluded; the cohort tables and statistics were written "
-              "for the others (results/cohort/). Fix or remove these patients to complete the run:", file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(excluded)} of {len(patients)} patient(s) excluded; the cohort tables and statistics were written "
+            "for the others (results/cohort/). Fix or remove these patients to complete the run:",
+            file=sys.stderr,
+        )
         for row in excluded.itertuples():
             print(f"  {row.patient}: {row.excluded_reason}", file=sys.stderr)
         return 1

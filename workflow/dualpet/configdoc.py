@@ -17,7 +17,10 @@ def _type(spec):
     if "enum" in spec:
         return " or ".join(f"`{v}`" for v in spec["enum"])
     if "oneOf" in spec or "anyOf" in spec:
-        kinds = [{"object": "per-tracer object"}.get(o.get("type", ""), o.get("type", "")) for o in spec.get("oneOf") or spec["anyOf"]]
+        kinds = [
+            {"object": "per-tracer object"}.get(o.get("type", ""), o.get("type", ""))
+            for o in spec.get("oneOf") or spec["anyOf"]
+        ]
         return " or ".join(k for k in kinds if k)
     kind = spec.get("type", "")
     if isinstance(kind, list):
@@ -65,7 +68,9 @@ def render(schema=None):
             sections.append((key, spec))
             continue
         required = key in schema.get("required", ())
-        out.append(f"| `{key}` | {_cell(_type(spec))} | {_cell(_default(spec, required))} | {_cell(spec.get('description', ''))} |")
+        out.append(
+            f"| `{key}` | {_cell(_type(spec))} | {_cell(_default(spec, required))} | {_cell(spec.get('description', ''))} |"
+        )
     for key, spec in sections:
         out += ["", f"## `{key}`", ""]
         if spec.get("description"):
@@ -74,9 +79,13 @@ def render(schema=None):
         for sub, subspec in spec["properties"].items():
             if subspec.get("type") == "object" and "properties" in subspec:
                 for leaf, leafspec in subspec["properties"].items():
-                    out.append(f"| `{key}.{sub}.{leaf}` | {_cell(_type(leafspec))} | {_cell(_default(leafspec))} | "
-                               f"{_cell(leafspec.get('description', ''))} |")  # fmt: skip
+                    out.append(
+                        f"| `{key}.{sub}.{leaf}` | {_cell(_type(leafspec))} | {_cell(_default(leafspec))} | "
+                        f"{_cell(leafspec.get('description', ''))} |"
+                    )
                 continue
-            out.append(f"| `{key}.{sub}` | {_cell(_type(subspec))} | {_cell(_default(subspec))} | "
-                       f"{_cell(subspec.get('description', ''))} |")  # fmt: skip
+            out.append(
+                f"| `{key}.{sub}` | {_cell(_type(subspec))} | {_cell(_default(subspec))} | "
+                f"{_cell(subspec.get('description', ''))} |"
+            )
     return "\n".join(out) + "\n"

@@ -53,28 +53,43 @@ def _day(ds):
 def same_study(pet, ct, where):
     """Refuse a PET and CT of different patients, studies or days (header of one image each)."""
     if _value(pet, "PatientID") and _value(ct, "PatientID") and _value(pet, "PatientID") != _value(ct, "PatientID"):
-        raise DualpetInputError(f"{where}: the PET and the CT carry different PatientID (0010,0020): another patient's "
-                                "series in the study folder?")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: the PET and the CT carry different PatientID (0010,0020): another patient's "
+            "series in the study folder?"
+        )
     shared = [
         keyword
         for keyword in ("StudyInstanceUID", "FrameOfReferenceUID")
         if _value(pet, keyword) and _value(pet, keyword) == _value(ct, keyword)
     ]
     if not shared:
-        raise DualpetInputError(f"{where}: the PET and the CT share neither StudyInstanceUID (0020,000D) nor "
-                                "FrameOfReferenceUID (0020,0052): they are not of one study")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: the PET and the CT share neither StudyInstanceUID (0020,000D) nor "
+            "FrameOfReferenceUID (0020,0052): they are not of one study"
+        )
     a, b = _day(pet), _day(ct)
     if a and b and abs((a - b).days) > 1:
-        raise DualpetInputError(f"{where}: the PET and the CT were acquired {abs((a - b).days)} days apart "
-                                "(AcquisitionDate (0008,0022)): not of one study")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: the PET and the CT were acquired {abs((a - b).days)} days apart "
+            "(AcquisitionDate (0008,0022)): not of one study"
+        )
 
 
 #: Attributes every image of one PET acquisition shares (keyword, tag); the radiopharmaceutical
 #: ones are read from the first item of RadiopharmaceuticalInformationSequence.
-ONE_ACQUISITION = (("StudyInstanceUID", "(0020,000D)"), ("FrameOfReferenceUID", "(0020,0052)"),
-                   ("PatientWeight", "(0010,1030)"), ("Units", "(0054,1001)"), ("DecayCorrection", "(0054,1102)"))  # fmt: skip
-ONE_INJECTION = (("RadionuclideTotalDose", "(0018,1074)"), ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
-                 ("RadiopharmaceuticalStartTime", "(0018,1072)"), ("RadionuclideHalfLife", "(0018,1075)"))  # fmt: skip
+ONE_ACQUISITION = (
+    ("StudyInstanceUID", "(0020,000D)"),
+    ("FrameOfReferenceUID", "(0020,0052)"),
+    ("PatientWeight", "(0010,1030)"),
+    ("Units", "(0054,1001)"),
+    ("DecayCorrection", "(0054,1102)"),
+)
+ONE_INJECTION = (
+    ("RadionuclideTotalDose", "(0018,1074)"),
+    ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
+    ("RadiopharmaceuticalStartTime", "(0018,1072)"),
+    ("RadionuclideHalfLife", "(0018,1075)"),
+)
 
 
 def one_acquisition(headers, where, label="the PET"):
@@ -83,22 +98,29 @@ def one_acquisition(headers, where, label="the PET"):
     decay correction and injection, and their acquisition dates lie within a day. Without
     this, a mixed series was refused for a misleading reason (the CT 'acquired 7 days
     apart', an injection 'after the reference time') or read with one slice's factors."""
+
     def distinct(values):
         return len({v for v in values if v != ""}) > 1
 
     for keyword, tag in ONE_ACQUISITION:
         if distinct(_value(ds, keyword) for ds in headers):
-            raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: "
-                                    f"{keyword} {tag} differs between its images")  # fmt: skip
+            raise DualpetInputError(
+                f"{where}: {label} series mixes images of more than one acquisition: "
+                f"{keyword} {tag} differs between its images"
+            )
     items = [(ds.get("RadiopharmaceuticalInformationSequence") or [None])[0] for ds in headers]
     for keyword, tag in ONE_INJECTION:
         if distinct(_value(item, keyword) if item is not None else "" for item in items):
-            raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: "
-                                    f"{keyword} {tag} differs between its images")  # fmt: skip
+            raise DualpetInputError(
+                f"{where}: {label} series mixes images of more than one acquisition: "
+                f"{keyword} {tag} differs between its images"
+            )
     days = [d for d in (_day(ds) for ds in headers) if d]
     if days and (max(days) - min(days)).days > 1:
-        raise DualpetInputError(f"{where}: {label} series mixes images of more than one acquisition: AcquisitionDate "
-                                f"(0008,0022) spans {(max(days) - min(days)).days} days between its images")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: {label} series mixes images of more than one acquisition: AcquisitionDate "
+            f"(0008,0022) spans {(max(days) - min(days)).days} days between its images"
+        )
 
 
 def same_patient(pet, other_folder, tracer, other_tracer, where):
@@ -111,9 +133,11 @@ def same_patient(pet, other_folder, tracer, other_tracer, where):
     for keyword, tag in (("PatientID", "(0010,0020)"), ("PatientSex", "(0010,0040)")):
         mine, theirs = _value(pet, keyword), _value(other, keyword)
         if mine and theirs and mine != theirs:
-            raise DualpetInputError(f"{where}: the {tracer} and {other_tracer} studies carry different {keyword} {tag}: "
-                                    "not one patient? (set inspection.check_patient_identity: false if the studies "
-                                    "were de-identified separately)")  # fmt: skip
+            raise DualpetInputError(
+                f"{where}: the {tracer} and {other_tracer} studies carry different {keyword} {tag}: "
+                "not one patient? (set inspection.check_patient_identity: false if the studies "
+                "were de-identified separately)"
+            )
 
 
 def _first_image(folder):
@@ -123,9 +147,10 @@ def _first_image(folder):
         if not looks_like_dicom(path):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                 specific_tags=["SOPClassUID", "PatientID", "PatientSex"])  # fmt: skip
-        except Exception:  # noqa: BLE001 - unreadable files are the other study's inspection's concern
+            ds = pydicom.dcmread(
+                path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID", "PatientID", "PatientSex"]
+            )
+        except Exception:
             continue
         if _value(ds, "SOPClassUID") in IMAGE_SOP_CLASSES:
             from dualpet import privacy
@@ -147,7 +172,7 @@ def ct_covers_pet(pet_headers, ct_headers, where, max_fraction=MAX_UNCOVERED_FRA
             f"{where}: the CT covers z = {c_lo:.0f} to {c_hi:.0f} mm but the PET spans {p_lo:.0f} to {p_hi:.0f} mm "
             f"({sum(uncovered):.0f} mm uncovered, {100 * sum(uncovered) / length:.0f} % of the PET's length; the limit is "
             f"{100 * max_fraction:g} %, config inspection.max_uncovered_fraction; attribute ImagePositionPatient)"
-        )  # fmt: skip
+        )
     return cover
 
 
@@ -156,8 +181,11 @@ def coverage(pet_extent, ct_extent):
     PET's ``uncovered_mm`` at its low and high end."""
     (p_lo, p_hi), (c_lo, c_hi) = pet_extent, ct_extent
     uncovered = max(c_lo - p_lo, 0.0), max(p_hi - c_hi, 0.0)
-    return {"pet_z_mm": [round(p_lo, 1), round(p_hi, 1)], "ct_z_mm": [round(c_lo, 1), round(c_hi, 1)],
-            "uncovered_mm": [round(u, 1) for u in uncovered]}  # fmt: skip
+    return {
+        "pet_z_mm": [round(p_lo, 1), round(p_hi, 1)],
+        "ct_z_mm": [round(c_lo, 1), round(c_hi, 1)],
+        "uncovered_mm": [round(u, 1) for u in uncovered],
+    }
 
 
 def z_extent(headers):
@@ -174,7 +202,9 @@ def pixel_data_readable(series, headers, where):
         element = ds.get_item(PIXEL_DATA, keep_deferred=True)
         number = _value(ds, "InstanceNumber") or "?"
         if element is None:
-            raise DualpetInputError(f"{where}, {series.label}: image InstanceNumber {number} has no PixelData (7FE0,0010)")
+            raise DualpetInputError(
+                f"{where}, {series.label}: image InstanceNumber {number} has no PixelData (7FE0,0010)"
+            )
         value = getattr(element, "value", None)
         length = getattr(element, "length", None)
         if value is None and length not in (None, UNDEFINED_LENGTH):  # deferred: compare with the file's size
@@ -183,11 +213,11 @@ def pixel_data_readable(series, headers, where):
                 raise DualpetInputError(
                     f"{where}, {series.label}: image InstanceNumber {number} is truncated (PixelData (7FE0,0010) "
                     f"needs {length} bytes, the file ends {element.value_tell + length - size} bytes short)"
-                )  # fmt: skip
+                )
     probe = pydicom.dcmread(headers[len(headers) // 2].filename, force=True)
     try:
         probe.pixel_array  # noqa: B018 - decoding is the check
-    except Exception as exc:  # noqa: BLE001 - any decoder failure: unsupported or corrupt
+    except Exception as exc:
         syntax = getattr(getattr(probe, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "") or "unknown"
         raise DualpetInputError(

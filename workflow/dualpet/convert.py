@@ -84,11 +84,17 @@ def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_
 def _convert(choice, where, patient, tracer, ct_out, pet_out, json_out):
     ct_volume = load_series(choice.ct, label=where)
     hu = ct_volume.data
-    ct_data = hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
+    ct_data = (
+        hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
+    )
     save_nifti(ct_out, nifti_image(ct_data, ct_volume.affine))
     pet, ct = choice.pet, choice.ct
     shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference
-    cover = consistency.coverage(consistency.z_extent(pet.headers), consistency.z_extent(ct_volume.datasets)) if shared else None
+    cover = (
+        consistency.coverage(consistency.z_extent(pet.headers), consistency.z_extent(ct_volume.datasets))
+        if shared
+        else None
+    )
     return convert_pet(
         pet,
         pet_out,
@@ -106,8 +112,18 @@ def _convert(choice, where, patient, tracer, ct_out, pet_out, json_out):
     )
 
 
-def inspect_study(dicom_dir, *, patient, tracer, out_json, pet_series=None, ct_series=None, fingerprint=None,
-                  other_study=None, max_uncovered_fraction=consistency.MAX_UNCOVERED_FRACTION):  # fmt: skip
+def inspect_study(
+    dicom_dir,
+    *,
+    patient,
+    tracer,
+    out_json,
+    pet_series=None,
+    ct_series=None,
+    fingerprint=None,
+    other_study=None,
+    max_uncovered_fraction=consistency.MAX_UNCOVERED_FRACTION,
+):
     """Check from the headers that a study can be converted; write the verdict.
 
     Runs the series choice, the slice-geometry checks of both series, the SUV rules and

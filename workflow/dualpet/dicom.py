@@ -35,10 +35,10 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from dualpet import privacy
 from dualpet.errors import DualpetInputError, redact_paths
 from dualpet.files import regular_files
 from dualpet.geometry import dicom_affine_lps
-from dualpet import privacy
 from dualpet.suv import quantitative_units
 
 #: Slice gap tolerance (dicom2nifti's): |gap - median gap| <= GAP_ATOL_MM + GAP_RTOL x median.
@@ -75,12 +75,18 @@ OBJECT_NAMES = (
 DERIVED_IMAGE_TYPES = {"MIP", "PROJECTION", "REFORMATTED", "SCREEN SAVE", "MPR", "FUSED"}
 #: SeriesDescription words (upper case, whole words) and what they mean.
 DESCRIPTION_HINTS = (
-    (r"N\s?AC|NOAC|NON[\s-]?AC|NO[\s-]AC|NON[\s-]?ATTN|NO[\s-]?ATTN|UNCORR(ECTED)?|NOT[\s-]CORR(ECTED)?|NO[\s-]?CORR",
-     "not_attenuation_corrected", "not attenuation-corrected"),
-    (r"MIP|MIPS|PROJECTION|FUSED|FUSION|SCREEN\s?SAVE|SCREEN\s?CAPTURE|KEY\s?IMAGES?|SNAPSHOT|3D\s?VR|CORONAL|SAGITTAL",
-     "derived", "a derived picture"),
+    (
+        r"N\s?AC|NOAC|NON[\s-]?AC|NO[\s-]AC|NON[\s-]?ATTN|NO[\s-]?ATTN|UNCORR(ECTED)?|NOT[\s-]CORR(ECTED)?|NO[\s-]?CORR",
+        "not_attenuation_corrected",
+        "not attenuation-corrected",
+    ),
+    (
+        r"MIP|MIPS|PROJECTION|FUSED|FUSION|SCREEN\s?SAVE|SCREEN\s?CAPTURE|KEY\s?IMAGES?|SNAPSHOT|3D\s?VR|CORONAL|SAGITTAL",
+        "derived",
+        "a derived picture",
+    ),
     (r"SCOUT|TOPO(GRAM)?|SURVIEW|LOCALI[SZ]ER|SCANOGRAM", "localizer", "a localizer"),
-)  # fmt: skip
+)
 #: AttenuationCorrectionMethod values (whole, normalised) that mean none was applied.
 NO_ATTENUATION_CORRECTION = {"NONE", "NO", "NAC", "NOAC", "NO AC", "NOT CORRECTED", "UNCORRECTED"}
 #: Slices a volume needs.
@@ -152,7 +158,9 @@ class Series:
             return [("object", f"not an image ({object_name(self.sop_class)})")]
         out = []
         if self.sop_class in MULTIFRAME_SOP_CLASSES:
-            out.append(("multiframe", f"multi-frame {MULTIFRAME_SOP_CLASSES[self.sop_class]} objects are not supported"))
+            out.append(
+                ("multiframe", f"multi-frame {MULTIFRAME_SOP_CLASSES[self.sop_class]} objects are not supported")
+            )
         itype = {v.strip().upper() for v in self.image_type}
         if "LOCALIZER" in itype:
             out.append(("localizer", "ImageType LOCALIZER"))
@@ -190,7 +198,9 @@ class Series:
     def _geometry_rejections(self):
         if len(self.files) < MIN_SLICES:
             return [("geometry", f"{len(self.files)} image(s), not a volume (attribute ImagePositionPatient)")]
-        orientations = {tuple(np.round(np.asarray(h.get("ImageOrientationPatient") or [0] * 6, float), 3)) for h in self.headers}
+        orientations = {
+            tuple(np.round(np.asarray(h.get("ImageOrientationPatient") or [0] * 6, float), 3)) for h in self.headers
+        }
         if len(orientations) > 1:
             return [("geometry", "several ImageOrientationPatient values (rotating MIP or reformats)")]
         iop = np.array(next(iter(orientations)))
@@ -214,8 +224,12 @@ class Series:
         cats = [c for c, _ in self.rejections]
         if not cats:
             return {"PT": "pet_ac", "CT": "ct_axial"}[self.modality]
-        for cat, kind in (("object", "object"), ("localizer", "localizer"), ("derived", "derived"),
-                          ("not_attenuation_corrected", "pet_nac")):  # fmt: skip
+        for cat, kind in (
+            ("object", "object"),
+            ("localizer", "localizer"),
+            ("derived", "derived"),
+            ("not_attenuation_corrected", "pet_nac"),
+        ):
             if cat in cats:
                 return kind
         return "pet_other" if self.modality == "PT" else "ct_other"
@@ -252,7 +266,9 @@ class Found(dict):
         counts = {}
         for text in self.skipped:
             counts[text] = counts.get(text, 0) + 1
-        return "; not read in the folder: " + ", ".join(f"{n} x {text}" if n > 1 else text for text, n in counts.items())
+        return "; not read in the folder: " + ", ".join(
+            f"{n} x {text}" if n > 1 else text for text, n in counts.items()
+        )
 
 
 def scan_folder(folder):
@@ -320,8 +336,10 @@ def _named(series, name, option, modality):
         return by_number[0]
     present = "; ".join(s.describe() for s in series.values() if s.is_image) or "no image series"
     if len(by_number) > 1:
-        raise DualpetInputError(f"{option} {name}: several series have this number; name one by SeriesInstanceUID "
-                                f"(series present: {present})")  # fmt: skip
+        raise DualpetInputError(
+            f"{option} {name}: several series have this number; name one by SeriesInstanceUID "
+            f"(series present: {present})"
+        )
     raise DualpetInputError(f"{option} {name} not found (series present: {present})")
 
 
@@ -345,13 +363,23 @@ def _usable(series, modality, named, option, what):
     usable = [s for s in found if not s.rejections]
     if not usable:
         listing = _listing(found) if found else f"no {modality} image series in the folder"
-        hint = f"; to use one of them anyway, name it in the {option} (series number or SeriesInstanceUID)" if found else ""
+        hint = (
+            f"; to use one of them anyway, name it in the {option} (series number or SeriesInstanceUID)"
+            if found
+            else ""
+        )
         raise DualpetInputError(f"no usable {what} series: {WANTED[modality]} is needed (found: {listing}){hint}")
     original = [s for s in usable if not s.derived_volume]
     if original:
         return None, original, ""
-    return None, usable, (f"no ORIGINAL {modality} series qualifies; ImageType {'/'.join(usable[0].image_type)} marks a volume "
-                          "derived from the reconstruction (e.g. converted by a workstation or archive), used as it is")  # fmt: skip
+    return (
+        None,
+        usable,
+        (
+            f"no ORIGINAL {modality} series qualifies; ImageType {'/'.join(usable[0].image_type)} marks a volume "
+            "derived from the reconstruction (e.g. converted by a workstation or archive), used as it is"
+        ),
+    )
 
 
 #: What a usable series of each modality is (the refusal's words).
@@ -377,12 +405,13 @@ def choose_pet(series, named=None, *, option="studies-sheet column pet_series"):
         with_ct = [s for s in usable if s.frame_of_reference in cts]
         if len(with_ct) == 1:
             why = why.replace("the only PET series", "of the usable PET series, the only one") + (
-                " sharing its frame of reference with an axial CT")
+                " sharing its frame of reference with an axial CT"
+            )
             return with_ct[0], why + (f" ({tier})" if tier else "")
         raise DualpetInputError(
             f"{len(usable)} candidate attenuation-corrected PET series; name one in the {option} "
             f"(series number or SeriesInstanceUID): " + "; ".join(s.describe() for s in usable)
-        )  # fmt: skip
+        )
     return usable[0], why + (f" ({tier})" if tier else "")
 
 
@@ -401,14 +430,18 @@ def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series
     note = f" ({tier})" if tier else ""
     same_frame = [s for s in usable if pet.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
     pool = same_frame or usable
-    frame = "sharing the PET's frame of reference" if same_frame else "(none shares the PET's frame of reference: registered)"
+    frame = (
+        "sharing the PET's frame of reference"
+        if same_frame
+        else "(none shares the PET's frame of reference: registered)"
+    )
     if len(pool) == 1:
         return pool[0], f"the only axial CT {frame}{note}"
     if not same_frame:
         raise DualpetInputError(
             f"{len(pool)} candidate axial CT series and none shares the PET's frame of reference; name one in the "
             f"{option} (series number or SeriesInstanceUID): " + "; ".join(s.describe() for s in pool)
-        )  # fmt: skip
+        )
     lo, hi = _z_range(pet)
     pet_step = (hi - lo) / max(len(pet.files) - 1, 1)
 
@@ -423,9 +456,11 @@ def choose_ct(series, pet, named=None, *, option="studies-sheet column ct_series
         raise DualpetInputError(
             f"{len(pool)} equally suitable axial CT series; name one in the {option} (series number or "
             "SeriesInstanceUID): " + "; ".join(s.describe() for s in pool)
-        )  # fmt: skip
-    return ranked[0], (f"of {len(pool)} axial CTs {frame}, the one covering the PET's axial range best with the slice "
-                       f"spacing closest to the PET's{note}")  # fmt: skip
+        )
+    return ranked[0], (
+        f"of {len(pool)} axial CTs {frame}, the one covering the PET's axial range best with the slice "
+        f"spacing closest to the PET's{note}"
+    )
 
 
 @dataclass
@@ -441,7 +476,12 @@ class Selection:
     def report(self):
         """JSON-ready account of the choice (series by number/description; no UIDs)."""
         skipped = [
-            {"series": s.label, "modality": s.modality, "images": len(s.files), "not_used_because": s.why_not() or "not needed"}
+            {
+                "series": s.label,
+                "modality": s.modality,
+                "images": len(s.files),
+                "not_used_because": s.why_not() or "not needed",
+            }
             for s in self.series.values()
             if s.is_image and s is not self.pet and s is not self.ct
         ]
@@ -521,9 +561,10 @@ def _check_gaps(dist, where):
         raise DualpetInputError(
             f"{where}: non-uniform slice spacing (attribute ImagePositionPatient): gap of "
             f"{steps[k]:.2f} mm instead of {step:.2f} mm after the slice at {dist[k]:.2f} mm "
-            f"along the normal" + (f" ({n_missing} slice(s) missing)" if n_missing >= 1 else "")
+            f"along the normal"
+            + (f" ({n_missing} slice(s) missing)" if n_missing >= 1 else "")
             + f"; tolerated: {GAP_ATOL_MM:g} mm + {GAP_RTOL:.0%} of the spacing"
-        )  # fmt: skip
+        )
     return steps
 
 
@@ -561,9 +602,12 @@ def stack_geometry(datasets, where):
             raise DualpetInputError(
                 f"{where}: slice positions drift from a uniform stack by up to {deviation:.2f} mm (attribute "
                 f"ImagePositionPatient; tolerated: {GAP_ATOL_MM:g} mm + {GAP_RTOL:.0%} of the {spacing:.2f} mm spacing)"
-            )  # fmt: skip
-        geometry.update(slice_spacing_mm=round(spacing, 5), slice_gaps_mm=[round(float(steps.min()), 4),
-                        round(float(steps.max()), 4)], slice_position_max_deviation_mm=round(deviation, 4))  # fmt: skip
+            )
+        geometry.update(
+            slice_spacing_mm=round(spacing, 5),
+            slice_gaps_mm=[round(float(steps.min()), 4), round(float(steps.max()), 4)],
+            slice_position_max_deviation_mm=round(deviation, 4),
+        )
     else:
         thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
         origin, slice_step = positions[0], normal * thickness
@@ -591,7 +635,7 @@ def rescale(ds, where, k, nk):
             raise DualpetInputError(
                 f"{where}: {keyword} {tag} of image InstanceNumber {header_text(ds, 'InstanceNumber') or '?'} (slice {k + 1} "
                 f"of {nk}) is {str(raw).strip()[:20]!r}: stored values cannot be rescaled"
-            )  # fmt: skip
+            )
         values.append(value)
     return values[0], values[1]
 
@@ -611,7 +655,9 @@ def _datasets(series, label):
         try:
             datasets.append(pydicom.dcmread(path, defer_size=4096, force=True))
         except Exception as exc:  # corrupt file: say which (not by file name: names are often UIDs)
-            raise DualpetInputError(f"{where}: cannot read its file {n} of {len(series.files)}: {redact_paths(exc)}") from exc
+            raise DualpetInputError(
+                f"{where}: cannot read its file {n} of {len(series.files)}: {redact_paths(exc)}"
+            ) from exc
     return datasets
 
 
@@ -685,8 +731,10 @@ def deshear(data, affine, outside):
         y_axis = -y_axis
     spacing = np.array([np.linalg.norm(row), np.linalg.norm(col), np.linalg.norm(step)])
     # the stack's corners in the new frame: the new grid's extent
-    corners = np.array([[i, j, k] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1)
-                        for k in (0, data.shape[2] - 1)], float)  # fmt: skip
+    corners = np.array(
+        [[i, j, k] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1) for k in (0, data.shape[2] - 1)],
+        float,
+    )
     world = corners @ a[:3, :3].T + a[:3, 3]
     frame = np.stack([x_axis, y_axis, z_axis], axis=1)  # columns: the new axes (unit)
     local = (world - a[:3, 3]) @ frame / spacing
@@ -697,5 +745,7 @@ def deshear(data, affine, outside):
     new[:3, 3] = a[:3, 3] + frame @ (lo * spacing)
     grid = np.indices(shape, dtype=np.float64).reshape(3, -1)
     src = np.linalg.solve(a, new) @ np.vstack([grid, np.ones(grid.shape[1])])
-    out = ndimage.map_coordinates(data, src[:3], order=1, mode="constant", cval=outside, output=np.float32, prefilter=False)
+    out = ndimage.map_coordinates(
+        data, src[:3], order=1, mode="constant", cval=outside, output=np.float32, prefilter=False
+    )
     return out.reshape(shape).astype(data.dtype), new

@@ -32,25 +32,70 @@ from dualpet.interchange import lesion_id, read_voi, voi_label
 #: visit (emptied; name and ID become the sheet's pseudonym).
 #: Every person name (VR PN) but PatientName is emptied too, wherever it occurs (DICOM
 #: PS3.15's basic profile: physicians, operators, responsible persons).
-PATIENT_ATTRIBUTES = ("PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight", "PatientSize",
-                      "OtherPatientIDs", "OtherPatientNames", "PatientAddress", "IssuerOfPatientID",
-                      "ReferringPhysicianName", "AccessionNumber", "StudyID", "InstitutionName",
-                      "InstitutionAddress", "OperatorsName", "PerformingPhysicianName", "StudyDescription",
-                      "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy", "RequestingPhysician", "StationName",
-                      "InstitutionalDepartmentName", "DeviceSerialNumber", "PatientComments",
-                      "AdditionalPatientHistory", "MedicalRecordLocator", "EthnicGroup", "Occupation",
-                      "PatientTelephoneNumbers", "MilitaryRank", "BranchOfService", "CountryOfResidence",
-                      "RegionOfResidence", "PatientReligiousPreference", "ResponsiblePerson",
-                      "PatientMotherBirthName", "AdmittingDiagnosesDescription", "RequestedProcedureDescription",
-                      "PerformedProcedureStepDescription", "ScheduledProcedureStepDescription", "ProtocolName",
-                      "PerformedProcedureStepID", "RequestedProcedureID", "DeviceUID", "InstitutionCodeSequence",
-                      "PersonIdentificationCodeSequence", "ReferencedPatientSequence")  # fmt: skip
+PATIENT_ATTRIBUTES = (
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "IssuerOfPatientID",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "StudyDescription",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "StationName",
+    "InstitutionalDepartmentName",
+    "DeviceSerialNumber",
+    "PatientComments",
+    "AdditionalPatientHistory",
+    "MedicalRecordLocator",
+    "EthnicGroup",
+    "Occupation",
+    "PatientTelephoneNumbers",
+    "MilitaryRank",
+    "BranchOfService",
+    "CountryOfResidence",
+    "RegionOfResidence",
+    "PatientReligiousPreference",
+    "ResponsiblePerson",
+    "PatientMotherBirthName",
+    "AdmittingDiagnosesDescription",
+    "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription",
+    "ScheduledProcedureStepDescription",
+    "ProtocolName",
+    "PerformedProcedureStepID",
+    "RequestedProcedureID",
+    "DeviceUID",
+    "InstitutionCodeSequence",
+    "PersonIdentificationCodeSequence",
+    "ReferencedPatientSequence",
+)
 #: The SEG's own equipment (its Type 1 serial number stays, the source's ones go).
 OWN_DEVICE_SERIAL_NUMBER = "0"
 #: Dates and times copied or stamped (the study's dates are identifying; a stamp of now
 #: would make every rerun a different file).
-DATE_ATTRIBUTES = ("StudyDate", "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
-                   "InstanceCreationDate", "InstanceCreationTime", "AcquisitionDateTime")  # fmt: skip
+DATE_ATTRIBUTES = (
+    "StudyDate",
+    "StudyTime",
+    "SeriesDate",
+    "SeriesTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "AcquisitionDateTime",
+)
 CONTENT_DATE_TIME = ("19000101", "000000")
 
 
@@ -98,33 +143,53 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
 
     digest = hashlib.sha256(pixel.tobytes() + repr(sorted(seg_of.items())).encode()).hexdigest()
     entropy = [str(datasets[0].SeriesInstanceUID), tracer, "dualpet lesions_seg", digest]
-    algorithm = hd.AlgorithmIdentificationSequence(name="dualpet", version=software_version or "0",
-                                                   family=codes.cid7162.NeighborhoodAnalysis)  # fmt: skip
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="dualpet", version=software_version or "0", family=codes.cid7162.NeighborhoodAnalysis
+    )
     width = max(2, len(str(max(present, default=0))))  # as lesions.tsv numbers them
 
     def description(number, label, **tracking):
         return hd.seg.SegmentDescription(
-            segment_number=number, segment_label=label, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm, **tracking,
-        )  # fmt: skip
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm,
+            **tracking,
+        )
 
-    descriptions = [description(n, lesion_id(lab, width), tracking_id=f"{tracer} lesion {lesion_id(lab, width)}",
-                                tracking_uid=generate_uid(entropy_srcs=[*entropy, lesion_id(lab, width)]))
-                    for lab, n in seg_of.items()] or [description(1, "no lesions")]  # fmt: skip
+    descriptions = [
+        description(
+            n,
+            lesion_id(lab, width),
+            tracking_id=f"{tracer} lesion {lesion_id(lab, width)}",
+            tracking_uid=generate_uid(entropy_srcs=[*entropy, lesion_id(lab, width)]),
+        )
+        for lab, n in seg_of.items()
+    ] or [description(1, "no lesions")]
     try:
         seg = hd.seg.Segmentation(
-            source_images=datasets, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=generate_uid(entropy_srcs=entropy + ["series"]),
-            series_number=9901, sop_instance_uid=generate_uid(entropy_srcs=entropy + ["instance"]), instance_number=1,
+            source_images=datasets,
+            pixel_array=pixel,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(entropy_srcs=entropy + ["series"]),
+            series_number=9901,
+            sop_instance_uid=generate_uid(entropy_srcs=entropy + ["instance"]),
+            instance_number=1,
             manufacturer="dualpet",
-            manufacturer_model_name="dualpet lesion VOIs", software_versions=software_version or "0",
-            device_serial_number=OWN_DEVICE_SERIAL_NUMBER, content_label="LESIONS",
+            manufacturer_model_name="dualpet lesion VOIs",
+            software_versions=software_version or "0",
+            device_serial_number=OWN_DEVICE_SERIAL_NUMBER,
+            content_label="LESIONS",
             content_description=f"dualpet final lesion VOIs ({tracer}), label Lk = lesions.tsv",
             omit_empty_frames=bool(seg_of),
-        )  # fmt: skip
+        )
     except Exception as exc:  # highdicom validates the source images; name what it refused
-        raise DualpetInputError(f"{where}: cannot build the DICOM-SEG over the PET series ({redact_paths(exc)})") from exc
+        raise DualpetInputError(
+            f"{where}: cannot build the DICOM-SEG over the PET series ({redact_paths(exc)})"
+        ) from exc
     _pseudonymise(seg, patient)
     _settle(seg, entropy)
     from dualpet.io import atomic_path
@@ -139,6 +204,7 @@ def _pseudonymise(ds, patient):
     wherever they occur (also inside sequences, e.g. the contributing equipment highdicom
     copies from the PET); the required content date and time are a fixed placeholder
     (no study date, and the same VOIs give the same file)."""
+
     def blank(dataset, elem):
         if elem.keyword in PATIENT_ATTRIBUTES or elem.keyword in DATE_ATTRIBUTES or elem.VR == "PN":
             elem.value = [] if elem.VR == "SQ" else ""
@@ -178,7 +244,9 @@ def seg_labels(path, shape, affine, what="lesion mask"):
         numbers = list(seg.get_segment_numbers())
         volume = seg.get_volume(combine_segments=True, skip_overlap_checks=True)
     except Exception as exc:
-        raise DualpetInputError(f"{what} (studies sheet): not a readable DICOM-SEG volume ({redact_paths(exc)})") from exc
+        raise DualpetInputError(
+            f"{what} (studies sheet): not a readable DICOM-SEG volume ({redact_paths(exc)})"
+        ) from exc
     names, lesion_of = {}, np.zeros(max(numbers) + 1, dtype=np.int32)
     for n in numbers:
         text = str(seg.get_segment_description(n).segment_label)
@@ -237,12 +305,16 @@ def check_reader_object(path, kind, dicom_dir, pet_series=None, *, where="", pat
     frames.discard("")
     mine = header_text(first, "FrameOfReferenceUID")
     if frames and mine and mine not in frames:
-        raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind}): its FrameOfReferenceUID (0020,0052) is not "
-                                "this study's PET's: drawn on another study (the other tracer's?) or another patient")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: lesion mask (studies sheet, {kind}): its FrameOfReferenceUID (0020,0052) is not "
+            "this study's PET's: drawn on another study (the other tracer's?) or another patient"
+        )
     a, b = header_text(ds, "PatientID").strip(), header_text(first, "PatientID").strip()
     if a and b and a != b and a != patient:
-        raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind}): its PatientID (0010,0020) is not this "
-                                "study's PET's: another patient's mask")  # fmt: skip
+        raise DualpetInputError(
+            f"{where}: lesion mask (studies sheet, {kind}): its PatientID (0010,0020) is not this "
+            "study's PET's: another patient's mask"
+        )
 
 
 def is_dicom_object(path):

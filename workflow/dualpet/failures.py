@@ -46,8 +46,9 @@ STEP_NAMES = {
 #: OSError numbers that are the machine's fault, not the patient's (not isolated).
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EIO, errno.EROFS}
 #: Words of other exceptions' messages meaning the same (e.g. SimpleITK's RuntimeError).
-MACHINE_MESSAGES = re.compile(r"failed to allocate|bad_alloc|out of memory|cannot allocate|no space left|disk quota",
-                              re.IGNORECASE)  # fmt: skip
+MACHINE_MESSAGES = re.compile(
+    r"failed to allocate|bad_alloc|out of memory|cannot allocate|no space left|disk quota", re.IGNORECASE
+)
 
 
 class UpstreamFailure(DualpetInputError):
@@ -157,8 +158,7 @@ def _failure_page(failures, payload):
     from dualpet.io import html_page
 
     items = "".join(f"<li>{html.escape(reason(r))}</li>" for r in failures)
-    body = (f"<h1>Not produced: the patient is excluded</h1><ul>{items}</ul>"
-            f"{HTML_RECORDS}{html.escape(payload)}</pre>")  # fmt: skip
+    body = f"<h1>Not produced: the patient is excluded</h1><ul>{items}</ul>{HTML_RECORDS}{html.escape(payload)}</pre>"
     return html_page("dualpet: not produced", body)
 
 
@@ -211,7 +211,7 @@ def run_isolated(args):
     except MemoryError:
         print(f"dualpet {args.command}: error: out of memory (raise the rule's mem_mb)", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - any failure of this patient's data isolates the patient
+    except Exception as exc:
         if not isinstance(exc, DualpetInputError) and MACHINE_MESSAGES.search(str(exc)):
             print(f"dualpet {args.command}: error (machine, not patient): {one_line(exc)}", file=sys.stderr)
             return 1

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from dualpet.interchange import LESION_METRICS
+from dualpet.io import atomic_path, write_tsv
 from dualpet.stats.constants import LESION_SETS as STATS_LESION_SETS
 from dualpet.stats.validate import excluded_mask, numbers
-from dualpet.io import atomic_path, write_tsv
 
 __all__ = [
     "FIGURES",
@@ -161,8 +161,9 @@ def included_lesions(lesions: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.
     return lesions[~drop].reset_index(drop=True), excluded, int(drop.sum())
 
 
-def paired_values(lesions: pd.DataFrame, reference: str, index: str, metric: str = "suvmax",
-                  lesion_set: str = "both") -> tuple[pd.DataFrame, list[dict]]:  # fmt: skip
+def paired_values(
+    lesions: pd.DataFrame, reference: str, index: str, metric: str = "suvmax", lesion_set: str = "both"
+) -> tuple[pd.DataFrame, list[dict]]:
     """The lesions entering the ratio figures and why the others are left out.
 
     ``lesions`` should already hold only included patients (:func:`included_lesions`).
@@ -197,14 +198,22 @@ def paired_values(lesions: pd.DataFrame, reference: str, index: str, metric: str
         if nonpositive:
             reasons[i] = f"{label} <= 0 on {' and '.join(nonpositive)}"
     keep = reasons == ""
-    ids = {c: lesions[c].astype(str).to_numpy() if c in lesions.columns else np.full(n, "", dtype=object)
-           for c in ("patient", "lesion")}  # fmt: skip
-    pairs = pd.DataFrame({
-        "patient": ids["patient"][keep].astype(object),
-        "lesion": ids["lesion"][keep].astype(object),
-        "reference": ref[keep],
-        "index": idx[keep],
-    }).sort_values(["patient", "lesion"], kind="stable").reset_index(drop=True)  # fmt: skip
+    ids = {
+        c: lesions[c].astype(str).to_numpy() if c in lesions.columns else np.full(n, "", dtype=object)
+        for c in ("patient", "lesion")
+    }
+    pairs = (
+        pd.DataFrame(
+            {
+                "patient": ids["patient"][keep].astype(object),
+                "lesion": ids["lesion"][keep].astype(object),
+                "reference": ref[keep],
+                "index": idx[keep],
+            }
+        )
+        .sort_values(["patient", "lesion"], kind="stable")
+        .reset_index(drop=True)
+    )
     counts = pd.Series(reasons[~keep], dtype=object).value_counts(sort=False)
     order = sorted(counts.index, key=lambda r: (r != not_in_set, r))
     left_out = [{"reason": str(r), "lesions": int(counts[r])} for r in order]
@@ -232,8 +241,16 @@ def patient_ratios(pairs: pd.DataFrame) -> pd.DataFrame:
     for patient, group in pairs.groupby("patient", sort=True):
         logs = np.log(group["index"].to_numpy(float)) - np.log(group["reference"].to_numpy(float))
         mean, lo, hi = _t_interval(logs)
-        rows.append({"patient": str(patient), "n": int(logs.size), "log_ratio": mean, "ratio": math.exp(mean),
-                     "ci_low": math.exp(lo), "ci_high": math.exp(hi)})  # fmt: skip
+        rows.append(
+            {
+                "patient": str(patient),
+                "n": int(logs.size),
+                "log_ratio": mean,
+                "ratio": math.exp(mean),
+                "ci_low": math.exp(lo),
+                "ci_high": math.exp(hi),
+            }
+        )
     return pd.DataFrame(rows, columns=["patient", "n", "log_ratio", "ratio", "ci_low", "ci_high"])
 
 
@@ -250,8 +267,12 @@ def pooled_ratio(pairs: pd.DataFrame) -> dict:
     fit = mixed_model(logs, pairs["patient"].to_numpy(object), log_ratio=True)
     ci = fit.get("ratio_ci95") or (None, None)
     ratio = fit.get("ratio") if fit.get("ratio") is not None else float(np.exp(np.mean(logs)))
-    return {"n_patients": int(pairs["patient"].nunique()), "ratio": ratio, "ci_low": _finite(ci[0]) if ci[0] else None,
-            "ci_high": _finite(ci[1]) if ci[1] else None}  # fmt: skip
+    return {
+        "n_patients": int(pairs["patient"].nunique()),
+        "ratio": ratio,
+        "ci_low": _finite(ci[0]) if ci[0] else None,
+        "ci_high": _finite(ci[1]) if ci[1] else None,
+    }
 
 
 def bland_altman(pairs: pd.DataFrame) -> dict:
@@ -262,8 +283,12 @@ def bland_altman(pairs: pd.DataFrame) -> dict:
     ref = np.log(pairs["reference"].to_numpy(float)) if len(pairs) else np.zeros(0)
     idx = np.log(pairs["index"].to_numpy(float)) if len(pairs) else np.zeros(0)
     x, y = (ref + idx) / 2, idx - ref
-    out = {"n_lesions": int(y.size), "n_patients": int(pairs["patient"].nunique()) if len(pairs) else 0,
-           "x": x.tolist(), "y": y.tolist()}  # fmt: skip
+    out = {
+        "n_lesions": int(y.size),
+        "n_patients": int(pairs["patient"].nunique()) if len(pairs) else 0,
+        "x": x.tolist(),
+        "y": y.tolist(),
+    }
     mean = float(np.mean(y)) if y.size else None
     sd = float(np.std(y, ddof=1)) if y.size > 1 else None
     lo = mean - LOA_Z * sd if sd is not None else None
@@ -290,18 +315,34 @@ def detection_by_region(lesions: pd.DataFrame, reference: str, index: str) -> pd
     (``{tracer}_detected == 1``; a missing flag counts as not detected)."""
     if reference == index:
         raise ValueError(f"reference and index tracer are both {reference!r}")
-    cols = ["region", "lesions", f"{reference}_detected", f"{index}_detected", "both_detected",
-            f"{reference}_only", f"{index}_only"]  # fmt: skip
+    cols = [
+        "region",
+        "lesions",
+        f"{reference}_detected",
+        f"{index}_detected",
+        "both_detected",
+        f"{reference}_only",
+        f"{index}_only",
+    ]
     r, i = _detected(lesions, reference), _detected(lesions, index)
-    regions = np.array([_region_label(v) for v in lesions["region"]] if "region" in lesions.columns
-                       else [NO_REGION] * len(lesions), dtype=object)  # fmt: skip
+    regions = np.array(
+        [_region_label(v) for v in lesions["region"]] if "region" in lesions.columns else [NO_REGION] * len(lesions),
+        dtype=object,
+    )
     present = set(regions.tolist())
     order = [g for g in REGION_ORDER if g in present]
     order += sorted(present - set(REGION_ORDER) - {NO_REGION}) + ([NO_REGION] if NO_REGION in present else [])
 
     def row(name, sel):
-        return [name, int(sel.sum()), int((sel & r).sum()), int((sel & i).sum()), int((sel & r & i).sum()),
-                int((sel & r & ~i).sum()), int((sel & i & ~r).sum())]  # fmt: skip
+        return [
+            name,
+            int(sel.sum()),
+            int((sel & r).sum()),
+            int((sel & i).sum()),
+            int((sel & r & i).sum()),
+            int((sel & r & ~i).sum()),
+            int((sel & i & ~r).sum()),
+        ]
 
     rows = [row(g, regions == g) for g in order] + [row(TOTAL, np.ones(len(regions), bool))]
     return pd.DataFrame(rows, columns=cols)
@@ -315,32 +356,42 @@ def caption(name: str, reference: str, index: str, metric: str = "suvmax", lesio
     numbers were computed."""
     m = metric_label(metric)
     lesions = _set_text(lesion_set, reference, index)
-    common = (f"Lesions: {lesions}, of included patients (excluded patients are left out with their lesions), "
-              f"with a positive, finite {m} on both tracers; values on a tracer that did not detect the lesion are "
-              "measured in the other tracer's VOI carried over by the registration. Lesions left out, and why, are "
-              "stated under the figure.")  # fmt: skip
+    common = (
+        f"Lesions: {lesions}, of included patients (excluded patients are left out with their lesions), "
+        f"with a positive, finite {m} on both tracers; values on a tracer that did not detect the lesion are "
+        "measured in the other tracer's VOI carried over by the registration. Lesions left out, and why, are "
+        "stated under the figure."
+    )
     if name == "paired":
-        return (f"Paired {m} per lesion: the reference tracer ({reference}, left) and the index tracer ({index}, "
-                f"right), one line per lesion, coloured by patient (log scale). {common}")  # fmt: skip
+        return (
+            f"Paired {m} per lesion: the reference tracer ({reference}, left) and the index tracer ({index}, "
+            f"right), one line per lesion, coloured by patient (log scale). {common}"
+        )
     if name == "patient_ratios":
-        return (f"Per-patient {m} ratio {index}/{reference} (forest plot, log scale): the geometric mean of the "
-                "patient's per-lesion ratios with its 95 % confidence interval, exp of the t interval of the mean "
-                "log ratio with n - 1 degrees of freedom (n lesions of that patient; a point without interval for "
-                "a patient with one lesion). Cohort (diamond and dashed line): the geometric mean ratio of the "
-                "statistics' random-intercept model of the log ratios (lesions clustered within patients) with its "
-                f"95 % CI, as in summary.md. The vertical line marks equal uptake (ratio 1). {common}")  # fmt: skip
+        return (
+            f"Per-patient {m} ratio {index}/{reference} (forest plot, log scale): the geometric mean of the "
+            "patient's per-lesion ratios with its 95 % confidence interval, exp of the t interval of the mean "
+            "log ratio with n - 1 degrees of freedom (n lesions of that patient; a point without interval for "
+            "a patient with one lesion). Cohort (diamond and dashed line): the geometric mean ratio of the "
+            "statistics' random-intercept model of the log ratios (lesions clustered within patients) with its "
+            f"95 % CI, as in summary.md. The vertical line marks equal uptake (ratio 1). {common}"
+        )
     if name == "bland_altman":
-        return (f"Bland-Altman plot of log {m}: per lesion, the difference ln {m} {index} - ln {m} {reference} "
-                "against the mean of the two logs. The solid line is the mean difference, the dashed lines the 95 % "
-                "limits of agreement (mean difference +/- 1.96 SD of the differences, SD with n - 1); each is also "
-                f"given as a ratio {index}/{reference} (exp). Lesions are treated as independent although they are "
-                f"clustered within patients, so the limits are descriptive. {common}")  # fmt: skip
+        return (
+            f"Bland-Altman plot of log {m}: per lesion, the difference ln {m} {index} - ln {m} {reference} "
+            "against the mean of the two logs. The solid line is the mean difference, the dashed lines the 95 % "
+            "limits of agreement (mean difference +/- 1.96 SD of the differences, SD with n - 1); each is also "
+            f"given as a ratio {index}/{reference} (exp). Lesions are treated as independent although they are "
+            f"clustered within patients, so the limits are descriptive. {common}"
+        )
     if name == "detection_by_region":
-        return (f"Lesion detection by region (reference CT at the lesion centroid): for every lesion of the union of "
-                f"both tracers' lesions in included patients, the number detected on {reference} (reference) and on "
-                f"{index} (index), on both, and on one tracer only ({{tracer}}_detected == 1; a missing flag counts "
-                "as not detected), with a total row. The lesion set and the metric do not apply to this table; "
-                "the same numbers are in detection_by_region.tsv.")  # fmt: skip
+        return (
+            f"Lesion detection by region (reference CT at the lesion centroid): for every lesion of the union of "
+            f"both tracers' lesions in included patients, the number detected on {reference} (reference) and on "
+            f"{index} (index), on both, and on one tracer only ({{tracer}}_detected == 1; a missing flag counts "
+            "as not detected), with a total row. The lesion set and the metric do not apply to this table; "
+            "the same numbers are in detection_by_region.tsv."
+        )
     raise ValueError(f"unknown figure {name!r}: expected one of {', '.join(FIGURES)}")
 
 
@@ -371,8 +422,15 @@ def _footnote(fig, text):
     renderer = fig.canvas.get_renderer()
     boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
     bottom = min((b.y0 for b in boxes if b is not None), default=0.0) / fig.bbox.height
-    fig.text(0.01, bottom - 0.08 / fig.get_figheight(), textwrap.fill(text, 120), fontsize=7, color="#444444",
-             ha="left", va="top")  # fmt: skip
+    fig.text(
+        0.01,
+        bottom - 0.08 / fig.get_figheight(),
+        textwrap.fill(text, 120),
+        fontsize=7,
+        color="#444444",
+        ha="left",
+        va="top",
+    )
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
@@ -442,8 +500,16 @@ def _no_data(title, reason, note=""):
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
-    ax.text(0.5, 0.5, "no data\n" + textwrap.fill(reason, 70), ha="center", va="center", fontsize=12,
-            color="#666666", transform=ax.transAxes)  # fmt: skip
+    ax.text(
+        0.5,
+        0.5,
+        "no data\n" + textwrap.fill(reason, 70),
+        ha="center",
+        va="center",
+        fontsize=12,
+        color="#666666",
+        transform=ax.transAxes,
+    )
     _footnote(fig, note)
     return fig
 
@@ -467,7 +533,8 @@ def _colours(patients):
 
 def _no_pairs(metric, reference, index, lesion_set):
     return f"no lesion with a positive {metric_label(metric)} on both tracers among the " + _set_text(
-        lesion_set, reference, index)
+        lesion_set, reference, index
+    )
 
 
 def _left_out_text(left_out, excluded, excluded_lesions):
@@ -489,8 +556,16 @@ def _draw_paired(pairs, reference, index, metric, lesion_set, note):
     for p in patients:
         g = pairs[pairs["patient"] == p]
         for k, (ref, idx) in enumerate(zip(g["reference"], g["index"])):
-            ax.plot([0, 1], [ref, idx], "-o", color=colours[p], lw=1, ms=4, alpha=0.85,
-                    label=f"{p} ({len(g)})" if k == 0 else None)  # fmt: skip
+            ax.plot(
+                [0, 1],
+                [ref, idx],
+                "-o",
+                color=colours[p],
+                lw=1,
+                ms=4,
+                alpha=0.85,
+                label=f"{p} ({len(g)})" if k == 0 else None,
+            )
     _log_axis(ax, "y", [*pairs["reference"], *pairs["index"]])
     ax.set_xlim(-0.4, 1.4)
     ax.set_xticks([0, 1], [f"{reference}\n(reference)", f"{index}\n(index)"])
@@ -498,8 +573,13 @@ def _draw_paired(pairs, reference, index, metric, lesion_set, note):
     ax.set_ylabel(f"{m}, {reference} and {index} (log scale)")
     ax.set_title(title)
     ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend(title="patient (lesions)", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              ncol=max(1, math.ceil(len(patients) / 25)))  # fmt: skip
+    ax.legend(
+        title="patient (lesions)",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        ncol=max(1, math.ceil(len(patients) / 25)),
+    )
     _footnote(fig, note)
     return fig
 
@@ -518,8 +598,11 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
     # ticks, not the widest interval: a wider one is cut at the axis and marked with an
     # arrowhead (its numbers are printed beside it); a patient with fewer than
     # MIN_LESIONS_FOR_PATIENT_CI lesions has no interval drawn, and the text says why
-    core = [v for v in (*per_patient["ratio"], pooled["ratio"], pooled["ci_low"], pooled["ci_high"], 1.0)
-            if v is not None and math.isfinite(v)]  # fmt: skip
+    core = [
+        v
+        for v in (*per_patient["ratio"], pooled["ratio"], pooled["ci_low"], pooled["ci_high"], 1.0)
+        if v is not None and math.isfinite(v)
+    ]
     ticks = _log_ticks(min(core) / FOREST_MARGIN, max(core) * FOREST_MARGIN)
     x_lo, x_hi = ticks[0], ticks[-1]
     for y, rec in zip(ys[:-1], per_patient.itertuples(index=False)):
@@ -549,8 +632,15 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
         ax.plot([pooled["ratio"]], [y0], "D", color="#d62728", ms=7)
         ci = ""
     ax.axvline(pooled["ratio"], color="#d62728", ls="--", lw=1)
-    ax.text(1.02, y0, f"{_fmt(pooled['ratio'])}{ci}", transform=ax.get_yaxis_transform(), va="center", fontsize=8,
-            color="#d62728")  # fmt: skip
+    ax.text(
+        1.02,
+        y0,
+        f"{_fmt(pooled['ratio'])}{ci}",
+        transform=ax.get_yaxis_transform(),
+        va="center",
+        fontsize=8,
+        color="#d62728",
+    )
     labels.append(f"cohort ({_n(pooled['n_patients'], 'patient')})")
     ax.axvline(1.0, color="#444444", lw=1)
     _log_axis(ax, "x", [x_lo, x_hi])
@@ -578,9 +668,17 @@ def _draw_bland_altman(ba, reference, index, metric, lesion_set, note):
     for key, text, style in lines:
         v = ba[key]
         ax.axhline(v, color="#d62728", ls=style, lw=1)
-        ax.annotate(f"{text}: {v:.3f} (ratio {_fmt(ba[key + '_ratio'])})", (1.0, v),
-                    xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points", ha="right",
-                    va="bottom", fontsize=8, color="#d62728")  # fmt: skip
+        ax.annotate(
+            f"{text}: {v:.3f} (ratio {_fmt(ba[key + '_ratio'])})",
+            (1.0, v),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="#d62728",
+        )
     _linear_axis(ax, "y", [*ba["y"], 0.0] + [ba[k] for k, _, _ in lines])
     _linear_axis(ax, "x", ba["x"])
     if ba["sd_diff"] is None:
@@ -602,8 +700,15 @@ def _draw_detection(table, reference, index, note):
     title = f"Lesion detection by region: {reference} (reference) vs {index} (index)"
     if int(table.iloc[-1]["lesions"]) == 0:
         return _no_data(title, "no lesions in included patients", note)
-    header = ["region", "lesions", f"detected on\n{reference}", f"detected on\n{index}", "on both",
-              f"{reference}\nonly", f"{index}\nonly"]  # fmt: skip
+    header = [
+        "region",
+        "lesions",
+        f"detected on\n{reference}",
+        f"detected on\n{index}",
+        "on both",
+        f"{reference}\nonly",
+        f"{index}\nonly",
+    ]
     cells = [[str(v) for v in row] for row in table.itertuples(index=False)]
     row_in, header_rows, title_in = 0.26, 1.7, 0.45  # row height, header height in rows, title (inches)
     table_in = row_in * (len(cells) + header_rows)
@@ -629,12 +734,25 @@ def _draw_detection(table, reference, index, note):
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (_finite(v) if isinstance(v, float) else v.item() if isinstance(v, np.generic) else v)
-             for k, v in rec.items()} for rec in frame.to_dict("records")]  # fmt: skip
+    return [
+        {
+            k: (_finite(v) if isinstance(v, float) else v.item() if isinstance(v, np.generic) else v)
+            for k, v in rec.items()
+        }
+        for rec in frame.to_dict("records")
+    ]
 
 
-def write_figures(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, index: str, outdir,
-                  metric: str = "suvmax", lesion_set: str = "both", names: dict | None = None) -> list[dict]:  # fmt: skip
+def write_figures(
+    lesions: pd.DataFrame,
+    patients: pd.DataFrame,
+    reference: str,
+    index: str,
+    outdir,
+    metric: str = "suvmax",
+    lesion_set: str = "both",
+    names: dict | None = None,
+) -> list[dict]:
     """Write the cohort figures (PNG and SVG) and ``detection_by_region.tsv`` into ``outdir``.
 
     ``lesions``/``patients``: the cohort tables (``results/cohort/lesions.tsv``,
@@ -658,30 +776,50 @@ def write_figures(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str,
     ba = bland_altman(pairs)
     table = detection_by_region(kept, reference, index)
     n_patients = int(pairs["patient"].nunique()) if len(pairs) else 0
-    ratio_note = (f"{metric_label(metric)}; lesion set '{lesion_set}': {_n(len(pairs), 'lesion')} of "
-                  f"{_n(n_patients, 'patient')} drawn. "
-                  + _left_out_text(left_out, excluded, excluded_lesions))  # fmt: skip
-    detection_note = (f"{_n(len(kept), 'lesion')} of included patients. "
-                      + (f"Left out: {_n(excluded_lesions, 'lesion')} of excluded patient(s) {', '.join(excluded)}."
-                         if excluded else "No patient excluded."))  # fmt: skip
+    ratio_note = (
+        f"{metric_label(metric)}; lesion set '{lesion_set}': {_n(len(pairs), 'lesion')} of "
+        f"{_n(n_patients, 'patient')} drawn. " + _left_out_text(left_out, excluded, excluded_lesions)
+    )
+    detection_note = f"{_n(len(kept), 'lesion')} of included patients. " + (
+        f"Left out: {_n(excluded_lesions, 'lesion')} of excluded patient(s) {', '.join(excluded)}."
+        if excluded
+        else "No patient excluded."
+    )
     left_excluded = [{"reason": "patient excluded", "lesions": excluded_lesions}] if excluded_lesions else []
     ref_name, idx_name = ((names or {}).get(t) or t for t in (reference, index))
     out = []
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
         figures = [
-            ("paired", _draw_paired(pairs, ref_name, idx_name, metric, lesion_set, ratio_note),
-             {"n_lesions": len(pairs), "n_patients": n_patients, "points": _records(pairs)}),
-            ("patient_ratios", _draw_forest(per_patient, pooled, ref_name, idx_name, metric, lesion_set, ratio_note),
-             {"n_lesions": len(pairs), "patients": _records(per_patient), "pooled": pooled}),
-            ("bland_altman", _draw_bland_altman(ba, ref_name, idx_name, metric, lesion_set, ratio_note),
-             {k: (_finite(v) if isinstance(v, float) else v) for k, v in ba.items()}),
-            ("detection_by_region", _draw_detection(table, ref_name, idx_name, detection_note),
-             {"n_lesions": len(kept), "table": _records(table)}),
-        ]  # fmt: skip
+            (
+                "paired",
+                _draw_paired(pairs, ref_name, idx_name, metric, lesion_set, ratio_note),
+                {"n_lesions": len(pairs), "n_patients": n_patients, "points": _records(pairs)},
+            ),
+            (
+                "patient_ratios",
+                _draw_forest(per_patient, pooled, ref_name, idx_name, metric, lesion_set, ratio_note),
+                {"n_lesions": len(pairs), "patients": _records(per_patient), "pooled": pooled},
+            ),
+            (
+                "bland_altman",
+                _draw_bland_altman(ba, ref_name, idx_name, metric, lesion_set, ratio_note),
+                {k: (_finite(v) if isinstance(v, float) else v) for k, v in ba.items()},
+            ),
+            (
+                "detection_by_region",
+                _draw_detection(table, ref_name, idx_name, detection_note),
+                {"n_lesions": len(kept), "table": _records(table)},
+            ),
+        ]
         for name, fig, numbers in figures:
             paths = _save(fig, outdir, name)
-            entry = {"name": name, "png": paths["png"], "svg": paths["svg"],
-                     "caption": caption(name, ref_name, idx_name, metric, lesion_set), "numbers": numbers}  # fmt: skip
+            entry = {
+                "name": name,
+                "png": paths["png"],
+                "svg": paths["svg"],
+                "caption": caption(name, ref_name, idx_name, metric, lesion_set),
+                "numbers": numbers,
+            }
             if name == "detection_by_region":
                 tsv = outdir / "detection_by_region.tsv"
                 write_tsv(tsv, table)

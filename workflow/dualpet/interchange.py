@@ -51,9 +51,8 @@ def write_crop(path, fraction, per_tracer):
             arrays[f"{tracer}_background"] = np.array(np.nan if bg is None else float(bg))  # NaN: none (no TBR)
             if fields.get("seed") is not None:  # isocontour: the lesion's own detection region
                 arrays[f"{tracer}_seed"] = np.asarray(fields["seed"], dtype=bool)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def read_crop(path, tracers):
@@ -65,9 +64,13 @@ def read_crop(path, tracers):
             mode = str(data[f"{tracer}_mode"])
             fields = {"mode": mode}
             if mode != "outside_field_of_view":
-                fields.update(suv=data[f"{tracer}_suv"], mask=data[f"{tracer}_mask"], affine=data[f"{tracer}_affine"],
-                              background=float(data[f"{tracer}_background"]),
-                              seed=data[f"{tracer}_seed"] if f"{tracer}_seed" in data else None)  # fmt: skip
+                fields.update(
+                    suv=data[f"{tracer}_suv"],
+                    mask=data[f"{tracer}_mask"],
+                    affine=data[f"{tracer}_affine"],
+                    background=float(data[f"{tracer}_background"]),
+                    seed=data.get(f"{tracer}_seed"),
+                )
             out[tracer] = fields
         return float(data["fraction"]), out
 
@@ -75,8 +78,10 @@ def read_crop(path, tracers):
 def write_segmentation(path, patient, tracer, background, method, info):
     """Write a study's segmentation record (``info``: what detection returned, with
     ``threshold_suv``; ``method``: the detection settings)."""
-    write_json(path, {"patient": patient, "tracer": tracer, "background": background,
-                      "detection": {"method": dict(method), **info}})  # fmt: skip
+    write_json(
+        path,
+        {"patient": patient, "tracer": tracer, "background": background, "detection": {"method": dict(method), **info}},
+    )
 
 
 def read_segmentation(path):
@@ -108,7 +113,14 @@ def dropped_organs(record):
     """One line naming the organs an ``anatomy.json`` record (:func:`dualpet.anatomy.anatomy_study`)
     dropped as implausible (a candidate that failed its volume or another plausibility
     check), each with the checks it failed; empty when none was. An organ with no candidate
-    at all (nothing there: outside the field of view) was not dropped and is not named."""
+    at all (nothing there: outside the field of view) was not dropped and is not named.
+
+    >>> dropped_organs({"organs": {
+    ...     "spleen": {"found": False, "volume_ml": 2400.0, "checks": {"volume": False, "left": True}},
+    ...     "brain": {"found": False, "volume_ml": 0.0, "checks": {"volume": False}},
+    ...     "liver": {"found": True, "volume_ml": 1500.0, "checks": {"volume": True}}}})
+    'spleen (volume)'
+    """
     out = []
     for name, entry in record.get("organs", {}).items():
         failed = [k for k, ok in (entry.get("checks") or {}).items() if not ok]
@@ -121,7 +133,11 @@ def series_note(choice):
     """One line on a study's series choice (``series_choice`` of ``pet.json``, see
     :meth:`dualpet.dicom.Selection.report`) worth a reader's attention: a derived volume
     used for want of an ORIGINAL series, or a series named in the studies sheet; empty
-    otherwise."""
+    otherwise.
+
+    >>> series_note({"pet": {"series": "#4", "chosen_because": "named by pet_series"}, "ct": {"series": "#2"}})
+    'PET #4: named by pet_series'
+    """
     notes = []
     for kind in ("pet", "ct"):
         entry = (choice or {}).get(kind) or {}
@@ -132,12 +148,20 @@ def series_note(choice):
 
 
 def lesion_id(number, width=2):
-    """Lesion number -> its ID in ``lesions.tsv`` (``7`` -> ``L07``)."""
+    """Lesion number -> its ID in ``lesions.tsv``.
+
+    >>> lesion_id(7), lesion_id(123)
+    ('L07', 'L123')
+    """
     return f"L{int(number):0{width}d}"
 
 
 def voi_label(lesion):
-    """Lesion ID -> its label in ``voi.nii.gz`` (``L07`` -> 7)."""
+    """Lesion ID -> its label in ``voi.nii.gz``.
+
+    >>> voi_label("L07"), voi_label(lesion_id(123))
+    (7, 123)
+    """
     return int(str(lesion).lstrip("L"))
 
 

@@ -77,14 +77,18 @@ def write_tsv(path, df):
 
 
 #: The report pages' style (the Snakemake report shows them in a frame).
-PAGE_STYLE = ("body{font-family:sans-serif;margin:1.2em;max-width:1300px;font-size:14px}"
-              "table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 7px;"
-              "vertical-align:top}th{background:#f3f3f3}")  # fmt: skip
+PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:1.2em;max-width:1300px;font-size:14px}"
+    "table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 7px;"
+    "vertical-align:top}th{background:#f3f3f3}"
+)
 
 
 def html_page(title: str, body: str) -> str:
     """A self-contained HTML page (no scripts, no external links)."""
     import html
 
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{PAGE_STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )

@@ -81,8 +81,9 @@ def sample(volume, affine, points, order=1, outside=0.0):
     from scipy import ndimage
 
     vox = world_to_voxel(affine, points.reshape(-1, 3)).T
-    out = ndimage.map_coordinates(volume, vox, order=order, mode="constant", cval=outside, output=np.float32,
-                                  prefilter=False)  # fmt: skip
+    out = ndimage.map_coordinates(
+        volume, vox, order=order, mode="constant", cval=outside, output=np.float32, prefilter=False
+    )
     return out.reshape(points.shape[:-1])
 
 
@@ -189,8 +190,9 @@ def _scale_bar(draw, x0, y0, fov_mm):
     x, y = x0 + 6, y0 + TILE_PX - 9
     draw.rectangle((x - 1, y - 2, x + length, y + 3), fill=(0, 0, 0))
     draw.rectangle((x, y - 1, x + length - 1, y + 2), fill=(255, 255, 255))
-    draw.text((x, y - 15), f"{SCALE_BAR_MM:g} mm", fill=(255, 255, 255), font=_font(10), stroke_width=1,
-              stroke_fill=(0, 0, 0))  # fmt: skip
+    draw.text(
+        (x, y - 15), f"{SCALE_BAR_MM:g} mm", fill=(255, 255, 255), font=_font(10), stroke_width=1, stroke_fill=(0, 0, 0)
+    )
 
 
 def colour_bar(suv_max, height):
@@ -262,8 +264,15 @@ def lesion_picture(blocks):
             draw.text((x0, y + TILE_PX // 2), block.get("note", ""), fill=(90, 90, 90), font=_font(12))
             continue
         for r, plane in enumerate(PLANES):
-            tiles = view_tiles(block["study"], block["centre"], plane, block["fov_mm"], block["window"], block["suv_max"],
-                               block.get("voi_label"))  # fmt: skip
+            tiles = view_tiles(
+                block["study"],
+                block["centre"],
+                plane,
+                block["fov_mm"],
+                block["window"],
+                block["suv_max"],
+                block.get("voi_label"),
+            )
             _, y = origin(b, r, 0)
             draw.text((x0 - LABEL_PX + 2, y + TILE_PX // 2 - 7), plane, fill=(0, 0, 0), font=_font(12))
             for c, tile in enumerate(tiles):

@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from dualpet.anatomy import BONE_HU_MIN, FAT_HU, LUNG_HU
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
-from dualpet.interchange import lesion_id, write_voi, write_crop
+from dualpet.interchange import lesion_id, write_crop, write_voi
 from dualpet.io import write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
@@ -114,13 +114,22 @@ def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=
     for r, rv in cents[ref].items():
         if r in done_ref:
             continue
-        near = [i for i in cents[idx] if i not in done_idx and np.linalg.norm(idx_in_ref[i] - rv["centroid"]) <= search_mm]
+        near = [
+            i for i in cents[idx] if i not in done_idx and np.linalg.norm(idx_in_ref[i] - rv["centroid"]) <= search_mm
+        ]
         if not near:
             continue
         centre_idx = transform_points(tfm, rv["centroid"][None])[0]
         # destination = index grid: its points map back to the reference by the inverse
-        carried = carry_voi(rv["voi"], rv["crop_affine"], idx_study["suv"].shape, idx_study["affine"],
-                            lambda pts: inverse_transform_points(tfm, pts), centre_idx, search_mm + 30.0)  # fmt: skip
+        carried = carry_voi(
+            rv["voi"],
+            rv["crop_affine"],
+            idx_study["suv"].shape,
+            idx_study["affine"],
+            lambda pts: inverse_transform_points(tfm, pts),
+            centre_idx,
+            search_mm + 30.0,
+        )
         n_carried = int(carried.sum())
         for i in near:
             iv = cents[idx][i]
@@ -128,7 +137,7 @@ def overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm, search_mm=
             if shared and shared >= OVERLAP_SHARE_MIN * min(n_carried, int(iv["voi"].sum())):
                 candidates.append((shared, r, i))
     out = []
-    for shared, r, i in sorted(candidates, reverse=True):
+    for _, r, i in sorted(candidates, reverse=True):
         if r not in done_ref and i not in done_idx:
             done_ref.add(r)
             done_idx.add(i)
@@ -171,8 +180,6 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
     hit[ok] = voi[tuple(src_vox[ok].T)]
     out[tuple(idx[hit].T)] = True
     return out
-
-
 
 
 #: Region labels: the shell around a lesion in which its surroundings are read starts
@@ -224,7 +231,9 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
         return "other"
     lung = float(np.mean((shell > LUNG_HU[0]) & (shell < LUNG_HU[1])))
     fat = float(np.mean((shell >= FAT_HU[0]) & (shell <= FAT_HU[1])))
-    if lung >= REGION_PARENCHYMA_SHARE or (lesion_radius_mm >= REGION_TUMOUR_RADIUS_MM and lung >= REGION_HILAR_LUNG_SHARE):
+    if lung >= REGION_PARENCHYMA_SHARE or (
+        lesion_radius_mm >= REGION_TUMOUR_RADIUS_MM and lung >= REGION_HILAR_LUNG_SHARE
+    ):
         return "lung"
     if fat >= REGION_FAT_SHARE:  # a node, hilar ones too: they sit in fat between lung and vessels
         return "lymph node"
@@ -232,8 +241,20 @@ def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_
 
 
 def build_lesions(
-    patient, tracers, studies, tfm, out_index, out_crops, *, tolerance_mm=15.0, fraction=0.41, neighbourhood_mm=10.0, ref_ct=None,
-    ref_anatomy=None, out_vois=None, reader_masks="contour",
+    patient,
+    tracers,
+    studies,
+    tfm,
+    out_index,
+    out_crops,
+    *,
+    tolerance_mm=15.0,
+    fraction=0.41,
+    neighbourhood_mm=10.0,
+    ref_ct=None,
+    ref_anatomy=None,
+    out_vois=None,
+    reader_masks="contour",
 ):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 
@@ -258,10 +279,16 @@ def build_lesions(
     """
     ref, idx = tracers
     cents = {
-        t: lesion_vois(studies[t]["suv"], studies[t]["labels"], studies[t]["affine"], fraction, neighbourhood_mm,
-                       reader=reader_masks if studies[t].get("reader_masks") else None)
+        t: lesion_vois(
+            studies[t]["suv"],
+            studies[t]["labels"],
+            studies[t]["affine"],
+            fraction,
+            neighbourhood_mm,
+            reader=reader_masks if studies[t].get("reader_masks") else None,
+        )
         for t in tracers
-    }  # fmt: skip
+    }
     idx_in_ref = {}
     if cents[idx]:
         labs = list(cents[idx])
@@ -305,7 +332,9 @@ def build_lesions(
         t_voi = ref if u[ref] is not None else idx
         vol_mm3 = float(cents[t_voi][u[t_voi]]["voi"].sum() * np.prod(voxel_spacing(studies[t_voi]["affine"])))
         radius = (3.0 * vol_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
-        row["region"] = region_label(*ref_ct, u["centroid_ref"], liver=liver, lesion_radius_mm=radius) if ref_ct is not None else ""
+        row["region"] = (
+            region_label(*ref_ct, u["centroid_ref"], liver=liver, lesion_radius_mm=radius) if ref_ct is not None else ""
+        )
         row["match_distance_mm"] = u["distance_mm"]
         crop = {}
         for t in tracers:
@@ -319,7 +348,9 @@ def build_lesions(
             else:  # not detected: the other tracer's VOI carried onto this grid
                 centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
                 src = cents[other][u[other]]
-                full = carry_voi(src["voi"], src["crop_affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0)
+                full = carry_voi(
+                    src["voi"], src["crop_affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0
+                )
                 if not full.any():  # the lesion lies outside this PET's field of view
                     row[f"{t}_voi_source"] = "outside_field_of_view"
                     crop[t] = {"mode": "outside_field_of_view"}
@@ -331,8 +362,14 @@ def build_lesions(
                 mask, seed = (free if free.any() else full[box]), None
                 vois[t][box][mask & (vois[t][box] == 0)] = n
             row[f"{t}_voi_source"] = mode
-            crop[t] = {"suv": st["suv"][box], "mask": mask, "affine": _crop_affine(st["affine"], lo), "mode": mode,
-                       "background": st["background"], "seed": seed}  # fmt: skip
+            crop[t] = {
+                "suv": st["suv"][box],
+                "mask": mask,
+                "affine": _crop_affine(st["affine"], lo),
+                "mode": mode,
+                "background": st["background"],
+                "seed": seed,
+            }
         write_crop(out_crops / f"{lesion}.npz", fraction, crop)
         rows.append(row)
     columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]

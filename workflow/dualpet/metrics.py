@@ -56,7 +56,7 @@ def sphere_kernel(affine, radius_mm=PEAK_RADIUS_MM, supersample=5):
     offs = (np.arange(supersample) + 0.5) / supersample - 0.5
     grids = [(np.arange(-h, h + 1)[:, None] + offs[None, :]).ravel() * s for h, s in zip(half, sp)]
     X, Y, Z = np.meshgrid(*grids, indexing="ij")
-    inside = (X**2 + Y**2 + Z**2) <= radius_mm**2
+    inside = radius_mm**2 >= (X**2 + Y**2 + Z**2)
     shape = tuple(2 * h + 1 for h in half)
     k = inside.reshape(shape[0], supersample, shape[1], supersample, shape[2], supersample).mean(axis=(1, 3, 5))
     return k / k.sum()
@@ -93,7 +93,16 @@ def lesion_metrics(suv, voi, affine, background_suvmean=None):
     n = int(voi.sum())
     if n == 0:
         nan = float("nan")
-        return {"suvmax": nan, "suvmean": nan, "suvpeak": nan, "mtv_ml": 0.0, "tlg": 0.0, "tbr": nan, "tbr_mean": nan, "n_voxels": 0}
+        return {
+            "suvmax": nan,
+            "suvmean": nan,
+            "suvpeak": nan,
+            "mtv_ml": 0.0,
+            "tlg": 0.0,
+            "tbr": nan,
+            "tbr_mean": nan,
+            "n_voxels": 0,
+        }
     vals = suv[voi]
     mtv = n * voxel_volume_ml(affine)
     out = {

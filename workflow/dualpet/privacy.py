@@ -17,13 +17,34 @@ import warnings
 #: Attributes whose values identify a patient, a visit or a site (PS3.15 basic profile),
 #: and the UIDs (which link to the hospital's records).
 IDENTIFYING = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthDate", "PatientBirthName",
-    "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers", "AccessionNumber", "StudyID",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "PerformingPhysicianName", "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy", "RequestingPhysician",
-    "OperatorsName", "StationName", "DeviceSerialNumber", "MedicalRecordLocator", "StudyInstanceUID",
-    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-)  # fmt: skip
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthDate",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "OperatorsName",
+    "StationName",
+    "DeviceSerialNumber",
+    "MedicalRecordLocator",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+)
 REDACTED = "[redacted]"
 #: Shorter values are not scrubbed on their own (they would blank common words and numbers).
 MIN_LENGTH = 3

@@ -12,13 +12,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imports(path):
     """(third-party top-level names, dualpet modules) imported anywhere in a file (each file
     parsed once per process: every rule's code version walks the same modules)."""
@@ -63,13 +63,13 @@ def _isolated_commands(tree):
     return isolated
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cli_tree():
     source = (PACKAGE / "cli.py").read_text()
     return source, ast.parse(source)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _command_roots(command):
     """dualpet modules, third-party names and the source of the CLI functions that
     ``cli._cmd_<command>`` (and the helpers it calls) use."""
@@ -96,7 +96,7 @@ def _command_roots(command):
     return frozenset(mods), frozenset(third - set(sys.stdlib_module_names)), code
 
 
-@lru_cache(maxsize=None)
+@cache
 def command_modules(command):
     """(files of the dualpet modules, third-party import names) a command can reach."""
     roots, third, _ = _command_roots(command)

@@ -32,7 +32,7 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
 
     body = ref_ct > -500
     ci, cj, ck = (int(round(c)) for c in ndimage.center_of_mass(body)) if body.any() else np.array(ref_ct.shape) // 2
-    window = dict(cmap="gray", vmin=-400, vmax=400)
+    window = {"cmap": "gray", "vmin": -400, "vmax": 400}
     sp = np.asarray(spacing, dtype=float)
     views = {
         "axial": (lambda v: v[:, :, ck].T, "upper", sp[1] / sp[0]),  # rows = j (anterior at top), columns = i
@@ -78,9 +78,7 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse, Rectangle
 
-    from dualpet.geometry import voxel_spacing, world_to_voxel
-
-    from dualpet.geometry import apply_affine
+    from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
 
     found = background.get("suvmean") is not None
     if found:
@@ -95,8 +93,8 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
     fig, axes = plt.subplots(2, 2, figsize=(9, 9), dpi=80)
     for col, (vol, aff, kw, name) in enumerate(
         (
-            (ct_hu, ct_affine, dict(cmap="gray", vmin=-400, vmax=400), "CT"),
-            (suv, pet_affine, dict(cmap="gray_r", vmin=0, vmax=pet_top), "PET (SUV)"),
+            (ct_hu, ct_affine, {"cmap": "gray", "vmin": -400, "vmax": 400}, "CT"),
+            (suv, pet_affine, {"cmap": "gray_r", "vmin": 0, "vmax": pet_top}, "PET (SUV)"),
         )
     ):
         i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
@@ -117,8 +115,16 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         elif liver:
             ax.add_patch(Ellipse((i, k), 2 * radius / sp[0], 2 * radius / sp[2], fill=False, color="lime", lw=1.5))
         else:  # 20 mm long cylinder along z
-            ax.add_patch(Rectangle((i - radius / sp[0], k - 10.0 / sp[2]), 2 * radius / sp[0], 20.0 / sp[2],
-                                   fill=False, color="lime", lw=1.5))  # fmt: skip
+            ax.add_patch(
+                Rectangle(
+                    (i - radius / sp[0], k - 10.0 / sp[2]),
+                    2 * radius / sp[0],
+                    20.0 / sp[2],
+                    fill=False,
+                    color="lime",
+                    lw=1.5,
+                )
+            )
         ax.set_title(f"{name}, coronal")
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -133,4 +139,3 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-

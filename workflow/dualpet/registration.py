@@ -399,9 +399,7 @@ def _run_stage(name, reg, fixed, moving):
 # ---------------------------------------------------------------------- registration
 
 
-def register_ct(
-    fixed_ct, moving_ct, out_tfm, out_qc_json=None, *, threads=1, grid_mm=4.0, affine=False
-) -> dict:
+def register_ct(fixed_ct, moving_ct, out_tfm, out_qc_json=None, *, threads=1, grid_mm=4.0, affine=False) -> dict:
     """Rigidly register the index CT (moving) to the reference CT (fixed).
 
     Parameters
@@ -493,9 +491,7 @@ def register_ct(
         aff.SetCenter(rigid.GetCenter())
         aff.SetMatrix(rigid.GetMatrix())
         aff.SetTranslation(rigid.GetTranslation())
-        reg = _new_registration(
-            metric_mask, SHRINK_FACTORS[1:], SMOOTHING_SIGMAS[1:], SAMPLING_FRACTIONS[1:], 1.0, 300
-        )
+        reg = _new_registration(metric_mask, SHRINK_FACTORS[1:], SMOOTHING_SIGMAS[1:], SAMPLING_FRACTIONS[1:], 1.0, 300)
         reg.SetInitialTransform(aff, inPlace=True)
         stages.append(_run_stage("affine", reg, fixed, moving))
         # Keep the affine result only if it fits the body clearly better than the rigid one:
@@ -503,8 +499,12 @@ def register_ct(
         # 0.39 mm on rigidly posed phantoms), on real anatomical change they should help.
         dice_rigid, dice_affine = _dice_in_overlap(fmask, mmask, rigid), _dice_in_overlap(fmask, mmask, aff)
         accepted = dice_affine >= dice_rigid + AFFINE_MIN_DICE_GAIN
-        stages[-1].update(dice_rigid=dice_rigid, dice_affine=dice_affine, accepted=accepted,
-                          rule=f"accepted if body-mask Dice improves by >= {AFFINE_MIN_DICE_GAIN}")  # fmt: skip
+        stages[-1].update(
+            dice_rigid=dice_rigid,
+            dice_affine=dice_affine,
+            accepted=accepted,
+            rule=f"accepted if body-mask Dice improves by >= {AFFINE_MIN_DICE_GAIN}",
+        )
         final = aff if accepted else rigid
 
     if final.GetName() == "CompositeTransform":  # pragma: no cover - guarded by inPlace=True
@@ -637,9 +637,14 @@ def register_pet_to_ct(pet_suv, pet_affine, ct_hu, ct_affine, *, threads=1, grid
     mmask = sitk.Cast(components == 1, sitk.sitkUInt8)
     rigid = _moments_init(fmask, mmask)
     reg = _new_registration(
-        sitk.BinaryDilate(fmask, [3, 3, 3]), SHRINK_FACTORS, SMOOTHING_SIGMAS, [0.5] * len(SHRINK_FACTORS),
-        2.0, 300, bins=PET_CT_BINS,
-    )  # fmt: skip
+        sitk.BinaryDilate(fmask, [3, 3, 3]),
+        SHRINK_FACTORS,
+        SMOOTHING_SIGMAS,
+        [0.5] * len(SHRINK_FACTORS),
+        2.0,
+        300,
+        bins=PET_CT_BINS,
+    )
     reg.SetInitialTransform(rigid, inPlace=True)
     stage = _run_stage("pet_to_ct", reg, fixed, moving)
     M = np.linalg.inv(matrix_4x4(rigid))  # ITK maps fixed (CT) points to moving (PET) points

@@ -73,7 +73,10 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
         note = f" ({d['note']})" if d.get("note") else ""
         entry = {k: d.get(k, "") for k in ("decision", "reader", "note")} | {"position_lps": point}
         if not np.all(np.isfinite(point)):
-            record.append(entry | {"position_lps": [str(v) for v in point], "applied": "not applied: the position is not a number"})
+            record.append(
+                entry
+                | {"position_lps": [str(v) for v in point], "applied": "not applied: the position is not a number"}
+            )
             continue
         if n in conflicts:
             record.append(entry | {"applied": f"not applied: {conflicts[n]}"})
@@ -85,7 +88,9 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
             else:
                 lesions.remove(hit)
                 hit.pop("_region")
-                rejected.append({**{k: v for k, v in hit.items() if k != "label"}, "reason": f"reader: rejected by {who}{note}"})
+                rejected.append(
+                    {**{k: v for k, v in hit.items() if k != "label"}, "reason": f"reader: rejected by {who}{note}"}
+                )
                 entry["applied"] = f"rejected the lesion with its peak at {np.round(hit['peak_lps'], 1).tolist()}"
         elif hit is not None:
             hit["origin"] = "reader-accepted"
@@ -166,12 +171,16 @@ def pin(review_tsv, results, reference, out=None):
         if row["lesion"] and not (row["x"] and row["y"] and row["z"]):
             table = Path(results) / row["patient"] / "lesions.tsv"
             if not table.is_file():
-                raise DualpetInputError(f"review sheet line {i + 2}: no results for patient {row['patient']} to pin "
-                                        f"lesion {row['lesion']} with")  # fmt: skip
+                raise DualpetInputError(
+                    f"review sheet line {i + 2}: no results for patient {row['patient']} to pin "
+                    f"lesion {row['lesion']} with"
+                )
             lesions = pd.read_csv(table, sep="\t", dtype={"lesion": str})
             match = lesions[lesions["lesion"] == row["lesion"]]
             if match.empty:
-                raise DualpetInputError(f"review sheet line {i + 2}: patient {row['patient']} has no lesion {row['lesion']}")
+                raise DualpetInputError(
+                    f"review sheet line {i + 2}: patient {row['patient']} has no lesion {row['lesion']}"
+                )
             tfm = None
             if row["tracer"] != reference:
                 from dualpet.registration import load_transform

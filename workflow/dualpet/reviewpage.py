@@ -47,8 +47,14 @@ def _study(pet_path, ct_path, voi_path, seg_path):
     pet = nib.load(str(pet_path))
     ct = nib.load(str(ct_path))
     voi, _ = read_voi(voi_path)
-    return {"suv": np.asarray(pet.dataobj, dtype=np.float32), "affine": lps_affine(pet.affine),
-            "ct": np.asanyarray(ct.dataobj), "ct_affine": lps_affine(ct.affine), "voi": voi, "seg": read_json(seg_path)}  # fmt: skip
+    return {
+        "suv": np.asarray(pet.dataobj, dtype=np.float32),
+        "affine": lps_affine(pet.affine),
+        "ct": np.asanyarray(ct.dataobj),
+        "ct_affine": lps_affine(ct.affine),
+        "voi": voi,
+        "seg": read_json(seg_path),
+    }
 
 
 def _display(plane, affine_axes, affine):
@@ -116,10 +122,18 @@ def mip_figure(studies, tracers, centroids, vmax, lesion_ids, names=None):
         ax = fig.add_axes(((left + LABEL_MARGIN_PX) / fw, 10 / fh, (w - 2 * LABEL_MARGIN_PX) / fw, MIP_VIEW_PX / fh))
         left += w
         mip = st["suv"].max(axis=proj)
-        ax.imshow(_display(mip, axis, st["affine"]), cmap="gray_r", vmin=0, vmax=vmax[t],
-                  aspect=sp[2] / sp[axis], interpolation="nearest")  # fmt: skip
-        points = [(lesion_ids.get(label, lesion_id(label)), *_to_display(st["affine"], axis, ijk[axis], ijk[2], shape))
-                  for label, ijk in centroids[t].items()]  # fmt: skip
+        ax.imshow(
+            _display(mip, axis, st["affine"]),
+            cmap="gray_r",
+            vmin=0,
+            vmax=vmax[t],
+            aspect=sp[2] / sp[axis],
+            interpolation="nearest",
+        )
+        points = [
+            (lesion_ids.get(label, lesion_id(label)), *_to_display(st["affine"], axis, ijk[axis], ijk[2], shape))
+            for label, ijk in centroids[t].items()
+        ]
         rows_per_px = shape[2] / MIP_VIEW_PX
         pad = 4 * rows_per_px * sp[2] / sp[axis]  # 4 px, in columns
         for side in ("left", "right"):  # each lesion labelled in the margin on its own side
@@ -127,9 +141,19 @@ def mip_figure(studies, tracers, centroids, vmax, lesion_ids, names=None):
             ys = _stack([r for _, _, r in mine], LABEL_GAP_PX * rows_per_px, 0.0, shape[2] - 1.0)
             x = -0.5 - pad if side == "left" else shape[axis] - 0.5 + pad
             for (lesion, c, r), y in zip(mine, ys):
-                ax.annotate(lesion, (c, r), xytext=(x, y), textcoords="data", color="#d62728", fontsize=8,
-                            weight="bold", va="center", ha="right" if side == "left" else "left", annotation_clip=False,
-                            arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6, "shrinkA": 0, "shrinkB": 2})  # fmt: skip
+                ax.annotate(
+                    lesion,
+                    (c, r),
+                    xytext=(x, y),
+                    textcoords="data",
+                    color="#d62728",
+                    fontsize=8,
+                    weight="bold",
+                    va="center",
+                    ha="right" if side == "left" else "left",
+                    annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#d62728", "lw": 0.6, "shrinkA": 0, "shrinkB": 2},
+                )
         ax.set_title(f"{(names or {}).get(t, t)}: {view} MIP (SUV 0-{vmax[t]:g})", fontsize=10)
         ax.axis("off")
     return _png(fig)
@@ -164,8 +188,13 @@ def _present(v):
 def review_row(patient, tracer, lps, decision, lesion=""):
     """A line of review.tsv for this decision (tab-separated, REVIEW_COLUMNS order; reader
     and note left for the reader)."""
-    values = {"patient": patient, "tracer": tracer, "decision": decision, "lesion": lesion,
-              **{axis: f"{v:.1f}" for axis, v in zip("xyz", lps)}}  # fmt: skip
+    values = {
+        "patient": patient,
+        "tracer": tracer,
+        "decision": decision,
+        "lesion": lesion,
+        **{axis: f"{v:.1f}" for axis, v in zip("xyz", lps)},
+    }
     return "\t".join(values.get(col, "") for col in REVIEW_COLUMNS)
 
 
@@ -184,8 +213,7 @@ def _picture(blocks):
 
 
 def _img(src, alt):
-    return (f"<div class='pic'><img alt='{html.escape(alt)}' loading='lazy' decoding='async' "
-            f"src='{src}'></div>")  # fmt: skip
+    return f"<div class='pic'><img alt='{html.escape(alt)}' loading='lazy' decoding='async' src='{src}'></div>"
 
 
 def _lesion_blocks(studies, tracers, names, row, scale, peaks):
@@ -205,8 +233,17 @@ def _lesion_blocks(studies, tracers, names, row, scale, peaks):
         if centre is None:
             blocks.append({"caption": caption, "note": "no VOI in this study (the lesion lies outside its PET)"})
         else:
-            blocks.append({"caption": caption + " (views through it)", "study": studies[t], "centre": centre,
-                           "fov_mm": fov, "window": window, "suv_max": scale[t], "voi_label": label})  # fmt: skip
+            blocks.append(
+                {
+                    "caption": caption + " (views through it)",
+                    "study": studies[t],
+                    "centre": centre,
+                    "fov_mm": fov,
+                    "window": window,
+                    "suv_max": scale[t],
+                    "voi_label": label,
+                }
+            )
     return blocks
 
 
@@ -221,8 +258,16 @@ def _candidate_blocks(studies, tracers, names, tracer, lps, scale, transform):
     blocks = []
     for t in tracers:
         if t == tracer:
-            blocks.append({"caption": f"{names[t]}: the candidate's peak (cross)", "study": st, "centre": lps,
-                           "fov_mm": VIEW_MM, "window": window, "suv_max": scale[t]})  # fmt: skip
+            blocks.append(
+                {
+                    "caption": f"{names[t]}: the candidate's peak (cross)",
+                    "study": st,
+                    "centre": lps,
+                    "fov_mm": VIEW_MM,
+                    "window": window,
+                    "suv_max": scale[t],
+                }
+            )
         elif transform is None:
             blocks.append({"caption": f"{names[t]}", "note": "no registration at hand"})
         else:
@@ -230,8 +275,16 @@ def _candidate_blocks(studies, tracers, names, tracer, lps, scale, transform):
 
             to_other = transform_points if tracer == tracers[0] else inverse_transform_points
             there = to_other(transform, np.asarray([lps], float))[0]
-            blocks.append({"caption": f"{names[t]}: the same position (registered)", "study": studies[t],
-                           "centre": there, "fov_mm": VIEW_MM, "window": window, "suv_max": scale[t]})  # fmt: skip
+            blocks.append(
+                {
+                    "caption": f"{names[t]}: the same position (registered)",
+                    "study": studies[t],
+                    "centre": there,
+                    "fov_mm": VIEW_MM,
+                    "window": window,
+                    "suv_max": scale[t],
+                }
+            )
     return blocks
 
 
@@ -286,7 +339,8 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         f"<pre>{html.escape(chr(9).join(REVIEW_COLUMNS))}</pre>",
         f"<div class='pic'><img alt='MIPs' src='{mips}'></div>",  # at full size
         f"<h2>Lesions ({len(lesions)})</h2><table><tr><th>lesion</th><th>region</th>"
-        + "".join(f"<th>{html.escape(names[t])}</th>" for t in tracers) + "</tr>",
+        + "".join(f"<th>{html.escape(names[t])}</th>" for t in tracers)
+        + "</tr>",
     ]
     from dualpet.lesionviews import peak_point
 
@@ -297,37 +351,55 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         for t in tracers:
             det = int(row.get(f"{t}_detected", 0) or 0)
             how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
-            text = (f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
-                    f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}")  # fmt: skip
+            text = (
+                f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
+                f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}"
+            )
             peak = peaks[t]
             if peak is not None:
                 text += f"<pre>{html.escape(review_row(patient, t, peak, 'reject' if det else 'add', lesion))}</pre>"
             cells.append(text)
-        parts.append(f"<tr id='{html.escape(lesion)}'><td><b>{html.escape(lesion)}</b></td>"
-                     f"<td>{html.escape(str(row.get('region', '')))}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")  # fmt: skip
+        parts.append(
+            f"<tr id='{html.escape(lesion)}'><td><b>{html.escape(lesion)}</b></td>"
+            f"<td>{html.escape(str(row.get('region', '')))}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        )
         pic = _picture(_lesion_blocks(studies, tracers, names, row, scale, peaks))
         parts.append(f"<tr><td colspan='{2 + len(tracers)}'>{_img(pic, lesion)}</td></tr>")
     parts.append("</table>")
-    rejected = [(t, c) for t in tracers for c in studies[t]["seg"]["detection"].get("rejected", []) if c.get("peak_lps")]
-    parts.append(f"<h2>Candidates not counted as lesions ({len(rejected)})</h2>"
-                 "<p>Each with its reason, views at its peak (a cross marks it) and in the other study at the same "
-                 "position, and the line that accepts it.</p><table><tr><th>tracer</th><th>peak (LPS mm)</th>"
-                 "<th>SUVmax</th><th>reason</th><th>review line to accept it</th></tr>")  # fmt: skip
+    rejected = [
+        (t, c) for t in tracers for c in studies[t]["seg"]["detection"].get("rejected", []) if c.get("peak_lps")
+    ]
+    parts.append(
+        f"<h2>Candidates not counted as lesions ({len(rejected)})</h2>"
+        "<p>Each with its reason, views at its peak (a cross marks it) and in the other study at the same "
+        "position, and the line that accepts it.</p><table><tr><th>tracer</th><th>peak (LPS mm)</th>"
+        "<th>SUVmax</th><th>reason</th><th>review line to accept it</th></tr>"
+    )
     for n, (t, cand) in enumerate(rejected, start=1):
         lps = [float(v) for v in cand["peak_lps"]]
-        parts.append(f"<tr id='C{n}'><td>{html.escape(names[t])}</td><td>{', '.join(f'{v:.1f}' for v in lps)}</td>"
-                     f"<td>{_fmt(cand.get('suvmax'))}</td><td>{html.escape(str(cand.get('reason', '')))}</td>"
-                     f"<td><pre>{html.escape(review_row(patient, t, lps, 'accept'))}</pre></td></tr>")  # fmt: skip
+        parts.append(
+            f"<tr id='C{n}'><td>{html.escape(names[t])}</td><td>{', '.join(f'{v:.1f}' for v in lps)}</td>"
+            f"<td>{_fmt(cand.get('suvmax'))}</td><td>{html.escape(str(cand.get('reason', '')))}</td>"
+            f"<td><pre>{html.escape(review_row(patient, t, lps, 'accept'))}</pre></td></tr>"
+        )
         pic = _picture(_candidate_blocks(studies, tracers, names, t, lps, scale, transform))
         parts.append(f"<tr><td colspan='5'>{_img(pic, f'candidate {n}')}</td></tr>")
     parts.append("</table>")
     reviews = [(t, r) for t in tracers for r in studies[t]["seg"]["detection"].get("review", [])]
     if reviews:
-        parts.append("<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
-                     "<th>note</th><th>outcome</th></tr>")  # fmt: skip
+        parts.append(
+            "<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
+            "<th>note</th><th>outcome</th></tr>"
+        )
         for t, r in reviews:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in
-                                          (names[t], r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))) + "</tr>")  # fmt: skip
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(_text(v))}</td>"
+                    for v in (names[t], r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))
+                )
+                + "</tr>"
+            )
         parts.append("</table>")
     parts.append("</body></html>")
     write_text(out, "\n".join(parts))

@@ -42,7 +42,14 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from dualpet.anatomy import FAT_HU, ORGAN_CLASSES, WATER_HU
-from dualpet.geometry import apply_affine, nearest_on_grid, values_in_ball, voxel_spacing, voxel_volume_ml, world_to_voxel
+from dualpet.geometry import (
+    apply_affine,
+    nearest_on_grid,
+    values_in_ball,
+    voxel_spacing,
+    voxel_volume_ml,
+    world_to_voxel,
+)
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 #: A candidate holding at least this share of an organ-sized uptake region is that organ.
@@ -130,7 +137,9 @@ def detection_threshold(method, background_suvmean, liver=None):
         if liver is None:
             raise ValueError("the percist threshold needs the liver VOI (SUVmean and SD)")
         return 1.5 * float(liver["suvmean"]) + 2.0 * float(liver["suvsd"])
-    raise ValueError(f"unknown detection method {kind!r} (expected one of {(LOCAL_METHOD,) + THRESHOLD_METHODS + READER_METHODS})")
+    raise ValueError(
+        f"unknown detection method {kind!r} (expected one of {(LOCAL_METHOD,) + THRESHOLD_METHODS + READER_METHODS})"
+    )
 
 
 def _reader_lesion(suv, affine, region, source, **extra):
@@ -341,13 +350,34 @@ def detect_lesions(
             local = max(local, float(np.median(suv[sl][region])))
         cand["local_background_suv"] = local
         end = bool(n_end and (sl[2].stop <= n_end or sl[2].start >= suv.shape[2] - n_end))
-        reason = _shared_rejection(suv, sl, region, peak, cand["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
-                                   n_end=n_end, masks=masks, contrast=organ_contrast, max_volume_ml=max_volume_ml,
-                                   spacing=spacing, vox_ml=vox_ml, hu=hu,
-                                   marrow=None if column is None else (cand["suvmax"], column), bowel=loops)  # fmt: skip
-        if reason is None and cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local:
+        reason = _shared_rejection(
+            suv,
+            sl,
+            region,
+            peak,
+            cand["suvmax"],
+            end_planes=end,
+            end_planes_mm=end_planes_mm,
+            n_end=n_end,
+            masks=masks,
+            contrast=organ_contrast,
+            max_volume_ml=max_volume_ml,
+            spacing=spacing,
+            vox_ml=vox_ml,
+            hu=hu,
+            marrow=None if column is None else (cand["suvmax"], column),
+            bowel=loops,
+        )
+        if (
+            reason is None
+            and cand["suvmax"] < (contrast := 1.0 + (organ_contrast - 1.0) * max(1.0, plane_noise[peak[2]])) * local
+        ):
             where = "an organ-sized uptake region" if organ_like or in_organ else "its surroundings"
-            noisier = f" (its plane {plane_noise[peak[2]]:.1f}x noisier than the volume's middle)" if contrast > organ_contrast else ""
+            noisier = (
+                f" (its plane {plane_noise[peak[2]]:.1f}x noisier than the volume's middle)"
+                if contrast > organ_contrast
+                else ""
+            )
             reason = f"physiological or noise: SUVmax below {contrast:.2f}x the local background {local:.2f} of {where}{noisier}"
         elif reason is None and organ_like:
             # A lesion inside an organ whose own uptake exceeds the threshold shares the
@@ -522,8 +552,10 @@ def _physiological_organ(suv, sl, region, suvmax, masks, spacing):
         level = float(np.percentile(suv[big][own], FOCAL_LEVEL_PERCENTILE))
         if suvmax < FOCAL_OVER_ORGAN * level:
             return group, None
-        note = (f"kept beside the organ map's {', '.join(PHYSIOLOGICAL[group])}: a focus at its border "
-                f"(SUVmax {suvmax:.1f}, {suvmax / max(level, 1e-6):.1f} x the organ's level {level:.2f})")  # fmt: skip
+        note = (
+            f"kept beside the organ map's {', '.join(PHYSIOLOGICAL[group])}: a focus at its border "
+            f"(SUVmax {suvmax:.1f}, {suvmax / max(level, 1e-6):.1f} x the organ's level {level:.2f})"
+        )
     return None, note
 
 
@@ -552,8 +584,10 @@ def _vertebral_marrow(sl, region, core, top, grown, profile, spacing):
     level = float(np.percentile(profile[near], MARROW_PERCENTILE))
     if top >= MARROW_CONTRAST * level:
         return None
-    return (f"physiological: vertebral marrow (its peak {top:.2f} is below {MARROW_CONTRAST:g} x the marrow of the "
-            f"neighbouring vertebrae, {level:.2f})")  # fmt: skip
+    return (
+        f"physiological: vertebral marrow (its peak {top:.2f} is below {MARROW_CONTRAST:g} x the marrow of the "
+        f"neighbouring vertebrae, {level:.2f})"
+    )
 
 
 def bowel_zone(organ_map, affine):
@@ -567,7 +601,9 @@ def bowel_zone(organ_map, affine):
         planes = np.flatnonzero(lungs.any(axis=(0, 1)))
         z = apply_affine(affine, np.c_[np.zeros((organ_map.shape[2], 2)), np.arange(organ_map.shape[2])])[:, 2]
         zone[:, :, z >= z[planes].min()] = False
-    near = np.isin(organ_map, [v for n in ("aorta", "vertebrae", "kidney_left", "kidney_right") for v in ORGAN_CLASSES[n]])
+    near = np.isin(
+        organ_map, [v for n in ("aorta", "vertebrae", "kidney_left", "kidney_right") for v in ORGAN_CLASSES[n]]
+    )
     if near.any():
         zone &= ndimage.distance_transform_edt(~near, sampling=spacing) > BOWEL_CLEAR_MM
     zone &= ~np.isin(organ_map, [v for n in ("liver", "spleen", "urinary_bladder") for v in ORGAN_CLASSES[n]])
@@ -583,23 +619,46 @@ def _bowel_segment(sl, region, zone, spacing):
     ratio, length = float(np.sqrt(w[-1] / w[0])), float(4.0 * np.sqrt(w[-1]))
     if ratio < BOWEL_ELONGATION or length < BOWEL_SEGMENT_MM:
         return None
-    return (f"physiological: bowel uptake (a segment {length:.0f} mm long, {ratio:.1f} : 1, in the abdomen below "
-            f"the lungs and {BOWEL_CLEAR_MM:g} mm or more from the aorta, spine and kidneys)")  # fmt: skip
+    return (
+        f"physiological: bowel uptake (a segment {length:.0f} mm long, {ratio:.1f} : 1, in the abdomen below "
+        f"the lungs and {BOWEL_CLEAR_MM:g} mm or more from the aorta, spine and kidneys)"
+    )
 
 
-def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_mm, n_end, masks, contrast,
-                      max_volume_ml, spacing, vox_ml, hu, marrow=None, bowel=None):  # fmt: skip
+def _shared_rejection(
+    suv,
+    sl,
+    region,
+    peak,
+    suvmax,
+    *,
+    end_planes,
+    end_planes_mm,
+    n_end,
+    masks,
+    contrast,
+    max_volume_ml,
+    spacing,
+    vox_ml,
+    hu,
+    marrow=None,
+    bowel=None,
+):
     """The rules every automatic method applies to a candidate (``sl``: its box,
     ``region``: its voxels in the box): the reason it is not a lesion, or None.
     ``marrow``: (the candidate's peak, the column's :func:`marrow_profile`), both in the
     image the method compares (the smoothed PET for ``local``), with the group 'marrow';
     ``bowel``: :func:`bowel_zone`, with the group 'bowel'."""
     if end_planes:
-        return (f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
-                "axial field of view, where sensitivity is lowest)")  # fmt: skip
+        return (
+            f"noise: lies only in the PET's first or last {n_end} planes ({end_planes_mm:g} mm of the "
+            "axial field of view, where sensitivity is lowest)"
+        )
     if masks and (group := _physiological_organ(suv, sl, region, suvmax, masks, spacing)[0]):
-        return (f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
-                f"the organ map's {', '.join(PHYSIOLOGICAL[group])}, and fills it)")  # fmt: skip
+        return (
+            f"physiological: {group} uptake ({100 * ORGAN_SHARE_OF_CORE:.0f} % or more of the hot core lies in "
+            f"the organ map's {', '.join(PHYSIOLOGICAL[group])}, and fills it)"
+        )
     core = region & (suv[sl] >= URINE_CORE * suvmax)
     if marrow is not None and "marrow" in masks and core.any():
         why = _vertebral_marrow(sl, region, core, marrow[0], masks["marrow"][0], marrow[1], spacing)
@@ -608,15 +667,21 @@ def _shared_rejection(suv, sl, region, peak, suvmax, *, end_planes, end_planes_m
     if why := _bowel_segment(sl, region, bowel, spacing):
         return why
     if _part_of_larger_uptake(suv, peak, suvmax / contrast, max_volume_ml, spacing, vox_ml):
-        return (f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
-                f"above 1/{contrast} of its SUVmax")  # fmt: skip
+        return (
+            f"physiological: part of an uptake region larger than max_volume_ml={max_volume_ml} "
+            f"above 1/{contrast} of its SUVmax"
+        )
     water = (hu[sl] >= URINE_HU[0]) & (hu[sl] <= URINE_HU[1]) if hu is not None else None
     if water is not None and (urine := _share_of_core(water, core, URINE_SHARE, URINE_MIN_ML / vox_ml)):
-        return (f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
-                f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)")  # fmt: skip
+        return (
+            f"physiological: urinary activity ({100 * urine:.0f} % of the hot core is water-dense on CT, "
+            f"{URINE_HU[0]:g}..{URINE_HU[1]:g} HU)"
+        )
     if hu is not None and (fat := _share_of_core(_fat_ct(hu, sl), core, FAT_SHARE, 1)):
-        return (f"physiological: uptake in fat, brown fat ({100 * fat:.0f} % of the hot core is fat on CT, "
-                f"{FAT_HU[0]:g}..{FAT_HU[1]:g} HU; a tumour or node is soft tissue)")  # fmt: skip
+        return (
+            f"physiological: uptake in fat, brown fat ({100 * fat:.0f} % of the hot core is fat on CT, "
+            f"{FAT_HU[0]:g}..{FAT_HU[1]:g} HU; a tumour or node is soft tissue)"
+        )
     return None
 
 
@@ -793,18 +858,29 @@ def segment_study(
             bg = background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, method, where=where)
         except BackgroundNotFound as exc:  # a cropped image, no aorta or liver in view: TBR only is lost
             if detection.get("method", LOCAL_METHOD) == "background":
-                raise DualpetInputError(f"{exc}; detection method 'background' needs one (its threshold is a multiple "
-                                        "of the background)") from None  # fmt: skip
+                raise DualpetInputError(
+                    f"{exc}; detection method 'background' needs one (its threshold is a multiple of the background)"
+                ) from None
             bg = no_background(exc.reason)
     if background_png:
         from dualpet.qc import background_figure
 
-        background_figure(hu_ct, ct_affine, suv, pet_affine, bg, background_png, mask=bg_voi,
-                          title=f"patient {patient}, {tracer}: background VOI")  # fmt: skip
+        background_figure(
+            hu_ct,
+            ct_affine,
+            suv,
+            pet_affine,
+            bg,
+            background_png,
+            mask=bg_voi,
+            title=f"patient {patient}, {tracer}: background VOI",
+        )
     kind = detection.get("method", LOCAL_METHOD)
     if kind == "masks":
         if not lesion_mask:
-            raise DualpetInputError(f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet")
+            raise DualpetInputError(
+                f"{where}: detection method 'masks' needs this study's lesion_mask in the studies sheet"
+            )
         from dualpet.dicomseg import is_dicom_object, rtstruct_labels, seg_labels
 
         kind_of_mask = is_dicom_object(lesion_mask)
@@ -823,17 +899,23 @@ def segment_study(
         lesions, dropped = lesions_from_mask(suv, pet_affine, regions, file_labels, split_binary=not kind_of_mask)
         if not lesions:  # a mask with nothing on this PET: not "no lesions", a mask of something else
             what = f"its {len(file_labels)} segment(s) or label(s)" if file_labels else "it holds no lesion"
-            raise DualpetInputError(f"{where}: lesion mask (studies sheet, {kind_of_mask or 'NIfTI'}): {what} reach no voxel "
-                                    "of this study's PET (an empty mask, or one drawn on another study?)")  # fmt: skip
+            raise DualpetInputError(
+                f"{where}: lesion mask (studies sheet, {kind_of_mask or 'NIfTI'}): {what} reach no voxel "
+                "of this study's PET (an empty mask, or one drawn on another study?)"
+            )
         for les in lesions:  # the viewer's own name of each segment or ROI
             value = int(les["mask_part"].split()[-1]) if les["mask_part"].startswith("label ") else None
             if value in names:
                 les["mask_name"] = names[value]
-        info = {"threshold_suv": None, "lesion_mask": f"studies sheet column lesion_mask ({kind_of_mask or 'NIfTI'})",
-                "labels_outside_pet": dropped}  # fmt: skip
+        info = {
+            "threshold_suv": None,
+            "lesion_mask": f"studies sheet column lesion_mask ({kind_of_mask or 'NIfTI'})",
+            "labels_outside_pet": dropped,
+        }
     elif kind == "seeds":
-        lesions = lesions_from_seeds(suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)),
-                                     where=where)  # fmt: skip
+        lesions = lesions_from_seeds(
+            suv, pet_affine, seeds or [], radius_mm=float(detection.get("seed_radius_mm", 10.0)), where=where
+        )
         info = {"threshold_suv": None, "seeds": len(seeds or [])}
     else:  # automatic detection: the CT, the organ map and the exclusion mask on the PET grid
         hu = ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine)
@@ -849,24 +931,45 @@ def segment_study(
             smooth = ndimage.gaussian_filter(suv, smoothing_sigma(pet_affine, fwhm))
             noise = noise_model(smooth, pet_affine, _liver_centres(organ_ct, ct_affine)[0] or (), where=where)
             labels, info = detect_local(
-                suv, pet_affine, noise, contrast=float(detection.get("organ_contrast", 1.5)),
-                cnr=float(detection.get("contrast_to_noise", 5.0)), smooth_fwhm_mm=fwhm, smooth=smooth,
-                min_volume_ml=min_volume_ml, max_volume_ml=float(detection.get("max_volume_ml", 60.0)),
-                end_planes_mm=float(detection.get("end_planes_mm", 12.0)), exclusion=exclusion, hu=hu,
-                hu_mean=ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine, average=True), organ_map=organ_map,
+                suv,
+                pet_affine,
+                noise,
+                contrast=float(detection.get("organ_contrast", 1.5)),
+                cnr=float(detection.get("contrast_to_noise", 5.0)),
+                smooth_fwhm_mm=fwhm,
+                smooth=smooth,
+                min_volume_ml=min_volume_ml,
+                max_volume_ml=float(detection.get("max_volume_ml", 60.0)),
+                end_planes_mm=float(detection.get("end_planes_mm", 12.0)),
+                exclusion=exclusion,
+                hu=hu,
+                hu_mean=ct_on_pet_grid(hu_ct, ct_affine, suv.shape, pet_affine, average=True),
+                organ_map=organ_map,
                 physiological=groups,
-            )  # fmt: skip
+            )
         else:
             if kind == "percist":
                 given_liver = bg["source"].startswith("liver") or (background_mask and method == "liver")
-                liver_voi = bg if given_liver else background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine,
-                                                                           "liver", fallback=False, where=where)  # fmt: skip
+                liver_voi = (
+                    bg
+                    if given_liver
+                    else background_from_anatomy(
+                        organ_ct, ct_affine, hu_ct, suv, pet_affine, "liver", fallback=False, where=where
+                    )
+                )
             threshold = detection_threshold(detection, bg["suvmean"], liver_voi)
             keys = ("max_volume_ml", "organ_fraction", "organ_contrast", "end_planes_mm")
             labels, info = detect_lesions(
-                suv, pet_affine, threshold, exclusion=exclusion, hu=hu, organ_map=organ_map, physiological=groups,
-                min_volume_ml=min_volume_ml, **{k: detection[k] for k in keys if k in detection},
-            )  # fmt: skip
+                suv,
+                pet_affine,
+                threshold,
+                exclusion=exclusion,
+                hu=hu,
+                organ_map=organ_map,
+                physiological=groups,
+                min_volume_ml=min_volume_ml,
+                **{k: detection[k] for k in keys if k in detection},
+            )
         info["physiological"] = {"groups": list(groups), "organ_map": "anatomy.nii.gz"}
         info["exclusion_mask"] = excluded
         if liver_voi is not None:
@@ -882,9 +985,15 @@ def segment_study(
         from dualpet.review import apply_decisions
 
         labels, info["lesions"], info["rejected"], info["review"] = apply_decisions(
-            suv, pet_affine, labels, info["lesions"], info.setdefault("rejected", []), review,
-            seed_radius_mm=float(detection.get("seed_radius_mm", 10.0)), where=where,
-        )  # fmt: skip
+            suv,
+            pet_affine,
+            labels,
+            info["lesions"],
+            info.setdefault("rejected", []),
+            review,
+            seed_radius_mm=float(detection.get("seed_radius_mm", 10.0)),
+            where=where,
+        )
     save_nifti(labels_out, nifti_image(labels, pet_affine))
     write_segmentation(json_out, patient, tracer, bg, detection, info)
     return bg, info
@@ -974,8 +1083,12 @@ def noise_model(smooth, affine, centres=(), radius_mm=15.0, where=""):
     if found:
         found.sort()
         a, level, plane = found[len(found) // 2]
-        return {"a": float(a), "level": float(level), "plane": int(plane),
-                "source": f"liver: median of {len(found)} sphere{'s' if len(found) > 1 else ''} of {radius_mm:g} mm radius"}  # fmt: skip
+        return {
+            "a": float(a),
+            "level": float(level),
+            "plane": int(plane),
+            "source": f"liver: median of {len(found)} sphere{'s' if len(found) > 1 else ''} of {radius_mm:g} mm radius",
+        }
     from dualpet.errors import DualpetInputError
 
     positive = smooth[smooth > 0]
@@ -1000,8 +1113,12 @@ def noise_model(smooth, affine, centres=(), radius_mm=15.0, where=""):
     order = np.lexsort((planes, med, spread))  # as sorting (spread, level, plane) tuples
     quarter = order[: max(1, len(order) // 4)]
     pick = quarter[len(quarter) // 2]
-    return {"a": float(spread[pick]), "level": float(med[pick]), "plane": int(planes[pick]),
-            "source": f"the most homogeneous quarter of {len(order)} 2 cm tiles of the body"}  # fmt: skip
+    return {
+        "a": float(spread[pick]),
+        "level": float(med[pick]),
+        "plane": int(planes[pick]),
+        "source": f"the most homogeneous quarter of {len(order)} 2 cm tiles of the body",
+    }
 
 
 def _ct_class(hu):
@@ -1087,8 +1204,9 @@ def _resize(region, box, target):
     out = np.zeros(tuple(t.stop - t.start for t in target), dtype=bool)
     src = tuple(slice(max(t.start, b.start), min(t.stop, b.stop)) for t, b in zip(target, box))
     if all(x.stop > x.start for x in src):
-        out[tuple(slice(x.start - t.start, x.stop - t.start) for x, t in zip(src, target))] = \
-            region[tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(src, box))]
+        out[tuple(slice(x.start - t.start, x.stop - t.start) for x, t in zip(src, target))] = region[
+            tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(src, box))
+        ]
     return out
 
 
@@ -1200,8 +1318,12 @@ def detect_local(
             region, edge = _extent(sm, basin, q, ring_bg + LOCAL_EXTENT_FRACTION * (top - ring_bg))
             first_bg, ring_bg = ring_bg, _ring_level(sm, region, spacing, shell_mm, others, cls)
             if ring_bg * contrast > top:  # its ring is nearly as hot: unless it is a necrotic tumour's rim
-                ring_bg = min(ring_bg, _rim_level(sm, q, first_bg + LOCAL_EXTENT_FRACTION * (top - first_bg), spacing,
-                                                  shell_mm, others, cls, top))  # fmt: skip
+                ring_bg = min(
+                    ring_bg,
+                    _rim_level(
+                        sm, q, first_bg + LOCAL_EXTENT_FRACTION * (top - first_bg), spacing, shell_mm, others, cls, top
+                    ),
+                )
             if ring_bg >= top:  # its own tissue is as hot as its peak: nothing stands out
                 break
         if ring_bg >= top:
@@ -1230,26 +1352,52 @@ def detect_local(
         local_peak = np.unravel_index(int(np.argmax(raw)), raw.shape)
         peak = tuple(int(c + b.start) for c, b in zip(local_peak, box))
         volume = float(region.sum() * vox_ml)
-        info = {"suvmax": float(suv[peak]), "peak_ijk": list(peak), "peak_lps": apply_affine(affine, peak).tolist(),
-                "volume_ml_at_threshold": volume, "local_background_suv": ring_bg, "smoothed_peak_suv": top,
-                "contrast": float(ratio), "contrast_to_noise": float(score)}  # fmt: skip
+        info = {
+            "suvmax": float(suv[peak]),
+            "peak_ijk": list(peak),
+            "peak_lps": apply_affine(affine, peak).tolist(),
+            "volume_ml_at_threshold": volume,
+            "local_background_suv": ring_bg,
+            "smoothed_peak_suv": top,
+            "contrast": float(ratio),
+            "contrast_to_noise": float(score),
+        }
         if score < cnr or ratio < contrast:
             if score >= NEAR_MISS_SHARE * cnr and ratio >= 1.0 + NEAR_MISS_SHARE * (contrast - 1.0):
-                why = (f"{below(score, cnr)} noise SDs above its surroundings (needs {cnr:g})" if score < cnr
-                       else f"{below(ratio, contrast)} x its surroundings (needs {contrast:g})")  # fmt: skip
+                why = (
+                    f"{below(score, cnr)} noise SDs above its surroundings (needs {cnr:g})"
+                    if score < cnr
+                    else f"{below(ratio, contrast)} x its surroundings (needs {contrast:g})"
+                )
                 near.append({**info, "reason": f"too faint: {why}"})
             continue
         if edge or volume > max_volume_ml:
-            reason = (f"physiological: organ-sized uptake (its extent is larger than max_volume_ml={max_volume_ml} "
-                      f"or reaches {LOCAL_BOX_MM:g} mm from its peak)")  # fmt: skip
+            reason = (
+                f"physiological: organ-sized uptake (its extent is larger than max_volume_ml={max_volume_ml} "
+                f"or reaches {LOCAL_BOX_MM:g} mm from its peak)"
+            )
         elif volume < min_volume_ml:
             reason = f"noise: smaller than min_volume_ml={min_volume_ml}"
         else:
             end = bool(n_end and _in_end_planes(region, box[2].start, n_end, suv.shape[2]))
-            reason = _shared_rejection(suv, box, region, peak, info["suvmax"], end_planes=end, end_planes_mm=end_planes_mm,
-                                       n_end=n_end, masks=masks, contrast=contrast, max_volume_ml=max_volume_ml,
-                                       spacing=spacing, vox_ml=vox_ml, hu=hu,
-                                       marrow=None if column is None else (top, column), bowel=loops)  # fmt: skip
+            reason = _shared_rejection(
+                suv,
+                box,
+                region,
+                peak,
+                info["suvmax"],
+                end_planes=end,
+                end_planes_mm=end_planes_mm,
+                n_end=n_end,
+                masks=masks,
+                contrast=contrast,
+                max_volume_ml=max_volume_ml,
+                spacing=spacing,
+                vox_ml=vox_ml,
+                hu=hu,
+                marrow=None if column is None else (top, column),
+                bowel=loops,
+            )
         decided.append({**info, "reason": reason} if reason else {**info, "_region": (box, region)})
         owner[box][region] = len(decided)
         if not reason:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-
 #: The largest file read as a sheet (bytes): a sheet is a few kilobytes.
 MAX_SHEET_BYTES = 50 * 10**6
 #: What a column name looks like; a first line that is anything else is not echoed.
@@ -38,14 +37,16 @@ def load_yaml_strict(path):
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
-                raise SheetError(f"config {path}, line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line "
-                                 f"{seen[key]}); keep one")  # fmt: skip
+                raise SheetError(
+                    f"config {path}, line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line "
+                    f"{seen[key]}); keep one"
+                )
             seen[key] = key_node.start_mark.line + 1
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
     Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=Strict)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(fh, Loader=Strict)
 
 
 def safe_json(value, **kwargs):
@@ -73,7 +74,9 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
         if not stat.S_ISREG(st.st_mode):  # a named pipe would block, a device never end
             raise SheetError(f"{what} {path}: not a regular file (only regular files are read)")
         if st.st_size > MAX_SHEET_BYTES:
-            raise SheetError(f"{what} {path}: {st.st_size / 1e6:.0f} MB is not a sheet (at most {MAX_SHEET_BYTES // 10**6} MB)")
+            raise SheetError(
+                f"{what} {path}: {st.st_size / 1e6:.0f} MB is not a sheet (at most {MAX_SHEET_BYTES // 10**6} MB)"
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise SheetError(f"{what} {path}: cannot be read ({exc.strerror})") from None
@@ -93,8 +96,10 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     except (pd.errors.ParserError, ValueError) as exc:
         unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
         if unclosed:  # pandas counts the header as row 0
-            raise SheetError(f"{what} {path}, line {int(unclosed.group(1)) + 1}: a double quote (\") opens a cell that is "
-                             "never closed; remove it or close it in the same cell") from None  # fmt: skip
+            raise SheetError(
+                f'{what} {path}, line {int(unclosed.group(1)) + 1}: a double quote (") opens a cell that is '
+                "never closed; remove it or close it in the same cell"
+            ) from None
         raise SheetError(f"{what} {path}: not a tab-separated table ({str(exc).splitlines()[0]})") from None
     sheet.columns = [str(c).strip() for c in sheet.columns]
     sheet = sheet.apply(lambda col: col.str.strip())
@@ -102,17 +107,23 @@ def read_tsv(path, *, what, required=(), allow_empty=False):
     spanning = sheet.drop(columns="_line").apply(lambda col: col.str.contains("\n", regex=False)).any(axis=1)
     if spanning.any():  # a quote opened a cell that ran over the line end, taking the next rows
         line = int(sheet.loc[spanning, "_line"].iloc[0])
-        raise SheetError(f"{what} {path}, line {line}: a double quote (\") opens a cell that runs on into the next "
-                         "line(s); remove it or close it in the same cell")  # fmt: skip
+        raise SheetError(
+            f'{what} {path}, line {line}: a double quote (") opens a cell that runs on into the next '
+            "line(s); remove it or close it in the same cell"
+        )
     sheet = sheet[(sheet.drop(columns="_line") != "").any(axis=1)].reset_index(drop=True)
     missing = [c for c in required if c not in sheet.columns]
     if missing:
         found = [c for c in sheet.columns if c != "_line"]
         if all(COLUMN_NAME.match(c) for c in found):
-            raise SheetError(f"{what} {path}, line 1: column(s) {missing} missing (found {found}; is it tab-separated?)")
+            raise SheetError(
+                f"{what} {path}, line 1: column(s) {missing} missing (found {found}; is it tab-separated?)"
+            )
         # not a header of column names: the file's text is not repeated (it may be anything)
-        raise SheetError(f"{what} {path}, line 1: column(s) {missing} missing; its first line is not a header of "
-                         "tab-separated column names (is it the right file, tab-separated?)")  # fmt: skip
+        raise SheetError(
+            f"{what} {path}, line 1: column(s) {missing} missing; its first line is not a header of "
+            "tab-separated column names (is it the right file, tab-separated?)"
+        )
     if not len(sheet) and not allow_empty:
         raise SheetError(f"{what} {path}: no rows below the header")
     return sheet
@@ -129,11 +140,15 @@ def _check_fields(text, what, path):
         fields = line.rstrip("\r").split("\t")
         if line.strip() and '"' not in line:  # (quoted cells are pandas' to read)
             if len(fields) > width and any(f.strip() for f in fields[width:]):
-                problems.append(f"{what} {path}, line {n}: {len(fields)} fields, the header has {width}; one value per "
-                                "column, separated by tabs")  # fmt: skip
+                problems.append(
+                    f"{what} {path}, line {n}: {len(fields)} fields, the header has {width}; one value per "
+                    "column, separated by tabs"
+                )
             elif len(fields) == 1 and width > 1 and len(line.split()) > 1:
-                problems.append(f"{what} {path}, line {n}: 1 field where the header has {width}: separate the columns by "
-                                "tabs, not spaces")  # fmt: skip
+                problems.append(
+                    f"{what} {path}, line {n}: 1 field where the header has {width}: separate the columns by "
+                    "tabs, not spaces"
+                )
             fields = fields[:width] if len(fields) > width else fields
         out.append("\t".join(fields))
     if problems:
@@ -173,7 +188,9 @@ def check_paths(sheet, columns, *, what, path, folders=("dicom_dir",)):
                 if os.path.exists(value) and not os.path.isdir(value):
                     problems.append(f"{where}: this is a file, not a folder; give the study's DICOM folder")
                 elif not os.path.isdir(value):
-                    problems.append(f"{where}: the folder does not exist; correct the path (relative to the sheet's folder)")
+                    problems.append(
+                        f"{where}: the folder does not exist; correct the path (relative to the sheet's folder)"
+                    )
                 elif not os.access(value, os.R_OK | os.X_OK):
                     problems.append(f"{where}: the folder cannot be read (permission); let this user read it")
             elif not os.path.isfile(value):
@@ -197,9 +214,11 @@ def validate_rows(sheet, schema, *, what, path):
             value = row.get(column, "") if column else ""
             description = (schema.get("properties", {}).get(column, {}) or {}).get("description", "")
             raise SheetError(
-                f"{what} {path}, line {line}" + (f", column {column}" if column else "") + f": {value!r} is not valid"
+                f"{what} {path}, line {line}"
+                + (f", column {column}" if column else "")
+                + f": {value!r} is not valid"
                 + (f" ({description})" if description else f" ({error.message})")
-            )  # fmt: skip
+            )
 
 
 def check_config(config, schema, *, files):
@@ -214,7 +233,9 @@ def check_config(config, schema, *, files):
 
     def at(path, schema_=schema):
         for key in path:
-            schema_ = (schema_.get("properties") or {}).get(key, {}) if isinstance(key, str) else schema_.get("items", {})
+            schema_ = (
+                (schema_.get("properties") or {}).get(key, {}) if isinstance(key, str) else schema_.get("items", {})
+            )
         return schema_
 
     where = ", ".join(map(str, files)) or "config"
@@ -223,7 +244,7 @@ def check_config(config, schema, *, files):
         path = [str(k) for k in error.path]
         name = ".".join(path) or "(top level)"
         if error.validator == "additionalProperties":
-            known = list((at(error.path).get("properties") or {}))
+            known = list(at(error.path).get("properties") or {})
             extra = [k for k in error.instance if k not in known]
             for key in extra:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -236,7 +257,9 @@ def check_config(config, schema, *, files):
                 if key not in error.instance and "default" not in props.get(key, {}):  # validate fills it
                     full = ".".join([*path, key])
                     described = props.get(key, {}).get("description", "")
-                    problems.append(f"config {where}: {full} is missing; set it" + (f" ({described})" if described else ""))
+                    problems.append(
+                        f"config {where}: {full} is missing; set it" + (f" ({described})" if described else "")
+                    )
         elif error.validator == "enum":
             allowed = ", ".join(map(str, error.validator_value))
             problems.append(f"config {where}: {name} is {error.instance!r}; it must be one of {allowed}")

@@ -59,7 +59,11 @@ def patient_status(results, patient, tracers, running=frozenset()):
     stage, reason, opened, state = "", "", "", "waiting"
     for name, outputs, log in STAGES:
         paths = [base / o.format(t=t) for o in outputs for t in (tracers if "{t}" in o else (None,))]
-        rel = [str(Path("results") / patient / o.format(t=t)) for o in outputs for t in (tracers if "{t}" in o else (None,))]
+        rel = [
+            str(Path("results") / patient / o.format(t=t))
+            for o in outputs
+            for t in (tracers if "{t}" in o else (None,))
+        ]
         if any(r in running for r in rel):
             state = "running"
             break
@@ -69,7 +73,9 @@ def patient_status(results, patient, tracers, running=frozenset()):
                 if p.is_file() and read_failures(p) is None:
                     verdict = json.loads(p.read_text())
                     if not verdict.get("ok", True):
-                        failures.append(record("inspect", patient, verdict.get("tracer"), verdict.get("error", "refused")))
+                        failures.append(
+                            record("inspect", patient, verdict.get("tracer"), verdict.get("error", "refused"))
+                        )
         if failures:
             state, reason = "excluded", reasons(failures)
             first = failures[0]
@@ -128,8 +134,11 @@ def follow(lines, log, studies, *, results="results", workdir=".", out=None, eve
                 settled += 1
             if state in ("done", "excluded") and told.get(row["patient"]) != state:
                 told[row["patient"]] = state
-                text = (f"{row['patient']}: done ({row['open']})" if state == "done"
-                        else f"{row['patient']}: excluded: {row['reason']} (log: {row['open']})")  # fmt: skip
+                text = (
+                    f"{row['patient']}: done ({row['open']})"
+                    if state == "done"
+                    else f"{row['patient']}: excluded: {row['reason']} (log: {row['open']})"
+                )
                 print(f"[{settled}/{total} patients] {text}", file=out, flush=True)
         if final:
             left = [p for p in dict.fromkeys(studies["patient"]) if p not in told]

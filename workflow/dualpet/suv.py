@@ -49,10 +49,14 @@ from dualpet.errors import DualpetInputError
 HALF_LIFE_S = {"F-18": 6586.2, "Ga-68": 4062.6, "C-11": 1223.4, "N-13": 597.9, "Cu-64": 45720.0, "Zr-89": 282240.0}
 #: Radionuclide codes (CID 4020, SNOMED-RT and SNOMED CT) -> nuclide.
 NUCLIDE_CODES = {
-    "C-111A1": "F-18", "77004003": "F-18",
+    "C-111A1": "F-18",
+    "77004003": "F-18",
     "C-131A3": "Ga-68",
-    "C-105A1": "C-11", "C-107A1": "N-13", "C-127A2": "Cu-64", "C-168A4": "Zr-89",
-}  # fmt: skip
+    "C-105A1": "C-11",
+    "C-107A1": "N-13",
+    "C-127A2": "Cu-64",
+    "C-168A4": "Zr-89",
+}
 #: Element names in CodeMeaning (e.g. "^68^Gallium") -> symbol.
 ELEMENTS = {"fluorine": "F", "gallium": "Ga", "carbon": "C", "nitrogen": "N", "copper": "Cu", "zirconium": "Zr"}
 PHILIPS_CREATOR = "Philips PET Private Group"
@@ -157,8 +161,10 @@ def quantitative_units(ds):
     if units not in QUANTITATIVE_UNITS:
         return False, f"Units {units} are not quantitative"
     if units == "CNTS" and philips_factors(ds) == (None, None):
-        return False, ("Units CNTS without a Philips SUV Scale Factor (7053,1000) or Activity Concentration Scale "
-                       "Factor (7053,1009)")
+        return False, (
+            "Units CNTS without a Philips SUV Scale Factor (7053,1000) or Activity Concentration Scale "
+            "Factor (7053,1009)"
+        )
     return True, ""
 
 
@@ -219,7 +225,12 @@ def bsa_dubois_cm2(weight, height, sex=None):
     return 71.84 * weight**0.425 * (height * 100.0) ** 0.725
 
 
-MASS_NORMALISATIONS = {"LBM": lbm_morgan, "LBMJAMES128": lbm_james128, "LBMJANMA": lbm_janmahasatian, "IBW": ibw_sugawara}
+MASS_NORMALISATIONS = {
+    "LBM": lbm_morgan,
+    "LBMJAMES128": lbm_james128,
+    "LBMJANMA": lbm_janmahasatian,
+    "IBW": ibw_sugawara,
+}
 
 
 def _patient_size(ds):
@@ -245,7 +256,11 @@ def other_normalisations(weight, height, sex):
         out["mass_normalisations"] = "PatientSex (0010,0040) missing or not M/F/O"
         return out
     out["sex_used"] = sex if sex in ("M", "F") else "O (mean of male and female)"
-    for name, func in (("lbm_janmahasatian", lbm_janmahasatian), ("lbm_james128", lbm_james128), ("ibw_sugawara", ibw_sugawara)):
+    for name, func in (
+        ("lbm_janmahasatian", lbm_janmahasatian),
+        ("lbm_james128", lbm_james128),
+        ("ibw_sugawara", ibw_sugawara),
+    ):
         mass = func(weight, height, sex)
         out[f"{name}_kg"] = mass
         out[f"suv_{name}_per_suvbw"] = mass / weight
@@ -283,7 +298,9 @@ def _acquisitions(datasets, ds):
         if t is not None and anchors and all(abs((t - a).total_seconds()) > 1.5 * 86400.0 for a in anchors):
             anchor = series or study
             on_day = parse_da_tm(anchor.strftime("%Y%m%d"), time)
-            t = min((on_day + dt.timedelta(days=k) for k in (-1, 0, 1)), key=lambda c: abs((c - anchor).total_seconds()))
+            t = min(
+                (on_day + dt.timedelta(days=k) for k in (-1, 0, 1)), key=lambda c: abs((c - anchor).total_seconds())
+            )
             replaced = True
         out.append(t)
     return out, replaced
@@ -319,7 +336,9 @@ def _reference_time(ds, datasets, acq, lam, where):
             private = parse_dt(_private(ds, group, element, creator))
             # the scan's start, so within the hour of the first acquisition; one that
             # de-identification left unshifted lies days away: not used
-            if private is not None and (first is None or abs((private - first).total_seconds()) <= PRIVATE_START_TOLERANCE_S):
+            if private is not None and (
+                first is None or abs((private - first).total_seconds()) <= PRIVATE_START_TOLERANCE_S
+            ):
                 return private, f"{name}_private_{'decay_correction' if name == 'siemens' else 'scan'}_datetime"
     start = _frame_reference_starts(datasets, acq, lam, vendor)
     if start is not None:
@@ -340,17 +359,23 @@ def _injection(ds, item, scan, half_life, where):
             if scan is None or lo <= uptake <= hi:
                 return inj, "start_datetime"
             if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S:
-                _fail(f"RadiopharmaceuticalStartDateTime implies an uptake time of {uptake / 3600:.1f} h "
-                      f"(outside {lo / 3600:.0f} to {hi / 3600:.0f} h: date shifted?)",
-                      "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
+                _fail(
+                    f"RadiopharmaceuticalStartDateTime implies an uptake time of {uptake / 3600:.1f} h "
+                    f"(outside {lo / 3600:.0f} to {hi / 3600:.0f} h: date shifted?)",
+                    "RadiopharmaceuticalStartDateTime (0018,1078)",
+                    where,
+                )
             note = "start_datetime_date_set_aside_"  # a shifted date: its time of day is still right
     time_of_day = item.get("RadiopharmaceuticalStartTime") or (
         str(item.get("RadiopharmaceuticalStartDateTime", ""))[8:] if note else ""
     )
     if time_of_day:
         if half_life >= DAY_AMBIGUOUS_HALF_LIFE_S:
-            _fail("only the time of day of the injection is known, and this nuclide's uptake may exceed a day",
-                  "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
+            _fail(
+                "only the time of day of the injection is known, and this nuclide's uptake may exceed a day",
+                "RadiopharmaceuticalStartDateTime (0018,1078)",
+                where,
+            )
         day = scan.strftime("%Y%m%d") if scan is not None else (ds.get("SeriesDate", "") or ds.get("StudyDate", ""))
         inj = parse_da_tm(day, time_of_day)
         if inj is not None:
@@ -383,11 +408,16 @@ class _Header:
     def size_and_sex(self, suv_type, need_sex):
         height, sex = _patient_size(self.ds)
         if height is None:
-            _fail(f"SUVType {suv_type} needs the patient's height (missing or 0)", "PatientSize (0010,1020)", self.where)
+            _fail(
+                f"SUVType {suv_type} needs the patient's height (missing or 0)", "PatientSize (0010,1020)", self.where
+            )
         if need_sex and sex is None:
             found = str(self.ds.get("PatientSex", "") or "").strip() or "missing"
-            _fail(f"SUVType {suv_type} needs the patient's sex M, F or O (found: {found})", "PatientSex (0010,0040)",
-                  self.where)  # fmt: skip
+            _fail(
+                f"SUVType {suv_type} needs the patient's sex M, F or O (found: {found})",
+                "PatientSex (0010,0040)",
+                self.where,
+            )
         return height, sex
 
 
@@ -473,12 +503,19 @@ def _activity_factors(hdr, units, decay, side):
         have_suv, have_acf = all(v is not None for v in suv_scale), all(v is not None for v in acf)
         # NONE: the activity factor keeps each slice's decay explicit (IBSI)
         if have_suv and not (decay == "NONE" and have_acf):
-            side.update(factor_source="philips_suv_scale_factor", factor=suv_scale[0],
-                        reference_time_source="not needed: Philips SUV Scale Factor")  # fmt: skip
+            side.update(
+                factor_source="philips_suv_scale_factor",
+                factor=suv_scale[0],
+                reference_time_source="not needed: Philips SUV Scale Factor",
+            )
             return np.array(suv_scale, float)
         if not have_acf:
-            _fail("Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
-                  "Concentration Scale Factor (missing or 0)", "Units (0054,1001)", where)  # fmt: skip
+            _fail(
+                "Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
+                "Concentration Scale Factor (missing or 0)",
+                "Units (0054,1001)",
+                where,
+            )
         to_bqml = np.array(acf, float)
         side["activity_concentration_scale_factor"] = float(acf[0])
 
@@ -506,8 +543,9 @@ def _activity_factors(hdr, units, decay, side):
     series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
     acq, acq_replaced = _acquisitions(datasets, ds)
     if acq_replaced:
-        side["acquisition_date_replaced"] = ("AcquisitionDate far from both StudyDate and SeriesDate (de-identified): "
-                                             "the series date used")  # fmt: skip
+        side["acquisition_date_replaced"] = (
+            "AcquisitionDate far from both StudyDate and SeriesDate (de-identified): the series date used"
+        )
     known = [a for a in acq if a is not None]
     first = min(known) if known else series
     injection, injection_rule = _injection(ds, item, first, half_life, where)
@@ -524,10 +562,18 @@ def _activity_factors(hdr, units, decay, side):
 
     elapsed = (reference - injection).total_seconds()
     if elapsed < 0:
-        _fail(f"injection {-elapsed:.0f} s after the image reference time", "RadiopharmaceuticalStartTime (0018,1072)", where)
+        _fail(
+            f"injection {-elapsed:.0f} s after the image reference time",
+            "RadiopharmaceuticalStartTime (0018,1072)",
+            where,
+        )
     if elapsed > plausible_uptake(half_life)[1]:
-        _fail(f"{elapsed / 3600:.1f} h from injection to the image reference time ({reference_rule}): the dates "
-              "disagree (shifted by de-identification?)", "RadiopharmaceuticalStartDateTime (0018,1078)", where)  # fmt: skip
+        _fail(
+            f"{elapsed / 3600:.1f} h from injection to the image reference time ({reference_rule}): the dates "
+            "disagree (shifted by de-identification?)",
+            "RadiopharmaceuticalStartDateTime (0018,1078)",
+            where,
+        )
     dose_ref = dose * 2.0 ** (-elapsed / half_life)
     factor = weight * 1000.0 / dose_ref
     side.update(
@@ -541,7 +587,9 @@ def _activity_factors(hdr, units, decay, side):
             "reference_time_source": reference_rule,
             "injection_to_reference_s": elapsed,
             "dose_at_reference_time_bq": dose_ref,
-            "factor_source": "activity_concentration" if units == "BQML" else "philips_activity_concentration_scale_factor",
+            "factor_source": "activity_concentration"
+            if units == "BQML"
+            else "philips_activity_concentration_scale_factor",
             "factor": factor,
         }
     )
@@ -554,8 +602,11 @@ def _none_decay(datasets, acq, half_life, lam, per_slice, where):
         _fail("DecayCorrection NONE needs every slice's acquisition time", "AcquisitionTime (0008,0032)", where)
     durations = [_float(d.get("ActualFrameDuration")) for d in datasets]
     if any(not v or v <= 0 for v in durations):
-        _fail("DecayCorrection NONE needs every slice's frame duration (decay during the frame)",
-              "ActualFrameDuration (0018,1242)", where)  # fmt: skip
+        _fail(
+            "DecayCorrection NONE needs every slice's frame duration (decay during the frame)",
+            "ActualFrameDuration (0018,1242)",
+            where,
+        )
     reference = min(acq)
     for k, (a, dur_ms) in enumerate(zip(acq, durations)):
         dur = dur_ms / 1000.0

@@ -44,7 +44,9 @@ for _configfile in workflow.configfiles:
 checked(
     check_config,
     config,
-    yaml.safe_load((Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()),
+    yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+    ),
     files=[Path(f).name for f in workflow.configfiles],
 )
 validate(config, "../schemas/config.schema.yaml")

@@ -19,8 +19,12 @@ __all__ = ["METRICS", "CORRELATION_METRICS", "summarize", "render_markdown", "ru
 # The tests' modules (scipy, statsmodels) load on first use: importing the constants, the
 # validation or the exclusion rule (dualpet.figures does, at Snakefile parse time for its
 # captions) stays cheap.
-_LAZY = {"summarize": "dualpet.stats.summary", "render_markdown": "dualpet.stats.report",
-         "METRICS": "dualpet.stats.constants", "CORRELATION_METRICS": "dualpet.stats.constants"}  # fmt: skip
+_LAZY = {
+    "summarize": "dualpet.stats.summary",
+    "render_markdown": "dualpet.stats.report",
+    "METRICS": "dualpet.stats.constants",
+    "CORRELATION_METRICS": "dualpet.stats.constants",
+}
 
 
 def __getattr__(name):
@@ -31,8 +35,19 @@ def __getattr__(name):
     raise AttributeError(f"module 'dualpet.stats' has no attribute {name!r}")
 
 
-def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primary=None, adjust="none",
-        out_html=None, names=None) -> dict:  # fmt: skip
+def run(
+    lesions_tsv,
+    patients_tsv,
+    reference,
+    index,
+    out_json,
+    out_md,
+    *,
+    primary=None,
+    adjust="none",
+    out_html=None,
+    names=None,
+) -> dict:
     """Read the cohort tables, summarise them, write the JSON, the Markdown and (with
     ``out_html``) the same report as a self-contained HTML page, atomically. ``names``:
     tracer -> display name (config ``tracer_names``)."""
@@ -41,8 +56,9 @@ def run(lesions_tsv, patients_tsv, reference, index, out_json, out_md, *, primar
     from dualpet.stats.report import render_html, render_markdown
     from dualpet.stats.summary import summarize
 
-    summary = summarize(read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust,
-                        names=names)  # fmt: skip
+    summary = summarize(
+        read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust, names=names
+    )
     write_json(out_json, summary)
     markdown = render_markdown(summary)
     write_text(out_md, markdown)

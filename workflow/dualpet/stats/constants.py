@@ -67,8 +67,14 @@ LESION_CLUSTER_NOTE = (
 )
 
 #: patients.tsv columns that are neither tracer-specific nor clinical.
-NON_CLINICAL_COLUMNS = ("patient", "status", "excluded_reason", "registration_ok", "registration_body_dice",
-                        "registration_warnings")  # fmt: skip
+NON_CLINICAL_COLUMNS = (
+    "patient",
+    "status",
+    "excluded_reason",
+    "registration_ok",
+    "registration_body_dice",
+    "registration_warnings",
+)
 #: Status values (case-insensitive) that remove a patient from the analysis.
 EXCLUDED_STATUS = frozenset({"excluded", "exclude"})
 #: Text cells treated as missing when deciding whether a clinical column is numeric.

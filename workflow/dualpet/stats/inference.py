@@ -34,9 +34,16 @@ def describe(values) -> dict:
     if n == 0:
         return {k: (0 if k == "n" else None) for k in ("n", "mean", "sd", "median", "q1", "q3", "min", "max")}
     q1, median, q3 = np.percentile(x, [25, 50, 75])
-    return {"n": n, "mean": as_float(np.mean(x)), "sd": as_float(np.std(x, ddof=1)) if n > 1 else None,
-            "median": as_float(median), "q1": as_float(q1), "q3": as_float(q3),
-            "min": as_float(np.min(x)), "max": as_float(np.max(x))}  # fmt: skip
+    return {
+        "n": n,
+        "mean": as_float(np.mean(x)),
+        "sd": as_float(np.std(x, ddof=1)) if n > 1 else None,
+        "median": as_float(median),
+        "q1": as_float(q1),
+        "q3": as_float(q3),
+        "min": as_float(np.min(x)),
+        "max": as_float(np.max(x)),
+    }
 
 
 def zero_differences(index, reference):
@@ -63,8 +70,15 @@ def _flip_test(values, exact):
     from scipy.stats import permutation_test
 
     kwargs = {"n_resamples": np.inf} if exact else {"n_resamples": C.PERMUTATIONS, "rng": np.random.default_rng(0)}
-    return permutation_test((values,), _sum, permutation_type="samples", alternative="two-sided", vectorized=True,
-                            batch=C.PERMUTATION_BATCH, **kwargs)  # fmt: skip
+    return permutation_test(
+        (values,),
+        _sum,
+        permutation_type="samples",
+        alternative="two-sided",
+        vectorized=True,
+        batch=C.PERMUTATION_BATCH,
+        **kwargs,
+    )
 
 
 def _min_p(res):
@@ -82,10 +96,17 @@ def wilcoxon(differences, test=C.WILCOXON_LESION_TEST) -> dict:
     d = np.asarray(differences, dtype=float)
     d = d[np.isfinite(d)]
     nonzero = d[d != 0]
-    out = {"test": test, "n": int(d.size), "n_nonzero": int(nonzero.size), "statistic": None, "p": None,
-           "method": None, "min_attainable_p": None,
-           "median_difference": as_float(np.median(d)) if d.size else None,
-           "mean_difference": as_float(np.mean(d)) if d.size else None}  # fmt: skip
+    out = {
+        "test": test,
+        "n": int(d.size),
+        "n_nonzero": int(nonzero.size),
+        "statistic": None,
+        "p": None,
+        "method": None,
+        "min_attainable_p": None,
+        "median_difference": as_float(np.median(d)) if d.size else None,
+        "mean_difference": as_float(np.mean(d)) if d.size else None,
+    }
     if d.size == 0:
         return {**out, "reason": "no paired values"}
     if nonzero.size == 0:
@@ -98,20 +119,31 @@ def wilcoxon(differences, test=C.WILCOXON_LESION_TEST) -> dict:
     if not ties and nonzero.size <= C.WILCOXON_EXACT_MAX_N:
         res = scipy_wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided", method="exact")
         extreme = scipy_wilcoxon(np.abs(nonzero), zero_method="wilcox", method="exact")  # all signs alike
-        out.update(statistic=as_float(res.statistic), p=as_float(res.pvalue), method="exact distribution",
-                   min_attainable_p=as_float(extreme.pvalue))  # fmt: skip
+        out.update(
+            statistic=as_float(res.statistic),
+            p=as_float(res.pvalue),
+            method="exact distribution",
+            min_attainable_p=as_float(extreme.pvalue),
+        )
     elif nonzero.size <= C.WILCOXON_PERMUTATION_MAX_N:
         # with ties the exact null is that of the signed mid-ranks under sign flips; the
         # sum of signed ranks is a monotone function of scipy's statistic (the smaller rank sum)
         signed = np.sign(nonzero) * rankdata(np.abs(nonzero))
         res = _flip_test(signed, exact=True)
         statistic = min(signed[signed > 0].sum(), -signed[signed < 0].sum())
-        out.update(statistic=as_float(statistic), p=as_float(res.pvalue), min_attainable_p=_min_p(res),
-                   method=f"exact permutation distribution of the mid-ranks (ties; all 2^{nonzero.size} sign patterns)")  # fmt: skip
+        out.update(
+            statistic=as_float(statistic),
+            p=as_float(res.pvalue),
+            min_attainable_p=_min_p(res),
+            method=f"exact permutation distribution of the mid-ranks (ties; all 2^{nonzero.size} sign patterns)",
+        )
     else:
         res = scipy_wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided", method="approx", correction=True)
-        out.update(statistic=as_float(res.statistic), p=as_float(res.pvalue),
-                   method="normal approximation, tie-corrected variance, continuity correction")  # fmt: skip
+        out.update(
+            statistic=as_float(res.statistic),
+            p=as_float(res.pvalue),
+            method="normal approximation, tie-corrected variance, continuity correction",
+        )
     return out
 
 
@@ -124,9 +156,18 @@ def mcnemar(reference, index, test=C.MCNEMAR_TEST) -> dict:
     ok = np.isfinite(r) & np.isfinite(i)
     r, i = r[ok] == 1, i[ok] == 1
     both, b, c, neither = (int(np.sum(r & i)), int(np.sum(r & ~i)), int(np.sum(~r & i)), int(np.sum(~r & ~i)))
-    out = {"test": test, "n": int(ok.sum()), "both": both, "reference_only": b, "index_only": c,
-           "neither": neither, "table": [[both, b], [c, neither]], "statistic": None, "p": None,
-           "min_attainable_p": min(1.0, 2.0 * 0.5 ** (b + c))}  # fmt: skip
+    out = {
+        "test": test,
+        "n": int(ok.sum()),
+        "both": both,
+        "reference_only": b,
+        "index_only": c,
+        "neither": neither,
+        "table": [[both, b], [c, neither]],
+        "statistic": None,
+        "p": None,
+        "min_attainable_p": min(1.0, 2.0 * 0.5 ** (b + c)),
+    }
     if out["n"] == 0:
         return {**out, "reason": "no pairs with both outcomes known"}
     res = sm_mcnemar(out["table"], exact=True)
@@ -150,8 +191,15 @@ def clustered_mcnemar(reference, index, clusters) -> dict:
     r, i = np.asarray(reference, dtype=float), np.asarray(index, dtype=float)
     g = np.asarray(clusters, dtype=object)
     ok = np.isfinite(r) & np.isfinite(i)
-    out = {"test": C.CLUSTERED_MCNEMAR_TEST, "n": int(ok.sum()), "n_patients": 0, "difference": None,
-           "se": None, "statistic": None, "p": None}  # fmt: skip
+    out = {
+        "test": C.CLUSTERED_MCNEMAR_TEST,
+        "n": int(ok.sum()),
+        "n_patients": 0,
+        "difference": None,
+        "se": None,
+        "statistic": None,
+        "p": None,
+    }
     if not ok.any():
         return {**out, "reason": "no pairs with both outcomes known"}
     frame = pd.DataFrame({"g": g[ok].astype(str), "x": i[ok], "y": r[ok]}).groupby("g")
@@ -163,14 +211,17 @@ def clustered_mcnemar(reference, index, clusters) -> dict:
         return {**out, "reason": "fewer than 2 patients"}
     var = n_clusters / (n_clusters - 1) / total**2 * float((((x - y) - n * dbar) ** 2).sum())
     if var <= 0:
-        reason = ("no discordant lesions" if np.all(x == y)
-                  else "every patient's discordance is the cohort's: variance 0")  # fmt: skip
+        reason = (
+            "no discordant lesions" if np.all(x == y) else "every patient's discordance is the cohort's: variance 0"
+        )
         return {**out, "reason": reason}
     stat = dbar**2 / var
     out.update(se=math.sqrt(var), statistic=stat, p=as_float(chi2.sf(stat, 1)))
     if n_clusters < C.MIN_ASYMPTOTIC_PATIENTS:
-        out["note"] = (f"chi-square reference with {n_clusters} patients (< {C.MIN_ASYMPTOTIC_PATIENTS}): can be "
-                       "anti-conservative; read the exact patient sign-flip test")  # fmt: skip
+        out["note"] = (
+            f"chi-square reference with {n_clusters} patients (< {C.MIN_ASYMPTOTIC_PATIENTS}): can be "
+            "anti-conservative; read the exact patient sign-flip test"
+        )
     return out
 
 
@@ -182,15 +233,23 @@ def sign_flip(per_patient, test=C.SIGN_FLIP_TEST) -> dict:
     d = np.asarray(per_patient, dtype=float)
     d = d[np.isfinite(d)]
     nonzero = d[d != 0]
-    out = {"test": test, "n": int(d.size), "n_nonzero": int(nonzero.size), "statistic": as_float(d.sum()) if d.size else None,
-           "p": None, "min_attainable_p": None}  # fmt: skip
+    out = {
+        "test": test,
+        "n": int(d.size),
+        "n_nonzero": int(nonzero.size),
+        "statistic": as_float(d.sum()) if d.size else None,
+        "p": None,
+        "min_attainable_p": None,
+    }
     if nonzero.size == 0:
         return {**out, "reason": "no patient differs between the tracers" if d.size else "no patients"}
     if nonzero.size == 1:  # both signs are as extreme: p = 1 (scipy needs two values)
         return {**out, "p": 1.0, "min_attainable_p": 1.0, "method": "exact (2 sign patterns)"}
     exact = nonzero.size <= C.SIGN_FLIP_EXACT_MAX_N
     res = _flip_test(nonzero, exact)
-    out["method"] = f"exact (all 2^{nonzero.size} sign patterns)" if exact else f"{C.PERMUTATIONS} random sign patterns (seed 0)"
+    out["method"] = (
+        f"exact (all 2^{nonzero.size} sign patterns)" if exact else f"{C.PERMUTATIONS} random sign patterns (seed 0)"
+    )
     out["p"] = as_float(res.pvalue)
     out["min_attainable_p"] = _min_p(res) if exact else None
     return out
@@ -212,8 +271,15 @@ def spearman(x, y) -> dict:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    out = {"test": C.SPEARMAN_TEST, "n": int(x.size), "rho": None, "p": None, "p_method": None,
-           "p_asymptotic": None, "min_attainable_p": None}  # fmt: skip
+    out = {
+        "test": C.SPEARMAN_TEST,
+        "n": int(x.size),
+        "rho": None,
+        "p": None,
+        "p_method": None,
+        "p_asymptotic": None,
+        "min_attainable_p": None,
+    }
     if x.size < C.MIN_SPEARMAN_N:
         return {**out, "reason": f"fewer than {C.MIN_SPEARMAN_N} patients with both values"}
     if np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -222,11 +288,20 @@ def spearman(x, y) -> dict:
     out.update(rho=as_float(res.statistic), p_asymptotic=as_float(res.pvalue))
     if x.size <= C.SPEARMAN_EXACT_MAX_N:
         ry = rankdata(y)  # only x's order is permuted: n! pairings, not (n!)^2
-        exact = permutation_test((rankdata(x),), lambda rx, axis=-1: _rank_correlation(rx, ry, axis),
-                                 permutation_type="pairings", n_resamples=np.inf, alternative="two-sided",
-                                 vectorized=True, batch=C.PERMUTATION_BATCH)  # fmt: skip
-        out.update(p=as_float(exact.pvalue), p_method=f"exact permutation (all {x.size}! pairings)",
-                   min_attainable_p=_min_p(exact))
+        exact = permutation_test(
+            (rankdata(x),),
+            lambda rx, axis=-1: _rank_correlation(rx, ry, axis),
+            permutation_type="pairings",
+            n_resamples=np.inf,
+            alternative="two-sided",
+            vectorized=True,
+            batch=C.PERMUTATION_BATCH,
+        )
+        out.update(
+            p=as_float(exact.pvalue),
+            p_method=f"exact permutation (all {x.size}! pairings)",
+            min_attainable_p=_min_p(exact),
+        )
     else:
         out.update(p=out["p_asymptotic"], p_method="t-distribution approximation (scipy.stats.spearmanr)")
     return out
@@ -242,21 +317,44 @@ def mixed_model(values, groups, *, log_ratio=False) -> dict:
     v, g = v[ok], g[ok]
     n_patients = int(pd.Series(g, dtype=object).nunique()) if v.size else 0
     test = C.MIXED_LOG_TEST if log_ratio else C.MIXED_TEST
-    out = {"test": test, "method": MIXED_METHOD, "n": int(v.size), "n_lesions": int(v.size), "n_patients": n_patients,
-           "estimate": None, "se": None, "df": None, "ci95": None, "p": None, "random_intercept_variance": None,
-           "residual_variance": None, "at_boundary": None}  # fmt: skip
+    out = {
+        "test": test,
+        "method": MIXED_METHOD,
+        "n": int(v.size),
+        "n_lesions": int(v.size),
+        "n_patients": n_patients,
+        "estimate": None,
+        "se": None,
+        "df": None,
+        "ci95": None,
+        "p": None,
+        "random_intercept_variance": None,
+        "residual_variance": None,
+        "at_boundary": None,
+    }
     if n_patients < C.MIN_MIXED_PATIENTS:
         return {**out, "reason": f"fewer than {C.MIN_MIXED_PATIENTS} patients with paired lesions"}
     if np.ptp(v) == 0:  # every lesion the same: the estimate is exact, there is nothing to test
         out.update(estimate=float(v[0]), ratio=math.exp(float(v[0])) if log_ratio else None)
         return {**out, "reason": "all values are identical (zero variance): no test"}
     fit = fit_random_intercept(v, g)
-    out.update(estimate=fit["estimate"], se=fit["se"], df=fit["df"], ci95=fit["ci"], p=as_float(fit["p"]),
-               t=fit["t"], random_intercept_variance=fit["random_intercept_variance"],
-               residual_variance=fit["residual_variance"], icc=as_float(fit["icc"]), at_boundary=fit["at_boundary"])  # fmt: skip
+    out.update(
+        estimate=fit["estimate"],
+        se=fit["se"],
+        df=fit["df"],
+        ci95=fit["ci"],
+        p=as_float(fit["p"]),
+        t=fit["t"],
+        random_intercept_variance=fit["random_intercept_variance"],
+        residual_variance=fit["residual_variance"],
+        icc=as_float(fit["icc"]),
+        at_boundary=fit["at_boundary"],
+    )
     if not fit["identifiable"]:
-        out["note"] = ("one lesion per patient: the between-patient variance is not separable, the estimate "
-                       "is the mean over patients with its exact t interval")  # fmt: skip
+        out["note"] = (
+            "one lesion per patient: the between-patient variance is not separable, the estimate "
+            "is the mean over patients with its exact t interval"
+        )
     elif fit["at_boundary"]:
         out["note"] = "between-patient variance at the boundary (0): exact SE of the lesion mean, patient df"
     if log_ratio:

@@ -87,7 +87,9 @@ def fit_random_intercept(y, groups, level=0.95) -> dict:
         lo = math.log(LAMBDA_GRID[max(k - 1, 0)])
         hi = math.log(LAMBDA_GRID[min(k + 1, LAMBDA_GRID.size - 1)])
         res = optimize.minimize_scalar(
-            lambda s: reml_deviance(math.exp(s), n, ybar, within), bounds=(lo, hi), method="bounded",
+            lambda s: reml_deviance(math.exp(s), n, ybar, within),
+            bounds=(lo, hi),
+            method="bounded",
             options={"xatol": 1e-10},
         )
         candidates += [float(LAMBDA_GRID[k]), math.exp(float(res.x))]

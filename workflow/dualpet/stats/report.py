@@ -92,7 +92,11 @@ def methods_text(summary) -> str:
         f"approximation; not computed below n = {C.MIN_SPEARMAN_N}). Exact tests report the smallest p-value "
         f"attainable at their n. The primary endpoint was {pr['metric']}, {pr['lesion_set']} set, "
         f"{C.ANALYSES[pr['analysis']]}; all other tests ({summary['exploratory']['n_tests']}) are exploratory"
-        + (", with Holm-adjusted p-values in parentheses." if adjust == "holm" else ", without adjustment for multiplicity.")
+        + (
+            ", with Holm-adjusted p-values in parentheses."
+            if adjust == "holm"
+            else ", without adjustment for multiplicity."
+        )
     )
 
 
@@ -101,27 +105,45 @@ def _qc_lines(summary):
     for e in summary.get("excluded_patients", []):
         out.append(f"- **{e['patient']} excluded**: {_cell(e.get('reason') or 'no reason given')}")
     for f in summary.get("registration_flagged", []):
-        out.append(f"- **{f['patient']}: registration flagged** (kept in the analysis; check "
-                   f"`{f['patient']}/registration/qc.png`): {_cell(f.get('warnings') or 'see qc.json')}")  # fmt: skip
+        out.append(
+            f"- **{f['patient']}: registration flagged** (kept in the analysis; check "
+            f"`{f['patient']}/registration/qc.png`): {_cell(f.get('warnings') or 'see qc.json')}"
+        )
     for r in summary.get("pet_ct_registered", []):
-        out.append(f"- **{r['patient']}, {r['tracer']}: PET registered onto its CT** (no shared frame of reference; "
-                   "accuracy about one PET voxel, see pet.json)")  # fmt: skip
+        out.append(
+            f"- **{r['patient']}, {r['tracer']}: PET registered onto its CT** (no shared frame of reference; "
+            "accuracy about one PET voxel, see pet.json)"
+        )
     for b in summary.get("background_fallbacks", []):
         out.append(f"- **{b['patient']}, {b['tracer']}: background not where configured**: {_cell(b['note'])}")
     for u in summary.get("ct_uncovered", []):
-        out.append(f"- **{u['patient']}, {u['tracer']}: the CT leaves {fmt(u['mm'], 0)} mm of the PET uncovered** (no organ "
-                   "labels there; lesions there have region 'unknown')")  # fmt: skip
+        out.append(
+            f"- **{u['patient']}, {u['tracer']}: the CT leaves {fmt(u['mm'], 0)} mm of the PET uncovered** (no organ "
+            "labels there; lesions there have region 'unknown')"
+        )
     for n in summary.get("series_notes", []):
         out.append(f"- **{n['patient']}, {n['tracer']}: series choice**: {_cell(n['note'])}")
     for d in summary.get("organs_dropped", []):
-        out.append(f"- **{d['patient']}, {d['tracer']}: organ map dropped** (not used for background, rejection of "
-                   f"physiological uptake or region labels): {_cell(d['note'])}")  # fmt: skip
+        out.append(
+            f"- **{d['patient']}, {d['tracer']}: organ map dropped** (not used for background, rejection of "
+            f"physiological uptake or region labels): {_cell(d['note'])}"
+        )
     backgrounds = summary.get("backgrounds") or []
     if backgrounds:
         out += ["", "Background per study (the region each study's TBR divides by):", ""]
-        out += table(["patient", "tracer", "SUVmean", "measured in", "fallback: why not the configured region"],
-                     [(b["patient"], b["tracer"], fmt(b.get("suvmean")), b.get("source") or "none found",
-                       b.get("fallback") or "") for b in backgrounds])  # fmt: skip
+        out += table(
+            ["patient", "tracer", "SUVmean", "measured in", "fallback: why not the configured region"],
+            [
+                (
+                    b["patient"],
+                    b["tracer"],
+                    fmt(b.get("suvmean")),
+                    b.get("source") or "none found",
+                    b.get("fallback") or "",
+                )
+                for b in backgrounds
+            ],
+        )
     return ["## Quality control", "", *out, ""] if out else []
 
 
@@ -153,27 +175,51 @@ def _primary_lines(summary, label):
 def _detection_lines(summary, ref, idx, label):
     pdet, ldet = summary["patient_detection"], summary["lesion_detection"]
     out = ["## Patient-level detection", ""]
-    rows = [[label[t], pdet[t]["positive"], pdet[t]["n"], _pct(pdet[t]["positive"], pdet[t]["n"])] for t in ("reference", "index")]
+    rows = [
+        [label[t], pdet[t]["positive"], pdet[t]["n"], _pct(pdet[t]["positive"], pdet[t]["n"])]
+        for t in ("reference", "index")
+    ]
     out += table(["Tracer", "Positive (k)", "n", "%"], rows) + [""]
     mc = pdet["mcnemar"]
-    out += [f"McNemar exact test (n = {mc['n']} patients; {ref} only {mc['reference_only']}, {idx} only "
-            f"{mc['index_only']}): p = {_p_cell(mc)}." + (f" ({_note(mc)})" if _note(mc) else ""), ""]  # fmt: skip
+    out += [
+        f"McNemar exact test (n = {mc['n']} patients; {ref} only {mc['reference_only']}, {idx} only "
+        f"{mc['index_only']}): p = {_p_cell(mc)}." + (f" ({_note(mc)})" if _note(mc) else ""),
+        "",
+    ]
     out += ["## Lesion-level detection", ""]
     rows = [[f"Detected on {label[t]}", ldet[t]["detected"], ldet[t]["n"]] for t in ("reference", "index")]
-    rows += [["Both", ldet["both"], ldet["n"]], [f"{ref} only", ldet["reference_only"], ldet["n"]],
-             [f"{idx} only", ldet["index_only"], ldet["n"]], ["Neither", ldet["neither"], ldet["n"]]]  # fmt: skip
+    rows += [
+        ["Both", ldet["both"], ldet["n"]],
+        [f"{ref} only", ldet["reference_only"], ldet["n"]],
+        [f"{idx} only", ldet["index_only"], ldet["n"]],
+        ["Neither", ldet["neither"], ldet["n"]],
+    ]
     out += table(["Lesions", "Count", "n"], rows) + [""]
     if ldet.get("by_region"):
-        rows = [[r["region"], r["lesions"], r["reference"], r["index"], r["both"], r["reference_only"], r["index_only"]]
-                for r in ldet["by_region"]]  # fmt: skip
+        rows = [
+            [r["region"], r["lesions"], r["reference"], r["index"], r["both"], r["reference_only"], r["index_only"]]
+            for r in ldet["by_region"]
+        ]
         out += ["By region:", ""]
         out += table(["Region", "Lesions", ref, idx, "Both", f"{ref} only", f"{idx} only"], rows) + [""]
     cm, sf, naive = ldet["clustered_mcnemar"], ldet["sign_flip"], ldet["mcnemar"]
-    rows = [[cm["test"], f"{cm['n']} lesions / {cm['n_patients']} patients",
-             f"Δ proportion {fmt(cm['difference'])}" if cm.get("difference") is not None else "–", _p_cell(cm), _note(cm)],
-            [sf["test"], f"{sf['n']} patients", f"sum of per-patient Δ {fmt(sf['statistic'])}", _p_cell(sf), _note(sf)],
-            [f"{naive['test']} over lesions (descriptive)", f"{naive['n']} lesions", f"b = {naive['reference_only']}, c = {naive['index_only']}",
-             fmt_p(naive["p"]), "lesions are clustered within patients"]]  # fmt: skip
+    rows = [
+        [
+            cm["test"],
+            f"{cm['n']} lesions / {cm['n_patients']} patients",
+            f"Δ proportion {fmt(cm['difference'])}" if cm.get("difference") is not None else "–",
+            _p_cell(cm),
+            _note(cm),
+        ],
+        [sf["test"], f"{sf['n']} patients", f"sum of per-patient Δ {fmt(sf['statistic'])}", _p_cell(sf), _note(sf)],
+        [
+            f"{naive['test']} over lesions (descriptive)",
+            f"{naive['n']} lesions",
+            f"b = {naive['reference_only']}, c = {naive['index_only']}",
+            fmt_p(naive["p"]),
+            "lesions are clustered within patients",
+        ],
+    ]
     return out + table(["Test", "n", "Effect (index − reference)", "p", "Note"], rows) + [""]
 
 
@@ -191,23 +237,71 @@ def _metric_lines(metric, entry, label):
         lr, df, pw, lw = s["log_ratio"], s["difference"], s["patient_wilcoxon"], s["lesion_wilcoxon"]
         where = f"{name}: {s['n_lesions']} lesions / {s['n_patients']} patients"
         means = f"{_mean_sd(s['reference'])} vs {_mean_sd(s['index'])}"
-        rows.append([where, means, "geometric mean ratio",
-                     f"{fmt(lr.get('ratio'))} {_ci(lr, 'ratio_ci95')}" if lr.get("ratio") is not None else "–",
-                     _p_cell(lr), _note(lr)])  # fmt: skip
-        rows.append([where, "", "mean difference (model)", f"{fmt(df.get('estimate'))} {_ci(df)}" if df.get("estimate") is not None else "–",
-                     _p_cell(df), _note(df)])  # fmt: skip
-        rows.append([where, "", "Wilcoxon, per-patient mean Δ", f"median {fmt(pw['median_difference'])}", _p_cell(pw), _note(pw)])
-        rows.append([where, "", "Wilcoxon over lesions (descriptive)", f"median {fmt(lw['median_difference'])}",
-                     fmt_p(lw["p"]), "; ".join(x for x in (lw.get("reason"), "lesions are clustered") if x)])  # fmt: skip
-    return out + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows) + [""]
+        rows.append(
+            [
+                where,
+                means,
+                "geometric mean ratio",
+                f"{fmt(lr.get('ratio'))} {_ci(lr, 'ratio_ci95')}" if lr.get("ratio") is not None else "–",
+                _p_cell(lr),
+                _note(lr),
+            ]
+        )
+        rows.append(
+            [
+                where,
+                "",
+                "mean difference (model)",
+                f"{fmt(df.get('estimate'))} {_ci(df)}" if df.get("estimate") is not None else "–",
+                _p_cell(df),
+                _note(df),
+            ]
+        )
+        rows.append(
+            [
+                where,
+                "",
+                "Wilcoxon, per-patient mean Δ",
+                f"median {fmt(pw['median_difference'])}",
+                _p_cell(pw),
+                _note(pw),
+            ]
+        )
+        rows.append(
+            [
+                where,
+                "",
+                "Wilcoxon over lesions (descriptive)",
+                f"median {fmt(lw['median_difference'])}",
+                fmt_p(lw["p"]),
+                "; ".join(x for x in (lw.get("reason"), "lesions are clustered") if x),
+            ]
+        )
+    return (
+        out
+        + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows)
+        + [""]
+    )
 
 
 #: Python-Markdown's patterns that would pass data through as markup: raw HTML (a clinical
 #: column named "<img onerror=...>", a SeriesDescription in an exclusion reason), links and
 #: images (``[x](javascript:...)``). The report uses none of them: they are removed, so such
 #: text is shown as text.
-UNSAFE_MARKDOWN = {"inline": ("html", "link", "image_link", "reference", "image_reference", "short_reference",
-                              "short_image_ref", "autolink", "automail"), "block": ("html_block",)}  # fmt: skip
+UNSAFE_MARKDOWN = {
+    "inline": (
+        "html",
+        "link",
+        "image_link",
+        "reference",
+        "image_reference",
+        "short_reference",
+        "short_image_ref",
+        "autolink",
+        "automail",
+    ),
+    "block": ("html_block",),
+}
 
 
 def render_html(markdown_text: str, title: str) -> str:
@@ -226,7 +320,10 @@ def render_html(markdown_text: str, title: str) -> str:
 def render_markdown(summary: dict) -> str:
     """The summary as a Markdown report: cohort, QC, primary endpoint, detection, uptake per
     metric and lesion set, correlations, Methods."""
-    ref, idx = (summary.get("tracer_names") or summary["tracers"])["reference"], (summary.get("tracer_names") or summary["tracers"])["index"]
+    ref, idx = (
+        (summary.get("tracer_names") or summary["tracers"])["reference"],
+        (summary.get("tracer_names") or summary["tracers"])["index"],
+    )
     label = {"reference": f"{ref} (reference)", "index": f"{idx} (index)"}
     out = [f"# Dual-tracer PET/CT cohort statistics: {idx} vs {ref}", ""]
     cohort = f"**Cohort:** {summary['n_patients']} patients, {summary['n_lesions']} lesions"
@@ -234,9 +331,11 @@ def render_markdown(summary: dict) -> str:
         cohort += f" ({len(summary['excluded_patients'])} patient(s) excluded)"
     rv = summary.get("review") or {}
     if rv.get("decisions"):
-        cohort += (f"; reader review: {rv['decisions']} decision(s) on {rv['patients_reviewed']} patient(s)"
-                   f" ({rv['not_applied']} not applied), {rv['reader_accepted']} lesion(s) reader-accepted,"
-                   f" {rv['reader_added']} reader-added")  # fmt: skip
+        cohort += (
+            f"; reader review: {rv['decisions']} decision(s) on {rv['patients_reviewed']} patient(s)"
+            f" ({rv['not_applied']} not applied), {rv['reader_accepted']} lesion(s) reader-accepted,"
+            f" {rv['reader_added']} reader-added"
+        )
     out += [cohort + ".", "", f"Differences are {summary['definitions']['difference']}; ratios index / reference.", ""]
     out += _qc_lines(summary)
     out += _primary_lines(summary, label)
@@ -251,11 +350,26 @@ def render_markdown(summary: dict) -> str:
     corr = summary["correlations"]
     out += ["## Correlations with clinical variables", "", corr["definition"], ""]
     if corr["entries"]:
-        rows = [[e["clinical"], e["tracer"], f"{e['metric']} ({e['aggregation']})", e["n"], fmt(e.get("rho")), _p_cell(e),
-                 _note(e)] for e in corr["entries"]]  # fmt: skip
+        rows = [
+            [
+                e["clinical"],
+                e["tracer"],
+                f"{e['metric']} ({e['aggregation']})",
+                e["n"],
+                fmt(e.get("rho")),
+                _p_cell(e),
+                _note(e),
+            ]
+            for e in corr["entries"]
+        ]
         out += table(["Clinical variable", "Tracer", "Metric", "n", "Spearman rho", "p", "Note"], rows) + [""]
     else:
         out += ["No numeric clinical columns.", ""]
     if summary["clinical_columns"].get("non_numeric"):
-        out += ["Non-numeric clinical columns (not correlated): " + ", ".join(summary["clinical_columns"]["non_numeric"]) + ".", ""]
+        out += [
+            "Non-numeric clinical columns (not correlated): "
+            + ", ".join(summary["clinical_columns"]["non_numeric"])
+            + ".",
+            "",
+        ]
     return "\n".join(out + ["## Methods", "", methods_text(summary), ""])

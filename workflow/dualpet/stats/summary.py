@@ -65,14 +65,22 @@ def review_counts(patients, lesions, tracers):
 
     def per_patient(kind):
         cols = [f"{t}_review_{kind}" for t in tracers if f"{t}_review_{kind}" in patients.columns]
-        return patients[cols].apply(pd.to_numeric, errors="coerce").fillna(0).sum(axis=1) if cols else pd.Series(dtype=float)
+        return (
+            patients[cols].apply(pd.to_numeric, errors="coerce").fillna(0).sum(axis=1)
+            if cols
+            else pd.Series(dtype=float)
+        )
 
     decisions = per_patient("decisions")
     columns = [lesions[f"{t}_origin"] for t in tracers if f"{t}_origin" in lesions.columns]
     origins = pd.concat(columns) if columns else pd.Series(dtype=str)
-    return {"decisions": int(decisions.sum()), "not_applied": int(per_patient("not_applied").sum()),
-            "patients_reviewed": int((decisions > 0).sum()), "reader_accepted": int((origins == "reader-accepted").sum()),
-            "reader_added": int((origins == "reader-added").sum())}  # fmt: skip
+    return {
+        "decisions": int(decisions.sum()),
+        "not_applied": int(per_patient("not_applied").sum()),
+        "patients_reviewed": int((decisions > 0).sum()),
+        "reader_accepted": int((origins == "reader-accepted").sum()),
+        "reader_added": int((origins == "reader-added").sum()),
+    }
 
 
 def check_primary(primary):
@@ -82,15 +90,20 @@ def check_primary(primary):
         if primary[key] not in allowed:
             raise DualpetInputError(f"statistics.primary.{key}: {primary[key]!r} is not one of {', '.join(allowed)}")
     if primary["analysis"] == "lesion_wilcoxon":
-        raise DualpetInputError("statistics.primary.analysis: the per-lesion Wilcoxon test ignores clustering and "
-                                "cannot be the primary endpoint")  # fmt: skip
+        raise DualpetInputError(
+            "statistics.primary.analysis: the per-lesion Wilcoxon test ignores clustering and "
+            "cannot be the primary endpoint"
+        )
     return primary
 
 
 def _detection(patients, lesions, reference, index):
     roles = {"reference": reference, "index": index}
     pdet = {}
-    pflags = {r: flags(patients, f"{t}_positive", "patients table") if len(patients) else np.zeros(0) for r, t in roles.items()}
+    pflags = {
+        r: flags(patients, f"{t}_positive", "patients table") if len(patients) else np.zeros(0)
+        for r, t in roles.items()
+    }
     for r in roles:
         known = ~np.isnan(pflags[r])
         k, n = int(np.sum(pflags[r][known] == 1)), int(known.sum())
@@ -98,7 +111,9 @@ def _detection(patients, lesions, reference, index):
     pdet["mcnemar"] = T.mcnemar(pflags["reference"], pflags["index"])
     pdet["mcnemar"]["unit"] = "patient"
 
-    lflags = {r: flags(lesions, f"{t}_detected", "lesions table") if len(lesions) else np.zeros(0) for r, t in roles.items()}
+    lflags = {
+        r: flags(lesions, f"{t}_detected", "lesions table") if len(lesions) else np.zeros(0) for r, t in roles.items()
+    }
     naive = T.mcnemar(lflags["reference"], lflags["index"])
     naive["note"] = C.LESION_CLUSTER_NOTE
     ldet = {r: {"detected": int(np.nansum(lflags[r] == 1)), "n": int((~np.isnan(lflags[r])).sum())} for r in roles}
@@ -109,17 +124,31 @@ def _detection(patients, lesions, reference, index):
     # without lesions contribute 0 and do not change an exact sign-flip test)
     frame = pd.DataFrame({"patient": groups, "d": (lflags["index"] == 1).astype(float) - (lflags["reference"] == 1)})
     per_patient = frame.groupby("patient")["d"].sum().reindex(patients["patient"], fill_value=0.0)
-    ldet["sign_flip"] = {**T.sign_flip(per_patient.to_numpy()),
-                         "unit": "patient: lesions detected on the index tracer minus on the reference"}  # fmt: skip
+    ldet["sign_flip"] = {
+        **T.sign_flip(per_patient.to_numpy()),
+        "unit": "patient: lesions detected on the index tracer minus on the reference",
+    }
     ldet["mcnemar"] = naive
-    regions = lesions["region"].fillna("").astype(str).replace("", "unassigned") if "region" in lesions else pd.Series(dtype=str)
+    regions = (
+        lesions["region"].fillna("").astype(str).replace("", "unassigned")
+        if "region" in lesions
+        else pd.Series(dtype=str)
+    )
     ldet["by_region"] = []
     for region in sorted(regions.unique()):
         sel = (regions == region).to_numpy()
         r, i = lflags["reference"][sel] == 1, lflags["index"][sel] == 1
-        ldet["by_region"].append({"region": region, "lesions": int(sel.sum()), "reference": int(r.sum()), "index": int(i.sum()),
-                                  "both": int((r & i).sum()), "reference_only": int((r & ~i).sum()),
-                                  "index_only": int((~r & i).sum())})  # fmt: skip
+        ldet["by_region"].append(
+            {
+                "region": region,
+                "lesions": int(sel.sum()),
+                "reference": int(r.sum()),
+                "index": int(i.sum()),
+                "both": int((r & i).sum()),
+                "reference_only": int((r & ~i).sum()),
+                "index_only": int((~r & i).sum()),
+            }
+        )
     return pdet, ldet, lflags
 
 
@@ -140,8 +169,13 @@ def _uptake(lesions, reference, index, lflags):
             skipped[metric] = f"column(s) absent: {', '.join(absent)}"
             continue
         ref, idx = numbers(lesions[f"{reference}_{metric}"]), numbers(lesions[f"{index}_{metric}"])
-        entry = {"per_tracer": {role: {"all": T.describe(v), "detected": T.describe(v[lflags[role] == 1])}
-                                for role, v in (("reference", ref), ("index", idx))}, "sets": {}}  # fmt: skip
+        entry = {
+            "per_tracer": {
+                role: {"all": T.describe(v), "detected": T.describe(v[lflags[role] == 1])}
+                for role, v in (("reference", ref), ("index", idx))
+            },
+            "sets": {},
+        }
         for name, mask in masks.items():
             paired = mask & np.isfinite(ref) & np.isfinite(idx)
             d = T.zero_differences(idx[paired], ref[paired])
@@ -163,8 +197,10 @@ def _uptake(lesions, reference, index, lflags):
                 "index": T.describe(idx[paired]),
                 "log_ratio": log_entry,
                 "difference": T.mixed_model(d, g),
-                "patient_wilcoxon": {**T.wilcoxon(per_patient, C.WILCOXON_PATIENT_TEST),
-                                     "unit": "patient (mean of the patient's paired lesion differences)"},  # fmt: skip
+                "patient_wilcoxon": {
+                    **T.wilcoxon(per_patient, C.WILCOXON_PATIENT_TEST),
+                    "unit": "patient (mean of the patient's paired lesion differences)",
+                },
                 "lesion_wilcoxon": lesion_test,
             }
         metrics[metric] = entry
@@ -181,23 +217,37 @@ def _correlations(patients, lesions, reference, index):
                 base = {"clinical": clinical, "tracer": tracer, "role": role, "metric": metric, "aggregation": how}
                 column = f"{tracer}_{metric}"
                 if column not in lesions.columns:
-                    entries.append({**base, "test": C.SPEARMAN_TEST, "n": 0, "rho": None, "p": None,
-                                    "reason": f"column absent: {column}"})  # fmt: skip
+                    entries.append(
+                        {
+                            **base,
+                            "test": C.SPEARMAN_TEST,
+                            "n": 0,
+                            "rho": None,
+                            "p": None,
+                            "reason": f"column absent: {column}",
+                        }
+                    )
                     continue
                 per_lesion = pd.Series(numbers(lesions[column]), index=lesions["patient"].to_numpy())
                 per_patient = per_lesion.groupby(level=0).agg(how) if len(per_lesion) else pd.Series(dtype=float)
-                entries.append({**base, **T.spearman(clin.to_numpy(float), per_patient.reindex(clin.index).to_numpy(float))})
-    definition = ("Per-patient uptake: maximum over the patient's lesions with a value for suvmax and tbr, mean for "
-                  "suvmean (all lesions of the patient, detected or not on that tracer); patients without a value "
-                  "are omitted. Spearman rho with pairwise-complete data.")  # fmt: skip
+                entries.append(
+                    {**base, **T.spearman(clin.to_numpy(float), per_patient.reindex(clin.index).to_numpy(float))}
+                )
+    definition = (
+        "Per-patient uptake: maximum over the patient's lesions with a value for suvmax and tbr, mean for "
+        "suvmean (all lesions of the patient, detected or not on that tracer); patients without a value "
+        "are omitted. Spearman rho with pairwise-complete data."
+    )
     return {"numeric": list(numeric), "non_numeric": other}, {"definition": definition, "entries": entries}
 
 
 def _multiplicity(summary, primary, adjust):
     """Mark the primary endpoint; list the exploratory tests, Holm-adjusted if asked."""
-    family = [("patient detection: McNemar", summary["patient_detection"]["mcnemar"]),
-              ("lesion detection: clustered McNemar", summary["lesion_detection"]["clustered_mcnemar"]),
-              ("lesion detection: patient sign-flip", summary["lesion_detection"]["sign_flip"])]  # fmt: skip
+    family = [
+        ("patient detection: McNemar", summary["patient_detection"]["mcnemar"]),
+        ("lesion detection: clustered McNemar", summary["lesion_detection"]["clustered_mcnemar"]),
+        ("lesion detection: patient sign-flip", summary["lesion_detection"]["sign_flip"]),
+    ]
     chosen = None
     for metric, entry in summary["metrics"].items():
         for name, s in entry["sets"].items():
@@ -207,15 +257,23 @@ def _multiplicity(summary, primary, adjust):
                     chosen = s[analysis]
                 else:
                     family.append((label, s[analysis]))
-    family += [(f"correlation: {e['clinical']} vs {e['tracer']} {e['metric']}", e) for e in summary["correlations"]["entries"]]
+    family += [
+        (f"correlation: {e['clinical']} vs {e['tracer']} {e['metric']}", e) for e in summary["correlations"]["entries"]
+    ]
     adjusted = T.holm([t.get("p") for _, t in family]) if adjust == "holm" else [None] * len(family)
     for (_, test), p in zip(family, adjusted):
         if adjust == "holm":
             test["p_holm"] = p
-    out = {**primary, "result": chosen,
-           "reason": None if chosen is not None else f"metric {primary['metric']!r} not in the lesions table"}  # fmt: skip
-    return out, {"adjustment": adjust, "n_tests": len(family),
-                 "tests": [{"label": label, "p": t.get("p"), "p_holm": t.get("p_holm")} for label, t in family]}  # fmt: skip
+    out = {
+        **primary,
+        "result": chosen,
+        "reason": None if chosen is not None else f"metric {primary['metric']!r} not in the lesions table",
+    }
+    return out, {
+        "adjustment": adjust,
+        "n_tests": len(family),
+        "tests": [{"label": label, "p": t.get("p"), "p_holm": t.get("p_holm")} for label, t in family],
+    }
 
 
 def summarize(lesions, patients, reference, index, *, primary=None, adjust="none", names=None) -> dict:
@@ -239,34 +297,64 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         raise DualpetInputError(f"statistics.adjust: {adjust!r} is not one of {', '.join(C.ADJUSTMENTS)}")
     lesions, patients = validate(lesions, patients, reference, index)
     excluded = excluded_mask(patients)
-    excluded_list = [{"patient": row["patient"], "reason": _text(row.get("excluded_reason"))}
-                     for _, row in patients[excluded].iterrows()]  # fmt: skip
+    excluded_list = [
+        {"patient": row["patient"], "reason": _text(row.get("excluded_reason"))}
+        for _, row in patients[excluded].iterrows()
+    ]
     kept = patients[~excluded]
-    pet_ct = [{"patient": row["patient"], "tracer": t} for t in (reference, index) if f"{t}_pet_ct_registered" in kept
-              for _, row in kept.iterrows() if T.as_float(row.get(f"{t}_pet_ct_registered")) == 1]  # fmt: skip
-    flagged = [{"patient": row["patient"], "warnings": _text(row.get("registration_warnings"))}
-               for _, row in kept.iterrows() if "registration_ok" in kept and T.as_float(row.get("registration_ok")) == 0]  # fmt: skip
+    pet_ct = [
+        {"patient": row["patient"], "tracer": t}
+        for t in (reference, index)
+        if f"{t}_pet_ct_registered" in kept
+        for _, row in kept.iterrows()
+        if T.as_float(row.get(f"{t}_pet_ct_registered")) == 1
+    ]
+    flagged = [
+        {"patient": row["patient"], "warnings": _text(row.get("registration_warnings"))}
+        for _, row in kept.iterrows()
+        if "registration_ok" in kept and T.as_float(row.get("registration_ok")) == 0
+    ]
     # per study: the background's fallback (why the configured region was not used) and the
     # organs the organ map dropped as implausible
-    studies = {key: [{"patient": row["patient"], "tracer": t, "note": _text(row.get(f"{t}_{key}"))}
-                     for t in (reference, index) if f"{t}_{key}" in kept for _, row in kept.iterrows()
-                     if _text(row.get(f"{t}_{key}"))]
-               for key in ("background_fallback", "organs_dropped", "series_note")}  # fmt: skip
+    studies = {
+        key: [
+            {"patient": row["patient"], "tracer": t, "note": _text(row.get(f"{t}_{key}"))}
+            for t in (reference, index)
+            if f"{t}_{key}" in kept
+            for _, row in kept.iterrows()
+            if _text(row.get(f"{t}_{key}"))
+        ]
+        for key in ("background_fallback", "organs_dropped", "series_note")
+    }
     # per study: the PET's planes the CT leaves uncovered (more than a millimetre)
-    uncovered = [{"patient": row["patient"], "tracer": t, "mm": T.as_float(row.get(f"{t}_ct_uncovered_mm"))}
-                 for _, row in kept.iterrows() for t in (reference, index)
-                 if (T.as_float(row.get(f"{t}_ct_uncovered_mm")) or 0.0) > 1.0]  # fmt: skip
+    uncovered = [
+        {"patient": row["patient"], "tracer": t, "mm": T.as_float(row.get(f"{t}_ct_uncovered_mm"))}
+        for _, row in kept.iterrows()
+        for t in (reference, index)
+        if (T.as_float(row.get(f"{t}_ct_uncovered_mm")) or 0.0) > 1.0
+    ]
     # per study: where its background was measured, its SUVmean and the reason for any fallback
-    backgrounds = [{"patient": row["patient"], "tracer": t, "source": _text(row.get(f"{t}_background_source")),
-                    "suvmean": T.as_float(row.get(f"{t}_background_suvmean")),
-                    "fallback": _text(row.get(f"{t}_background_fallback"))}
-                   for _, row in kept.iterrows() for t in (reference, index) if f"{t}_background_source" in kept]  # fmt: skip
+    backgrounds = [
+        {
+            "patient": row["patient"],
+            "tracer": t,
+            "source": _text(row.get(f"{t}_background_source")),
+            "suvmean": T.as_float(row.get(f"{t}_background_suvmean")),
+            "fallback": _text(row.get(f"{t}_background_fallback")),
+        }
+        for _, row in kept.iterrows()
+        for t in (reference, index)
+        if f"{t}_background_source" in kept
+    ]
     patients = kept.reset_index(drop=True)
     lesions = lesions[~lesions["patient"].isin({e["patient"] for e in excluded_list})].reset_index(drop=True)
     summary = {
         "schema_version": SCHEMA_VERSION,
         "tracers": {"reference": reference, "index": index},
-        "tracer_names": {"reference": (names or {}).get(reference) or reference, "index": (names or {}).get(index) or index},
+        "tracer_names": {
+            "reference": (names or {}).get(reference) or reference,
+            "index": (names or {}).get(index) or index,
+        },
         "n_patients": int(len(patients)),
         "n_lesions": int(len(lesions)),
         "excluded_patients": excluded_list,
@@ -295,6 +383,10 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
     summary["metrics"], summary["metrics_skipped"] = _uptake(lesions, reference, index, lflags)
     summary["clinical_columns"], summary["correlations"] = _correlations(patients, lesions, reference, index)
     summary["primary"], summary["exploratory"] = _multiplicity(summary, primary, adjust)
-    summary["software"] = {"numpy": np.__version__, "pandas": pd.__version__, "scipy": scipy.__version__,
-                           "statsmodels": statsmodels.__version__}  # fmt: skip
+    summary["software"] = {
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scipy": scipy.__version__,
+        "statsmodels": statsmodels.__version__,
+    }
     return clean(summary)

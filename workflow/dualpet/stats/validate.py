@@ -44,8 +44,11 @@ def _require_tracer_columns(frame, name, tracers, suffix):
         if want in frame.columns:
             continue
         near = lower.get(want.lower())
-        hint = (f"; it has {near!r}: tracer names are case-sensitive and must match the sample sheet"
-                if near else f"; its tracer columns: {_tracer_prefixes(frame, suffix) or 'none'}")  # fmt: skip
+        hint = (
+            f"; it has {near!r}: tracer names are case-sensitive and must match the sample sheet"
+            if near
+            else f"; its tracer columns: {_tracer_prefixes(frame, suffix) or 'none'}"
+        )
         raise DualpetInputError(f"{name}: no column {want!r} for tracer {t!r}{hint}")
 
 
@@ -61,8 +64,10 @@ def flags(frame, column, name) -> np.ndarray:
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         who = frame["patient"].iloc[k] if "patient" in frame.columns else f"row {k + 1}"
-        raise DualpetInputError(f"{name}: column {column!r} must be 0 or 1; patient {who} has "
-                                f"{frame[column].iloc[k]!r} ({int(bad.sum())} such cell(s))")  # fmt: skip
+        raise DualpetInputError(
+            f"{name}: column {column!r} must be 0 or 1; patient {who} has "
+            f"{frame[column].iloc[k]!r} ({int(bad.sum())} such cell(s))"
+        )
     return values
 
 
@@ -88,8 +93,9 @@ def validate(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, inde
         raise DualpetInputError(f"patients table: patient(s) listed more than once: {', '.join(map(str, dup[:10]))}")
     orphans = sorted(set(lesions["patient"]) - set(patients["patient"]))
     if orphans:
-        raise DualpetInputError(f"lesions table: lesions of patient(s) not in the patients table: "
-                                f"{', '.join(map(str, orphans[:10]))}")  # fmt: skip
+        raise DualpetInputError(
+            f"lesions table: lesions of patient(s) not in the patients table: {', '.join(map(str, orphans[:10]))}"
+        )
     tracers = (reference, index)
     if (~excluded_mask(patients)).any():
         _require_tracer_columns(patients, "patients table", tracers, "positive")
@@ -107,6 +113,8 @@ def validate(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, inde
     for col in patients.columns:
         head = str(col).split("_", 1)[0]
         if head.lower() in known and head not in tracers:
-            raise DualpetInputError(f"patients table: column {col!r} starts with a tracer name in another case; "
-                                    f"the tracers are {reference!r} and {index!r} (case-sensitive)")  # fmt: skip
+            raise DualpetInputError(
+                f"patients table: column {col!r} starts with a tracer name in another case; "
+                f"the tracers are {reference!r} and {index!r} (case-sensitive)"
+            )
     return lesions, patients

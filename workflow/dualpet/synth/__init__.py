@@ -47,7 +47,7 @@ from dualpet.synth.phantom import (
     TISSUES,
     TRACER_NUCLIDE,
     make_phantom,
-    preset_population,  # fmt: skip
+    preset_population,
 )
 from dualpet.synth.render import (
     add_pet_noise,
@@ -76,11 +76,25 @@ REVISION = 9
 
 #: Image grids. demo: a patient in a few seconds; clinical: typical whole-body PET/CT.
 SIZES = {
-    "demo": {"ct_matrix": 160, "ct_pixel": 3.0, "ct_slice": 3.0,
-             "pet_matrix": 112, "pet_pixel": 4.0, "pet_slice": 4.0, "z_extent": 390.0},
-    "clinical": {"ct_matrix": 512, "ct_pixel": 0.9765625, "ct_slice": 3.0,
-                 "pet_matrix": 200, "pet_pixel": 4.0, "pet_slice": 3.0, "z_extent": 900.0},
-}  # fmt: skip
+    "demo": {
+        "ct_matrix": 160,
+        "ct_pixel": 3.0,
+        "ct_slice": 3.0,
+        "pet_matrix": 112,
+        "pet_pixel": 4.0,
+        "pet_slice": 4.0,
+        "z_extent": 390.0,
+    },
+    "clinical": {
+        "ct_matrix": 512,
+        "ct_pixel": 0.9765625,
+        "ct_slice": 3.0,
+        "pet_matrix": 200,
+        "pet_pixel": 4.0,
+        "pet_slice": 3.0,
+        "z_extent": 900.0,
+    },
+}
 #: PET resolution (FWHM, mm) and noise (coefficient of variation at SUV 2) per nuclide:
 #: Ga-68 has a longer positron range and, at lower injected activity, more noise.
 PET_PHYSICS = {"F-18": {"fwhm": 6.5, "cov": 0.10}, "Ga-68": {"fwhm": 7.0, "cov": 0.14}}
@@ -193,7 +207,9 @@ def generate_cohort(
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
         if tuple(tracers) != tuple(PRESETS[preset]["tracers"]):
-            raise ValueError(f"preset {preset!r} is for the tracers {list(PRESETS[preset]['tracers'])}, not {list(tracers)}")
+            raise ValueError(
+                f"preset {preset!r} is for the tracers {list(PRESETS[preset]['tracers'])}, not {list(tracers)}"
+            )
     if n_patients is None:
         n_patients = PRESETS[preset]["patients"] if preset else 4
     outdir = Path(outdir)
@@ -203,8 +219,20 @@ def generate_cohort(
         truth_path = outdir / "truth" / f"{pid}.json"
         truth = read_json(truth_path) if truth_path.exists() else None
         pose_range = {"max_rotation_deg": float(max_rotation_deg), "max_translation_mm": float(max_translation_mm)}
-        got = (truth.get("seed"), truth.get("size"), bool(truth.get("quirks_enabled")), truth.get("pose_range", DEFAULT_POSES),
-               truth.get("generator_revision"), truth.get("contrast"), truth.get("fov"), truth.get("preset")) if truth else None  # fmt: skip
+        got = (
+            (
+                truth.get("seed"),
+                truth.get("size"),
+                bool(truth.get("quirks_enabled")),
+                truth.get("pose_range", DEFAULT_POSES),
+                truth.get("generator_revision"),
+                truth.get("contrast"),
+                truth.get("fov"),
+                truth.get("preset"),
+            )
+            if truth
+            else None
+        )
         same = got == (seed, size, quirks, pose_range, REVISION, contrast, fov, preset)
         if same and tuple(truth["tracers"]) == tuple(tracers):
             log(f"{pid}: present, kept")
@@ -212,7 +240,15 @@ def generate_cohort(
             log(f"{pid}: generating ({size})")
             truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range, contrast, fov, preset)
         for tracer in tracers:
-            rows.append({"patient": pid, "tracer": tracer, "dicom_dir": f"dicom/{pid}/{tracer}", "pet_series": "", "ct_series": ""})
+            rows.append(
+                {
+                    "patient": pid,
+                    "tracer": tracer,
+                    "dicom_dir": f"dicom/{pid}/{tracer}",
+                    "pet_series": "",
+                    "ct_series": "",
+                }
+            )
         clinical.append({"patient": pid, **truth["clinical"]})
     studies = pd.DataFrame(rows)
     _write_if_changed(outdir / "studies.tsv", studies.to_csv(sep="\t", index=False))
@@ -233,8 +269,9 @@ def field_of_view(size, fov):
     return FOV_Z[fov]
 
 
-def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_range=None, contrast="mixed", fov="torso",
-                     preset=None):  # fmt: skip
+def generate_patient(
+    outdir, pid, n, seed, size, tracers, quirks=False, pose_range=None, contrast="mixed", fov="torso", preset=None
+):
     """Simulate one patient's two studies; writes DICOM and truth, returns the truth dict."""
     grid = {**SIZES[size]}
     fov_z = field_of_view(size, fov)
@@ -325,8 +362,21 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
     for s_i, tracer in enumerate(tracers):
         rng_noise = np.random.default_rng([seed, n, 2, s_i])
         st = studies[tracer]
-        _simulate_study(tmp / tracer, tracer, phantom, poses[tracer], st, grid, ident, person, rng_noise, seed, n, lesion_truth,
-                        outdir / organ_maps[tracer])  # fmt: skip
+        _simulate_study(
+            tmp / tracer,
+            tracer,
+            phantom,
+            poses[tracer],
+            st,
+            grid,
+            ident,
+            person,
+            rng_noise,
+            seed,
+            n,
+            lesion_truth,
+            outdir / organ_maps[tracer],
+        )
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(folder)
@@ -378,8 +428,21 @@ def generate_patient(outdir, pid, n, seed, size, tracers, quirks=False, pose_ran
                 "true_suv": les.suv,
                 "form": les.form,
                 "station": les.station,
-                **({"parts": [{"offset_mm": p.offset.tolist(), "radius_mm": p.radius, "true_suv": p.suv,
-                               "necrotic": p.necrotic} for p in les.parts]} if les.parts else {}),
+                **(
+                    {
+                        "parts": [
+                            {
+                                "offset_mm": p.offset.tolist(),
+                                "radius_mm": p.radius,
+                                "true_suv": p.suv,
+                                "necrotic": p.necrotic,
+                            }
+                            for p in les.parts
+                        ]
+                    }
+                    if les.parts
+                    else {}
+                ),
                 **({"pair_with": les.pair.id} if les.pair is not None else {}),
                 **({"target_suvmax": les.target_suvmax} if les.target_suvmax is not None else {}),
                 **_transpose(lesion_truth[les.id]),
@@ -419,7 +482,10 @@ def _transpose(per_tracer):
 def _contrast_hu(rng):
     """CT numbers of one contrast-enhanced study ({tissue label: HU}, JSON keys)."""
     level = rng.uniform()  # the study's enhancement: all tissues move together
-    jitter = lambda lo, hi: float(np.clip(level + rng.normal(0.0, 0.1), 0.0, 1.0)) * (hi - lo) + lo
+
+    def jitter(lo, hi):
+        return float(np.clip(level + rng.normal(0.0, 0.1), 0.0, 1.0)) * (hi - lo) + lo
+
     out = {str(lab): round(jitter(*lim), 1) for lab, lim in CONTRAST_HU.items()}
     for lab in BLOOD_POOL:  # one blood pool: aorta, heart and the other arteries
         out[str(lab)] = out[str(BLOOD)]
@@ -440,7 +506,9 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     # The couch's pad touches the lowest (most posterior) point of the posed body surface.
     bx, by = phantom.body_semi
     th = np.linspace(0, 2 * np.pi, 72)
-    ring = np.concatenate([np.stack([bx * np.cos(th), by * np.sin(th), np.full_like(th, z)], 1) for z in (-450, 0, 450)])
+    ring = np.concatenate(
+        [np.stack([bx * np.cos(th), by * np.sin(th), np.full_like(th, z)], 1) for z in (-450, 0, 450)]
+    )
     table_top = float((ring @ R.T + t)[:, 1].max())
 
     enhanced = {int(k): v for k, v in (st["ct_contrast"] or {}).items()}
@@ -468,7 +536,12 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     st["dose_at_reference_time_bq"] = dose_ref
     st["suv_to_bqml"] = suv_to_bqml
     st["ct"] = {"shape": list(ct_shape), "affine_lps": ct_aff.tolist()}
-    st["pet"] = {"shape": list(pet_shape), "affine_lps": pet_aff.tolist(), "psf_fwhm_mm": physics["fwhm"], "noise_cov_at_suv2": physics["cov"]}
+    st["pet"] = {
+        "shape": list(pet_shape),
+        "affine_lps": pet_aff.tolist(),
+        "psf_fwhm_mm": physics["fwhm"],
+        "noise_cov_at_suv2": physics["cov"],
+    }
     st["background"] = _background_truth(phantom, tracer, pose, clean, pet_aff)
     noise_cov = physics["cov"] * np.asarray(axial)  # per plane, at SUV 2
     _lesion_image_truth(phantom, tracer, pose, clean, suv_image, pet_aff, st["background"], lesion_truth, noise_cov)
@@ -517,9 +590,18 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "RescaleType": "HU",
     }
     jitter = SLICE_JITTER_MM if quirk is not None else 0.0
-    dw.write_series(folder / "CT_2", ct_stored, ct_aff, sop_class=dw.CT_IMAGE_STORAGE, header=ct_header,
-                    slopes=np.ones(nk_ct), intercept=-1024.0, uid_seed=(seed, n, tracer, "ct"), file_prefix="CT",
-                    jitter_mm=jitter)  # fmt: skip
+    dw.write_series(
+        folder / "CT_2",
+        ct_stored,
+        ct_aff,
+        sop_class=dw.CT_IMAGE_STORAGE,
+        header=ct_header,
+        slopes=np.ones(nk_ct),
+        intercept=-1024.0,
+        uid_seed=(seed, n, tracer, "ct"),
+        file_prefix="CT",
+        jitter_mm=jitter,
+    )
 
     lam = np.log(2.0) / st["half_life_s"]
     z_of_k = apply_affine(pet_aff, np.stack([np.zeros(nk_pet), np.zeros(nk_pet), np.arange(nk_pet)], 1))[:, 2]
@@ -564,13 +646,36 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         ),
     }
     hook = _apply_quirk(quirk, pet_header, st, series_dt, to_bqml, suv_to_bqml)
-    dw.write_series(folder / "PT_3", pet_stored, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=pet_header,
-                    slopes=slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(seed, n, tracer, "pet"), file_prefix="PT",
-                    instances_from="feet" if quirk == "feet_first" else "head", hook=hook, jitter_mm=jitter)  # fmt: skip
+    dw.write_series(
+        folder / "PT_3",
+        pet_stored,
+        pet_aff,
+        sop_class=dw.PET_IMAGE_STORAGE,
+        header=pet_header,
+        slopes=slopes,
+        intercept=0.0,
+        per_slice=pet_slice,
+        uid_seed=(seed, n, tracer, "pet"),
+        file_prefix="PT",
+        instances_from="feet" if quirk == "feet_first" else "head",
+        hook=hook,
+        jitter_mm=jitter,
+    )
     if quirk is not None:
         ge_nac = (n + st["_index"]) % 2 == 0  # every other study: GE-style NAC
-        st["extra_series"] = _write_extra_series(folder, pet_header, ct_header, values, ct_stored, pet_aff, ct_aff,
-                                                 pet_slice, (seed, n, tracer), ge_nac=ge_nac, jitter_mm=jitter)  # fmt: skip
+        st["extra_series"] = _write_extra_series(
+            folder,
+            pet_header,
+            ct_header,
+            values,
+            ct_stored,
+            pet_aff,
+            ct_aff,
+            pet_slice,
+            (seed, n, tracer),
+            ge_nac=ge_nac,
+            jitter_mm=jitter,
+        )
         st["extra_series"] += _write_objects(folder, common, pet_stored, (seed, n, tracer))
         st["slice_jitter_mm"] = jitter
 
@@ -613,8 +718,20 @@ def _apply_quirk(quirk, header, st, series_dt, to_bqml, suv_to_bqml):
     return None
 
 
-def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pet_aff, ct_aff, pet_slice, key, *,
-                        ge_nac=False, jitter_mm=0.0):  # fmt: skip
+def _write_extra_series(
+    folder,
+    pet_header,
+    ct_header,
+    pet_values,
+    ct_stored,
+    pet_aff,
+    ct_aff,
+    pet_slice,
+    key,
+    *,
+    ge_nac=False,
+    jitter_mm=0.0,
+):
     """Series a study folder also holds: NAC PET, CT localizer, PET MIP (all to be ignored).
 
     ``ge_nac``: the NAC series as GE writes it (ATTN listed in CorrectedImage too, Units
@@ -623,15 +740,33 @@ def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pe
     # Non-attenuation-corrected PET: same grid and frame, lower and flatter values.
     nac, nac_slopes = _quantise(pet_values * (0.35 if not ge_nac else 120.0))
     if ge_nac:
-        nac_style = {"SeriesDescription": "WB NAC", "Units": "PROPCNTS", "RescaleType": "PROPCNTS",
-                     "CorrectedImage": ["DECY", "ATTN", "SCAT", "DTIM", "RAN", "NORM"], "AttenuationCorrectionMethod": ""}
+        nac_style = {
+            "SeriesDescription": "WB NAC",
+            "Units": "PROPCNTS",
+            "RescaleType": "PROPCNTS",
+            "CorrectedImage": ["DECY", "ATTN", "SCAT", "DTIM", "RAN", "NORM"],
+            "AttenuationCorrectionMethod": "",
+        }
     else:
-        nac_style = {"SeriesDescription": "PET WB NAC", "CorrectedImage": ["DECY", "RAN", "DTIM", "NORM"],
-                     "AttenuationCorrectionMethod": "NONE"}  # fmt: skip
+        nac_style = {
+            "SeriesDescription": "PET WB NAC",
+            "CorrectedImage": ["DECY", "RAN", "DTIM", "NORM"],
+            "AttenuationCorrectionMethod": "NONE",
+        }
     nac_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "nac"), "SeriesNumber": 4, **nac_style}
-    dw.write_series(folder / "PT_4", nac, pet_aff, sop_class=dw.PET_IMAGE_STORAGE, header=nac_header,
-                    slopes=nac_slopes, intercept=0.0, per_slice=pet_slice, uid_seed=(*key, "nac"), file_prefix="NAC",
-                    jitter_mm=jitter_mm)  # fmt: skip
+    dw.write_series(
+        folder / "PT_4",
+        nac,
+        pet_aff,
+        sop_class=dw.PET_IMAGE_STORAGE,
+        header=nac_header,
+        slopes=nac_slopes,
+        intercept=0.0,
+        per_slice=pet_slice,
+        uid_seed=(*key, "nac"),
+        file_prefix="NAC",
+        jitter_mm=jitter_mm,
+    )
     # CT localizer: one coronal projection image (rows along -z, columns along +x).
     proj = (ct_stored.astype(np.float32).mean(axis=1))[:, ::-1]  # [x, z from top]
     loc_aff = np.eye(4)
@@ -639,20 +774,48 @@ def _write_extra_series(folder, pet_header, ct_header, pet_values, ct_stored, pe
     loc_aff[:3, 1] = [0.0, 0.0, -ct_aff[2, 2]]
     loc_aff[:3, 2] = [0.0, 1.0, 0.0]
     loc_aff[:3, 3] = apply_affine(ct_aff, [0.0, (ct_stored.shape[1] - 1) / 2.0, ct_stored.shape[2] - 1])
-    loc_header = {**ct_header, "SeriesInstanceUID": dw.uid(*key, "loc"), "SeriesNumber": 1,
-                  "SeriesDescription": "Topogram 0.6 T20f", "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}  # fmt: skip
-    dw.write_series(folder / "CT_1", np.round(proj)[:, :, None].astype(np.int16), loc_aff, sop_class=dw.CT_IMAGE_STORAGE,
-                    header=loc_header, slopes=[1.0], intercept=-1024.0, uid_seed=(*key, "loc"), file_prefix="LOC")  # fmt: skip
+    loc_header = {
+        **ct_header,
+        "SeriesInstanceUID": dw.uid(*key, "loc"),
+        "SeriesNumber": 1,
+        "SeriesDescription": "Topogram 0.6 T20f",
+        "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"],
+    }
+    dw.write_series(
+        folder / "CT_1",
+        np.round(proj)[:, :, None].astype(np.int16),
+        loc_aff,
+        sop_class=dw.CT_IMAGE_STORAGE,
+        header=loc_header,
+        slopes=[1.0],
+        intercept=-1024.0,
+        uid_seed=(*key, "loc"),
+        file_prefix="LOC",
+    )
     # PET MIP: a derived coronal image.
     mip, mip_slopes = _quantise(pet_values.max(axis=1)[:, ::-1, None])
     mip_aff = loc_aff.copy()
     mip_aff[:3, 0] = [pet_aff[0, 0], 0.0, 0.0]
     mip_aff[:3, 1] = [0.0, 0.0, -pet_aff[2, 2]]
     mip_aff[:3, 3] = apply_affine(pet_aff, [0.0, (pet_values.shape[1] - 1) / 2.0, pet_values.shape[2] - 1])
-    mip_header = {**pet_header, "SeriesInstanceUID": dw.uid(*key, "mip"), "SeriesNumber": 5,
-                  "SeriesDescription": "PET MIP", "ImageType": ["DERIVED", "SECONDARY", "MIP"]}  # fmt: skip
-    dw.write_series(folder / "PT_5", mip, mip_aff, sop_class=dw.PET_IMAGE_STORAGE, header=mip_header,
-                    slopes=mip_slopes, intercept=0.0, uid_seed=(*key, "mip"), file_prefix="MIP")  # fmt: skip
+    mip_header = {
+        **pet_header,
+        "SeriesInstanceUID": dw.uid(*key, "mip"),
+        "SeriesNumber": 5,
+        "SeriesDescription": "PET MIP",
+        "ImageType": ["DERIVED", "SECONDARY", "MIP"],
+    }
+    dw.write_series(
+        folder / "PT_5",
+        mip,
+        mip_aff,
+        sop_class=dw.PET_IMAGE_STORAGE,
+        header=mip_header,
+        slopes=mip_slopes,
+        intercept=0.0,
+        uid_seed=(*key, "mip"),
+        file_prefix="MIP",
+    )
     return ["PET NAC (GE style: ATTN listed, Units PROPCNTS)" if ge_nac else "PET NAC", "CT localizer", "PET MIP"]
 
 
@@ -661,15 +824,37 @@ def _write_objects(folder, header, pet_stored, key):
     of the hottest PET region (SEG) and a structured report (SR), as a GE export holds."""
     written = []
     for i, factor in enumerate(("SUVbw", "SUVlbm", "SUVbsa")):
-        dw.write_object(folder / "RWV" / f"RWV{i}.dcm", "RWV", header, series_uid=dw.uid(*key, "rwv", i),
-                        sop_uid=dw.uid(*key, "rwv-obj", i), number=100 + i, description=f"{factor} factor")  # fmt: skip
+        dw.write_object(
+            folder / "RWV" / f"RWV{i}.dcm",
+            "RWV",
+            header,
+            series_uid=dw.uid(*key, "rwv", i),
+            sop_uid=dw.uid(*key, "rwv-obj", i),
+            number=100 + i,
+            description=f"{factor} factor",
+        )
         written.append(f"RWV {factor}")
     hot = pet_stored >= np.percentile(pet_stored, 99.9)
     frames = np.moveaxis(hot[:, :, hot.any(axis=(0, 1))], 2, 0).transpose(0, 2, 1).astype(np.uint8)
-    dw.write_object(folder / "SEG" / "SEG0.dcm", "SEG", header, series_uid=dw.uid(*key, "seg"), sop_uid=dw.uid(*key, "seg-obj"),
-                    number=200, description="Lesion segmentation", frames=frames)  # fmt: skip
-    dw.write_object(folder / "SR" / "SR0.dcm", "SR", header, series_uid=dw.uid(*key, "sr"), sop_uid=dw.uid(*key, "sr-obj"),
-                    number=300, description="Dose report")  # fmt: skip
+    dw.write_object(
+        folder / "SEG" / "SEG0.dcm",
+        "SEG",
+        header,
+        series_uid=dw.uid(*key, "seg"),
+        sop_uid=dw.uid(*key, "seg-obj"),
+        number=200,
+        description="Lesion segmentation",
+        frames=frames,
+    )
+    dw.write_object(
+        folder / "SR" / "SR0.dcm",
+        "SR",
+        header,
+        series_uid=dw.uid(*key, "sr"),
+        sop_uid=dw.uid(*key, "sr-obj"),
+        number=300,
+        description="Dose report",
+    )
     return written + ["SEG", "SR"]
 
 
@@ -688,7 +873,9 @@ def _background_truth(phantom, tracer, pose, clean, affine):
     # above the diaphragm's level
     path, radii = lm["aorta_descending"]
     lo, hi = path.min(axis=0) - radii.max(), path.max(axis=0) + radii.max()
-    flat, a = _voxels_in_box(affine, clean.shape, pose, np.maximum(lo, [-1e9, -1e9, -120.0]), np.minimum(hi, [1e9, 1e9, 100.0]))
+    flat, a = _voxels_in_box(
+        affine, clean.shape, pose, np.maximum(lo, [-1e9, -1e9, -120.0]), np.minimum(hi, [1e9, 1e9, 100.0])
+    )
     ok = (a[:, 2] > -120) & (a[:, 2] < 100)
     ok[ok] = _tube_depth(a[ok], path, radii) >= 5.0
     ok[ok] = far(a[ok])

@@ -175,10 +175,25 @@ def write_object(path, kind, header, *, series_uid, sop_uid, number, description
     segmentations do; the others carry their kind's typical top-level attributes only.
     """
     sop_class, modality = OBJECT_SOP_CLASSES[kind]
-    keep = {k: v for k, v in header.items() if k.startswith(("Patient", "Study", "Accession", "Referring", "Institution",
-                                                              "Manufacturer", "FrameOfReference"))}  # fmt: skip
-    ds = _base_dataset(sop_class, sop_uid, {**keep, "Modality": modality, "SeriesInstanceUID": series_uid,
-                                           "SeriesNumber": number, "SeriesDescription": description, "InstanceNumber": 1})  # fmt: skip
+    keep = {
+        k: v
+        for k, v in header.items()
+        if k.startswith(
+            ("Patient", "Study", "Accession", "Referring", "Institution", "Manufacturer", "FrameOfReference")
+        )
+    }
+    ds = _base_dataset(
+        sop_class,
+        sop_uid,
+        {
+            **keep,
+            "Modality": modality,
+            "SeriesInstanceUID": series_uid,
+            "SeriesNumber": number,
+            "SeriesDescription": description,
+            "InstanceNumber": 1,
+        },
+    )
     if kind == "SEG" and frames is not None:
         n, rows, cols = frames.shape
         ds.NumberOfFrames, ds.Rows, ds.Columns = n, rows, cols

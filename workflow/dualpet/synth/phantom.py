@@ -31,40 +31,105 @@ BACK_MUSCLE, NECK_MUSCLE, BROWN_FAT, DISC, CANAL, OESOPHAGUS = 22, 23, 24, 25, 2
 STOMACH, STOMACH_FLUID, STOMACH_GAS, VESSEL, VEIN, AIRWAY, SOFT, HEART_WALL, RP_FAT = 28, 29, 30, 31, 32, 33, 34, 35, 36
 LESION_BASE = 100
 TISSUES = {
-    AIR: "air", FAT: "fat", MUSCLE: "muscle", LUNG: "lung", LIVER: "liver",
-    SPLEEN: "spleen", KIDNEY: "kidney", BLADDER: "bladder", MYOCARDIUM: "myocardium",
-    BLOOD: "blood", BONE: "bone", MARROW: "marrow", TABLE: "table", PAD: "pad",
-    AORTA: "aorta", RENAL_PELVIS: "renal pelvis", BOWEL: "bowel", BOWEL_HOT: "bowel (FDG-avid)",
-    BOWEL_GAS: "bowel gas", BRAIN: "brain", METAL: "metal", RIB: "rib",
-    BACK_MUSCLE: "back muscle", NECK_MUSCLE: "neck and shoulder muscle", BROWN_FAT: "brown fat",
-    DISC: "intervertebral disc", CANAL: "spinal canal", OESOPHAGUS: "oesophagus", STOMACH: "stomach wall",
-    STOMACH_FLUID: "gastric fluid", STOMACH_GAS: "gastric gas", VESSEL: "blood vessel", VEIN: "vena cava",
-    AIRWAY: "airway gas", SOFT: "soft tissue", HEART_WALL: "atrial and right-ventricular wall",
+    AIR: "air",
+    FAT: "fat",
+    MUSCLE: "muscle",
+    LUNG: "lung",
+    LIVER: "liver",
+    SPLEEN: "spleen",
+    KIDNEY: "kidney",
+    BLADDER: "bladder",
+    MYOCARDIUM: "myocardium",
+    BLOOD: "blood",
+    BONE: "bone",
+    MARROW: "marrow",
+    TABLE: "table",
+    PAD: "pad",
+    AORTA: "aorta",
+    RENAL_PELVIS: "renal pelvis",
+    BOWEL: "bowel",
+    BOWEL_HOT: "bowel (FDG-avid)",
+    BOWEL_GAS: "bowel gas",
+    BRAIN: "brain",
+    METAL: "metal",
+    RIB: "rib",
+    BACK_MUSCLE: "back muscle",
+    NECK_MUSCLE: "neck and shoulder muscle",
+    BROWN_FAT: "brown fat",
+    DISC: "intervertebral disc",
+    CANAL: "spinal canal",
+    OESOPHAGUS: "oesophagus",
+    STOMACH: "stomach wall",
+    STOMACH_FLUID: "gastric fluid",
+    STOMACH_GAS: "gastric gas",
+    VESSEL: "blood vessel",
+    VEIN: "vena cava",
+    AIRWAY: "airway gas",
+    SOFT: "soft tissue",
+    HEART_WALL: "atrial and right-ventricular wall",
     RP_FAT: "retroperitoneal fat",
-}  # fmt: skip
+}
 
 #: CT numbers (HU) per tissue on a non-contrast CT; lesions get their own (see :class:`Lesion`).
 #: Blood, muscle, fat, liver, spleen and kidney are drawn per patient within the ranges of
 #: real patients (:func:`sample_ct_numbers`); these are the population values.
 HU = {
-    AIR: -1000.0, FAT: -100.0, MUSCLE: 45.0, LUNG: -840.0, LIVER: 62.0, SPLEEN: 50.0,
-    KIDNEY: 32.0, BLADDER: 8.0, MYOCARDIUM: 45.0, BLOOD: 40.0, BONE: 750.0,
-    MARROW: 230.0, TABLE: 250.0, PAD: -300.0, AORTA: 40.0, RENAL_PELVIS: 8.0, BOWEL: 35.0,
-    BOWEL_HOT: 35.0, BOWEL_GAS: -1000.0, BRAIN: 35.0, METAL: 3000.0, RIB: 450.0,
-    BACK_MUSCLE: 45.0, NECK_MUSCLE: 45.0, BROWN_FAT: -80.0, DISC: 80.0, CANAL: 25.0, OESOPHAGUS: 40.0,
-    STOMACH: 40.0, STOMACH_FLUID: 15.0, STOMACH_GAS: -1000.0, VESSEL: 40.0, VEIN: 40.0, AIRWAY: -995.0,
-    SOFT: 40.0, HEART_WALL: 45.0, RP_FAT: -100.0,
-}  # fmt: skip
+    AIR: -1000.0,
+    FAT: -100.0,
+    MUSCLE: 45.0,
+    LUNG: -840.0,
+    LIVER: 62.0,
+    SPLEEN: 50.0,
+    KIDNEY: 32.0,
+    BLADDER: 8.0,
+    MYOCARDIUM: 45.0,
+    BLOOD: 40.0,
+    BONE: 750.0,
+    MARROW: 230.0,
+    TABLE: 250.0,
+    PAD: -300.0,
+    AORTA: 40.0,
+    RENAL_PELVIS: 8.0,
+    BOWEL: 35.0,
+    BOWEL_HOT: 35.0,
+    BOWEL_GAS: -1000.0,
+    BRAIN: 35.0,
+    METAL: 3000.0,
+    RIB: 450.0,
+    BACK_MUSCLE: 45.0,
+    NECK_MUSCLE: 45.0,
+    BROWN_FAT: -80.0,
+    DISC: 80.0,
+    CANAL: 25.0,
+    OESOPHAGUS: 40.0,
+    STOMACH: 40.0,
+    STOMACH_FLUID: 15.0,
+    STOMACH_GAS: -1000.0,
+    VESSEL: 40.0,
+    VEIN: 40.0,
+    AIRWAY: -995.0,
+    SOFT: 40.0,
+    HEART_WALL: 45.0,
+    RP_FAT: -100.0,
+}
 #: Contrast-enhanced CT (late arterial to portal-venous phase): the tissues whose CT
 #: numbers rise, as (lowest, highest) HU over studies. One enhancement level per study
 #: (dose, timing, cardiac output) sets them all, so that they move together as in patients
 #: (kidney cortex > spleen >= liver); the blood pool (aorta, heart cavities and the other
 #: arteries: one value) varies most; the venae cavae fill later (portal venous 120-200 HU).
 CONTRAST_HU = {
-    BLOOD: (150.0, 400.0), LIVER: (95.0, 130.0), SPLEEN: (100.0, 140.0), KIDNEY: (150.0, 240.0),
-    MYOCARDIUM: (80.0, 120.0), BOWEL: (60.0, 90.0), BOWEL_HOT: (60.0, 90.0), HEART_WALL: (80.0, 120.0),
-    VEIN: (110.0, 190.0), STOMACH: (60.0, 100.0), OESOPHAGUS: (55.0, 85.0),
-}  # fmt: skip
+    BLOOD: (150.0, 400.0),
+    LIVER: (95.0, 130.0),
+    SPLEEN: (100.0, 140.0),
+    KIDNEY: (150.0, 240.0),
+    MYOCARDIUM: (80.0, 120.0),
+    BOWEL: (60.0, 90.0),
+    BOWEL_HOT: (60.0, 90.0),
+    HEART_WALL: (80.0, 120.0),
+    VEIN: (110.0, 190.0),
+    STOMACH: (60.0, 100.0),
+    OESOPHAGUS: (55.0, 85.0),
+}
 #: Labels that share the blood pool's enhanced CT number.
 BLOOD_POOL = (AORTA, VESSEL)
 #: The couch (fixed in the scanner): a curved carbon-fibre shell (TABLE) under a thin,
@@ -79,20 +144,70 @@ COUCH = {"pad_mm": 3.0, "shell_mm": 6.0, "curvature_radius_mm": 600.0, "half_wid
 #: low myocardium and brain, low in muscle and brown fat.
 UPTAKE = {
     "fdg": {
-        FAT: 0.35, MUSCLE: 0.8, LUNG: 0.45, LIVER: 2.2, SPLEEN: 1.8, KIDNEY: 3.8,
-        BLADDER: 25.0, MYOCARDIUM: 5.0, BLOOD: 1.7, AORTA: 1.7, BONE: 0.5, MARROW: 1.6,
-        RENAL_PELVIS: 15.0, BOWEL: 1.3, BOWEL_HOT: 4.0, BRAIN: 8.0, RIB: 0.6,
-        BACK_MUSCLE: 0.8, NECK_MUSCLE: 0.8, BROWN_FAT: 0.35, DISC: 0.4, CANAL: 0.9, OESOPHAGUS: 1.8,
-        STOMACH: 3.0, STOMACH_FLUID: 0.5, VESSEL: 1.7, VEIN: 1.7, SOFT: 0.8, HEART_WALL: 2.0, RP_FAT: 0.35,
+        FAT: 0.35,
+        MUSCLE: 0.8,
+        LUNG: 0.45,
+        LIVER: 2.2,
+        SPLEEN: 1.8,
+        KIDNEY: 3.8,
+        BLADDER: 25.0,
+        MYOCARDIUM: 5.0,
+        BLOOD: 1.7,
+        AORTA: 1.7,
+        BONE: 0.5,
+        MARROW: 1.6,
+        RENAL_PELVIS: 15.0,
+        BOWEL: 1.3,
+        BOWEL_HOT: 4.0,
+        BRAIN: 8.0,
+        RIB: 0.6,
+        BACK_MUSCLE: 0.8,
+        NECK_MUSCLE: 0.8,
+        BROWN_FAT: 0.35,
+        DISC: 0.4,
+        CANAL: 0.9,
+        OESOPHAGUS: 1.8,
+        STOMACH: 3.0,
+        STOMACH_FLUID: 0.5,
+        VESSEL: 1.7,
+        VEIN: 1.7,
+        SOFT: 0.8,
+        HEART_WALL: 2.0,
+        RP_FAT: 0.35,
     },
     "pentixafor": {
-        FAT: 0.3, MUSCLE: 0.7, LUNG: 0.5, LIVER: 1.6, SPLEEN: 5.5, KIDNEY: 4.0,
-        BLADDER: 18.0, MYOCARDIUM: 1.5, BLOOD: 1.8, AORTA: 1.8, BONE: 0.5, MARROW: 2.3,
-        RENAL_PELVIS: 12.0, BOWEL: 1.2, BOWEL_HOT: 1.5, BRAIN: 0.25, RIB: 0.9,
-        BACK_MUSCLE: 0.7, NECK_MUSCLE: 0.7, BROWN_FAT: 0.3, DISC: 0.4, CANAL: 0.3, OESOPHAGUS: 1.0,
-        STOMACH: 1.4, STOMACH_FLUID: 0.4, VESSEL: 1.8, VEIN: 1.8, SOFT: 0.7, HEART_WALL: 1.6, RP_FAT: 0.3,
+        FAT: 0.3,
+        MUSCLE: 0.7,
+        LUNG: 0.5,
+        LIVER: 1.6,
+        SPLEEN: 5.5,
+        KIDNEY: 4.0,
+        BLADDER: 18.0,
+        MYOCARDIUM: 1.5,
+        BLOOD: 1.8,
+        AORTA: 1.8,
+        BONE: 0.5,
+        MARROW: 2.3,
+        RENAL_PELVIS: 12.0,
+        BOWEL: 1.2,
+        BOWEL_HOT: 1.5,
+        BRAIN: 0.25,
+        RIB: 0.9,
+        BACK_MUSCLE: 0.7,
+        NECK_MUSCLE: 0.7,
+        BROWN_FAT: 0.3,
+        DISC: 0.4,
+        CANAL: 0.3,
+        OESOPHAGUS: 1.0,
+        STOMACH: 1.4,
+        STOMACH_FLUID: 0.4,
+        VESSEL: 1.8,
+        VEIN: 1.8,
+        SOFT: 0.7,
+        HEART_WALL: 1.6,
+        RP_FAT: 0.3,
     },
-}  # fmt: skip
+}
 
 #: Organ names (those of :data:`dualpet.anatomy.ORGANS`) of the truth organ map, per
 #: tissue label; a shape can name its organ itself (left and right lung, kidneys, the
@@ -101,10 +216,21 @@ UPTAKE = {
 #: organ of dualpet's (muscles, oesophagus, venae cavae, pulmonary vessels, brown fat) are
 #: ``body``.
 TISSUE_ORGAN = {
-    LIVER: "liver", SPLEEN: "spleen", BLADDER: "urinary_bladder", MYOCARDIUM: "heart", BLOOD: "heart",
-    HEART_WALL: "heart", AORTA: "aorta", BOWEL: "bowel", BOWEL_HOT: "bowel", BOWEL_GAS: "bowel", BRAIN: "brain",
-    STOMACH: "bowel", STOMACH_FLUID: "bowel", STOMACH_GAS: "bowel",
-}  # fmt: skip
+    LIVER: "liver",
+    SPLEEN: "spleen",
+    BLADDER: "urinary_bladder",
+    MYOCARDIUM: "heart",
+    BLOOD: "heart",
+    HEART_WALL: "heart",
+    AORTA: "aorta",
+    BOWEL: "bowel",
+    BOWEL_HOT: "bowel",
+    BOWEL_GAS: "bowel",
+    BRAIN: "brain",
+    STOMACH: "bowel",
+    STOMACH_FLUID: "bowel",
+    STOMACH_GAS: "bowel",
+}
 
 #: Radionuclide of each tracer the generator knows.
 TRACER_NUCLIDE = {"fdg": "F-18", "pentixafor": "Ga-68"}
@@ -115,8 +241,23 @@ NECROSIS_HU = 15.0
 
 #: Hot organs a lesion must keep clear of (mm), so that truth is not confounded by spill-in
 #: (brown fat and the gastro-intestinal wall are hot in some patients).
-HOT_ORGANS = (KIDNEY, BLADDER, MYOCARDIUM, SPLEEN, RENAL_PELVIS, BOWEL, BOWEL_HOT, BOWEL_GAS, BRAIN, HEART_WALL,
-              STOMACH, STOMACH_FLUID, STOMACH_GAS, OESOPHAGUS, BROWN_FAT)  # fmt: skip
+HOT_ORGANS = (
+    KIDNEY,
+    BLADDER,
+    MYOCARDIUM,
+    SPLEEN,
+    RENAL_PELVIS,
+    BOWEL,
+    BOWEL_HOT,
+    BOWEL_GAS,
+    BRAIN,
+    HEART_WALL,
+    STOMACH,
+    STOMACH_FLUID,
+    STOMACH_GAS,
+    OESOPHAGUS,
+    BROWN_FAT,
+)
 
 
 @dataclass
@@ -398,7 +539,11 @@ def sample_uptake(rng, tracers):
             brown = rng.uniform() < 0.2
             if brown:
                 u[BROWN_FAT] = float(rng.uniform(2.0, 10.0))
-            physiology = {"myocardial_fdg": kind, "neck_shoulder_muscle_fdg": bool(muscles), "brown_fat_fdg": bool(brown)}
+            physiology = {
+                "myocardial_fdg": kind,
+                "neck_shoulder_muscle_fdg": bool(muscles),
+                "brown_fat_fdg": bool(brown),
+            }
         u[RENAL_PELVIS] = float(rng.uniform(0.3, 2.0) * base[RENAL_PELVIS])
         out[tracer] = u
     return out, physiology
@@ -415,10 +560,22 @@ def sample_ct_numbers(rng):
     fat = float(rng.uniform(-115.0, -85.0))
     liver = float(rng.uniform(50.0, 65.0))
     return {
-        BLOOD: blood, AORTA: blood, VESSEL: blood, VEIN: blood, MYOCARDIUM: blood + float(rng.uniform(2.0, 8.0)),
-        HEART_WALL: blood + 4.0, MUSCLE: muscle, NECK_MUSCLE: muscle, BACK_MUSCLE: muscle - infiltration,
-        FAT: fat, RP_FAT: fat, BROWN_FAT: fat + 20.0, LIVER: liver, SPLEEN: liver - float(rng.uniform(8.0, 10.0)),
-        KIDNEY: float(rng.uniform(30.0, 40.0)), STOMACH_FLUID: float(rng.uniform(5.0, 25.0)),
+        BLOOD: blood,
+        AORTA: blood,
+        VESSEL: blood,
+        VEIN: blood,
+        MYOCARDIUM: blood + float(rng.uniform(2.0, 8.0)),
+        HEART_WALL: blood + 4.0,
+        MUSCLE: muscle,
+        NECK_MUSCLE: muscle,
+        BACK_MUSCLE: muscle - infiltration,
+        FAT: fat,
+        RP_FAT: fat,
+        BROWN_FAT: fat + 20.0,
+        LIVER: liver,
+        SPLEEN: liver - float(rng.uniform(8.0, 10.0)),
+        KIDNEY: float(rng.uniform(30.0, 40.0)),
+        STOMACH_FLUID: float(rng.uniform(5.0, 25.0)),
     }
 
 
@@ -482,9 +639,14 @@ def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
             region_p = {}
             while not region_p:
                 target = {t: float(rng.lognormal(*lognormal_params(*population["suvmax"][t]))) for t in positive}
-                region_p = {r: p for r, p in REGION_P.items()
-                            if all(target[t] >= POSITIVE_MIN_CONTRAST * max(phantom.uptake[t][h] for h in _HOSTS[r])
-                                   for t in positive)}  # fmt: skip
+                region_p = {
+                    r: p
+                    for r, p in REGION_P.items()
+                    if all(
+                        target[t] >= POSITIVE_MIN_CONTRAST * max(phantom.uptake[t][h] for h in _HOSTS[r])
+                        for t in positive
+                    )
+                }
             total = sum(region_p.values())
             region_p = {r: p / total for r, p in region_p.items()}
             site = _find_site(rng, phantom, region_p, lesions, z_range)
@@ -492,7 +654,9 @@ def sample_lesions(rng, phantom, tracers, n_lesions, z_range, population=None):
                 continue
             host = phantom.labels_at(site["center"][None], with_lesions=False)[0]
             suv = {t: target[t] if t in target else _negative_suv(rng, phantom, t, host) for t in tracers}
-            les = _make_lesion(rng, phantom, site, suv, category, host, ref, targets=target, psf=population["psf_fwhm_mm"])
+            les = _make_lesion(
+                rng, phantom, site, suv, category, host, ref, targets=target, psf=population["psf_fwhm_mm"]
+            )
             lesions.append(les)
     # IDs in a stable anatomical order (cranio-caudal, then left-right).
     lesions.sort(key=lambda les: (-les.center[2], les.center[0]))
@@ -521,8 +685,18 @@ def _make_lesion(rng, phantom, site, suv, category, host, ref, targets=None, psf
             positive = _positive(category, t, ref)  # a negative lesion looks like its host in every part
             part_suv[t] = necrosis if necrotic else (float(u + factor * (value - u)) if positive else value)
         parts.append(LesionPart(np.asarray(offset, float), float(r), part_suv, bool(necrotic)))
-    les = Lesion("", region, center, radius, final, category, target_suvmax=targets, form=site["form"], parts=parts,
-                 station=site["station"])  # fmt: skip
+    les = Lesion(
+        "",
+        region,
+        center,
+        radius,
+        final,
+        category,
+        target_suvmax=targets,
+        form=site["form"],
+        parts=parts,
+        station=site["station"],
+    )
     if site.get("near") is not None:
         les.pair, site["near"].pair = site["near"], les
     return les
@@ -590,8 +764,15 @@ def _propose_site(rng, phantom, region, lesions, z_range, near=None, form="spher
         return None
     if not _site_ok(phantom, region, center, radius, near_vessels):
         return None
-    return {"region": region, "radius": radius, "center": center, "station": station, "form": form,
-            "geometry": _large_geometry(rng, form, radius), "near": near}  # fmt: skip
+    return {
+        "region": region,
+        "radius": radius,
+        "center": center,
+        "station": station,
+        "form": form,
+        "geometry": _large_geometry(rng, form, radius),
+        "near": near,
+    }
 
 
 def _large_geometry(rng, form, radius):
@@ -743,7 +924,11 @@ def _propose_center(rng, phantom, region, radius, z_range=(-np.inf, np.inf)):
     """
     lm = phantom.landmarks
     if region == "liver":
-        return lm["liver_center"] + _in_unit_ball(rng) * np.maximum(lm["liver_semi"] - radius - 10.0, 1.0), "liver", False
+        return (
+            lm["liver_center"] + _in_unit_ball(rng) * np.maximum(lm["liver_semi"] - radius - 10.0, 1.0),
+            "liver",
+            False,
+        )
     if region == "lung":
         side = int(rng.integers(2))
         if rng.uniform() < PERIHILAR_P:
@@ -760,19 +945,36 @@ def _propose_center(rng, phantom, region, radius, z_range=(-np.inf, np.inf)):
         v = levels[rng.integers(len(levels))]
         jitter = rng.uniform(-0.3, 0.3, size=3) * np.array([v["semi"][0], v["semi"][1], v["height"] / 2.0])
         return np.asarray(v["center"]) + jitter, v["name"], False
-    stations = [s for s in lm["node_stations"] if z_range[0] < s["center"][2] + s["spread"][2] and s["center"][2] - s["spread"][2] < z_range[1]]
+    stations = [
+        s
+        for s in lm["node_stations"]
+        if z_range[0] < s["center"][2] + s["spread"][2] and s["center"][2] - s["spread"][2] < z_range[1]
+    ]
     stations = stations or lm["node_stations"]
     w = np.array([s["weight"] for s in stations])
     s = stations[rng.choice(len(stations), p=w / w.sum())]
-    return np.asarray(s["center"]) + rng.uniform(-1, 1, size=3) * np.asarray(s["spread"]), s["name"], s["name"] in VESSEL_STATIONS
+    return (
+        np.asarray(s["center"]) + rng.uniform(-1, 1, size=3) * np.asarray(s["spread"]),
+        s["name"],
+        s["name"] in VESSEL_STATIONS,
+    )
 
 
 #: Share of lung lesions proposed beside a hilum.
 PERIHILAR_P = 0.25
 #: Stations whose lesions may touch great vessels and airways (not the heart's walls): the
 #: nodes that lie beside them in patients.
-VESSEL_STATIONS = ("perihilar", "hilar", "subcarinal", "paratracheal", "aortopulmonary", "prevascular", "para-aortic",
-                   "aortocaval", "retrocrural")  # fmt: skip
+VESSEL_STATIONS = (
+    "perihilar",
+    "hilar",
+    "subcarinal",
+    "paratracheal",
+    "aortopulmonary",
+    "prevascular",
+    "para-aortic",
+    "aortocaval",
+    "retrocrural",
+)
 
 
 def _in_unit_ball(rng):

@@ -161,7 +161,9 @@ def add_ct_noise(hu, outside, affine, rng, noise_hu, slab=16):
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
         white = rng.standard_normal((ni, nj, k1 - k0), dtype=np.float32)
-        grain = ndimage.gaussian_filter(white, (sigma, sigma, 0)) - 0.5 * ndimage.gaussian_filter(white, (3 * sigma, 3 * sigma, 0))
+        grain = ndimage.gaussian_filter(white, (sigma, sigma, 0)) - 0.5 * ndimage.gaussian_filter(
+            white, (3 * sigma, 3 * sigma, 0)
+        )
         grain /= max(float(grain.std()), 1e-6)
         mu = np.clip(1.0 + np.minimum(hu[:, :, k0:k1], 1500.0) / 1000.0, 0.0, None) * MU_WATER_PER_MM
         mu[outside[:, :, k0:k1]] = 0.0
@@ -181,8 +183,9 @@ def add_ct_noise(hu, outside, affine, rng, noise_hu, slab=16):
             hu[:, :, k0 + kk] += streaks / np.sqrt(len(CT_STREAK_ANGLES))
 
 
-def add_metal_streaks(hu, metal, affine, rng, n_streaks=(8, 16), amplitude_hu=(150.0, 600.0), width_rad=0.012,
-                      near_mm=30.0):  # fmt: skip
+def add_metal_streaks(
+    hu, metal, affine, rng, n_streaks=(8, 16), amplitude_hu=(150.0, 600.0), width_rad=0.012, near_mm=30.0
+):
     """Streak artefacts of metal (in place): on each slice holding metal, bright and dark
     lines through it (beam hardening, photon starvation) at random angles, across the whole
     reconstructed field of view (also into the air around the patient), their amplitude

@@ -76,17 +76,36 @@ from dualpet.synth.phantom import (
     Shape,
     sweep,
     tube,
-)  # fmt: skip
+)
 
 #: Vertebral levels from the bottom up: (name, semi-width, semi-depth) of the vertebral
 #: body (mm; lumbar bodies about 45-50 mm wide, thoracic 28-40, cervical 18-22).
 LEVELS = (
-    ("L5", 25.0, 17.0), ("L4", 24.5, 17.0), ("L3", 24.0, 17.0), ("L2", 23.0, 16.5), ("L1", 22.0, 16.0),
-    ("T12", 20.0, 15.5), ("T11", 19.0, 15.0), ("T10", 18.0, 14.5), ("T9", 17.0, 14.0), ("T8", 16.5, 14.0),
-    ("T7", 16.0, 13.5), ("T6", 15.5, 13.0), ("T5", 15.0, 13.0), ("T4", 14.5, 12.5), ("T3", 14.0, 12.0),
-    ("T2", 14.0, 11.0), ("T1", 14.0, 11.0), ("C7", 12.0, 9.0), ("C6", 10.5, 8.0), ("C5", 10.0, 8.0),
-    ("C4", 10.0, 8.0), ("C3", 10.0, 8.0), ("C2", 9.0, 8.0), ("C1", 9.0, 7.0),
-)  # fmt: skip
+    ("L5", 25.0, 17.0),
+    ("L4", 24.5, 17.0),
+    ("L3", 24.0, 17.0),
+    ("L2", 23.0, 16.5),
+    ("L1", 22.0, 16.0),
+    ("T12", 20.0, 15.5),
+    ("T11", 19.0, 15.0),
+    ("T10", 18.0, 14.5),
+    ("T9", 17.0, 14.0),
+    ("T8", 16.5, 14.0),
+    ("T7", 16.0, 13.5),
+    ("T6", 15.5, 13.0),
+    ("T5", 15.0, 13.0),
+    ("T4", 14.5, 12.5),
+    ("T3", 14.0, 12.0),
+    ("T2", 14.0, 11.0),
+    ("T1", 14.0, 11.0),
+    ("C7", 12.0, 9.0),
+    ("C6", 10.5, 8.0),
+    ("C5", 10.0, 8.0),
+    ("C4", 10.0, 8.0),
+    ("C3", 10.0, 8.0),
+    ("C2", 9.0, 8.0),
+    ("C1", 9.0, 7.0),
+)
 #: Depth (mm) of the vertebral body's centre in front of the back's muscle surface.
 SPINE_DEPTH = {"L5": 80.0, "L4": 79.0, "L3": 77.0, "L2": 75.0, "L1": 72.0, "T12": 66.0, "T11": 62.0, "T10": 58.0}
 SPINE_DEPTH_THORACIC = 54.0
@@ -100,7 +119,12 @@ CANAL_SEMI = {"L": (11.0, 8.0), "T": (8.5, 7.5), "C": (12.0, 7.0)}
 LIVER_ML, SPLEEN_ML, KIDNEY_ML, HEART_ML = (1480.0, 1950.0), (130.0, 230.0), (125.0, 165.0), (590.0, 860.0)
 #: Aortic diameters (mm, *domain*): ascending, descending thoracic, abdominal (top, above
 #: the bifurcation, which lies at L4).
-AORTA_MM = {"ascending": (30.0, 35.0), "descending": (21.0, 27.0), "abdominal": (17.0, 23.0), "bifurcation": (15.0, 18.0)}
+AORTA_MM = {
+    "ascending": (30.0, 35.0),
+    "descending": (21.0, 27.0),
+    "abdominal": (17.0, 23.0),
+    "bifurcation": (15.0, 18.0),
+}
 #: LV myocardial wall thickness (mm).
 LV_WALL_MM = 10.0
 
@@ -131,8 +155,14 @@ def make_anatomy(rng):
     shapes += _brown_fat(b, spine, lm)
     port = rng.uniform() < 0.3  # a venous port chamber in the right upper chest wall
     if port:
-        shapes.append(Shape(METAL, np.array([-70.0, b["front"] + 0.5 * b["fat_t"] - 2.0, b["S"] - 105.0]),
-                            np.array([12.0, 4.0, 12.0]), "cylinder"))  # fmt: skip
+        shapes.append(
+            Shape(
+                METAL,
+                np.array([-70.0, b["front"] + 0.5 * b["fat_t"] - 2.0, b["S"] - 105.0]),
+                np.array([12.0, 4.0, 12.0]),
+                "cylinder",
+            )
+        )
     lm["port"] = port
     lm["node_stations"] = node_stations(b, spine, lm)
     return shapes, lm, (b["bx"], b["by"])
@@ -163,8 +193,9 @@ def _body(rng):
         lung_c.append(c + rng.uniform(-6.0, 6.0, size=3) * [0.5, 0.5, 1])
     b["lung_semi"] = lung_semi
     # the rib cage's inside (a few mm of extrapleural fat within the body cavity)
-    b["rib_cage"] = Shape(0, np.array([0.0, b["mc"], 0.0]), np.array([b["cx"] - rng.uniform(3.0, 6.0), b["cy"] - 4.0, 2000.0]),
-                          "cylinder")  # fmt: skip
+    b["rib_cage"] = Shape(
+        0, np.array([0.0, b["mc"], 0.0]), np.array([b["cx"] - rng.uniform(3.0, 6.0), b["cy"] - 4.0, 2000.0]), "cylinder"
+    )
     b["lung_c"] = lung_c
     b["S"] = max(c[2] for c in lung_c) + b["lung_semi"][2] + rng.uniform(20.0, 35.0)
     b["neck_y"] = 0.2 * by
@@ -201,8 +232,16 @@ def _spine_levels(rng, b):
         else:
             y = b["back"] - SPINE_DEPTH.get(name, SPINE_DEPTH_THORACIC) * np.sqrt(b["s"][1])
         cx, cy = CANAL_SEMI[name[0]]
-        out.append({"name": name, "center": np.array([0.0, y, z]), "semi": (w, d), "height": 0.78 * pitch,
-                    "pitch": pitch, "canal": (cx * scale, cy * scale)})  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "center": np.array([0.0, y, z]),
+                "semi": (w, d),
+                "height": 0.78 * pitch,
+                "pitch": pitch,
+                "canal": (cx * scale, cy * scale),
+            }
+        )
     return out
 
 
@@ -230,8 +269,15 @@ def _spine_shapes(b, spine):
         cx, cy = v["canal"]
         region = v["name"][0]
         arch_y = c[1] + d + cy + 2.0
-        shapes.append(Shape(BONE, np.array([0.0, arch_y, c[2]]), np.array([cx + 5.5, cy + 5.0, 0.32 * pitch]), "cylinder",
-                            organ="vertebrae"))  # fmt: skip
+        shapes.append(
+            Shape(
+                BONE,
+                np.array([0.0, arch_y, c[2]]),
+                np.array([cx + 5.5, cy + 5.0, 0.32 * pitch]),
+                "cylinder",
+                organ="vertebrae",
+            )
+        )
         # spinous process: posterior and (thoracic) steeply downward; its tip under the back's surface
         tilt = {"L": 8.0, "T": 40.0, "C": 15.0}[region] * (0.6 if v["name"] in ("T1", "T2", "T11", "T12") else 1.0)
         t = np.deg2rad(tilt)
@@ -239,8 +285,15 @@ def _spine_shapes(b, spine):
         length = {"L": 32.0, "T": 34.0, "C": 22.0}[region] * (1.5 if v["name"] == "C7" else 1.0)
         limit = (b["back"] - 4.0 - y0) / np.cos(t) if region != "C" else (b["neck_y"] + 48.0 - y0) / np.cos(t)
         length = max(min(length, limit), 8.0)
-        shapes.append(Shape(BONE, np.array([0.0, y0 + length / 2.0 * np.cos(t), c[2] - length / 2.0 * np.sin(t)]),
-                            np.array([3.5, length / 2.0, 5.5]), rotation=_rot_x(-t), organ="vertebrae"))  # fmt: skip
+        shapes.append(
+            Shape(
+                BONE,
+                np.array([0.0, y0 + length / 2.0 * np.cos(t), c[2] - length / 2.0 * np.sin(t)]),
+                np.array([3.5, length / 2.0, 5.5]),
+                rotation=_rot_x(-t),
+                organ="vertebrae",
+            )
+        )
         # transverse processes: lateral (lumbar), posterolateral (thoracic: they hold the ribs)
         tp_len = {"L": 22.0, "T": 18.0, "C": 10.0}[region]
         back_angle = np.deg2rad({"L": 5.0, "T": 30.0, "C": -10.0}[region])
@@ -253,13 +306,21 @@ def _spine_shapes(b, spine):
         shapes.append(Shape(BONE, c.copy(), np.array([w, d, h / 2.0]), "cylinder", organ="vertebrae"))
         # the cortical shell as a 3 mm CT grid shows it (1 mm of cortex partial-volumed with marrow), so
         # that point-sampled grids do not lose it where a voxel centre misses a thinner shell
-        shapes.append(Shape(MARROW, c.copy(), np.array([w - 3.5, d - 3.5, h / 2.0 - 2.0]), "cylinder", organ="vertebrae"))
+        shapes.append(
+            Shape(MARROW, c.copy(), np.array([w - 3.5, d - 3.5, h / 2.0 - 2.0]), "cylinder", organ="vertebrae")
+        )
         if i + 1 < len(spine):  # the disc above, between this body and the next
             nxt = spine[i + 1]
             zc = (c[2] + h / 2.0 + nxt["center"][2] - nxt["height"] / 2.0) / 2.0
             half = max((nxt["center"][2] - nxt["height"] / 2.0 - c[2] - h / 2.0) / 2.0, 0.5)
-            shapes.append(Shape(DISC, np.array([0.0, (c[1] + nxt["center"][1]) / 2.0, zc]),
-                                np.array([w - 1.0, d - 1.0, half]), "cylinder"))  # fmt: skip
+            shapes.append(
+                Shape(
+                    DISC,
+                    np.array([0.0, (c[1] + nxt["center"][1]) / 2.0, zc]),
+                    np.array([w - 1.0, d - 1.0, half]),
+                    "cylinder",
+                )
+            )
     knots = [(v["center"][2], 0.0, v["center"][1] + v["semi"][1] + v["canal"][1] + 2.0, *v["canal"]) for v in spine]
     knots = [(knots[0][0] - 40.0, *knots[0][1:])] + knots + [(knots[-1][0] + 15.0, *knots[-1][1:])]
     shapes.append(sweep(CANAL, knots))
@@ -313,8 +374,14 @@ def _trunk(rng, b, lm):
         shapes.append(Shape(FAT, c, np.array([62.0, 38.0, 36.0]), replaces=frozenset({0})))
         shapes.append(Shape(NECK_MUSCLE, c, np.array([52.0, 28.0, 27.0]), replaces=frozenset({0, FAT, MUSCLE})))
     top = S - 6.0
-    shapes.append(Shape(FAT, np.array([0.0, b["mc"], (top + low) / 2.0]), np.array([b["cx"], b["cy"], (top - low) / 2.0]),
-                        "cylinder"))  # fmt: skip
+    shapes.append(
+        Shape(
+            FAT,
+            np.array([0.0, b["mc"], (top + low) / 2.0]),
+            np.array([b["cx"], b["cy"], (top - low) / 2.0]),
+            "cylinder",
+        )
+    )
     shapes.append(Shape(FAT, np.array([0.0, ny - 22.0, S + 60.0]), np.array([26.0, 20.0, 80.0]), "cylinder"))
     head_c = np.array([0.0, -5.0, S + 205.0]) + rng.uniform(-4.0, 4.0, size=3)
     head_semi = np.array([76.0, 94.0, 106.0]) * rng.uniform(0.95, 1.05)
@@ -352,7 +419,14 @@ def _back_muscles(b, spine):
         shapes.append(sweep(MUSCLE, knots))
         # psoas: from T12 to L5, then forward into the pelvis (iliopsoas)
         knots = []
-        grow = {"T12": (4.0, 4.0), "L1": (7.0, 7.0), "L2": (10.0, 9.0), "L3": (13.0, 12.0), "L4": (16.0, 14.0), "L5": (19.0, 16.0)}
+        grow = {
+            "T12": (4.0, 4.0),
+            "L1": (7.0, 7.0),
+            "L2": (10.0, 9.0),
+            "L3": (13.0, 12.0),
+            "L4": (16.0, 14.0),
+            "L5": (19.0, 16.0),
+        }
         for v in [_level(spine, n) for n in ("L5", "L4", "L3", "L2", "L1", "T12")]:
             c, (w, d) = v["center"], v["semi"]
             ax, ay = grow[v["name"]]
@@ -382,31 +456,55 @@ def _lungs_and_mediastinum(rng, b, spine, lm):
     the carina and the hila (lateral to the mediastinum) with a fat pad each."""
     shapes = []
     for c in b["lung_c"]:
-        shapes.append(Shape(LUNG, c, b["lung_semi"], organ="lung_right" if c[0] < 0 else "lung_left", within=b["rib_cage"]))
+        shapes.append(
+            Shape(LUNG, c, b["lung_semi"], organ="lung_right" if c[0] < 0 else "lung_left", within=b["rib_cage"])
+        )
     t5, t6 = _level(spine, "T5"), _level(spine, "T6")
     z_c = (t5["center"][2] + t6["center"][2]) / 2.0 + rng.uniform(-5.0, 5.0)  # carina at T5/T6
     sternum_back = b["front"] + b["wall"] + 6.0
     knots = []
-    for z, half in ((8.0, 30.0), (60.0, 32.0), (z_c - 20.0, 30.0), (z_c + 20.0, 26.0), (b["S"] - 40.0, 22.0),
-                    (b["S"] - 8.0, 20.0)):  # fmt: skip
+    for z, half in (
+        (8.0, 30.0),
+        (60.0, 32.0),
+        (z_c - 20.0, 30.0),
+        (z_c + 20.0, 26.0),
+        (b["S"] - 40.0, 22.0),
+        (b["S"] - 8.0, 20.0),
+    ):
         front, back = sternum_back, _spine_front(spine, z) + 6.0
         knots.append((z, 4.0, (front + back) / 2.0, half, (back - front) / 2.0))
     shapes.append(sweep(FAT, knots))
     # paravertebral fat strips beside the thoracic bodies (brown fat lives there)
     for side in (-1, 1):
-        knots = [(v["center"][2], side * (v["semi"][0] + 6.0), v["center"][1] + 2.0, 7.0, v["semi"][1] + 2.0)
-                 for v in spine if v["name"][0] == "T"]  # fmt: skip
+        knots = [
+            (v["center"][2], side * (v["semi"][0] + 6.0), v["center"][1] + 2.0, 7.0, v["semi"][1] + 2.0)
+            for v in spine
+            if v["name"][0] == "T"
+        ]
         shapes.append(sweep(FAT, knots))
     y_tr = _spine_front(spine, z_c) - 17.0  # trachea's centre: in front of the oesophagus
     half_med = 30.0
     hila = []
     for side in (-1, 1):  # right (-x) first
-        h = np.array([side * (half_med + rng.uniform(14.0, 22.0)), y_tr + rng.uniform(-4.0, 6.0) + (4.0 if side > 0 else 0.0),
-                      z_c - rng.uniform(14.0, 22.0) + (6.0 if side > 0 else 0.0)])  # fmt: skip
+        h = np.array(
+            [
+                side * (half_med + rng.uniform(14.0, 22.0)),
+                y_tr + rng.uniform(-4.0, 6.0) + (4.0 if side > 0 else 0.0),
+                z_c - rng.uniform(14.0, 22.0) + (6.0 if side > 0 else 0.0),
+            ]
+        )
         hila.append(h)
         shapes.append(Shape(FAT, h + [side * 2.0, -4.0, -8.0], np.array([19.0, 21.0, 32.0])))
-    lm.update({"carina_z": z_c, "trachea_y": y_tr, "hila": hila, "lung_centers": b["lung_c"], "lung_semi": b["lung_semi"],
-               "sternum_back": sternum_back})  # fmt: skip
+    lm.update(
+        {
+            "carina_z": z_c,
+            "trachea_y": y_tr,
+            "hila": hila,
+            "lung_centers": b["lung_c"],
+            "lung_semi": b["lung_semi"],
+            "sternum_back": sternum_back,
+        }
+    )
     return shapes
 
 
@@ -442,8 +540,10 @@ def _heart(rng, b, lm):
     lv_scale = rng.uniform(1.02, 1.2)  # the LV keeps a normal size (cavity 43-55 mm across)
 
     def placed(f):
-        return [(name, H + (lv_scale if name == "lv" else f) * o, (lv_scale if name == "lv" else f) * s, r)
-                for name, o, s, r in chambers]  # fmt: skip
+        return [
+            (name, H + (lv_scale if name == "lv" else f) * o, (lv_scale if name == "lv" else f) * s, r)
+            for name, o, s, r in chambers
+        ]
 
     f = 1.0
     for _ in range(3):  # the other chambers make up the drawn volume
@@ -491,8 +591,15 @@ def _upper_abdomen(rng, b, spine, lm):
     shapes = []
     k = rng.uniform(0.8, 1.1)  # filling
     cx = b["cx"]
-    pts = np.array([[0.36 * cx, 16.0, -4.0], [0.45 * cx, -8.0, -32.0], [0.38 * cx, -30.0, -60.0],
-                    [0.12 * cx, -46.0, -78.0], [-0.08 * cx, -40.0, -76.0]]) + rng.uniform(-5.0, 5.0, size=(5, 3))  # fmt: skip
+    pts = np.array(
+        [
+            [0.36 * cx, 16.0, -4.0],
+            [0.45 * cx, -8.0, -32.0],
+            [0.38 * cx, -30.0, -60.0],
+            [0.12 * cx, -46.0, -78.0],
+            [-0.08 * cx, -40.0, -76.0],
+        ]
+    ) + rng.uniform(-5.0, 5.0, size=(5, 3))
     radii = np.array([27.0, 28.0, 24.0, 17.0, 10.0]) * k
     wall = rng.uniform(4.0, 6.0)
     shapes.append(tube(STOMACH, pts, radii, replaces=frozenset({FAT})))
@@ -502,13 +609,23 @@ def _upper_abdomen(rng, b, spine, lm):
     if gas:  # supine: gas rises anteriorly (-y); the level is a coronal plane, horizontal on axial images
         y_min = float(np.min(pts[:, 1] - (radii - wall)))
         level = y_min + rng.uniform(8.0, 26.0)
-        shapes.append(tube(STOMACH_GAS, pts, radii - wall, replaces=frozenset({STOMACH_FLUID}),
-                           clip=(np.array([0.0, 1.0, 0.0]), level)))  # fmt: skip
+        shapes.append(
+            tube(
+                STOMACH_GAS,
+                pts,
+                radii - wall,
+                replaces=frozenset({STOMACH_FLUID}),
+                clip=(np.array([0.0, 1.0, 0.0]), level),
+            )
+        )
     lm["stomach"] = {"points": pts, "radii": radii, "wall": wall, "gas": gas, "level_y": level}
     # liver: right lobe under the right dome, left lobe across the midline, anterior
     right_c = np.array([-62.0, -4.0, -30.0]) + rng.uniform(-5.0, 5.0, size=3)
     left_c = np.array([-2.0, -44.0, -20.0]) + rng.uniform(-6.0, 6.0, size=3)
-    rs, ls = np.array([72.0, 76.0, 70.0]) * rng.uniform(0.93, 1.07, 3), np.array([50.0, 27.0, 38.0]) * rng.uniform(0.9, 1.1, 3)
+    rs, ls = (
+        np.array([72.0, 76.0, 70.0]) * rng.uniform(0.93, 1.07, 3),
+        np.array([50.0, 27.0, 38.0]) * rng.uniform(0.9, 1.1, 3),
+    )
     f = (rng.uniform(*LIVER_ML) / _union_ml([(right_c, rs, None), (left_c, ls, None)])) ** (1.0 / 3.0)
     rs, ls = rs * f, ls * f
     left_c = right_c + (left_c - right_c) * f
@@ -561,10 +678,17 @@ def _kidneys(rng, b, spine, lm):
         organ = "kidney_right" if side < 0 else "kidney_left"
         shapes.append(Shape(KIDNEY, centre, semi, rotation=rot, organ=organ))
         pelvis_c = centre + hilum * 0.5 * a
-        shapes.append(Shape(RENAL_PELVIS, pelvis_c, np.array([8.0, 7.0, 14.0]) * rng.uniform(0.8, 1.2), rotation=rot,
-                            organ=organ))  # fmt: skip
-        kidneys["right" if side < 0 else "left"] = {"center": centre, "semi": semi, "rotation": rot, "hilum": hilum,
-                                                     "volume_ml": volume, "fat_mm": fat}  # fmt: skip
+        shapes.append(
+            Shape(RENAL_PELVIS, pelvis_c, np.array([8.0, 7.0, 14.0]) * rng.uniform(0.8, 1.2), rotation=rot, organ=organ)
+        )
+        kidneys["right" if side < 0 else "left"] = {
+            "center": centre,
+            "semi": semi,
+            "rotation": rot,
+            "hilum": hilum,
+            "volume_ml": volume,
+            "fat_mm": fat,
+        }
     lm["kidneys"] = kidneys
     return shapes
 
@@ -581,10 +705,14 @@ def _bowel(rng, b, spine, lm):
     y_front = b["mc"] - b["cy"]
     colon = [
         [[-(cx - 32.0), 8.0, l5 - 20.0], [-(cx - 30.0), 0.0, l3], [-(cx - 34.0), -10.0, l1 - 15.0]],
-        [[-(cx - 34.0), -10.0, l1 - 15.0], [-40.0, y_front + 45.0, l1 - 10.0], [40.0, y_front + 45.0, l1 - 5.0],
-         [cx - 30.0, -5.0, l1 + 5.0]],
+        [
+            [-(cx - 34.0), -10.0, l1 - 15.0],
+            [-40.0, y_front + 45.0, l1 - 10.0],
+            [40.0, y_front + 45.0, l1 - 5.0],
+            [cx - 30.0, -5.0, l1 + 5.0],
+        ],
         [[cx - 30.0, -5.0, l1 + 5.0], [cx - 26.0, 14.0, l3], [cx - 30.0, 10.0, l5 - 30.0], [30.0, -20.0, l5 - 60.0]],
-    ]  # fmt: skip
+    ]
     fill = frozenset({FAT, BOWEL, BOWEL_HOT, BOWEL_GAS})
     for seg in colon:
         pts = np.array(seg) + rng.uniform(-5.0, 5.0, size=(len(seg), 3))
@@ -599,7 +727,9 @@ def _bowel(rng, b, spine, lm):
         if placed == n:
             break
         # intraperitoneal: in front of the retroperitoneum (aorta, vena cava, kidneys)
-        c = np.array([rng.uniform(-cx + 55.0, cx - 55.0), rng.uniform(y_front + 30.0, -12.0), rng.uniform(l5 - 50.0, l1 - 25.0)])
+        c = np.array(
+            [rng.uniform(-cx + 55.0, cx - 55.0), rng.uniform(y_front + 30.0, -12.0), rng.uniform(l5 - 50.0, l1 - 25.0)]
+        )
         if np.linalg.norm((c - mes) / [1.0, 1.0, 0.8]) < 55.0:
             continue
         r = rng.uniform(10.0, 16.0)
@@ -666,7 +796,9 @@ def _aorta(rng, spine, lm):
     their front), through the hiatus, abdominal (15-24 mm) to the bifurcation at L4;
     periaortic fat around the descending part; common iliac arteries."""
     heart, z_c = lm["heart"], lm["carina_z"]
-    d_asc, d_desc, d_abd, d_bif = (rng.uniform(*AORTA_MM[k]) for k in ("ascending", "descending", "abdominal", "bifurcation"))
+    d_asc, d_desc, d_abd, d_bif = (
+        rng.uniform(*AORTA_MM[k]) for k in ("ascending", "descending", "abdominal", "bifurcation")
+    )
     d_bif = min(d_bif, d_abd - 1.0)
     r_asc, r_desc, r_abd, r_bif = d_asc / 2.0, d_desc / 2.0, d_abd / 2.0, d_bif / 2.0
     r_arch = (r_asc + r_desc) / 2.0
@@ -677,16 +809,37 @@ def _aorta(rng, spine, lm):
     a4[2] = z_arch - 14.0
     asc_top = np.array([-16.0, a0[1] - 26.0, z_arch - 14.0])
     # the arch runs from anterior-right to posterior-left, left of the trachea
-    path = [a0, (a0 + asc_top) / 2.0 + [-4.0, -4.0, 0.0], asc_top, np.array([-4.0, (asc_top[1] + a4[1]) / 2.0 - 6.0, z_arch]),
-            np.array([22.0, a4[1] - 10.0, z_arch - 4.0]), a4]  # fmt: skip
+    path = [
+        a0,
+        (a0 + asc_top) / 2.0 + [-4.0, -4.0, 0.0],
+        asc_top,
+        np.array([-4.0, (asc_top[1] + a4[1]) / 2.0 - 6.0, z_arch]),
+        np.array([22.0, a4[1] - 10.0, z_arch - 4.0]),
+        a4,
+    ]
     radii = [r_asc, r_asc, r_asc, r_arch, r_arch, r_desc]
     desc_start = len(path) - 1
-    angles = {"T5": 25.0, "T6": 30.0, "T7": 35.0, "T8": 42.0, "T9": 50.0, "T10": 58.0, "T11": 66.0, "T12": 72.0,
-              "L1": 74.0, "L2": 74.0, "L3": 72.0}  # fmt: skip
+    angles = {
+        "T5": 25.0,
+        "T6": 30.0,
+        "T7": 35.0,
+        "T8": 42.0,
+        "T9": 50.0,
+        "T10": 58.0,
+        "T11": 66.0,
+        "T12": 72.0,
+        "L1": 74.0,
+        "L2": 74.0,
+        "L3": 72.0,
+    }
     # radius: descending thoracic down to T11, tapering through the hiatus to the
     # abdominal value at L1, then to the bifurcation's at L4
-    taper = {"T12": (r_desc + r_abd) / 2.0, "L1": r_abd, "L2": r_abd + (r_bif - r_abd) / 3.0,
-             "L3": r_abd + 2.0 * (r_bif - r_abd) / 3.0}  # fmt: skip
+    taper = {
+        "T12": (r_desc + r_abd) / 2.0,
+        "L1": r_abd,
+        "L2": r_abd + (r_bif - r_abd) / 3.0,
+        "L3": r_abd + 2.0 * (r_bif - r_abd) / 3.0,
+    }
     for name, ang in angles.items():
         r = taper.get(name, r_desc)
         path.append(_aorta_point(spine, name, ang, r))
@@ -701,8 +854,13 @@ def _aorta(rng, spine, lm):
     shapes = [tube(RP_FAT, desc, radii[desc_start:] + rng.uniform(3.0, 6.0), replaces=frozenset({FAT, MUSCLE, LUNG}))]
     l5 = _level(spine, "L5")["center"]
     for side in (-1, 1):  # common iliac arteries
-        shapes.append(tube(VESSEL, [bif, [side * 35.0, l5[1] - 30.0, z_bif - 50.0], [side * 62.0, l5[1] - 45.0, z_bif - 110.0]],
-                           [r_bif * 0.7, 5.0, 4.5]))  # fmt: skip
+        shapes.append(
+            tube(
+                VESSEL,
+                [bif, [side * 35.0, l5[1] - 30.0, z_bif - 50.0], [side * 62.0, l5[1] - 45.0, z_bif - 110.0]],
+                [r_bif * 0.7, 5.0, 4.5],
+            )
+        )
     lm["aorta_shape"] = tube(AORTA, path, radii, organ="aorta")
     lm["aorta_path"] = (path, radii)
     lm["aorta_descending"] = (desc, radii[desc_start:])
@@ -722,8 +880,10 @@ def _veins_and_arch_branches(rng, b, spine, lm):
     z_arch = lm["aorta_z"][1]
     ra_c, ra_s, _ = heart["parts"]["ra"]
     t12 = _level(spine, "T12")["center"][2]
-    ivc = [np.array([-22.0, _spine_front(spine, z) - 14.0 - (8.0 if z > t12 else 0.0), z])
-           for z in (_level(spine, n)["center"][2] for n in ("L5", "L3", "L1", "T12", "T11"))]  # fmt: skip
+    ivc = [
+        np.array([-22.0, _spine_front(spine, z) - 14.0 - (8.0 if z > t12 else 0.0), z])
+        for z in (_level(spine, n)["center"][2] for n in ("L5", "L3", "L1", "T12", "T11"))
+    ]
     ivc.append(ra_c + [0.0, 4.0, -0.75 * ra_s[2]])
     shapes = [tube(VEIN, ivc, rng.uniform(10.0, 12.5))]
     svc_top = np.array([-30.0, y_tr - 18.0, S - 35.0])
@@ -732,13 +892,33 @@ def _veins_and_arch_branches(rng, b, spine, lm):
     for side in (-1, 1):
         start = np.array([side * 55.0, y_tr - 15.0, S - 12.0])
         shapes.append(tube(VEIN, [start, svc_top], 6.5))
-        shapes.append(tube(VEIN, [start, [side * 30.0, b["neck_y"] - 14.0, S + 15.0], [side * 30.0, b["neck_y"] - 8.0, S + 130.0]],
-                           [6.5, 6.0, 5.0]))  # fmt: skip
+        shapes.append(
+            tube(
+                VEIN,
+                [start, [side * 30.0, b["neck_y"] - 14.0, S + 15.0], [side * 30.0, b["neck_y"] - 8.0, S + 130.0]],
+                [6.5, 6.0, 5.0],
+            )
+        )
         origin = path[3] if side < 0 else path[4]
-        shapes.append(tube(VESSEL, [origin, [side * 26.0, y_tr - 6.0, S - 20.0], [side * 24.0, b["neck_y"] - 6.0, S + 130.0]],
-                           [6.0, 4.0, 3.5]))  # fmt: skip
-        shapes.append(tube(VESSEL, [origin + [side * 6.0, 6.0, 0.0], [side * 45.0, y_tr, S - 15.0], [side * 80.0, y_tr - 10.0, S - 20.0],
-                                    [side * (b["bx"] - 10.0), 0.0, S - 40.0]], [5.0, 4.5, 4.5, 4.0]))  # fmt: skip
+        shapes.append(
+            tube(
+                VESSEL,
+                [origin, [side * 26.0, y_tr - 6.0, S - 20.0], [side * 24.0, b["neck_y"] - 6.0, S + 130.0]],
+                [6.0, 4.0, 3.5],
+            )
+        )
+        shapes.append(
+            tube(
+                VESSEL,
+                [
+                    origin + [side * 6.0, 6.0, 0.0],
+                    [side * 45.0, y_tr, S - 15.0],
+                    [side * 80.0, y_tr - 10.0, S - 20.0],
+                    [side * (b["bx"] - 10.0), 0.0, S - 40.0],
+                ],
+                [5.0, 4.5, 4.5, 4.0],
+            )
+        )
     return shapes
 
 
@@ -754,13 +934,17 @@ def _pulmonary_vessels(rng, lm):
     shapes = [tube(VESSEL, [pv0, (pv0 + pb) / 2.0 + [4.0, -4.0, 0.0], pb], r_pa)]
     la_c, la_s, _ = heart["parts"]["la"]
     for side, h in zip((-1, 1), hila):
-        via = np.array([side * 16.0, y_tr - 14.0 + (8.0 if side > 0 else 0.0), (pb[2] + h[2]) / 2.0 + (6.0 if side > 0 else 0.0)])
+        via = np.array(
+            [side * 16.0, y_tr - 14.0 + (8.0 if side > 0 else 0.0), (pb[2] + h[2]) / 2.0 + (6.0 if side > 0 else 0.0)]
+        )
         shapes.append(tube(VESSEL, [pb, via, h], [r_pa * 0.8, r_pa * 0.75, 8.5]))
         for d in ([side * 22.0, 4.0, 42.0], [side * 40.0, 6.0, -8.0], [side * 22.0, 16.0, -48.0]):
             shapes.append(tube(VESSEL, [h, h + np.array(d)], [6.0, 3.0]))
         for lo in ([0.0, 12.0, -24.0], [side * 18.0, 24.0, -44.0]):
             start = h + np.array(lo)
-            shapes.append(tube(VESSEL, [start + [side * 20.0, 0.0, -6.0], start, la_c + [side * 0.7 * la_s[0], 2.0, 0.0]], 6.0))
+            shapes.append(
+                tube(VESSEL, [start + [side * 20.0, 0.0, -6.0], start, la_c + [side * 0.7 * la_s[0], 2.0, 0.0]], 6.0)
+            )
     return shapes
 
 
@@ -773,8 +957,12 @@ def _airways_and_oesophagus(rng, b, spine, lm):
     S, z_c, y_tr, hila = b["S"], lm["carina_z"], lm["trachea_y"], lm["hila"]
     ny = b["neck_y"]
     shapes = []
-    knots = [(z_c, 2.0, y_tr, 10.5, 9.5), (z_c + 60.0, 0.0, y_tr - 2.0, 10.5, 9.5), (S - 10.0, 0.0, ny - 30.0, 10.0, 9.0),
-             (S + 130.0, 0.0, ny - 26.0, 10.0, 9.0)]  # fmt: skip
+    knots = [
+        (z_c, 2.0, y_tr, 10.5, 9.5),
+        (z_c + 60.0, 0.0, y_tr - 2.0, 10.5, 9.5),
+        (S - 10.0, 0.0, ny - 30.0, 10.0, 9.0),
+        (S + 130.0, 0.0, ny - 26.0, 10.0, 9.0),
+    ]
     shapes.append(sweep(SOFT, knots))
     shapes.append(sweep(AIRWAY, [(z, x, y, ax - 2.0, ay - 2.0) for z, x, y, ax, ay in knots]))
     carina = np.array([2.0, y_tr, z_c])
@@ -796,8 +984,10 @@ def _airways_and_oesophagus(rng, b, spine, lm):
     cardia[2] = min(cardia[2], z_t10 - 15.0)
     ao, ar = lm["aorta_descending"]
     i10 = np.argmin(np.abs(ao[:, 2] - z_t10))
-    knots = [(cardia[2], cardia[0], cardia[1], 9.0, 7.0),
-             (z_t10, ao[i10][0] + 4.0, ao[i10][1] - ar[i10] - 7.0, 9.0, 7.0)]  # in front of the aorta, to its left
+    knots = [
+        (cardia[2], cardia[0], cardia[1], 9.0, 7.0),
+        (z_t10, ao[i10][0] + 4.0, ao[i10][1] - ar[i10] - 7.0, 9.0, 7.0),
+    ]  # in front of the aorta, to its left
     z9 = _level(spine, "T9")["center"][2]
     knots.append((z9, 8.0, _spine_front(spine, z9) - 9.0, 9.0, 6.5))
     for name in ("T8", "T6", "T4", "T2"):
@@ -828,7 +1018,9 @@ def _ribs_and_sternum(rng, b, spine, lm):
         end_x = 25.0 + 4.0 * i if i <= 7 else (0.55 * rx + 8.0 * (i - 8) if i <= 10 else None)
         r = 4.0 if i == 1 else 5.0
         for side in (-1, 1):
-            root = v["tp_tip"][side] + [side * 2.0, 3.0, 0.0] if "tp_tip" in v else v["center"] + [side * 30.0, 20.0, 0.0]
+            root = (
+                v["tp_tip"][side] + [side * 2.0, 3.0, 0.0] if "tp_tip" in v else v["center"] + [side * 30.0, 20.0, 0.0]
+            )
             ax, ay = rx * scale, ry * (0.75 + 0.25 * scale)
             x_angle = side * min(abs(root[0]) + 24.0, 0.8 * ax)
             y_angle = yc + ay * np.sqrt(max(1.0 - (x_angle / ax) ** 2, 0.0))
@@ -851,14 +1043,24 @@ def _ribs_and_sternum(rng, b, spine, lm):
     # sternum: manubrium (wider) above the body, in the front wall, from the xiphoid up
     y_st = b["front"] + 0.5 * b["wall"] + 2.0
     z_x = lm["heart"]["center"][2] - 30.0
-    knots = [(z_x, 0.0, y_st, 11.0, 6.0), (b["S"] - 70.0, 0.0, y_st, 15.0, 7.0), (b["S"] - 55.0, 0.0, y_st, 24.0, 7.0),
-             (b["S"] - 20.0, 0.0, y_st + 2.0, 26.0, 7.0)]  # fmt: skip
+    knots = [
+        (z_x, 0.0, y_st, 11.0, 6.0),
+        (b["S"] - 70.0, 0.0, y_st, 15.0, 7.0),
+        (b["S"] - 55.0, 0.0, y_st, 24.0, 7.0),
+        (b["S"] - 20.0, 0.0, y_st + 2.0, 26.0, 7.0),
+    ]
     shapes.append(sweep(BONE, knots))
     shapes.append(sweep(MARROW, [(z, x, y, ax - 2.5, ay - 2.5) for z, x, y, ax, ay in knots]))
     # pectoral muscles: thicker anterior chest wall at the top of the thorax
     for side in (-1, 1):
-        shapes.append(Shape(MUSCLE, np.array([side * 75.0, b["front"] + 2.0, b["S"] - 75.0]), np.array([62.0, 14.0, 55.0]),
-                            replaces=frozenset({FAT})))  # fmt: skip
+        shapes.append(
+            Shape(
+                MUSCLE,
+                np.array([side * 75.0, b["front"] + 2.0, b["S"] - 75.0]),
+                np.array([62.0, 14.0, 55.0]),
+                replaces=frozenset({FAT}),
+            )
+        )
     return shapes
 
 
@@ -877,13 +1079,23 @@ def _shoulders_and_arms(rng, b, lm):
         # scapula: a thin plate following the back's curve; rotator cuff around it
         sc = np.array([side * 78.0 * b["s"][0], b["back"] - 24.0, S - 78.0 + lift])
         rot = _rot_z(side * np.deg2rad(-28.0)) @ _rot_y(side * np.deg2rad(20.0 if arms == "up" else 0.0))
-        shapes.append(Shape(NECK_MUSCLE, sc, np.array([52.0, 16.0, 74.0]), rotation=rot,
-                            replaces=frozenset({FAT, MUSCLE, BACK_MUSCLE, NECK_MUSCLE})))  # fmt: skip
+        shapes.append(
+            Shape(
+                NECK_MUSCLE,
+                sc,
+                np.array([52.0, 16.0, 74.0]),
+                rotation=rot,
+                replaces=frozenset({FAT, MUSCLE, BACK_MUSCLE, NECK_MUSCLE}),
+            )
+        )
         shapes.append(Shape(BONE, sc, np.array([46.0, 4.0, 68.0]), rotation=rot))
         acromion = np.array([side * (bx - 14.0), 4.0, S + 2.0 + lift * 0.6])
         shapes.append(tube(BONE, [sc + [-side * 30.0, 10.0, 35.0], acromion], [5.0, 6.0]))
-        clav = [np.array([side * 20.0, b["front"] + 12.0, S - 20.0]), np.array([side * 70.0, b["front"] + 6.0, S - 10.0 + lift * 0.4]),
-                acromion + [0.0, -8.0, 0.0]]  # fmt: skip
+        clav = [
+            np.array([side * 20.0, b["front"] + 12.0, S - 20.0]),
+            np.array([side * 70.0, b["front"] + 6.0, S - 10.0 + lift * 0.4]),
+            acromion + [0.0, -8.0, 0.0],
+        ]
         shapes.append(tube(BONE, clav, 7.0))
         shapes.append(tube(MARROW, clav, 3.5))
         hh = np.array([side * (bx - 16.0), 10.0, S - 28.0 + lift])  # humeral head at the glenoid
@@ -898,12 +1110,19 @@ def _shoulders_and_arms(rng, b, lm):
         ra = rng.uniform(40.0, 48.0)
         # deltoid over the humeral head (with its fat), then the arm
         shapes.append(tube(FAT, [hh + [side * 10.0, 0.0, 8.0], arm_top], ra + 4.0, replaces=frozenset({0})))
-        shapes.append(tube(NECK_MUSCLE, [hh + [side * 8.0, 0.0, 6.0], hh + (arm_top - hh) * 0.8], ra - 6.0,
-                           replaces=frozenset({0, FAT, MUSCLE})))  # fmt: skip
+        shapes.append(
+            tube(
+                NECK_MUSCLE,
+                [hh + [side * 8.0, 0.0, 6.0], hh + (arm_top - hh) * 0.8],
+                ra - 6.0,
+                replaces=frozenset({0, FAT, MUSCLE}),
+            )
+        )
         shapes.append(tube(FAT, [arm_top, elbow, wrist], [ra, ra - 8.0, 28.0], replaces=frozenset({0, FAT})))
         fat_arm = rng.uniform(6.0, 12.0)
-        shapes.append(tube(MUSCLE, [arm_top, elbow, wrist], [ra - fat_arm, ra - 8.0 - fat_arm, 20.0],
-                           replaces=frozenset({FAT})))  # fmt: skip
+        shapes.append(
+            tube(MUSCLE, [arm_top, elbow, wrist], [ra - fat_arm, ra - 8.0 - fat_arm, 20.0], replaces=frozenset({FAT}))
+        )
         shapes.append(Shape(BONE, hh, np.full(3, 23.0)))
         shapes.append(Shape(MARROW, hh, np.full(3, 19.0)))
         shapes.append(tube(BONE, [hh, elbow], 11.0))
@@ -924,10 +1143,22 @@ def _brown_fat(b, spine, lm):
     shapes = []
     up = 30.0 if lm["arms"] == "up" else 0.0
     for side in (-1, 1):
-        shapes.append(Shape(BROWN_FAT, np.array([side * 60.0, b["neck_y"] + 5.0, S + 12.0]), np.array([30.0, 30.0, 26.0]),
-                            replaces=frozenset({FAT})))  # fmt: skip
-        shapes.append(Shape(BROWN_FAT, np.array([side * (b["bx"] - 22.0), 8.0, S - 55.0 + up]), np.array([20.0, 26.0, 32.0]),
-                            replaces=frozenset({FAT})))  # fmt: skip
+        shapes.append(
+            Shape(
+                BROWN_FAT,
+                np.array([side * 60.0, b["neck_y"] + 5.0, S + 12.0]),
+                np.array([30.0, 30.0, 26.0]),
+                replaces=frozenset({FAT}),
+            )
+        )
+        shapes.append(
+            Shape(
+                BROWN_FAT,
+                np.array([side * (b["bx"] - 22.0), 8.0, S - 55.0 + up]),
+                np.array([20.0, 26.0, 32.0]),
+                replaces=frozenset({FAT}),
+            )
+        )
         for v in spine:  # paravertebral: small depots at the costovertebral junctions of T1-T10
             if v["name"][0] == "T" and v["name"] not in ("T11", "T12"):
                 c = v["center"] + [side * (v["semi"][0] + 6.0), 2.0, 0.0]
