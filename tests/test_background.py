@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dualpet.anatomy import ORGAN_CLASSES, ORGANS, segment_ct
-from dualpet.background import _liver_centres, background_from_anatomy, measure_at
+from dualpet.background import background_from_anatomy, liver_centres, measure_at
 from dualpet.convert import convert_study
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import apply_affine, lps_affine
@@ -106,7 +106,7 @@ def test_liver_voi_keeps_clear_of_a_lesion(converted, truth):
     """A hot lesion (SUV 15, 20 mm) where the deepest liver sphere sits: the VOI is still
     normal liver. 10 %: as in test_liver_against_truth."""
     (pid, tracer), (hu, ct_aff, suv, pet_aff, labels, _) = next(iter(converted.items()))
-    centres, _ = _liver_centres(labels, ct_aff)
+    centres, _ = liver_centres(labels, ct_aff)
     assert len(centres) >= 3
     world = apply_affine(pet_aff, np.indices(suv.shape).reshape(3, -1).T).reshape(*suv.shape, 3)
     hot = np.where(np.linalg.norm(world - centres[0], axis=-1) <= 20.0, np.float32(15.0), suv)
@@ -237,11 +237,11 @@ def test_no_background_in_view_loses_only_tbr(cohort_dir, tmp_path):
     keeps its lesions and every metric that needs no background; its background record says
     why there is none, its TBR is empty, its picture says so. Only the threshold method
     'background' (a multiple of the background) fails, naming that need."""
+    from dualpet.detection.study import segment_study
     from dualpet.interchange import read_segmentation
     from dualpet.io import read_json
     from dualpet.metrics import lesion_metrics
     from dualpet.nifti import nifti_image, save_nifti
-    from dualpet.segmentation import segment_study
 
     convert_study(
         cohort_dir / "dicom" / "P001" / "fdg",

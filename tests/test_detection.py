@@ -8,16 +8,12 @@ import pytest
 
 from dualpet.background import measure_mask
 from dualpet.convert import convert_study
+from dualpet.detection.reader import lesions_from_mask, lesions_from_seeds
+from dualpet.detection.study import segment_study
+from dualpet.detection.threshold import detect_lesions, detection_threshold
 from dualpet.geometry import apply_affine, lps_affine, ras_affine
 from dualpet.io import read_json
-from dualpet.segmentation import (
-    detect_lesions,
-    detection_threshold,
-    labels_on_grid,
-    lesions_from_mask,
-    lesions_from_seeds,
-    segment_study,
-)
+from dualpet.nifti import labels_on_grid
 
 AFF = np.diag([4.0, 4.0, 4.0, 1.0])  # 4 mm voxels like a clinical PET: 0.064 mL each
 
@@ -279,13 +275,13 @@ def test_h_maxima_per_component_equals_the_whole_image():
     from scipy import ndimage
     from skimage.morphology import h_maxima
 
-    from dualpet.segmentation import _h_maxima_in
+    from dualpet.detection.regions import h_maxima_in
 
     rng = np.random.default_rng(0)
     values = ndimage.gaussian_filter(rng.gamma(2.0, 1.0, size=(40, 40, 40)), 1.0).astype(np.float32) * 3
     mask = values >= np.percentile(values, 90)
     whole = h_maxima(np.where(mask, values, 0.0), 0.2).astype(bool) & mask
-    assert whole.sum() > 5 and np.array_equal(_h_maxima_in(mask, values, 0.2), whole)
+    assert whole.sum() > 5 and np.array_equal(h_maxima_in(mask, values, 0.2), whole)
 
 
 def test_what_lives_only_in_the_end_planes_is_noise():
@@ -308,7 +304,7 @@ def test_what_lives_only_in_the_end_planes_is_noise():
 def test_plane_noise_profile_is_measured_from_the_image():
     """Noise 3x higher in the end planes (the generator's sensitivity model) is measured
     from the image alone, and a noise blob there must stand out further than mid-volume."""
-    from dualpet.segmentation import plane_noise_profile
+    from dualpet.detection.noise import plane_noise_profile
     from dualpet.synth.render import add_pet_noise, axial_noise_profile
 
     true = axial_noise_profile(60, 4.0)

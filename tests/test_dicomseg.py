@@ -9,11 +9,11 @@ import pydicom
 import pytest
 
 from dualpet.convert import convert_study
+from dualpet.detection.study import segment_study
 from dualpet.dicomseg import export_seg, frames_from_labels, rtstruct_labels, seg_labels
 from dualpet.geometry import apply_affine, lps_affine
 from dualpet.interchange import read_voi, write_voi
 from dualpet.io import read_json
-from dualpet.segmentation import segment_study
 
 
 @pytest.fixture(scope="module")

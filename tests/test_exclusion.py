@@ -6,9 +6,10 @@ import nibabel as nib
 import numpy as np
 
 from dualpet.convert import convert_study
+from dualpet.detection.study import segment_study
 from dualpet.geometry import apply_affine, lps_affine, ras_affine
 from dualpet.io import read_json
-from dualpet.segmentation import mask_on_grid, segment_study
+from dualpet.nifti import mask_on_grid
 
 
 def test_mask_on_grid_matches_the_world_positions(tmp_path):

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dualpet.segmentation import detect_lesions, detect_local, noise_model, smoothing_sigma
+from dualpet.detection.local import detect_local
+from dualpet.detection.noise import noise_model, smoothing_sigma
+from dualpet.detection.threshold import detect_lesions
 
 AFF = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (56, 56, 56)
@@ -178,11 +180,11 @@ def test_a_peak_no_hotter_than_its_own_tissue_is_nothing():
     assert info["lesions"] == [], [(les["peak_lps"], les["local_background_suv"]) for les in info["lesions"]]
     assert all(np.isfinite(r["contrast"]) for r in info["rejected"])
     # the extent at a level above the peak is the peak alone, never the rest of the box
-    from dualpet.segmentation import _extent
+    from dualpet.detection.regions import extent
 
     values = np.ones((9, 9, 9))
     values[4, 4, 4] = 2.0
-    region, edge = _extent(values, np.ones(values.shape, bool), (4, 4, 4), 2.5)
+    region, edge = extent(values, np.ones(values.shape, bool), (4, 4, 4), 2.5)
     assert region.sum() == 1 and region[4, 4, 4] and not edge
 
 
@@ -190,7 +192,8 @@ def test_a_thin_host_is_read_at_a_higher_percentile_of_its_ring():
     """The ring level of a candidate on a band of muscle one voxel thick (no inside one voxel
     from its border) is the RING_PERCENTILE_THIN of the band's ring voxels; on a thick block
     (which has an inside) the RING_PERCENTILE of the inside's ring voxels."""
-    from dualpet import segmentation as seg
+    from dualpet.detection import local as seg
+    from dualpet.detection.regions import STRUCTURE
 
     assert seg.RING_PERCENTILE_THIN > seg.RING_PERCENTILE
     shape, spacing = (30, 30, 30), np.array([4.0, 4.0, 4.0])
@@ -200,10 +203,10 @@ def test_a_thin_host_is_read_at_a_higher_percentile_of_its_ring():
         cls[:, 15 - thickness // 2 : 15 + thickness // 2 + 1, :] = 2  # a muscle band along x and z
         own = np.zeros(shape, bool)
         own[15, 15, 15] = True
-        level = seg._ring_level(values, own, spacing, (6.0, 16.0), np.zeros(shape, bool), cls)
+        level = seg.ring_level(values, own, spacing, (6.0, 16.0), np.zeros(shape, bool), cls)
         dist = ndimage.distance_transform_edt(~own, sampling=spacing)
         ring = (dist > 6.0) & (dist <= 16.0) & (cls == 2)
-        inside = ring & ndimage.binary_erosion(cls == 2, seg._STRUCTURE)
+        inside = ring & ndimage.binary_erosion(cls == 2, STRUCTURE)
         if thickness == 1:
             assert not inside.any()
             assert level == pytest.approx(np.percentile(values[ring], seg.RING_PERCENTILE_THIN), rel=1e-12)
@@ -227,7 +230,7 @@ def test_focus_beside_an_organ_is_a_candidate_uptake_filling_it_is_not():
     proper (a renal pelvis in its kidney's hull) stay physiological."""
     from scipy import ndimage
 
-    from dualpet.segmentation import _physiological_organ
+    from dualpet.detection.physiology import _physiological_organ
 
     suv, organ, (ii, jj, kk) = _organ_scene()
     masks = {"heart": (ndimage.binary_dilation(organ, np.ones((3, 3, 3), bool)), organ)}
@@ -376,7 +379,7 @@ def test_avid_bowel_segment_below_the_lungs_is_bowel_a_round_node_is_not():
 
 def test_a_refused_value_prints_below_its_limit():
     """A candidate refused at 4.96 noise SDs must not read '5.0 ... (needs 5)'."""
-    from dualpet.segmentation import below
+    from dualpet.detection.local import below
 
     assert below(4.96, 5.0) == "4.96" and below(4.2, 5.0) == "4.2" and below(1.4999, 1.5) == "1.4999"
     assert float(below(4.99999, 5.0)) < 5.0

@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from dualpet.detection.threshold import detect_lesions
 from dualpet.matching import carry_voi, lesion_vois, match
 from dualpet.metrics import isocontour_voi
-from dualpet.segmentation import detect_lesions
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])
 

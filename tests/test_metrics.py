@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dualpet.detection.threshold import detect_lesions, detection_threshold
 from dualpet.metrics import PEAK_RADIUS_MM, isocontour_voi, lesion_metrics, sphere_kernel, suv_peak
-from dualpet.segmentation import detect_lesions, detection_threshold
 
 AFF = np.diag([2.0, 2.0, 2.0, 1.0])  # 2 mm isotropic voxels: 0.008 mL each
 

@@ -148,7 +148,7 @@ def studies(tmp_path_factory):
     tfm = d / "ref_to_idx.tfm"
     qc_json = d / "qc.json"
     t0 = time.perf_counter()
-    qc = register_ct(ref, idx, tfm, qc_json, threads=2)
+    qc = register_ct(ref, idx, tfm, qc_json, threads=2, affine=False)
     elapsed = time.perf_counter() - t0
     return {
         "dir": d,
@@ -220,7 +220,7 @@ def test_large_motion_short_fov(studies, tmp_path):
     idx = tmp_path / "idx_far.nii.gz"
     origin = ref_origin() + np.array([5.0, -3.0, 75.0])
     make_ct(idx, origin, (3.0, 3.0, 3.0), r=r, t=t, seed=3, shape=(128, 128, 50))
-    qc = register_ct(studies["ref"], idx, tmp_path / "far.tfm", threads=2)
+    qc = register_ct(studies["ref"], idx, tmp_path / "far.tfm", threads=2, affine=False)
     in_fov = LANDMARKS_REL[LANDMARKS_REL[:, 2] > -20]
     tre = _tre(tmp_path / "far.tfm", r, t, in_fov)
     print(
@@ -233,8 +233,8 @@ def test_large_motion_short_fov(studies, tmp_path):
 def test_deterministic_and_affine(studies, tmp_path):
     """Single-threaded runs are bit-for-bit repeatable (seeded sampling); with affine=True
     on rigid motion the rigid result is kept."""
-    q1 = register_ct(studies["ref"], studies["idx"], tmp_path / "a.tfm", threads=1)
-    q2 = register_ct(studies["ref"], studies["idx"], tmp_path / "b.tfm", threads=1)
+    q1 = register_ct(studies["ref"], studies["idx"], tmp_path / "a.tfm", threads=1, affine=False)
+    q2 = register_ct(studies["ref"], studies["idx"], tmp_path / "b.tfm", threads=1, affine=False)
     assert q1["translation_mm"] == q2["translation_mm"] and q1["rotation_deg"] == q2["rotation_deg"]
     assert (tmp_path / "a.tfm").read_text() == (tmp_path / "b.tfm").read_text()
     # rigid motion: the affine stage runs but cannot improve the body fit, so the rigid
@@ -255,7 +255,7 @@ def test_affine_accepted_for_a_scaled_body(studies, tmp_path):
     idx = tmp_path / "scaled.nii.gz"
     idx_origin = C0 + SHIFT - np.array([62.0 * 3.1, 64.0 * 3.1, 39.5 * 2.9])
     make_ct(idx, idx_origin, (3.1, 3.1, 2.9), r=np.linalg.inv(A).T, t=t, seed=3)
-    qr = register_ct(studies["ref"], idx, tmp_path / "rigid.tfm", threads=2)
+    qr = register_ct(studies["ref"], idx, tmp_path / "rigid.tfm", threads=2, affine=False)
     qa = register_ct(studies["ref"], idx, tmp_path / "affine.tfm", threads=2, affine=True)
     assert qa["stages"][1]["accepted"] is True
     assert sitk.ReadTransform(str(tmp_path / "affine.tfm")).GetName() == "AffineTransform"

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dualpet.detection.regions import number_lesions
 from dualpet.geometry import apply_affine
 from dualpet.review import REVIEW_TOLERANCE_MM, apply_decisions, pin
-from dualpet.segmentation import _number
 
 AFF = np.diag([4.0, 4.0, 4.0, 1.0])
 
@@ -34,7 +34,7 @@ def _study():
                 "name": name,
             }
         )
-    labels = _number(lesions, shape)
+    labels = number_lesions(lesions, shape)
     return suv, labels, lesions, {k: apply_affine(AFF, v) for k, v in centres.items()}
 
 

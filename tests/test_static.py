@@ -278,6 +278,46 @@ def test_every_cli_option_has_help_with_units():
                 assert "mm" in action.help, (command, action.option_strings)
 
 
+def test_cli_defaults_are_the_schemas():
+    """Issue 25: every subcommand's option for a config setting takes the schema's default
+    (parsed with only the required arguments, as a step run alone would be), and no option
+    named like a setting carries a default of its own."""
+    import argparse
+    import json
+
+    from dualpet import settings
+    from dualpet.cli import _Setting, _SettingSwitch, build_parser
+
+    leaves, stack = set(), [("", settings.schema())]
+    while stack:
+        prefix, node = stack.pop()
+        for key, entry in node.get("properties", {}).items():
+            if "properties" in entry:
+                stack.append((f"{prefix}{key}.", entry))
+            else:
+                leaves.add(key)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for command, sp in sub.choices.items():
+        required = []
+        for action in sp._actions:
+            if action.required or (not action.option_strings and action.nargs is None):
+                required += ([action.option_strings[-1]] if action.option_strings else []) + ["x"]
+        args = parser.parse_args([command, *required])
+        for action in sp._actions:
+            if isinstance(action, (_Setting, _SettingSwitch)):
+                expected = settings.default(action.setting)
+                value = getattr(args, action.dest)
+                assert (value if action.encode is None else json.loads(value)) == expected, (command, action.dest)
+                checked += 1
+            elif action.option_strings:
+                name = action.dest.removeprefix("primary_")
+                # the sheets' paths are inputs of their steps; --review and --seeds carry the rows
+                assert name not in leaves or name in {"studies", "clinical", "review", "seeds"}, (command, name)
+    assert checked >= 15
+
+
 def test_config_reference_is_generated_from_the_schema():
     """docs/config.md is what `make docs` writes from the config schema: change the schema,
     run `make docs`. Every setting of the schema appears in it with a meaning."""

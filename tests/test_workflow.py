@@ -176,6 +176,25 @@ def test_end_to_end_against_truth(workdir, tool_env):
     assert all((res / pid / "mip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for pid in patients["patient"])
 
 
+def test_segment_run_alone_detects_what_the_workflow_detects(workdir, tool_env, tmp_path):
+    """Issue 25: `dualpet segment` without any setting (each takes the config schema's
+    default) writes the same lesion labels and segmentation record as the workflow's
+    segment step with the default config."""
+    import nibabel as nib
+
+    for tracer in ("fdg", "pentixafor"):
+        study = workdir / "results" / "P001" / tracer
+        cmd = [sys.executable, "-m", "dualpet", "segment", "--patient", "P001", "--tracer", tracer]
+        cmd += ["--ct", str(study / "ct.nii.gz"), "--pet", str(study / "pet_suv.nii.gz")]
+        cmd += ["--anatomy", str(study / "anatomy.nii.gz")]
+        cmd += ["--labels", str(tmp_path / f"{tracer}.nii.gz"), "--json", str(tmp_path / f"{tracer}.json")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=tool_env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        alone = np.asarray(nib.load(tmp_path / f"{tracer}.nii.gz").dataobj)
+        assert np.array_equal(alone, np.asarray(nib.load(study / "lesions.nii.gz").dataobj)), tracer
+        assert read_json(tmp_path / f"{tracer}.json") == read_json(study / "segmentation.json"), tracer
+
+
 def test_nothing_to_do_after_run(workdir, tool_env):
     proc = snakemake(workdir, tool_env, "-n")
     assert proc.returncode == 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from dualpet.settings import default
+
 #: Body (patient and anything touching it) versus air.
 BODY_HU_MIN = -400.0
 #: Aerated lung inside the body: below this (and the body's outline filled).
@@ -658,7 +660,7 @@ def _enhanced_aorta(c, body, lungs):
     return course if len(course) * c.spacing[2] >= _min_course_mm(c) else {}
 
 
-def _aorta(c, body, lungs, spine, spine_centre, offset_mm=(25.0, -30.0)):
+def _aorta(c, body, lungs, spine, spine_centre, offset_mm):
     """Descending aorta (thoracic and abdominal): on every slice with a vertebral body, the
     round structures (:func:`_round_candidates`) of lumen radius AORTA_RADIUS_MM within
     AORTA_SEARCH_MM of ``offset_mm`` from the body's centre (left-anterior of it), in the
@@ -1190,7 +1192,7 @@ def _soft_tubes(c, body, spine_centre):
     return tubes
 
 
-def segment_ct(hu, affine, *, offset_mm=(25.0, -30.0)):
+def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
     """Organ label map of a CT (values: :data:`ORGANS`) and a report per organ.
 
     Classical rules on the CT alone, on a ~3 mm work grid (:func:`work_grid`): body (couch
@@ -1382,12 +1384,12 @@ def anatomy_study(
     labels_out,
     json_out,
     *,
-    method="classical",
+    method=default("anatomy.method"),
     organ_mask=None,
     png=None,
     patient="",
     tracer="",
-    offset_mm=(25.0, -30.0),
+    offset_mm=tuple(default("background.offset_mm")),
     totalsegmentator_args=(),
     where="",
 ):
@@ -1445,7 +1447,7 @@ def _outside_map(path, hu, affine, where):
     with the body added; values outside 0-255 are refused."""
     from dualpet.errors import DualpetInputError
     from dualpet.geometry import nearest_on_grid
-    from dualpet.segmentation import read_label_image
+    from dualpet.nifti import read_label_image
 
     data, data_affine = read_label_image(path, "organ mask")
     if data.min() < 0 or data.max() > 255:

@@ -99,7 +99,7 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
     return levels, (None if levels else why)
 
 
-def _liver_centres(labels, ct_affine):
+def liver_centres(labels, ct_affine):
     """Candidate centres (LPS) of the liver sphere: points of the liver label's right half at
     least LIVER_RADIUS_MM + LIVER_MARGIN_MM inside the label (3-D distance on a ~3 mm
     subsample), spread LIVER_CANDIDATE_SPACING_MM apart, deepest first; at least the
@@ -166,7 +166,7 @@ def background_from_anatomy(labels, ct_affine, hu, suv, pet_affine, method="bloo
         if m == "bloodpool":
             out, why = _bloodpool(labels, ct_affine, hu, suv, pet_affine, where)
         else:
-            centres, why = _liver_centres(labels, ct_affine)
+            centres, why = liver_centres(labels, ct_affine)
             if centres is not None:
                 out = _liver_voi(suv, pet_affine, centres, where)
         if why is None:
@@ -194,6 +194,34 @@ def no_background(reason):
     """The background record of a study without one: every metric but TBR stands; TBR is
     left empty and ``missing`` says why."""
     return {"suvmean": None, "suvsd": None, "n_voxels": 0, "centre_lps": None, "source": "", "missing": reason}
+
+
+def study_background(
+    organ_ct, ct_affine, hu_ct, suv, pet_affine, method, *, mask=None, at=None, needed=False, where=""
+):
+    """A study's background VOI, as the studies sheet and the config choose it: the sheet's
+    ``mask`` (a NIfTI file, any grid) or ``at`` (a centre in LPS mm), else the search in
+    the organ map (:func:`background_from_anatomy`, ``method``: ``bloodpool`` or
+    ``liver``). A study without one keeps every metric but TBR (:func:`no_background`)
+    unless the background is ``needed`` (the threshold method ``background``).
+
+    Returns (the background record, its VOI on the PET grid when it came from a mask, else
+    None)."""
+    if mask:
+        from dualpet.nifti import labels_on_grid
+
+        voi = labels_on_grid(mask, suv.shape, pet_affine, "background mask") != 0
+        return measure_mask(suv, pet_affine, voi, where=f"{where}: background mask (studies sheet)"), voi
+    if at is not None:
+        return measure_at(suv, pet_affine, at, method), None
+    try:
+        return background_from_anatomy(organ_ct, ct_affine, hu_ct, suv, pet_affine, method, where=where), None
+    except BackgroundNotFound as exc:  # a cropped image, no aorta or liver in view: TBR only is lost
+        if needed:
+            raise DualpetInputError(
+                f"{exc}; detection method 'background' needs one (its threshold is a multiple of the background)"
+            ) from None
+        return no_background(exc.reason), None
 
 
 def _bloodpool(labels, ct_affine, hu, suv, pet_affine, where):

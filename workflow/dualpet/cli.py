@@ -93,7 +93,7 @@ def _cmd_inspect(a):
         ct_series=a.ct_series,
         fingerprint=a.fingerprint,
         other_study=other,
-        **({} if a.max_uncovered_fraction is None else {"max_uncovered_fraction": a.max_uncovered_fraction}),
+        max_uncovered_fraction=a.max_uncovered_fraction,
     )
     print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
@@ -141,7 +141,7 @@ def _cmd_anatomy(a):
 
 
 def _cmd_segment(a):
-    from dualpet.segmentation import segment_study
+    from dualpet.detection.study import segment_study
 
     bg, info = segment_study(
         a.ct,
@@ -278,7 +278,7 @@ def _cmd_match(a):
         a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_seg),
         a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_seg),
     }
-    from dualpet.segmentation import read_label_image
+    from dualpet.nifti import read_label_image
 
     ct = nib.load(a.ref_ct)
     index = build_lesions(
@@ -406,6 +406,67 @@ def _names(a):
     return {a.reference: a.reference_name or a.reference, a.index: a.index_name or a.index}
 
 
+class _Setting(argparse.Action):
+    """An option standing for a config setting (``setting``: its dotted name): its default,
+    allowed values and help come from the config schema (:mod:`dualpet.settings`), read only when this
+    subcommand runs or prints its help. ``encode`` turns the default into the option's text
+    (JSON for a list)."""
+
+    def __init__(self, option_strings, dest, setting, encode=None, help=None, **kwargs):
+        self.setting, self.encode, self.extra = setting, encode, help
+        super().__init__(option_strings, dest, **kwargs)
+
+    @property
+    def default(self):
+        from dualpet.settings import default
+
+        value = default(self.setting)
+        return self.encode(value) if self.encode else value
+
+    @default.setter
+    def default(self, value):  # argparse assigns it; the schema's stands
+        pass
+
+    @property
+    def help(self):
+        from dualpet.settings import describe, spec
+
+        allowed = spec(self.setting).get("enum")
+        one_of = f"one of {', '.join(map(str, allowed))}; " if allowed else ""
+        text = f"{self.extra or describe(self.setting)} ({one_of}config {self.setting}; default {self.default})"
+        return text.replace("%", "%%")  # argparse formats help with %
+
+    @help.setter
+    def help(self, value):
+        pass
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dualpet.settings import spec
+
+        allowed = spec(self.setting).get("enum")
+        if allowed and values not in allowed:
+            parser.error(f"argument {option_string}: {values!r} is not one of {', '.join(map(str, allowed))}")
+        setattr(namespace, self.dest, values)
+
+
+class _SettingSwitch(argparse.BooleanOptionalAction):
+    """A yes/no config setting (``--affine`` / ``--no-affine``); default from the schema."""
+
+    def __init__(self, option_strings, dest, setting, help=None, **kwargs):
+        self.setting, self.encode, self.extra = setting, None, help
+        super().__init__(option_strings, dest, **kwargs)
+
+    default = _Setting.default
+    help = _Setting.help
+
+
+def setting(s, flag, name, **kwargs):
+    """Add the option ``flag`` of subcommand parser ``s`` for the config setting ``name``
+    (``boolean``: a ``--flag``/``--no-flag`` switch)."""
+    boolean = kwargs.pop("boolean", False)
+    return s.add_argument(flag, action=_SettingSwitch if boolean else _Setting, setting=name, **kwargs)
+
+
 def _run_folder_arguments(s):
     """Where a run's sheet and outputs are (``status``, ``progress``)."""
     s.add_argument("--config", default="config/config.yaml", help="the workflow's config (its studies sheet is read)")
@@ -463,13 +524,9 @@ OPTION_HELP = {
     "--transform": "the registration transform (ITK .tfm; reference -> index)",
     "--qc": "the registration's quality record to write (JSON)",
     "--threads": "threads for the registration (1 keeps it deterministic)",
-    "--grid-mm": "registration grid spacing (mm)",
-    "--tolerance-mm": "largest centroid distance (mm) of two tracers' lesions counted as one lesion",
     "--lesions": "the cohort's (or patient's) lesions.tsv",
     "--patients": "the cohort's patients.tsv",
     "--clinical": "the clinical sheet (TSV; '' for none)",
-    "--metric": "the metric drawn (suvmax, suvmean, suvpeak, tbr, tbr_mean, mtv_ml, tlg)",
-    "--lesion-set": "the lesion set drawn: both, reference or union",
     "--outdir": "the folder to write into",
     "--md": "the Markdown report to write",
     "--title": "the picture's title",
@@ -487,7 +544,6 @@ OPTION_HELP = {
     "--index-pet": "the index study's PET (NIfTI, SUVbw)",
     "--ct-out": "the index CT resampled onto the reference CT (NIfTI) to write",
     "--pet-out": "the index PET resampled onto the reference CT (NIfTI) to write",
-    "--method": "organ map method: classical (CT rules) or totalsegmentator",
     "--other-tracer": "the tracer of the patient's other study",
     **{
         f"--{side}-{what}": f"the {name} study's {text}"
@@ -517,6 +573,8 @@ def _fill_help(parser):
         if isinstance(action, argparse._SubParsersAction):
             for command, sub in action.choices.items():
                 for opt in sub._actions:
+                    if isinstance(opt, (_Setting, _SettingSwitch)):  # from the schema, when used
+                        continue
                     if opt.help is None and opt.option_strings:
                         key = opt.option_strings[-1]
                         opt.help = OPTION_HELP.get((command, key)) or OPTION_HELP.get(key)
@@ -603,12 +661,7 @@ def build_parser():
     s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
     s.add_argument("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)")
     s.add_argument("--other-tracer", default="")
-    s.add_argument(
-        "--max-uncovered-fraction",
-        type=float,
-        default=None,
-        help="share of the PET's axial length the CT may leave uncovered (default 0.15)",
-    )
+    setting(s, "--max-uncovered-fraction", "inspection.max_uncovered_fraction", type=float)
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
@@ -617,8 +670,8 @@ def build_parser():
     s.add_argument("--tfm", required=True)
     s.add_argument("--qc", required=True)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--grid-mm", type=float, default=4.0)
-    s.add_argument("--affine", action="store_true", help="add an affine stage after the rigid one")
+    setting(s, "--grid-mm", "registration.grid_mm", type=float)
+    setting(s, "--affine", "registration.affine", boolean=True)
     s.set_defaults(func=_cmd_register)
     isolation(s, inputs=["fixed", "moving"], outputs=["tfm", "qc"])
 
@@ -639,16 +692,24 @@ def build_parser():
     s.add_argument("--labels", required=True, help="organ label map out (NIfTI, CT grid, TotalSegmentator v2 numbers)")
     s.add_argument("--json", required=True)
     s.add_argument("--png", default="", help="the organ map's QC picture to write (PNG)")
-    s.add_argument("--method", choices=["classical", "totalsegmentator"], default="classical")
+    setting(s, "--method", "anatomy.method")
     s.add_argument(
         "--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)"
     )
-    s.add_argument(
+    setting(
+        s,
         "--offset-mm",
-        default="[25.0, -30.0]",
-        help="JSON [x, y]: the aorta's offset from the vertebral body (mm, LPS x and y)",
+        "background.offset_mm",
+        encode=json.dumps,
+        help="JSON [x, y]: the descending aorta's expected offset from the vertebral body (mm, LPS x and y)",
     )
-    s.add_argument("--totalsegmentator-args", default="[]", help="JSON list of extra TotalSegmentator arguments")
+    setting(
+        s,
+        "--totalsegmentator-args",
+        "anatomy.totalsegmentator_args",
+        encode=json.dumps,
+        help="JSON list of extra TotalSegmentator arguments",
+    )
     s.set_defaults(func=_cmd_anatomy)
     isolation(s, inputs=["ct", "organ_mask"], outputs=["labels", "json", "png"])
 
@@ -660,8 +721,9 @@ def build_parser():
     s.add_argument("--json", required=True)
     s.add_argument(
         "--detection",
-        default='{"method": "background", "factor": 2.0}',
-        help="detection settings as a JSON object (the config's detection section)",
+        default="{}",
+        help="detection settings as a JSON object (the config's detection section; a setting left out takes "
+        "the config's default)",
     )
     s.add_argument(
         "--background", default="{}", help="background settings as a JSON object (the config's background section)"
@@ -752,20 +814,10 @@ def build_parser():
     s.add_argument("--ref-ct", required=True)
     s.add_argument("--ref-anatomy", required=True, help="the reference study's organ label map")
     s.add_argument("--transform", required=True)
-    s.add_argument("--tolerance-mm", type=float, default=15.0)
-    s.add_argument("--fraction", type=float, default=0.41, help="isocontour fraction of SUVmax")
-    s.add_argument(
-        "--reader-masks",
-        choices=("contour", "isocontour"),
-        default="contour",
-        help="studies detected with method 'masks': measure in the reader's contour, or the isocontour inside it",
-    )
-    s.add_argument(
-        "--neighbourhood-mm",
-        type=float,
-        default=10.0,
-        help="how far (mm) a VOI may grow beyond the lesion's detection region",
-    )
+    setting(s, "--tolerance-mm", "matching.tolerance_mm", type=float)
+    setting(s, "--fraction", "voi.isocontour", type=float)
+    setting(s, "--reader-masks", "voi.reader_masks")
+    setting(s, "--neighbourhood-mm", "voi.neighbourhood_mm", type=float)
     s.add_argument("--index-out", required=True)
     s.add_argument("--crops-out", required=True)
     s.add_argument("--ref-voi-out", default="", help="the reference study's final VOIs (label k = lesion Lk)")
@@ -858,12 +910,9 @@ def build_parser():
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
     _name_arguments(s)
-    s.add_argument("--primary-metric", default="suvmax", help="primary endpoint: metric (config statistics.primary)")
-    s.add_argument("--primary-set", default="both", help="primary endpoint: lesion set (both, reference, union)")
-    s.add_argument(
-        "--primary-analysis", default="log_ratio", help="primary endpoint: log_ratio, difference, patient_wilcoxon"
-    )
-    s.add_argument("--adjust", default="none", help="exploratory tests: none or holm")
+    for what in ("metric", "lesion_set", "analysis"):
+        setting(s, f"--primary-{what.split('_')[-1]}", f"statistics.primary.{what}")
+    setting(s, "--adjust", "statistics.adjust")
     s.add_argument("--json", required=True)
     s.add_argument("--md", required=True)
     s.add_argument("--html", default=None, help="also write the report as HTML (the Snakemake report's page)")
@@ -875,8 +924,8 @@ def build_parser():
     s.add_argument("--reference", required=True)
     s.add_argument("--index", required=True)
     _name_arguments(s)
-    s.add_argument("--metric", default="suvmax")
-    s.add_argument("--lesion-set", default="both")
+    setting(s, "--metric", "statistics.primary.metric", help="the metric drawn")
+    setting(s, "--lesion-set", "statistics.primary.lesion_set", help="the lesion set drawn: both, reference or union")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=_cmd_figures)
 

@@ -25,12 +25,13 @@ import pydicom
 from dualpet.dicom import IMAGE_SOP_CLASSES, header_text, looks_like_dicom
 from dualpet.errors import DualpetInputError
 from dualpet.files import regular_files
+from dualpet.settings import default
 
 #: The share of the PET's axial length the CT may leave uncovered, both ends together (the
-#: config's inspection.max_uncovered_fraction; its schema holds the same default). Held-out
+#: config's inspection.max_uncovered_fraction, whose default the schema holds). Held-out
 #: phantom studies left 11-27 mm of a 350 mm PET uncovered (3-8 %); detection already
 #: ignores the noisy 12 mm end planes; those planes only lack anatomy.
-MAX_UNCOVERED_FRACTION = 0.15
+MAX_UNCOVERED_FRACTION = default("inspection.max_uncovered_fraction")
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
 

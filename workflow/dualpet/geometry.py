@@ -91,6 +91,22 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     return out
 
 
+def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
+    """CT numbers at the PET voxel centres (nearest CT voxel through world coordinates;
+    -1000 HU outside the CT), so CT rules can be applied voxel by voxel on the PET grid.
+    With ``average``, each is the mean of the CT voxels a PET voxel covers (a box of the
+    PET voxel's size around the nearest one): the tissue mixture the PET voxel sees, with
+    the CT's noise averaged out."""
+    from scipy import ndimage
+
+    hu = np.asarray(hu, dtype=np.float32)
+    if average:
+        size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+        if (size > 1).any():
+            hu = ndimage.uniform_filter(hu, size, mode="nearest")
+    return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0)
+
+
 def values_in_ball(volume, affine, centre, outer_mm, inner_mm=0.0):
     """Values of the voxels whose centres lie between ``inner_mm`` and ``outer_mm`` from
     ``centre`` (LPS mm): a sphere, or with ``inner_mm`` > 0 a shell."""

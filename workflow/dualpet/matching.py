@@ -28,6 +28,7 @@ from dualpet.interchange import lesion_id, write_crop, write_voi
 from dualpet.io import write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
+from dualpet.settings import default
 
 #: Crop margin around a VOI (mm): covers the SUVpeak sphere (6.2 mm) and display context.
 CROP_MARGIN_MM = 12.0
@@ -248,13 +249,13 @@ def build_lesions(
     out_index,
     out_crops,
     *,
-    tolerance_mm=15.0,
-    fraction=0.41,
-    neighbourhood_mm=10.0,
+    tolerance_mm=default("matching.tolerance_mm"),
+    fraction=default("voi.isocontour"),
+    neighbourhood_mm=default("voi.neighbourhood_mm"),
     ref_ct=None,
     ref_anatomy=None,
     out_vois=None,
-    reader_masks="contour",
+    reader_masks=default("voi.reader_masks"),
 ):
     """Match both tracers' lesions, write ``index.tsv`` and one crop per union lesion.
 

@@ -20,7 +20,7 @@ from dualpet.interchange import read_crop
 PEAK_RADIUS_MM = (3.0 * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
 
 
-def isocontour_voi(suv, region, fraction=0.41, seed=None):
+def isocontour_voi(suv, region, fraction, seed=None):
     """VOI = voxels >= ``fraction`` x SUVmax, connected to the maximum, in ``region``.
 
     Parameters

@@ -1,10 +1,12 @@
-"""NIfTI output: images with explicit RAS affines and nothing else in the header."""
+"""NIfTI images: output with explicit RAS affines and nothing else in the header, and the
+label images a studies sheet may give (masks, organ maps) read onto a grid."""
 
 from __future__ import annotations
 
 import nibabel as nib
+import numpy as np
 
-from dualpet.geometry import ras_affine
+from dualpet.geometry import lps_affine, nearest_on_grid, ras_affine
 from dualpet.io import atomic_path
 
 
@@ -25,3 +27,30 @@ def nifti_image(data, affine_lps):
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     return img
+
+
+def read_label_image(path, what="mask"):
+    """A NIfTI label image as (int32 array, voxel->LPS affine); a clear error if unusable."""
+    from dualpet.errors import DualpetInputError, redact_paths
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise DualpetInputError(f"{what} (studies sheet): not a readable NIfTI image ({redact_paths(exc)})") from exc
+    if data.ndim != 3:
+        raise DualpetInputError(f"{what} (studies sheet): expected a 3-D label image, got shape {data.shape}")
+    return np.rint(data).astype(np.int32), lps_affine(img.affine)
+
+
+def labels_on_grid(path, shape, affine_lps, what="mask"):
+    """A NIfTI label image (any grid) resampled onto a grid by nearest neighbour through
+    world coordinates: int32 array of ``shape``, 0 outside the label image."""
+    return nearest_on_grid(*read_label_image(path, what), shape, affine_lps)
+
+
+def mask_on_grid(mask_path, labels, shape, affine_lps):
+    """Boolean mask of the selected ``labels`` (None or empty: every non-zero label) of a
+    NIfTI label image on a grid (see :func:`labels_on_grid`)."""
+    data = labels_on_grid(mask_path, shape, affine_lps, "exclusion mask")
+    return np.isin(data, list(labels)) if labels else data != 0

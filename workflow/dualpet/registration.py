@@ -55,6 +55,7 @@ from dualpet.errors import DualpetInputError
 from dualpet.geometry import LPS_TO_RAS
 from dualpet.io import atomic_path, write_json
 from dualpet.nifti import save_nifti
+from dualpet.settings import default
 
 __all__ = [
     "register_ct",
@@ -399,7 +400,16 @@ def _run_stage(name, reg, fixed, moving):
 # ---------------------------------------------------------------------- registration
 
 
-def register_ct(fixed_ct, moving_ct, out_tfm, out_qc_json=None, *, threads=1, grid_mm=4.0, affine=False) -> dict:
+def register_ct(
+    fixed_ct,
+    moving_ct,
+    out_tfm,
+    out_qc_json=None,
+    *,
+    threads=1,
+    grid_mm=default("registration.grid_mm"),
+    affine=default("registration.affine"),
+) -> dict:
     """Rigidly register the index CT (moving) to the reference CT (fixed).
 
     Parameters
@@ -610,7 +620,7 @@ PET_CT_HU_WINDOW = (-1000.0, 200.0)
 PET_CT_BINS = 64
 
 
-def register_pet_to_ct(pet_suv, pet_affine, ct_hu, ct_affine, *, threads=1, grid_mm=4.0):
+def register_pet_to_ct(pet_suv, pet_affine, ct_hu, ct_affine, *, threads=1, grid_mm=default("registration.grid_mm")):
     """Rigid PET-to-CT registration for a PET and a CT that do not share a frame of reference.
 
     Mattes mutual information between the PET (SUVbw on its native grid, clipped at

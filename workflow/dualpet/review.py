@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualpet.geometry import world_to_voxel
+from dualpet.settings import default
 
 #: A decision's position belongs to a lesion whose region holds it or whose peak is
 #: within this distance (mm): a click on a lesion's rim, or on its maximum in another
@@ -52,15 +53,18 @@ def _which(lesions, affine, point):
     return best[1] if best else None
 
 
-def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_radius_mm=10.0, where=""):
+def apply_decisions(
+    suv, affine, labels, lesions, rejected, decisions, *, seed_radius_mm=default("detection.seed_radius_mm"), where=""
+):
     """Apply a study's decisions. ``lesions`` carry ``label`` (their value in ``labels``).
 
     Returns ``(labels, lesions, rejected, record)``: the renumbered label image, the
     lesions (with ``origin``), the rejected candidates (reader rejections added) and one
     record per decision (``applied``: what was done, or why nothing was).
     """
+    from dualpet.detection.reader import lesions_from_seeds
+    from dualpet.detection.regions import number_lesions
     from dualpet.errors import DualpetInputError
-    from dualpet.segmentation import _number, lesions_from_seeds
 
     for les in lesions:
         les.setdefault("origin", "automatic")
@@ -115,7 +119,7 @@ def apply_decisions(suv, affine, labels, lesions, rejected, decisions, *, seed_r
                 lesions.append(added)
                 entry["applied"] = f"added a lesion with its peak at {np.round(added['peak_lps'], 1).tolist()}"
         record.append(entry)
-    labels = _number(lesions, labels.shape)
+    labels = number_lesions(lesions, labels.shape)
     return labels, lesions, rejected, record
 
 

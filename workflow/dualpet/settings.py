@@ -74,19 +74,22 @@ def defaults(section):
 
 def complete(section, given=None):
     """``given`` (a section of a config, possibly partial or None) with every missing
-    setting at its default, nested sections merged key by key; unknown keys are refused
-    (a misspelt setting would otherwise be ignored).
+    setting at its default, nested sections merged key by key; the given keys keep their
+    order, the defaults follow. Unknown keys are refused (a misspelt setting would
+    otherwise be ignored).
 
-    >>> complete("voi", {"isocontour": 0.5})["neighbourhood_mm"]
-    10.0
+    >>> complete("voi", {"isocontour": 0.5})
+    {'isocontour': 0.5, 'neighbourhood_mm': 10.0, 'reader_masks': 'contour'}
     """
-    out = defaults(section)
     known = spec(section).get("properties", {})
+    out = {}
     for key, value in (given or {}).items():
         if key not in known:
-            raise KeyError(f"unknown setting {section}.{key}")
-        if isinstance(out.get(key), dict) and isinstance(value, dict) and "properties" in known[key]:
-            out[key] = complete(f"{section}.{key}", value)
-        else:
-            out[key] = value
+            from dualpet.errors import DualpetInputError
+
+            raise DualpetInputError(f"unknown setting {section}.{key} (known: {', '.join(known)})")
+        nested = known[key].get("type") == "object" and "properties" in known[key]
+        out[key] = complete(f"{section}.{key}", value) if nested and isinstance(value, dict) else value
+    for key, value in defaults(section).items():
+        out.setdefault(key, value)
     return out

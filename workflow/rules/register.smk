@@ -19,7 +19,7 @@ rule register:
     params:
         code=code_version("register"),
         grid_mm=config["registration"]["grid_mm"],
-        affine="--affine" if config["registration"]["affine"] else "",
+        affine="--affine" if config["registration"]["affine"] else "--no-affine",
     shell:
         '"$DUALPET_PYTHON" -m dualpet register --fixed={input.fixed:q} --moving={input.moving:q}'
         " --tfm={output.tfm:q} --qc={output.qc:q} --threads={threads}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dualpet.interchange import LESION_METRICS
+from dualpet.settings import default
 
 #: Uptake metrics analysed, in report order; ``{tracer}_{metric}`` columns of lesions.tsv.
 METRICS = LESION_METRICS
@@ -24,8 +25,8 @@ ANALYSES = {
     "patient_wilcoxon": "Wilcoxon signed-rank test on per-patient mean differences",
     "lesion_wilcoxon": "Wilcoxon signed-rank test over lesions (descriptive: lesions are clustered)",
 }
-#: The default primary endpoint (config ``statistics.primary``).
-DEFAULT_PRIMARY = {"metric": "suvmax", "lesion_set": "both", "analysis": "log_ratio"}
+#: The default primary endpoint (config ``statistics.primary``; its defaults are the schema's).
+DEFAULT_PRIMARY = default("statistics.primary")
 #: Multiplicity adjustment of the exploratory tests (config ``statistics.adjust``).
 ADJUSTMENTS = ("holm", "none")
 
