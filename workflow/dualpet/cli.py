@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from dualpet.steps import STEPS
+
 
 def _cmd_synth(a):
     from dualpet.synth import generate_cohort
@@ -460,11 +462,31 @@ class _SettingSwitch(argparse.BooleanOptionalAction):
     help = _Setting.help
 
 
-def setting(s, flag, name, **kwargs):
-    """Add the option ``flag`` of subcommand parser ``s`` for the config setting ``name``
-    (``boolean``: a ``--flag``/``--no-flag`` switch)."""
-    boolean = kwargs.pop("boolean", False)
-    return s.add_argument(flag, action=_SettingSwitch if boolean else _Setting, setting=name, **kwargs)
+def _add_step(sub, command):
+    """The subcommand of a workflow step, its options from :data:`dualpet.steps.STEPS`."""
+    step = STEPS[command]
+    s = sub.add_parser(command, help=step.help)
+    for opt in step.options:
+        if not opt.flags:
+            s.add_argument(opt.dest, help=opt.help)
+            continue
+        kwargs = {"dest": opt.name, "help": opt.help}
+        if opt.setting:
+            kwargs.update(action=_SettingSwitch if opt.switch else _Setting, setting=opt.setting)
+            if opt.encode == "json":
+                kwargs["encode"] = json.dumps
+        elif opt.many:
+            kwargs.update(nargs="*", default=[])
+        elif opt.required:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = opt.default
+        if opt.type is not None:
+            kwargs["type"] = opt.type
+        s.add_argument(*opt.flags, **kwargs)
+    s.set_defaults(func=globals()[f"_cmd_{command.replace('-', '_')}"])
+    if step.isolate:
+        isolation(s, **step.io())
 
 
 def _run_folder_arguments(s):
@@ -475,11 +497,6 @@ def _run_folder_arguments(s):
     s.add_argument(
         "--workdir", default=".", help="the working directory Snakemake runs in (its .snakemake/ tells what runs)"
     )
-
-
-def _name_arguments(s):
-    s.add_argument("--reference-name", default="", help="the reference tracer's display name (config tracer_names)")
-    s.add_argument("--index-name", default="", help="the index tracer's display name (config tracer_names)")
 
 
 def isolation(s, *, inputs=(), outputs=(), dirs=()):
@@ -495,15 +512,6 @@ def isolation(s, *, inputs=(), outputs=(), dirs=()):
         with contextlib.suppress(argparse.ArgumentError):  # most steps have them already
             s.add_argument(name, default="")
     s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs)})
-
-
-def _study_arguments(s):
-    """A study folder and its studies-sheet row (patient, tracer, optional series UIDs)."""
-    s.add_argument("dicom_dir")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--tracer", required=True)
-    s.add_argument("--pet-series", default="")
-    s.add_argument("--ct-series", default="")
 
 
 #: Help of the options shared by several subcommands, by option (one name, one meaning
@@ -646,133 +654,6 @@ def build_parser():
     )
     s.set_defaults(func=_cmd_suv)
 
-    s = sub.add_parser("convert", help="[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json")
-    _study_arguments(s)
-    s.add_argument("--ct", required=True)
-    s.add_argument("--pet", required=True)
-    s.add_argument("--json", required=True)
-    s.add_argument("--inspect", default="", help="the study's inspect.json: a refused study is not converted")
-    s.set_defaults(func=_cmd_convert)
-    isolation(s, outputs=["ct", "pet", "json"])
-
-    s = sub.add_parser("inspect", help="[workflow] header-only check of a study folder -> ok/error JSON")
-    _study_arguments(s)
-    s.add_argument("-o", "--output", required=True)
-    s.add_argument("--fingerprint", default="", help="the folder's content fingerprint (recorded)")
-    s.add_argument("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)")
-    s.add_argument("--other-tracer", default="")
-    setting(s, "--max-uncovered-fraction", "inspection.max_uncovered_fraction", type=float)
-    s.set_defaults(func=_cmd_inspect)
-
-    s = sub.add_parser("register", help="[workflow] index CT -> reference CT, ITK transform file")
-    s.add_argument("--fixed", required=True, help="reference study CT (NIfTI)")
-    s.add_argument("--moving", required=True, help="index study CT (NIfTI)")
-    s.add_argument("--tfm", required=True)
-    s.add_argument("--qc", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    setting(s, "--grid-mm", "registration.grid_mm", type=float)
-    setting(s, "--affine", "registration.affine", boolean=True)
-    s.set_defaults(func=_cmd_register)
-    isolation(s, inputs=["fixed", "moving"], outputs=["tfm", "qc"])
-
-    s = sub.add_parser("registration-views", help="[workflow] index CT/PET in the reference space + QC picture")
-    s.add_argument("--reference-ct", required=True)
-    s.add_argument("--index-ct", required=True)
-    s.add_argument("--index-pet", required=True)
-    s.add_argument("--tfm", required=True)
-    s.add_argument("--ct-out", required=True)
-    s.add_argument("--pet-out", required=True)
-    s.add_argument("--png", required=True)
-    s.add_argument("--title", default="")
-    s.set_defaults(func=_cmd_registration_views)
-    isolation(s, inputs=["reference_ct", "index_ct", "index_pet", "tfm"], outputs=["ct_out", "pet_out", "png"])
-
-    s = sub.add_parser("anatomy", help="[workflow] organ label map of one study's CT")
-    s.add_argument("--ct", required=True)
-    s.add_argument("--labels", required=True, help="organ label map out (NIfTI, CT grid, TotalSegmentator v2 numbers)")
-    s.add_argument("--json", required=True)
-    s.add_argument("--png", default="", help="the organ map's QC picture to write (PNG)")
-    setting(s, "--method", "anatomy.method")
-    s.add_argument(
-        "--organ-mask", default="", help="the study's organ map from the studies sheet (replaces the method)"
-    )
-    setting(
-        s,
-        "--offset-mm",
-        "background.offset_mm",
-        encode=json.dumps,
-        help="JSON [x, y]: the descending aorta's expected offset from the vertebral body (mm, LPS x and y)",
-    )
-    setting(
-        s,
-        "--totalsegmentator-args",
-        "anatomy.totalsegmentator_args",
-        encode=json.dumps,
-        help="JSON list of extra TotalSegmentator arguments",
-    )
-    s.set_defaults(func=_cmd_anatomy)
-    isolation(s, inputs=["ct", "organ_mask"], outputs=["labels", "json", "png"])
-
-    s = sub.add_parser("segment", help="[workflow] background VOI and lesion detection for one study")
-    s.add_argument("--ct", required=True)
-    s.add_argument("--anatomy", required=True, help="the study's organ label map (anatomy step)")
-    s.add_argument("--pet", required=True)
-    s.add_argument("--labels", required=True)
-    s.add_argument("--json", required=True)
-    s.add_argument(
-        "--detection",
-        default="{}",
-        help="detection settings as a JSON object (the config's detection section; a setting left out takes "
-        "the config's default)",
-    )
-    s.add_argument(
-        "--background", default="{}", help="background settings as a JSON object (the config's background section)"
-    )
-    s.add_argument("--exclusion", default="", help="NIfTI label image of physiological uptake (optional)")
-    s.add_argument("--background-at", default="", help="background VOI centre 'x,y,z' (LPS mm), overriding the search")
-    s.add_argument("--background-png", default="", help="QC picture of the background VOI")
-    s.add_argument("--background-mask", default="", help="NIfTI mask of the background region, overriding the search")
-    s.add_argument("--lesion-mask", default="", help="NIfTI label image of the reader's lesions (method 'masks')")
-    s.add_argument("--seeds", default="", help="reader's lesion seeds 'x,y,z;x,y,z' in LPS mm (method 'seeds')")
-    s.add_argument("--patient", default="")
-    s.add_argument("--tracer", default="")
-    s.add_argument("--review", default="", help="this study's reader decisions (JSON list; see dualpet.review)")
-    s.add_argument(
-        "--dicom-dir",
-        default="",
-        help="the study's DICOM folder: a DICOM lesion mask must be of its PET (frame of reference, patient)",
-    )
-    s.add_argument("--pet-series", default="", help="the PET series named in the studies sheet, if any")
-    s.set_defaults(func=_cmd_segment)
-    isolation(s, inputs=["ct", "pet", "anatomy"], outputs=["labels", "json", "background_png"])
-
-    s = sub.add_parser("review-page", help="[workflow] a patient's self-contained review page (HTML)")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    _name_arguments(s)
-    s.add_argument("--lesions", required=True, help="the patient's lesions.tsv")
-    for side in ("ref", "idx"):
-        for what in ("pet", "ct", "voi", "seg"):
-            s.add_argument(f"--{side}-{what}", required=True)
-    s.add_argument("-o", "--output", required=True)
-    s.add_argument("--mip", default=None, help="also write the MIP panel as a PNG here")
-    s.add_argument(
-        "--transform",
-        default=None,
-        help="the registration (reference -> index): rejected candidates shown in the other study too",
-    )
-    s.set_defaults(func=_cmd_review_page)
-    isolation(
-        s,
-        inputs=[
-            "lesions",
-            "transform",
-            *(f"{side}_{w}" for side in ("ref", "idx") for w in ("pet", "ct", "voi", "seg")),
-        ],
-        outputs=["output", "mip"],
-    )
-
     s = sub.add_parser(
         "status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)"
     )
@@ -804,137 +685,8 @@ def build_parser():
     s.add_argument("-o", "--output", default=None)
     s.set_defaults(func=_cmd_review_pin)
 
-    s = sub.add_parser("match", help="[workflow] cross-tracer matching and per-lesion crops")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    for side in ("ref", "idx"):
-        for what in ("pet", "labels", "seg"):
-            s.add_argument(f"--{side}-{what}", required=True)
-    s.add_argument("--ref-ct", required=True)
-    s.add_argument("--ref-anatomy", required=True, help="the reference study's organ label map")
-    s.add_argument("--transform", required=True)
-    setting(s, "--tolerance-mm", "matching.tolerance_mm", type=float)
-    setting(s, "--fraction", "voi.isocontour", type=float)
-    setting(s, "--reader-masks", "voi.reader_masks")
-    setting(s, "--neighbourhood-mm", "voi.neighbourhood_mm", type=float)
-    s.add_argument("--index-out", required=True)
-    s.add_argument("--crops-out", required=True)
-    s.add_argument("--ref-voi-out", default="", help="the reference study's final VOIs (label k = lesion Lk)")
-    s.add_argument("--idx-voi-out", default="", help="the index study's final VOIs (label k = lesion Lk)")
-    s.set_defaults(func=_cmd_match)
-    isolation(
-        s,
-        inputs=[
-            "ref_pet",
-            "ref_labels",
-            "ref_seg",
-            "ref_ct",
-            "ref_anatomy",
-            "idx_pet",
-            "idx_labels",
-            "idx_seg",
-            "transform",
-        ],
-        outputs=["index_out", "ref_voi_out", "idx_voi_out"],
-        dirs=["crops_out"],
-    )
-
-    s = sub.add_parser("export-seg", help="[workflow] a study's final VOIs as a DICOM-SEG over its original PET series")
-    _study_arguments(s)
-    s.add_argument("--voi", required=True, help="the study's voi.nii.gz (label k = lesion Lk)")
-    s.add_argument("--inspect", default="", help="the study's inspect.json (an excluded study exports nothing)")
-    s.add_argument("-o", "--output", required=True)
-    s.set_defaults(func=_cmd_export_seg)
-    isolation(s, inputs=["voi", "inspect"], outputs=["output"])
-
-    s = sub.add_parser("lesion-metrics", help="[workflow] metrics of one lesion from its crop")
-    s.add_argument("crop")
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    s.add_argument("-o", "--output", required=True)
-    s.set_defaults(func=_cmd_lesion_metrics)
-    isolation(s, inputs=["crop"], outputs=["output"])
-
-    s = sub.add_parser("patient-table", help="[workflow] join one patient's lesion index and metrics")
-    s.add_argument("--patient", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    s.add_argument("--index-tsv", required=True)
-    s.add_argument("--metrics", nargs="*", default=[])
-    s.add_argument("--ref-seg", required=True)
-    s.add_argument("--idx-seg", required=True)
-    s.add_argument("--ref-pet-json", default="")
-    s.add_argument("--idx-pet-json", default="")
-    s.add_argument(
-        "--ref-anatomy", default="", help="the reference study's anatomy.json (organs dropped as implausible)"
-    )
-    s.add_argument("--idx-anatomy", default="", help="the index study's anatomy.json")
-    s.add_argument("--registration-qc", required=True)
-    s.add_argument("--lesions-out", required=True)
-    s.add_argument("--patient-out", required=True)
-    s.set_defaults(func=_cmd_patient_table)
-    isolation(
-        s,
-        inputs=[
-            "index_tsv",
-            "metrics",
-            "ref_seg",
-            "idx_seg",
-            "ref_pet_json",
-            "idx_pet_json",
-            "ref_anatomy",
-            "idx_anatomy",
-            "registration_qc",
-        ],
-        outputs=["lesions_out", "patient_out"],
-    )
-
-    s = sub.add_parser("cohort", help="[workflow] merge per-patient tables into the cohort tables")
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    s.add_argument("--lesions", nargs="*", default=[])
-    s.add_argument("--patients", nargs="*", default=[])
-    s.add_argument(
-        "--outputs", nargs="*", default=[], help="the patients' other outputs (placeholders name exclusions)"
-    )
-    s.add_argument("--clinical", default="")
-    s.add_argument("--lesions-out", required=True)
-    s.add_argument("--patients-out", required=True)
-    s.add_argument("--tables-out", default=None, help="also write both tables as one HTML page (the report's)")
-    s.set_defaults(func=_cmd_cohort)
-
-    s = sub.add_parser("stats", help="[workflow] cohort statistics -> summary.json, summary.md")
-    s.add_argument("--lesions", required=True)
-    s.add_argument("--patients", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    _name_arguments(s)
-    for what in ("metric", "lesion_set", "analysis"):
-        setting(s, f"--primary-{what.split('_')[-1]}", f"statistics.primary.{what}")
-    setting(s, "--adjust", "statistics.adjust")
-    s.add_argument("--json", required=True)
-    s.add_argument("--md", required=True)
-    s.add_argument("--html", default=None, help="also write the report as HTML (the Snakemake report's page)")
-    s.set_defaults(func=_cmd_stats)
-
-    s = sub.add_parser("figures", help="[workflow] cohort figures (PNG, SVG) and the detection table by region")
-    s.add_argument("--lesions", required=True)
-    s.add_argument("--patients", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--index", required=True)
-    _name_arguments(s)
-    setting(s, "--metric", "statistics.primary.metric", help="the metric drawn")
-    setting(s, "--lesion-set", "statistics.primary.lesion_set", help="the lesion set drawn: both, reference or union")
-    s.add_argument("--outdir", required=True)
-    s.set_defaults(func=_cmd_figures)
-
-    s = sub.add_parser(
-        "check-cohort", help="[workflow] fail (exit 1) while any patient is excluded; else write a status"
-    )
-    s.add_argument("patients", help="the cohort's patients.tsv")
-    s.add_argument("-o", "--output", required=True)
-    s.set_defaults(func=_cmd_check_cohort)
+    for command in STEPS:
+        _add_step(sub, command)
     _fill_help(p)
     return p
 

@@ -47,20 +47,11 @@ def _module_file(name):
     return base.with_suffix(".py") if base.with_suffix(".py").exists() else None
 
 
-def _isolated_commands(tree):
-    """Commands whose parser calls ``isolation(s, ...)`` (they also run dualpet.failures)."""
-    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_parser")
-    isolated, current = set(), None
-    for stmt in build.body:
-        call = stmt.value if isinstance(stmt, (ast.Assign, ast.Expr)) else None
-        if not isinstance(call, ast.Call):
-            continue
-        func = call.func
-        if isinstance(func, ast.Attribute) and func.attr == "add_parser" and call.args:
-            current = ast.literal_eval(call.args[0])
-        elif isinstance(func, ast.Name) and func.id == "isolation" and current:
-            isolated.add(current)
-    return isolated
+def _isolated_commands():
+    """Commands run with ``--isolate-failures`` (they also run dualpet.failures)."""
+    from dualpet.steps import STEPS  # standard library only, like this module
+
+    return {command for command, step in STEPS.items() if step.isolate}
 
 
 @cache
@@ -90,7 +81,7 @@ def _command_roots(command):
                 third |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in funcs:
                 todo.append(node.func.id)
-    if command in _isolated_commands(tree):
+    if command in _isolated_commands():
         mods.add("dualpet.failures")
     code = "\n".join(ast.get_source_segment(source, funcs[name]) for name in sorted(seen))
     return frozenset(mods), frozenset(third - set(sys.stdlib_module_names)), code

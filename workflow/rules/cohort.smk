@@ -55,11 +55,7 @@ rule cohort:
         index=IDX,
         code=code_version("cohort"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet cohort --reference={params.reference:q} --index={params.index:q}'
-        " --lesions {input.lesions:q} --patients {input.patients:q}"
-        " --outputs {input.outputs:q} --clinical={input.clinical:q}"
-        " --lesions-out={output.lesions:q} --patients-out={output.patients:q} --tables-out={output.tables:q}"
-        " > {log:q} 2>&1"
+        step_shell("cohort")
 
 
 rule figures:
@@ -115,10 +111,7 @@ rule figures:
         captions=figure_captions(),
         code=code_version("figures"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet figures --reference={params.reference:q} --index={params.index:q}'
-        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
-        " --metric={params.metric:q} --lesion-set={params.lesion_set:q}"
-        " --lesions={input.lesions:q} --patients={input.patients:q} --outdir={params.outdir:q} > {log:q} 2>&1"
+        step_shell("figures")
 
 
 rule stats:
@@ -155,12 +148,7 @@ rule stats:
         idx_name=NAMES[IDX],
         code=code_version("stats"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet stats --reference={params.reference:q} --index={params.index:q}'
-        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
-        " --primary-metric={params.metric:q} --primary-set={params.lesion_set:q}"
-        " --primary-analysis={params.analysis:q} --adjust={params.adjust:q}"
-        " --lesions={input.lesions:q} --patients={input.patients:q}"
-        " --json={output.json:q} --md={output.md:q} --html={output.html:q} > {log:q} 2>&1"
+        step_shell("stats")
 
 
 rule check_cohort:
@@ -184,4 +172,4 @@ rule check_cohort:
     params:
         code=code_version("check-cohort"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet check-cohort {input.patients:q} -o {output:q} 2>&1 | tee {log:q}'
+        step_shell("check-cohort")

@@ -14,6 +14,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
 from dualpet.files import folder_fingerprint  # noqa: E402
+from dualpet.steps import shell as step_shell  # noqa: E402
 from dualpet.sheets import (  # noqa: E402
     SheetError,
     check_columns,

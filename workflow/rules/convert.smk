@@ -24,12 +24,7 @@ rule inspect:
         other_tracer=lambda wc: IDX if wc.tracer == REF else REF,
         max_uncovered=config["inspection"]["max_uncovered_fraction"],
     shell:
-        '"$DUALPET_PYTHON" -m dualpet inspect {params.dicom:q} --patient={wildcards.patient:q}'
-        " --tracer={wildcards.tracer:q} -o {output:q}"
-        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
-        " --fingerprint={params.fingerprint:q} --other-dicom={params.other_dicom:q}"
-        " --other-tracer={params.other_tracer:q} --max-uncovered-fraction={params.max_uncovered}"
-        " > {log:q} 2>&1"
+        step_shell("inspect")
 
 
 rule convert:
@@ -56,8 +51,4 @@ rule convert:
         pet_series=study_value("pet_series"),
         ct_series=study_value("ct_series"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet convert {params.dicom:q} --inspect={input.inspect:q}'
-        " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
-        " --ct={output.ct:q} --pet={output.pet:q} --json={output.json:q}"
-        " --pet-series={params.pet_series:q} --ct-series={params.ct_series:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("convert")

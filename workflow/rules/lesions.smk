@@ -34,17 +34,7 @@ checkpoint match:
         neighbourhood=config["voi"]["neighbourhood_mm"],
         reader_masks=config["voi"]["reader_masks"],
     shell:
-        '"$DUALPET_PYTHON" -m dualpet match --patient={wildcards.patient:q}'
-        " --reference={params.reference:q} --index={params.index:q}"
-        " --ref-pet={input.ref_pet:q} --ref-labels={input.ref_labels:q}"
-        " --ref-seg={input.ref_seg:q} --ref-ct={input.ref_ct:q} --ref-anatomy={input.ref_anatomy:q}"
-        " --idx-pet={input.idx_pet:q} --idx-labels={input.idx_labels:q}"
-        " --idx-seg={input.idx_seg:q} --transform={input.tfm:q}"
-        " --tolerance-mm={params.tolerance} --fraction={params.fraction}"
-        " --neighbourhood-mm={params.neighbourhood} --reader-masks={params.reader_masks:q}"
-        " --index-out={output.index:q} --crops-out={output.crops:q}"
-        " --ref-voi-out={output.ref_voi:q} --idx-voi-out={output.idx_voi:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("match")
 
 
 rule export_seg:
@@ -71,21 +61,16 @@ rule export_seg:
         runtime=10,
     params:
         code=code_version("export-seg"),
-        reference=REF,
-        index=IDX,
+        ref_tracer=REF,
+        idx_tracer=IDX,
         ref_dicom=study_value("dicom_dir", REF),
         ref_series=study_value("pet_series", REF),
         idx_dicom=study_value("dicom_dir", IDX),
         idx_series=study_value("pet_series", IDX),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet export-seg {params.ref_dicom:q} --patient={wildcards.patient:q}'
-        " --tracer={params.reference:q} --pet-series={params.ref_series:q}"
-        " --voi={input.ref_voi:q} --inspect={input.ref_inspect:q} -o {output.ref:q}"
-        " --isolate-failures > {log:q} 2>&1"
-        ' && "$DUALPET_PYTHON" -m dualpet export-seg {params.idx_dicom:q} --patient={wildcards.patient:q}'
-        " --tracer={params.index:q} --pet-series={params.idx_series:q}"
-        " --voi={input.idx_voi:q} --inspect={input.idx_inspect:q} -o {output.idx:q}"
-        " --isolate-failures >> {log:q} 2>&1"
+        step_shell("export-seg", side="ref")
+        + " && "
+        + step_shell("export-seg", side="idx", log=" >> {log:q} 2>&1")
 
 
 rule lesion_metrics:
@@ -109,8 +94,7 @@ rule lesion_metrics:
         index=IDX,
         code=code_version("lesion-metrics"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet lesion-metrics {input:q} --reference={params.reference:q} --index={params.index:q}'
-        " -o {output:q} --patient={wildcards.patient:q} --isolate-failures > {log:q} 2>&1"
+        step_shell("lesion-metrics")
 
 
 rule patient_table:
@@ -143,15 +127,7 @@ rule patient_table:
         index=IDX,
         code=code_version("patient-table"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet patient-table --patient={wildcards.patient:q}'
-        " --reference={params.reference:q} --index={params.index:q}"
-        " --index-tsv={input.index:q} --metrics {input.metrics:q}"
-        " --ref-seg={input.ref_seg:q} --idx-seg={input.idx_seg:q}"
-        " --ref-pet-json={input.ref_pet_json:q} --idx-pet-json={input.idx_pet_json:q}"
-        " --ref-anatomy={input.ref_anatomy:q} --idx-anatomy={input.idx_anatomy:q}"
-        " --registration-qc={input.qc:q}"
-        " --lesions-out={output.lesions:q} --patient-out={output.patient:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("patient-table")
 
 
 rule review_page:
@@ -198,9 +174,4 @@ rule review_page:
         idx_name=NAMES[IDX],
         code=code_version("review-page"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet review-page --patient={wildcards.patient:q}'
-        " --reference={params.reference:q} --index={params.index:q} --lesions={input.lesions:q}"
-        " --reference-name={params.ref_name:q} --index-name={params.idx_name:q}"
-        " --ref-pet={input.ref_pet:q} --ref-ct={input.ref_ct:q} --ref-voi={input.ref_voi:q} --ref-seg={input.ref_seg:q}"
-        " --idx-pet={input.idx_pet:q} --idx-ct={input.idx_ct:q} --idx-voi={input.idx_voi:q} --idx-seg={input.idx_seg:q}"
-        " --transform={input.tfm:q} -o {output.page:q} --mip={output.mip:q} --isolate-failures > {log:q} 2>&1"
+        step_shell("review-page")

@@ -21,10 +21,7 @@ rule register:
         grid_mm=config["registration"]["grid_mm"],
         affine="--affine" if config["registration"]["affine"] else "--no-affine",
     shell:
-        '"$DUALPET_PYTHON" -m dualpet register --fixed={input.fixed:q} --moving={input.moving:q}'
-        " --tfm={output.tfm:q} --qc={output.qc:q} --threads={threads}"
-        " --grid-mm={params.grid_mm} {params.affine} --patient={wildcards.patient:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("register")
 
 
 rule registration_views:
@@ -57,8 +54,4 @@ rule registration_views:
         code=code_version("registration-views"),
         title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",
     shell:
-        '"$DUALPET_PYTHON" -m dualpet registration-views --reference-ct={input.reference_ct:q}'
-        " --index-ct={input.index_ct:q} --index-pet={input.index_pet:q} --tfm={input.tfm:q}"
-        " --ct-out={output.ct:q} --pet-out={output.pet:q} --png={output.png:q}"
-        " --title={params.title:q} --patient={wildcards.patient:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("registration-views")

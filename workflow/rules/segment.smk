@@ -28,11 +28,7 @@ rule anatomy:
         offset=json.dumps(config["background"]["offset_mm"]),
         ts_args=safe_json(config["anatomy"]["totalsegmentator_args"]),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet anatomy --ct={input.ct:q} --organ-mask={input.organ_mask:q}'
-        " --labels={output.labels:q} --json={output.json:q} --png={output.png:q}"
-        " --method={params.method:q} --offset-mm={params.offset:q} --totalsegmentator-args={params.ts_args:q}"
-        " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("anatomy")
 
 
 rule segment:
@@ -73,12 +69,4 @@ rule segment:
         dicom=with_lesion_mask("dicom_dir"),
         pet_series=with_lesion_mask("pet_series"),
     shell:
-        '"$DUALPET_PYTHON" -m dualpet segment --ct={input.ct:q} --pet={input.pet:q} --anatomy={input.anatomy:q}'
-        " --labels={output.labels:q} --json={output.json:q}"
-        " --detection={params.detection:q} --background={params.background:q}"
-        " --exclusion={input.exclusion:q} --background-at={params.background_at:q}"
-        " --background-png={output.png:q} --background-mask={input.background_mask:q}"
-        " --lesion-mask={input.lesion_mask:q} --seeds={params.seeds:q} --review={params.review:q}"
-        " --dicom-dir={params.dicom:q} --pet-series={params.pet_series:q}"
-        " --patient={wildcards.patient:q} --tracer={wildcards.tracer:q}"
-        " --isolate-failures > {log:q} 2>&1"
+        step_shell("segment")
