@@ -35,7 +35,7 @@ def _rules():
             if not m:
                 continue
             env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            cmd = re.search(r"-m dualpet ([\w-]+)", block)
+            cmd = re.search(r'step_shell\(\s*"([\w-]+)"', block) or re.search(r"-m dualpet ([\w-]+)", block)
             out[m.group(1)] = ((smk.parent / env.group(1)).resolve() if env else None, cmd.group(1) if cmd else None)
     return out
 

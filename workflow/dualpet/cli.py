@@ -59,9 +59,9 @@ def _cmd_suv(a):
 def _cmd_convert(a):
     if a.inspect:  # the header check refused the study: nothing to convert (decided before any heavy import)
         from dualpet.failures import UpstreamFailure, record
-        from dualpet.io import read_json
+        from dualpet.interchange import read_inspection
 
-        verdict = read_json(a.inspect)
+        verdict = read_inspection(a.inspect)
         if not verdict.get("ok"):
             raise UpstreamFailure([record("inspect", a.patient, a.tracer, verdict.get("error", "refused"))])
     from dualpet.convert import convert_study
@@ -384,12 +384,12 @@ def _cmd_stats(a):
 
 
 def _cmd_figures(a):
-    from dualpet.cohort import read_tsv
     from dualpet.figures import FIGURES, write_figures
+    from dualpet.interchange import read_table
 
     written = write_figures(
-        read_tsv(a.lesions),
-        read_tsv(a.patients),
+        read_table(a.lesions),
+        read_table(a.patients),
         a.reference,
         a.index,
         a.outdir,

@@ -9,25 +9,17 @@ import numpy as np
 import pandas as pd
 
 from dualpet.failures import read_failures, reasons
-from dualpet.interchange import LESION_METRICS, dropped_organs, read_segmentation, series_note
+from dualpet.interchange import (
+    LESION_METRICS,
+    dropped_organs,
+    lesion_columns,
+    read_pet_sidecar,
+    read_registration_qc,
+    read_segmentation,
+    read_table,
+    series_note,
+)
 from dualpet.io import read_json, write_json, write_tsv
-
-
-def read_tsv(path):
-    """A TSV the workflow wrote (lesion and cohort tables): empty cells are missing, patient
-    and lesion IDs and regions stay text (leading zeros kept)."""
-    return pd.read_csv(
-        path, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""]
-    )
-
-
-def lesion_columns(tracers):
-    cols = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region"]
-    for t in tracers:
-        cols += [f"{t}_detected"] + [f"{t}_{m}" for m in LESION_METRICS]
-    # additions (the contract allows new columns, never renames)
-    cols += [f"{t}_{k}" for t in tracers for k in ("voi_source", "voi_ml", "origin")] + ["match_distance_mm"]
-    return cols
 
 
 def patient_tables(
@@ -51,7 +43,7 @@ def patient_tables(
     pet_sidecars : dict tracer -> path of that study's pet.json (PET-to-CT registration).
     anatomy : dict tracer -> path of that study's anatomy.json (organs dropped as implausible).
     """
-    index = read_tsv(index_tsv)
+    index = read_table(index_tsv)
     metrics = {Path(p).stem: read_json(p) for p in metric_jsons}
     segs = {t: read_segmentation(segmentations[t]) for t in tracers}
     # where each tracer's lesion came from: automatic, reader-accepted, reader-added, ...
@@ -76,7 +68,7 @@ def patient_tables(
     lesions["region"] = lesions["region"].fillna("")
     write_tsv(out_lesions, lesions)
 
-    qc = read_json(registration_qc)
+    qc = read_registration_qc(registration_qc)
     summary = {"patient": patient}
     for t in tracers:
         seg = segs[t]
@@ -93,7 +85,7 @@ def patient_tables(
             summary[f"{t}_organs_dropped"] = dropped_organs(read_json(anatomy[t]))
         summary[f"{t}_threshold_suv"] = seg["threshold_suv"]
         if pet_sidecars and pet_sidecars.get(t):
-            sidecar = read_json(pet_sidecars[t])
+            sidecar = read_pet_sidecar(pet_sidecars[t])
             # 1: PET and CT did not share a frame of reference and were registered (pet.json)
             summary[f"{t}_pet_ct_registered"] = int(bool(sidecar.get("pet_to_ct_registration")))
             summary[f"{t}_series_note"] = series_note(sidecar.get("series_choice"))
@@ -172,7 +164,7 @@ def merge_cohort(
                 rows.append({**row, "status": "included", "excluded_reason": ""})
     for patient, recs in sorted(failed.items()):
         rows.append({"patient": patient, "status": "excluded", "excluded_reason": reasons(recs)})
-    frames = [read_tsv(p) for p in lesion_tsvs if placeholder[p] is None]
+    frames = [read_table(p) for p in lesion_tsvs if placeholder[p] is None]
     frames = [f[~f["patient"].isin(failed)] for f in frames if len(f)]
     frames = [f for f in frames if len(f)]
     cols = lesion_columns(tracers)

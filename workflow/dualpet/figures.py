@@ -37,6 +37,7 @@ import pandas as pd
 from dualpet.interchange import LESION_METRICS
 from dualpet.io import atomic_path, write_tsv
 from dualpet.stats.constants import LESION_SETS as STATS_LESION_SETS
+from dualpet.stats.detection import detected, detection_by_region
 from dualpet.stats.validate import excluded_mask, numbers
 
 __all__ = [
@@ -58,10 +59,6 @@ FIGURES = ("paired", "patient_ratios", "bland_altman", "detection_by_region")
 #: Lesion sets of the ratio figures (the statistics' estimands).
 LESION_SETS = tuple(STATS_LESION_SETS)
 
-#: Regions of lesions.tsv in table order (dualpet.matching); others follow alphabetically.
-REGION_ORDER = ("bone", "lung", "liver", "lymph node", "other", "unknown")
-#: Row label for lesions without a region (centroid outside the reference CT), and the total row.
-NO_REGION, TOTAL = "(no region)", "total"
 
 #: Figure size (inches) and resolution for the report page.
 FIGSIZE, DPI = (7.0, 5.0), 120
@@ -134,11 +131,6 @@ def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
     return numbers(frame[col])
 
 
-def _detected(frame: pd.DataFrame, tracer: str) -> np.ndarray:
-    """``{tracer}_detected == 1`` as booleans (missing counts as not detected)."""
-    return _num(frame, f"{tracer}_detected") == 1
-
-
 def _excluded_ids(patients: pd.DataFrame) -> list[str]:
     """Patients excluded by ``status`` (or, as in dualpet.stats, a non-empty ``excluded_reason``)."""
     if patients is None or len(patients) == 0 or "patient" not in patients.columns:
@@ -178,10 +170,10 @@ def paired_values(
     ref = _num(lesions, f"{reference}_{metric}")
     idx = _num(lesions, f"{index}_{metric}")
     if lesion_set == "both":
-        in_set = _detected(lesions, reference) & _detected(lesions, index)
+        in_set = detected(lesions, reference) & detected(lesions, index)
         not_in_set = f"not detected on both tracers (lesion set '{lesion_set}')"
     elif lesion_set == "reference":
-        in_set = _detected(lesions, reference)
+        in_set = detected(lesions, reference)
         not_in_set = f"not detected on {reference} (lesion set '{lesion_set}')"
     else:
         in_set = np.ones(n, bool)
@@ -298,54 +290,6 @@ def bland_altman(pairs: pd.DataFrame) -> dict:
         out[f"{key}_ratio"] = math.exp(v) if v is not None else None
     out["sd_diff"] = sd
     return out
-
-
-def _region_label(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return NO_REGION
-    text = str(value).strip()
-    return text if text and text.lower() != "nan" else NO_REGION
-
-
-def detection_by_region(lesions: pd.DataFrame, reference: str, index: str) -> pd.DataFrame:
-    """Cross-table of detection by region: one row per ``region`` present (in
-    :data:`REGION_ORDER`, then others alphabetically, then lesions without a region), then
-    ``total``; columns ``region``, ``lesions``, ``{reference}_detected``,
-    ``{index}_detected``, ``both_detected``, ``{reference}_only``, ``{index}_only``
-    (``{tracer}_detected == 1``; a missing flag counts as not detected)."""
-    if reference == index:
-        raise ValueError(f"reference and index tracer are both {reference!r}")
-    cols = [
-        "region",
-        "lesions",
-        f"{reference}_detected",
-        f"{index}_detected",
-        "both_detected",
-        f"{reference}_only",
-        f"{index}_only",
-    ]
-    r, i = _detected(lesions, reference), _detected(lesions, index)
-    regions = np.array(
-        [_region_label(v) for v in lesions["region"]] if "region" in lesions.columns else [NO_REGION] * len(lesions),
-        dtype=object,
-    )
-    present = set(regions.tolist())
-    order = [g for g in REGION_ORDER if g in present]
-    order += sorted(present - set(REGION_ORDER) - {NO_REGION}) + ([NO_REGION] if NO_REGION in present else [])
-
-    def row(name, sel):
-        return [
-            name,
-            int(sel.sum()),
-            int((sel & r).sum()),
-            int((sel & i).sum()),
-            int((sel & r & i).sum()),
-            int((sel & r & ~i).sum()),
-            int((sel & i & ~r).sum()),
-        ]
-
-    rows = [row(g, regions == g) for g in order] + [row(TOTAL, np.ones(len(regions), bool))]
-    return pd.DataFrame(rows, columns=cols)
 
 
 # --------------------------------------------------------------------------- captions

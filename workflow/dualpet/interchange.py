@@ -25,8 +25,71 @@ import numpy as np
 
 from dualpet.io import atomic_path, read_json, write_json
 
+#: The ``region`` values of ``lesions.tsv`` (:func:`dualpet.matching.region_label`), in table
+#: order; ``unknown``: the lesion lies outside the reference CT (no anatomy there).
+REGIONS = ("bone", "lung", "liver", "lymph node", "other", "unknown")
+REGION_UNKNOWN = "unknown"
+#: How tables name lesions without a region (an empty cell of an older or edited table).
+NO_REGION = "(no region)"
+
 #: Per-tracer lesion metrics: the contract's lesions.tsv columns ``{tracer}_{metric}``, in order.
 LESION_METRICS = ("suvmax", "suvmean", "suvpeak", "tbr", "tbr_mean", "mtv_ml", "tlg")
+
+#: ``patients.tsv`` columns that are neither per tracer (``{tracer}_...``) nor clinical (the
+#: clinical sheet's columns follow them).
+PATIENT_COLUMNS = (
+    "patient",
+    "status",
+    "excluded_reason",
+    "registration_ok",
+    "registration_body_dice",
+    "registration_warnings",
+)
+
+
+def index_columns(tracers):
+    """The columns of a patient's ``lesions/index.tsv`` (written by ``match``): one row per
+    union lesion, its position, region and how each tracer's VOI was found."""
+    cols = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]
+    return cols + [f"{t}_{k}" for t in tracers for k in ("detected", "voi_source", "label")]
+
+
+def lesion_columns(tracers):
+    """The columns of ``lesions.tsv`` (per patient and cohort), in the contract's order, then
+    the additions (the contract allows new columns, never renames)."""
+    cols = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region"]
+    for t in tracers:
+        cols += [f"{t}_detected"] + [f"{t}_{m}" for m in LESION_METRICS]
+    cols += [f"{t}_{k}" for t in tracers for k in ("voi_source", "voi_ml", "origin")] + ["match_distance_mm"]
+    return cols
+
+
+def read_table(path):
+    """A table the workflow wrote (``index.tsv``, ``lesions.tsv``, ``patients.tsv``): empty
+    cells are missing; patient and lesion IDs and regions stay text (leading zeros kept).
+    (The user's sheets are read by :func:`dualpet.sheets.read_tsv`, which checks them.)"""
+    import pandas as pd
+
+    return pd.read_csv(
+        path, sep="\t", dtype={"patient": str, "lesion": str, "region": str}, keep_default_na=False, na_values=[""]
+    )
+
+
+def read_inspection(path):
+    """A study's ``inspect.json`` verdict: ``ok`` and, when refused, ``error``."""
+    return read_json(path)
+
+
+def read_registration_qc(path):
+    """A patient's ``registration/qc.json``: ``ok``, ``dice_body_after``, ``warnings``, ..."""
+    return read_json(path)
+
+
+def read_pet_sidecar(path):
+    """A study's ``pet.json``: SUV factors, ``series_choice``, ``ct_coverage``,
+    ``pet_to_ct_registration``, ..."""
+    return read_json(path)
+
 
 #: Per-tracer fields of a lesion crop (``mode``: isocontour, reader_contour, mapped_from_{tracer} or
 #: outside_field_of_view).

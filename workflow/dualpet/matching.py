@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from dualpet.anatomy import BONE_HU_MIN, FAT_HU, LUNG_HU
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
-from dualpet.interchange import lesion_id, write_crop, write_voi
+from dualpet.interchange import REGION_UNKNOWN, index_columns, lesion_id, write_crop, write_voi
 from dualpet.io import write_tsv
 from dualpet.metrics import isocontour_voi
 from dualpet.registration import inverse_transform_points, transform_points
@@ -194,8 +194,6 @@ def carry_voi(voi, src_affine, dst_shape, dst_affine, dst_to_src, centre_dst, ra
 REGION_SHELL_MM = (5.0, 10.0)
 REGION_PARENCHYMA_SHARE, REGION_LUNG_SHARE, REGION_HILAR_LUNG_SHARE, REGION_TUMOUR_RADIUS_MM = 0.6, 0.4, 0.2, 15.0
 REGION_FAT_SHARE = 0.15
-#: The region of a lesion outside the reference CT (no anatomy there).
-REGION_UNKNOWN = "unknown"
 
 
 def region_label(ct_hu, ct_affine, point_lps, radius_mm=8.0, liver=None, lesion_radius_mm=0.0):
@@ -373,9 +371,7 @@ def build_lesions(
             }
         write_crop(out_crops / f"{lesion}.npz", fraction, crop)
         rows.append(row)
-    columns = ["patient", "lesion", "x_mm", "y_mm", "z_mm", "region", "match_distance_mm"]
-    columns += [f"{t}_{k}" for t in tracers for k in ("detected", "voi_source", "label")]
-    index = pd.DataFrame(rows, columns=columns)
+    index = pd.DataFrame(rows, columns=index_columns(tracers))
     for t, path in (out_vois or {}).items():
         write_voi(path, vois[t], studies[t]["affine"])
     write_tsv(out_index, index)

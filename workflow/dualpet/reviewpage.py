@@ -42,7 +42,7 @@ def _study(pet_path, ct_path, voi_path, seg_path):
     import nibabel as nib
 
     from dualpet.geometry import lps_affine
-    from dualpet.io import read_json
+    from dualpet.interchange import read_segmentation
 
     pet = nib.load(str(pet_path))
     ct = nib.load(str(ct_path))
@@ -53,7 +53,7 @@ def _study(pet_path, ct_path, voi_path, seg_path):
         "ct": np.asanyarray(ct.dataobj),
         "ct_affine": lps_affine(ct.affine),
         "voi": voi,
-        "seg": read_json(seg_path),
+        "seg": read_segmentation(seg_path)["record"],
     }
 
 
@@ -302,7 +302,7 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     there (the Snakemake report's per-patient picture). ``transform``: the registration
     (reference -> index; its file), to show rejected candidates in the other study too.
     ``names``: tracer -> display name."""
-    from dualpet.cohort import read_tsv
+    from dualpet.interchange import read_table
     from dualpet.io import write_text
 
     names = {t: (names or {}).get(t) or t for t in tracers}
@@ -310,7 +310,7 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         from dualpet.registration import load_transform
 
         transform = load_transform(transform)
-    lesions = read_tsv(lesions_tsv)
+    lesions = read_table(lesions_tsv)
     studies = {t: _study(p["pet"], p["ct"], p["voi"], p["segmentation"]) for t, p in studies_paths.items()}
     centroids = {t: _centroid_voxels(studies[t]["voi"]) for t in tracers}
     labels = {voi_label(les): les for les in lesions["lesion"]}

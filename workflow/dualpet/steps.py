@@ -80,7 +80,10 @@ PATIENT = Opt(("--patient",), "wildcards.patient", required=True)
 TRACER = Opt(("--tracer",), "wildcards.tracer", required=True)
 REFERENCE = par("--reference", required=True)
 INDEX = par("--index", required=True)
-NAMES = (par("--reference-name", "ref_name"), par("--index-name", "idx_name"))
+NAMES = (
+    par("--reference-name", "ref_name", help="the reference tracer's display name (config tracer_names)"),
+    par("--index-name", "idx_name", help="the index tracer's display name (config tracer_names)"),
+)
 
 
 @dataclass(frozen=True)

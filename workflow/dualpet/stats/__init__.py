@@ -51,13 +51,13 @@ def run(
     """Read the cohort tables, summarise them, write the JSON, the Markdown and (with
     ``out_html``) the same report as a self-contained HTML page, atomically. ``names``:
     tracer -> display name (config ``tracer_names``)."""
-    from dualpet.cohort import read_tsv
+    from dualpet.interchange import read_table
     from dualpet.io import write_json, write_text
     from dualpet.stats.report import render_html, render_markdown
     from dualpet.stats.summary import summarize
 
     summary = summarize(
-        read_tsv(lesions_tsv), read_tsv(patients_tsv), reference, index, primary=primary, adjust=adjust, names=names
+        read_table(lesions_tsv), read_table(patients_tsv), reference, index, primary=primary, adjust=adjust, names=names
     )
     write_json(out_json, summary)
     markdown = render_markdown(summary)

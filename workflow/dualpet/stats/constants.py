@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dualpet.interchange import LESION_METRICS
+from dualpet.interchange import LESION_METRICS, PATIENT_COLUMNS
 from dualpet.settings import default
 
 #: Uptake metrics analysed, in report order; ``{tracer}_{metric}`` columns of lesions.tsv.
@@ -68,14 +68,7 @@ LESION_CLUSTER_NOTE = (
 )
 
 #: patients.tsv columns that are neither tracer-specific nor clinical.
-NON_CLINICAL_COLUMNS = (
-    "patient",
-    "status",
-    "excluded_reason",
-    "registration_ok",
-    "registration_body_dice",
-    "registration_warnings",
-)
+NON_CLINICAL_COLUMNS = PATIENT_COLUMNS
 #: Status values (case-insensitive) that remove a patient from the analysis.
 EXCLUDED_STATUS = frozenset({"excluded", "exclude"})
 #: Text cells treated as missing when deciding whether a clinical column is numeric.

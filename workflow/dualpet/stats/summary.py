@@ -11,6 +11,7 @@ import pandas as pd
 from dualpet.errors import DualpetInputError
 from dualpet.stats import constants as C
 from dualpet.stats import inference as T
+from dualpet.stats.detection import detection_by_region
 from dualpet.stats.validate import excluded_mask, flags, numbers, validate
 
 SCHEMA_VERSION = 2
@@ -129,26 +130,13 @@ def _detection(patients, lesions, reference, index):
         "unit": "patient: lesions detected on the index tracer minus on the reference",
     }
     ldet["mcnemar"] = naive
-    regions = (
-        lesions["region"].fillna("").astype(str).replace("", "unassigned")
-        if "region" in lesions
-        else pd.Series(dtype=str)
-    )
-    ldet["by_region"] = []
-    for region in sorted(regions.unique()):
-        sel = (regions == region).to_numpy()
-        r, i = lflags["reference"][sel] == 1, lflags["index"][sel] == 1
-        ldet["by_region"].append(
-            {
-                "region": region,
-                "lesions": int(sel.sum()),
-                "reference": int(r.sum()),
-                "index": int(i.sum()),
-                "both": int((r & i).sum()),
-                "reference_only": int((r & ~i).sum()),
-                "index_only": int((~r & i).sum()),
-            }
-        )
+    table = detection_by_region(lesions, reference, index)
+    keys = {"reference": f"{reference}_detected", "index": f"{index}_detected", "both": "both_detected"}
+    keys |= {"reference_only": f"{reference}_only", "index_only": f"{index}_only"}
+    ldet["by_region"] = [
+        {"region": row["region"], "lesions": int(row["lesions"]), **{k: int(row[c]) for k, c in keys.items()}}
+        for _, row in table.iloc[:-1].iterrows()  # the regions; the total is the lesion counts above
+    ]
     return pdet, ldet, lflags
 
 
