@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualpet import consistency
-from dualpet.dicom import load_series, read_headers, scan_folder, select_series
+from dualpet.dicom import load_series, read_headers, select_in_folder
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import voxel_spacing
 from dualpet.io import write_json
@@ -57,14 +57,6 @@ def convert_pet(series, out, json_out=None, *, where, extra=None, register_to=No
     return sidecar
 
 
-def _select(dicom_dir, where, pet_series, ct_series):
-    series = scan_folder(dicom_dir)
-    try:
-        return select_series(series, pet_uid=pet_series or None, ct_uid=ct_series or None)
-    except DualpetInputError as exc:
-        raise DualpetInputError(f"{where}: {exc}{series.skipped_note()}") from exc
-
-
 def _with_skipped(exc, choice):
     """The error, with the folder's entries that were not read (why slices may be missing)."""
     note = choice.series.skipped_note() if choice is not None else ""
@@ -74,7 +66,7 @@ def _with_skipped(exc, choice):
 def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None):
     """Convert a PET/CT study folder (one row of the studies sheet)."""
     where = f"patient {patient}, {tracer}"
-    choice = _select(dicom_dir, where, pet_series, ct_series)
+    choice = select_in_folder(dicom_dir, where, pet_series, ct_series)
     try:
         return _convert(choice, where, patient, tracer, ct_out, pet_out, json_out)
     except DualpetInputError as exc:
@@ -138,7 +130,7 @@ def inspect_study(
     verdict = {"patient": patient, "tracer": tracer, "folder_fingerprint": fingerprint or None}
     choice = None
     try:
-        choice = _select(dicom_dir, where, pet_series, ct_series)
+        choice = select_in_folder(dicom_dir, where, pet_series, ct_series)
         pet, ct = choice.pet, choice.ct
         pet_headers, _, pet_geometry = read_headers(pet, label=where)
         ct_headers, _, ct_geometry = read_headers(ct, label=where)

@@ -507,6 +507,17 @@ def select_series(series, *, pet_uid=None, ct_uid=None):
     return Selection(pet=pet, ct=ct, pet_why=pet_why, ct_why=ct_why, series=series)
 
 
+def select_in_folder(dicom_dir, where, pet_series=None, ct_series=None):
+    """A study folder's series read (headers only) and its PET and CT chosen
+    (:func:`select_series`); a refusal names ``where`` and the folder's entries that were not
+    read (why a series may be missing)."""
+    series = scan_folder(dicom_dir)
+    try:
+        return select_series(series, pet_uid=pet_series or None, ct_uid=ct_series or None)
+    except DualpetInputError as exc:
+        raise DualpetInputError(f"{where}: {exc}{series.skipped_note()}") from exc
+
+
 @dataclass
 class Volume:
     """A stacked series: ``data[i, j, k]`` (column, row, slice), voxel->LPS ``affine``."""

@@ -124,12 +124,11 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from dualpet.convert import _select
-    from dualpet.dicom import read_headers
+    from dualpet.dicom import read_headers, select_in_folder
 
     where = f"patient {patient}, {tracer}"
     labels, affine = read_voi(voi_path)
-    choice = _select(dicom_dir, where, pet_series, None)
+    choice = select_in_folder(dicom_dir, where, pet_series)
     datasets, _, _ = read_headers(choice.pet, label=where)
     frames = frames_from_labels(labels, affine, datasets)
     present = [int(v) for v in np.unique(labels) if v > 0]
@@ -292,11 +291,10 @@ def check_reader_object(path, kind, dicom_dir, pet_series=None, *, where="", pat
     are named, never their values."""
     import pydicom
 
-    from dualpet.convert import _select
-    from dualpet.dicom import header_text
+    from dualpet.dicom import header_text, select_in_folder
 
     ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    pet = _select(dicom_dir, where, pet_series, None).pet
+    pet = select_in_folder(dicom_dir, where, pet_series).pet
     first = pet.headers[0]
     if kind == "SEG":
         frames = {header_text(ds, "FrameOfReferenceUID")}

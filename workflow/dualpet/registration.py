@@ -1,9 +1,10 @@
-"""Rigid CT-to-CT registration between the two studies of one patient.
+"""CT-to-CT registration between the two studies of one patient: rigid, then (by default,
+``registration.affine``) an affine stage kept only where it fits the body better.
 
 The reference study (e.g. FDG) and the index study (e.g. Pentixafor) of a patient
 are acquired days apart; within each study PET and CT share a frame of reference, so
-one rigid transform estimated between the two CTs maps every image of one study
-onto the other.
+one transform estimated between the two CTs maps every image of one study onto the
+other.
 
 Spaces and conventions
 ----------------------
@@ -37,7 +38,9 @@ follow the scan range rather than the anatomy. It is then optimised with Mattes
 mutual information and regular-step gradient descent (physical-shift parameter
 scales) over three resolution levels, sampling a fixed, seeded random subset of the
 masked voxels, in one thread (:data:`METRIC_THREADS`): the same transform for the same
-input on any machine and any core count.
+input on any machine and any core count. The affine stage starts from the rigid result
+and replaces it only if it raises the body-mask Dice by AFFINE_MIN_DICE_GAIN or more
+(weight change, breathing); on rigid motion the rigid transform is kept.
 """
 
 from __future__ import annotations
