@@ -55,13 +55,15 @@ report-check: report
 	$(BIN)/python tests/report_check.py results/report.html --shots $(CHECK_DIR) \
 	  --pages results/*/review.html $(CHECK_DIR)/clinical/results/*/review.html
 
+# Tests run on both cores (pytest-xdist), a module's tests in one worker (its fixtures once).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slurm and not campaign" --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slurm and not campaign" --durations=15
 
 # The whole reliability campaign (tests/reliability: DICOM corruptions, hostile sheets and
-# configs, each with its stated outcome); `make test` runs a short subset of it.
+# configs, each with its stated outcome; `make test` runs a short subset of it) and the
+# whole-run checks of tests/test_reliability.py (core counts, a killed run, hostile names).
 test-reliability: $(STAMP)
-	$(BIN)/python -m pytest tests/reliability -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider tests/reliability tests/test_reliability.py
 
 # The workflow on a real single-node SLURM (Debian's packages; needs root): the cluster is
 # started, a two-patient cohort runs through workflow/profiles/slurm and locally, the
@@ -72,9 +74,9 @@ test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -m slurm -s -p no:cacheprovider tests/test_slurm.py; \
 	  status=$$?; tests/slurm/cluster.sh stop; exit $$status
 
-# The developer's loop: everything but the end-to-end workflow runs (about a minute).
+# The developer's loop: the unit tests, without workflow runs and generated cohorts.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not slurm and not campaign"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not slurm and not campaign"
 
 # Python: ruff (lint and format, configured in pyproject.toml); the workflow: snakefmt and
 # Snakemake's own linter.

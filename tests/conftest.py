@@ -41,3 +41,15 @@ def tool_env():
     env["PATH"] = venv_bin() + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(REPO / "workflow") + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+#: Fixtures that make a test slow: a generated cohort, or subprocesses of the installed tools.
+SLOW_FIXTURES = frozenset({"cohort_dir", "truth", "tool_env"})
+
+
+def pytest_collection_modifyitems(items):
+    """A test using a generated cohort or running the tools is ``slow``: ``make test-fast``
+    (``-m "not slow"``) keeps the unit tests, which take seconds."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

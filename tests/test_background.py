@@ -165,6 +165,7 @@ def test_background_outside_the_pet_is_named():
             measure_at(suv, np.diag([4.0, 4.0, 4.0, 1.0]), [0.0, 0.0, 9000.0], method)
 
 
+@pytest.mark.slow
 def test_abdomen_only_field_of_view(tmp_path):
     """An abdomen-and-pelvis CT (no chest, contrast-enhanced): liver, kidneys, bladder and the
     abdominal aorta are still found (the contrast decision comes from the abdominal aorta),

@@ -14,6 +14,9 @@ from dualpet.geometry import apply_affine, lps_affine
 from dualpet.io import read_json
 from dualpet.synth import QUIRKS, generate_cohort
 
+#: Each test reads a generated cohort with every vendor quirk (make test-fast leaves them out).
+pytestmark = pytest.mark.slow
+
 #: rule the sidecar must name for each variant
 EXPECTED = {
     "philips_cnts": ("factor_source", "philips_suv_scale_factor"),

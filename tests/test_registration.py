@@ -28,6 +28,9 @@ from dualpet.registration import (
     transform_points,
 )
 
+#: Real registrations of phantom CTs (seconds each; make test-fast leaves them out).
+pytestmark = pytest.mark.slow
+
 # Anatomy centre in reference LPS mm: deliberately far from 0 (scanner coordinates).
 C0 = np.array([-23.7, 41.2, -612.5])
 SHAPE = (128, 128, 80)

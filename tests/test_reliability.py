@@ -23,7 +23,9 @@ from conftest import REPO
 from dualpet.geometry import ras_affine
 from dualpet.synth import generate_cohort
 
-pytestmark = pytest.mark.slow
+#: Whole runs repeated, killed and resumed (some four minutes together): the reliability
+#: campaign's, run by `make test-reliability` (CI runs it too), not by `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.campaign]
 INJECTION = "x'; touch pwned; 'y $(touch pwned2) `touch pwned3`"
 
 

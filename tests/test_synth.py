@@ -17,6 +17,9 @@ import pytest
 from dualpet.synth import SIZES, generate_cohort
 from dualpet.synth.phantom import CATEGORY_P, make_phantom
 
+#: The generator's phantoms, rendered (seconds each; make test-fast leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def _read_series(folder):
     dss = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
