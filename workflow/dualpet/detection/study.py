@@ -34,34 +34,18 @@ def segment_study(
 ):
     """Background VOI + lesion detection for one study (files in, files out).
 
-    Parameters
-    ----------
-    detection, background : dict, optional
-        The config's ``detection`` and ``background`` sections; a setting left out takes
-        its default (:mod:`dualpet.settings`), so a study run alone is detected as the
-        workflow detects it.
-    background_at : (x, y, z), optional
-        VOI centre (this study's LPS mm) given in the studies sheet: no search.
-    background_mask : path, optional
-        NIfTI mask of the background region (any grid; non-zero voxels) from the sheet.
-    background_png : path, optional
-        QC picture of the background VOI.
-    exclusion_mask : path, optional
-        NIfTI label image of physiological uptake; ``detection["exclusion_labels"][tracer]``
-        selects its labels (default: every non-zero label).
-    lesion_mask : path, optional
-        The reader's lesions (method 'masks'): NIfTI labels, DICOM-SEG or RTSTRUCT.
-    seeds : list of (x, y, z), optional
-        The reader's lesion seeds in this study's LPS mm (method 'seeds').
-    anatomy : path, optional
-        The study's organ label map on its CT grid (``anatomy.nii.gz``): background
-        regions and physiological uptake come from it (default: made from the CT by
-        :func:`dualpet.anatomy.segment_ct`).
-    review : list of dict, optional
-        The reader's decisions on this study (``decision``, ``x``, ``y``, ``z`` in its LPS
-        mm, ``reader``, ``note``), applied after detection (:mod:`dualpet.review`).
-    pet_dicom : (folder, series), optional
-        The study's DICOM folder and PET series: a DICOM lesion mask must be of this PET.
+    ``detection`` and ``background`` are the config's sections; a setting left out takes its
+    default (:mod:`dualpet.settings`), so a study run alone is detected as the workflow
+    detects it. From the studies sheet: ``background_at`` (a VOI centre, this study's LPS
+    mm) or ``background_mask`` (NIfTI, any grid) replace the background search;
+    ``exclusion_mask`` (NIfTI labels; ``detection["exclusion_labels"][tracer]`` selects
+    them, default every non-zero one) is never a lesion; ``lesion_mask`` (NIfTI labels,
+    DICOM-SEG or RTSTRUCT) and ``seeds`` (LPS mm) are the reader's lesions of the methods
+    'masks' and 'seeds'. ``anatomy``: the study's organ map on its CT grid (default: made
+    from the CT by :func:`dualpet.anatomy.segment_ct`). ``review``: the reader's decisions
+    (:mod:`dualpet.review`), applied after detection. ``pet_dicom``: the study's folder and
+    PET series, which a DICOM lesion mask must belong to. ``background_png``: the
+    background VOI's QC picture.
     """
     from dualpet.interchange import write_segmentation
     from dualpet.nifti import nifti_image, save_nifti

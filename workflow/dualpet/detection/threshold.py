@@ -88,46 +88,18 @@ def detect_lesions(
     organ_map=None,
     physiological=(),
 ):
-    """Detect lesions in a PET volume.
+    """Detect lesions in a PET volume (``suv``, SUVbw on its own grid; ``affine``: voxel ->
+    LPS mm) at ``threshold`` (SUVbw), as the module docstring describes. The size limits are
+    in mL at the threshold; ``split_h``: the prominence (SUV) a maximum needs to seed its own
+    lesion (default a quarter of the threshold); ``exclusion``: voxels never lesions;
+    ``shell_mm``: the local background's shell; ``hu``, ``organ_map``: the CT numbers and
+    the organ map on the PET grid, for the rules ``physiological`` (groups of
+    :data:`~dualpet.detection.physiology.PHYSIOLOGICAL`) names.
 
-    Parameters
-    ----------
-    suv : ndarray (I, J, K)
-        SUVbw on the PET's own grid.
-    affine : ndarray (4, 4)
-        Voxel -> LPS (mm).
-    threshold : float
-        Detection threshold (SUVbw).
-    min_volume_ml, max_volume_ml : float
-        Lesion size limits at the detection threshold (mL).
-    organ_fraction, organ_contrast : float
-        Organ-sized regions are found at ``organ_fraction`` x threshold; a lesion stands
-        out from its surroundings by ``organ_contrast`` (see the module docstring).
-    split_h : float, optional
-        Minimum prominence (SUV) of a maximum to seed its own lesion (default 25 % of the
-        threshold).
-    exclusion : ndarray of bool, optional
-        Voxels that can never be lesions (physiological uptake masks).
-    shell_mm : (float, float)
-        Inner and outer distance (mm) of the local-background shell.
-    hu : ndarray, optional
-        CT numbers on the PET grid (:func:`ct_on_pet_grid`) for the urine rule.
-    end_planes_mm : float
-        A candidate lying entirely within this distance of either end of the PET's axial
-        field of view is noise: the end planes have the scanner's lowest sensitivity.
-    organ_map : ndarray of uint8, optional
-        The study's organ map on the PET grid (TotalSegmentator v2 numbers).
-    physiological : sequence of str
-        Groups of :data:`PHYSIOLOGICAL` whose uptake is rejected with the organ map.
-
-    Returns
-    -------
-    labels : ndarray of int32
-        0 = background, n = region of lesion n (1-based, ordered cranio-caudally).
-    info : dict
-        ``lesions`` (label, suvmax, peak voxel and LPS position, volume at threshold),
-        ``organs`` (organ-sized regions: volume, median SUV, centroid), ``rejected``
-        (candidates and why) and the parameters used.
+    Returns ``labels`` (int32: 0 background, n the region of lesion n, numbered
+    cranio-caudally) and ``info``: ``lesions`` (label, SUVmax, peak voxel and LPS position,
+    volume), ``organs`` (organ-sized regions), ``rejected`` (candidates and why) and the
+    parameters used.
     """
     organs = _OrganRegions(suv, affine, organ_fraction * threshold, max_volume_ml)
     mask = suv >= threshold
