@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["dualpet.geometry", "dualpet.interchange", "dualpet.settings", "dualpet.stats.detection"]
+MODULES = ["dualpet.geometry", "dualpet.interchange", "dualpet.settings", "dualpet.stats.detection", "dualpet.background"]
 
 
 @pytest.mark.parametrize("name", MODULES)

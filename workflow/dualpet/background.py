@@ -273,6 +273,25 @@ def measure_at(suv, pet_affine, centre, method="bloodpool"):
     return _measure(suv, pet_affine, centre, f"{method}:sheet coordinates ({shape})", method)
 
 
+def voi_shape(record):
+    """The shape of a background record's VOI, for pictures: ``("sphere", radius_mm)`` for the
+    liver, ``("cylinder", radius_mm, half_length_mm)`` for the blood pool (z-aligned), None
+    for a mask from the sheet or no background. The region is the record's ``region``, else
+    the method its ``source`` starts with (``liver:...``, ``bloodpool:...``).
+
+    >>> voi_shape({"source": "liver:sheet coordinates (30 mm sphere)"})
+    ('sphere', 15.0)
+    >>> voi_shape({"source": "bloodpool:thoracic aorta", "region": "bloodpool"})
+    ('cylinder', 5.0, 10.0)
+    """
+    region = record.get("region") or str(record.get("source", "")).split(":", 1)[0]
+    if region == "liver":
+        return ("sphere", LIVER_RADIUS_MM)
+    if region == "bloodpool":
+        return ("cylinder", BLOODPOOL_RADIUS_MM, BLOODPOOL_HALF_LENGTH_MM)
+    return None
+
+
 def measure_mask(suv, pet_affine, voi, *, where=""):
     """Background from a mask given in the studies sheet (``voi``: bool on the PET grid)."""
     vals = suv[voi]

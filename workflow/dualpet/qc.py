@@ -88,8 +88,11 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         centre = apply_affine(pet_affine, (np.asarray(suv.shape) - 1) / 2.0)
         pet_top = max(float(np.percentile(suv, 99.5)), 1e-3)
         mask = np.zeros(suv.shape, bool)
-    liver = background["source"].startswith("liver")
-    radius = 15.0 if liver else 5.0
+    from dualpet.background import voi_shape
+
+    shape = voi_shape(background) or voi_shape({"region": "bloodpool"})  # a mask is outlined as drawn
+    liver, radius = shape[0] == "sphere", shape[1]
+    half_length = 0.0 if liver else shape[2]
     fig, axes = plt.subplots(2, 2, figsize=(9, 9), dpi=80)
     for col, (vol, aff, kw, name) in enumerate(
         (
@@ -114,12 +117,12 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
                 ax.contour(mask[:, j, :].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
         elif liver:
             ax.add_patch(Ellipse((i, k), 2 * radius / sp[0], 2 * radius / sp[2], fill=False, color="lime", lw=1.5))
-        else:  # 20 mm long cylinder along z
+        else:  # the blood pool: a cylinder along z
             ax.add_patch(
                 Rectangle(
-                    (i - radius / sp[0], k - 10.0 / sp[2]),
+                    (i - radius / sp[0], k - half_length / sp[2]),
                     2 * radius / sp[0],
-                    20.0 / sp[2],
+                    2 * half_length / sp[2],
                     fill=False,
                     color="lime",
                     lw=1.5,
