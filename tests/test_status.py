@@ -92,7 +92,8 @@ def test_a_run_followed_patient_by_patient(tmp_path):
             [results / "P002" / "fdg" / "inspect.json"], [], [record("inspect", "P002", "fdg", "Units CPS")]
         )
         yield "Finished jobid: 9 (Rule: inspect)\n"
-        yield "Error in rule check_cohort:\n"
+        yield "Error in rule segment:\n"  # a step that failed outright: shown as it comes
+        yield "Error in rule check_cohort:\n"  # the verdict on excluded patients: the final line's
 
     console = io.StringIO()
     excluded = follow(
@@ -104,6 +105,33 @@ def test_a_run_followed_patient_by_patient(tmp_path):
         out[1]
         == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/inspect/P002_fdg.log)"
     )
-    assert out[2] == "Error in rule check_cohort:" and out[3].startswith("[2/2 patients] run ended")
+    assert out[2] == "Error in rule segment:" and len(out) == 4
+    assert out[3].startswith("[2/2 patients] run ended; excluded: P002 (fix or remove them; `make status` says why)")
     assert excluded == 1
-    assert (tmp_path / "run.log").read_text().count("\n") == 4
+    assert (tmp_path / "run.log").read_text().count("\n") == 5
+
+
+def test_the_count_includes_patients_settled_earlier_further_down_the_sheet(tmp_path):
+    """A patient further down the sheet excluded before one above it finishes: each console
+    line counts every patient settled so far (seen live: 1/4, 2/4, then 2/4 again)."""
+    import io
+
+    from dualpet.status import follow
+
+    results = tmp_path / "results"
+    studies = pd.DataFrame([(p, t) for p in ("P001", "P002", "P003") for t in TRACERS], columns=["patient", "tracer"])
+
+    def lines():
+        _outputs(results, "P001", None)
+        yield "Finished jobid: 1 (Rule: export_seg)\n"
+        write_placeholders(
+            [results / "P003" / "fdg" / "inspect.json"], [], [record("inspect", "P003", "fdg", "no PET")]
+        )
+        yield "Finished jobid: 2 (Rule: inspect)\n"
+        _outputs(results, "P002", None)
+        yield "Finished jobid: 3 (Rule: export_seg)\n"
+
+    console = io.StringIO()
+    follow(lines(), tmp_path / "run.log", studies, results=results, workdir=tmp_path, out=console, every_s=1e9)
+    counts = [line.split("]")[0] for line in console.getvalue().splitlines()]
+    assert counts == ["[1/3 patients", "[2/3 patients", "[3/3 patients", "[3/3 patients"]

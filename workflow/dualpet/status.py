@@ -127,22 +127,23 @@ def follow(lines, log, studies, *, results="results", workdir=".", out=None, eve
     told, last = {}, 0.0
 
     def report(final=False):
-        settled = 0
-        for row in cohort_status(studies, results, workdir):
+        rows = [r for r in cohort_status(studies, results, workdir) if r["state"] in ("done", "excluded")]
+        for row in rows:  # the count is of every patient settled so far, this one included
             state = row["state"]
-            if state in ("done", "excluded"):
-                settled += 1
-            if state in ("done", "excluded") and told.get(row["patient"]) != state:
+            if told.get(row["patient"]) != state:
                 told[row["patient"]] = state
                 text = (
                     f"{row['patient']}: done ({row['open']})"
                     if state == "done"
                     else f"{row['patient']}: excluded: {row['reason']} (log: {row['open']})"
                 )
-                print(f"[{settled}/{total} patients] {text}", file=out, flush=True)
+                print(f"[{len(told)}/{total} patients] {text}", file=out, flush=True)
+        settled = len(rows)
         if final:
             left = [p for p in dict.fromkeys(studies["patient"]) if p not in told]
-            tail = f"; not finished: {', '.join(left)}" if left else ""
+            excluded = [p for p, s in told.items() if s == "excluded"]
+            tail = f"; excluded: {', '.join(excluded)} (fix or remove them; `make status` says why)" if excluded else ""
+            tail += f"; not finished: {', '.join(left)}" if left else ""
             print(f"[{settled}/{total} patients] run ended{tail} (full output: {log})", file=out, flush=True)
         return sum(1 for s in told.values() if s == "excluded")
 
@@ -151,8 +152,10 @@ def follow(lines, log, studies, *, results="results", workdir=".", out=None, eve
         for line in lines:
             fh.write(line)
             fh.flush()
-            if line.startswith(("Error in rule", "WorkflowError", "MissingInputException", "dualpet: ")):
-                print(line.rstrip(), file=out, flush=True)  # the run's own failures, as they come
+            # the run's own failures, as they come (check_cohort's failure, the verdict that
+            # patients were excluded, and Snakemake's closing error after it are the final line's)
+            if line.startswith(("Error in rule", "MissingInputException", "dualpet: ")) and "check_cohort" not in line:
+                print(line.rstrip(), file=out, flush=True)
             now = time.monotonic()
             if "Finished jobid" in line or now - last > every_s:
                 last = now
