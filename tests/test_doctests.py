@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["dualpet.geometry", "dualpet.interchange", "dualpet.settings", "dualpet.stats.detection", "dualpet.background"]
+MODULES = [
+    "dualpet.geometry",
+    "dualpet.interchange",
+    "dualpet.settings",
+    "dualpet.stats.detection",
+    "dualpet.background",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
