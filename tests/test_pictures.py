@@ -67,12 +67,14 @@ def _check_proportions(figures, grids):
 
 
 def test_background_picture_is_drawn_in_millimetres(tmp_path, drawn):
+    from dualpet.background import voi_shape
     from dualpet.qc import background_figure
 
     ct = np.where(_ball(CT_SHAPE, CT_SPACING, 45.0), 40.0, -1000.0).astype(np.float32)
     suv = np.where(_ball(PET_SHAPE, PET_SPACING, 45.0), 2.0, 0.0).astype(np.float32)
     bg = {"centre_lps": [58.0, 48.0, 64.0], "source": "bloodpool:anatomy (test)", "suvmean": 2.0, "n_voxels": 20}
-    background_figure(ct, _affine(CT_SPACING), suv, _affine(PET_SPACING), bg, tmp_path / "bg.png", title="t")
+    png = tmp_path / "bg.png"
+    background_figure(ct, _affine(CT_SPACING), suv, _affine(PET_SPACING), bg, png, shape=voi_shape(bg), title="t")
     assert _check_proportions(drawn, [(CT_SHAPE, CT_SPACING), (PET_SHAPE, PET_SPACING)]) == 4
 
 

@@ -64,13 +64,13 @@ def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=N
     plt.close(fig)
 
 
-def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *, title="", mask=None):
+def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *, shape, title="", mask=None):
     """Axial and coronal CT and PET slices through the background VOI centre, VOI outlined.
 
     ``background`` is the dict of :mod:`dualpet.background` (``centre_lps``, ``source``,
-    ``suvmean``); the outline is a circle of the VOI's radius (10 mm diameter blood-pool
-    cylinder or 30 mm liver sphere) in each view; a background given as a ``mask`` (bool,
-    PET grid) is outlined by its contour on the PET views.
+    ``suvmean``) and ``shape`` its VOI's (:func:`dualpet.background.voi_shape`): the
+    blood-pool cylinder or the liver sphere, outlined in each view; a background given as
+    a ``mask`` (bool, PET grid) is outlined by its contour on the PET views.
     """
     import matplotlib
 
@@ -88,11 +88,9 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
         centre = apply_affine(pet_affine, (np.asarray(suv.shape) - 1) / 2.0)
         pet_top = max(float(np.percentile(suv, 99.5)), 1e-3)
         mask = np.zeros(suv.shape, bool)
-    from dualpet.background import voi_shape
-
-    shape = voi_shape(background) or voi_shape({"region": "bloodpool"})  # a mask is outlined as drawn
+    shape = shape or ("none", 0.0)  # a mask, or no background: outlined as drawn, or not at all
     liver, radius = shape[0] == "sphere", shape[1]
-    half_length = 0.0 if liver else shape[2]
+    half_length = shape[2] if shape[0] == "cylinder" else 0.0
     fig, axes = plt.subplots(2, 2, figsize=(9, 9), dpi=80)
     for col, (vol, aff, kw, name) in enumerate(
         (

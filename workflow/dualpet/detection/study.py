@@ -71,7 +71,7 @@ def segment_study(
 def _background(study, background, detection, mask, at, png):
     """The study's background VOI (:func:`dualpet.background.study_background`) and its QC
     picture."""
-    from dualpet.background import study_background
+    from dualpet.background import study_background, voi_shape
 
     bg, voi = study_background(
         study.organ_ct,
@@ -89,7 +89,17 @@ def _background(study, background, detection, mask, at, png):
         from dualpet.qc import background_figure
 
         title = f"{study.where}: background VOI"
-        background_figure(study.hu_ct, study.ct_affine, study.suv, study.pet_affine, bg, png, mask=voi, title=title)
+        background_figure(
+            study.hu_ct,
+            study.ct_affine,
+            study.suv,
+            study.pet_affine,
+            bg,
+            png,
+            shape=voi_shape(bg),
+            mask=voi,
+            title=title,
+        )
     return bg
 
 
