@@ -8,9 +8,6 @@ one section per top-level key, one table row per setting.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
 def _type(spec):
@@ -47,9 +44,9 @@ def _cell(text):
 
 def render(schema=None):
     """The Markdown reference of the config schema."""
-    import yaml
+    from dualpet import settings
 
-    schema = schema or yaml.safe_load(SCHEMA.read_text())
+    schema = schema or settings.schema()
     out = [
         "# Configuration reference",
         "",

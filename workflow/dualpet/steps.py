@@ -16,7 +16,7 @@ This module is read when Snakemake parses the workflow: standard library only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,6 @@ class Step:
     options: tuple
     isolate: bool = True
     log: str = " > {log:q} 2>&1"
-    extra: tuple = field(default=())
 
     def io(self):
         """``inputs``, ``outputs`` and ``dirs`` (argument names) for ``--isolate-failures``."""

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from dualpet.provenance import code_version  # noqa: E402
 from dualpet.files import folder_fingerprint  # noqa: E402
 from dualpet.steps import shell as step_shell  # noqa: E402
+from dualpet.settings import schema as config_schema  # noqa: E402
 from dualpet.sheets import (  # noqa: E402
     SheetError,
     check_columns,
@@ -45,9 +46,7 @@ for _configfile in workflow.configfiles:
 checked(
     check_config,
     config,
-    yaml.safe_load(
-        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
-    ),
+    config_schema(),
     files=[Path(f).name for f in workflow.configfiles],
 )
 validate(config, "../schemas/config.schema.yaml")
