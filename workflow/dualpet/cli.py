@@ -142,6 +142,15 @@ def _cmd_anatomy(a):
     print(f"{a.patient} {a.tracer}: organs found: {', '.join(found) or 'none'}", file=sys.stderr)
 
 
+def _detection_rule(info):
+    """How the study's lesions were told from background, for the step's log line."""
+    if info["threshold_suv"] is not None:
+        return f"threshold {info['threshold_suv']:.3f}"
+    if info["method"] == "local":
+        return f"local contrast >= {info['contrast']:g} x surroundings, CNR >= {info['cnr']:g}"
+    return f"reader-defined ({info['method']})"
+
+
 def _cmd_segment(a):
     from dualpet.detection.study import segment_study
 
@@ -164,10 +173,9 @@ def _cmd_segment(a):
         review=json.loads(a.review) if a.review.strip() else None,
         pet_dicom=(a.dicom_dir, a.pet_series or None) if a.dicom_dir else None,
     )
-    thr = "reader-defined" if info["threshold_suv"] is None else f"{info['threshold_suv']:.3f}"
     background = "none" if bg["suvmean"] is None else f"{bg['suvmean']:.3f}"
     print(
-        f"{a.patient} {a.tracer}: background {background}, threshold {thr}, {len(info['lesions'])} lesion(s)",
+        f"{a.patient} {a.tracer}: background {background}, {_detection_rule(info)}, {len(info['lesions'])} lesion(s)",
         file=sys.stderr,
     )
 
@@ -180,7 +188,7 @@ def _cmd_review_page(a):
             "pet": getattr(a, f"{side}_pet"),
             "ct": getattr(a, f"{side}_ct"),
             "voi": getattr(a, f"{side}_voi"),
-            "segmentation": getattr(a, f"{side}_seg"),
+            "segmentation": getattr(a, f"{side}_detection"),
         }
         for t, side in ((a.reference, "ref"), (a.index, "idx"))
     }
@@ -277,8 +285,8 @@ def _cmd_match(a):
     from dualpet.registration import load_transform
 
     studies = {
-        a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_seg),
-        a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_seg),
+        a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_detection),
+        a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_detection),
     }
     from dualpet.nifti import read_label_image
 
@@ -335,7 +343,7 @@ def _cmd_patient_table(a):
         (a.reference, a.index),
         a.index_tsv,
         a.metrics,
-        {a.reference: a.ref_seg, a.index: a.idx_seg},
+        {a.reference: a.ref_detection, a.index: a.idx_detection},
         a.registration_qc,
         a.lesions_out,
         a.patient_out,
@@ -560,7 +568,7 @@ OPTION_HELP = {
             ("pet", "PET (NIfTI, SUVbw)"),
             ("ct", "CT (NIfTI, HU)"),
             ("voi", "VOI labels (voi.nii.gz)"),
-            ("seg", "segmentation.json"),
+            ("detection", "detection record (segmentation.json: background, lesions, rejected candidates)"),
             ("labels", "lesion labels (lesions.nii.gz)"),
             ("pet-json", "pet.json sidecar"),
             ("anatomy", "organ map"),
@@ -589,12 +597,23 @@ def _fill_help(parser):
 
 
 def build_parser():
+    """The ``dualpet`` command line: the user's commands and one subcommand per workflow step."""
     p = argparse.ArgumentParser(prog="dualpet", description="Dual-tracer PET/CT cohort analysis.")
     from dualpet import __version__
 
     p.add_argument("--version", action="version", version=f"dualpet {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_synth(sub)
+    _add_suv(sub)
+    _add_run_tools(sub)
+    for command in STEPS:
+        _add_step(sub, command)
+    _fill_help(p)
+    return p
 
+
+def _add_synth(sub):
+    """``dualpet synth``: the generator of synthetic cohorts with ground truth."""
     s = sub.add_parser("synth", help="generate a synthetic dual-tracer cohort with ground truth")
     s.add_argument("outdir")
     s.add_argument("--patients", type=int, default=None, help="number of patients (default 4, or the preset's)")
@@ -643,6 +662,9 @@ def build_parser():
     )
     s.set_defaults(func=_cmd_synth)
 
+
+def _add_suv(sub):
+    """``dualpet suv``: one PET series to an SUV NIfTI."""
     s = sub.add_parser("suv", help="convert one PET series to an SUVbw NIfTI with a JSON sidecar")
     s.add_argument("dicom_dir", metavar="PET_DICOM_DIR")
     s.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz")
@@ -654,6 +676,9 @@ def build_parser():
     )
     s.set_defaults(func=_cmd_suv)
 
+
+def _add_run_tools(sub):
+    """The commands that follow, document and annotate a run: status, progress, config-doc, review-pin."""
     s = sub.add_parser(
         "status", help="where every patient of the studies sheet stands (stage, state, reason, file to open)"
     )
@@ -684,11 +709,6 @@ def build_parser():
     s.add_argument("--reference", required=True, help="the config's reference_tracer")
     s.add_argument("-o", "--output", default=None)
     s.set_defaults(func=_cmd_review_pin)
-
-    for command in STEPS:
-        _add_step(sub, command)
-    _fill_help(p)
-    return p
 
 
 def main(argv=None):

@@ -121,9 +121,6 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     Returns ``{"segments": [...lesion IDs], "frames": n}``. A study without lesions gets a
     SEG with one empty segment labelled ``no lesions`` (DICOM needs one segment).
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     from dualpet.dicom import read_headers, select_in_folder
 
     where = f"patient {patient}, {tracer}"
@@ -136,16 +133,36 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
     pixel = np.zeros(frames.shape, dtype=np.uint16)
     for lab, n in seg_of.items():
         pixel[frames == lab] = n
+    entropy = _uid_entropy(datasets, tracer, pixel, seg_of)
+    width = max(2, len(str(max(present, default=0))))  # as lesions.tsv numbers them
+    descriptions = _segment_descriptions(seg_of, width, tracer, entropy, software_version)
+    seg = _segmentation(datasets, pixel, descriptions, entropy, tracer, software_version, bool(seg_of), where)
+    _pseudonymise(seg, patient)
+    _settle(seg, entropy)
+    from dualpet.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp)
+    return {"segments": [lesion_id(lab, width) for lab in seg_of], "frames": int(len(datasets))}
+
+
+def _uid_entropy(datasets, tracer, pixel, seg_of):
+    """What the SEG's UIDs are generated from."""
     # UIDs from what the SEG holds (the PET series, the tracer, the VOIs): the same VOIs
     # give the same file, so a rerun with nothing changed changes nothing
+    digest = hashlib.sha256(pixel.tobytes() + repr(sorted(seg_of.items())).encode()).hexdigest()
+    return [str(datasets[0].SeriesInstanceUID), tracer, "dualpet lesions_seg", digest]
+
+
+def _segment_descriptions(seg_of, width, tracer, entropy, software_version):
+    """One segment description per lesion (``seg_of``: label -> segment number), or ``no lesions``."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    digest = hashlib.sha256(pixel.tobytes() + repr(sorted(seg_of.items())).encode()).hexdigest()
-    entropy = [str(datasets[0].SeriesInstanceUID), tracer, "dualpet lesions_seg", digest]
     algorithm = hd.AlgorithmIdentificationSequence(
         name="dualpet", version=software_version or "0", family=codes.cid7162.NeighborhoodAnalysis
     )
-    width = max(2, len(str(max(present, default=0))))  # as lesions.tsv numbers them
 
     def description(number, label, **tracking):
         return hd.seg.SegmentDescription(
@@ -158,7 +175,7 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
             **tracking,
         )
 
-    descriptions = [
+    return [
         description(
             n,
             lesion_id(lab, width),
@@ -167,8 +184,15 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
         )
         for lab, n in seg_of.items()
     ] or [description(1, "no lesions")]
+
+
+def _segmentation(datasets, pixel, descriptions, entropy, tracer, software_version, omit_empty_frames, where):
+    """The highdicom Segmentation over the PET series; what highdicom refuses, named."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
     try:
-        seg = hd.seg.Segmentation(
+        return hd.seg.Segmentation(
             source_images=datasets,
             pixel_array=pixel,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -183,19 +207,12 @@ def export_seg(voi_path, dicom_dir, out, *, patient, tracer, pet_series=None, so
             device_serial_number=OWN_DEVICE_SERIAL_NUMBER,
             content_label="LESIONS",
             content_description=f"dualpet final lesion VOIs ({tracer}), label Lk = lesions.tsv",
-            omit_empty_frames=bool(seg_of),
+            omit_empty_frames=omit_empty_frames,
         )
     except Exception as exc:  # highdicom validates the source images; name what it refused
         raise DualpetInputError(
             f"{where}: cannot build the DICOM-SEG over the PET series ({redact_paths(exc)})"
         ) from exc
-    _pseudonymise(seg, patient)
-    _settle(seg, entropy)
-    from dualpet.io import atomic_path
-
-    with atomic_path(out) as tmp:
-        seg.save_as(tmp)
-    return {"segments": [lesion_id(lab, width) for lab in seg_of], "frames": int(len(datasets))}
 
 
 def _pseudonymise(ds, patient):

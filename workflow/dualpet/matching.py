@@ -277,35 +277,9 @@ def build_lesions(
         its VOIs are the contours, or the isocontours inside them (see :func:`lesion_vois`).
     """
     ref, idx = tracers
-    cents = {
-        t: lesion_vois(
-            studies[t]["suv"],
-            studies[t]["labels"],
-            studies[t]["affine"],
-            fraction,
-            neighbourhood_mm,
-            reader=reader_masks if studies[t].get("reader_masks") else None,
-        )
-        for t in tracers
-    }
-    idx_in_ref = {}
-    if cents[idx]:
-        labs = list(cents[idx])
-        mapped = inverse_transform_points(tfm, np.array([cents[idx][k]["centroid"] for k in labs]))
-        idx_in_ref = dict(zip(labs, mapped))
-    pairs = match({k: v["centroid"] for k, v in cents[ref].items()}, idx_in_ref, tolerance_mm)
-    pairs += overlap_pairs(cents, ref, idx, idx_in_ref, pairs, studies[idx], tfm)
-    union = [{ref: r, idx: i, "distance_mm": d} for r, i, d in pairs]
-    union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
-    union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
-    liver = None
-    if ref_anatomy is not None:
-        from dualpet.anatomy import ORGAN_CLASSES
-
-        liver = (np.isin(ref_anatomy[0], ORGAN_CLASSES["liver"]), ref_anatomy[1])
-    for u in union:
-        u["centroid_ref"] = cents[ref][u[ref]]["centroid"] if u[ref] is not None else idx_in_ref[u[idx]]
-    union.sort(key=lambda u: (-u["centroid_ref"][2], u["centroid_ref"][0]))
+    cents = {t: _study_vois(studies[t], fraction, neighbourhood_mm, reader_masks) for t in tracers}
+    union = _union_lesions(cents, ref, idx, tfm, tolerance_mm, studies[idx])
+    liver = _liver(ref_anatomy)
 
     to_src = {  # destination tracer -> function mapping its LPS points into the other study
         ref: lambda pts: transform_points(tfm, pts),
@@ -315,6 +289,76 @@ def build_lesions(
     out_crops.mkdir(parents=True, exist_ok=True)
     rows = []
     width = max(2, len(str(len(union))))
+    vois = _own_vois(union, cents, studies, tracers)
+    for n, u in enumerate(union, start=1):
+        lesion = lesion_id(n, width)
+        row = {"patient": patient, "lesion": lesion}
+        row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
+        t_voi = ref if u[ref] is not None else idx
+        row["region"] = _region(cents[t_voi][u[t_voi]], studies[t_voi], u["centroid_ref"], ref_ct, liver)
+        row["match_distance_mm"] = u["distance_mm"]
+        crop = {}
+        for t in tracers:
+            other = idx if t == ref else ref
+            row[f"{t}_detected"] = int(u[t] is not None)
+            row[f"{t}_label"] = u[t]
+            if u[t] is not None:  # detected: its neighbourhood (the metric job draws the isocontour), or its contour
+                own = cents[t][u[t]]
+                crop[t] = _crop_entry(studies[t], own["box"], own["neighbourhood"], own["lo"], own["mode"], own["seed"])
+            else:  # not detected: the other tracer's VOI carried onto this grid
+                centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
+                crop[t] = _carried_crop(cents[other][u[other]], studies[t], vois[t], n, to_src[t], centre_t, other)
+            row[f"{t}_voi_source"] = crop[t]["mode"]
+        write_crop(out_crops / f"{lesion}.npz", fraction, crop)
+        rows.append(row)
+    index = pd.DataFrame(rows, columns=index_columns(tracers))
+    for t, path in (out_vois or {}).items():
+        write_voi(path, vois[t], studies[t]["affine"])
+    write_tsv(out_index, index)
+    return index
+
+
+def _study_vois(study, fraction, neighbourhood_mm, reader_masks):
+    """One study's lesion VOIs (:func:`lesion_vois`), reader's contours as configured."""
+    return lesion_vois(
+        study["suv"],
+        study["labels"],
+        study["affine"],
+        fraction,
+        neighbourhood_mm,
+        reader=reader_masks if study.get("reader_masks") else None,
+    )
+
+
+def _union_lesions(cents, ref, idx, tfm, tolerance_mm, idx_study):
+    """Union lesions (paired, then reference-only, then index-only), sorted superior first."""
+    idx_in_ref = {}
+    if cents[idx]:
+        labs = list(cents[idx])
+        mapped = inverse_transform_points(tfm, np.array([cents[idx][k]["centroid"] for k in labs]))
+        idx_in_ref = dict(zip(labs, mapped))
+    pairs = match({k: v["centroid"] for k, v in cents[ref].items()}, idx_in_ref, tolerance_mm)
+    pairs += overlap_pairs(cents, ref, idx, idx_in_ref, pairs, idx_study, tfm)
+    union = [{ref: r, idx: i, "distance_mm": d} for r, i, d in pairs]
+    union += [{ref: r, idx: None, "distance_mm": None} for r in cents[ref] if r not in {p[0] for p in pairs}]
+    union += [{ref: None, idx: i, "distance_mm": None} for i in cents[idx] if i not in {p[1] for p in pairs}]
+    for u in union:
+        u["centroid_ref"] = cents[ref][u[ref]]["centroid"] if u[ref] is not None else idx_in_ref[u[idx]]
+    union.sort(key=lambda u: (-u["centroid_ref"][2], u["centroid_ref"][0]))
+    return union
+
+
+def _liver(ref_anatomy):
+    """The liver ``(mask, affine)`` of the reference organ map, or None without one."""
+    if ref_anatomy is None:
+        return None
+    from dualpet.anatomy import ORGAN_CLASSES
+
+    return (np.isin(ref_anatomy[0], ORGAN_CLASSES["liver"]), ref_anatomy[1])
+
+
+def _own_vois(union, cents, studies, tracers):
+    """Per tracer, a label image of the studies' own VOIs (label n = union lesion n)."""
     vois = {t: np.zeros(studies[t]["suv"].shape, dtype=np.int32) for t in tracers}
     # the studies' own VOIs first (they never overlap: each keeps to its side), so that a VOI
     # carried over from the other tracer only takes the voxels no own VOI holds, and the
@@ -324,55 +368,36 @@ def build_lesions(
             if u[t] is not None:
                 own = cents[t][u[t]]
                 vois[t][own["box"]][own["voi"] & (vois[t][own["box"]] == 0)] = n
-    for n, u in enumerate(union, start=1):
-        lesion = lesion_id(n, width)
-        row = {"patient": patient, "lesion": lesion}
-        row.update(dict(zip(("x_mm", "y_mm", "z_mm"), (float(v) for v in u["centroid_ref"]))))
-        t_voi = ref if u[ref] is not None else idx
-        vol_mm3 = float(cents[t_voi][u[t_voi]]["voi"].sum() * np.prod(voxel_spacing(studies[t_voi]["affine"])))
-        radius = (3.0 * vol_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
-        row["region"] = (
-            region_label(*ref_ct, u["centroid_ref"], liver=liver, lesion_radius_mm=radius) if ref_ct is not None else ""
-        )
-        row["match_distance_mm"] = u["distance_mm"]
-        crop = {}
-        for t in tracers:
-            other = idx if t == ref else ref
-            st = studies[t]
-            row[f"{t}_detected"] = int(u[t] is not None)
-            row[f"{t}_label"] = u[t]
-            if u[t] is not None:  # detected: its neighbourhood (the metric job draws the isocontour), or its contour
-                own = cents[t][u[t]]
-                mode, box, mask, lo, seed = own["mode"], own["box"], own["neighbourhood"], own["lo"], own["seed"]
-            else:  # not detected: the other tracer's VOI carried onto this grid
-                centre_t = u["centroid_ref"] if t == ref else transform_points(tfm, u["centroid_ref"][None])[0]
-                src = cents[other][u[other]]
-                full = carry_voi(
-                    src["voi"], src["crop_affine"], st["suv"].shape, st["affine"], to_src[t], centre_t, 60.0
-                )
-                if not full.any():  # the lesion lies outside this PET's field of view
-                    row[f"{t}_voi_source"] = "outside_field_of_view"
-                    crop[t] = {"mode": "outside_field_of_view"}
-                    continue
-                mode = f"mapped_from_{other}"
-                lo, hi = _crop_box(full, st["affine"], st["suv"].shape, CROP_MARGIN_MM)
-                box = tuple(slice(a, b) for a, b in zip(lo, hi))
-                free = full[box] & (vois[t][box] == 0)
-                mask, seed = (free if free.any() else full[box]), None
-                vois[t][box][mask & (vois[t][box] == 0)] = n
-            row[f"{t}_voi_source"] = mode
-            crop[t] = {
-                "suv": st["suv"][box],
-                "mask": mask,
-                "affine": _crop_affine(st["affine"], lo),
-                "mode": mode,
-                "background": st["background"],
-                "seed": seed,
-            }
-        write_crop(out_crops / f"{lesion}.npz", fraction, crop)
-        rows.append(row)
-    index = pd.DataFrame(rows, columns=index_columns(tracers))
-    for t, path in (out_vois or {}).items():
-        write_voi(path, vois[t], studies[t]["affine"])
-    write_tsv(out_index, index)
-    return index
+    return vois
+
+
+def _region(voi, study, centroid_ref, ref_ct, liver):
+    """A lesion's region label from the reference CT ('' without one), sized by its VOI."""
+    vol_mm3 = float(voi["voi"].sum() * np.prod(voxel_spacing(study["affine"])))
+    radius = (3.0 * vol_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    return region_label(*ref_ct, centroid_ref, liver=liver, lesion_radius_mm=radius) if ref_ct is not None else ""
+
+
+def _crop_entry(study, box, mask, lo, mode, seed):
+    """One tracer's part of a lesion crop: SUV and mask in ``box``, the crop's affine, mode, seed."""
+    return {
+        "suv": study["suv"][box],
+        "mask": mask,
+        "affine": _crop_affine(study["affine"], lo),
+        "mode": mode,
+        "background": study["background"],
+        "seed": seed,
+    }
+
+
+def _carried_crop(src, study, voi, n, to_src, centre, other):
+    """The crop of a lesion this tracer missed: ``src`` (the other tracer's VOI) carried onto its grid."""
+    full = carry_voi(src["voi"], src["crop_affine"], study["suv"].shape, study["affine"], to_src, centre, 60.0)
+    if not full.any():  # the lesion lies outside this PET's field of view
+        return {"mode": "outside_field_of_view"}
+    lo, hi = _crop_box(full, study["affine"], study["suv"].shape, CROP_MARGIN_MM)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    free = full[box] & (voi[box] == 0)
+    mask = free if free.any() else full[box]
+    voi[box][mask & (voi[box] == 0)] = n  # label n of the study's voi.nii.gz, in place
+    return _crop_entry(study, box, mask, lo, f"mapped_from_{other}", None)

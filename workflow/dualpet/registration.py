@@ -467,24 +467,9 @@ def register_ct(
     t_start = time.perf_counter()
     threads = max(1, int(threads))
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-
-    images, masks = {}, {}
-    for role, path in (("reference", fixed_ct), ("index", moving_ct)):
-        img = _to_grid(_read_image(path, sitk.sitkFloat32), grid_mm)
-        mask = body_mask(img)
-        volume = _mask_volume_ml(mask)
-        if volume < MIN_BODY_ML:
-            raise DualpetInputError(
-                f"{role} CT {path}: body mask (HU > -500) is only {volume:.0f} mL "
-                f"(expected > {MIN_BODY_ML:.0f} mL); is this a CT in Hounsfield units?"
-            )
-        # Outside the body (plus a one-voxel rim keeping the skin edge), set air: the
-        # couch, which does not move with the patient, then cannot attract either image.
-        rim = sitk.BinaryDilate(mask, [1, 1, 1], sitk.sitkBall, 0.0, 1.0)
-        img = sitk.Mask(img, rim, AIR_HU)
-        images[role], masks[role] = img, mask
-    fixed, moving = images["reference"], images["index"]
-    fmask, mmask = masks["reference"], masks["index"]
+    (fixed, fmask), (moving, mmask) = (
+        _registration_image(role, path, grid_mm) for role, path in (("reference", fixed_ct), ("index", moving_ct))
+    )
 
     # Centre-of-mass initialisation on the body masks (couch already excluded).
     rigid = _moments_init(fmask, mmask)
@@ -498,62 +483,45 @@ def register_ct(
     reg.SetInitialTransform(rigid, inPlace=True)
     stages = [_run_stage("rigid", reg, fixed, moving)]
     final = rigid
-
     if affine:
-        aff = sitk.AffineTransform(3)
-        aff.SetCenter(rigid.GetCenter())
-        aff.SetMatrix(rigid.GetMatrix())
-        aff.SetTranslation(rigid.GetTranslation())
-        reg = _new_registration(metric_mask, SHRINK_FACTORS[1:], SMOOTHING_SIGMAS[1:], SAMPLING_FRACTIONS[1:], 1.0, 300)
-        reg.SetInitialTransform(aff, inPlace=True)
-        stages.append(_run_stage("affine", reg, fixed, moving))
-        # Keep the affine result only if it fits the body clearly better than the rigid one:
-        # on rigid motion the 6 extra parameters fit noise (measured: TRE median 0.08 ->
-        # 0.39 mm on rigidly posed phantoms), on real anatomical change they should help.
-        dice_rigid, dice_affine = _dice_in_overlap(fmask, mmask, rigid), _dice_in_overlap(fmask, mmask, aff)
-        accepted = dice_affine >= dice_rigid + AFFINE_MIN_DICE_GAIN
-        stages[-1].update(
-            dice_rigid=dice_rigid,
-            dice_affine=dice_affine,
-            accepted=accepted,
-            rule=f"accepted if body-mask Dice improves by >= {AFFINE_MIN_DICE_GAIN}",
-        )
-        final = aff if accepted else rigid
+        final = _affine_stage(rigid, fixed, moving, fmask, mmask, metric_mask, stages)
 
     if final.GetName() == "CompositeTransform":  # pragma: no cover - guarded by inPlace=True
         raise RuntimeError("registration produced a composite transform")
     with atomic_path(out_tfm) as tmp:
         sitk.WriteTransform(final, str(tmp))
 
+    result, qc_warnings = _describe_result(final, rigid, stages, fmask, mmask, dice_before, dice_initial, z_search)
+    qc = {
+        "reference_ct": str(fixed_ct),
+        "index_ct": str(moving_ct),
+        "transform_file": str(out_tfm),
+        **result,
+        "grid_mm": float(grid_mm),
+        "shrink_factors": list(SHRINK_FACTORS),
+        "smoothing_sigmas_voxels": list(SMOOTHING_SIGMAS),
+        "sampling_fractions": list(SAMPLING_FRACTIONS),
+        "sampling_seed": SAMPLING_SEED,
+        "threads": threads,
+        "simpleitk_version": sitk.Version.VersionString(),
+        "warnings": qc_warnings,
+        "ok": not qc_warnings,
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    if out_qc_json is not None:
+        write_json(out_qc_json, qc)
+    return qc
+
+
+def _describe_result(final, rigid, stages, fmask, mmask, dice_before, dice_initial, z_search):
+    """The QC record's description of the transform kept, and its warnings."""
     dice_after = _dice_in_overlap(fmask, mmask, final)
     matrix = np.asarray(final.GetMatrix(), dtype=float).reshape(3, 3)
     translation = np.asarray(final.GetTranslation(), dtype=float)
     rotation_angle = _rotation_angle_deg(matrix)
     used = [st for st in stages if st.get("accepted", True)]
     last = used[-1]
-
-    qc_warnings = []
-    if not dice_after >= 0.9:
-        qc_warnings.append(f"body-mask Dice after registration is {dice_after:.3f} (< 0.9)")
-    if dice_after < dice_before - 0.01:
-        qc_warnings.append(f"body-mask Dice decreased ({dice_before:.3f} -> {dice_after:.3f})")
-    # Large but real repositioning (measured: 16.9 deg on a phantom posed up to 10 deg per
-    # axis, registered to 0.2 mm) is not a failure; beyond 25 deg a supine patient on a
-    # couch is implausible, so the result is more likely wrong than the pose.
-    if rotation_angle > MAX_PLAUSIBLE_ROTATION_DEG:
-        qc_warnings.append(
-            f"rotation of {rotation_angle:.1f} deg between studies (> {MAX_PLAUSIBLE_ROTATION_DEG:g} deg)"
-        )
-    # No limit on the translation: scanner origins (table position) differ between studies
-    # by hundreds of mm, which says nothing about the quality of the alignment.
-    for stage in used:
-        if "Maximum number of iterations" in stage["optimizer_stop_condition"]:
-            qc_warnings.append(f"{stage['name']} stage stopped at the iteration limit")
-
-    qc = {
-        "reference_ct": str(fixed_ct),
-        "index_ct": str(moving_ct),
-        "transform_file": str(out_tfm),
+    record = {
         "transform_type": final.GetName(),
         "convention": "ITK: TransformPoint maps reference (fixed) LPS mm to index (moving) LPS mm",
         "metric": "MattesMutualInformation",
@@ -573,20 +541,69 @@ def register_ct(
         "rotation_angle_deg": rotation_angle,
         "matrix": matrix.tolist(),
         "body_volume_ml": {"reference": _mask_volume_ml(fmask), "index": _mask_volume_ml(mmask)},
-        "grid_mm": float(grid_mm),
-        "shrink_factors": list(SHRINK_FACTORS),
-        "smoothing_sigmas_voxels": list(SMOOTHING_SIGMAS),
-        "sampling_fractions": list(SAMPLING_FRACTIONS),
-        "sampling_seed": SAMPLING_SEED,
-        "threads": threads,
-        "simpleitk_version": sitk.Version.VersionString(),
-        "warnings": qc_warnings,
-        "ok": not qc_warnings,
-        "wall_time_s": time.perf_counter() - t_start,
     }
-    if out_qc_json is not None:
-        write_json(out_qc_json, qc)
-    return qc
+    return record, _qc_warnings(dice_before, dice_after, rotation_angle, used)
+
+
+def _registration_image(role, path, grid_mm):
+    """One CT on the registration grid, with air outside its body, and its body mask."""
+    img = _to_grid(_read_image(path, sitk.sitkFloat32), grid_mm)
+    mask = body_mask(img)
+    volume = _mask_volume_ml(mask)
+    if volume < MIN_BODY_ML:
+        raise DualpetInputError(
+            f"{role} CT {path}: body mask (HU > -500) is only {volume:.0f} mL "
+            f"(expected > {MIN_BODY_ML:.0f} mL); is this a CT in Hounsfield units?"
+        )
+    # Outside the body (plus a one-voxel rim keeping the skin edge), set air: the
+    # couch, which does not move with the patient, then cannot attract either image.
+    rim = sitk.BinaryDilate(mask, [1, 1, 1], sitk.sitkBall, 0.0, 1.0)
+    return sitk.Mask(img, rim, AIR_HU), mask
+
+
+def _affine_stage(rigid, fixed, moving, fmask, mmask, metric_mask, stages):
+    """Refine ``rigid`` by an affine stage (appended to ``stages``); the transform kept."""
+    aff = sitk.AffineTransform(3)
+    aff.SetCenter(rigid.GetCenter())
+    aff.SetMatrix(rigid.GetMatrix())
+    aff.SetTranslation(rigid.GetTranslation())
+    reg = _new_registration(metric_mask, SHRINK_FACTORS[1:], SMOOTHING_SIGMAS[1:], SAMPLING_FRACTIONS[1:], 1.0, 300)
+    reg.SetInitialTransform(aff, inPlace=True)
+    stages.append(_run_stage("affine", reg, fixed, moving))
+    # Keep the affine result only if it fits the body clearly better than the rigid one:
+    # on rigid motion the 6 extra parameters fit noise (measured: TRE median 0.08 ->
+    # 0.39 mm on rigidly posed phantoms), on real anatomical change they should help.
+    dice_rigid, dice_affine = _dice_in_overlap(fmask, mmask, rigid), _dice_in_overlap(fmask, mmask, aff)
+    accepted = dice_affine >= dice_rigid + AFFINE_MIN_DICE_GAIN
+    stages[-1].update(
+        dice_rigid=dice_rigid,
+        dice_affine=dice_affine,
+        accepted=accepted,
+        rule=f"accepted if body-mask Dice improves by >= {AFFINE_MIN_DICE_GAIN}",
+    )
+    return aff if accepted else rigid
+
+
+def _qc_warnings(dice_before, dice_after, rotation_angle, used_stages):
+    """What about a registration result a reader should look at."""
+    qc_warnings = []
+    if not dice_after >= 0.9:
+        qc_warnings.append(f"body-mask Dice after registration is {dice_after:.3f} (< 0.9)")
+    if dice_after < dice_before - 0.01:
+        qc_warnings.append(f"body-mask Dice decreased ({dice_before:.3f} -> {dice_after:.3f})")
+    # Large but real repositioning (measured: 16.9 deg on a phantom posed up to 10 deg per
+    # axis, registered to 0.2 mm) is not a failure; beyond 25 deg a supine patient on a
+    # couch is implausible, so the result is more likely wrong than the pose.
+    if rotation_angle > MAX_PLAUSIBLE_ROTATION_DEG:
+        qc_warnings.append(
+            f"rotation of {rotation_angle:.1f} deg between studies (> {MAX_PLAUSIBLE_ROTATION_DEG:g} deg)"
+        )
+    # No limit on the translation: scanner origins (table position) differ between studies
+    # by hundreds of mm, which says nothing about the quality of the alignment.
+    for stage in used_stages:
+        if "Maximum number of iterations" in stage["optimizer_stop_condition"]:
+            qc_warnings.append(f"{stage['name']} stage stopped at the iteration limit")
+    return qc_warnings
 
 
 # ------------------------------------------------------------------------ transforms

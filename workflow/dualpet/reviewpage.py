@@ -317,11 +317,26 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
     scale = {t: suv_scale(studies[t]["seg"]) for t in tracers}
     mips = mip_figure(studies, tracers, centroids, scale, labels, names)
     if mip_png:
-        from dualpet.io import atomic_path
+        _write_data_uri(mip_png, mips)
+    parts = _page_head(patient, tracers, names, scale, mips, len(lesions))
+    parts += _lesion_rows(patient, tracers, names, lesions, studies, scale)
+    parts += _candidate_rows(patient, tracers, names, studies, scale, transform)
+    parts += _reader_decisions(tracers, names, studies)
+    parts.append("</body></html>")
+    write_text(out, "\n".join(parts))
 
-        with atomic_path(mip_png) as tmp:
-            tmp.write_bytes(base64.b64decode(mips.split(",", 1)[1]))
-    parts = [
+
+def _write_data_uri(path, uri):
+    """Write the picture of a base64 ``data:`` URI to ``path`` (atomically)."""
+    from dualpet.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+
+
+def _page_head(patient, tracers, names, scale, mips, n_lesions):
+    """The page up to the lesion table's header row: title, instructions, the MIPs."""
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>dualpet review: patient {html.escape(patient)}</title>",
         f"<style>{STYLE}</style></head><body>",
@@ -338,27 +353,21 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         "decision keeps its meaning when lesions are renumbered. A new sheet starts with this header line:</p>",
         f"<pre>{html.escape(chr(9).join(REVIEW_COLUMNS))}</pre>",
         f"<div class='pic'><img alt='MIPs' src='{mips}'></div>",  # at full size
-        f"<h2>Lesions ({len(lesions)})</h2><table><tr><th>lesion</th><th>region</th>"
+        f"<h2>Lesions ({n_lesions})</h2><table><tr><th>lesion</th><th>region</th>"
         + "".join(f"<th>{html.escape(names[t])}</th>" for t in tracers)
         + "</tr>",
     ]
+
+
+def _lesion_rows(patient, tracers, names, lesions, studies, scale):
+    """The lesion table's rows: per lesion its cells and its views; the table closed."""
     from dualpet.lesionviews import peak_point
 
+    parts = []
     for row in lesions.to_dict("records"):
         lesion = row["lesion"]
-        cells = []
         peaks = {t: peak_point(studies[t], voi_label(lesion)) for t in tracers}
-        for t in tracers:
-            det = int(row.get(f"{t}_detected", 0) or 0)
-            how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
-            text = (
-                f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
-                f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}"
-            )
-            peak = peaks[t]
-            if peak is not None:
-                text += f"<pre>{html.escape(review_row(patient, t, peak, 'reject' if det else 'add', lesion))}</pre>"
-            cells.append(text)
+        cells = [_lesion_cell(patient, t, row, peaks[t]) for t in tracers]
         parts.append(
             f"<tr id='{html.escape(lesion)}'><td><b>{html.escape(lesion)}</b></td>"
             f"<td>{html.escape(str(row.get('region', '')))}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
@@ -366,15 +375,33 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         pic = _picture(_lesion_blocks(studies, tracers, names, row, scale, peaks))
         parts.append(f"<tr><td colspan='{2 + len(tracers)}'>{_img(pic, lesion)}</td></tr>")
     parts.append("</table>")
+    return parts
+
+
+def _lesion_cell(patient, t, row, peak):
+    """A lesion's cell for one tracer: detected and how, SUVmax, TBR, its review line."""
+    det = int(row.get(f"{t}_detected", 0) or 0)
+    how = next((str(v) for v in (row.get(f"{t}_origin"), row.get(f"{t}_voi_source")) if _present(v)), "")
+    text = (
+        f"detected: {'yes' if det else 'no'}{f' ({html.escape(how)})' if how else ''}"
+        f"<br>SUVmax {_fmt(row.get(f'{t}_suvmax'))}, TBR {_fmt(row.get(f'{t}_tbr'))}"
+    )
+    if peak is not None:
+        text += f"<pre>{html.escape(review_row(patient, t, peak, 'reject' if det else 'add', row['lesion']))}</pre>"
+    return text
+
+
+def _candidate_rows(patient, tracers, names, studies, scale, transform):
+    """The section of candidates detection rejected: reason, views and accepting line each."""
     rejected = [
         (t, c) for t in tracers for c in studies[t]["seg"]["detection"].get("rejected", []) if c.get("peak_lps")
     ]
-    parts.append(
+    parts = [
         f"<h2>Candidates not counted as lesions ({len(rejected)})</h2>"
         "<p>Each with its reason, views at its peak (a cross marks it) and in the other study at the same "
         "position, and the line that accepts it.</p><table><tr><th>tracer</th><th>peak (LPS mm)</th>"
         "<th>SUVmax</th><th>reason</th><th>review line to accept it</th></tr>"
-    )
+    ]
     for n, (t, cand) in enumerate(rejected, start=1):
         lps = [float(v) for v in cand["peak_lps"]]
         parts.append(
@@ -385,24 +412,29 @@ def write_review_page(out, patient, tracers, lesions_tsv, studies_paths, mip_png
         pic = _picture(_candidate_blocks(studies, tracers, names, t, lps, scale, transform))
         parts.append(f"<tr><td colspan='5'>{_img(pic, f'candidate {n}')}</td></tr>")
     parts.append("</table>")
+    return parts
+
+
+def _reader_decisions(tracers, names, studies):
+    """The table of reader decisions applied (nothing without any)."""
     reviews = [(t, r) for t in tracers for r in studies[t]["seg"]["detection"].get("review", [])]
-    if reviews:
+    if not reviews:
+        return []
+    parts = [
+        "<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
+        "<th>note</th><th>outcome</th></tr>"
+    ]
+    for t, r in reviews:
         parts.append(
-            "<h2>Reader decisions applied</h2><table><tr><th>tracer</th><th>decision</th><th>reader</th>"
-            "<th>note</th><th>outcome</th></tr>"
-        )
-        for t, r in reviews:
-            parts.append(
-                "<tr>"
-                + "".join(
-                    f"<td>{html.escape(_text(v))}</td>"
-                    for v in (names[t], r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))
-                )
-                + "</tr>"
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(_text(v))}</td>"
+                for v in (names[t], r.get("decision"), r.get("reader"), r.get("note"), r.get("applied"))
             )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    write_text(out, "\n".join(parts))
+            + "</tr>"
+        )
+    parts.append("</table>")
+    return parts
 
 
 def _text(v):

@@ -16,7 +16,7 @@ This module is read when Snakemake parses the workflow: standard library only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,10 @@ def _study(dicom="params.dicom"):
     )
 
 
+#: Options renamed, by their new name: the old name, still accepted (the last flag is the rule's).
+RENAMED = {"detection": "seg"}
+
+
 def _sides(*whats, source="input", **help_by_what):
     """``--ref-<what>`` and ``--idx-<what>`` options (the rule's ``<source>.ref_<what>`` ...)."""
     out_ = []
@@ -132,7 +136,10 @@ def _sides(*whats, source="input", **help_by_what):
             name = f"{side}_{what.replace('-', '_')}"
             maker = inp if source == "input" else out
             kw = {"help": help_by_what[what]} if what in help_by_what else {}
-            out_.append(maker(f"--{side}-{what}", name, **kw))
+            opt = maker(f"--{side}-{what}", name, **kw)
+            if what in RENAMED:
+                opt = replace(opt, flags=(f"--{side}-{RENAMED[what]}", *opt.flags))
+            out_.append(opt)
     return tuple(out_)
 
 
@@ -264,7 +271,7 @@ STEPS = {
             PATIENT,
             REFERENCE,
             INDEX,
-            *_sides("pet", "labels", "seg"),
+            *_sides("pet", "labels", "detection"),
             inp("--ref-ct"),
             inp("--ref-anatomy", help="the reference study's organ label map"),
             inp("--transform", "tfm"),
@@ -313,7 +320,7 @@ STEPS = {
                 default=[],
                 help="the patient's per-lesion metric files (JSON)",
             ),
-            *_sides("seg"),
+            *_sides("detection"),
             inp("--ref-pet-json", default=""),
             inp("--idx-pet-json", default=""),
             inp("--ref-anatomy", default="", help="the reference study's anatomy.json (organs dropped as implausible)"),
@@ -331,7 +338,7 @@ STEPS = {
             INDEX,
             *NAMES,
             inp("--lesions", help="the patient's lesions.tsv"),
-            *_sides("pet", "ct", "voi", "seg"),
+            *_sides("pet", "ct", "voi", "detection"),
             inp(
                 "--transform",
                 "tfm",

@@ -497,83 +497,26 @@ def _activity_factors(hdr, units, decay, side):
     datasets, where = hdr.datasets, hdr.where
     to_bqml = np.ones(len(datasets))
     if units == "CNTS":
-        pairs = [philips_factors(d) for d in datasets]
-        suv_scale = [p[0] for p in pairs]
-        acf = [p[1] for p in pairs]
-        have_suv, have_acf = all(v is not None for v in suv_scale), all(v is not None for v in acf)
-        # NONE: the activity factor keeps each slice's decay explicit (IBSI)
-        if have_suv and not (decay == "NONE" and have_acf):
-            side.update(
-                factor_source="philips_suv_scale_factor",
-                factor=suv_scale[0],
-                reference_time_source="not needed: Philips SUV Scale Factor",
-            )
-            return np.array(suv_scale, float)
-        if not have_acf:
-            _fail(
-                "Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
-                "Concentration Scale Factor (missing or 0)",
-                "Units (0054,1001)",
-                where,
-            )
-        to_bqml = np.array(acf, float)
-        side["activity_concentration_scale_factor"] = float(acf[0])
+        suv_scale, to_bqml = _philips_scales(datasets, decay, side, where)
+        if suv_scale is not None:
+            return suv_scale
 
     weight = hdr.weight(side)
     ds = hdr.ds
-    seq = ds.get("RadiopharmaceuticalInformationSequence")
-    if not seq:
-        _fail("missing", "RadiopharmaceuticalInformationSequence (0054,0016)", where)
-    item = seq[0]
-    dose = _float(item.get("RadionuclideTotalDose"))
-    if not dose or dose <= 0:
-        _fail("injected dose missing or not positive", "RadionuclideTotalDose (0018,1074)", where)
-    dose_rule = "Bq"
-    if dose < MBQ_BELOW:
-        dose, dose_rule = dose * 1e6, "MBq_converted"
-    nuclide = radionuclide(item)
-    half_life = _float(item.get("RadionuclideHalfLife"))
-    half_life_rule = "header"
-    if not half_life or half_life <= 0:
-        if nuclide is None:
-            _fail("half-life missing and radionuclide code unknown", "RadionuclideHalfLife (0018,1075)", where)
-        half_life, half_life_rule = HALF_LIFE_S[nuclide], "radionuclide_code"
+    item = _radiopharmaceutical(ds, where)
+    dose, dose_rule = _injected_dose(item, where)
+    nuclide, half_life, half_life_rule = _half_life(item, where)
     lam = np.log(2.0) / half_life
 
-    series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
-    acq, acq_replaced = _acquisitions(datasets, ds)
-    if acq_replaced:
-        side["acquisition_date_replaced"] = (
-            "AcquisitionDate far from both StudyDate and SeriesDate (de-identified): the series date used"
-        )
-    known = [a for a in acq if a is not None]
-    first = min(known) if known else series
+    acq, first = _acquisition_start(datasets, ds, side)
     injection, injection_rule = _injection(ds, item, first, half_life, where)
     per_slice = np.ones(len(datasets))
-    if decay == "ADMIN":
-        reference, reference_rule = injection, "injection (images decay-corrected to administration)"
-    elif decay == "START":
-        reference, reference_rule = _reference_time(ds, datasets, acq, lam, where)
-    elif decay == "NONE":
-        reference, reference_rule = _none_decay(datasets, acq, half_life, lam, per_slice, where)
-        side["slice_decay_factor_range"] = [float(per_slice.min()), float(per_slice.max())]
-    else:
-        _fail(f"DecayCorrection '{decay}' not supported (START, ADMIN, NONE)", "DecayCorrection (0054,1102)", where)
+    reference, reference_rule = _decay_reference(
+        decay, ds, datasets, acq, injection, half_life, lam, per_slice, side, where
+    )
 
     elapsed = (reference - injection).total_seconds()
-    if elapsed < 0:
-        _fail(
-            f"injection {-elapsed:.0f} s after the image reference time",
-            "RadiopharmaceuticalStartTime (0018,1072)",
-            where,
-        )
-    if elapsed > plausible_uptake(half_life)[1]:
-        _fail(
-            f"{elapsed / 3600:.1f} h from injection to the image reference time ({reference_rule}): the dates "
-            "disagree (shifted by de-identification?)",
-            "RadiopharmaceuticalStartDateTime (0018,1078)",
-            where,
-        )
+    _check_uptake(elapsed, half_life, reference_rule, where)
     dose_ref = dose * 2.0 ** (-elapsed / half_life)
     factor = weight * 1000.0 / dose_ref
     side.update(
@@ -594,6 +537,106 @@ def _activity_factors(hdr, units, decay, side):
         }
     )
     return to_bqml * per_slice * factor
+
+
+def _philips_scales(datasets, decay, side, where):
+    """Units CNTS: (per-slice SUVbw factors, None) or (None, per-slice factors to Bq/mL)."""
+    pairs = [philips_factors(d) for d in datasets]
+    suv_scale = [p[0] for p in pairs]
+    acf = [p[1] for p in pairs]
+    have_suv, have_acf = all(v is not None for v in suv_scale), all(v is not None for v in acf)
+    # NONE: the activity factor keeps each slice's decay explicit (IBSI)
+    if have_suv and not (decay == "NONE" and have_acf):
+        side.update(
+            factor_source="philips_suv_scale_factor",
+            factor=suv_scale[0],
+            reference_time_source="not needed: Philips SUV Scale Factor",
+        )
+        return np.array(suv_scale, float), None
+    if not have_acf:
+        _fail(
+            "Units CNTS need Philips private (7053,1000) SUV Scale Factor or (7053,1009) Activity "
+            "Concentration Scale Factor (missing or 0)",
+            "Units (0054,1001)",
+            where,
+        )
+    to_bqml = np.array(acf, float)
+    side["activity_concentration_scale_factor"] = float(acf[0])
+    return None, to_bqml
+
+
+def _radiopharmaceutical(ds, where):
+    """The first item of the RadiopharmaceuticalInformationSequence (required)."""
+    seq = ds.get("RadiopharmaceuticalInformationSequence")
+    if not seq:
+        _fail("missing", "RadiopharmaceuticalInformationSequence (0054,0016)", where)
+    return seq[0]
+
+
+def _injected_dose(item, where):
+    """Injected dose (Bq) and its rule (MBq values converted)."""
+    dose = _float(item.get("RadionuclideTotalDose"))
+    if not dose or dose <= 0:
+        _fail("injected dose missing or not positive", "RadionuclideTotalDose (0018,1074)", where)
+    dose_rule = "Bq"
+    if dose < MBQ_BELOW:
+        dose, dose_rule = dose * 1e6, "MBq_converted"
+    return dose, dose_rule
+
+
+def _half_life(item, where):
+    """Radionuclide, half-life (s) and its rule: the header's, else the radionuclide code's."""
+    nuclide = radionuclide(item)
+    half_life = _float(item.get("RadionuclideHalfLife"))
+    half_life_rule = "header"
+    if not half_life or half_life <= 0:
+        if nuclide is None:
+            _fail("half-life missing and radionuclide code unknown", "RadionuclideHalfLife (0018,1075)", where)
+        half_life, half_life_rule = HALF_LIFE_S[nuclide], "radionuclide_code"
+    return nuclide, half_life, half_life_rule
+
+
+def _acquisition_start(datasets, ds, side):
+    """Each slice's acquisition start and the earliest (else the series time); notes replaced dates."""
+    series = parse_da_tm(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
+    acq, acq_replaced = _acquisitions(datasets, ds)
+    if acq_replaced:
+        side["acquisition_date_replaced"] = (
+            "AcquisitionDate far from both StudyDate and SeriesDate (de-identified): the series date used"
+        )
+    known = [a for a in acq if a is not None]
+    first = min(known) if known else series
+    return acq, first
+
+
+def _decay_reference(decay, ds, datasets, acq, injection, half_life, lam, per_slice, side, where):
+    """Reference time the values refer to, and its rule, by DecayCorrection (NONE fills ``per_slice``)."""
+    if decay == "ADMIN":
+        return injection, "injection (images decay-corrected to administration)"
+    if decay == "START":
+        return _reference_time(ds, datasets, acq, lam, where)
+    if decay == "NONE":
+        reference, reference_rule = _none_decay(datasets, acq, half_life, lam, per_slice, where)
+        side["slice_decay_factor_range"] = [float(per_slice.min()), float(per_slice.max())]
+        return reference, reference_rule
+    _fail(f"DecayCorrection '{decay}' not supported (START, ADMIN, NONE)", "DecayCorrection (0054,1102)", where)
+
+
+def _check_uptake(elapsed, half_life, reference_rule, where):
+    """Refuse an injection after the reference time or an implausibly long uptake."""
+    if elapsed < 0:
+        _fail(
+            f"injection {-elapsed:.0f} s after the image reference time",
+            "RadiopharmaceuticalStartTime (0018,1072)",
+            where,
+        )
+    if elapsed > plausible_uptake(half_life)[1]:
+        _fail(
+            f"{elapsed / 3600:.1f} h from injection to the image reference time ({reference_rule}): the dates "
+            "disagree (shifted by de-identification?)",
+            "RadiopharmaceuticalStartDateTime (0018,1078)",
+            where,
+        )
 
 
 def _none_decay(datasets, acq, half_life, lam, per_slice, where):

@@ -3,12 +3,12 @@ checkpoint match:
     input:
         ref_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
         ref_labels=f"results/{{patient}}/{REF}/lesions.nii.gz",
-        ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
+        ref_detection=f"results/{{patient}}/{REF}/segmentation.json",
         ref_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
         ref_anatomy=f"results/{{patient}}/{REF}/anatomy.nii.gz",
         idx_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
         idx_labels=f"results/{{patient}}/{IDX}/lesions.nii.gz",
-        idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+        idx_detection=f"results/{{patient}}/{IDX}/segmentation.json",
         tfm="results/{patient}/registration/transform.tfm",
     output:
         index="results/{patient}/lesions/index.tsv",
@@ -102,8 +102,8 @@ rule patient_table:
     input:
         index="results/{patient}/lesions/index.tsv",
         metrics=lesion_metrics_of,
-        ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
-        idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+        ref_detection=f"results/{{patient}}/{REF}/segmentation.json",
+        idx_detection=f"results/{{patient}}/{IDX}/segmentation.json",
         ref_pet_json=f"results/{{patient}}/{REF}/pet.json",
         idx_pet_json=f"results/{{patient}}/{IDX}/pet.json",
         ref_anatomy=f"results/{{patient}}/{REF}/anatomy.json",
@@ -138,11 +138,11 @@ rule review_page:
         ref_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
         ref_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
         ref_voi=f"results/{{patient}}/{REF}/voi.nii.gz",
-        ref_seg=f"results/{{patient}}/{REF}/segmentation.json",
+        ref_detection=f"results/{{patient}}/{REF}/segmentation.json",
         idx_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
         idx_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
         idx_voi=f"results/{{patient}}/{IDX}/voi.nii.gz",
-        idx_seg=f"results/{{patient}}/{IDX}/segmentation.json",
+        idx_detection=f"results/{{patient}}/{IDX}/segmentation.json",
         tfm="results/{patient}/registration/transform.tfm",
     output:
         page=report(

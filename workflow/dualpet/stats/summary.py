@@ -264,32 +264,8 @@ def _multiplicity(summary, primary, adjust):
     }
 
 
-def summarize(lesions, patients, reference, index, *, primary=None, adjust="none", names=None) -> dict:
-    """The cohort statistics comparing the index with the reference tracer (JSON-ready).
-
-    ``lesions``: one row per union lesion (``patient``, ``region``, ``{t}_detected`` 0/1,
-    ``{t}_{metric}``); ``patients``: one row per patient (``{t}_positive`` 0/1, optional
-    ``status``/``excluded_reason``, clinical columns). Excluded patients are left out with
-    their lesions. ``primary``: the primary endpoint (metric, lesion_set, analysis; see
-    :data:`~dualpet.stats.constants.DEFAULT_PRIMARY`); every other test is exploratory,
-    Holm-adjusted with ``adjust="holm"``. ``names``: tracer -> display name for the report
-    (``tracer_names``: reference and index). Bad tables raise DualpetInputError (see
-    :mod:`dualpet.stats.validate`); statistical edge cases never raise (``p`` None and a
-    ``reason``).
-    """
-    import scipy
-    import statsmodels
-
-    primary = check_primary(primary)
-    if adjust not in C.ADJUSTMENTS:
-        raise DualpetInputError(f"statistics.adjust: {adjust!r} is not one of {', '.join(C.ADJUSTMENTS)}")
-    lesions, patients = validate(lesions, patients, reference, index)
-    excluded = excluded_mask(patients)
-    excluded_list = [
-        {"patient": row["patient"], "reason": _text(row.get("excluded_reason"))}
-        for _, row in patients[excluded].iterrows()
-    ]
-    kept = patients[~excluded]
+def _study_notes(kept, reference, index) -> dict:
+    """What the QC section lists per patient or study of the patients kept (summary.json keys)."""
     pet_ct = [
         {"patient": row["patient"], "tracer": t}
         for t in (reference, index)
@@ -334,6 +310,59 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         for t in (reference, index)
         if f"{t}_background_source" in kept
     ]
+    return {
+        "registration_flagged": flagged,
+        "pet_ct_registered": pet_ct,
+        "backgrounds": backgrounds,
+        "background_fallbacks": studies["background_fallback"],
+        "organs_dropped": studies["organs_dropped"],
+        "series_notes": studies["series_note"],
+        "ct_uncovered": uncovered,
+    }
+
+
+def _definitions() -> dict:
+    """How the summary's terms are defined (its ``definitions`` section)."""
+    return {
+        "difference": C.DIFFERENCE_DEFINITION,
+        "ratio": "index / reference",
+        "lesion_sets": C.LESION_SETS,
+        "analyses": C.ANALYSES,
+        "zero_difference": f"|index - reference| <= {C.ZERO_TOLERANCE:g} x max(|index|, |reference|)",
+        "positive": "{tracer}_positive == 1 (patient level)",
+        "detected": "{tracer}_detected == 1 (lesion level)",
+        "quartiles": "linear interpolation (numpy default)",
+        "sd": "sample standard deviation (ddof = 1)",
+    }
+
+
+def summarize(lesions, patients, reference, index, *, primary=None, adjust="none", names=None) -> dict:
+    """The cohort statistics comparing the index with the reference tracer (JSON-ready).
+
+    ``lesions``: one row per union lesion (``patient``, ``region``, ``{t}_detected`` 0/1,
+    ``{t}_{metric}``); ``patients``: one row per patient (``{t}_positive`` 0/1, optional
+    ``status``/``excluded_reason``, clinical columns). Excluded patients are left out with
+    their lesions. ``primary``: the primary endpoint (metric, lesion_set, analysis; see
+    :data:`~dualpet.stats.constants.DEFAULT_PRIMARY`); every other test is exploratory,
+    Holm-adjusted with ``adjust="holm"``. ``names``: tracer -> display name for the report
+    (``tracer_names``: reference and index). Bad tables raise DualpetInputError (see
+    :mod:`dualpet.stats.validate`); statistical edge cases never raise (``p`` None and a
+    ``reason``).
+    """
+    import scipy
+    import statsmodels
+
+    primary = check_primary(primary)
+    if adjust not in C.ADJUSTMENTS:
+        raise DualpetInputError(f"statistics.adjust: {adjust!r} is not one of {', '.join(C.ADJUSTMENTS)}")
+    lesions, patients = validate(lesions, patients, reference, index)
+    excluded = excluded_mask(patients)
+    excluded_list = [
+        {"patient": row["patient"], "reason": _text(row.get("excluded_reason"))}
+        for _, row in patients[excluded].iterrows()
+    ]
+    kept = patients[~excluded]
+    notes = _study_notes(kept, reference, index)
     patients = kept.reset_index(drop=True)
     lesions = lesions[~lesions["patient"].isin({e["patient"] for e in excluded_list})].reset_index(drop=True)
     summary = {
@@ -346,25 +375,9 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         "n_patients": int(len(patients)),
         "n_lesions": int(len(lesions)),
         "excluded_patients": excluded_list,
-        "registration_flagged": flagged,
-        "pet_ct_registered": pet_ct,
-        "backgrounds": backgrounds,
-        "background_fallbacks": studies["background_fallback"],
-        "organs_dropped": studies["organs_dropped"],
-        "series_notes": studies["series_note"],
-        "ct_uncovered": uncovered,
+        **notes,
         "review": review_counts(patients, lesions, (reference, index)),
-        "definitions": {
-            "difference": C.DIFFERENCE_DEFINITION,
-            "ratio": "index / reference",
-            "lesion_sets": C.LESION_SETS,
-            "analyses": C.ANALYSES,
-            "zero_difference": f"|index - reference| <= {C.ZERO_TOLERANCE:g} x max(|index|, |reference|)",
-            "positive": "{tracer}_positive == 1 (patient level)",
-            "detected": "{tracer}_detected == 1 (lesion level)",
-            "quartiles": "linear interpolation (numpy default)",
-            "sd": "sample standard deviation (ddof = 1)",
-        },
+        "definitions": _definitions(),
     }
     pdet, ldet, lflags = _detection(patients, lesions, reference, index)
     summary["patient_detection"], summary["lesion_detection"] = pdet, ldet

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,32 @@ def generate_cohort(
     ``preset`` (a name of :data:`~dualpet.synth.phantom.PRESETS`): that cohort's lesion
     population; ``n_patients`` defaults to its number of patients (else to 4).
     """
+    _check_cohort_options(size, contrast, fov, preset, tracers)
+    if n_patients is None:
+        n_patients = PRESETS[preset]["patients"] if preset else 4
+    outdir = Path(outdir)
+    rows, clinical = [], []
+    for n in range(1, n_patients + 1):
+        pid = patient_id(n)
+        truth_path = outdir / "truth" / f"{pid}.json"
+        truth = read_json(truth_path) if truth_path.exists() else None
+        pose_range = {"max_rotation_deg": float(max_rotation_deg), "max_translation_mm": float(max_translation_mm)}
+        wanted = (seed, size, quirks, pose_range, REVISION, contrast, fov, preset)
+        if _truth_is_current(truth, wanted, tracers):
+            log(f"{pid}: present, kept")
+        else:
+            log(f"{pid}: generating ({size})")
+            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range, contrast, fov, preset)
+        rows += _study_rows(pid, tracers)
+        clinical.append({"patient": pid, **truth["clinical"]})
+    studies = pd.DataFrame(rows)
+    _write_if_changed(outdir / "studies.tsv", studies.to_csv(sep="\t", index=False))
+    _write_if_changed(outdir / "clinical.tsv", pd.DataFrame(clinical).to_csv(sep="\t", index=False))
+    return studies
+
+
+def _check_cohort_options(size, contrast, fov, preset, tracers):
+    """Raise ValueError for an unknown size, contrast, field of view or preset, or a preset's wrong tracers."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(SIZES)}")
     if contrast not in CONTRASTS:
@@ -210,53 +237,43 @@ def generate_cohort(
             raise ValueError(
                 f"preset {preset!r} is for the tracers {list(PRESETS[preset]['tracers'])}, not {list(tracers)}"
             )
-    if n_patients is None:
-        n_patients = PRESETS[preset]["patients"] if preset else 4
-    outdir = Path(outdir)
-    rows, clinical = [], []
-    for n in range(1, n_patients + 1):
-        pid = patient_id(n)
-        truth_path = outdir / "truth" / f"{pid}.json"
-        truth = read_json(truth_path) if truth_path.exists() else None
-        pose_range = {"max_rotation_deg": float(max_rotation_deg), "max_translation_mm": float(max_translation_mm)}
-        got = (
-            (
-                truth.get("seed"),
-                truth.get("size"),
-                bool(truth.get("quirks_enabled")),
-                truth.get("pose_range", DEFAULT_POSES),
-                truth.get("generator_revision"),
-                truth.get("contrast"),
-                truth.get("fov"),
-                truth.get("preset"),
-            )
-            if truth
-            else None
+
+
+def _truth_is_current(truth, wanted, tracers):
+    """Whether a stored truth was generated with the ``wanted`` settings and the same tracers."""
+    got = (
+        (
+            truth.get("seed"),
+            truth.get("size"),
+            bool(truth.get("quirks_enabled")),
+            truth.get("pose_range", DEFAULT_POSES),
+            truth.get("generator_revision"),
+            truth.get("contrast"),
+            truth.get("fov"),
+            truth.get("preset"),
         )
-        same = got == (seed, size, quirks, pose_range, REVISION, contrast, fov, preset)
-        if same and tuple(truth["tracers"]) == tuple(tracers):
-            log(f"{pid}: present, kept")
-        else:
-            log(f"{pid}: generating ({size})")
-            truth = generate_patient(outdir, pid, n, seed, size, tracers, quirks, pose_range, contrast, fov, preset)
-        for tracer in tracers:
-            rows.append(
-                {
-                    "patient": pid,
-                    "tracer": tracer,
-                    "dicom_dir": f"dicom/{pid}/{tracer}",
-                    "pet_series": "",
-                    "ct_series": "",
-                }
-            )
-        clinical.append({"patient": pid, **truth["clinical"]})
-    studies = pd.DataFrame(rows)
-    _write_if_changed(outdir / "studies.tsv", studies.to_csv(sep="\t", index=False))
-    _write_if_changed(outdir / "clinical.tsv", pd.DataFrame(clinical).to_csv(sep="\t", index=False))
-    return studies
+        if truth
+        else None
+    )
+    return got == wanted and tuple(truth["tracers"]) == tuple(tracers)
+
+
+def _study_rows(pid, tracers):
+    """The studies table's rows of one patient (series left to the workflow's choice)."""
+    return [
+        {
+            "patient": pid,
+            "tracer": tracer,
+            "dicom_dir": f"dicom/{pid}/{tracer}",
+            "pet_series": "",
+            "ct_series": "",
+        }
+        for tracer in tracers
+    ]
 
 
 def _write_if_changed(path, text):
+    """Write ``text`` to ``path`` unless the file already holds exactly that."""
     if not path.exists() or path.read_text() != text:
         write_text(path, text)
 
@@ -282,8 +299,45 @@ def generate_patient(
     rng_study = np.random.default_rng([seed, n, 1])  # doses, times, poses, identifiers
     ref, idx = tracers
     pose_range = pose_range or DEFAULT_POSES
-    rot_scale = pose_range["max_rotation_deg"] / DEFAULT_POSES["max_rotation_deg"]
-    shift_scale = pose_range["max_translation_mm"] / DEFAULT_POSES["max_translation_mm"]
+    phantom = _draw_phantom(rng_anat, seed, n, tracers, fov_z, pose_range, preset)
+    ident, person, weight_ref = _draw_identity(rng_study)
+    studies, poses = _draw_studies(
+        rng_study, rng_contrast, enhanced, n, tracers, quirks, pose_range, fov_z, weight_ref, ident
+    )
+    organ_maps = {t: f"truth/organs/{pid}_{t}.nii.gz" for t in tracers}  # relative to outdir
+    lesion_truth = _simulate_studies(outdir, pid, seed, n, phantom, poses, studies, grid, ident, person, organ_maps)
+    truth = {
+        "generator": f"dualpet synth {__version__}",
+        "generator_revision": REVISION,
+        "patient": pid,
+        "seed": seed,
+        "size": size,
+        "tracers": list(tracers),
+        "quirks_enabled": bool(quirks),
+        "contrast": contrast,
+        "fov": fov,
+        **({"preset": preset, "preset_description": PRESETS[preset]["description"]} if preset else {}),
+        "fov_anatomy_z_mm": list(fov_z),
+        "anatomy": _anatomy_truth(phantom),
+        "organ_maps": organ_maps,
+        "pose_range": pose_range,
+        "reference_tracer": ref,
+        "index_tracer": idx,
+        "identifiers": ident,
+        "patient_info": person,
+        "clinical": _draw_clinical(rng_study, phantom),
+        "studies": {t: {k: v for k, v in s.items() if not k.startswith("_")} for t, s in studies.items()},
+        "transform_reference_to_index": _transform_truth(poses[ref], poses[idx]),
+        "detectability_rule": DETECTABILITY_RULE,
+        "visibility_rule": VISIBILITY_RULE,
+        "lesions": [_lesion_record(les, lesion_truth[les.id]) for les in phantom.lesions],
+    }
+    write_json(outdir / "truth" / f"{pid}.json", truth)
+    return truth
+
+
+def _draw_phantom(rng_anat, seed, n, tracers, fov_z, pose_range, preset):
+    """Draw the patient's anatomy, physiology and lesions, the lesions well inside the field of view."""
     # keep lesions inside both fields of view when the studies may move further apart
     margin = max(0.0, pose_range["max_translation_mm"] - DEFAULT_POSES["max_translation_mm"])
     # lesions at least 60 mm (pose shift plus 20 mm of quiet planes) inside the field of view
@@ -291,8 +345,11 @@ def generate_patient(
     n_lesions = int(rng_anat.integers(4, 11))  # drawn with a preset too: the same anatomy with or without
     psf = {t: PET_PHYSICS[TRACER_NUCLIDE[t]]["fwhm"] for t in tracers}
     population = preset_population(preset, seed, n, psf) if preset else None
-    phantom = make_phantom(rng_anat, tracers, n_lesions, z_range, population)
+    return make_phantom(rng_anat, tracers, n_lesions, z_range, population)
 
+
+def _draw_identity(rng_study):
+    """Draw the patient's identifying data, sex and height, and weight at the reference study."""
     sex = str(rng_study.choice(["F", "M"]))
     height = float(rng_study.uniform(1.55, 1.80) + (0.08 if sex == "M" else 0.0))
     weight_ref = float(rng_study.uniform(55.0, 100.0))
@@ -307,36 +364,30 @@ def generate_patient(
         "AccessionNumber": [],
     }
     person = {"sex": sex, "height_m": round(height, 2)}
+    return ident, person, weight_ref
+
+
+def _draw_studies(rng_study, rng_contrast, enhanced, n, tracers, quirks, pose_range, fov_z, weight_ref, ident):
+    """Draw each study's dose, timing, quirk, pose and CT; returns ({tracer: study}, {tracer: (R, t)}).
+
+    Appends each study's accession number to ``ident["AccessionNumber"]``.
+    """
     day0 = dt.datetime(2024, 1, 8) + dt.timedelta(days=int(rng_study.integers(0, 600)))
     gap_days = int(rng_study.integers(2, 15))
     studies, poses = {}, {}
     for s_i, tracer in enumerate(tracers):
         nuclide = TRACER_NUCLIDE[tracer]
-        half_life = HALF_LIFE_S[nuclide]
         weight = weight_ref if s_i == 0 else float(weight_ref + rng_study.uniform(-2.0, 2.0))
-        if tracer == "fdg":
-            dose = float(3.5e6 * weight * rng_study.uniform(0.9, 1.1))
-        else:
-            dose = float(rng_study.uniform(90e6, 160e6))
-        inj_minute = int(rng_study.integers(8 * 60, 11 * 60))
+        dose = _draw_dose(rng_study, tracer, weight)
         quirk = QUIRKS[(2 * (n - 1) + s_i) % len(QUIRKS)] if quirks else None
-        if quirk == "midnight_injection":  # injected late evening, scanned after midnight
-            inj_minute = 23 * 60 + 5 + inj_minute % 30
-        inj = day0 + dt.timedelta(days=gap_days * s_i, minutes=inj_minute, seconds=int(rng_study.integers(60)))
-        uptake_s = float(rng_study.uniform(50.0, 75.0) * 60.0)
-        series_dt = inj + dt.timedelta(seconds=round(uptake_s))
-        uptake_s = (series_dt - inj).total_seconds()
-        angles = rng_study.uniform([-3.0, -3.0, -5.0], [3.0, 3.0, 5.0]) * rot_scale
-        table_z = float(rng_study.uniform(-1100.0, -700.0))
-        offset = np.array([rng_study.uniform(-30, 30), rng_study.uniform(-15, 15), rng_study.uniform(-30, 30)])
-        trans = offset * shift_scale + np.array([0.0, 0.0, table_z])
-        R = rotation_matrix(angles)
+        inj, series_dt, uptake_s = _draw_timing(rng_study, day0, gap_days * s_i, quirk)
+        angles, table_z, R, trans = _draw_pose(rng_study, pose_range)
         poses[tracer] = (R, trans)
         accession = f"ACC{rng_study.integers(10**7, 10**8)}"
         ident["AccessionNumber"].append(accession)
         studies[tracer] = {
             "radionuclide": nuclide,
-            "half_life_s": half_life,
+            "half_life_s": HALF_LIFE_S[nuclide],
             "injected_dose_bq": dose,
             "weight_kg": round(weight, 1),
             "injection_datetime": inj.isoformat(),
@@ -353,13 +404,45 @@ def generate_patient(
             "_index": s_i,
             "_table_z": table_z,
         }
+    return studies, poses
 
+
+def _draw_dose(rng_study, tracer, weight):
+    """Injected activity (Bq): FDG by body weight, any other tracer a fixed range."""
+    if tracer == "fdg":
+        return float(3.5e6 * weight * rng_study.uniform(0.9, 1.1))
+    return float(rng_study.uniform(90e6, 160e6))
+
+
+def _draw_timing(rng_study, day0, day, quirk):
+    """Injection and PET series start of a study on ``day`` after ``day0``, and the uptake time (s)."""
+    inj_minute = int(rng_study.integers(8 * 60, 11 * 60))
+    if quirk == "midnight_injection":  # injected late evening, scanned after midnight
+        inj_minute = 23 * 60 + 5 + inj_minute % 30
+    inj = day0 + dt.timedelta(days=day, minutes=inj_minute, seconds=int(rng_study.integers(60)))
+    uptake_s = float(rng_study.uniform(50.0, 75.0) * 60.0)
+    series_dt = inj + dt.timedelta(seconds=round(uptake_s))
+    return inj, series_dt, (series_dt - inj).total_seconds()
+
+
+def _draw_pose(rng_study, pose_range):
+    """A study's pose on the table: rotation angles (deg), table z (mm), rotation matrix, translation (mm)."""
+    rot_scale = pose_range["max_rotation_deg"] / DEFAULT_POSES["max_rotation_deg"]
+    shift_scale = pose_range["max_translation_mm"] / DEFAULT_POSES["max_translation_mm"]
+    angles = rng_study.uniform([-3.0, -3.0, -5.0], [3.0, 3.0, 5.0]) * rot_scale
+    table_z = float(rng_study.uniform(-1100.0, -700.0))
+    offset = np.array([rng_study.uniform(-30, 30), rng_study.uniform(-15, 15), rng_study.uniform(-30, 30)])
+    trans = offset * shift_scale + np.array([0.0, 0.0, table_z])
+    return angles, table_z, rotation_matrix(angles), trans
+
+
+def _simulate_studies(outdir, pid, seed, n, phantom, poses, studies, grid, ident, person, organ_maps):
+    """Simulate every study into a partial folder, then move it in place; returns the lesions' image truth."""
     folder = outdir / "dicom" / pid
     tmp = outdir / "dicom" / f".{pid}.partial"
-    organ_maps = {t: f"truth/organs/{pid}_{t}.nii.gz" for t in tracers}  # relative to outdir
     shutil.rmtree(tmp, ignore_errors=True)
     lesion_truth = {les.id: {} for les in phantom.lesions}
-    for s_i, tracer in enumerate(tracers):
+    for s_i, tracer in enumerate(studies):
         rng_noise = np.random.default_rng([seed, n, 2, s_i])
         st = studies[tracer]
         _simulate_study(
@@ -380,78 +463,62 @@ def generate_patient(
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(folder)
+    return lesion_truth
 
+
+def _draw_clinical(rng_study, phantom):
+    """Clinical data: CXCR4 IHC score (following the share of Pentixafor-positive lesions), histology, Ki-67."""
+    frac_pos = np.mean([les.category != "reference_only" for les in phantom.lesions])
+    ihc = int(np.clip(np.round(3 * frac_pos + rng_study.normal(0, 0.5)), 0, 3))
+    return {"cxcr4_ihc": ihc, "histology": "NEC", "ki67_percent": int(rng_study.integers(25, 90))}
+
+
+def _transform_truth(pose_ref, pose_idx):
+    """The true transform from the reference to the index study, as the truth records it."""
     # ITK convention of the contract: maps a point of the reference study to the index study.
-    Rr, tr = poses[ref]
-    Ri, ti = poses[idx]
+    Rr, tr = pose_ref
+    Ri, ti = pose_idx
     M = np.eye(4)
     M[:3, :3] = Ri @ Rr.T
     M[:3, 3] = ti - Ri @ Rr.T @ tr
-    frac_pos = np.mean([les.category != "reference_only" for les in phantom.lesions])
-    ihc = int(np.clip(np.round(3 * frac_pos + rng_study.normal(0, 0.5)), 0, 3))
-    truth = {
-        "generator": f"dualpet synth {__version__}",
-        "generator_revision": REVISION,
-        "patient": pid,
-        "seed": seed,
-        "size": size,
-        "tracers": list(tracers),
-        "quirks_enabled": bool(quirks),
-        "contrast": contrast,
-        "fov": fov,
-        **({"preset": preset, "preset_description": PRESETS[preset]["description"]} if preset else {}),
-        "fov_anatomy_z_mm": list(fov_z),
-        "anatomy": _anatomy_truth(phantom),
-        "organ_maps": organ_maps,
-        "pose_range": pose_range,
-        "reference_tracer": ref,
-        "index_tracer": idx,
-        "identifiers": ident,
-        "patient_info": person,
-        "clinical": {"cxcr4_ihc": ihc, "histology": "NEC", "ki67_percent": int(rng_study.integers(25, 90))},
-        "studies": {t: {k: v for k, v in s.items() if not k.startswith("_")} for t, s in studies.items()},
-        "transform_reference_to_index": {
-            "matrix_lps": M.tolist(),
-            "convention": "x_index = M @ [x_reference, 1] (LPS mm); what the contract's transform.tfm "
-            "(fixed = reference CT, moving = index CT) TransformPoint computes",
-        },
-        "detectability_rule": DETECTABILITY_RULE,
-        "visibility_rule": VISIBILITY_RULE,
-        "lesions": [
-            {
-                "id": les.id,
-                "region": les.region,
-                "category": les.category,
-                "radius_mm": round(les.radius, 3),
-                "volume_ml": les.volume_ml(),
-                "center_anatomy_mm": les.center.tolist(),
-                "true_suv": les.suv,
-                "form": les.form,
-                "station": les.station,
-                **(
-                    {
-                        "parts": [
-                            {
-                                "offset_mm": p.offset.tolist(),
-                                "radius_mm": p.radius,
-                                "true_suv": p.suv,
-                                "necrotic": p.necrotic,
-                            }
-                            for p in les.parts
-                        ]
-                    }
-                    if les.parts
-                    else {}
-                ),
-                **({"pair_with": les.pair.id} if les.pair is not None else {}),
-                **({"target_suvmax": les.target_suvmax} if les.target_suvmax is not None else {}),
-                **_transpose(lesion_truth[les.id]),
-            }
-            for les in phantom.lesions
-        ],
+    return {
+        "matrix_lps": M.tolist(),
+        "convention": "x_index = M @ [x_reference, 1] (LPS mm); what the contract's transform.tfm "
+        "(fixed = reference CT, moving = index CT) TransformPoint computes",
     }
-    write_json(outdir / "truth" / f"{pid}.json", truth)
-    return truth
+
+
+def _lesion_record(les, image_truth):
+    """What the truth records of one lesion: its drawn properties and, per tracer, its image truth."""
+    return {
+        "id": les.id,
+        "region": les.region,
+        "category": les.category,
+        "radius_mm": round(les.radius, 3),
+        "volume_ml": les.volume_ml(),
+        "center_anatomy_mm": les.center.tolist(),
+        "true_suv": les.suv,
+        "form": les.form,
+        "station": les.station,
+        **(
+            {
+                "parts": [
+                    {
+                        "offset_mm": p.offset.tolist(),
+                        "radius_mm": p.radius,
+                        "true_suv": p.suv,
+                        "necrotic": p.necrotic,
+                    }
+                    for p in les.parts
+                ]
+            }
+            if les.parts
+            else {}
+        ),
+        **({"pair_with": les.pair.id} if les.pair is not None else {}),
+        **({"target_suvmax": les.target_suvmax} if les.target_suvmax is not None else {}),
+        **_transpose(image_truth),
+    }
 
 
 def _anatomy_truth(phantom):
@@ -492,49 +559,33 @@ def _contrast_hu(rng):
     return out
 
 
+@dataclass
+class _PetImage:
+    """A study's PET as written: values (Bq/mL, or counts), int16 pixels, slopes and the SUV scaling."""
+
+    values: np.ndarray
+    stored: np.ndarray
+    slopes: np.ndarray
+    suv_image: np.ndarray  # what a correct reader recovers
+    dose_ref: float
+    suv_to_bqml: float
+    to_bqml: float
+
+
 def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng, seed, n, lesion_truth, organ_path):
-    R, t = pose
+    """Render one study's CT and PET, record its truth in ``st`` and ``lesion_truth``, write its DICOM."""
     fov_center = np.asarray(st["fov_center_lps"])
-    nk_ct = round(grid["z_extent"] / grid["ct_slice"])
-    nk_pet = round(grid["z_extent"] / grid["pet_slice"])
-    ct_shape = (grid["ct_matrix"], grid["ct_matrix"], nk_ct)
-    pet_shape = (grid["pet_matrix"], grid["pet_matrix"], nk_pet)
-    ct_aff = grid_affine(ct_shape, (grid["ct_pixel"], grid["ct_pixel"], grid["ct_slice"]), fov_center)
-    pet_aff = grid_affine(pet_shape, (grid["pet_pixel"], grid["pet_pixel"], grid["pet_slice"]), fov_center)
+    ct_shape, ct_aff = _image_grid(grid, "ct", fov_center)
+    pet_shape, pet_aff = _image_grid(grid, "pet", fov_center)
     physics = PET_PHYSICS[st["radionuclide"]]
-
-    # The couch's pad touches the lowest (most posterior) point of the posed body surface.
-    bx, by = phantom.body_semi
-    th = np.linspace(0, 2 * np.pi, 72)
-    ring = np.concatenate(
-        [np.stack([bx * np.cos(th), by * np.sin(th), np.full_like(th, z)], 1) for z in (-450, 0, 450)]
-    )
-    table_top = float((ring @ R.T + t)[:, 1].max())
-
-    enhanced = {int(k): v for k, v in (st["ct_contrast"] or {}).items()}
-    voxel_mm3 = float(abs(np.linalg.det(np.asarray(ct_aff)[:3, :3])))
-    noise_hu = st["ct_noise_hu"] * float(np.sqrt(CT_NOISE_VOXEL_MM3 / voxel_mm3))
-    hu, organs = render_ct(phantom, ct_shape, ct_aff, pose, rng, table_top, noise_hu=noise_hu, contrast=enhanced)
-    save_nifti(organ_path, nifti_image(organs, ct_aff))
-    del organs
-    ct_stored = np.clip(np.round(hu + 1024.0), -1024, 3071).astype(np.int16)
-    del hu
+    ct_stored = _render_ct_stored(phantom, pose, st, ct_shape, ct_aff, rng, organ_path)
 
     clean = render_pet_truth(phantom, tracer, pet_shape, pet_aff, pose, physics["fwhm"])
-    axial = axial_noise_profile(nk_pet, grid["pet_slice"])
+    axial = axial_noise_profile(pet_shape[2], grid["pet_slice"])
     noisy = add_pet_noise(clean, rng, physics["cov"], axial_profile=axial)
-    inj = dt.datetime.fromisoformat(st["injection_datetime"])
-    series_dt = dt.datetime.fromisoformat(st["series_datetime"])
-    dose_ref = st["injected_dose_bq"] * 2.0 ** (-(series_dt - inj).total_seconds() / st["half_life_s"])
-    suv_to_bqml = dose_ref / (st["weight_kg"] * 1000.0)
-    quirk = st.get("quirk")
-    # Philips stores counts: value x activity scale factor = Bq/mL
-    to_bqml = 0.5 + 0.1 * (n % 7) if quirk == "philips_cnts" else 1.0
-    values = noisy * (suv_to_bqml / to_bqml)
-    pet_stored, slopes = _quantise(values)
-    suv_image = pet_stored * slopes * (to_bqml / suv_to_bqml)  # what a correct reader recovers
-    st["dose_at_reference_time_bq"] = dose_ref
-    st["suv_to_bqml"] = suv_to_bqml
+    pet = _scale_pet(noisy, st, n)
+    st["dose_at_reference_time_bq"] = pet.dose_ref
+    st["suv_to_bqml"] = pet.suv_to_bqml
     st["ct"] = {"shape": list(ct_shape), "affine_lps": ct_aff.tolist()}
     st["pet"] = {
         "shape": list(pet_shape),
@@ -544,13 +595,89 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
     }
     st["background"] = _background_truth(phantom, tracer, pose, clean, pet_aff)
     noise_cov = physics["cov"] * np.asarray(axial)  # per plane, at SUV 2
-    _lesion_image_truth(phantom, tracer, pose, clean, suv_image, pet_aff, st["background"], lesion_truth, noise_cov)
+    _lesion_image_truth(phantom, tracer, pose, clean, pet.suv_image, pet_aff, st["background"], lesion_truth, noise_cov)
 
-    # --- DICOM headers -------------------------------------------------------------
-    study_uid = dw.uid(seed, n, tracer, "study")
-    for_uid = dw.uid(seed, n, tracer, "frame")
+    _write_study_dicom(folder, (seed, n, tracer), st, ident, person, ct_stored, ct_aff, pet, pet_aff)
+
+
+def _image_grid(grid, modality, fov_center):
+    """Shape and affine of a study's ``"ct"`` or ``"pet"`` grid, centred on the field of view."""
+    pixel, slice_mm = grid[f"{modality}_pixel"], grid[f"{modality}_slice"]
+    shape = (grid[f"{modality}_matrix"], grid[f"{modality}_matrix"], round(grid["z_extent"] / slice_mm))
+    return shape, grid_affine(shape, (pixel, pixel, slice_mm), fov_center)
+
+
+def _table_top(phantom, pose):
+    """Height (LPS y, mm) of the couch's top under the posed body."""
+    R, t = pose
+    # The couch's pad touches the lowest (most posterior) point of the posed body surface.
+    bx, by = phantom.body_semi
+    th = np.linspace(0, 2 * np.pi, 72)
+    ring = np.concatenate(
+        [np.stack([bx * np.cos(th), by * np.sin(th), np.full_like(th, z)], 1) for z in (-450, 0, 450)]
+    )
+    return float((ring @ R.T + t)[:, 1].max())
+
+
+def _render_ct_stored(phantom, pose, st, ct_shape, ct_aff, rng, organ_path):
+    """Render the study's CT as stored (int16, HU + 1024) and save its organ map to ``organ_path``."""
+    table_top = _table_top(phantom, pose)
+    enhanced = {int(k): v for k, v in (st["ct_contrast"] or {}).items()}
+    voxel_mm3 = float(abs(np.linalg.det(np.asarray(ct_aff)[:3, :3])))
+    noise_hu = st["ct_noise_hu"] * float(np.sqrt(CT_NOISE_VOXEL_MM3 / voxel_mm3))
+    hu, organs = render_ct(phantom, ct_shape, ct_aff, pose, rng, table_top, noise_hu=noise_hu, contrast=enhanced)
+    save_nifti(organ_path, nifti_image(organs, ct_aff))
+    del organs
+    return np.clip(np.round(hu + 1024.0), -1024, 3071).astype(np.int16)
+
+
+def _scale_pet(noisy, st, n):
+    """The noisy SUV image as the scanner stores it: Bq/mL at the series start (or counts), int16 with slopes."""
+    inj = dt.datetime.fromisoformat(st["injection_datetime"])
+    series_dt = dt.datetime.fromisoformat(st["series_datetime"])
+    dose_ref = st["injected_dose_bq"] * 2.0 ** (-(series_dt - inj).total_seconds() / st["half_life_s"])
+    suv_to_bqml = dose_ref / (st["weight_kg"] * 1000.0)
+    # Philips stores counts: value x activity scale factor = Bq/mL
+    to_bqml = 0.5 + 0.1 * (n % 7) if st.get("quirk") == "philips_cnts" else 1.0
+    values = noisy * (suv_to_bqml / to_bqml)
+    pet_stored, slopes = _quantise(values)
+    suv_image = pet_stored * slopes * (to_bqml / suv_to_bqml)  # what a correct reader recovers
+    return _PetImage(values, pet_stored, slopes, suv_image, dose_ref, suv_to_bqml, to_bqml)
+
+
+def _write_study_dicom(folder, key, st, ident, person, ct_stored, ct_aff, pet, pet_aff):
+    """Write a study's CT and PET series and, with a quirk, its extra series and objects."""
+    quirk = st.get("quirk")
+    series_dt = dt.datetime.fromisoformat(st["series_datetime"])
     ct_time = series_dt - dt.timedelta(minutes=4)
-    common = {
+    common = _common_header(key, st, ident, person, series_dt, ct_time)
+    jitter = SLICE_JITTER_MM if quirk is not None else 0.0
+    ct_header = _write_ct_series(folder, key, common, ct_stored, ct_aff, ct_time, jitter)
+    pet_header, pet_slice = _write_pet_series(folder, key, common, st, pet, pet_aff, series_dt, jitter)
+    if quirk is not None:
+        n = key[1]
+        ge_nac = (n + st["_index"]) % 2 == 0  # every other study: GE-style NAC
+        st["extra_series"] = _write_extra_series(
+            folder,
+            pet_header,
+            ct_header,
+            pet.values,
+            ct_stored,
+            pet_aff,
+            ct_aff,
+            pet_slice,
+            key,
+            ge_nac=ge_nac,
+            jitter_mm=jitter,
+        )
+        st["extra_series"] += _write_objects(folder, common, pet.stored, key)
+        st["slice_jitter_mm"] = jitter
+
+
+def _common_header(key, st, ident, person, series_dt, ct_time):
+    """DICOM attributes the study's series share: patient, study, equipment and frame of reference."""
+    seed, n, tracer = key
+    return {
         "PatientName": ident["PatientName"],
         "PatientID": ident["PatientID"],
         "PatientBirthDate": ident["PatientBirthDate"],
@@ -558,7 +685,7 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "PatientAge": f"{series_dt.year - int(ident['PatientBirthDate'][:4]):03d}Y",
         "PatientWeight": f"{st['weight_kg']:.1f}",
         "PatientSize": f"{person['height_m']:.2f}",
-        "StudyInstanceUID": study_uid,
+        "StudyInstanceUID": dw.uid(seed, n, tracer, "study"),
         "StudyDate": dw.dicom_date(ct_time),
         "StudyTime": dw.dicom_time(ct_time),
         "StudyID": "1",
@@ -570,15 +697,19 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "Manufacturer": "dualpet synth",
         "ManufacturerModelName": "Phantom PET/CT",
         "StationName": "SYNTH01",
-        "FrameOfReferenceUID": for_uid,
+        "FrameOfReferenceUID": dw.uid(seed, n, tracer, "frame"),
         "PositionReferenceIndicator": "",
-        "PatientPosition": "FFS" if quirk == "feet_first" else "HFS",
+        "PatientPosition": "FFS" if st.get("quirk") == "feet_first" else "HFS",
         "BodyPartExamined": "WHOLEBODY",
     }
+
+
+def _write_ct_series(folder, key, common, ct_stored, ct_aff, ct_time, jitter):
+    """Write the study's CT series (``CT_2``); returns its header."""
     ct_header = {
         **common,
         "Modality": "CT",
-        "SeriesInstanceUID": dw.uid(seed, n, tracer, "ct"),
+        "SeriesInstanceUID": dw.uid(*key, "ct"),
         "SeriesNumber": 2,
         "SeriesDescription": "CT WB 3.0 B30f",
         "SeriesDate": dw.dicom_date(ct_time),
@@ -589,27 +720,54 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
         "KVP": "120",
         "RescaleType": "HU",
     }
-    jitter = SLICE_JITTER_MM if quirk is not None else 0.0
     dw.write_series(
         folder / "CT_2",
         ct_stored,
         ct_aff,
         sop_class=dw.CT_IMAGE_STORAGE,
         header=ct_header,
-        slopes=np.ones(nk_ct),
+        slopes=np.ones(ct_stored.shape[2]),
         intercept=-1024.0,
-        uid_seed=(seed, n, tracer, "ct"),
+        uid_seed=(*key, "ct"),
         file_prefix="CT",
         jitter_mm=jitter,
     )
+    return ct_header
 
-    lam = np.log(2.0) / st["half_life_s"]
+
+def _write_pet_series(folder, key, common, st, pet, pet_aff, series_dt, jitter):
+    """Write the study's PET series (``PT_3``, with its quirk); returns its header and per-slice function."""
+    quirk = st.get("quirk")
+    nk_pet = pet.stored.shape[2]
+    ge = quirk == "ge_private_datetime"  # GE: FrameReferenceTime is the frame start's offset
+    pet_slice = _pet_slice_timing(pet_aff, nk_pet, st["half_life_s"], series_dt, ge)
+    pet_header = _pet_header(common, key, st, series_dt, nk_pet)
+    hook = _apply_quirk(quirk, pet_header, st, series_dt, pet.to_bqml, pet.suv_to_bqml)
+    dw.write_series(
+        folder / "PT_3",
+        pet.stored,
+        pet_aff,
+        sop_class=dw.PET_IMAGE_STORAGE,
+        header=pet_header,
+        slopes=pet.slopes,
+        intercept=0.0,
+        per_slice=pet_slice,
+        uid_seed=(*key, "pet"),
+        file_prefix="PT",
+        instances_from="feet" if quirk == "feet_first" else "head",
+        hook=hook,
+        jitter_mm=jitter,
+    )
+    return pet_header, pet_slice
+
+
+def _pet_slice_timing(pet_aff, nk_pet, half_life_s, series_dt, ge):
+    """Per-slice PET attributes (bed acquisition time, frame time, decay factor) as a function of the slice."""
+    lam = np.log(2.0) / half_life_s
     z_of_k = apply_affine(pet_aff, np.stack([np.zeros(nk_pet), np.zeros(nk_pet), np.arange(nk_pet)], 1))[:, 2]
     bed = np.floor((z_of_k - z_of_k.min()) / BED_LENGTH_MM).astype(int)  # feet first: bed 0 lowest
     # decay-weighted mid-frame time of a bed (s after its start)
     mid = -np.log((1 - np.exp(-lam * BED_DURATION_S)) / (lam * BED_DURATION_S)) / lam
-
-    ge = quirk == "ge_private_datetime"  # GE: FrameReferenceTime is the frame start's offset
 
     def pet_slice(k):
         start = bed[k] * BED_DURATION_S
@@ -623,10 +781,17 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
             "ImageIndex": int(nk_pet - k),
         }
 
-    pet_header = {
+    return pet_slice
+
+
+def _pet_header(common, key, st, series_dt, nk_pet):
+    """The PET series' header (before any vendor quirk)."""
+    tracer = key[2]
+    inj = dt.datetime.fromisoformat(st["injection_datetime"])
+    return {
         **common,
         "Modality": "PT",
-        "SeriesInstanceUID": dw.uid(seed, n, tracer, "pet"),
+        "SeriesInstanceUID": dw.uid(*key, "pet"),
         "SeriesNumber": 3,
         "SeriesDescription": f"PET WB {tracer.upper()} AC",
         "SeriesDate": dw.dicom_date(series_dt),
@@ -645,39 +810,6 @@ def _simulate_study(folder, tracer, phantom, pose, st, grid, ident, person, rng,
             tracer, st["radionuclide"], st["injected_dose_bq"], st["half_life_s"], inj
         ),
     }
-    hook = _apply_quirk(quirk, pet_header, st, series_dt, to_bqml, suv_to_bqml)
-    dw.write_series(
-        folder / "PT_3",
-        pet_stored,
-        pet_aff,
-        sop_class=dw.PET_IMAGE_STORAGE,
-        header=pet_header,
-        slopes=slopes,
-        intercept=0.0,
-        per_slice=pet_slice,
-        uid_seed=(seed, n, tracer, "pet"),
-        file_prefix="PT",
-        instances_from="feet" if quirk == "feet_first" else "head",
-        hook=hook,
-        jitter_mm=jitter,
-    )
-    if quirk is not None:
-        ge_nac = (n + st["_index"]) % 2 == 0  # every other study: GE-style NAC
-        st["extra_series"] = _write_extra_series(
-            folder,
-            pet_header,
-            ct_header,
-            values,
-            ct_stored,
-            pet_aff,
-            ct_aff,
-            pet_slice,
-            (seed, n, tracer),
-            ge_nac=ge_nac,
-            jitter_mm=jitter,
-        )
-        st["extra_series"] += _write_objects(folder, common, pet_stored, (seed, n, tracer))
-        st["slice_jitter_mm"] = jitter
 
 
 def _quantise(values):
@@ -737,6 +869,14 @@ def _write_extra_series(
     ``ge_nac``: the NAC series as GE writes it (ATTN listed in CorrectedImage too, Units
     PROPCNTS); otherwise as Siemens does (no ATTN, Units BQML).
     """
+    _write_nac_series(folder, pet_header, pet_values, pet_aff, pet_slice, key, ge_nac, jitter_mm)
+    _write_localizer(folder, ct_header, ct_stored, ct_aff, key)
+    _write_mip(folder, pet_header, pet_values, pet_aff, key)
+    return ["PET NAC (GE style: ATTN listed, Units PROPCNTS)" if ge_nac else "PET NAC", "CT localizer", "PET MIP"]
+
+
+def _write_nac_series(folder, pet_header, pet_values, pet_aff, pet_slice, key, ge_nac, jitter_mm):
+    """Write the non-attenuation-corrected PET (``PT_4``), GE- or Siemens-style."""
     # Non-attenuation-corrected PET: same grid and frame, lower and flatter values.
     nac, nac_slopes = _quantise(pet_values * (0.35 if not ge_nac else 120.0))
     if ge_nac:
@@ -767,13 +907,22 @@ def _write_extra_series(
         file_prefix="NAC",
         jitter_mm=jitter_mm,
     )
+
+
+def _coronal_affine(aff, shape):
+    """Affine of a coronal image projected from an axial grid (rows along -z, columns along +x)."""
+    out = np.eye(4)
+    out[:3, 0] = [aff[0, 0], 0.0, 0.0]
+    out[:3, 1] = [0.0, 0.0, -aff[2, 2]]
+    out[:3, 2] = [0.0, 1.0, 0.0]
+    out[:3, 3] = apply_affine(aff, [0.0, (shape[1] - 1) / 2.0, shape[2] - 1])
+    return out
+
+
+def _write_localizer(folder, ct_header, ct_stored, ct_aff, key):
+    """Write the CT localizer (``CT_1``)."""
     # CT localizer: one coronal projection image (rows along -z, columns along +x).
     proj = (ct_stored.astype(np.float32).mean(axis=1))[:, ::-1]  # [x, z from top]
-    loc_aff = np.eye(4)
-    loc_aff[:3, 0] = [ct_aff[0, 0], 0.0, 0.0]
-    loc_aff[:3, 1] = [0.0, 0.0, -ct_aff[2, 2]]
-    loc_aff[:3, 2] = [0.0, 1.0, 0.0]
-    loc_aff[:3, 3] = apply_affine(ct_aff, [0.0, (ct_stored.shape[1] - 1) / 2.0, ct_stored.shape[2] - 1])
     loc_header = {
         **ct_header,
         "SeriesInstanceUID": dw.uid(*key, "loc"),
@@ -784,7 +933,7 @@ def _write_extra_series(
     dw.write_series(
         folder / "CT_1",
         np.round(proj)[:, :, None].astype(np.int16),
-        loc_aff,
+        _coronal_affine(ct_aff, ct_stored.shape),
         sop_class=dw.CT_IMAGE_STORAGE,
         header=loc_header,
         slopes=[1.0],
@@ -792,12 +941,12 @@ def _write_extra_series(
         uid_seed=(*key, "loc"),
         file_prefix="LOC",
     )
+
+
+def _write_mip(folder, pet_header, pet_values, pet_aff, key):
+    """Write the PET MIP (``PT_5``)."""
     # PET MIP: a derived coronal image.
     mip, mip_slopes = _quantise(pet_values.max(axis=1)[:, ::-1, None])
-    mip_aff = loc_aff.copy()
-    mip_aff[:3, 0] = [pet_aff[0, 0], 0.0, 0.0]
-    mip_aff[:3, 1] = [0.0, 0.0, -pet_aff[2, 2]]
-    mip_aff[:3, 3] = apply_affine(pet_aff, [0.0, (pet_values.shape[1] - 1) / 2.0, pet_values.shape[2] - 1])
     mip_header = {
         **pet_header,
         "SeriesInstanceUID": dw.uid(*key, "mip"),
@@ -808,7 +957,7 @@ def _write_extra_series(
     dw.write_series(
         folder / "PT_5",
         mip,
-        mip_aff,
+        _coronal_affine(pet_aff, pet_values.shape),
         sop_class=dw.PET_IMAGE_STORAGE,
         header=mip_header,
         slopes=mip_slopes,
@@ -816,7 +965,6 @@ def _write_extra_series(
         uid_seed=(*key, "mip"),
         file_prefix="MIP",
     )
-    return ["PET NAC (GE style: ATTN listed, Units PROPCNTS)" if ge_nac else "PET NAC", "CT localizer", "PET MIP"]
 
 
 def _write_objects(folder, header, pet_stored, key):
