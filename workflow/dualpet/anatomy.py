@@ -455,9 +455,35 @@ def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
     bone within VERTEBRA_EXTENT_MM of the course (transverse and spinous processes
     included, ribs cut off). Returns (mask, {slice: (x, y) of the body's centre})."""
     bone = body & (c.g > bone_min) & ~exclude
-    trunk = body & ~exclude
-    px = c.spacing[0] * c.spacing[1] / 100.0  # cm2 per pixel
     disk = _disk(VERTEBRA_CLOSING_MM, c.spacing)
+    filled_bone, near, posterior, mids = _spine_slices(c, body, bone, body & ~exclude, disk)
+    # the column: the bone (in 3-D) that reaches the posterior midline, where the laminae and
+    # spinous processes are; an enhanced aorta or a calcified plaque in front of the bodies
+    # is bone-dense too, but never joins them
+    lab3, n3 = ndimage.label(filled_bone)
+    back = np.bincount(lab3[posterior & (lab3 > 0)], minlength=n3 + 1)
+    column3 = np.isin(lab3, np.flatnonzero(back >= 3))
+    if bone_min > BONE_HU_MIN:  # enhanced CT: the marrow and a thin cortex read below bone_min
+        column3 |= _column_completed(c, body & ~exclude, column3, near, disk)
+    found = _body_centres(c, column3, near, mids)
+    spine, centre = np.zeros_like(body), {}
+    if len(found) < 3:
+        return spine, centre
+    kept = _steady_centres(c, found)
+    if kept is None:
+        return spine, centre
+    kk, pp = kept
+    for k in range(int(kk.min()), int(kk.max()) + 1):
+        centre[k] = np.array([np.interp(k, kk, pp[:, 0]), np.interp(k, kk, pp[:, 1])])
+        d_x = (c.x - centre[k][0])[:, None]
+        d_y = (c.y - centre[k][1])[None, :]
+        box = (np.abs(d_x) < VERTEBRA_EXTENT_MM[0]) & (d_y > -VERTEBRA_EXTENT_MM[1]) & (d_y < VERTEBRA_EXTENT_MM[2])
+        spine[:, :, k] = column3[:, :, k] & box
+    return spine, centre
+
+
+def _spine_slices(c, body, bone, trunk, disk):
+    """Per slice for :func:`_spine`: filled bone, the column's search area, the posterior midline, the mid x."""
     filled_bone, near, posterior = (np.zeros_like(body) for _ in range(3))
     mids = {}
     for k in np.flatnonzero(bone.any(axis=(0, 1))):
@@ -476,14 +502,12 @@ def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
         filled_bone[:, :, k] = (bone[:, :, k] | inside) & ndimage.binary_dilation(big, iterations=2)
         near[:, :, k] = (np.abs(c.x - mid_x) < 35.0)[:, None] & (c.y > ys.min() + 0.4 * span)[None, :]
         posterior[:, :, k] = (np.abs(c.x - mid_x) < 20.0)[:, None] & (c.y > ys.max() - 0.3 * span)[None, :]
-    # the column: the bone (in 3-D) that reaches the posterior midline, where the laminae and
-    # spinous processes are; an enhanced aorta or a calcified plaque in front of the bodies
-    # is bone-dense too, but never joins them
-    lab3, n3 = ndimage.label(filled_bone)
-    back = np.bincount(lab3[posterior & (lab3 > 0)], minlength=n3 + 1)
-    column3 = np.isin(lab3, np.flatnonzero(back >= 3))
-    if bone_min > BONE_HU_MIN:  # enhanced CT: the marrow and a thin cortex read below bone_min
-        column3 |= _column_completed(c, body & ~exclude, column3, near, disk)
+    return filled_bone, near, posterior, mids
+
+
+def _body_centres(c, column3, near, mids):
+    """The vertebral body's centre on each slice where the column is large enough: {slice: (x, y)}."""
+    px = c.spacing[0] * c.spacing[1] / 100.0  # cm2 per pixel
     found = {}
     for k, mid_x in mids.items():
         bl, nb = ndimage.label(column3[:, :, k] & near[:, :, k])
@@ -504,9 +528,11 @@ def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
         front = c.y[bj].min()  # LPS: anterior is -y
         ci = np.nonzero(column & (c.y < front + VERTEBRA_BODY_MM)[None, :])[0]
         found[int(k)] = np.array([float(np.mean(c.x[ci])), front + VERTEBRA_BODY_MM / 2.0])
-    spine, centre = np.zeros_like(body), {}
-    if len(found) < 3:
-        return spine, centre
+    return found
+
+
+def _steady_centres(c, found):
+    """Slices and centres within VERTEBRA_STRAY_MM of their neighbours' median; None if under 3."""
     ks = np.array(sorted(found))
     pts = np.array([found[k] for k in ks])
     win = max(int(round(VERTEBRA_WINDOW_MM / c.spacing[2])), 1)
@@ -517,15 +543,8 @@ def _spine(c, body, exclude, bone_min=BONE_HU_MIN):
         if np.linalg.norm(pts[n_] - med) <= VERTEBRA_STRAY_MM:
             keep.append(n_)
     if len(keep) < 3:
-        return spine, centre
-    kk, pp = ks[keep], pts[keep]
-    for k in range(int(kk.min()), int(kk.max()) + 1):
-        centre[k] = np.array([np.interp(k, kk, pp[:, 0]), np.interp(k, kk, pp[:, 1])])
-        d_x = (c.x - centre[k][0])[:, None]
-        d_y = (c.y - centre[k][1])[None, :]
-        box = (np.abs(d_x) < VERTEBRA_EXTENT_MM[0]) & (d_y > -VERTEBRA_EXTENT_MM[1]) & (d_y < VERTEBRA_EXTENT_MM[2])
-        spine[:, :, k] = column3[:, :, k] & box
-    return spine, centre
+        return None
+    return ks[keep], pts[keep]
 
 
 def _column_completed(c, allowed, column, near, disk):
@@ -988,14 +1007,36 @@ def _kidney(c, body, spine_centre, side, enhanced):
     (:func:`_organ_from_seed`) within KIDNEY_REACH_MM, with narrower windows while it is
     larger than plausible. A grown organ that leans on bone (psoas, quadratus lumborum:
     KIDNEY_BONE_CONTACT), reaches the body wall (the spleen: KIDNEY_WALL_MM), lies against the
-    vertebral body (the psoas: KIDNEY_MEDIAL_MM) or is centred out of place (KIDNEY_CENTRE_MM) is refused and the next thickest tissue is tried
-    (KIDNEY_TRIES)."""
+    vertebral body (the psoas: KIDNEY_MEDIAL_MM) or is centred out of place
+    (KIDNEY_CENTRE_MM) is refused and the next thickest tissue is tried (KIDNEY_TRIES)."""
     if not spine_centre:
         return None, "no vertebral column on the CT to find the kidneys beside"
     dx, dy = _spine_frame(c, spine_centre, body.shape)
     dx = dx * side
-    zone = (dx > KIDNEY_ZONE_MM["lateral"][0]) & (dx < KIDNEY_ZONE_MM["lateral"][1])
-    zone = zone & (dy > KIDNEY_ZONE_MM["posterior"][0]) & (dy < KIDNEY_ZONE_MM["posterior"][1])
+    window = _kidney_window(c, enhanced)
+    region, allowed, near_bone = _kidney_region(c, body, spine_centre, dx, dy, window, enhanced)
+    depth_in_plane = _depth_in_plane(c, body)
+    tried = []
+    for _ in range(KIDNEY_TRIES):
+        seed, depth = _deepest(c, region)
+        if seed is None or depth < 8.0:
+            break
+        organ, level, half = _kidney_grown(c, seed, allowed, side)
+        region &= ~ndimage.binary_dilation(organ, iterations=2)
+        if not organ.any():
+            continue
+        why = _kidney_refused(organ, near_bone, dx, dy, depth_in_plane)
+        if why is None:
+            return organ, (
+                f"grown from the thickest kidney-density tissue beside the vertebral bodies at {level:.0f} "
+                f"+/- {half:.0f} HU" + (f" (refused before: {'; '.join(tried)})" if tried else "")
+            )
+        tried.append(f"{c.volume(organ):.0f} mL {why}")
+    return None, "no tissue of kidney density beside the vertebral bodies" + (f" ({'; '.join(tried)})" if tried else "")
+
+
+def _kidney_window(c, enhanced):
+    """The CT window (HU) of kidney tissue: plain parenchyma, or the enhanced cortex above the liver."""
     if enhanced:
         lo = KIDNEY_ENHANCED_HU[0]
         if "liver" in c.levels:  # the cortex stands out above the liver, the spleen does not
@@ -1003,6 +1044,13 @@ def _kidney(c, body, spine_centre, side, enhanced):
         window = (lo, KIDNEY_ENHANCED_HU[1])
     else:
         window = KIDNEY_HU
+    return window
+
+
+def _kidney_region(c, body, spine_centre, dx, dy, window, enhanced):
+    """Where a kidney's seed may lie, where it may grow, and what lies next to bone: (region, allowed, near_bone)."""
+    zone = (dx > KIDNEY_ZONE_MM["lateral"][0]) & (dx < KIDNEY_ZONE_MM["lateral"][1])
+    zone = zone & (dy > KIDNEY_ZONE_MM["posterior"][0]) & (dy < KIDNEY_ZONE_MM["posterior"][1])
     taken = c.mask(
         "liver", "spleen", "aorta", "vertebrae", "heart", "lung_left", "lung_right", "kidney_left", "kidney_right"
     )
@@ -1017,46 +1065,42 @@ def _kidney(c, body, spine_centre, side, enhanced):
         region[:, :, c.z < crest + KIDNEY_ABOVE_CREST_MM] = False
     region = ndimage.binary_opening(region, structure=np.ones((3, 3, 3), bool))
     allowed = body & ~taken & ~bone & (g > (window[0] - 30.0 if not enhanced else 20.0)) & (g < window[1])
-    depth_in_plane = _depth_in_plane(c, body)
-    tried = []
-    for _ in range(KIDNEY_TRIES):
-        seed, depth = _deepest(c, region)
-        if seed is None or depth < 8.0:
+    return region, allowed, near_bone
+
+
+def _kidney_grown(c, seed, allowed, side):
+    """A kidney grown from ``seed``, its half-window narrowed (KIDNEY_HALF_WINDOW_HU) while too large."""
+    # a kidney grown into touching bowel or muscle of its density is too large: the
+    # window is narrowed until it is not
+    for narrow in KIDNEY_HALF_WINDOW_HU:
+        organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=KIDNEY_REACH_MM, half=narrow)
+        if c.volume(organ) <= PLAUSIBLE_ML["kidney_right" if side < 0 else "kidney_left"][1]:
             break
-        # a kidney grown into touching bowel or muscle of its density is too large: the
-        # window is narrowed until it is not
-        for narrow in KIDNEY_HALF_WINDOW_HU:
-            organ, level, half = _organ_from_seed(c, seed, allowed, limit_mm=KIDNEY_REACH_MM, half=narrow)
-            if c.volume(organ) <= PLAUSIBLE_ML["kidney_right" if side < 0 else "kidney_left"][1]:
-                break
-        region &= ~ndimage.binary_dilation(organ, iterations=2)
-        if not organ.any():
-            continue
-        surface = organ & ~ndimage.binary_erosion(organ)
-        contact = float((surface & near_bone).sum()) / max(float(surface.sum()), 1.0)
-        cx, cy = float(dx[organ].mean()), float(dy[organ].mean())
-        ok_place = (
-            KIDNEY_CENTRE_MM["lateral"][0] <= cx <= KIDNEY_CENTRE_MM["lateral"][1]
-            and KIDNEY_CENTRE_MM["posterior"][0] <= cy <= KIDNEY_CENTRE_MM["posterior"][1]
-        )
-        wall = float(np.percentile(depth_in_plane[organ], 2))
-        medial = float(np.percentile(np.hypot(dx[organ], dy[organ]), 2))
-        if contact <= KIDNEY_BONE_CONTACT and ok_place and wall >= KIDNEY_WALL_MM and medial >= KIDNEY_MEDIAL_MM:
-            return organ, (
-                f"grown from the thickest kidney-density tissue beside the vertebral bodies at {level:.0f} "
-                f"+/- {half:.0f} HU" + (f" (refused before: {'; '.join(tried)})" if tried else "")
-            )
-        why = (
-            f"leaning on bone ({100 * contact:.0f} % of its surface)"
-            if contact > KIDNEY_BONE_CONTACT
-            else f"reaching within {wall:.0f} mm of the body's outline"
-            if wall < KIDNEY_WALL_MM
-            else f"reaching within {medial:.0f} mm of the vertebral body's centre"
-            if medial < KIDNEY_MEDIAL_MM
-            else f"centred {cx:.0f} mm out, {cy:.0f} mm back of the vertebral body"
-        )
-        tried.append(f"{c.volume(organ):.0f} mL {why}")
-    return None, "no tissue of kidney density beside the vertebral bodies" + (f" ({'; '.join(tried)})" if tried else "")
+    return organ, level, half
+
+
+def _kidney_refused(organ, near_bone, dx, dy, depth_in_plane):
+    """Why a grown kidney is not one (bone contact, body wall, vertebral body, place), or None."""
+    surface = organ & ~ndimage.binary_erosion(organ)
+    contact = float((surface & near_bone).sum()) / max(float(surface.sum()), 1.0)
+    cx, cy = float(dx[organ].mean()), float(dy[organ].mean())
+    ok_place = (
+        KIDNEY_CENTRE_MM["lateral"][0] <= cx <= KIDNEY_CENTRE_MM["lateral"][1]
+        and KIDNEY_CENTRE_MM["posterior"][0] <= cy <= KIDNEY_CENTRE_MM["posterior"][1]
+    )
+    wall = float(np.percentile(depth_in_plane[organ], 2))
+    medial = float(np.percentile(np.hypot(dx[organ], dy[organ]), 2))
+    if contact <= KIDNEY_BONE_CONTACT and ok_place and wall >= KIDNEY_WALL_MM and medial >= KIDNEY_MEDIAL_MM:
+        return None
+    return (
+        f"leaning on bone ({100 * contact:.0f} % of its surface)"
+        if contact > KIDNEY_BONE_CONTACT
+        else f"reaching within {wall:.0f} mm of the body's outline"
+        if wall < KIDNEY_WALL_MM
+        else f"reaching within {medial:.0f} mm of the vertebral body's centre"
+        if medial < KIDNEY_MEDIAL_MM
+        else f"centred {cx:.0f} mm out, {cy:.0f} mm back of the vertebral body"
+    )
 
 
 def _bladder(c, body):
@@ -1088,10 +1132,10 @@ def _heart(c, body, lungs, spine_centre, enhanced):
     in front of the spine and clear of the chest wall, HEART_WALL_MM) below their upper
     third, the blood or soft tissue (enhanced CT: up to ENHANCED_BLOOD_HU) left once the
     aorta, spine and liver are taken. The heart is the mediastinum's one thick mass (its
-    chambers 40-50 mm deep): its core is what a ball of HEART_CORE_MM radius fits into
+    chambers 40-50 mm deep): its core is what a ball of HEART_CORES_MM[0] radius fits into
     (great vessels, hilar vessels, nodes and a hilar tumour are thinner, or joined to it
     only through thinner necks), regrown by the same radius within the tissue. Where that
-    is larger than a heart (PLAUSIBLE_ML) the next, wider ball of HEART_CORES is tried."""
+    is larger than a heart (PLAUSIBLE_ML) the next, wider ball of HEART_CORES_MM is tried."""
     from skimage.morphology import convex_hull_image
 
     planes = np.flatnonzero(lungs.any(axis=(0, 1)))
@@ -1207,15 +1251,40 @@ def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
     body = _body(c)
     c.labels[body] = ORGANS["body"]
     c.accept("body", body, "CT above -400 HU, couch removed (5 mm opening), filled", checks={})
+    head = _head(c, body)
+    left, right = _lungs(c, body & ~head)
+    c.accept(
+        "lung_left", left, "aerated lung (below -500 HU, lung-like median and 10th percentile) left of the midline"
+    )
+    c.accept(
+        "lung_right", right, "aerated lung (below -500 HU, lung-like median and 10th percentile) right of the midline"
+    )
+    lungs = c.mask("lung_left", "lung_right")
+    spine, spine_centre = _column(c, body, lungs, head)
+    c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
+    aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
+    c.accept(
+        "aorta",
+        aorta,
+        "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
+        checks={f"course of at least {_min_course_mm(c):g} mm": len(track) * c.spacing[2] >= _min_course_mm(c)},
+    )
+    c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
+    _soft_organs(c, body, lungs, spine_centre, bool(enhanced))
+    return to_full_grid(c.labels, factors, hu.shape), c.report
+
+
+def _head(c, body):
+    """Brain and skull recorded; returns the head (both, dilated by 3 voxels) the lungs are looked for outside."""
     brain, skull = _brain(c, body)
     c.accept("brain", brain, "soft tissue enclosed by the skull's bone ring")
     if c.report["brain"]["found"]:
         c.accept("skull", skull, "bone ring around the brain", checks={})
-    head = ndimage.binary_dilation(c.mask("brain", "skull"), iterations=3)
-    left, right = _lungs(c, body & ~head)
-    c.accept("lung_left", left, "aerated lung (below -500 HU, lung-like mean) left of the midline")
-    c.accept("lung_right", right, "aerated lung (below -500 HU, lung-like mean) right of the midline")
-    lungs = c.mask("lung_left", "lung_right")
+    return ndimage.binary_dilation(c.mask("brain", "skull"), iterations=3)
+
+
+def _column(c, body, lungs, head):
+    """The vertebral column (:func:`_spine`) traced clear of a contrast-filled aorta: (mask, centres)."""
     # a contrast-filled aorta can touch the vertebral bodies and match their density: it is
     # found first and kept out of the bone the column is traced in
     tube = _enhanced_aorta(c, body, lungs)
@@ -1230,20 +1299,16 @@ def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
         cortex = float((c.g[dense] > SPINE_BONE_ENHANCED_HU).mean()) if dense.any() else 0.0
         if cortex >= DENSE_CORTEX_SHARE and _courses_part(spine_centre, dense_centre, c.spacing[2]):
             spine, spine_centre = dense, dense_centre
-    c.accept("vertebrae", spine, "bone joined to the posterior midline's (laminae, spinous processes)", checks={})
-    aorta, enhanced, track = _aorta(c, body, lungs, spine, spine_centre, offset_mm=offset_mm)
-    c.accept(
-        "aorta",
-        aorta,
-        "longest course of a round blood-filled structure left-anterior of the vertebral bodies",
-        checks={f"course of at least {_min_course_mm(c):g} mm": len(track) * c.spacing[2] >= _min_course_mm(c)},
-    )
-    c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
+    return spine, spine_centre
+
+
+def _soft_organs(c, body, lungs, spine_centre, enhanced):
+    """Liver, heart, kidneys, spleen, bladder and bowel found in turn and recorded (painted if plausible)."""
     steps = (
         ("liver", lambda: _liver(c, body, c.mask("lung_right"), spine_centre)),
-        ("heart", lambda: _heart(c, body, lungs, spine_centre, bool(enhanced))),
-        ("kidney_right", lambda: _kidney(c, body, spine_centre, -1, bool(enhanced))),
-        ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, bool(enhanced))),
+        ("heart", lambda: _heart(c, body, lungs, spine_centre, enhanced)),
+        ("kidney_right", lambda: _kidney(c, body, spine_centre, -1, enhanced)),
+        ("kidney_left", lambda: _kidney(c, body, spine_centre, +1, enhanced)),
         ("spleen", lambda: _spleen(c, body, c.mask("lung_left"), spine_centre)),
         ("urinary_bladder", lambda: _bladder(c, body)),
         ("bowel", lambda: _bowel(c, body, spine_centre)),
@@ -1258,9 +1323,8 @@ def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
                 "checks": {},
                 "truncated_by_field_of_view": False,
             }
-        elif not c.accept(name, organ, why, checks=_plausible(c, name, organ, spine_centre, bool(enhanced))):
+        elif not c.accept(name, organ, why, checks=_plausible(c, name, organ, spine_centre, enhanced)):
             c.levels.pop(name, None)  # an implausible organ's level guides nothing
-    return to_full_grid(c.labels, factors, hu.shape), c.report
 
 
 #: Median CT number (HU, on the denoised work CT) an organ may have, unenhanced and
@@ -1400,8 +1464,6 @@ def anatomy_study(
     'totalsegmentator' (:func:`run_totalsegmentator`). Writes the map on the CT grid
     (uint8, NIfTI), ``anatomy.json`` and optionally a QC picture.
     """
-    import tempfile
-
     import nibabel as nib
 
     from dualpet.geometry import lps_affine, voxel_spacing
@@ -1411,20 +1473,16 @@ def anatomy_study(
     ct = nib.load(str(ct_path))
     hu = np.asarray(ct.dataobj, dtype=np.float32)
     affine = lps_affine(ct.affine)
-    extra = {}
-    if organ_mask:
-        labels = _outside_map(organ_mask, hu, affine, where)
-        report, used = report_from_labels(labels, affine, "organ_mask (studies sheet)"), "organ_mask"
-    elif method == "totalsegmentator":
-        with tempfile.TemporaryDirectory() as tmp:
-            out = f"{tmp}/total.nii.gz"
-            run_totalsegmentator(ct_path, out, totalsegmentator_args)
-            labels = _outside_map(out, hu, affine, where)
-        report, used = report_from_labels(labels, affine, "TotalSegmentator (total task)"), "totalsegmentator"
-    else:
-        labels, report = segment_ct(hu, affine, offset_mm=offset_mm)
-        extra["contrast_enhanced"] = report.pop("contrast_enhanced", None)
-        used = "classical"
+    labels, report, used, extra = _study_map(
+        ct_path,
+        hu,
+        affine,
+        method=method,
+        organ_mask=organ_mask,
+        offset_mm=offset_mm,
+        totalsegmentator_args=totalsegmentator_args,
+        where=where,
+    )
     save_nifti(labels_out, nifti_image(labels.astype(np.uint8), affine))
     legend = {name: {"value": ORGANS[name], "totalsegmentator_classes": list(ORGAN_CLASSES[name])} for name in ORGANS}
     write_json(
@@ -1440,6 +1498,27 @@ def anatomy_study(
             flip_z=affine[2, 2] < 0,
         )
     return labels, report
+
+
+def _study_map(ct_path, hu, affine, *, method, organ_mask, offset_mm, totalsegmentator_args, where):
+    """The study's organ map from its source: (labels, report, method used, extra JSON fields)."""
+    import tempfile
+
+    extra = {}
+    if organ_mask:
+        labels = _outside_map(organ_mask, hu, affine, where)
+        report, used = report_from_labels(labels, affine, "organ_mask (studies sheet)"), "organ_mask"
+    elif method == "totalsegmentator":
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/total.nii.gz"
+            run_totalsegmentator(ct_path, out, totalsegmentator_args)
+            labels = _outside_map(out, hu, affine, where)
+        report, used = report_from_labels(labels, affine, "TotalSegmentator (total task)"), "totalsegmentator"
+    else:
+        labels, report = segment_ct(hu, affine, offset_mm=offset_mm)
+        extra["contrast_enhanced"] = report.pop("contrast_enhanced", None)
+        used = "classical"
+    return labels, report, used, extra
 
 
 def _outside_map(path, hu, affine, where):
@@ -1497,27 +1576,51 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
 
     from dualpet.io import atomic_path
 
+    names, organ, present = _organ_indices(labels)
+    body = labels > 0
+    cj = int(np.argwhere(body.any(axis=(0, 2))).mean()) if body.any() else hu.shape[1] // 2
+    levels = _figure_levels(labels, hu.shape[2], spacing[2], flip_z)
+    cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
+    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 6), dpi=80, squeeze=False)
+    axes = axes[0]
+    views = _figure_views(hu, organ, cj, levels, spacing)
+    _draw_organ_views(axes, views, cmap, len(names))
+    handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1, fontsize=9)
+    fig.suptitle(title)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _organ_indices(labels):
+    """Organ names (body left out), the map as 1-based indices of them, and the names present."""
     names = [n for n in ORGAN_CLASSES if n != "body"]
     organ = np.zeros(labels.shape, dtype=np.uint8)
     for i, n in enumerate(names, start=1):
         organ[np.isin(labels, ORGAN_CLASSES[n])] = i
     present = [n for i, n in enumerate(names, start=1) if (organ == i).any()]
-    body = labels > 0
-    cj = int(np.argwhere(body.any(axis=(0, 2))).mean()) if body.any() else hu.shape[1] // 2
-    gap = min(FIGURE_LEVEL_GAP_MM, hu.shape[2] * spacing[2] / 5.0) / spacing[2]  # slices (short fields of view: less)
+    return names, organ, present
+
+
+def _figure_levels(labels, n_slices, dz, flip_z):
+    """The organ-map picture's axial levels [(slice, organ or "")], from the head down."""
+    gap = min(FIGURE_LEVEL_GAP_MM, n_slices * dz / 5.0) / dz  # slices (short fields of view: less)
     levels = []  # (slice, organ): the level holding most of each of FIGURE_LEVELS, top down
     for n in FIGURE_LEVELS:
         area = np.isin(labels, ORGAN_CLASSES[n]).sum(axis=(0, 1))
         if area.max() > 0 and all(abs(int(np.argmax(area)) - k) >= gap for k, _ in levels):
             levels.append((int(np.argmax(area)), n))
     for f in (0.8, 0.2, 0.6, 0.4):  # organs out of view: levels spread over the field of view
-        k = int(round(f * (hu.shape[2] - 1)))
+        k = int(round(f * (n_slices - 1)))
         if len(levels) < len(FIGURE_LEVELS) and all(abs(k - k0) >= gap for k0, _ in levels):
             levels.append((k, ""))
     levels.sort(key=lambda kn: kn[0] if flip_z else -kn[0])
-    cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
-    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 6), dpi=80, squeeze=False)
-    axes = axes[0]
+    return levels
+
+
+def _figure_views(hu, organ, cj, levels, spacing):
+    """The picture's panels [(CT, organ indices, origin, title, aspect)]: the coronal, then the axial levels."""
     sp = np.asarray(spacing, dtype=float)
     views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal", sp[2] / sp[0])]
     views += [
@@ -1530,13 +1633,18 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
         )
         for k, n in levels
     ]
+    return views
+
+
+def _draw_organ_views(axes, views, cmap, n_organs):
+    """Each panel: the CT in a soft-tissue window with the organ map overlaid in its colours."""
     for ax, (img, lab, origin, name, aspect) in zip(axes, views):
         ax.imshow(img, cmap="gray", vmin=-400, vmax=400, origin=origin, aspect=aspect)
         ax.imshow(
             np.ma.masked_equal(lab, 0),
             cmap=cmap,
             vmin=0,
-            vmax=len(names),
+            vmax=n_organs,
             alpha=0.45,
             origin=origin,
             interpolation="nearest",
@@ -1544,9 +1652,3 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
         )
         ax.set_title(name)
         ax.axis("off")
-    handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1, fontsize=9)
-    fig.suptitle(title)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

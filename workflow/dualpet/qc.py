@@ -76,18 +76,9 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Ellipse, Rectangle
-
-    from dualpet.geometry import apply_affine, voxel_spacing, world_to_voxel
 
     found = background.get("suvmean") is not None
-    if found:
-        centre = np.asarray(background["centre_lps"], dtype=float)
-        pet_top = max(3 * background["suvmean"], 1e-3)
-    else:  # none found: the PET's centre, nothing outlined, and why in the title
-        centre = apply_affine(pet_affine, (np.asarray(suv.shape) - 1) / 2.0)
-        pet_top = max(float(np.percentile(suv, 99.5)), 1e-3)
-        mask = np.zeros(suv.shape, bool)
+    centre, pet_top, mask = _figure_centre(background, suv, pet_affine, mask, found)
     shape = shape or ("none", 0.0)  # a mask, or no background: outlined as drawn, or not at all
     liver, radius = shape[0] == "sphere", shape[1]
     half_length = shape[2] if shape[0] == "cylinder" else 0.0
@@ -98,45 +89,74 @@ def background_figure(ct_hu, ct_affine, suv, pet_affine, background, out_png, *,
             (suv, pet_affine, {"cmap": "gray_r", "vmin": 0, "vmax": pet_top}, "PET (SUV)"),
         )
     ):
-        i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
-        sp = voxel_spacing(aff)
-        ax = axes[0, col]  # axial: rows j (anterior at top), columns i (patient right on the left)
-        ax.imshow(vol[:, :, k].T, origin="upper", aspect=sp[1] / sp[0], **kw)
-        if mask is not None:
-            if vol is suv and mask[:, :, k].any():
-                ax.contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
-        else:
-            ax.add_patch(Ellipse((i, j), 2 * radius / sp[0], 2 * radius / sp[1], fill=False, color="lime", lw=1.5))
-        ax.set_title(f"{name}, axial")
-        ax = axes[1, col]  # coronal: rows k (superior at top)
-        ax.imshow(vol[:, j, :].T, origin="lower", aspect=sp[2] / sp[0], **kw)
-        if mask is not None:
-            if vol is suv and mask[:, j, :].any():
-                ax.contour(mask[:, j, :].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
-        elif liver:
-            ax.add_patch(Ellipse((i, k), 2 * radius / sp[0], 2 * radius / sp[2], fill=False, color="lime", lw=1.5))
-        else:  # the blood pool: a cylinder along z
-            ax.add_patch(
-                Rectangle(
-                    (i - radius / sp[0], k - half_length / sp[2]),
-                    2 * radius / sp[0],
-                    2 * half_length / sp[2],
-                    fill=False,
-                    color="lime",
-                    lw=1.5,
-                )
-            )
-        ax.set_title(f"{name}, coronal")
+        _background_views(axes[:, col], vol, aff, kw, name, centre, vol is suv, mask, (liver, radius, half_length))
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.suptitle(_background_title(title, background, found), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _figure_centre(background, suv, pet_affine, mask, found):
+    """Where the views cut (LPS), the PET's top SUV, and the mask (an empty one when none was found)."""
+    from dualpet.geometry import apply_affine
+
+    if found:
+        centre = np.asarray(background["centre_lps"], dtype=float)
+        pet_top = max(3 * background["suvmean"], 1e-3)
+    else:  # none found: the PET's centre, nothing outlined, and why in the title
+        centre = apply_affine(pet_affine, (np.asarray(suv.shape) - 1) / 2.0)
+        pet_top = max(float(np.percentile(suv, 99.5)), 1e-3)
+        mask = np.zeros(suv.shape, bool)
+    return centre, pet_top, mask
+
+
+def _background_views(axes, vol, aff, kw, name, centre, is_pet, mask, voi):
+    """One volume's axial (``axes[0]``) and coronal (``axes[1]``) views through ``centre``, VOI outlined."""
+    from matplotlib.patches import Ellipse, Rectangle
+
+    from dualpet.geometry import voxel_spacing, world_to_voxel
+
+    liver, radius, half_length = voi
+    i, j, k = (int(round(v)) for v in np.clip(world_to_voxel(aff, centre), 0, np.array(vol.shape) - 1))
+    sp = voxel_spacing(aff)
+    ax = axes[0]  # axial: rows j (anterior at top), columns i (patient right on the left)
+    ax.imshow(vol[:, :, k].T, origin="upper", aspect=sp[1] / sp[0], **kw)
+    if mask is not None:
+        if is_pet and mask[:, :, k].any():
+            ax.contour(mask[:, :, k].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
+    else:
+        ax.add_patch(Ellipse((i, j), 2 * radius / sp[0], 2 * radius / sp[1], fill=False, color="lime", lw=1.5))
+    ax.set_title(f"{name}, axial")
+    ax = axes[1]  # coronal: rows k (superior at top)
+    ax.imshow(vol[:, j, :].T, origin="lower", aspect=sp[2] / sp[0], **kw)
+    if mask is not None:
+        if is_pet and mask[:, j, :].any():
+            ax.contour(mask[:, j, :].T.astype(float), levels=[0.5], colors="lime", linewidths=1.5)
+    elif liver:
+        ax.add_patch(Ellipse((i, k), 2 * radius / sp[0], 2 * radius / sp[2], fill=False, color="lime", lw=1.5))
+    else:  # the blood pool: a cylinder along z
+        ax.add_patch(
+            Rectangle(
+                (i - radius / sp[0], k - half_length / sp[2]),
+                2 * radius / sp[0],
+                2 * half_length / sp[2],
+                fill=False,
+                color="lime",
+                lw=1.5,
+            )
+        )
+    ax.set_title(f"{name}, coronal")
+
+
+def _background_title(title, background, found):
+    """The picture's title: the SUVmean, its source and any fallback, or why there is none; wrapped."""
     fallback = f"\nfallback: {background['fallback']}" if background.get("fallback") else ""
     if found:
         text = f"{title}: SUVmean {background['suvmean']:.2f} ({background['n_voxels']} voxels)\n{background['source']}{fallback}"
     else:
         text = f"{title}: none ({background['missing']}); TBR not computed"
-    fig.suptitle("\n".join(textwrap.fill(line, 110) for line in text.split("\n")), fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return "\n".join(textwrap.fill(line, 110) for line in text.split("\n"))

@@ -265,66 +265,91 @@ def _spine_shapes(b, spine):
     """Vertebrae (organ ``vertebrae``: body, arch, processes), discs and the spinal canal."""
     shapes = []
     for i, v in enumerate(spine):
-        c, (w, d), h, pitch = v["center"], v["semi"], v["height"], v["pitch"]
-        cx, cy = v["canal"]
-        region = v["name"][0]
-        arch_y = c[1] + d + cy + 2.0
-        shapes.append(
-            Shape(
-                BONE,
-                np.array([0.0, arch_y, c[2]]),
-                np.array([cx + 5.5, cy + 5.0, 0.32 * pitch]),
-                "cylinder",
-                organ="vertebrae",
-            )
-        )
-        # spinous process: posterior and (thoracic) steeply downward; its tip under the back's surface
-        tilt = {"L": 8.0, "T": 40.0, "C": 15.0}[region] * (0.6 if v["name"] in ("T1", "T2", "T11", "T12") else 1.0)
-        t = np.deg2rad(tilt)
-        y0 = arch_y + cy + 3.0
-        length = {"L": 32.0, "T": 34.0, "C": 22.0}[region] * (1.5 if v["name"] == "C7" else 1.0)
-        limit = (b["back"] - 4.0 - y0) / np.cos(t) if region != "C" else (b["neck_y"] + 48.0 - y0) / np.cos(t)
-        length = max(min(length, limit), 8.0)
-        shapes.append(
-            Shape(
-                BONE,
-                np.array([0.0, y0 + length / 2.0 * np.cos(t), c[2] - length / 2.0 * np.sin(t)]),
-                np.array([3.5, length / 2.0, 5.5]),
-                rotation=_rot_x(-t),
-                organ="vertebrae",
-            )
-        )
-        # transverse processes: lateral (lumbar), posterolateral (thoracic: they hold the ribs)
-        tp_len = {"L": 22.0, "T": 18.0, "C": 10.0}[region]
-        back_angle = np.deg2rad({"L": 5.0, "T": 30.0, "C": -10.0}[region])
-        for side in (-1, 1):
-            root = np.array([side * (cx + 4.0), c[1] + d + 4.0, c[2]])
-            direction = np.array([side * np.cos(back_angle), np.sin(back_angle), 0.0])
-            tip = root + direction * tp_len
-            v.setdefault("tp_tip", {})[side] = tip
-            shapes.append(tube(BONE, [root, tip], [5.0, 4.0], organ="vertebrae"))
-        shapes.append(Shape(BONE, c.copy(), np.array([w, d, h / 2.0]), "cylinder", organ="vertebrae"))
-        # the cortical shell as a 3 mm CT grid shows it (1 mm of cortex partial-volumed with marrow), so
-        # that point-sampled grids do not lose it where a voxel centre misses a thinner shell
-        shapes.append(
-            Shape(MARROW, c.copy(), np.array([w - 3.5, d - 3.5, h / 2.0 - 2.0]), "cylinder", organ="vertebrae")
-        )
+        shapes += _vertebra(b, v)
         if i + 1 < len(spine):  # the disc above, between this body and the next
-            nxt = spine[i + 1]
-            zc = (c[2] + h / 2.0 + nxt["center"][2] - nxt["height"] / 2.0) / 2.0
-            half = max((nxt["center"][2] - nxt["height"] / 2.0 - c[2] - h / 2.0) / 2.0, 0.5)
-            shapes.append(
-                Shape(
-                    DISC,
-                    np.array([0.0, (c[1] + nxt["center"][1]) / 2.0, zc]),
-                    np.array([w - 1.0, d - 1.0, half]),
-                    "cylinder",
-                )
-            )
+            shapes.append(_disc(v, spine[i + 1]))
+    shapes.append(_spinal_canal(spine))
+    return shapes
+
+
+def _vertebra(b, v):
+    """One vertebra: neural arch, spinous and transverse processes, body (cortex and marrow)."""
+    c, (w, d), h, pitch = v["center"], v["semi"], v["height"], v["pitch"]
+    cx, cy = v["canal"]
+    arch_y = c[1] + d + cy + 2.0
+    shapes = [
+        Shape(
+            BONE,
+            np.array([0.0, arch_y, c[2]]),
+            np.array([cx + 5.5, cy + 5.0, 0.32 * pitch]),
+            "cylinder",
+            organ="vertebrae",
+        )
+    ]
+    shapes.append(_spinous_process(b, v, arch_y))
+    shapes += _transverse_processes(v)
+    shapes.append(Shape(BONE, c.copy(), np.array([w, d, h / 2.0]), "cylinder", organ="vertebrae"))
+    # the cortical shell as a 3 mm CT grid shows it (1 mm of cortex partial-volumed with marrow), so
+    # that point-sampled grids do not lose it where a voxel centre misses a thinner shell
+    shapes.append(Shape(MARROW, c.copy(), np.array([w - 3.5, d - 3.5, h / 2.0 - 2.0]), "cylinder", organ="vertebrae"))
+    return shapes
+
+
+def _spinous_process(b, v, arch_y):
+    """A vertebra's spinous process, from the back of its arch at ``arch_y``."""
+    c, region = v["center"], v["name"][0]
+    cy = v["canal"][1]
+    # spinous process: posterior and (thoracic) steeply downward; its tip under the back's surface
+    tilt = {"L": 8.0, "T": 40.0, "C": 15.0}[region] * (0.6 if v["name"] in ("T1", "T2", "T11", "T12") else 1.0)
+    t = np.deg2rad(tilt)
+    y0 = arch_y + cy + 3.0
+    length = {"L": 32.0, "T": 34.0, "C": 22.0}[region] * (1.5 if v["name"] == "C7" else 1.0)
+    limit = (b["back"] - 4.0 - y0) / np.cos(t) if region != "C" else (b["neck_y"] + 48.0 - y0) / np.cos(t)
+    length = max(min(length, limit), 8.0)
+    return Shape(
+        BONE,
+        np.array([0.0, y0 + length / 2.0 * np.cos(t), c[2] - length / 2.0 * np.sin(t)]),
+        np.array([3.5, length / 2.0, 5.5]),
+        rotation=_rot_x(-t),
+        organ="vertebrae",
+    )
+
+
+def _transverse_processes(v):
+    """A vertebra's two transverse processes; their tips go to ``v["tp_tip"]`` (the ribs start there)."""
+    c, d, region = v["center"], v["semi"][1], v["name"][0]
+    cx = v["canal"][0]
+    # transverse processes: lateral (lumbar), posterolateral (thoracic: they hold the ribs)
+    tp_len = {"L": 22.0, "T": 18.0, "C": 10.0}[region]
+    back_angle = np.deg2rad({"L": 5.0, "T": 30.0, "C": -10.0}[region])
+    shapes = []
+    for side in (-1, 1):
+        root = np.array([side * (cx + 4.0), c[1] + d + 4.0, c[2]])
+        direction = np.array([side * np.cos(back_angle), np.sin(back_angle), 0.0])
+        tip = root + direction * tp_len
+        v.setdefault("tp_tip", {})[side] = tip
+        shapes.append(tube(BONE, [root, tip], [5.0, 4.0], organ="vertebrae"))
+    return shapes
+
+
+def _disc(v, nxt):
+    """The intervertebral disc between the body of ``v`` and that of the next level up."""
+    c, (w, d), h = v["center"], v["semi"], v["height"]
+    zc = (c[2] + h / 2.0 + nxt["center"][2] - nxt["height"] / 2.0) / 2.0
+    half = max((nxt["center"][2] - nxt["height"] / 2.0 - c[2] - h / 2.0) / 2.0, 0.5)
+    return Shape(
+        DISC,
+        np.array([0.0, (c[1] + nxt["center"][1]) / 2.0, zc]),
+        np.array([w - 1.0, d - 1.0, half]),
+        "cylinder",
+    )
+
+
+def _spinal_canal(spine):
+    """The spinal canal behind the vertebral bodies, from below L5 to above C1."""
     knots = [(v["center"][2], 0.0, v["center"][1] + v["semi"][1] + v["canal"][1] + 2.0, *v["canal"]) for v in spine]
     knots = [(knots[0][0] - 40.0, *knots[0][1:])] + knots + [(knots[-1][0] + 15.0, *knots[-1][1:])]
-    shapes.append(sweep(CANAL, knots))
-    return shapes
+    return sweep(CANAL, knots)
 
 
 def _pelvis(b, spine):
@@ -454,47 +479,15 @@ def _back_muscles(b, spine):
 def _lungs_and_mediastinum(rng, b, spine, lm):
     """Lungs; mediastinal fat between them (from the diaphragm to the thoracic inlet);
     the carina and the hila (lateral to the mediastinum) with a fat pad each."""
-    shapes = []
-    for c in b["lung_c"]:
-        shapes.append(
-            Shape(LUNG, c, b["lung_semi"], organ="lung_right" if c[0] < 0 else "lung_left", within=b["rib_cage"])
-        )
+    shapes = _lungs(b)
     t5, t6 = _level(spine, "T5"), _level(spine, "T6")
     z_c = (t5["center"][2] + t6["center"][2]) / 2.0 + rng.uniform(-5.0, 5.0)  # carina at T5/T6
     sternum_back = b["front"] + b["wall"] + 6.0
-    knots = []
-    for z, half in (
-        (8.0, 30.0),
-        (60.0, 32.0),
-        (z_c - 20.0, 30.0),
-        (z_c + 20.0, 26.0),
-        (b["S"] - 40.0, 22.0),
-        (b["S"] - 8.0, 20.0),
-    ):
-        front, back = sternum_back, _spine_front(spine, z) + 6.0
-        knots.append((z, 4.0, (front + back) / 2.0, half, (back - front) / 2.0))
-    shapes.append(sweep(FAT, knots))
-    # paravertebral fat strips beside the thoracic bodies (brown fat lives there)
-    for side in (-1, 1):
-        knots = [
-            (v["center"][2], side * (v["semi"][0] + 6.0), v["center"][1] + 2.0, 7.0, v["semi"][1] + 2.0)
-            for v in spine
-            if v["name"][0] == "T"
-        ]
-        shapes.append(sweep(FAT, knots))
+    shapes.append(_mediastinal_fat(b, spine, z_c, sternum_back))
+    shapes += _paravertebral_fat(spine)
     y_tr = _spine_front(spine, z_c) - 17.0  # trachea's centre: in front of the oesophagus
-    half_med = 30.0
-    hila = []
-    for side in (-1, 1):  # right (-x) first
-        h = np.array(
-            [
-                side * (half_med + rng.uniform(14.0, 22.0)),
-                y_tr + rng.uniform(-4.0, 6.0) + (4.0 if side > 0 else 0.0),
-                z_c - rng.uniform(14.0, 22.0) + (6.0 if side > 0 else 0.0),
-            ]
-        )
-        hila.append(h)
-        shapes.append(Shape(FAT, h + [side * 2.0, -4.0, -8.0], np.array([19.0, 21.0, 32.0])))
+    hila, hilar_fat = _hila(rng, z_c, y_tr)
+    shapes += hilar_fat
     lm.update(
         {
             "carina_z": z_c,
@@ -506,6 +499,63 @@ def _lungs_and_mediastinum(rng, b, spine, lm):
         }
     )
     return shapes
+
+
+def _lungs(b):
+    """The two lungs, inside the rib cage."""
+    shapes = []
+    for c in b["lung_c"]:
+        shapes.append(
+            Shape(LUNG, c, b["lung_semi"], organ="lung_right" if c[0] < 0 else "lung_left", within=b["rib_cage"])
+        )
+    return shapes
+
+
+def _mediastinal_fat(b, spine, z_c, sternum_back):
+    """Mediastinal fat from the sternum back to the spine, from the diaphragm to the thoracic inlet."""
+    knots = []
+    for z, half in (
+        (8.0, 30.0),
+        (60.0, 32.0),
+        (z_c - 20.0, 30.0),
+        (z_c + 20.0, 26.0),
+        (b["S"] - 40.0, 22.0),
+        (b["S"] - 8.0, 20.0),
+    ):
+        front, back = sternum_back, _spine_front(spine, z) + 6.0
+        knots.append((z, 4.0, (front + back) / 2.0, half, (back - front) / 2.0))
+    return sweep(FAT, knots)
+
+
+def _paravertebral_fat(spine):
+    """Paravertebral fat strips beside the thoracic vertebral bodies."""
+    shapes = []
+    # paravertebral fat strips beside the thoracic bodies (brown fat lives there)
+    for side in (-1, 1):
+        knots = [
+            (v["center"][2], side * (v["semi"][0] + 6.0), v["center"][1] + 2.0, 7.0, v["semi"][1] + 2.0)
+            for v in spine
+            if v["name"][0] == "T"
+        ]
+        shapes.append(sweep(FAT, knots))
+    return shapes
+
+
+def _hila(rng, z_c, y_tr):
+    """The hila (right first), lateral to the mediastinum below the carina, and a fat pad at each."""
+    half_med = 30.0
+    hila, shapes = [], []
+    for side in (-1, 1):  # right (-x) first
+        h = np.array(
+            [
+                side * (half_med + rng.uniform(14.0, 22.0)),
+                y_tr + rng.uniform(-4.0, 6.0) + (4.0 if side > 0 else 0.0),
+                z_c - rng.uniform(14.0, 22.0) + (6.0 if side > 0 else 0.0),
+            ]
+        )
+        hila.append(h)
+        shapes.append(Shape(FAT, h + [side * 2.0, -4.0, -8.0], np.array([19.0, 21.0, 32.0])))
+    return hila, shapes
 
 
 def _heart(rng, b, lm):
@@ -588,6 +638,14 @@ def _union_ml(ellipsoids, step=3.0):
 def _upper_abdomen(rng, b, spine, lm):
     """Stomach (wall, fluid and, in most patients, gas above an air-fluid level), liver
     (right lobe and a left lobe across the midline in front of the stomach) and spleen."""
+    shapes = _stomach(rng, b, lm)
+    shapes += _liver(rng, b, lm)
+    shapes.append(_spleen(rng, b, lm))
+    return shapes
+
+
+def _stomach(rng, b, lm):
+    """The stomach in the left upper quadrant: wall, fluid and, in most patients, gas above it."""
     shapes = []
     k = rng.uniform(0.8, 1.1)  # filling
     cx = b["cx"]
@@ -619,6 +677,12 @@ def _upper_abdomen(rng, b, spine, lm):
             )
         )
     lm["stomach"] = {"points": pts, "radii": radii, "wall": wall, "gas": gas, "level_y": level}
+    return shapes
+
+
+def _liver(rng, b, lm):
+    """The liver (LIVER_ML): right lobe under the right dome, left lobe across the midline."""
+    cx = b["cx"]
     # liver: right lobe under the right dome, left lobe across the midline, anterior
     right_c = np.array([-62.0, -4.0, -30.0]) + rng.uniform(-5.0, 5.0, size=3)
     left_c = np.array([-2.0, -44.0, -20.0]) + rng.uniform(-6.0, 6.0, size=3)
@@ -641,17 +705,20 @@ def _upper_abdomen(rng, b, spine, lm):
     shift_y = max(0.0, (left_c[1] - ls[1]) * -1.0 - (b["cy"] - b["mc"] - 6.0))
     right_c[1] += shift_y
     left_c[1] += shift_y
-    shapes.append(Shape(LIVER, right_c, rs))
-    shapes.append(Shape(LIVER, left_c, ls))
+    shapes = [Shape(LIVER, right_c, rs), Shape(LIVER, left_c, ls)]
     lm["liver_center"], lm["liver_semi"] = right_c, rs
-    # spleen: posterolateral left under the diaphragm, along the 10th rib
+    return shapes
+
+
+def _spleen(rng, b, lm):
+    """The spleen (SPLEEN_ML): posterolateral left under the diaphragm, along the 10th rib."""
     ss = np.array([30.0, 22.0, 50.0]) * rng.uniform(0.92, 1.08, 3)
     ss *= (rng.uniform(*SPLEEN_ML) / (4.0 / 3.0 * np.pi * np.prod(ss) / 1000.0)) ** (1.0 / 3.0)
-    sc = np.array([cx - ss[0] - 10.0, b["mc"] + 38.0, -28.0]) + rng.uniform(-5.0, 5.0, size=3)
+    sc = np.array([b["cx"] - ss[0] - 10.0, b["mc"] + 38.0, -28.0]) + rng.uniform(-5.0, 5.0, size=3)
     rot = _rot_z(np.deg2rad(-35.0)) @ _rot_x(np.deg2rad(15.0))
-    shapes.append(Shape(SPLEEN, sc, ss, rotation=rot))
+    spleen = Shape(SPLEEN, sc, ss, rotation=rot)
     lm["spleen_center"] = sc
-    return shapes
+    return spleen
 
 
 def _kidneys(rng, b, spine, lm):
@@ -795,12 +862,45 @@ def _aorta(rng, spine, lm):
     of the vertebral bodies (20-28 mm; from T5 to T12 it turns from their left side to
     their front), through the hiatus, abdominal (15-24 mm) to the bifurcation at L4;
     periaortic fat around the descending part; common iliac arteries."""
-    heart, z_c = lm["heart"], lm["carina_z"]
+    d_asc, d_desc, d_abd, d_bif = _aortic_diameters(rng)
+    r_asc, r_desc, r_abd, r_bif = d_asc / 2.0, d_desc / 2.0, d_abd / 2.0, d_bif / 2.0
+    path, radii, z_arch = _ascending_aorta_and_arch(rng, spine, lm, r_asc, r_desc)
+    desc_start = len(path) - 1
+    desc_path, desc_radii = _descending_aorta(spine, r_desc, r_abd, r_bif)
+    path += desc_path
+    radii += desc_radii
+    z_bif = _level(spine, "L4")["center"][2] + rng.uniform(-8.0, 8.0)
+    bif = _aorta_point(spine, "L4", 70.0, r_bif)
+    bif[2] = z_bif
+    path.append(bif)
+    radii.append(r_bif)
+    path, radii = np.array(path), np.array(radii)
+    desc = path[desc_start:]
+    shapes = [tube(RP_FAT, desc, radii[desc_start:] + rng.uniform(3.0, 6.0), replaces=frozenset({FAT, MUSCLE, LUNG}))]
+    shapes += _common_iliac_arteries(spine, bif, z_bif, r_bif)
+    lm["aorta_shape"] = tube(AORTA, path, radii, organ="aorta")
+    lm["aorta_path"] = (path, radii)
+    lm["aorta_descending"] = (desc, radii[desc_start:])
+    lm["aorta_diameters_mm"] = {"ascending": d_asc, "descending": d_desc, "abdominal": d_abd, "bifurcation": d_bif}
+    t8 = _aorta_point(spine, "T8", 42.0, r_desc)
+    lm["aorta_xy"], lm["aorta_radius"], lm["aorta_z"] = t8[:2], r_desc, (float(z_bif), float(z_arch))
+    lm["aorta_bifurcation_z"] = float(z_bif)
+    return shapes
+
+
+def _aortic_diameters(rng):
+    """Aortic diameters (mm) drawn from AORTA_MM: ascending, descending, abdominal, bifurcation."""
     d_asc, d_desc, d_abd, d_bif = (
         rng.uniform(*AORTA_MM[k]) for k in ("ascending", "descending", "abdominal", "bifurcation")
     )
     d_bif = min(d_bif, d_abd - 1.0)
-    r_asc, r_desc, r_abd, r_bif = d_asc / 2.0, d_desc / 2.0, d_abd / 2.0, d_bif / 2.0
+    return d_asc, d_desc, d_abd, d_bif
+
+
+def _ascending_aorta_and_arch(rng, spine, lm, r_asc, r_desc):
+    """The aorta from its root at the LV's base up and over the arch down to T4: points,
+    radii (lists) and the arch's height."""
+    heart, z_c = lm["heart"], lm["carina_z"]
     r_arch = (r_asc + r_desc) / 2.0
     lv_c, lv_semi, _ = heart["parts"]["lv"]
     a0 = lv_c - heart["axis"] * 0.8 * lv_semi[0] - heart["e2"] * 10.0
@@ -818,7 +918,11 @@ def _aorta(rng, spine, lm):
         a4,
     ]
     radii = [r_asc, r_asc, r_asc, r_arch, r_arch, r_desc]
-    desc_start = len(path) - 1
+    return path, radii, z_arch
+
+
+def _descending_aorta(spine, r_desc, r_abd, r_bif):
+    """The descending aorta beside the vertebral bodies from T5 to L3: points and radii (lists)."""
     angles = {
         "T5": 25.0,
         "T6": 30.0,
@@ -840,19 +944,18 @@ def _aorta(rng, spine, lm):
         "L2": r_abd + (r_bif - r_abd) / 3.0,
         "L3": r_abd + 2.0 * (r_bif - r_abd) / 3.0,
     }
+    path, radii = [], []
     for name, ang in angles.items():
         r = taper.get(name, r_desc)
         path.append(_aorta_point(spine, name, ang, r))
         radii.append(r)
-    z_bif = _level(spine, "L4")["center"][2] + rng.uniform(-8.0, 8.0)
-    bif = _aorta_point(spine, "L4", 70.0, r_bif)
-    bif[2] = z_bif
-    path.append(bif)
-    radii.append(r_bif)
-    path, radii = np.array(path), np.array(radii)
-    desc = path[desc_start:]
-    shapes = [tube(RP_FAT, desc, radii[desc_start:] + rng.uniform(3.0, 6.0), replaces=frozenset({FAT, MUSCLE, LUNG}))]
+    return path, radii
+
+
+def _common_iliac_arteries(spine, bif, z_bif, r_bif):
+    """The common iliac arteries from the aortic bifurcation ``bif`` down into the pelvis."""
     l5 = _level(spine, "L5")["center"]
+    shapes = []
     for side in (-1, 1):  # common iliac arteries
         shapes.append(
             tube(
@@ -861,13 +964,6 @@ def _aorta(rng, spine, lm):
                 [r_bif * 0.7, 5.0, 4.5],
             )
         )
-    lm["aorta_shape"] = tube(AORTA, path, radii, organ="aorta")
-    lm["aorta_path"] = (path, radii)
-    lm["aorta_descending"] = (desc, radii[desc_start:])
-    lm["aorta_diameters_mm"] = {"ascending": d_asc, "descending": d_desc, "abdominal": d_abd, "bifurcation": d_bif}
-    t8 = _aorta_point(spine, "T8", 42.0, r_desc)
-    lm["aorta_xy"], lm["aorta_radius"], lm["aorta_z"] = t8[:2], r_desc, (float(z_bif), float(z_arch))
-    lm["aorta_bifurcation_z"] = float(z_bif)
     return shapes
 
 
@@ -1009,6 +1105,14 @@ def _ribs_and_sternum(rng, b, spine, lm):
     """Twelve pairs of ribs from the transverse processes (costotransverse joints) back and
     out to the angle, then around the chest wall and down to their anterior ends (the
     upper seven near the sternum, 8-10 at the costal margin, 11-12 floating); sternum."""
+    shapes = _ribs(b, spine)
+    shapes += _sternum(b, lm)
+    shapes += _pectoral_muscles(b)
+    return shapes
+
+
+def _ribs(b, spine):
+    """Twelve pairs of ribs (T1 first), each a tube along :func:`_rib_path`."""
     shapes = []
     rx, ry, yc = b["mx"] - b["wall"] + 1.0, b["my"] - b["wall"] + 1.0, b["mc"]
     thoracic = [v for v in spine if v["name"][0] == "T"][::-1]  # T1 first
@@ -1018,28 +1122,36 @@ def _ribs_and_sternum(rng, b, spine, lm):
         end_x = 25.0 + 4.0 * i if i <= 7 else (0.55 * rx + 8.0 * (i - 8) if i <= 10 else None)
         r = 4.0 if i == 1 else 5.0
         for side in (-1, 1):
-            root = (
-                v["tp_tip"][side] + [side * 2.0, 3.0, 0.0] if "tp_tip" in v else v["center"] + [side * 30.0, 20.0, 0.0]
-            )
-            ax, ay = rx * scale, ry * (0.75 + 0.25 * scale)
-            x_angle = side * min(abs(root[0]) + 24.0, 0.8 * ax)
-            y_angle = yc + ay * np.sqrt(max(1.0 - (x_angle / ax) ** 2, 0.0))
-            t0 = np.arctan2((y_angle - yc) / ay, x_angle / ax)
-            if end_x is None:  # floating ribs end at the flank
-                t1 = np.arctan2(0.1, side * 1.0)
-            else:
-                xe = side * min(end_x, 0.9 * ax)
-                t1 = np.arctan2(-np.sqrt(max(1.0 - (xe / ax) ** 2, 0.0)), xe / ax)
-            # go round through the flank (t from t0 to t1 via angle 0 or pi)
-            if side > 0:
-                ts = np.linspace(t0, t1 if t1 < t0 else t1 - 2 * np.pi, 7)
-            else:
-                ts = np.linspace(t0, t1 if t1 > t0 else t1 + 2 * np.pi, 7)
-            pts = [root]
-            for k, t in enumerate(ts):
-                frac = k / (len(ts) - 1)
-                pts.append(np.array([ax * np.cos(t), yc + ay * np.sin(t), v["center"][2] - 4.0 - drop * frac**1.2]))
-            shapes.append(tube(RIB, pts, r))
+            shapes.append(tube(RIB, _rib_path(v, side, rx * scale, ry * (0.75 + 0.25 * scale), yc, drop, end_x), r))
+    return shapes
+
+
+def _rib_path(v, side, ax, ay, yc, drop, end_x):
+    """One rib's points: from its vertebra ``v`` round the chest wall (an ellipse of semi-axes
+    ``ax``, ``ay`` about y = ``yc``), dropping by ``drop``, to ``|x| = end_x`` (None: floating)."""
+    root = v["tp_tip"][side] + [side * 2.0, 3.0, 0.0] if "tp_tip" in v else v["center"] + [side * 30.0, 20.0, 0.0]
+    x_angle = side * min(abs(root[0]) + 24.0, 0.8 * ax)
+    y_angle = yc + ay * np.sqrt(max(1.0 - (x_angle / ax) ** 2, 0.0))
+    t0 = np.arctan2((y_angle - yc) / ay, x_angle / ax)
+    if end_x is None:  # floating ribs end at the flank
+        t1 = np.arctan2(0.1, side * 1.0)
+    else:
+        xe = side * min(end_x, 0.9 * ax)
+        t1 = np.arctan2(-np.sqrt(max(1.0 - (xe / ax) ** 2, 0.0)), xe / ax)
+    # go round through the flank (t from t0 to t1 via angle 0 or pi)
+    if side > 0:
+        ts = np.linspace(t0, t1 if t1 < t0 else t1 - 2 * np.pi, 7)
+    else:
+        ts = np.linspace(t0, t1 if t1 > t0 else t1 + 2 * np.pi, 7)
+    pts = [root]
+    for k, t in enumerate(ts):
+        frac = k / (len(ts) - 1)
+        pts.append(np.array([ax * np.cos(t), yc + ay * np.sin(t), v["center"][2] - 4.0 - drop * frac**1.2]))
+    return pts
+
+
+def _sternum(b, lm):
+    """The sternum (cortex and marrow) in the front wall, from the xiphoid up to the manubrium."""
     # sternum: manubrium (wider) above the body, in the front wall, from the xiphoid up
     y_st = b["front"] + 0.5 * b["wall"] + 2.0
     z_x = lm["heart"]["center"][2] - 30.0
@@ -1049,8 +1161,12 @@ def _ribs_and_sternum(rng, b, spine, lm):
         (b["S"] - 55.0, 0.0, y_st, 24.0, 7.0),
         (b["S"] - 20.0, 0.0, y_st + 2.0, 26.0, 7.0),
     ]
-    shapes.append(sweep(BONE, knots))
-    shapes.append(sweep(MARROW, [(z, x, y, ax - 2.5, ay - 2.5) for z, x, y, ax, ay in knots]))
+    return [sweep(BONE, knots), sweep(MARROW, [(z, x, y, ax - 2.5, ay - 2.5) for z, x, y, ax, ay in knots])]
+
+
+def _pectoral_muscles(b):
+    """Pectoral muscles over the upper anterior chest wall (painted over fat)."""
+    shapes = []
     # pectoral muscles: thicker anterior chest wall at the top of the thorax
     for side in (-1, 1):
         shapes.append(
@@ -1074,65 +1190,84 @@ def _shoulders_and_arms(rng, b, lm):
     arms = "down" if rng.uniform() < 0.5 else "up"
     lift = 18.0 if arms == "up" else 0.0
     shapes = []
-    head_x = lm["head_semi"][0]
     for side in (-1, 1):
-        # scapula: a thin plate following the back's curve; rotator cuff around it
-        sc = np.array([side * 78.0 * b["s"][0], b["back"] - 24.0, S - 78.0 + lift])
-        rot = _rot_z(side * np.deg2rad(-28.0)) @ _rot_y(side * np.deg2rad(20.0 if arms == "up" else 0.0))
-        shapes.append(
-            Shape(
-                NECK_MUSCLE,
-                sc,
-                np.array([52.0, 16.0, 74.0]),
-                rotation=rot,
-                replaces=frozenset({FAT, MUSCLE, BACK_MUSCLE, NECK_MUSCLE}),
-            )
-        )
-        shapes.append(Shape(BONE, sc, np.array([46.0, 4.0, 68.0]), rotation=rot))
-        acromion = np.array([side * (bx - 14.0), 4.0, S + 2.0 + lift * 0.6])
-        shapes.append(tube(BONE, [sc + [-side * 30.0, 10.0, 35.0], acromion], [5.0, 6.0]))
-        clav = [
-            np.array([side * 20.0, b["front"] + 12.0, S - 20.0]),
-            np.array([side * 70.0, b["front"] + 6.0, S - 10.0 + lift * 0.4]),
-            acromion + [0.0, -8.0, 0.0],
-        ]
-        shapes.append(tube(BONE, clav, 7.0))
-        shapes.append(tube(MARROW, clav, 3.5))
-        hh = np.array([side * (bx - 16.0), 10.0, S - 28.0 + lift])  # humeral head at the glenoid
-        if arms == "down":
-            elbow = np.array([side * (bx + 48.0), 14.0, S - 300.0])
-            wrist = np.array([side * (bx + 44.0), 4.0, S - 550.0])
-            arm_top = np.array([side * (bx + 36.0), 10.0, S - 40.0])
-        else:
-            elbow = np.array([side * (head_x + 60.0), -6.0, S + 270.0])
-            wrist = np.array([side * 40.0, -30.0, S + 440.0])
-            arm_top = np.array([side * (bx - 6.0), 10.0, S + 10.0])
-        ra = rng.uniform(40.0, 48.0)
-        # deltoid over the humeral head (with its fat), then the arm
-        shapes.append(tube(FAT, [hh + [side * 10.0, 0.0, 8.0], arm_top], ra + 4.0, replaces=frozenset({0})))
-        shapes.append(
-            tube(
-                NECK_MUSCLE,
-                [hh + [side * 8.0, 0.0, 6.0], hh + (arm_top - hh) * 0.8],
-                ra - 6.0,
-                replaces=frozenset({0, FAT, MUSCLE}),
-            )
-        )
-        shapes.append(tube(FAT, [arm_top, elbow, wrist], [ra, ra - 8.0, 28.0], replaces=frozenset({0, FAT})))
-        fat_arm = rng.uniform(6.0, 12.0)
-        shapes.append(
-            tube(MUSCLE, [arm_top, elbow, wrist], [ra - fat_arm, ra - 8.0 - fat_arm, 20.0], replaces=frozenset({FAT}))
-        )
-        shapes.append(Shape(BONE, hh, np.full(3, 23.0)))
-        shapes.append(Shape(MARROW, hh, np.full(3, 19.0)))
-        shapes.append(tube(BONE, [hh, elbow], 11.0))
-        shapes.append(tube(MARROW, [hh, elbow], 6.0))
-        for off, r in ((np.array([0.0, 9.0, 0.0]), 7.0), (np.array([0.0, -9.0, 0.0]), 6.0)):  # radius and ulna
-            shapes.append(tube(BONE, [elbow + off, wrist + off], r))
+        shapes += _shoulder_girdle(b, side, arms, lift)
+        joints = _arm_joints(b, side, arms, lift, lm["head_semi"][0])
+        shapes += _arm(rng, side, *joints)
         # axillary fat between the arm and the chest wall (brown fat lives there)
         ax_c = np.array([side * (bx - 22.0), 8.0, S - 55.0 + (30.0 if arms == "up" else 0.0)])
         shapes.append(Shape(FAT, ax_c, np.array([22.0, 30.0, 38.0]), replaces=frozenset({0, MUSCLE, FAT})))
     lm["arms"] = arms
+    return shapes
+
+
+def _shoulder_girdle(b, side, arms, lift):
+    """One side's scapula (with the rotator cuff), its spine to the acromion, and clavicle."""
+    S, bx = b["S"], b["bx"]
+    # scapula: a thin plate following the back's curve; rotator cuff around it
+    sc = np.array([side * 78.0 * b["s"][0], b["back"] - 24.0, S - 78.0 + lift])
+    rot = _rot_z(side * np.deg2rad(-28.0)) @ _rot_y(side * np.deg2rad(20.0 if arms == "up" else 0.0))
+    shapes = [
+        Shape(
+            NECK_MUSCLE,
+            sc,
+            np.array([52.0, 16.0, 74.0]),
+            rotation=rot,
+            replaces=frozenset({FAT, MUSCLE, BACK_MUSCLE, NECK_MUSCLE}),
+        )
+    ]
+    shapes.append(Shape(BONE, sc, np.array([46.0, 4.0, 68.0]), rotation=rot))
+    acromion = np.array([side * (bx - 14.0), 4.0, S + 2.0 + lift * 0.6])
+    shapes.append(tube(BONE, [sc + [-side * 30.0, 10.0, 35.0], acromion], [5.0, 6.0]))
+    clav = [
+        np.array([side * 20.0, b["front"] + 12.0, S - 20.0]),
+        np.array([side * 70.0, b["front"] + 6.0, S - 10.0 + lift * 0.4]),
+        acromion + [0.0, -8.0, 0.0],
+    ]
+    shapes.append(tube(BONE, clav, 7.0))
+    shapes.append(tube(MARROW, clav, 3.5))
+    return shapes
+
+
+def _arm_joints(b, side, arms, lift, head_x):
+    """One arm's humeral head (at the glenoid), top of the arm, elbow and wrist, for arms down or up."""
+    S, bx = b["S"], b["bx"]
+    hh = np.array([side * (bx - 16.0), 10.0, S - 28.0 + lift])  # humeral head at the glenoid
+    if arms == "down":
+        elbow = np.array([side * (bx + 48.0), 14.0, S - 300.0])
+        wrist = np.array([side * (bx + 44.0), 4.0, S - 550.0])
+        arm_top = np.array([side * (bx + 36.0), 10.0, S - 40.0])
+    else:
+        elbow = np.array([side * (head_x + 60.0), -6.0, S + 270.0])
+        wrist = np.array([side * 40.0, -30.0, S + 440.0])
+        arm_top = np.array([side * (bx - 6.0), 10.0, S + 10.0])
+    return hh, arm_top, elbow, wrist
+
+
+def _arm(rng, side, hh, arm_top, elbow, wrist):
+    """One arm: deltoid over the humeral head, the arm's fat and muscle, humerus, radius and ulna."""
+    ra = rng.uniform(40.0, 48.0)
+    # deltoid over the humeral head (with its fat), then the arm
+    shapes = [tube(FAT, [hh + [side * 10.0, 0.0, 8.0], arm_top], ra + 4.0, replaces=frozenset({0}))]
+    shapes.append(
+        tube(
+            NECK_MUSCLE,
+            [hh + [side * 8.0, 0.0, 6.0], hh + (arm_top - hh) * 0.8],
+            ra - 6.0,
+            replaces=frozenset({0, FAT, MUSCLE}),
+        )
+    )
+    shapes.append(tube(FAT, [arm_top, elbow, wrist], [ra, ra - 8.0, 28.0], replaces=frozenset({0, FAT})))
+    fat_arm = rng.uniform(6.0, 12.0)
+    shapes.append(
+        tube(MUSCLE, [arm_top, elbow, wrist], [ra - fat_arm, ra - 8.0 - fat_arm, 20.0], replaces=frozenset({FAT}))
+    )
+    shapes.append(Shape(BONE, hh, np.full(3, 23.0)))
+    shapes.append(Shape(MARROW, hh, np.full(3, 19.0)))
+    shapes.append(tube(BONE, [hh, elbow], 11.0))
+    shapes.append(tube(MARROW, [hh, elbow], 6.0))
+    for off, r in ((np.array([0.0, 9.0, 0.0]), 7.0), (np.array([0.0, -9.0, 0.0]), 6.0)):  # radius and ulna
+        shapes.append(tube(BONE, [elbow + off, wrist + off], r))
     return shapes
 
 
