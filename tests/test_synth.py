@@ -74,8 +74,9 @@ def test_partial_volume_of_a_large_sphere():
     """A 15 mm sphere of SUV 10 in a uniform body keeps its value at the centre (PSF FWHM
     6.5 mm: recovery erf(15/(2.76*sqrt2)) ~ 1.0; 2 % allows the 4 mm voxel averaging),
     and the blur conserves the activity (1 %: discretisation of the sphere)."""
-    from dualpet.synth.phantom import MUSCLE, Lesion, Phantom, Shape
+    from dualpet.synth.phantom import Lesion, Phantom
     from dualpet.synth.render import grid_affine, render_pet_truth
+    from dualpet.synth.shapes import MUSCLE, Shape
 
     body = Shape(MUSCLE, np.zeros(3), np.array([150.0, 100.0, 1000.0]), "cylinder")
     shape = (64, 64, 40)
@@ -351,8 +352,9 @@ def test_peak_recovery_matches_the_renderer(fwhm):
     on average (within 0.03 over 12 placements per radius) but not for every placement
     (0.08 the worst of 384 spheres of 4-20 mm radius)."""
     from dualpet.geometry import apply_affine
-    from dualpet.synth.phantom import MUSCLE, Lesion, Phantom, Shape, peak_recovery
+    from dualpet.synth.phantom import Lesion, Phantom, peak_recovery
     from dualpet.synth.render import grid_affine, render_pet_truth
+    from dualpet.synth.shapes import MUSCLE, Shape
 
     body = Shape(MUSCLE, np.zeros(3), np.array([150.0, 100.0, 1000.0]), "cylinder")
     shape = (32, 32, 24)
@@ -478,14 +480,7 @@ def test_kidneys_lie_in_fat_beside_the_psoas_and_in_front_of_the_back_muscles(se
     and the straight line to it crosses fat."""
     from scipy import ndimage
 
-    from dualpet.synth.phantom import (
-        BACK_MUSCLE,
-        FAT,
-        KIDNEY,
-        MUSCLE,
-        RENAL_PELVIS,
-        RP_FAT,
-    )
+    from dualpet.synth.shapes import BACK_MUSCLE, FAT, KIDNEY, MUSCLE, RENAL_PELVIS, RP_FAT
     from dualpet.synth.torso import _level
 
     ph = _phantom(seed, n)
@@ -520,7 +515,7 @@ def test_spine_has_processes_and_back_muscles_behind_it():
     """Vertebrae are not cylinders: the lumbar transverse processes reach 35-50 mm from the
     midline, the spinous process 50-80 mm behind the body's centre; erector spinae lies
     behind the spine beside the spinous process, the canal holds no bone."""
-    from dualpet.synth.phantom import BACK_MUSCLE, BONE, CANAL
+    from dualpet.synth.shapes import BACK_MUSCLE, BONE, CANAL
 
     ph = _phantom(21, 1)
     for v in ph.landmarks["vertebrae"]:
@@ -594,7 +589,7 @@ def test_aorta_blood_on_plain_and_enhanced_ct(cohort_dir, truth):
     from scipy import ndimage
 
     from dualpet.anatomy import ORGANS
-    from dualpet.synth.phantom import BLOOD
+    from dualpet.synth.shapes import BLOOD
 
     for pid, t in truth.items():
         for tracer in t["tracers"]:
@@ -616,7 +611,7 @@ def test_heart_position_wall_and_hila(seed, n):
     short axis (sampled at 0.5 mm: 10 +- 1 mm); the hila (main bronchi, pulmonary
     arteries) lie lateral to the mediastinum and outside the heart."""
     from dualpet.anatomy import ORGANS
-    from dualpet.synth.phantom import AIRWAY, BLOOD, MYOCARDIUM, VESSEL
+    from dualpet.synth.shapes import AIRWAY, BLOOD, MYOCARDIUM, VESSEL
     from dualpet.synth.torso import LV_WALL_MM
 
     ph = _phantom(seed, n)
@@ -661,7 +656,7 @@ def test_stomach_under_the_left_diaphragm_with_a_horizontal_air_fluid_level(seed
     images): every gas point in front of the level, every fluid point behind it (exact:
     the gas is the lumen cut by that plane)."""
     from dualpet.anatomy import ORGANS
-    from dualpet.synth.phantom import STOMACH, STOMACH_FLUID, STOMACH_GAS
+    from dualpet.synth.shapes import STOMACH, STOMACH_FLUID, STOMACH_GAS
 
     ph = _phantom(seed, n)
     st = ph.landmarks["stomach"]
@@ -696,35 +691,36 @@ def test_truth_organ_map_labels_new_structures():
     airways, discs, canal and brown fat are body (200)."""
     from dualpet.anatomy import ORGANS
     from dualpet.synth import phantom as P
+    from dualpet.synth import shapes as S
 
     ph = _phantom(21, 1)
     labels, organs, _ = _organ_map(ph, (-200.0, -140.0, -240.0), (200.0, 140.0, 300.0), 4.0)
     expect = {
-        P.STOMACH: "bowel",
-        P.STOMACH_FLUID: "bowel",
-        P.BOWEL: "bowel",
-        P.MYOCARDIUM: "heart",
-        P.BLOOD: "heart",
-        P.HEART_WALL: "heart",
-        P.AORTA: "aorta",
-        P.MARROW: "vertebrae",
-        P.BACK_MUSCLE: "body",
-        P.NECK_MUSCLE: "body",
-        P.MUSCLE: "body",
-        P.OESOPHAGUS: "body",
-        P.VEIN: "body",
-        P.VESSEL: "body",
-        P.AIRWAY: "body",
-        P.DISC: "body",
-        P.CANAL: "body",
-        P.BROWN_FAT: "body",
-        P.RP_FAT: "body",
-        P.SOFT: "body",
+        S.STOMACH: "bowel",
+        S.STOMACH_FLUID: "bowel",
+        S.BOWEL: "bowel",
+        S.MYOCARDIUM: "heart",
+        S.BLOOD: "heart",
+        S.HEART_WALL: "heart",
+        S.AORTA: "aorta",
+        S.MARROW: "vertebrae",
+        S.BACK_MUSCLE: "body",
+        S.NECK_MUSCLE: "body",
+        S.MUSCLE: "body",
+        S.OESOPHAGUS: "body",
+        S.VEIN: "body",
+        S.VESSEL: "body",
+        S.AIRWAY: "body",
+        S.DISC: "body",
+        S.CANAL: "body",
+        S.BROWN_FAT: "body",
+        S.RP_FAT: "body",
+        S.SOFT: "body",
     }
     for label, organ in expect.items():
         got = set(np.unique(organs[labels == label]).tolist())
         assert got, P.TISSUES[label]
-        if label == P.MARROW:  # marrow of the vertebrae, and of the other bones (body)
+        if label == S.MARROW:  # marrow of the vertebrae, and of the other bones (body)
             assert ORGANS["vertebrae"] in got
         else:
             assert got == {ORGANS[organ]}, (P.TISSUES[label], got)
@@ -733,8 +729,8 @@ def test_truth_organ_map_labels_new_structures():
     tip = v["tp_tip"][1] - [3.0, 0.0, 0.0]
     from dualpet.synth.render import organ_code
 
-    assert ph.labels_at(tip[None], False)[0] == P.BONE
-    bone_shapes = [s for s in ph.shapes if s.label == P.BONE and s.kind == "tube" and s.contains(tip[None])[0]]
+    assert ph.labels_at(tip[None], False)[0] == S.BONE
+    bone_shapes = [s for s in ph.shapes if s.label == S.BONE and s.kind == "tube" and s.contains(tip[None])[0]]
     assert bone_shapes and all(organ_code(s) == ORGANS["vertebrae"] for s in bone_shapes)
 
 
@@ -744,7 +740,7 @@ def test_shoulders_and_arms(n):
     level) and the shoulder girdle (humeral heads, scapulae, clavicles) lies at the top of
     the trunk; arms down: the humeri beside the trunk 150 mm below the shoulders, nothing
     beside the head. Deltoids and rotator cuff are shoulder muscle (NECK_MUSCLE)."""
-    from dualpet.synth.phantom import BONE, MARROW, NECK_MUSCLE
+    from dualpet.synth.shapes import BONE, MARROW, NECK_MUSCLE
 
     ph = _phantom(23, n)
     lm = ph.landmarks
@@ -778,15 +774,8 @@ def test_physiological_uptake_varies_between_patients():
     quarter, brown fat (SUV 2-10) in about a fifth (100 patients: binomial SD 4-5 %, bounds
     at about 3 SD); Pentixafor low in both. The depots come in mirror pairs (one label, so
     one uptake for both sides)."""
-    from dualpet.synth.phantom import (
-        BLOOD,
-        BROWN_FAT,
-        FAT,
-        MUSCLE,
-        MYOCARDIUM,
-        NECK_MUSCLE,
-        sample_uptake,
-    )
+    from dualpet.synth.phantom import sample_uptake
+    from dualpet.synth.shapes import BLOOD, BROWN_FAT, FAT, MUSCLE, MYOCARDIUM, NECK_MUSCLE
 
     kinds, muscles, brown, myo = [], [], [], []
     for n in range(100):
@@ -881,7 +870,8 @@ def test_close_pairs_stay_two_lesions_and_hilar_sites_exist():
     """Lesions placed as a pair lie 10-20 mm apart edge to edge and are two lesions; lung
     tumours beside a hilum are region 'lung', mediastinal and hilar nodes 'lymph node';
     every lesion keeps 10 mm from hot organs (the outer shell holds none of them)."""
-    from dualpet.synth.phantom import BLOOD, HOT_ORGANS, _sphere_dirs
+    from dualpet.synth.phantom import HOT_ORGANS, _sphere_dirs
+    from dualpet.synth.shapes import BLOOD
 
     pairs = _lesions_of(26)
     paired = [les for _, les in pairs if les.pair is not None]

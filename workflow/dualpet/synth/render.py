@@ -12,18 +12,8 @@ from scipy import ndimage
 
 from dualpet.anatomy import ORGANS
 from dualpet.geometry import apply_affine, voxel_spacing
-from dualpet.synth.phantom import (
-    AIR,
-    COUCH,
-    HU,
-    LESION_BASE,
-    LESION_HU,
-    METAL,
-    NECROSIS_HU,
-    PAD,
-    TABLE,
-    TISSUE_ORGAN,
-)
+from dualpet.synth.phantom import COUCH, HU, LESION_HU, NECROSIS_HU, TISSUE_ORGAN
+from dualpet.synth.shapes import AIR, LESION_BASE, METAL, PAD, TABLE
 
 #: Fine-grid subdivision per axis used to integrate activity over PET voxels.
 PET_SUPERSAMPLE = 2

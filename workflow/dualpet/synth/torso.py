@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualpet.synth.phantom import (
+from dualpet.synth.shapes import (
     AIRWAY,
     AORTA,
     BACK_MUSCLE,
