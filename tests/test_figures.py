@@ -367,12 +367,15 @@ def test_one_patient_one_lesion(tmp_path):
             "ci_high": None,
         }
     ]
+    # one patient: the statistics give no cohort ratio, so the figure draws none (issue 26)
     assert e["patient_ratios"]["numbers"]["pooled"] == {
         "n_patients": 1,
-        "ratio": pytest.approx(2.0),
+        "ratio": None,
         "ci_low": None,
         "ci_high": None,
+        "reason": "fewer than 3 patients with paired lesions",
     }
+    assert "no cohort estimate: fewer than 3 patients" in svg_text(e["patient_ratios"]["svg"])
     assert e["bland_altman"]["numbers"]["loa_low"] is None
     assert "limits of agreement need at least 2 lesions" in svg_text(e["bland_altman"]["svg"])
 

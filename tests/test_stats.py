@@ -281,13 +281,19 @@ def test_lesion_detection_is_cluster_adjusted():
     ld = s["lesion_detection"]
     stat, p = obuchowski(ref, idx, groups)
     assert ld["clustered_mcnemar"]["statistic"] == pytest.approx(stat, rel=1e-12)
-    assert ld["clustered_mcnemar"]["p"] == pytest.approx(p, rel=1e-12)
-    assert "sign-flip" in ld["clustered_mcnemar"]["note"]  # 4 patients: asymptotics flagged
+    assert ld["clustered_mcnemar"]["p_chi2"] == pytest.approx(p, rel=1e-12)
+    # the reported p: sqrt(X^2) on t with 4 - 1 df (Obuchowski's chi-square is liberal at these sizes)
+    assert ld["clustered_mcnemar"]["p"] == pytest.approx(2 * ss.t.sf(np.sqrt(stat), 3), rel=1e-12)
+    # 4 patients: descriptive, outside the family of tests, the sign-flip test leads
+    assert ld["clustered_mcnemar"]["descriptive"] and "sign-flip" in ld["clustered_mcnemar"]["note"]
+    assert "lesion detection: clustered McNemar" not in {t["label"] for t in s["exploratory"]["tests"]}
     # sign flip over patients: per-patient (index - reference) = -2, -1, +1, -3
     assert ld["sign_flip"]["statistic"] == -5
     null = [sum(s * v for s, v in zip(signs, (-2, -1, 1, -3))) for signs in itertools.product((1, -1), repeat=4)]
-    assert ld["sign_flip"]["p"] == pytest.approx(np.mean(np.abs(null) >= 5), rel=EXACT)
-    assert ld["sign_flip"]["min_attainable_p"] == pytest.approx(2 / 16, rel=EXACT)
+    assert ld["sign_flip"]["p_exact"] == pytest.approx(np.mean(np.abs(null) >= 5), rel=EXACT)
+    mid = np.mean(np.abs(null) > 5) + 0.5 * np.mean(np.abs(null) == 5)  # the reported mid-p
+    assert ld["sign_flip"]["p"] == pytest.approx(mid, rel=EXACT)
+    assert ld["sign_flip"]["min_attainable_p_exact"] == pytest.approx(2 / 16, rel=EXACT)
     assert "clustered" in ld["mcnemar"]["note"]  # the naive test is descriptive
     cross = pd.crosstab(table["region"], [table[f"{REF}_detected"], table[f"{IDX}_detected"]])
     for r in ld["by_region"]:

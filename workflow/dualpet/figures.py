@@ -37,7 +37,7 @@ import pandas as pd
 from dualpet.interchange import LESION_METRICS
 from dualpet.io import atomic_path, write_tsv
 from dualpet.stats.constants import LESION_SETS as STATS_LESION_SETS
-from dualpet.stats.detection import detected, detection_by_region
+from dualpet.stats.detection import detected, detection_by_region, flags_known
 from dualpet.stats.validate import excluded_mask, numbers
 
 __all__ = [
@@ -250,21 +250,23 @@ def pooled_ratio(pairs: pd.DataFrame) -> dict:
     """The cohort's geometric mean ratio index/reference with its 95 % CI: the statistics'
     primary analysis (:func:`dualpet.stats.inference.mixed_model` of the lesions' log ratios,
     a random intercept per patient, t on n_patients - 1 df), so the figure shows the number
-    the report tables give. CI None when the model gives none (fewer than 3 patients)."""
+    the report tables give. Ratio and CI None, with the statistics' ``reason``, where the
+    model gives none (fewer than 3 patients): no pooled estimate is drawn that the summary
+    does not report."""
     from dualpet.stats.inference import mixed_model
 
     if len(pairs) == 0:
-        return {"n_patients": 0, "ratio": None, "ci_low": None, "ci_high": None}
+        return {"n_patients": 0, "ratio": None, "ci_low": None, "ci_high": None, "reason": "no lesion pairs"}
     logs = np.log(pairs["index"].to_numpy(float)) - np.log(pairs["reference"].to_numpy(float))
     fit = mixed_model(logs, pairs["patient"].to_numpy(object), log_ratio=True)
     ci = fit.get("ratio_ci95") or (None, None)
-    ratio = fit.get("ratio") if fit.get("ratio") is not None else float(np.exp(np.mean(logs)))
-    return {
+    out = {
         "n_patients": int(pairs["patient"].nunique()),
-        "ratio": ratio,
+        "ratio": fit.get("ratio"),
         "ci_low": _finite(ci[0]) if ci[0] else None,
         "ci_high": _finite(ci[1]) if ci[1] else None,
     }
+    return out if fit.get("ratio") is not None else {**out, "reason": fit.get("reason")}
 
 
 def bland_altman(pairs: pd.DataFrame) -> dict:
@@ -332,8 +334,8 @@ def caption(name: str, reference: str, index: str, metric: str = "suvmax", lesio
         return (
             f"Lesion detection by region (reference CT at the lesion centroid): for every lesion of the union of "
             f"both tracers' lesions in included patients, the number detected on {reference} (reference) and on "
-            f"{index} (index), on both, and on one tracer only ({{tracer}}_detected == 1; a missing flag counts "
-            "as not detected), with a total row. The lesion set and the metric do not apply to this table; "
+            f"{index} (index), on both, and on one tracer only ({{tracer}}_detected == 1; a lesion whose flag is "
+            "empty is left out, as in the statistics), with a total row. The lesion set and the metric do not apply to this table; "
             "the same numbers are in detection_by_region.tsv."
         )
     raise ValueError(f"unknown figure {name!r}: expected one of {', '.join(FIGURES)}")
@@ -537,7 +539,6 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
     fig = _figure((FIGSIZE[0], max(FIGSIZE[1], 1.6 + 0.28 * rows)))
     ax = fig.add_subplot()
     ys = np.arange(rows)[::-1]  # first patient on top, the cohort at the bottom
-    labels = []
     # the axis spans the estimates (and the cohort's interval) with room, between round
     # ticks, not the widest interval: a wider one is cut at the axis and marked with an
     # arrowhead (its numbers are printed beside it); a patient with fewer than
@@ -549,24 +550,54 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
     ]
     ticks = _log_ticks(min(core) / FOREST_MARGIN, max(core) * FOREST_MARGIN)
     x_lo, x_hi = ticks[0], ticks[-1]
-    for y, rec in zip(ys[:-1], per_patient.itertuples(index=False)):
-        shown = rec.n >= MIN_LESIONS_FOR_PATIENT_CI and math.isfinite(rec.ci_low)
-        if shown:
-            ax.plot([max(rec.ci_low, x_lo), min(rec.ci_high, x_hi)], [y, y], color="#1f77b4", lw=1.5)
-            if rec.ci_low < x_lo:
-                ax.plot([x_lo], [y], "<", color="#1f77b4", ms=6, clip_on=False)
-            if rec.ci_high > x_hi:
-                ax.plot([x_hi], [y], ">", color="#1f77b4", ms=6, clip_on=False)
-        ax.plot([rec.ratio], [y], "s", color="#1f77b4", ms=5)
-        if shown:
-            ci = f" [{_fmt(rec.ci_low)}, {_fmt(rec.ci_high)}]"
-        elif rec.n == 1:
-            ci = " (1 lesion: no CI)"
-        else:
-            ci = f" ({rec.n} lesions: no useful CI, t on {rec.n - 1} df)"
-        ax.text(1.02, y, f"{_fmt(rec.ratio)}{ci}", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
-        labels.append(f"{rec.patient} (n={rec.n})")
-    y0 = ys[-1]
+    labels = [_forest_patient(ax, y, rec, x_lo, x_hi) for y, rec in zip(ys[:-1], per_patient.itertuples(index=False))]
+    _forest_cohort(ax, ys[-1], pooled)
+    labels.append(f"cohort ({_n(pooled['n_patients'], 'patient')})")
+    ax.axvline(1.0, color="#444444", lw=1)
+    _log_axis(ax, "x", [x_lo, x_hi])
+    ax.set_yticks(ys, labels)
+    ax.set_ylim(-0.8, rows - 0.2)
+    ax.set_xlabel(f"{m} ratio {index}/{reference}, geometric mean with 95 % CI (log scale)")
+    ax.set_title(title)
+    ax.grid(axis="x", which="major", alpha=0.3)
+    _footnote(fig, note)
+    return fig
+
+
+def _forest_patient(ax, y, rec, x_lo, x_hi):
+    """One patient's row of the forest plot (its ratio, interval and numbers); its label."""
+    shown = rec.n >= MIN_LESIONS_FOR_PATIENT_CI and math.isfinite(rec.ci_low)
+    if shown:
+        ax.plot([max(rec.ci_low, x_lo), min(rec.ci_high, x_hi)], [y, y], color="#1f77b4", lw=1.5)
+        if rec.ci_low < x_lo:
+            ax.plot([x_lo], [y], "<", color="#1f77b4", ms=6, clip_on=False)
+        if rec.ci_high > x_hi:
+            ax.plot([x_hi], [y], ">", color="#1f77b4", ms=6, clip_on=False)
+    ax.plot([rec.ratio], [y], "s", color="#1f77b4", ms=5)
+    if shown:
+        ci = f" [{_fmt(rec.ci_low)}, {_fmt(rec.ci_high)}]"
+    elif rec.n == 1:
+        ci = " (1 lesion: no CI)"
+    else:
+        ci = f" ({rec.n} lesions: no useful CI, t on {rec.n - 1} df)"
+    ax.text(1.02, y, f"{_fmt(rec.ratio)}{ci}", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    return f"{rec.patient} (n={rec.n})"
+
+
+def _forest_cohort(ax, y0, pooled):
+    """The forest plot's cohort row: the statistics' pooled ratio, or why there is none."""
+    if pooled["ratio"] is None:  # the statistics give no cohort estimate: none is drawn
+        ax.text(
+            0.5,
+            y0,
+            f"no cohort estimate: {pooled.get('reason')}",
+            transform=ax.get_yaxis_transform(),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#d62728",
+        )
+        return
     if pooled["ci_low"] is not None:
         lo, hi = pooled["ci_low"], pooled["ci_high"]
         ax.fill([lo, pooled["ratio"], hi, pooled["ratio"]], [y0, y0 + 0.3, y0, y0 - 0.3], color="#d62728")
@@ -585,16 +616,6 @@ def _draw_forest(per_patient, pooled, reference, index, metric, lesion_set, note
         fontsize=8,
         color="#d62728",
     )
-    labels.append(f"cohort ({_n(pooled['n_patients'], 'patient')})")
-    ax.axvline(1.0, color="#444444", lw=1)
-    _log_axis(ax, "x", [x_lo, x_hi])
-    ax.set_yticks(ys, labels)
-    ax.set_ylim(-0.8, rows - 0.2)
-    ax.set_xlabel(f"{m} ratio {index}/{reference}, geometric mean with 95 % CI (log scale)")
-    ax.set_title(title)
-    ax.grid(axis="x", which="major", alpha=0.3)
-    _footnote(fig, note)
-    return fig
 
 
 def _draw_bland_altman(ba, reference, index, metric, lesion_set, note):
@@ -687,6 +708,18 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
+def _detection_note(n_lesions, flag_missing, excluded, excluded_lesions):
+    """The detection table's footnote: the lesions counted and those left out, and why."""
+    note = f"{_n(n_lesions, 'lesion')} of included patients. " + (
+        f"Left out: {_n(excluded_lesions, 'lesion')} of excluded patient(s) {', '.join(excluded)}."
+        if excluded
+        else "No patient excluded."
+    )
+    if flag_missing:
+        note += f" Left out: {_n(flag_missing, 'lesion')} with an empty detection flag."
+    return note
+
+
 def write_figures(
     lesions: pd.DataFrame,
     patients: pd.DataFrame,
@@ -719,17 +752,15 @@ def write_figures(
     pooled = pooled_ratio(pairs)
     ba = bland_altman(pairs)
     table = detection_by_region(kept, reference, index)
+    flag_missing = int((~flags_known(kept, reference, index)).sum())
     n_patients = int(pairs["patient"].nunique()) if len(pairs) else 0
     ratio_note = (
         f"{metric_label(metric)}; lesion set '{lesion_set}': {_n(len(pairs), 'lesion')} of "
         f"{_n(n_patients, 'patient')} drawn. " + _left_out_text(left_out, excluded, excluded_lesions)
     )
-    detection_note = f"{_n(len(kept), 'lesion')} of included patients. " + (
-        f"Left out: {_n(excluded_lesions, 'lesion')} of excluded patient(s) {', '.join(excluded)}."
-        if excluded
-        else "No patient excluded."
-    )
+    detection_note = _detection_note(len(kept) - flag_missing, flag_missing, excluded, excluded_lesions)
     left_excluded = [{"reason": "patient excluded", "lesions": excluded_lesions}] if excluded_lesions else []
+    left_unflagged = [{"reason": "empty detection flag", "lesions": flag_missing}] if flag_missing else []
     ref_name, idx_name = ((names or {}).get(t) or t for t in (reference, index))
     out = []
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
@@ -752,23 +783,23 @@ def write_figures(
             (
                 "detection_by_region",
                 _draw_detection(table, ref_name, idx_name, detection_note),
-                {"n_lesions": len(kept), "table": _records(table)},
+                {"n_lesions": len(kept) - flag_missing, "table": _records(table)},
             ),
         ]
         for name, fig, numbers in figures:
-            paths = _save(fig, outdir, name)
-            entry = {
-                "name": name,
-                "png": paths["png"],
-                "svg": paths["svg"],
-                "caption": caption(name, ref_name, idx_name, metric, lesion_set),
-                "numbers": numbers,
-            }
+            entry = _save_figure(fig, outdir, name, numbers, caption(name, ref_name, idx_name, metric, lesion_set))
             if name == "detection_by_region":
                 tsv = outdir / "detection_by_region.tsv"
                 write_tsv(tsv, table)
-                entry.update(tsv=str(tsv), n_lesions=len(kept), excluded_patients=excluded, left_out=left_excluded)
+                entry.update(tsv=str(tsv), n_lesions=len(kept) - flag_missing, excluded_patients=excluded)
+                entry["left_out"] = [*left_unflagged, *left_excluded]
             else:
                 entry.update(n_lesions=len(pairs), excluded_patients=excluded, left_out=[*left_out, *left_excluded])
             out.append(entry)
     return out
+
+
+def _save_figure(fig, outdir, name, numbers, text):
+    """Write one figure (PNG and SVG); its entry of :func:`write_figures`' list, so far."""
+    paths = _save(fig, outdir, name)
+    return {"name": name, "png": paths["png"], "svg": paths["svg"], "caption": text, "numbers": numbers}

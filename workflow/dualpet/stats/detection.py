@@ -1,6 +1,9 @@
 """Detection by region: the one cross-table of which tracer found the lesions of each
 anatomical region, written by the figures (``detection_by_region.tsv`` and its figure) and
-reported by the statistics (``summary.json`` ``lesion_detection.by_region``)."""
+reported by the statistics (``summary.json`` ``lesion_detection.by_region``).
+
+One rule for both: a lesion whose detection flag is empty on either tracer is left out of
+every detection count and test (:func:`flags_known`), and counted as left out."""
 
 from __future__ import annotations
 
@@ -39,14 +42,30 @@ def detected(lesions: pd.DataFrame, tracer: str) -> np.ndarray:
     return numbers(lesions[col]) == 1
 
 
+def flags_known(lesions: pd.DataFrame, reference: str, index: str) -> np.ndarray:
+    """Lesions whose detection flag is given (not empty) on both tracers: the lesions that
+    detection is counted and tested on.
+
+    >>> flags_known(pd.DataFrame({"a_detected": [1, None, 0], "b_detected": [0, 1, None]}), "a", "b")
+    array([ True, False, False])
+    """
+    known = np.ones(len(lesions), bool)
+    for tracer in (reference, index):
+        if f"{tracer}_detected" in lesions.columns:
+            known &= ~np.isnan(numbers(lesions[f"{tracer}_detected"]))
+    return known
+
+
 def detection_by_region(lesions: pd.DataFrame, reference: str, index: str) -> pd.DataFrame:
     """Cross-table of detection by region: one row per ``region`` present (in
     :data:`~dualpet.interchange.REGIONS` order, then others alphabetically, then lesions
     without a region), then ``total``; columns ``region``, ``lesions``,
     ``{reference}_detected``, ``{index}_detected``, ``both_detected``, ``{reference}_only``,
-    ``{index}_only`` (``{tracer}_detected == 1``; a missing flag counts as not detected)."""
+    ``{index}_only`` (``{tracer}_detected == 1``), over the lesions whose flags are known on
+    both tracers (:func:`flags_known`)."""
     if reference == index:
         raise ValueError(f"reference and index tracer are both {reference!r}")
+    lesions = lesions[flags_known(lesions, reference, index)]
     cols = ["region", "lesions", f"{reference}_detected", f"{index}_detected", "both_detected"]
     cols += [f"{reference}_only", f"{index}_only"]
     r, i = detected(lesions, reference), detected(lesions, index)

@@ -70,11 +70,12 @@ def methods_text(summary) -> str:
     pr = summary["primary"]
     return (
         "Patient-level positivity was compared between tracers with the exact McNemar test. Lesion-level "
-        f"detection was compared with the McNemar test adjusted for clustering within patients (Obuchowski 1998) "
-        f"(its chi-square reference flagged below {C.MIN_ASYMPTOTIC_PATIENTS} patients) "
-        "and with an exact patient-level sign-flip permutation test of the number of lesions detected on the index "
-        "minus the reference tracer (all 2^n sign patterns up to "
-        f"n = {C.SIGN_FLIP_EXACT_MAX_N}); the unadjusted lesion-level McNemar test is descriptive. Uptake was "
+        "detection was compared with an exact patient-level sign-flip permutation test of the number of lesions "
+        "detected on the index minus the reference tracer (all 2^n sign patterns; mid-p, sign patterns tying with "
+        "the observed sum counted half) and with the McNemar test "
+        "adjusted for clustering within patients (Obuchowski 1998) referred to t on n_patients - 1 degrees of "
+        f"freedom (descriptive below {C.CLUSTERED_MCNEMAR_MIN_PATIENTS} patients, where null simulations showed it "
+        "does not hold its level); the unadjusted lesion-level McNemar test is descriptive. Uptake was "
         "compared on named lesion sets: " + "; ".join(f"*{k}*: {v}" for k, v in C.LESION_SETS.items()) + ". "
         "Per tracer, uptake is summarised as mean ± SD (ddof = 1) and median [interquartile range]. The primary "
         "uptake comparison is the geometric mean ratio index/reference from a linear model of ln(index/reference) "
@@ -204,14 +205,14 @@ def _detection_lines(summary, ref, idx, label):
         out += table(["Region", "Lesions", ref, idx, "Both", f"{ref} only", f"{idx} only"], rows) + [""]
     cm, sf, naive = ldet["clustered_mcnemar"], ldet["sign_flip"], ldet["mcnemar"]
     rows = [
+        [sf["test"], f"{sf['n']} patients", f"sum of per-patient Δ {fmt(sf['statistic'])}", _p_cell(sf), _note(sf)],
         [
-            cm["test"],
+            cm["test"] + (" (descriptive)" if cm.get("descriptive") else ""),
             f"{cm['n']} lesions / {cm['n_patients']} patients",
             f"Δ proportion {fmt(cm['difference'])}" if cm.get("difference") is not None else "–",
             _p_cell(cm),
             _note(cm),
         ],
-        [sf["test"], f"{sf['n']} patients", f"sum of per-patient Δ {fmt(sf['statistic'])}", _p_cell(sf), _note(sf)],
         [
             f"{naive['test']} over lesions (descriptive)",
             f"{naive['n']} lesions",
@@ -221,6 +222,58 @@ def _detection_lines(summary, ref, idx, label):
         ],
     ]
     return out + table(["Test", "n", "Effect (index − reference)", "p", "Note"], rows) + [""]
+
+
+def _set_rows(name, s):
+    """The report table's rows of one lesion set of a metric."""
+    rows = []
+    if "same_as" in s:
+        rows.append([f"{name}: {s['n_lesions']} lesions / {s['n_patients']} patients", "", "", "", "", s["note"]])
+        return rows
+    lr, df, pw, lw = s["log_ratio"], s["difference"], s["patient_wilcoxon"], s["lesion_wilcoxon"]
+    where = f"{name}: {s['n_lesions']} lesions / {s['n_patients']} patients"
+    means = f"{_mean_sd(s['reference'])} vs {_mean_sd(s['index'])}"
+    rows.append(
+        [
+            where,
+            means,
+            "geometric mean ratio",
+            f"{fmt(lr.get('ratio'))} {_ci(lr, 'ratio_ci95')}" if lr.get("ratio") is not None else "–",
+            _p_cell(lr),
+            _note(lr),
+        ]
+    )
+    rows.append(
+        [
+            where,
+            "",
+            "mean difference (model)",
+            f"{fmt(df.get('estimate'))} {_ci(df)}" if df.get("estimate") is not None else "–",
+            _p_cell(df),
+            _note(df),
+        ]
+    )
+    rows.append(
+        [
+            where,
+            "",
+            "Wilcoxon, per-patient mean Δ",
+            f"median {fmt(pw['median_difference'])}",
+            _p_cell(pw),
+            _note(pw),
+        ]
+    )
+    rows.append(
+        [
+            where,
+            "",
+            "Wilcoxon over lesions (descriptive)",
+            f"median {fmt(lw['median_difference'])}",
+            fmt_p(lw["p"]),
+            "; ".join(x for x in (lw.get("reason"), "lesions are clustered") if x),
+        ]
+    )
+    return rows
 
 
 def _metric_lines(metric, entry, label):
@@ -234,49 +287,7 @@ def _metric_lines(metric, entry, label):
     out += ["Paired, by lesion set:", ""]
     rows = []
     for name, s in entry["sets"].items():
-        lr, df, pw, lw = s["log_ratio"], s["difference"], s["patient_wilcoxon"], s["lesion_wilcoxon"]
-        where = f"{name}: {s['n_lesions']} lesions / {s['n_patients']} patients"
-        means = f"{_mean_sd(s['reference'])} vs {_mean_sd(s['index'])}"
-        rows.append(
-            [
-                where,
-                means,
-                "geometric mean ratio",
-                f"{fmt(lr.get('ratio'))} {_ci(lr, 'ratio_ci95')}" if lr.get("ratio") is not None else "–",
-                _p_cell(lr),
-                _note(lr),
-            ]
-        )
-        rows.append(
-            [
-                where,
-                "",
-                "mean difference (model)",
-                f"{fmt(df.get('estimate'))} {_ci(df)}" if df.get("estimate") is not None else "–",
-                _p_cell(df),
-                _note(df),
-            ]
-        )
-        rows.append(
-            [
-                where,
-                "",
-                "Wilcoxon, per-patient mean Δ",
-                f"median {fmt(pw['median_difference'])}",
-                _p_cell(pw),
-                _note(pw),
-            ]
-        )
-        rows.append(
-            [
-                where,
-                "",
-                "Wilcoxon over lesions (descriptive)",
-                f"median {fmt(lw['median_difference'])}",
-                fmt_p(lw["p"]),
-                "; ".join(x for x in (lw.get("reason"), "lesions are clustered") if x),
-            ]
-        )
+        rows += _set_rows(name, s)
     return (
         out
         + table(["Lesion set", "Mean ± SD (reference vs index)", "Analysis", "Estimate [95% CI]", "p", "Note"], rows)

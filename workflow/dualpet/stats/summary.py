@@ -11,10 +11,13 @@ import pandas as pd
 from dualpet.errors import DualpetInputError
 from dualpet.stats import constants as C
 from dualpet.stats import inference as T
-from dualpet.stats.detection import detection_by_region
+from dualpet.stats.detection import detection_by_region, flags_known
 from dualpet.stats.validate import excluded_mask, flags, numbers, validate
 
-SCHEMA_VERSION = 2
+#: 3 (issue 26): a lesion set equal to an earlier one for a metric holds ``same_as`` and a
+#: note instead of its analyses; the clustered McNemar p is on t (``p_chi2`` Obuchowski's);
+#: parameters that cannot be estimated are null with ``not_estimable``.
+SCHEMA_VERSION = 3
 
 
 def clean(obj):
@@ -98,7 +101,8 @@ def check_primary(primary):
     return primary
 
 
-def _detection(patients, lesions, reference, index):
+def detection_tests(patients, lesions, reference, index):
+    """Patient- and lesion-level detection tests, and the lesions' 0/1 flags per role."""
     roles = {"reference": reference, "index": index}
     pdet = {}
     pflags = {
@@ -115,6 +119,9 @@ def _detection(patients, lesions, reference, index):
     lflags = {
         r: flags(lesions, f"{t}_detected", "lesions table") if len(lesions) else np.zeros(0) for r, t in roles.items()
     }
+    known = flags_known(lesions, reference, index)
+    lesions = lesions[known]
+    lflags_all, lflags = lflags, {r: f[known] for r, f in lflags.items()}
     naive = T.mcnemar(lflags["reference"], lflags["index"])
     naive["note"] = C.LESION_CLUSTER_NOTE
     ldet = {r: {"detected": int(np.nansum(lflags[r] == 1)), "n": int((~np.isnan(lflags[r])).sum())} for r in roles}
@@ -130,6 +137,9 @@ def _detection(patients, lesions, reference, index):
         "unit": "patient: lesions detected on the index tracer minus on the reference",
     }
     ldet["mcnemar"] = naive
+    ldet["flag_missing"] = int((~known).sum())
+    if ldet["flag_missing"]:
+        ldet["note"] = f"{ldet['flag_missing']} lesion(s) with an empty detection flag left out of detection"
     table = detection_by_region(lesions, reference, index)
     keys = {"reference": f"{reference}_detected", "index": f"{index}_detected", "both": "both_detected"}
     keys |= {"reference_only": f"{reference}_only", "index_only": f"{index}_only"}
@@ -137,12 +147,39 @@ def _detection(patients, lesions, reference, index):
         {"region": row["region"], "lesions": int(row["lesions"]), **{k: int(row[c]) for k, c in keys.items()}}
         for _, row in table.iloc[:-1].iterrows()  # the regions; the total is the lesion counts above
     ]
-    return pdet, ldet, lflags
+    return pdet, ldet, lflags_all
 
 
 def _set_masks(lflags):
     ref, idx = lflags["reference"] == 1, lflags["index"] == 1
     return {"both": ref & idx, "reference": ref, "union": ref | idx}
+
+
+def paired_analyses(ref, idx, groups) -> dict:
+    """The paired analyses of one metric on one lesion set (:data:`~dualpet.stats.constants.ANALYSES`):
+    ``ref``/``idx`` the lesions' values on each tracer, ``groups`` their patients."""
+    d = T.zero_differences(idx, ref)
+    positive = (ref > 0) & (idx > 0)
+    per_patient = pd.DataFrame({"patient": groups, "d": d}).groupby("patient", sort=True)["d"].mean().to_numpy()
+    log_ratio = np.log(idx[positive]) - np.log(ref[positive])
+    log_ratio[d[positive] == 0] = 0.0  # the same numerically equal pairs as the differences
+    logs = np.abs(np.log(np.concatenate([ref[positive], idx[positive]])))
+    log_entry = T.mixed_model(log_ratio, groups[positive], log_ratio=True, scale=float(np.max(logs, initial=1.0)))
+    if (~positive).any():
+        log_entry["left_out"] = f"{int((~positive).sum())} lesion(s) with a value <= 0 (no logarithm)"
+    return {
+        "log_ratio": log_entry,
+        "difference": T.mixed_model(d, groups, scale=float(np.max(np.abs(np.concatenate([ref, idx])), initial=0.0))),
+        "patient_wilcoxon": {
+            **T.wilcoxon(per_patient, C.WILCOXON_PATIENT_TEST),
+            "unit": "patient (mean of the patient's paired lesion differences)",
+        },
+        "lesion_wilcoxon": {
+            **T.wilcoxon(d, C.WILCOXON_LESION_TEST),
+            "note": C.LESION_CLUSTER_NOTE,
+            "descriptive": True,
+        },
+    }
 
 
 def _uptake(lesions, reference, index, lflags):
@@ -164,33 +201,27 @@ def _uptake(lesions, reference, index, lflags):
             },
             "sets": {},
         }
+        seen = {}  # the lesions of a set already analysed -> that set's name
         for name, mask in masks.items():
             paired = mask & np.isfinite(ref) & np.isfinite(idx)
-            d = T.zero_differences(idx[paired], ref[paired])
-            g = groups[paired]
-            positive = (ref[paired] > 0) & (idx[paired] > 0)
-            frame = pd.DataFrame({"patient": g, "d": d})
-            per_patient = frame.groupby("patient", sort=True)["d"].mean().to_numpy()
-            lesion_test = {**T.wilcoxon(d, C.WILCOXON_LESION_TEST), "note": C.LESION_CLUSTER_NOTE, "descriptive": True}
-            log_ratio = np.log(idx[paired][positive]) - np.log(ref[paired][positive])
-            log_ratio[d[positive] == 0] = 0.0  # the same numerically equal pairs as the differences
-            log_entry = T.mixed_model(log_ratio, g[positive], log_ratio=True)
-            if (~positive).any():
-                log_entry["left_out"] = f"{int((~positive).sum())} lesion(s) with a value <= 0 (no logarithm)"
             entry["sets"][name] = {
                 "definition": C.LESION_SETS[name],
                 "n_lesions": int(paired.sum()),
-                "n_patients": int(pd.Series(g, dtype=object).nunique()),
-                "reference": T.describe(ref[paired]),
-                "index": T.describe(idx[paired]),
-                "log_ratio": log_entry,
-                "difference": T.mixed_model(d, g),
-                "patient_wilcoxon": {
-                    **T.wilcoxon(per_patient, C.WILCOXON_PATIENT_TEST),
-                    "unit": "patient (mean of the patient's paired lesion differences)",
-                },
-                "lesion_wilcoxon": lesion_test,
+                "n_patients": int(pd.Series(groups[paired], dtype=object).nunique()),
             }
+            same = seen.setdefault(paired.tobytes(), name) if paired.any() else name
+            if same != name:  # e.g. mtv_ml: no value where a tracer missed the lesion, so every set is 'both'
+                entry["sets"][name].update(
+                    same_as=same,
+                    note=f"the same lesions as the '{same}' set for {metric} (the others have no value on both "
+                    "tracers): its analyses are reported once, under that set, and tested once",
+                )
+                continue
+            entry["sets"][name].update(
+                reference=T.describe(ref[paired]),
+                index=T.describe(idx[paired]),
+                **paired_analyses(ref[paired], idx[paired], groups[paired]),
+            )
         metrics[metric] = entry
     return metrics, skipped
 
@@ -233,18 +264,24 @@ def _multiplicity(summary, primary, adjust):
     """Mark the primary endpoint; list the exploratory tests, Holm-adjusted if asked."""
     family = [
         ("patient detection: McNemar", summary["patient_detection"]["mcnemar"]),
-        ("lesion detection: clustered McNemar", summary["lesion_detection"]["clustered_mcnemar"]),
         ("lesion detection: patient sign-flip", summary["lesion_detection"]["sign_flip"]),
     ]
+    if not summary["lesion_detection"]["clustered_mcnemar"].get("descriptive"):
+        family.append(("lesion detection: clustered McNemar", summary["lesion_detection"]["clustered_mcnemar"]))
     chosen = None
     for metric, entry in summary["metrics"].items():
-        for name, s in entry["sets"].items():
+        sets = entry["sets"]
+        primary_set = None
+        if metric == primary["metric"] and primary["lesion_set"] in sets:
+            primary_set = sets[primary["lesion_set"]].get("same_as", primary["lesion_set"])
+        for name, s in sets.items():
+            if "same_as" in s:  # tested once, under the set it equals
+                continue
             for analysis in ("log_ratio", "difference", "patient_wilcoxon"):
-                label = f"{metric}, {name}: {analysis}"
-                if (metric, name, analysis) == (primary["metric"], primary["lesion_set"], primary["analysis"]):
+                if (name, analysis) == (primary_set, primary["analysis"]):
                     chosen = s[analysis]
                 else:
-                    family.append((label, s[analysis]))
+                    family.append((f"{metric}, {name}: {analysis}", s[analysis]))
     family += [
         (f"correlation: {e['clinical']} vs {e['tracer']} {e['metric']}", e) for e in summary["correlations"]["entries"]
     ]
@@ -379,7 +416,7 @@ def summarize(lesions, patients, reference, index, *, primary=None, adjust="none
         "review": review_counts(patients, lesions, (reference, index)),
         "definitions": _definitions(),
     }
-    pdet, ldet, lflags = _detection(patients, lesions, reference, index)
+    pdet, ldet, lflags = detection_tests(patients, lesions, reference, index)
     summary["patient_detection"], summary["lesion_detection"] = pdet, ldet
     summary["metrics"], summary["metrics_skipped"] = _uptake(lesions, reference, index, lflags)
     summary["clinical_columns"], summary["correlations"] = _correlations(patients, lesions, reference, index)

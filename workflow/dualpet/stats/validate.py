@@ -1,13 +1,19 @@
 """Reading and checking the cohort tables before any statistic is computed.
 
 Bad input is one clear :class:`~dualpet.errors.DualpetInputError` naming the table, the
-column and the patient: duplicate or empty patient IDs, lesions of a patient missing from
-the patients table, detection flags other than 0/1, tracer columns absent or spelt in
-another case (which would otherwise skip every analysis and correlate the tracer columns
-as clinical variables).
+column and the patient: duplicate or empty patient IDs, a lesion listed twice, lesions of
+a patient missing from the patients table, detection flags other than 0/1, tracer columns
+absent or spelt in another case (which would otherwise skip every analysis and correlate
+the tracer columns as clinical variables), a metric cell that is not a number (``12,5``,
+``n/a``: only an empty cell is missing) or out of range (infinite, above
+:data:`~dualpet.stats.constants.MAX_METRIC_VALUE` or negative, except a mean: a VOI over
+near-zero uptake can average below 0 where the scanner keeps negative voxels), and a clinical number written with a
+decimal comma.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -71,6 +77,71 @@ def flags(frame, column, name) -> np.ndarray:
     return values
 
 
+def _cell(frame, k, column):
+    """Where cell ``k`` of ``column`` is, for a message: the patient (and lesion)."""
+    where = f"patient {frame['patient'].iloc[k]}" if "patient" in frame.columns else f"data row {k + 1}"
+    if "lesion" in frame.columns:
+        where += f", lesion {frame['lesion'].iloc[k]}"
+    return where
+
+
+def _check_metric_column(frame, column, metric, name):
+    """A metric column: empty (missing) or a finite number in [0, MAX_METRIC_VALUE] (a mean
+    from -MAX_METRIC_VALUE: C.MEAN_METRICS)."""
+    raw = frame[column]
+    parsed = pd.to_numeric(raw, errors="coerce")
+    text = raw.astype(object).where(raw.notna(), "").astype(str).str.strip()
+    unparsed = (parsed.isna() & (text != "")).to_numpy()  # (a NaN cell is missing: text "")
+    if unparsed.any():
+        k = int(np.flatnonzero(unparsed)[0])
+        raise DualpetInputError(
+            f"{name}: column {column!r} has {text.iloc[k]!r} ({_cell(frame, k, column)}), not a number "
+            f"({int(unparsed.sum())} such cell(s)); write numbers with a decimal point and leave a missing value empty"
+        )
+    values = parsed.to_numpy(dtype=float, na_value=np.nan)
+    low = -C.MAX_METRIC_VALUE if metric in C.MEAN_METRICS else 0.0
+    bad = ~np.isnan(values) & ~((values >= low) & (values <= C.MAX_METRIC_VALUE))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DualpetInputError(
+            f"{name}: column {column!r} has {float(values[k]):g} ({_cell(frame, k, column)}), out of range: "
+            f"{metric} is a finite number from {low:g} to {C.MAX_METRIC_VALUE:g} ({int(bad.sum())} such cell(s))"
+        )
+
+
+def _check_lesion_ids(lesions, name):
+    """No lesion listed twice (the same patient and lesion ID)."""
+    if "lesion" not in lesions.columns:
+        return
+    ids = lesions["lesion"].astype(object).where(lesions["lesion"].notna(), "").astype(str).str.strip()
+    dup = pd.Series(list(zip(lesions["patient"], ids)))[ids.to_numpy() != ""].duplicated()
+    if dup.any():
+        twice = sorted({f"{p} {les}" for p, les in pd.Series(list(zip(lesions["patient"], ids)))[dup.index[dup]]})
+        raise DualpetInputError(
+            f"{name}: lesion(s) listed more than once: {', '.join(twice[:10])} (one row per patient and lesion)"
+        )
+
+
+def _check_clinical_decimal_commas(patients, name, tracers):
+    """A clinical cell like ``12,5`` would make its column text and drop it from the correlations."""
+    for col in patients.columns:
+        if str(col) in C.NON_CLINICAL_COLUMNS or str(col).startswith(tuple(f"{t}_" for t in tracers)):
+            continue
+        if pd.api.types.is_numeric_dtype(patients[col]) or pd.api.types.is_bool_dtype(patients[col]):
+            continue
+        text = patients[col].where(patients[col].notna(), "").astype(str).str.strip()
+        comma = text.map(lambda v: bool(_DECIMAL_COMMA.fullmatch(v))).to_numpy()
+        if comma.any():
+            k = int(np.flatnonzero(comma)[0])
+            raise DualpetInputError(
+                f"{name}: column {col!r} has {text.iloc[k]!r} (patient {patients['patient'].iloc[k]}): write "
+                "numbers with a decimal point"
+            )
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
 def excluded_mask(patients):
     """Patients removed from the analysis: ``status`` excluded, or a non-empty ``excluded_reason``."""
     mask = pd.Series(False, index=patients.index)
@@ -109,6 +180,11 @@ def validate(lesions: pd.DataFrame, patients: pd.DataFrame, reference: str, inde
         _require_tracer_columns(lesions, "lesions table", tracers, "detected")
         for t in tracers:
             flags(lesions, f"{t}_detected", "lesions table")
+        _check_lesion_ids(lesions, "lesions table")
+        for t, metric in ((t, m) for t in tracers for m in C.METRICS):
+            if f"{t}_{metric}" in lesions.columns:
+                _check_metric_column(lesions, f"{t}_{metric}", metric, "lesions table")
+    _check_clinical_decimal_commas(patients, "patients table", tracers)
     known = {t.lower() for t in tracers}
     for col in patients.columns:
         head = str(col).split("_", 1)[0]
