@@ -335,6 +335,20 @@ def test_transform_file_roundtrip(studies):
     assert not list(studies["dir"].glob(".ref_to_idx*"))  # no temporary left behind
 
 
+def test_resample_returns_its_array_and_rounds_to_an_integer_type(studies, tmp_path):
+    """The views step writes the index CT in whole HU (int16) and draws from the returned
+    array: it is the written data, and the rounded float resampling to the last HU."""
+    as_float = resample_to_reference(studies["idx"], studies["ref"], studies["tfm"], None, default_value=-1024)
+    assert as_float.dtype == np.float32 and not list(tmp_path.iterdir())  # None: nothing written
+    out = tmp_path / "ct_int16.nii.gz"
+    as_int = resample_to_reference(
+        studies["idx"], studies["ref"], studies["tfm"], out, default_value=-1024, dtype=np.int16
+    )
+    assert as_int.dtype == np.int16 and nib.load(out).get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), as_int)
+    np.testing.assert_array_equal(as_int, np.rint(as_float).astype(np.int16))
+
+
 def test_resample_ct_linear(studies, tmp_path):
     """Index CT resampled onto the reference grid matches the reference CT."""
     out = tmp_path / "idx_on_ref.nii.gz"

@@ -114,12 +114,16 @@ def _cmd_registration_views(a):
     from dualpet.qc import registration_figure
     from dualpet.registration import resample_to_reference
 
-    # for viewing only: quantification always uses each PET's own voxels
-    resample_to_reference(a.index_ct, a.reference_ct, a.tfm, a.ct_out, default_value=-1024.0)
-    resample_to_reference(a.index_pet, a.reference_ct, a.tfm, a.pet_out, default_value=0.0)
-    ref, ct, pet = (np.asarray(nib.load(p).dataobj, dtype=np.float32) for p in (a.reference_ct, a.ct_out, a.pet_out))
-    spacing = nib.load(a.reference_ct).header.get_zooms()[:3]
-    registration_figure(ref, ct, pet, a.png, title=a.title, spacing=spacing)
+    # for viewing only (quantification always uses each PET's own voxels): the index CT on the
+    # reference CT's grid in whole HU, the index PET on the reference PET's grid (its native
+    # resolution: a sixth of the voxels of the CT grid to write); the picture is drawn from
+    # memory, with the PET on the CT grid for the fusion
+    ct = resample_to_reference(a.index_ct, a.reference_ct, a.tfm, a.ct_out, default_value=-1024.0, dtype=np.int16)
+    resample_to_reference(a.index_pet, a.reference_pet or a.reference_ct, a.tfm, a.pet_out, default_value=0.0)
+    pet = resample_to_reference(a.index_pet, a.reference_ct, a.tfm, None, default_value=0.0)
+    ref_img = nib.load(a.reference_ct)
+    ref = np.asarray(ref_img.dataobj)  # as stored (HU in int16): no float copy of the CT grid
+    registration_figure(ref, ct, pet, a.png, title=a.title, spacing=ref_img.header.get_zooms()[:3])
 
 
 def _cmd_anatomy(a):

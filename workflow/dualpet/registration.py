@@ -778,9 +778,34 @@ def inverse_transform_points(tfm, points_lps) -> np.ndarray:
     return _map_points(inverse, points_lps)
 
 
+def _moving_image(path, interpolation, default_value):
+    """The image to resample, the pixel type to resample in and the stored type: float32,
+    or for ``"nearest"`` an integer label map's own type (``default_value`` a valid label)."""
+    import nibabel as nib
+
+    out_dtype = np.dtype(np.float32)
+    if interpolation == "nearest":
+        mov_hdr = nib.load(str(path)).header
+        slope, inter = mov_hdr.get_slope_inter()
+        on_disk = np.dtype(mov_hdr.get_data_dtype())
+        if on_disk.kind in "iub" and slope in (None, 1.0) and inter in (None, 0.0):
+            out_dtype = np.dtype(np.uint8) if on_disk.kind == "b" else on_disk
+        if out_dtype.kind in "iu":
+            info = np.iinfo(out_dtype)
+            if not (float(default_value).is_integer() and info.min <= default_value <= info.max):
+                raise ValueError(f"default_value {default_value} is not a valid {out_dtype} label")
+        moving = _read_image(path)
+        pixel_type = moving.GetPixelID()
+    else:
+        moving = _read_image(path, sitk.sitkFloat32)
+        pixel_type = sitk.sitkFloat32
+
+    return moving, pixel_type, out_dtype
+
+
 def resample_to_reference(
-    moving_img_path, reference_img_path, tfm_path, out_path, *, interpolation="linear", default_value=0.0
-) -> None:
+    moving_img_path, reference_img_path, tfm_path, out_path, *, interpolation="linear", default_value=0.0, dtype=None
+):
     """Resample an index-study image onto the grid of a reference-study image.
 
     Parameters
@@ -792,14 +817,22 @@ def resample_to_reference(
         Reference-study NIfTI whose grid (shape, affine) the output takes.
     tfm_path : str or path-like
         Transform from :func:`register_ct` (reference LPS mm -> index LPS mm).
-    out_path : str or path-like
-        Output NIfTI, written atomically.
+    out_path : str or path-like or None
+        Output NIfTI, written atomically (None: only returned).
     interpolation : {"linear", "nearest"}
         ``"linear"`` for intensities (output float32); ``"nearest"`` for label maps
         (output keeps the input's integer dtype; float inputs stay float32).
     default_value : float
         Value outside the index image's field of view (e.g. -1024 for CT, 0 for PET
         and labels).
+    dtype : numpy dtype, optional
+        Stored type of a ``"linear"`` output (default float32); an integer type rounds
+        (e.g. int16 for a CT shown in HU: half the bytes to compress and write).
+
+    Returns
+    -------
+    numpy.ndarray
+        The resampled image, indexed [i, j, k] as the file's data (no need to read it back).
 
     Notes
     -----
@@ -813,23 +846,7 @@ def resample_to_reference(
         raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}")
     tfm = load_transform(tfm_path)
 
-    out_dtype = np.dtype(np.float32)
-    if interpolation == "nearest":
-        mov_hdr = nib.load(str(moving_img_path)).header
-        slope, inter = mov_hdr.get_slope_inter()
-        on_disk = np.dtype(mov_hdr.get_data_dtype())
-        if on_disk.kind in "iub" and slope in (None, 1.0) and inter in (None, 0.0):
-            out_dtype = np.dtype(np.uint8) if on_disk.kind == "b" else on_disk
-        if out_dtype.kind in "iu":
-            info = np.iinfo(out_dtype)
-            if not (float(default_value).is_integer() and info.min <= default_value <= info.max):
-                raise ValueError(f"default_value {default_value} is not a valid {out_dtype} label")
-        moving = _read_image(moving_img_path)
-        pixel_type = moving.GetPixelID()
-    else:
-        moving = _read_image(moving_img_path, sitk.sitkFloat32)
-        pixel_type = sitk.sitkFloat32
-
+    moving, pixel_type, out_dtype = _moving_image(moving_img_path, interpolation, default_value)
     size, origin, spacing, direction = _read_geometry(reference_img_path)
     out = sitk.Resample(
         moving,
@@ -843,7 +860,13 @@ def resample_to_reference(
         pixel_type,
     )
     arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0)  # (k, j, i) -> (i, j, k)
+    if dtype is not None and interpolation == "linear":
+        out_dtype = np.dtype(dtype)
+        if out_dtype.kind in "iu":
+            info = np.iinfo(out_dtype)
+            np.clip(np.rint(arr, out=arr), info.min, info.max, out=arr)  # in place: no copy of the grid
     arr = arr.astype(out_dtype, copy=False)
+    del moving  # (the full-size SimpleITK images are not needed to write the file)
 
     ref_img = nib.load(str(reference_img_path))
     affine_ras = LPS_TO_RAS @ _lps_affine(out)
@@ -864,4 +887,6 @@ def resample_to_reference(
     img.set_sform(affine_ras, code=sform_code or 2)
     if qform_code:
         img.set_qform(affine_ras, code=qform_code)
-    save_nifti(out_path, img)
+    if out_path is not None:
+        save_nifti(out_path, img)
+    return arr

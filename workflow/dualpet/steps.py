@@ -188,6 +188,7 @@ STEPS = {
         "[workflow] index CT/PET in the reference space + QC picture",
         (
             inp("--reference-ct"),
+            inp("--reference-pet", default="", help="the reference PET, whose grid the index PET is written on"),
             inp("--index-ct"),
             inp("--index-pet"),
             inp("--tfm"),

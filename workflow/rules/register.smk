@@ -25,9 +25,10 @@ rule register:
 
 
 rule registration_views:
-    """Index CT and PET resampled into the reference space (viewing only) and a QC picture."""
+    """Index CT and PET resampled into the reference space (viewing only: the CT on the reference CT's grid, the PET on the reference PET's) and a QC picture."""
     input:
         reference_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
+        reference_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
         index_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
         index_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
         tfm="results/{patient}/registration/transform.tfm",
