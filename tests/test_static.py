@@ -431,3 +431,41 @@ def test_no_import_cycle_and_no_private_import():
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:
         pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+#: The margins of docs/hpc.md: memory twice the measured peak (at least 500 MB), run time
+#: ten times the longest job (at least 5 min); a declaration may ask up to twice that.
+MEM_MARGIN, MIN_MEM_MB, TIME_MARGIN, MIN_RUNTIME_MIN, MAX_OVER = 2.0, 500, 10.0, 5, 2.0
+#: Rules whose needs grow with the cohort, not with the patient the benchmark measures.
+COHORT_RULES = {"cohort", "figures", "stats", "check_cohort"}
+
+
+def _declared_resources():
+    """Per rule: its declared ``mem_mb`` and ``runtime`` with the default config (as Snakemake
+    evaluates them: a conditional declaration takes the default method's value)."""
+    out = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text()):
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            mem, runtime = re.search(r"mem_mb=(\d+)", block), re.search(r"runtime=(\d+)", block)
+            if name and mem and runtime:
+                out[name.group(1)] = (int(mem.group(1)), int(runtime.group(1)))
+    return out
+
+
+def test_declared_resources_cover_the_measured_patient():
+    """Issue 27: each rule's mem_mb and runtime cover bench_patient.py's clinical-size figures
+    with the stated margins, and do not ask a cluster for much more than that."""
+    import json
+    import math
+
+    measured = json.loads((REPO / "tests" / "data" / "bench_patient_clinical.json").read_text())["rules"]
+    declared = _declared_resources()
+    assert set(measured) <= set(declared), set(measured) - set(declared)
+    for rule, m in measured.items():
+        mem, runtime = declared[rule]
+        need_mem = max(MIN_MEM_MB, MEM_MARGIN * m["max_rss_mb"])
+        need_min = max(MIN_RUNTIME_MIN, math.ceil(TIME_MARGIN * m["max_job_wall_s"] / 60))
+        assert mem >= need_mem and runtime >= need_min, (rule, mem, runtime, need_mem, need_min)
+        if rule not in COHORT_RULES:
+            assert mem <= MAX_OVER * need_mem + 100 and runtime <= MAX_OVER * need_min, (rule, mem, runtime)

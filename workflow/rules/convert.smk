@@ -12,8 +12,8 @@ rule inspect:
         "../../envs/convert.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=500,
+        runtime=5,
     params:
         code=code_version("inspect"),
         dicom=study_value("dicom_dir"),
@@ -43,8 +43,8 @@ rule convert:
         "../../envs/convert.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=1300,
+        runtime=5,
     params:
         code=code_version("convert"),
         dicom=study_value("dicom_dir"),

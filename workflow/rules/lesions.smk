@@ -23,8 +23,8 @@ checkpoint match:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=2500,
+        runtime=5,
     params:
         reference=REF,
         index=IDX,
@@ -57,8 +57,8 @@ rule export_seg:
         "../../envs/convert.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=700,
+        runtime=5,
     params:
         code=code_version("export-seg"),
         ref_tracer=REF,
@@ -87,7 +87,7 @@ rule lesion_metrics:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=500,
         runtime=5,
     params:
         reference=REF,
@@ -120,7 +120,7 @@ rule patient_table:
         "../../envs/stats.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=500,
         runtime=5,
     params:
         reference=REF,
@@ -165,8 +165,8 @@ rule review_page:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=2200,
+        runtime=5,
     params:
         reference=REF,
         index=IDX,

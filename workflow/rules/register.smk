@@ -14,8 +14,8 @@ rule register:
         "../../envs/register.yaml"
     threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=2200,
+        runtime=5,
     params:
         code=code_version("register"),
         grid_mm=config["registration"]["grid_mm"],
@@ -49,8 +49,8 @@ rule registration_views:
         "../../envs/register.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=2400,
+        runtime=5,
     params:
         code=code_version("registration-views"),
         title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",

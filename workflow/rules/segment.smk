@@ -20,8 +20,10 @@ rule anatomy:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=6000,
-        runtime=30,
+        # the classical organ map as measured (tests/benchmarks/bench_patient.py, margins in
+        # docs/hpc.md); TotalSegmentator's model on CPU as its documentation asks
+        mem_mb=1600 if config["anatomy"]["method"] == "classical" else 6000,
+        runtime=6 if config["anatomy"]["method"] == "classical" else 30,
     params:
         code=code_version("anatomy"),
         method=config["anatomy"]["method"],
@@ -57,8 +59,8 @@ rule segment:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=2600,
+        runtime=5,
     params:
         code=code_version("segment"),
         detection=safe_json(config["detection"], sort_keys=True),
