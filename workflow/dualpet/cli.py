@@ -715,12 +715,40 @@ def _add_run_tools(sub):
     s.set_defaults(func=_cmd_review_pin)
 
 
+def _record_rusage(path, args):
+    """At exit, append this command's wall and CPU seconds and peak resident memory (the
+    kernel's counts, not a sampler's) to ``path``, one JSON line: for
+    tests/benchmarks/bench_patient.py (environment DUALPET_RUSAGE)."""
+    import atexit
+    import resource
+    import time
+
+    start = time.perf_counter()
+
+    def record():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        line = {
+            "command": args.command,
+            "patient": getattr(args, "patient", None),
+            "tracer": getattr(args, "tracer", None),
+            "wall_s": round(time.perf_counter() - start, 3),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "max_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
+        }
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    atexit.register(record)
+
+
 def main(argv=None):
     import os
 
     from dualpet.errors import DualpetInputError, redact_paths
 
     args = build_parser().parse_args(argv)
+    if os.environ.get("DUALPET_RUSAGE"):
+        _record_rusage(os.environ["DUALPET_RUSAGE"], args)
     from dualpet import privacy
 
     privacy.install()  # third-party warnings and log records lose the header values read

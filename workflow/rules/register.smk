@@ -14,7 +14,7 @@ rule register:
         "../../envs/register.yaml"
     threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
     resources:
-        mem_mb=2200,
+        mem_mb=2300,
         runtime=5,
     params:
         code=code_version("register"),
@@ -49,7 +49,7 @@ rule registration_views:
         "../../envs/register.yaml"
     threads: 1
     resources:
-        mem_mb=2400,
+        mem_mb=2500,
         runtime=5,
     params:
         code=code_version("registration-views"),
