@@ -110,16 +110,20 @@ def test_end_to_end_against_truth(workdir, tool_env):
                 d = np.linalg.norm(mine - np.array(les["center_lps"]["fdg"]), axis=1) if len(mine) else [np.inf]
                 found += bool(np.min(d) <= 10.0)  # issue #2: at the true position within 10 mm
         # registration: the transform maps the reference lesion centres onto the index ones
-        # viewing volumes on the reference CT grid, and the QC picture
+        # viewing volumes: the index CT on the reference CT grid (whole HU), the index PET on
+        # the reference PET grid; and the QC picture
         import nibabel as nib
 
         from dualpet.registration import load_transform, transform_points
 
         reg = res / pid / "registration"
-        ref_ct = nib.load(res / pid / "fdg" / "ct.nii.gz")
-        for name in ("pentixafor_ct_in_reference.nii.gz", "pentixafor_pet_suv_in_reference.nii.gz"):
-            img = nib.load(reg / name)
-            assert img.shape == ref_ct.shape and np.allclose(img.affine, ref_ct.affine, atol=1e-3)
+        for name, grid, dtype in (
+            ("pentixafor_ct_in_reference.nii.gz", "ct.nii.gz", np.int16),
+            ("pentixafor_pet_suv_in_reference.nii.gz", "pet_suv.nii.gz", np.float32),
+        ):
+            img, ref = nib.load(reg / name), nib.load(res / pid / "fdg" / grid)
+            assert img.shape == ref.shape and np.allclose(img.affine, ref.affine, atol=1e-3)
+            assert img.get_data_dtype() == dtype
         assert (reg / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         for tracer in ("fdg", "pentixafor"):
             assert (res / pid / tracer / "background.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
