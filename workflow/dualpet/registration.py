@@ -866,7 +866,7 @@ def resample_to_reference(
             info = np.iinfo(out_dtype)
             np.clip(np.rint(arr, out=arr), info.min, info.max, out=arr)  # in place: no copy of the grid
     arr = arr.astype(out_dtype, copy=False)
-    del moving  # (the full-size SimpleITK images are not needed to write the file)
+    del moving  # the index image is not needed to write the file: its memory goes before the compression
 
     ref_img = nib.load(str(reference_img_path))
     affine_ras = LPS_TO_RAS @ _lps_affine(out)

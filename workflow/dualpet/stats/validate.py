@@ -77,7 +77,7 @@ def flags(frame, column, name) -> np.ndarray:
     return values
 
 
-def _cell(frame, k, column):
+def _cell(frame, k):
     """Where cell ``k`` of ``column`` is, for a message: the patient (and lesion)."""
     where = f"patient {frame['patient'].iloc[k]}" if "patient" in frame.columns else f"data row {k + 1}"
     if "lesion" in frame.columns:
@@ -95,7 +95,7 @@ def _check_metric_column(frame, column, metric, name):
     if unparsed.any():
         k = int(np.flatnonzero(unparsed)[0])
         raise DualpetInputError(
-            f"{name}: column {column!r} has {text.iloc[k]!r} ({_cell(frame, k, column)}), not a number "
+            f"{name}: column {column!r} has {text.iloc[k]!r} ({_cell(frame, k)}), not a number "
             f"({int(unparsed.sum())} such cell(s)); write numbers with a decimal point and leave a missing value empty"
         )
     values = parsed.to_numpy(dtype=float, na_value=np.nan)
@@ -104,7 +104,7 @@ def _check_metric_column(frame, column, metric, name):
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise DualpetInputError(
-            f"{name}: column {column!r} has {float(values[k]):g} ({_cell(frame, k, column)}), out of range: "
+            f"{name}: column {column!r} has {float(values[k]):g} ({_cell(frame, k)}), out of range: "
             f"{metric} is a finite number from {low:g} to {C.MAX_METRIC_VALUE:g} ({int(bad.sum())} such cell(s))"
         )
 
@@ -114,9 +114,10 @@ def _check_lesion_ids(lesions, name):
     if "lesion" not in lesions.columns:
         return
     ids = lesions["lesion"].astype(object).where(lesions["lesion"].notna(), "").astype(str).str.strip()
-    dup = pd.Series(list(zip(lesions["patient"], ids)))[ids.to_numpy() != ""].duplicated()
-    if dup.any():
-        twice = sorted({f"{p} {les}" for p, les in pd.Series(list(zip(lesions["patient"], ids)))[dup.index[dup]]})
+    pairs = pd.DataFrame({"patient": lesions["patient"].to_numpy(), "lesion": ids.to_numpy()})[ids.to_numpy() != ""]
+    dup = pairs[pairs.duplicated()]
+    if len(dup):
+        twice = sorted({f"{p} {les}" for p, les in dup.itertuples(index=False)})
         raise DualpetInputError(
             f"{name}: lesion(s) listed more than once: {', '.join(twice[:10])} (one row per patient and lesion)"
         )
