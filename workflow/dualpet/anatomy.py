@@ -304,6 +304,18 @@ def _largest(mask, structure=None):
     return lab == int(np.argmax(sizes))
 
 
+def _median3(volume):
+    """The 3x3x3 median of a volume, edges replicated: ``ndimage.median_filter(volume,
+    size=3)`` to the bit (its 'reflect' edge repeats the edge voxel for a 3-wide window),
+    by ITK's median in one thread (2.3x faster on a 170 x 170 x 300 work CT)."""
+    import SimpleITK as sitk
+
+    median = sitk.MedianImageFilter()
+    median.SetRadius(1)
+    median.SetNumberOfThreads(1)
+    return sitk.GetArrayFromImage(median.Execute(sitk.GetImageFromArray(volume)))
+
+
 class _Context:
     """What the organ rules share: the smoothed work CT, its geometry and the organs found so far."""
 
@@ -332,9 +344,7 @@ class _Context:
         """The work CT for telling soft-tissue organs apart (a few HU apart on plain CT):
         a 3x3x3 median, then the light Gaussian; made on first use."""
         if self._denoised is None:
-            self._denoised = ndimage.gaussian_filter(ndimage.median_filter(self._raw, size=3), sigma=0.7).astype(
-                np.float32
-            )
+            self._denoised = ndimage.gaussian_filter(_median3(self._raw), sigma=0.7).astype(np.float32)
         return self._denoised
 
     def volume(self, mask):
@@ -393,14 +403,13 @@ def _lungs(c, body):
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * c.voxel_ml
     medians = np.full(n, -1000.0)
     big = idx[sizes >= 20.0]
+    boxes = ndimage.find_objects(lab)
+    # each component's median and 10th percentile from its own box (ndimage.median(c.g, lab,
+    # big) gives the same medians but sorts the whole grid: 1.8 s on a clinical CT)
+    values = {i: c.g[sl][lab[sl] == i] for i, sl in zip(idx, boxes) if sizes[i - 1] >= 20.0}
     if big.size:
-        medians[big - 1] = ndimage.median(c.g, lab, big)
-    p10 = np.array(
-        [
-            np.percentile(c.g[sl][lab[sl] == i], 10) if sizes[i - 1] >= 20.0 else -1000.0
-            for i, sl in zip(idx, ndimage.find_objects(lab))
-        ]
-    )
+        medians[big - 1] = [np.median(values[i].astype(np.float64)) for i in big]
+    p10 = np.array([np.percentile(values[i], 10) if i in values else -1000.0 for i in idx])
     like = (sizes >= 20.0) & (medians > LUNG_MEDIAN_HU_MIN) & ((p10 > LUNG_P10_HU_MIN) | (sizes >= 300.0))
     if not like.any():
         return air & False, air & False
@@ -1576,14 +1585,14 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
 
     from dualpet.io import atomic_path
 
-    names, organ, present = _organ_indices(labels)
+    names, table, present, area = _organ_indices(labels)
     body = labels > 0
     cj = int(np.argwhere(body.any(axis=(0, 2))).mean()) if body.any() else hu.shape[1] // 2
-    levels = _figure_levels(labels, hu.shape[2], spacing[2], flip_z)
+    levels = _figure_levels(area, names, hu.shape[2], spacing[2], flip_z)
     cmap = ListedColormap(["black"] + [ORGAN_COLOURS.get(n, "#17becf") for n in names])
     fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.5 * (1 + len(levels)), 6), dpi=80, squeeze=False)
     axes = axes[0]
-    views = _figure_views(hu, organ, cj, levels, spacing)
+    views = _figure_views(hu, labels, table, cj, levels, spacing)
     _draw_organ_views(axes, views, cmap, len(names))
     handles = [Patch(color=cmap(names.index(n) + 1), label=n) for n in present]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1, fontsize=9)
@@ -1594,23 +1603,30 @@ def anatomy_figure(hu, labels, out_png, *, title="", spacing=(1.0, 1.0, 1.0), fl
 
 
 def _organ_indices(labels):
-    """Organ names (body left out), the map as 1-based indices of them, and the names present."""
+    """Organ names (body left out), a table from label value (0-255) to the organ's 1-based
+    index among them, the names present, and each index's voxel count per axial slice
+    (from one histogram per slice: the map is on the CT's grid, 78 M voxels)."""
     names = [n for n in ORGAN_CLASSES if n != "body"]
-    organ = np.zeros(labels.shape, dtype=np.uint8)
+    table = np.zeros(256, dtype=np.uint8)
     for i, n in enumerate(names, start=1):
-        organ[np.isin(labels, ORGAN_CLASSES[n])] = i
-    present = [n for i, n in enumerate(names, start=1) if (organ == i).any()]
-    return names, organ, present
+        table[list(ORGAN_CLASSES[n])] = i
+    lab = np.asarray(labels, dtype=np.uint8)
+    per_slice = np.stack([np.bincount(lab[:, :, k].ravel(), minlength=256) for k in range(lab.shape[2])], axis=1)
+    area = np.zeros((len(names) + 1, lab.shape[2]), dtype=np.int64)
+    np.add.at(area, table, per_slice)
+    present = [n for i, n in enumerate(names, start=1) if area[i].any()]
+    return names, table, present, area
 
 
-def _figure_levels(labels, n_slices, dz, flip_z):
-    """The organ-map picture's axial levels [(slice, organ or "")], from the head down."""
+def _figure_levels(area, names, n_slices, dz, flip_z):
+    """The organ-map picture's axial levels [(slice, organ or "")], from the head down
+    (``area``, ``names``: :func:`_organ_indices`)."""
     gap = min(FIGURE_LEVEL_GAP_MM, n_slices * dz / 5.0) / dz  # slices (short fields of view: less)
     levels = []  # (slice, organ): the level holding most of each of FIGURE_LEVELS, top down
     for n in FIGURE_LEVELS:
-        area = np.isin(labels, ORGAN_CLASSES[n]).sum(axis=(0, 1))
-        if area.max() > 0 and all(abs(int(np.argmax(area)) - k) >= gap for k, _ in levels):
-            levels.append((int(np.argmax(area)), n))
+        area_n = area[names.index(n) + 1]
+        if area_n.max() > 0 and all(abs(int(np.argmax(area_n)) - k) >= gap for k, _ in levels):
+            levels.append((int(np.argmax(area_n)), n))
     for f in (0.8, 0.2, 0.6, 0.4):  # organs out of view: levels spread over the field of view
         k = int(round(f * (n_slices - 1)))
         if len(levels) < len(FIGURE_LEVELS) and all(abs(k - k0) >= gap for k0, _ in levels):
@@ -1619,14 +1635,16 @@ def _figure_levels(labels, n_slices, dz, flip_z):
     return levels
 
 
-def _figure_views(hu, organ, cj, levels, spacing):
-    """The picture's panels [(CT, organ indices, origin, title, aspect)]: the coronal, then the axial levels."""
+def _figure_views(hu, labels, table, cj, levels, spacing):
+    """The picture's panels [(CT, organ indices, origin, title, aspect)]: the coronal, then
+    the axial levels (``table``: label value -> organ index, :func:`_organ_indices`)."""
     sp = np.asarray(spacing, dtype=float)
-    views = [(hu[:, cj, :].T, organ[:, cj, :].T, "lower", "coronal", sp[2] / sp[0])]
+    labels = np.asarray(labels, dtype=np.uint8)
+    views = [(hu[:, cj, :].T, table[labels[:, cj, :]].T, "lower", "coronal", sp[2] / sp[0])]
     views += [
         (
             hu[:, :, k].T,
-            organ[:, :, k].T,
+            table[labels[:, :, k]].T,
             "upper",
             f"axial, slice {k}" + (f" ({n.replace('_', ' ')})" if n else ""),
             sp[1] / sp[0],
