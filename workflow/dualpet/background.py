@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from dualpet.anatomy import ORGAN_CLASSES
+from dualpet.anatomy import organ_voxels
 from dualpet.errors import DualpetInputError
 from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
 
@@ -60,8 +60,8 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
     if every slice within the VOI's half length has a lumen of at least MIN_LUMEN_RADIUS_MM
     and no calcified plaque lies within the VOI. Ordered from the middle of the segment
     outwards. Returns (list of (centre, radius), reason if none)."""
-    aorta = np.isin(labels, ORGAN_CLASSES["aorta"])
-    lung = np.isin(labels, ORGAN_CLASSES["lung_left"] + ORGAN_CLASSES["lung_right"])
+    aorta = organ_voxels(labels, "aorta")
+    lung = organ_voxels(labels, "lung_left", "lung_right")
     sp = voxel_spacing(ct_affine)
     planes = [k for k in np.flatnonzero(aorta.any(axis=(0, 1))) if bool(lung[:, :, k].any()) == (segment == "thoracic")]
     if not planes:
@@ -107,7 +107,7 @@ def liver_centres(labels, ct_affine):
     sp = voxel_spacing(ct_affine)
     f = np.maximum(np.rint(3.0 / sp).astype(int), 1)
     f[2] = 1 if sp[2] >= 2.0 else f[2]
-    liver = np.isin(labels[:: f[0], :: f[1], :: f[2]], ORGAN_CLASSES["liver"])
+    liver = organ_voxels(labels[:: f[0], :: f[1], :: f[2]], "liver")
     if not liver.any():
         return None, "no liver in the organ map"
     depth = ndimage.distance_transform_edt(liver, sampling=sp * f)

@@ -352,9 +352,9 @@ def _liver(ref_anatomy):
     """The liver ``(mask, affine)`` of the reference organ map, or None without one."""
     if ref_anatomy is None:
         return None
-    from dualpet.anatomy import ORGAN_CLASSES
+    from dualpet.anatomy import organ_voxels
 
-    return (np.isin(ref_anatomy[0], ORGAN_CLASSES["liver"]), ref_anatomy[1])
+    return (organ_voxels(ref_anatomy[0], "liver"), ref_anatomy[1])
 
 
 def _own_vois(union, cents, studies, tracers):

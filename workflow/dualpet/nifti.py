@@ -40,6 +40,8 @@ def read_label_image(path, what="mask"):
         raise DualpetInputError(f"{what} (studies sheet): not a readable NIfTI image ({redact_paths(exc)})") from exc
     if data.ndim != 3:
         raise DualpetInputError(f"{what} (studies sheet): expected a 3-D label image, got shape {data.shape}")
+    if data.dtype.kind in "iub":  # whole numbers already (rint would make a float copy)
+        return data.astype(np.int32), lps_affine(img.affine)
     return np.rint(data).astype(np.int32), lps_affine(img.affine)
 
 
