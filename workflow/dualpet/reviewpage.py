@@ -160,14 +160,19 @@ def mip_figure(studies, tracers, centroids, vmax, lesion_ids, names=None):
 
 
 def _centroid_voxels(voi):
-    """VOI label -> its centroid voxel (rounded)."""
+    """VOI label -> its centroid voxel (rounded), each from its own box (exact integer sums
+    of the voxel indices, as ``ndimage.center_of_mass`` gives; it and ``np.unique`` each
+    passed over the whole grid, 2.6 s for a clinical patient's two VOI maps)."""
     from scipy import ndimage
 
-    labels = [int(v) for v in np.unique(voi) if v]
-    if not labels:
-        return {}
-    cents = ndimage.center_of_mass(voi > 0, voi, labels)
-    return {lab: tuple(int(round(c)) for c in cent) for lab, cent in zip(labels, cents)}
+    out = {}
+    voi = voi if voi.dtype.kind in "iu" else voi.astype(np.int64)
+    for lab, box in enumerate(ndimage.find_objects(voi), start=1):
+        if box is not None:
+            ijk = np.nonzero(voi[box] == lab)
+            n = len(ijk[0])
+            out[lab] = tuple(int(round((int(i.sum()) + n * b.start) / n)) for i, b in zip(ijk, box))
+    return out
 
 
 def _fmt(v, digits=2):
