@@ -1,0 +1,97 @@
+"""The fast paths of issue 27 give the numbers of the plain library calls they replace.
+
+Each was checked on a clinical-size patient (every output byte-identical); these tests keep
+them so on small inputs that reach their edges: grid borders, labels that vanish, odd
+sizes, grids that only partly overlap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from dualpet.anatomy import ORGAN_CLASSES, _median3, organ_voxels
+from dualpet.geometry import nearest_on_grid
+from dualpet.reviewpage import _centroid_voxels
+
+
+def _slow_nearest(data, data_affine, shape, affine, fill=0):
+    """Every voxel centre mapped through the full affine (nearest_on_grid's general path)."""
+    to_data = np.linalg.inv(data_affine) @ affine
+    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
+    m = np.rint(ijk @ to_data[:3, :3].T + to_data[:3, 3]).astype(int)
+    ok = np.all((m >= 0) & (m < data.shape), axis=1)
+    out = np.full(len(m), fill, dtype=data.dtype)
+    out[ok] = data[tuple(m[ok].T)]
+    return out.reshape(shape)
+
+
+@pytest.mark.parametrize(
+    "shape, diag, shift, cross",
+    [
+        ((17, 13, 11), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), 0.0),  # coarser grid, same origin
+        ((40, 30, 20), (0.7, 0.9, 1.1), (-3.3, 5.1, 2.2), 0.0),  # finer, shifted, partly outside
+        ((9, 9, 9), (-4.0, 4.0, 2.5), (60.0, -7.0, 3.0), 0.0),  # a flipped axis
+        ((23, 19, 7), (4.096002, 4.096002, 3.0), (-2.0, 1.0, 0.0), 2e-15),  # NIfTI's stored cross terms
+    ],
+)
+def test_nearest_on_axis_aligned_grids_is_the_general_mapping(shape, diag, shift, cross):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 200, size=(31, 27, 19)).astype(np.uint8)
+    data_affine = np.diag([1.5, 1.25, 2.0, 1.0])
+    data_affine[:3, 3] = [-20.0, 10.0, 5.0]
+    affine = np.diag([*diag, 1.0])
+    affine[:3, 3] = data_affine[:3, 3] + np.asarray(shift)
+    affine[0, 2] = affine[1, 2] = cross
+    got = nearest_on_grid(data, data_affine, shape, affine, fill=7)
+    assert got.dtype == data.dtype
+    np.testing.assert_array_equal(got, _slow_nearest(data, data_affine, shape, affine, fill=7))
+
+
+def test_nearest_on_a_rotated_grid_takes_the_general_path():
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(20, 20, 20)).astype(np.float32)
+    angle = np.deg2rad(10.0)
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    affine[:3, 3] = [2.0, -1.0, 0.5]
+    got = nearest_on_grid(data, np.eye(4), (15, 18, 12), affine, fill=-1.0)
+    np.testing.assert_array_equal(got, _slow_nearest(data, np.eye(4), (15, 18, 12), affine, fill=-1.0))
+
+
+def test_organ_voxels_is_isin_of_the_organs_classes():
+    rng = np.random.default_rng(5)
+    labels = np.asfortranarray(rng.integers(0, 120, size=(30, 20, 10)).astype(np.int32))  # F-order, as read
+    for names in (("aorta",), ("lung_left", "lung_right"), ("liver", "spleen", "urinary_bladder")):
+        classes = [v for n in names for v in ORGAN_CLASSES[n]]
+        np.testing.assert_array_equal(organ_voxels(labels, *names), np.isin(labels, classes))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 3), (17, 12, 9)])
+def test_median3_is_scipys_median_filter(shape):
+    # scipy's default 'reflect' edge repeats the edge voxel for a 3-wide window, as ITK's
+    # replicated edge does; ties and repeated values included (integers in a float image)
+    rng = np.random.default_rng(6)
+    volume = rng.integers(-1000, 1000, size=shape).astype(np.float32)
+    volume[::2] += rng.normal(size=volume[::2].shape).astype(np.float32)
+    np.testing.assert_array_equal(_median3(volume), ndimage.median_filter(volume, size=3))
+
+
+def test_centroid_voxels_are_the_centres_of_mass():
+    rng = np.random.default_rng(7)
+    voi = np.zeros((40, 50, 60), dtype=np.uint8)
+    for label in range(1, 30):  # boxes that overlap, at the grid's edges too
+        c = rng.integers(0, 40, 3)
+        voi[c[0] : c[0] + rng.integers(1, 9), c[1] : c[1] + rng.integers(1, 9), c[2] : c[2] + rng.integers(1, 9)] = (
+            label
+        )
+    voi[voi == 3] = 4  # a label without voxels (numbering with a gap)
+    labels = [int(v) for v in np.unique(voi) if v]
+    expected = {
+        lab: tuple(int(round(c)) for c in cent)
+        for lab, cent in zip(labels, ndimage.center_of_mass(voi > 0, voi, labels))
+    }
+    assert len(labels) < 29  # the test reaches a vanished label
+    assert _centroid_voxels(voi) == expected
+    assert _centroid_voxels(np.zeros((4, 4, 4), dtype=np.uint8)) == {}
