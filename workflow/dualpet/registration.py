@@ -163,9 +163,12 @@ def _to_grid(ct, grid_mm):
     """Clamp, anti-alias and resample a CT onto an isotropic grid covering the same extent.
 
     The new grid keeps the image's direction cosines and is centred on the original
-    field of view. Smoothing is applied only along axes finer than the grid, with a
-    Gaussian of sigma ``0.5 * sqrt(grid**2 - spacing**2)`` mm (the blur missing to
-    reach a ~grid/2 sampling kernel), skipped when below half a voxel.
+    field of view. The image is blurred along the axes finer than the grid by the blur
+    missing to reach a ~grid/2 sampling kernel, a variance of ``0.25 * (grid**2 -
+    spacing**2)`` mm^2: axes at most half the grid are first averaged in pairs
+    (``BinShrink``, a variance of ``spacing**2 / 4``: a 512 x 512 CT becomes 256 x 256,
+    a quarter of the work), then a Gaussian gives the rest, skipped when below half a
+    voxel.
     """
     grid_mm = float(grid_mm)
     if not grid_mm > 0:
@@ -173,14 +176,19 @@ def _to_grid(ct, grid_mm):
     img = sitk.Clamp(ct, sitk.sitkFloat32, HU_CLAMP[0], HU_CLAMP[1])
     spacing = np.asarray(img.GetSpacing(), dtype=float)
     size = np.asarray(img.GetSize(), dtype=float)
-    for axis, sp in enumerate(spacing):
-        sigma = 0.5 * math.sqrt(max(grid_mm**2 - sp**2, 0.0))
-        if sigma >= 0.5 * sp:
-            img = sitk.RecursiveGaussian(img, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
     direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
     new_size = np.maximum(np.ceil(size * spacing / grid_mm - 1e-6), 1).astype(int)
     centre = np.asarray(img.GetOrigin()) + direction @ ((size - 1) / 2 * spacing)
     new_origin = centre - direction @ ((new_size - 1) / 2 * grid_mm)
+    variance = 0.25 * np.maximum(grid_mm**2 - spacing**2, 0.0)
+    pairs = [2 if 2 * sp <= grid_mm and n >= 2 else 1 for sp, n in zip(spacing, size)]
+    if max(pairs) > 1:
+        img = sitk.BinShrink(img, pairs)
+        variance -= np.where(np.asarray(pairs) > 1, spacing**2 / 4, 0.0)
+    for axis, sp in enumerate(img.GetSpacing()):
+        sigma = math.sqrt(max(variance[axis], 0.0))
+        if sigma >= 0.5 * sp:
+            img = sitk.RecursiveGaussian(img, sigma, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
     return sitk.Resample(
         img,
         [int(s) for s in new_size],
