@@ -11,13 +11,17 @@ group jobs are counted per patient: its `patient` group (up to the per-patient c
 and the DICOM-SEG export) and its `lesions` group (the patient table and review page, which
 the lesion jobs join once the checkpoint has run); the cohort's group is one for everybody.
 Every job of a patient is in one of them, so the count is the submissions per patient.
+
+Beside each dry run, the same dry run of a plain Snakefile of the same shape (as many
+per-study and per-patient rules, chained, each with a log, benchmark, threads, resources,
+a conda file, a constant and a function parameter, and a one-file shell command): what
+Snakemake itself needs to plan that many jobs, so the ratio says what the workflow adds.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -61,16 +65,85 @@ def _dry_run_command(root: Path, profile: str, *extra):
     ]
 
 
-def dry_run(root: Path, profile: str):
-    cmd = _dry_run_command(root, profile, "--quiet", "rules")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+#: Runs a command and prints its own peak RSS (KiB) last on stderr: each dry run's peak,
+#: not the largest of every child this script has waited for.
+_PEAK = (
+    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"
+)
+
+
+def measured(cmd):
+    """(completed process, wall s, peak MB of the command's process)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _PEAK, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    err, _, last = proc.stderr.rstrip().rpartition("\n")
+    proc.stderr = err
+    return proc, wall, int(last) / 1024 if last.isdigit() else float("nan")
+
+
+def dry_run(root: Path, profile: str):
+    proc, wall, peak = measured(_dry_run_command(root, profile, "--quiet", "rules"))
     if proc.returncode != 0:
         raise SystemExit(f"dry run failed ({profile}):\n{proc.stderr[-3000:]}")
     return wall, peak, proc.stdout + proc.stderr
+
+
+def jobs_by_rule(output: str):
+    """{rule: count} from a dry run's job stats table."""
+    table = output.split("Job stats:", 1)[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def _floor_rule(name, inputs, output, wildcards):
+    return f"""
+rule {name}:
+    input: {inputs}
+    output: "{output}"
+    log: "logs/{name}/{wildcards}.log"
+    benchmark: "benchmarks/{name}/{wildcards}.tsv"
+    conda: "env.yaml"
+    threads: 1
+    resources: mem_mb=500, runtime=5
+    params: code="0123456789abcdef", other=lambda wc: wc.p
+    shell: "touch {{output:q}} {{params.code:q}} {{params.other:q}} > {{log:q}} 2>&1"
+"""
+
+
+def floor_dry_run(root: Path, n: int, per_study: int, per_patient: int):
+    """Dry run of a plain Snakefile with ``per_study`` rules per study (2 studies) and
+    ``per_patient`` per patient, for n patients: (wall s, peak MB)."""
+    floor = root / "floor"
+    floor.mkdir()
+    (floor / "env.yaml").write_text("channels: [conda-forge]\ndependencies: [python]\n")
+    rules = [
+        f'P = [f"S{{i:05d}}" for i in range(1, {n} + 1)]\n\nrule all:\n    input: expand("r/{{p}}/p{per_patient}.txt", p=P)\n'
+    ]
+    for i in range(1, per_study + 1):
+        inputs = f'"r/{{p}}/{{t}}/s{i - 1}.txt"' if i > 1 else "[]"
+        rules.append(_floor_rule(f"s{i}", inputs, f"r/{{p}}/{{t}}/s{i}.txt", "{p}_{t}"))
+    for i in range(1, per_patient + 1):
+        inputs = f'"r/{{p}}/p{i - 1}.txt"' if i > 1 else f'expand("r/{{{{p}}}}/{{t}}/s{per_study}.txt", t=["a", "b"])'
+        rules.append(_floor_rule(f"p{i}", inputs, f"r/{{p}}/p{i}.txt", "{p}"))
+    (floor / "Snakefile").write_text("\n".join(rules))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(floor / "Snakefile"),
+        "-d",
+        str(floor),
+        "-n",
+        "-c1",
+        "--quiet",
+        "rules",
+    ]
+    proc, wall, peak = measured(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"floor dry run failed:\n{proc.stderr[-3000:]}")
+    return wall, peak
 
 
 def groups_per_patient(root: Path, n: int):
@@ -87,18 +160,38 @@ def main(argv=None):
     ap.add_argument("--patients", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--keep", type=Path, default=None, help="build the cohorts here and keep them")
     a = ap.parse_args(argv)
-    print(f"{'patients':>9} {'studies':>8} {'dry run (s)':>12} {'peak MB':>8}   SLURM submissions per patient")
+    ap.add_argument("--no-floor", action="store_true", help="skip the plain Snakefile of the same shape")
+    a = ap.parse_args(argv)
+    print(
+        f"{'patients':>9} {'studies':>8} {'jobs':>7} {'dry run (s)':>12} {'peak MB':>8} {'floor (s)':>10} "
+        f"{'floor MB':>9}   SLURM submissions per patient"
+    )
     for n in a.patients:
         root = Path(tempfile.mkdtemp(prefix=f"dualpet-scale-{n}-", dir=a.keep))
         try:
             make_cohort(root, n)
-            wall, peak, _ = dry_run(root, "default")
+            wall, peak, output = dry_run(root, "default")
+            counts = jobs_by_rule(output)
+            per_study = sum(c == 2 * n for c in counts.values())
+            per_patient = sum(c == n for c in counts.values())
+            floor = (float("nan"), float("nan"))
+            if not a.no_floor:
+                floor = floor_dry_run(root, n, per_study, per_patient)
             if n <= 1000:
                 per, why = groups_per_patient(root, n)
                 slurm = f"{per:g} (+ 1 for the whole cohort)" if per is not None else f"n/a: {why}"
             else:
                 slurm = "(counted at 1000)"
-            print(f"{n:>9} {2 * n:>8} {wall:>12.1f} {peak:>8.0f}   {slurm}", flush=True)
+            jobs = sum(counts.values())
+            print(
+                f"{n:>9} {2 * n:>8} {jobs:>7} {wall:>12.1f} {peak:>8.0f} {floor[0]:>10.1f} {floor[1]:>9.0f}   {slurm}",
+                flush=True,
+            )
+            print(
+                f"{'':>9} {per_study} rules per study, {per_patient} per patient before the lesions; the workflow "
+                f"takes {wall / floor[0]:.1f}x the plain Snakefile's planning",
+                flush=True,
+            )
         finally:
             if a.keep is None:
                 shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,7 @@ checkpoint match:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=2800,
+        mem_mb=2100,
         runtime=5,
     params:
         reference=REF,
@@ -165,7 +165,7 @@ rule review_page:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=2200,
+        mem_mb=1800,
         runtime=5,
     params:
         reference=REF,
