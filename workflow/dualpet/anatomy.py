@@ -777,9 +777,17 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
             + ((c.z - c.z[ijk[2]]) ** 2)[None, None, :]
         )
         m &= d <= limit_mm
+    if not m.any():
+        return np.zeros_like(m), level, half
     rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
     a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
     ball_se = (a0 / rb[0]) ** 2 + (a1 / rb[1]) ** 2 + (a2 / rb[2]) ** 2 <= 1.0
+    disk = _disk(6.0, c.spacing)
+    # everything below happens within the window's box, with room for the rim and the
+    # closing around it (the same masks as on the whole grid: nothing lies outside)
+    box = _box_around(m, int(rb.max()) + 2 * max(disk.shape) + 3)
+    m, allowed_b, g_b = m[box], allowed[box], g[box]
+    sl = tuple(slice(max(s.start - b.start, 0), max(s.stop - b.start, 0)) for s, b in zip(sl, box))
 
     def main_in_ball(mask):
         """Label of the component of ``mask`` with most voxels in the seed's ball (the seed
@@ -795,18 +803,26 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
     else:  # the organ is thin at the seed: its plain component
         lab, i = main_in_ball(m)
         if not i:
-            return np.zeros_like(m), level, half
+            return np.zeros_like(allowed), level, half
         organ = lab == i
     # the partial-volume rim: edge voxels, half organ and half neighbour, within twice the window
-    rim = ndimage.binary_dilation(organ) & allowed & (np.abs(g - level) <= 2.0 * half)
+    rim = ndimage.binary_dilation(organ) & allowed_b & (np.abs(g_b - level) <= 2.0 * half)
     if limit_mm is not None:
-        rim &= d <= limit_mm
+        rim &= d[box] <= limit_mm
     organ |= rim
-    disk = _disk(6.0, c.spacing)
     organ = _per_slice(
         lambda s: ndimage.binary_fill_holes(ndimage.binary_closing(s, structure=disk, border_value=0)), organ
     )
-    return organ & allowed, level, half
+    out = np.zeros_like(allowed)
+    out[box] = organ & allowed_b
+    return out, level, half
+
+
+def _box_around(mask, margin):
+    """The slices of the box holding a mask's voxels, ``margin`` voxels wider on every side
+    (within the grid)."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, mask.shape))
 
 
 def _regrown(c, seed, allowed, limit_mm):
