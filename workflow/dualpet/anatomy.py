@@ -821,8 +821,11 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
 def _box_around(mask, margin):
     """The slices of the box holding a mask's voxels, ``margin`` voxels wider on every side
     (within the grid)."""
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, mask.shape))
+    box = []
+    for axis, n in enumerate(mask.shape):
+        held = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(held[0]) - margin, 0), min(int(held[-1]) + 1 + margin, n)))
+    return tuple(box)
 
 
 def _regrown(c, seed, allowed, limit_mm):

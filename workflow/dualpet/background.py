@@ -66,16 +66,22 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
     planes = [k for k in np.flatnonzero(aorta.any(axis=(0, 1))) if bool(lung[:, :, k].any()) == (segment == "thoracic")]
     if not planes:
         return [], f"no {segment} aorta in the organ map"
+    # each plane's lumen within the aorta's in-plane box and a one-voxel rim of background
+    # (the nearest background of a lumen voxel lies there: the same depths as on the slice)
+    rows, cols = np.flatnonzero(aorta.any(axis=(1, 2))), np.flatnonzero(aorta.any(axis=(0, 2)))
+    bi, bj = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    offset = np.array([bi.start - 1, bj.start - 1])
     info = {}
     for k in planes:
         # the lumen's centre is its point deepest inside the label (a centroid is pulled by
         # partial-volume voxels at its edge), its radius that of a disk of its area
-        depth = ndimage.distance_transform_edt(np.pad(aorta[:, :, k], 1), sampling=sp[:2])[1:-1, 1:-1]
+        lumen = aorta[bi, bj, k]
+        depth = ndimage.distance_transform_edt(np.pad(lumen, 1), sampling=sp[:2])
         i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        top = np.argwhere(depth >= depth[i, j] - 1e-6)  # a plateau of equally deep points: its middle
+        top = np.argwhere(depth >= depth[i, j] - 1e-6) + offset  # a plateau of equally deep points: its middle
         info[k] = (
             apply_affine(ct_affine, [*top.mean(axis=0), k]),
-            float(np.sqrt(aorta[:, :, k].sum() * sp[0] * sp[1] / np.pi)),
+            float(np.sqrt(lumen.sum() * sp[0] * sp[1] / np.pi)),
         )
     half = int(np.ceil(BLOODPOOL_HALF_LENGTH_MM / sp[2]))
     enhanced = float(np.median(hu[aorta])) > 120.0
