@@ -22,8 +22,8 @@ rule anatomy:
     resources:
         # the classical organ map as measured (tests/benchmarks/bench_patient.py, margins in
         # docs/hpc.md); TotalSegmentator's model on CPU as its documentation asks
-        mem_mb=2100 if config["anatomy"]["method"] == "classical" else 6000,
-        runtime=6 if config["anatomy"]["method"] == "classical" else 30,
+        mem_mb=2000 if config["anatomy"]["method"] == "classical" else 6000,
+        runtime=5 if config["anatomy"]["method"] == "classical" else 30,
     params:
         code=code_version("anatomy"),
         method=config["anatomy"]["method"],
