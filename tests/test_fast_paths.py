@@ -95,3 +95,28 @@ def test_centroid_voxels_are_the_centres_of_mass():
     assert len(labels) < 29  # the test reaches a vanished label
     assert _centroid_voxels(voi) == expected
     assert _centroid_voxels(np.zeros((4, 4, 4), dtype=np.uint8)) == {}
+
+
+def test_organ_maps_are_read_in_their_stored_type(tmp_path):
+    import nibabel as nib
+
+    from dualpet.errors import DualpetInputError
+    from dualpet.nifti import read_label_image
+
+    labels = np.zeros((4, 5, 6), dtype=np.uint8)
+    labels[1, 2, 3] = 52
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "map.nii.gz")
+    data, _ = read_label_image(tmp_path / "map.nii.gz", "organ map", dtype=np.uint8)
+    assert data.dtype == np.uint8 and np.array_equal(data, labels)
+    data, _ = read_label_image(tmp_path / "map.nii.gz", "organ map")  # the default: int32, as before
+    assert data.dtype == np.int32 and np.array_equal(data, labels)
+    # a float map is rounded; one beyond 0-255 cannot be an organ map
+    floats = labels.astype(np.float32) + 0.2
+    nib.save(nib.Nifti1Image(floats, np.eye(4)), tmp_path / "float.nii.gz")
+    data, _ = read_label_image(tmp_path / "float.nii.gz", "organ map", dtype=np.uint8)
+    assert np.array_equal(data, labels)
+    wide = labels.astype(np.int16)
+    wide[0, 0, 0] = 300
+    nib.save(nib.Nifti1Image(wide, np.eye(4)), tmp_path / "wide.nii.gz")
+    with pytest.raises(DualpetInputError, match="0-255"):
+        read_label_image(tmp_path / "wide.nii.gz", "organ map", dtype=np.uint8)

@@ -307,7 +307,7 @@ def _cmd_match(a):
         neighbourhood_mm=a.neighbourhood_mm,
         reader_masks=a.reader_masks,
         ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
-        ref_anatomy=read_label_image(a.ref_anatomy, "organ map"),
+        ref_anatomy=read_label_image(a.ref_anatomy, "organ map", dtype=np.uint8),
         out_vois={t: path for t, path in ((a.reference, a.ref_voi_out), (a.index, a.idx_voi_out)) if path},
     )
     print(f"{a.patient}: {len(index)} union lesion(s)", file=sys.stderr)

@@ -141,7 +141,7 @@ class _Study:
 
             self.organ_ct = segment_ct(self.hu_ct, self.ct_affine)[0]
         else:
-            self.organ_ct, organ_affine = read_label_image(anatomy, "organ map")
+            self.organ_ct, organ_affine = read_label_image(anatomy, "organ map", dtype=np.uint8)
             if self.organ_ct.shape != self.hu_ct.shape or not np.allclose(organ_affine, self.ct_affine, atol=1e-3):
                 raise DualpetInputError(f"{where}: the organ map does not lie on the study's CT grid")
 
