@@ -23,7 +23,7 @@ checkpoint match:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=2100,
+        mem_mb=1600,
         runtime=5,
     params:
         reference=REF,

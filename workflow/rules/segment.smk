@@ -59,7 +59,7 @@ rule segment:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=3500,
+        mem_mb=3100,
         runtime=5,
     params:
         code=code_version("segment"),
