@@ -120,3 +120,20 @@ def test_organ_maps_are_read_in_their_stored_type(tmp_path):
     nib.save(nib.Nifti1Image(wide, np.eye(4)), tmp_path / "wide.nii.gz")
     with pytest.raises(DualpetInputError, match="0-255"):
         read_label_image(tmp_path / "wide.nii.gz", "organ map", dtype=np.uint8)
+
+
+def test_nearest_at_rounding_ties_follows_the_cross_terms():
+    # PET-like grid (4 mm) over CT-like data (2 mm) offset by 1 mm: every centre maps to a
+    # half-way point, where NIfTI's 2e-15 cross terms decide the rounding (regression: the
+    # one-index-per-axis path rounded those ties half to even and moved detection's CT)
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 50, size=(24, 24, 12)).astype(np.int16)
+    data_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine = np.diag([4.0, 4.0, 2.0, 1.0])
+    affine[:3, 3] = [1.0, 1.0, 0.0]
+    affine[0, 2] = affine[1, 2] = 2e-15
+    got = nearest_on_grid(data, data_affine, (12, 12, 12), affine)
+    np.testing.assert_array_equal(got, _slow_nearest(data, data_affine, (12, 12, 12), affine))
+    affine[0, 2] = affine[1, 2] = 0.0  # exactly axis-aligned: the ties round alike either way
+    got = nearest_on_grid(data, data_affine, (12, 12, 12), affine)
+    np.testing.assert_array_equal(got, _slow_nearest(data, data_affine, (12, 12, 12), affine))

@@ -81,7 +81,10 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     usual PET and CT of one study) by one index per axis."""
     to_data = np.linalg.inv(np.asarray(data_affine, dtype=float)) @ np.asarray(affine, dtype=float)
     off_axis = np.abs(to_data[:3, :3] - np.diag(np.diag(to_data[:3, :3])))
-    if off_axis.sum() * max(shape) < 1e-6:  # cross terms below a millionth of a voxel
+    # cross terms of exactly 0, or tiny (e.g. 2e-15 from NIfTI's stored orientation) where
+    # no voxel centre falls within a millionth of a voxel of a rounding tie (which they
+    # would decide: grids whose spacings have a whole ratio put every other centre there)
+    if not off_axis.any() or (off_axis.sum() * max(shape) < 1e-9 and not _near_ties(to_data, shape)):
         return _nearest_axis_aligned(data, to_data, shape, fill)
     out = np.full(shape, fill, dtype=data.dtype)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -95,10 +98,20 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     return out
 
 
+def _near_ties(to_data, shape):
+    """Whether a grid axis maps a voxel centre within a millionth of a voxel of a half
+    (where nearest-neighbour rounding is decided by the mapping's cross terms)."""
+    for a in range(3):
+        x = np.arange(shape[a], dtype=float) * to_data[a, a] + to_data[a, 3]
+        if np.any(np.abs(x - np.floor(x) - 0.5) < 1e-6):
+            return True
+    return False
+
+
 def _nearest_axis_aligned(data, to_data, shape, fill):
-    """:func:`nearest_on_grid` where each grid axis maps onto the same data axis (the cross
-    terms of ``to_data``, e.g. 2e-15 from NIfTI's stored orientation, move no voxel by a
-    millionth of its size): the data index along an axis depends on that axis's index only."""
+    """:func:`nearest_on_grid` where each grid axis maps onto the same data axis (no cross
+    terms, or ones that decide no rounding): the data index along an axis depends on that
+    axis's index only."""
     index, inside = [], []
     for a in range(3):
         m = np.rint(np.arange(shape[a], dtype=float) * to_data[a, a] + to_data[a, 3]).astype(int)
