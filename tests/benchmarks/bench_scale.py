@@ -21,6 +21,7 @@ Snakemake itself needs to plan that many jobs, so the ratio says what the workfl
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -65,29 +66,26 @@ def _dry_run_command(root: Path, profile: str, *extra):
     ]
 
 
-#: Runs a command and prints its own peak RSS (KiB) last on stderr: each dry run's peak,
-#: not the largest of every child this script has waited for.
-_PEAK = (
-    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"
-)
-
-
 def measured(cmd):
-    """(completed process, wall s, peak MB of the command's process)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PEAK, *cmd], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    err, _, last = proc.stderr.rstrip().rpartition("\n")
-    proc.stderr = err
-    return proc, wall, int(last) / 1024 if last.isdigit() else float("nan")
+    """(completed process, wall s, peak MB of that process alone: ``os.wait4``'s counts, as
+    bench_convert.run takes them; the output goes through a file, which a pipe could not
+    hold while waiting)."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    done = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(status), stdout=text, stderr="")
+    return done, wall, usage.ru_maxrss / 1024.0
 
 
 def dry_run(root: Path, profile: str):
     proc, wall, peak = measured(_dry_run_command(root, profile, "--quiet", "rules"))
     if proc.returncode != 0:
-        raise SystemExit(f"dry run failed ({profile}):\n{proc.stderr[-3000:]}")
-    return wall, peak, proc.stdout + proc.stderr
+        raise SystemExit(f"dry run failed ({profile}):\n{proc.stdout[-3000:]}")
+    return wall, peak, proc.stdout
 
 
 def jobs_by_rule(output: str):
@@ -142,7 +140,7 @@ def floor_dry_run(root: Path, n: int, per_study: int, per_patient: int):
     ]
     proc, wall, peak = measured(cmd)
     if proc.returncode != 0:
-        raise SystemExit(f"floor dry run failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"floor dry run failed:\n{proc.stdout[-3000:]}")
     return wall, peak
 
 
