@@ -157,7 +157,6 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--keep", type=Path, default=None, help="build the cohorts here and keep them")
-    a = ap.parse_args(argv)
     ap.add_argument("--no-floor", action="store_true", help="skip the plain Snakefile of the same shape")
     a = ap.parse_args(argv)
     print(
