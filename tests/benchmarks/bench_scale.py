@@ -184,10 +184,9 @@ def main(argv=None):
                 f"{n:>9} {2 * n:>8} {jobs:>7} {wall:>12.1f} {peak:>8.0f} {floor[0]:>10.1f} {floor[1]:>9.0f}   {slurm}",
                 flush=True,
             )
+            ratio = "" if a.no_floor else f"; the workflow takes {wall / floor[0]:.1f}x the plain Snakefile's planning"
             print(
-                f"{'':>9} {per_study} rules per study, {per_patient} per patient before the lesions; the workflow "
-                f"takes {wall / floor[0]:.1f}x the plain Snakefile's planning",
-                flush=True,
+                f"{'':>9} {per_study} rules per study, {per_patient} per patient before the lesions{ratio}", flush=True
             )
         finally:
             if a.keep is None:
