@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from dualpet.geometry import box_around
 from dualpet.settings import default
 
 #: Body (patient and anything touching it) versus air.
@@ -785,7 +786,7 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
     disk = _disk(6.0, c.spacing)
     # everything below happens within the window's box, with room for the rim and the
     # closing around it (the same masks as on the whole grid: nothing lies outside)
-    box = _box_around(m, int(rb.max()) + 2 * max(disk.shape) + 3)
+    box = box_around(m, int(rb.max()) + 2 * max(disk.shape) + 3)
     m, allowed_b, g_b = m[box], allowed[box], g[box]
     sl = tuple(slice(max(s.start - b.start, 0), max(s.stop - b.start, 0)) for s, b in zip(sl, box))
 
@@ -816,16 +817,6 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
     out = np.zeros_like(allowed)
     out[box] = organ & allowed_b
     return out, level, half
-
-
-def _box_around(mask, margin):
-    """The slices of the box holding a mask's voxels, ``margin`` voxels wider on every side
-    (within the grid)."""
-    box = []
-    for axis, n in enumerate(mask.shape):
-        held = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(held[0]) - margin, 0), min(int(held[-1]) + 1 + margin, n)))
-    return tuple(box)
 
 
 def _regrown(c, seed, allowed, limit_mm):

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from dualpet.anatomy import organ_voxels
 from dualpet.errors import DualpetInputError
-from dualpet.geometry import apply_affine, values_in_ball, voxel_spacing, world_to_voxel
+from dualpet.geometry import apply_affine, box_around, values_in_ball, voxel_spacing, world_to_voxel
 
 #: Radius (mm) of the liver background sphere (3 cm diameter).
 LIVER_RADIUS_MM = 15.0
@@ -68,8 +68,7 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
         return [], f"no {segment} aorta in the organ map"
     # each plane's lumen within the aorta's in-plane box and a one-voxel rim of background
     # (the nearest background of a lumen voxel lies there: the same depths as on the slice)
-    rows, cols = np.flatnonzero(aorta.any(axis=(1, 2))), np.flatnonzero(aorta.any(axis=(0, 2)))
-    bi, bj = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    bi, bj, _ = box_around(aorta)
     offset = np.array([bi.start - 1, bj.start - 1])
     info = {}
     for k in planes:

@@ -74,6 +74,16 @@ def voxel_spacing(affine):
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
 
 
+def box_around(mask, margin=0):
+    """The slices of the box holding a mask's voxels (from its projections on the axes),
+    ``margin`` voxels wider on every side, within the grid."""
+    box = []
+    for axis, n in enumerate(mask.shape):
+        held = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(held[0]) - margin, 0), min(int(held[-1]) + 1 + margin, n)))
+    return tuple(box)
+
+
 def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     """``data`` (voxel->LPS ``data_affine``) sampled at the voxel centres of another grid
     (``shape``, voxel->LPS ``affine``) by nearest neighbour; ``fill`` outside ``data``.
