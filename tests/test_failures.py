@@ -58,6 +58,16 @@ def _register_args(tmp_path, fixed):
         str(tmp_path / "t.tfm"),
         "--qc",
         str(tmp_path / "qc.json"),
+        "--reference-pet",
+        str(fixed),
+        "--index-pet",
+        str(fixed),
+        "--ct-out",
+        str(tmp_path / "ct_in_reference.nii.gz"),
+        "--pet-out",
+        str(tmp_path / "pet_in_reference.nii.gz"),
+        "--png",
+        str(tmp_path / "qc.png"),
         "--patient",
         "P009",
         "--isolate-failures",
@@ -72,6 +82,7 @@ def test_a_failing_step_writes_placeholders_and_exits_0(tmp_path, capsys):
     assert len(err) == 1 and "patient P009: registration failed" in err[0]
     recs = read_failures(tmp_path / "t.tfm")
     assert recs == read_failures(tmp_path / "qc.json") and recs[0]["step"] == "register"
+    assert recs == read_failures(tmp_path / "qc.png") == read_failures(tmp_path / "ct_in_reference.nii.gz")
     # without --isolate-failures the same step fails as before
     assert main(_register_args(tmp_path, bad)[:-1]) != 0
 
@@ -96,6 +107,7 @@ def test_machine_failures_are_not_isolated(tmp_path, monkeypatch):
         def boom(*a, _exc=exc, **k):
             raise _exc
 
+        monkeypatch.setattr(reg, "read_ct", lambda path: None)
         monkeypatch.setattr(reg, "register_ct", boom)
         assert main(_register_args(tmp_path, ct)) == 1
         assert not (tmp_path / "t.tfm").exists()
@@ -124,8 +136,8 @@ def test_cohort_lists_failed_patients_and_the_check_fails(tmp_path, capsys):
     bad.mkdir()
     recs = [record("segment", "P2", "ga", "no blood pool"), record("segment", "P2", "fdg", "no blood pool")]
     write_placeholders([bad / "patient.json", bad / "lesions.tsv"], [], recs)
-    views = tmp_path / "P1_qc.png"  # P1's registration views failed after its table was written
-    write_placeholders([views], [], [record("registration-views", "P1", None, "ValueError: x")])
+    views = tmp_path / "P1_qc.png"  # P1's registration picture is a placeholder although its table was written
+    write_placeholders([views], [], [record("register", "P1", None, "ValueError: x")])
     lesions, patients = merge_cohort(
         [ok / "lesions.tsv", bad / "lesions.tsv"],
         [ok / "patient.json", bad / "patient.json"],
@@ -139,7 +151,7 @@ def test_cohort_lists_failed_patients_and_the_check_fails(tmp_path, capsys):
     assert rows.loc["P2", "excluded_reason"] == (
         "patient P2, ga: segmentation failed: no blood pool | patient P2, fdg: segmentation failed: no blood pool"
     )
-    assert rows.loc["P1", "status"] == "excluded" and "registration views failed" in rows.loc["P1", "excluded_reason"]
+    assert rows.loc["P1", "status"] == "excluded" and "registration failed" in rows.loc["P1", "excluded_reason"]
     assert len(lesions) == 0  # excluded patients' lesions are left out
     assert check_cohort(tmp_path / "p.tsv", tmp_path / "done.json") == 1
     assert "P2: patient P2, ga: segmentation failed" in capsys.readouterr().err

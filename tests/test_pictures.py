@@ -80,11 +80,16 @@ def test_background_picture_is_drawn_in_millimetres(tmp_path, drawn):
 
 def test_registration_and_organ_map_pictures_are_drawn_in_millimetres(tmp_path, drawn):
     from dualpet.anatomy import anatomy_figure
-    from dualpet.qc import registration_figure
+    from dualpet.qc import figure_cuts, registration_figure
 
     ct = np.where(_ball(CT_SHAPE, CT_SPACING, 45.0), 40.0, -1000.0).astype(np.float32)
     pet = np.where(_ball(CT_SHAPE, CT_SPACING, 30.0), 3.0, 0.0).astype(np.float32)
-    registration_figure(ct, ct, pet, tmp_path / "qc.png", title="t", spacing=CT_SPACING)
+    _, cj, ck = figure_cuts(ct)
+    views = {
+        name: {"reference CT": ct[cut], "index CT": ct[cut], "index PET": pet[cut]}
+        for name, cut in (("axial", np.s_[:, :, ck]), ("coronal", np.s_[:, cj, :]))
+    }
+    registration_figure(views, tmp_path / "qc.png", pet=pet, title="t", spacing=CT_SPACING)
     labels = np.where(_ball(CT_SHAPE, CT_SPACING, 45.0), 200, 0).astype(np.uint8)
     labels[_ball(CT_SHAPE, CT_SPACING, 20.0)] = 5  # a liver
     anatomy_figure(ct, labels, tmp_path / "anatomy.png", title="t", spacing=CT_SPACING)

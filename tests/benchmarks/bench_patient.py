@@ -196,10 +196,14 @@ def main(argv=None):
     else:
         print("dcm2niix not found (pip install dcm2niix, the 'bench' extra): no conversion anchor")
     if anchor["sitk_rigid_s"]:
-        reg = rules.get("register", {}).get("wall_s")
+        # the registration alone, from reading done to transform written (qc.json), as the
+        # anchor is timed; the register job also reads the CTs and writes the views
+        reg = json.loads((work / "results" / patient / "registration" / "qc.json").read_text())["wall_time_s"]
+        anchor["dualpet_registration_s"] = reg
         print(
-            f"SimpleITK rigid, same CTs, 4 mm: {anchor['sitk_rigid_s']:.1f} s; dualpet register / it = "
-            f"{reg / anchor['sitk_rigid_s']:.1f}x"
+            f"SimpleITK rigid, same CTs, 4 mm: {anchor['sitk_rigid_s']:.1f} s; dualpet's registration "
+            f"{reg:.1f} s (qc.json; the register job with reading and views: "
+            f"{rules.get('register', {}).get('wall_s', float('nan')):.1f} s) / it = {reg / anchor['sitk_rigid_s']:.1f}x"
         )
     if a.json:
         Path(a.json).write_text(

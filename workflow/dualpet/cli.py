@@ -101,29 +101,17 @@ def _cmd_inspect(a):
 
 
 def _cmd_register(a):
-    from dualpet.registration import register_ct
+    from dualpet.registration import read_ct, register_ct, write_views
 
-    qc = register_ct(a.fixed, a.moving, a.tfm, a.qc, threads=a.threads, grid_mm=a.grid_mm, affine=a.affine)
+    # each CT is read once, for the registration and the views
+    images = [read_ct(a.fixed), read_ct(a.moving)]
+    qc = register_ct(
+        a.fixed, a.moving, a.tfm, a.qc, threads=a.threads, grid_mm=a.grid_mm, affine=a.affine, images=images
+    )
     print(f"registration: ok={qc.get('ok')} dice_after={qc.get('dice_after')}", file=sys.stderr)
-
-
-def _cmd_registration_views(a):
-    import nibabel as nib
-    import numpy as np
-
-    from dualpet.qc import registration_figure
-    from dualpet.registration import resample_to_reference
-
-    # for viewing only (quantification always uses each PET's own voxels): the index CT on the
-    # reference CT's grid in whole HU, the index PET on the reference PET's grid (its native
-    # resolution: a sixth of the voxels of the CT grid to write); the picture is drawn from
-    # memory, with the PET on the CT grid for the fusion
-    ct = resample_to_reference(a.index_ct, a.reference_ct, a.tfm, a.ct_out, default_value=-1024.0, dtype=np.int16)
-    resample_to_reference(a.index_pet, a.reference_pet or a.reference_ct, a.tfm, a.pet_out, default_value=0.0)
-    pet = resample_to_reference(a.index_pet, a.reference_ct, a.tfm, None, default_value=0.0)
-    ref_img = nib.load(a.reference_ct)
-    ref = np.asarray(ref_img.dataobj)  # as stored (HU in int16): no float copy of the CT grid
-    registration_figure(ref, ct, pet, a.png, title=a.title, spacing=ref_img.header.get_zooms()[:3])
+    write_views(
+        a.fixed, a.moving, a.tfm, a.reference_pet, a.index_pet, a.ct_out, a.pet_out, a.png, title=a.title, images=images
+    )
 
 
 def _cmd_anatomy(a):

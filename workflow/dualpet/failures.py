@@ -37,7 +37,6 @@ STEP_NAMES = {
     "inspect": "header check",
     "convert": "conversion",
     "register": "registration",
-    "registration-views": "registration views",
     "segment": "segmentation",
     "match": "lesion matching",
     "lesion-metrics": "lesion metrics",

@@ -16,42 +16,52 @@ def checkerboard(a, b, tiles=8):
     return np.where(((ii // size) + (jj // size)) % 2 == 0, a, b)
 
 
-def registration_figure(ref_ct, idx_ct, idx_pet, out_png, *, title="", ref_pet=None, spacing=(1.0, 1.0, 1.0)):
-    """Axial and coronal checkerboards (reference CT / index CT in the reference space) and
-    the index PET fused on the reference CT, through the body's centre of mass.
+def figure_cuts(ref_ct):
+    """The voxel (i, j, k) the registration picture cuts through: the body's centre of
+    mass (CT above -500 HU) on every 4th voxel, to a voxel or two; the volume's centre
+    when there is no body."""
+    from scipy import ndimage
 
-    All volumes are arrays on the reference CT grid, indexed [i, j, k] (column, row, slice
-    of axial DICOM images: i runs to the patient's left, j posterior, k superior), whose
-    voxel ``spacing`` (mm) draws them in millimetres.
+    body = ref_ct[::4, ::4, ::4] > -500
+    centre = 4 * np.asarray(ndimage.center_of_mass(body)) if body.any() else np.array(ref_ct.shape) // 2
+    return tuple(int(min(round(c), n - 1)) for c, n in zip(centre, ref_ct.shape))
+
+
+def registration_figure(views, out_png, *, pet, title="", spacing=(1.0, 1.0, 1.0)):
+    """Axial and coronal checkerboards (reference CT / index CT in the reference space) and
+    the index PET fused on the reference CT.
+
+    ``views``: for ``"axial"`` and ``"coronal"``, the planes of the reference CT grid
+    through :func:`figure_cuts`, each a dict of 2D arrays ``"reference CT"``, ``"index
+    CT"`` and ``"index PET"`` (the index study resampled onto that grid), indexed [i, j]
+    (axial) or [i, k] (coronal) as the grid (column, row, slice of axial DICOM images: i
+    runs to the patient's left, j posterior, k superior), whose voxel ``spacing`` (mm)
+    draws them in millimetres. ``pet``: index PET values (any grid) whose 99.5th
+    percentile above 0, rounded up to 0.5, tops the fused PET's window.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import ndimage
 
-    # the body's centre of mass on every 4th voxel (to a voxel or two; the picture's cuts)
-    body = ref_ct[::4, ::4, ::4] > -500
-    centre = 4 * np.asarray(ndimage.center_of_mass(body)) if body.any() else np.array(ref_ct.shape) // 2
-    ci, cj, ck = (int(min(round(c), n - 1)) for c, n in zip(centre, ref_ct.shape))
     window = {"cmap": "gray", "vmin": -400, "vmax": 400}
     sp = np.asarray(spacing, dtype=float)
-    views = {
-        "axial": (lambda v: v[:, :, ck].T, "upper", sp[1] / sp[0]),  # rows = j (anterior at top), columns = i
-        "coronal": (lambda v: v[:, cj, :].T, "lower", sp[2] / sp[0]),  # rows = k (superior at top), columns = i
-    }
+    # rows: j (anterior at top) for the axial plane, k (superior at top) for the coronal; columns: i
+    shown_as = {"axial": ("upper", sp[1] / sp[0]), "coronal": ("lower", sp[2] / sp[0])}
     fig, axes = plt.subplots(2, 2, figsize=(10, 10), dpi=80)
-    # the fused PET's window: SUV 0 to the body's 99.5th percentile (rounded up to 0.5),
+    # the fused PET's window: SUV 0 to the 99.5th percentile above 0 (rounded up to 0.5),
     # shown from a fifth of it on, and stated on the colour bar
-    pet_max = float(np.ceil(2.0 * np.percentile(idx_pet[idx_pet > 0], 99.5)) / 2.0) if (idx_pet > 0).any() else 1.0
-    for row, (name, (cut, origin, aspect)) in enumerate(views.items()):
+    above = pet[pet > 0]
+    pet_max = float(np.ceil(2.0 * np.percentile(above, 99.5)) / 2.0) if above.size else 1.0
+    for row, (name, (origin, aspect)) in enumerate(shown_as.items()):
+        ref, idx, fused = (views[name][what].T for what in ("reference CT", "index CT", "index PET"))
         ax = axes[row, 0]
-        ax.imshow(checkerboard(cut(ref_ct), cut(idx_ct)), origin=origin, aspect=aspect, **window)
+        ax.imshow(checkerboard(ref, idx), origin=origin, aspect=aspect, **window)
         ax.set_title(f"{name}: reference CT / index CT (checkerboard)")
         ax = axes[row, 1]
-        ax.imshow(cut(ref_ct), origin=origin, aspect=aspect, **window)
-        pet = np.ma.masked_less(cut(idx_pet), 0.2 * pet_max)
-        shown = ax.imshow(pet, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max, aspect=aspect)
+        ax.imshow(ref, origin=origin, aspect=aspect, **window)
+        fused = np.ma.masked_less(fused, 0.2 * pet_max)
+        shown = ax.imshow(fused, origin=origin, cmap="hot", alpha=0.6, vmin=0, vmax=pet_max, aspect=aspect)
         ax.set_title(f"{name}: index PET (SUV 0-{pet_max:g}) on reference CT")
         bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
         bar.set_label("index PET, SUV", fontsize=8)

@@ -66,6 +66,8 @@ __all__ = [
     "transform_points",
     "inverse_transform_points",
     "resample_to_reference",
+    "write_views",
+    "read_ct",
     "body_mask",
 ]
 
@@ -122,6 +124,12 @@ def _read_image(path, pixel_type=sitk.sitkUnknown):
             f"size {img.GetSize()} with {img.GetNumberOfComponentsPerPixel()} component(s)"
         )
     return img
+
+
+def read_ct(path):
+    """A CT (NIfTI, HU) as a SimpleITK float32 image: what :func:`register_ct` and
+    :func:`write_views` take, so that a step doing both reads each CT once."""
+    return _read_image(path, sitk.sitkFloat32)
 
 
 def _read_geometry(path):
@@ -420,6 +428,7 @@ def register_ct(
     threads=1,
     grid_mm=default("registration.grid_mm"),
     affine=default("registration.affine"),
+    images=None,
 ) -> dict:
     """Rigidly register the index CT (moving) to the reference CT (fixed).
 
@@ -442,6 +451,9 @@ def register_ct(
     affine : bool, optional
         If True, refine the rigid result with a 12-parameter affine stage (levels
         shrink 2, 1) and write an ``AffineTransform``. Default False.
+    images : (SimpleITK.Image, SimpleITK.Image), optional
+        The two CTs as :func:`read_ct` read them from ``fixed_ct`` and ``moving_ct``,
+        when the caller has them already (the paths are still recorded).
 
     Returns
     -------
@@ -475,8 +487,11 @@ def register_ct(
     t_start = time.perf_counter()
     threads = max(1, int(threads))
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    if images is None:
+        images = (read_ct(fixed_ct), read_ct(moving_ct))
     (fixed, fmask), (moving, mmask) = (
-        _registration_image(role, path, grid_mm) for role, path in (("reference", fixed_ct), ("index", moving_ct))
+        _registration_image(role, path, img, grid_mm)
+        for role, path, img in (("reference", fixed_ct, images[0]), ("index", moving_ct, images[1]))
     )
 
     # Centre-of-mass initialisation on the body masks (couch already excluded).
@@ -553,9 +568,9 @@ def _describe_result(final, rigid, stages, fmask, mmask, dice_before, dice_initi
     return record, _qc_warnings(dice_before, dice_after, rotation_angle, used)
 
 
-def _registration_image(role, path, grid_mm):
-    """One CT on the registration grid, with air outside its body, and its body mask."""
-    img = _to_grid(_read_image(path, sitk.sitkFloat32), grid_mm)
+def _registration_image(role, path, ct, grid_mm):
+    """One CT (read from ``path``) on the registration grid, with air outside its body, and its body mask."""
+    img = _to_grid(ct, grid_mm)
     mask = body_mask(img)
     volume = _mask_volume_ml(mask)
     if volume < MIN_BODY_ML:
@@ -792,6 +807,10 @@ def _moving_image(path, interpolation, default_value):
     import nibabel as nib
 
     out_dtype = np.dtype(np.float32)
+    if isinstance(path, sitk.Image):  # already read (read_ct)
+        if interpolation != "linear" or path.GetPixelID() != sitk.sitkFloat32:
+            raise ValueError("an image already read is resampled as float32, linearly")
+        return path, sitk.sitkFloat32, out_dtype
     if interpolation == "nearest":
         mov_hdr = nib.load(str(path)).header
         slope, inter = mov_hdr.get_slope_inter()
@@ -818,8 +837,9 @@ def resample_to_reference(
 
     Parameters
     ----------
-    moving_img_path : str or path-like
-        Index-study NIfTI (CT in HU, PET in Bq/mL or SUV, or an integer label map).
+    moving_img_path : str or path-like or SimpleITK.Image
+        Index-study NIfTI (CT in HU, PET in Bq/mL or SUV, or an integer label map), or
+        one already read as float32 (:func:`read_ct`; ``"linear"`` only).
         Any image of the index study works: PET and CT share its frame of reference.
     reference_img_path : str or path-like
         Reference-study NIfTI whose grid (shape, affine) the output takes.
@@ -898,3 +918,50 @@ def resample_to_reference(
     if out_path is not None:
         save_nifti(out_path, img)
     return arr
+
+
+def write_views(
+    reference_ct, index_ct, tfm_path, reference_pet, index_pet, ct_out, pet_out, png, *, title="", images=None
+):
+    """The index study in the reference space, for viewing only (quantification always
+    uses each PET's own voxels), and the registration's QC picture.
+
+    Writes the index CT on the reference CT's grid in whole HU (``ct_out``, int16), the
+    index PET on the reference PET's grid, its native resolution (``pet_out``), and
+    :func:`dualpet.qc.registration_figure` (``png``), whose planes (:func:`dualpet.qc.figure_cuts`)
+    are the only part of the reference CT grid the fused PET is sampled on.
+
+    ``images``: a list of the two CTs as :func:`read_ct` read them, when the caller has
+    them already; it is emptied, so that each CT's memory goes once it has been used.
+    """
+    from dualpet.qc import figure_cuts, registration_figure
+
+    if images is None:
+        images = [read_ct(reference_ct), read_ct(index_ct)]
+    fixed, moving = images
+    images.clear()
+    ref = sitk.GetArrayViewFromImage(fixed).transpose(2, 1, 0)  # [i, j, k], no copy
+    _, cj, ck = figure_cuts(ref)
+    # the reference CT grid's axial plane k = ck and coronal plane j = cj: (name, size, first voxel, [i, j, k] cut)
+    planes = (
+        ("axial", (ref.shape[0], ref.shape[1], 1), (0, 0, ck), np.s_[:, :, ck]),
+        ("coronal", (ref.shape[0], 1, ref.shape[2]), (0, cj, 0), np.s_[:, cj, :]),
+    )
+    grid = {name: (size, fixed.TransformIndexToPhysicalPoint(start)) for name, size, start, _ in planes}
+    spacing, direction = fixed.GetSpacing(), fixed.GetDirection()
+    views = {name: {"reference CT": np.array(ref[cut])} for name, _, _, cut in planes}
+    del ref, fixed
+    ct = resample_to_reference(moving, reference_ct, tfm_path, ct_out, default_value=-1024.0, dtype=np.int16)
+    del moving
+    for name, _, _, cut in planes:
+        views[name]["index CT"] = np.array(ct[cut])
+    del ct
+    pet_image = _read_image(index_pet, sitk.sitkFloat32)
+    pet = resample_to_reference(pet_image, reference_pet, tfm_path, pet_out, default_value=0.0)
+    tfm = load_transform(tfm_path)
+    for name, (size, origin) in grid.items():
+        plane = sitk.Resample(pet_image, size, tfm, sitk.sitkLinear, origin, spacing, direction, 0.0, sitk.sitkFloat32)
+        views[name]["index PET"] = (
+            sitk.GetArrayFromImage(plane).transpose(2, 1, 0).squeeze(axis=2 if name == "axial" else 1)
+        )
+    registration_figure(views, png, pet=pet, title=title, spacing=spacing)

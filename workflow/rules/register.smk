@@ -1,38 +1,13 @@
 rule register:
-    """Index study CT -> reference study CT (rigid, then affine; fixed = reference, moving = index)."""
+    """Index study CT -> reference study CT (rigid, then affine; fixed = reference, moving = index); then the index CT and PET resampled into the reference space (viewing only: the CT on the reference CT's grid, the PET on the reference PET's) and a QC picture, from the CTs already read."""
     input:
         fixed=f"results/{{patient}}/{REF}/ct.nii.gz",
         moving=f"results/{{patient}}/{IDX}/ct.nii.gz",
+        reference_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
+        index_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
     output:
         tfm="results/{patient}/registration/transform.tfm",
         qc="results/{patient}/registration/qc.json",
-    log:
-        "results/logs/register/{patient}.log",
-    benchmark:
-        "results/benchmarks/register/{patient}.tsv"
-    conda:
-        "../../envs/register.yaml"
-    threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
-    resources:
-        mem_mb=1900,
-        runtime=5,
-    params:
-        code=code_version("register"),
-        grid_mm=config["registration"]["grid_mm"],
-        affine="--affine" if config["registration"]["affine"] else "--no-affine",
-    shell:
-        step_shell("register")
-
-
-rule registration_views:
-    """Index CT and PET resampled into the reference space (viewing only: the CT on the reference CT's grid, the PET on the reference PET's) and a QC picture."""
-    input:
-        reference_ct=f"results/{{patient}}/{REF}/ct.nii.gz",
-        reference_pet=f"results/{{patient}}/{REF}/pet_suv.nii.gz",
-        index_ct=f"results/{{patient}}/{IDX}/ct.nii.gz",
-        index_pet=f"results/{{patient}}/{IDX}/pet_suv.nii.gz",
-        tfm="results/{patient}/registration/transform.tfm",
-    output:
         ct=f"results/{{patient}}/registration/{IDX}_ct_in_reference.nii.gz",
         pet=f"results/{{patient}}/registration/{IDX}_pet_suv_in_reference.nii.gz",
         png=report(
@@ -42,17 +17,19 @@ rule registration_views:
             labels={"patient": "{patient}"},
         ),
     log:
-        "results/logs/registration_views/{patient}.log",
+        "results/logs/register/{patient}.log",
     benchmark:
-        "results/benchmarks/registration_views/{patient}.tsv"
+        "results/benchmarks/register/{patient}.tsv"
     conda:
         "../../envs/register.yaml"
-    threads: 1
+    threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
     resources:
-        mem_mb=2500,
+        mem_mb=2600,
         runtime=5,
     params:
-        code=code_version("registration-views"),
+        code=code_version("register"),
+        grid_mm=config["registration"]["grid_mm"],
+        affine="--affine" if config["registration"]["affine"] else "--no-affine",
         title=lambda wc: f"patient {wc.patient}: {IDX} study on the {REF} study",
     shell:
-        step_shell("registration-views")
+        step_shell("register")
