@@ -137,3 +137,61 @@ def test_nearest_at_rounding_ties_follows_the_cross_terms():
     affine[0, 2] = affine[1, 2] = 0.0  # exactly axis-aligned: the ties round alike either way
     got = nearest_on_grid(data, data_affine, (12, 12, 12), affine)
     np.testing.assert_array_equal(got, _slow_nearest(data, data_affine, (12, 12, 12), affine))
+
+
+def _organ_map(shape, boxes, rng):
+    """A label map with blobs of the given organs in the given boxes (some on the grid's border)."""
+    labels = np.zeros(shape, dtype=np.uint8)
+    for name, box in boxes:
+        block = rng.random(tuple(s.stop - s.start for s in box)) < 0.7
+        labels[box][ndimage.binary_opening(block) | block] = ORGAN_CLASSES[name][0]
+    return labels
+
+
+@pytest.mark.parametrize("at_border", [False, True])
+def test_grown_masks_and_the_bowel_zone_are_the_whole_grids(at_border):
+    from dualpet.detection.physiology import BOWEL_CLEAR_MM, PHYSIOLOGICAL, _grown, bowel_zone, physiological_masks
+    from dualpet.detection.regions import STRUCTURE
+
+    rng = np.random.default_rng(5)
+    edge = 0 if at_border else 6
+    boxes = [
+        ("aorta", np.s_[20:26, 14:20, edge:30]),
+        ("vertebrae", np.s_[18:28, 24:32, 4:36]),
+        ("kidney_left", np.s_[30:38, 20:30, 8:16]),
+        ("liver", np.s_[edge : edge + 12, 4:16, 10:20]),
+        ("lung_left", np.s_[24:34, 6:14, 30:40]),
+        ("heart", np.s_[14:22, 4:12, 26:34]),
+    ]
+    labels = _organ_map((40, 36, 40), boxes, rng)
+    affine = np.diag([4.0, 4.0, 3.0, 1.0])
+    for mask in (labels == ORGAN_CLASSES["aorta"][0], np.zeros(labels.shape, bool)):
+        np.testing.assert_array_equal(_grown(mask), ndimage.binary_dilation(mask, structure=STRUCTURE))
+    for group, (grown, organ) in physiological_masks(labels, list(PHYSIOLOGICAL)).items():
+        np.testing.assert_array_equal(grown, ndimage.binary_dilation(organ, structure=STRUCTURE), err_msg=group)
+    # bowel_zone's distance, on the whole grid (its lung planes cut as bowel_zone does)
+    near = organ_voxels(labels, "aorta", "vertebrae", "kidney_left", "kidney_right")
+    whole = ndimage.distance_transform_edt(~near, sampling=(4.0, 4.0, 3.0)) > BOWEL_CLEAR_MM
+    whole &= ~organ_voxels(labels, "liver", "spleen", "urinary_bladder")
+    whole[:, :, 30:] = False  # the lung's planes and those above
+    np.testing.assert_array_equal(bowel_zone(labels, affine), whole)
+
+
+def test_liver_centres_use_the_whole_grids_depth(monkeypatch):
+    """liver_centres's transform on the liver's box gives the centres the whole grid's does,
+    also for a liver cut by the grid's border."""
+    import dualpet.background as bg
+
+    rng = np.random.default_rng(6)
+    for box in (np.s_[2:40, 6:44, 4:30], np.s_[0:40, 0:44, 0:30]):
+        labels = np.zeros((60, 50, 34), dtype=np.uint8)
+        labels[box] = ORGAN_CLASSES["liver"][0]
+        holes = rng.integers(0, [s.stop - s.start for s in box], size=(6, 3))
+        labels[tuple((holes + [s.start for s in box]).T)] = 0  # holes: local depths
+        affine = np.diag([3.0, 3.0, 3.0, 1.0])
+        got = bg.liver_centres(labels, affine)
+        monkeypatch.setattr(bg, "box_around", lambda mask, margin=0: tuple(slice(0, n) for n in mask.shape))
+        expected = bg.liver_centres(labels, affine)  # the transform on the whole grid
+        monkeypatch.undo()
+        assert got[1] == expected[1] is None and len(got[0]) == len(expected[0]) > 1
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]))

@@ -115,7 +115,11 @@ def liver_centres(labels, ct_affine):
     liver = organ_voxels(labels[:: f[0], :: f[1], :: f[2]], "liver")
     if not liver.any():
         return None, "no liver in the organ map"
-    depth = ndimage.distance_transform_edt(liver, sampling=sp * f)
+    # the depth in the liver's box one voxel wider: its rim is outside the liver, so no
+    # voxel outside the box is nearer (0 outside the liver, as the whole grid's transform)
+    depth = np.zeros(liver.shape)
+    box = box_around(liver, 1)
+    depth[box] = ndimage.distance_transform_edt(liver[box], sampling=sp * f)
     # the right lobe (the thickest part): the half of the label on the patient's right, so
     # that tissue of similar density grown into (heart, stomach) never holds the sphere
     x = apply_affine(

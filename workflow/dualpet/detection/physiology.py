@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from dualpet.anatomy import FAT_HU, ORGAN_CLASSES, WATER_HU
+from dualpet.anatomy import FAT_HU, WATER_HU, organ_voxels
 from dualpet.detection.regions import STRUCTURE
-from dualpet.geometry import apply_affine, voxel_spacing
+from dualpet.geometry import apply_affine, box_around, voxel_spacing
 
 #: Water density on CT (HU): urine in the bladder, ureters and renal pelvis.
 URINE_HU = WATER_HU
@@ -103,15 +103,25 @@ def physiological_masks(organ_map, groups):
 
     out = {}
     for group in groups:
-        mask = np.isin(organ_map, [v for name in PHYSIOLOGICAL[group] for v in ORGAN_CLASSES[name]])
+        mask = organ_voxels(organ_map, *PHYSIOLOGICAL[group])
         if group == "urinary":
             for name in ("kidney_right", "kidney_left"):
-                kidney = np.isin(organ_map, ORGAN_CLASSES[name])
+                kidney = organ_voxels(organ_map, name)
                 for k in np.flatnonzero(kidney.any(axis=(0, 1))):
                     if kidney[:, :, k].sum() >= 3:
                         mask[:, :, k] |= convex_hull_image(kidney[:, :, k])
-        out[group] = (ndimage.binary_dilation(mask, structure=STRUCTURE), mask)
+        out[group] = (_grown(mask), mask)
     return out
+
+
+def _grown(mask):
+    """``mask`` dilated by STRUCTURE (one voxel), computed in the mask's box one voxel
+    wider: the dilation reaches no farther."""
+    grown = np.zeros_like(mask)
+    if mask.any():
+        box = box_around(mask, 1)
+        grown[box] = ndimage.binary_dilation(mask[box], structure=STRUCTURE)
+    return grown
 
 
 #: Uptake near an organ is that organ's only where it looks like it: a candidate whose hot
@@ -197,18 +207,18 @@ def bowel_zone(organ_map, affine):
     organ map's lungs (all planes without lungs in view), clear of the aorta, vertebrae
     and kidneys by BOWEL_CLEAR_MM and outside the solid organs, on the PET grid."""
     spacing = voxel_spacing(affine)
-    lungs = np.isin(organ_map, ORGAN_CLASSES["lung_left"] + ORGAN_CLASSES["lung_right"])
+    lungs = organ_voxels(organ_map, "lung_left", "lung_right")
     zone = np.ones(organ_map.shape, dtype=bool)
     if lungs.any():
         planes = np.flatnonzero(lungs.any(axis=(0, 1)))
         z = apply_affine(affine, np.c_[np.zeros((organ_map.shape[2], 2)), np.arange(organ_map.shape[2])])[:, 2]
         zone[:, :, z >= z[planes].min()] = False
-    near = np.isin(
-        organ_map, [v for n in ("aorta", "vertebrae", "kidney_left", "kidney_right") for v in ORGAN_CLASSES[n]]
-    )
+    near = organ_voxels(organ_map, "aorta", "vertebrae", "kidney_left", "kidney_right")
     if near.any():
-        zone &= ndimage.distance_transform_edt(~near, sampling=spacing) > BOWEL_CLEAR_MM
-    zone &= ~np.isin(organ_map, [v for n in ("liver", "spleen", "urinary_bladder") for v in ORGAN_CLASSES[n]])
+        # the distance to them, in their box widened by BOWEL_CLEAR_MM: every voxel beyond is farther
+        box = box_around(near, int(np.ceil(BOWEL_CLEAR_MM / spacing.min())) + 1)
+        zone[box] &= ndimage.distance_transform_edt(~near[box], sampling=spacing) > BOWEL_CLEAR_MM
+    zone &= ~organ_voxels(organ_map, "liver", "spleen", "urinary_bladder")
     return zone
 
 
