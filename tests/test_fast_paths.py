@@ -195,3 +195,19 @@ def test_liver_centres_use_the_whole_grids_depth(monkeypatch):
         monkeypatch.undo()
         assert got[1] == expected[1] is None and len(got[0]) == len(expected[0]) > 1
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]))
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
+    """A CT kept as its stored int16 gives the PET-grid CT of its float32 copy, bit for bit."""
+    from dualpet.geometry import ct_on_pet_grid
+
+    rng = np.random.default_rng(7)
+    hu = rng.integers(-1024, 3000, size=(41, 37, 13)).astype(np.int16)
+    ct_affine = np.diag([0.98, 0.98, 3.0, 1.0])
+    pet_affine = np.diag([4.07, 4.07, 3.0, 1.0])
+    pet_affine[:3, 3] = [1.3, -0.4, 0.0]
+    got = ct_on_pet_grid(hu, ct_affine, (11, 10, 13), pet_affine, average=average)
+    want = ct_on_pet_grid(hu.astype(np.float32), ct_affine, (11, 10, 13), pet_affine, average=average)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

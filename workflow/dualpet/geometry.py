@@ -142,12 +142,14 @@ def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
     the CT's noise averaged out."""
     from scipy import ndimage
 
-    hu = np.asarray(hu, dtype=np.float32)
+    hu = np.asarray(hu)
     if average:
         size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
         if (size > 1).any():
-            hu = ndimage.uniform_filter(hu, size, mode="nearest")
-    return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0)
+            # a CT of whole HU (int16) is filtered straight into float32: each line is summed in
+            # double either way, so no float32 copy of the CT grid is needed first
+            hu = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
+    return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0).astype(np.float32, copy=False)
 
 
 def values_in_ball(volume, affine, centre, outer_mm, inner_mm=0.0):

@@ -134,7 +134,10 @@ class _Study:
         self.where = where
         ct, pet = nib.load(str(ct_path)), nib.load(str(pet_path))
         self.suv = np.asarray(pet.dataobj, dtype=np.float32)
-        self.hu_ct = np.asarray(ct.dataobj, dtype=np.float32)
+        # as stored (whole HU in int16, as convert writes a CT): no float copy of the CT grid
+        self.hu_ct = np.asarray(ct.dataobj)
+        if self.hu_ct.dtype.kind not in "iu":
+            self.hu_ct = self.hu_ct.astype(np.float32, copy=False)
         self.ct_affine, self.pet_affine = lps_affine(ct.affine), lps_affine(pet.affine)
         if anatomy is None:  # library use: the organ map from the CT's classical rules
             from dualpet.anatomy import segment_ct
