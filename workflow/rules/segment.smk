@@ -59,7 +59,7 @@ rule segment:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=3100,
+        mem_mb=2300,
         runtime=5,
     params:
         code=code_version("segment"),
