@@ -156,3 +156,25 @@ def test_cohort_lists_failed_patients_and_the_check_fails(tmp_path, capsys):
     assert check_cohort(tmp_path / "p.tsv", tmp_path / "done.json") == 1
     assert "P2: patient P2, ga: segmentation failed" in capsys.readouterr().err
     assert not (tmp_path / "done.json").exists()
+
+
+def test_a_killed_writes_temporary_goes_with_the_next_write(tmp_path):
+    """kill -9 during a write leaves the temporary beside the output (the rename never came):
+    the job's next run, writing the same output, removes it; other files stay."""
+    from dualpet.io import atomic_path
+
+    out = tmp_path / "pentixafor_ct_in_reference.nii.gz"
+    left = tmp_path / ".pentixafor_ct_in_reference.7r0184x8.nii.gz"  # as mkstemp names it
+    others = [
+        tmp_path / ".pentixafor_ct_in_reference.7r0184x8.tsv",  # another output's suffix
+        tmp_path / ".pentixafor_pet_suv_in_reference.7r0184x8.nii.gz",  # another output
+        tmp_path / ".pentixafor_ct_in_reference.notmkstemp.nii.gz",
+        tmp_path / "pentixafor_ct_in_reference.7r0184x8.nii.gz",
+    ]
+    for f in [left, *others]:
+        f.write_bytes(b"\x1f\x8b partial")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(b"complete")
+    assert out.read_bytes() == b"complete" and not left.exists()
+    assert all(f.exists() for f in others)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *(f.name for f in others)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def atomic_path(path, suffix=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    prefix = f".{path.name.split('.')[0]}."
+    _remove_stale(path.parent, prefix, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs follow the umask like any file
     try:
@@ -41,6 +44,18 @@ def atomic_path(path, suffix=None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _remove_stale(folder, prefix, suffix):
+    """Remove the temporaries of an earlier write of the same output that never reached its
+    rename (its job killed: kill -9, a lost node). The job writing an output is the only
+    one (Snakemake runs one job per output), so none of them is in use. mkstemp's names are
+    the prefix, 8 characters of [a-z0-9_] and the suffix."""
+    stale = re.compile(re.escape(prefix) + "[a-z0-9_]{8}" + re.escape(suffix))
+    for entry in os.scandir(folder):
+        if stale.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _json_default(obj):
