@@ -626,16 +626,20 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
         xy, r = np.array([c.x[i], c.y[j]]), float(dist[i, j])
         if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
             continue  # on the same disk as a wider one
-        d = _plane_distance(c, xy)
+        # what follows lies within r + 9 mm of the centre: the plane's box around it (a voxel wider)
+        bi, bj = (np.flatnonzero(np.abs(v - w) <= r + 9.0 + c.spacing.max()) for v, w in ((c.x, xy[0]), (c.y, xy[1])))
+        box = np.s_[bi[0] : bi[-1] + 1, bj[0] : bj[-1] + 1]
+        d = np.hypot(c.x[box[0], None] - xy[0], c.y[None, box[1]] - xy[1])  # _plane_distance in the box
+        g, mb = c.g[:, :, k][box], m[box]
         ring = (d > r + 3.0) & (d <= r + 9.0)
         # a vertebral body's marrow is round too, but held in a cortex: just outside the disk
         # (plain CT) or, where the cortex reads within the window, in the disk's outer 4 mm
-        centre = float(np.median(c.g[:, :, k][d <= max(r - 4.0, c.spacing[0])]))
-        rim = c.g[:, :, k][(d > r) & (d <= r + 4.0)]
-        inner = c.g[:, :, k][(d > r - 4.0) & (d <= r) & m]
+        centre = float(np.median(g[d <= max(r - 4.0, c.spacing[0])]))
+        rim = g[(d > r) & (d <= r + 4.0)]
+        inner = g[(d > r - 4.0) & (d <= r) & mb]
         bony = np.mean(rim > max(CORTEX_HU, CORTEX_OVER_LUMEN * centre)) >= CORTEX_SHARE
         bony |= inner.size > 0 and float(np.percentile(inner, 75)) >= CORTEX_RING_OVER_CENTRE * centre and centre > 0
-        if ring.any() and m[ring].mean() <= AORTA_ANNULUS_MAX and not bony:
+        if ring.any() and mb[ring].mean() <= AORTA_ANNULUS_MAX and not bony:
             out.append((xy, r))
     return out, m
 
