@@ -301,10 +301,10 @@ def _per_slice(fn, mask, dtype=None):
     return out
 
 
-def _plane_distance(c, xy):
-    """In-plane distance (mm) of every voxel column of the work grid from the point ``xy``
-    (LPS x, y): shape (i, j)."""
-    return np.hypot(c.x[:, None] - xy[0], c.y[None, :] - xy[1])
+def _plane_distance(c, xy, box=np.s_[:, :]):
+    """In-plane distance (mm) of every voxel column of the work grid (or of its in-plane
+    ``box``, a pair of slices) from the point ``xy`` (LPS x, y): shape (i, j)."""
+    return np.hypot(c.x[box[0], None] - xy[0], c.y[None, box[1]] - xy[1])
 
 
 def _largest(mask, structure=None):
@@ -629,7 +629,7 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
         # what follows lies within r + 9 mm of the centre: the plane's box around it (a voxel wider)
         bi, bj = (np.flatnonzero(np.abs(v - w) <= r + 9.0 + c.spacing.max()) for v, w in ((c.x, xy[0]), (c.y, xy[1])))
         box = np.s_[bi[0] : bi[-1] + 1, bj[0] : bj[-1] + 1]
-        d = np.hypot(c.x[box[0], None] - xy[0], c.y[None, box[1]] - xy[1])  # _plane_distance in the box
+        d = _plane_distance(c, xy, box)
         g, mb = c.g[:, :, k][box], m[box]
         ring = (d > r + 3.0) & (d <= r + 9.0)
         # a vertebral body's marrow is round too, but held in a cortex: just outside the disk

@@ -843,8 +843,9 @@ def resample_to_reference(
         Any image of the index study works: PET and CT share its frame of reference.
     reference_img_path : str or path-like
         Reference-study NIfTI whose grid (shape, affine) the output takes.
-    tfm_path : str or path-like
-        Transform from :func:`register_ct` (reference LPS mm -> index LPS mm).
+    tfm_path : str or path-like or SimpleITK.Transform
+        Transform from :func:`register_ct` (reference LPS mm -> index LPS mm), or one
+        already read (:func:`load_transform`).
     out_path : str or path-like or None
         Output NIfTI, written atomically (None: only returned).
     interpolation : {"linear", "nearest"}
@@ -872,7 +873,7 @@ def resample_to_reference(
 
     if interpolation not in _INTERPOLATORS:
         raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}")
-    tfm = load_transform(tfm_path)
+    tfm = _as_transform(tfm_path)
 
     moving, pixel_type, out_dtype = _moving_image(moving_img_path, interpolation, default_value)
     size, origin, spacing, direction = _read_geometry(reference_img_path)
@@ -940,6 +941,7 @@ def write_views(
         images = [read_ct(reference_ct), read_ct(index_ct)]
     fixed, moving = images
     images.clear()
+    tfm = load_transform(tfm_path)
     ref = sitk.GetArrayViewFromImage(fixed).transpose(2, 1, 0)  # [i, j, k], no copy
     _, cj, ck = figure_cuts(ref)
     # the reference CT grid's axial plane k = ck and coronal plane j = cj: (name, size, first voxel, [i, j, k] cut)
@@ -951,14 +953,13 @@ def write_views(
     spacing, direction = fixed.GetSpacing(), fixed.GetDirection()
     views = {name: {"reference CT": np.array(ref[cut])} for name, _, _, cut in planes}
     del ref, fixed
-    ct = resample_to_reference(moving, reference_ct, tfm_path, ct_out, default_value=-1024.0, dtype=np.int16)
+    ct = resample_to_reference(moving, reference_ct, tfm, ct_out, default_value=-1024.0, dtype=np.int16)
     del moving
     for name, _, _, cut in planes:
         views[name]["index CT"] = np.array(ct[cut])
     del ct
     pet_image = _read_image(index_pet, sitk.sitkFloat32)
-    pet = resample_to_reference(pet_image, reference_pet, tfm_path, pet_out, default_value=0.0)
-    tfm = load_transform(tfm_path)
+    pet = resample_to_reference(pet_image, reference_pet, tfm, pet_out, default_value=0.0)
     for name, (size, origin) in grid.items():
         plane = sitk.Resample(pet_image, size, tfm, sitk.sitkLinear, origin, spacing, direction, 0.0, sitk.sitkFloat32)
         views[name]["index PET"] = (
