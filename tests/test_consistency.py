@@ -178,3 +178,44 @@ def test_pet_slices_of_two_acquisitions_in_one_series_are_named_as_such(studies,
         ds.save_as(p)
     verdict = _inspect(studies / "P001" / "fdg", tmp_path)
     assert "RadionuclideTotalDose (0018,1074) differs between its images" in verdict["error"]
+
+
+def test_the_conversion_step_checks_then_converts_from_one_reading_of_the_folder(studies, tmp_path, monkeypatch):
+    """Issue 27 ('reading DICOM once per study'): the workflow's conversion step runs the
+    header check, writes its verdict, and converts from the headers it read; a study the
+    check refuses keeps its verdict and its images are placeholders naming the header check."""
+    import json
+
+    import nibabel as nib
+
+    import dualpet.dicom as dicom
+    from dualpet.cli import main
+    from dualpet.failures import read_failures, reason
+
+    scans = []
+    real_scan = dicom.scan_folder
+    monkeypatch.setattr(dicom, "scan_folder", lambda folder: scans.append(folder) or real_scan(folder))
+    folder = studies / "P001" / "fdg"
+
+    def run(out):
+        out.mkdir()
+        files = [out / n for n in ("inspect.json", "ct.nii.gz", "pet_suv.nii.gz", "pet.json")]
+        args = ["convert", str(folder), "--patient", "P001", "--tracer", "fdg", "--isolate-failures"]
+        for flag, path in zip(("--inspect", "--ct", "--pet", "--json"), files):
+            args += [flag, str(path)]
+        assert main(args) == 0
+        return files
+
+    verdict, ct, pet, side = run(tmp_path / "ok")
+    assert len(scans) == 1, scans  # the study's folder scanned once, by the header check
+    assert json.loads(verdict.read_text())["ok"] and read_failures(ct) is None
+    assert len(nib.load(ct).shape) == len(nib.load(pet).shape) == 3 and nib.load(pet).shape[2] > 1
+    assert json.loads(side.read_text())["factor"] > 0
+
+    _edit(folder / "PT_3", Units="CPS")
+    verdict, ct, pet, side = run(tmp_path / "refused")
+    refused = json.loads(verdict.read_text())
+    assert not refused["ok"] and "Units" in refused["error"]
+    recs = read_failures(ct)
+    assert recs == read_failures(pet) == read_failures(side) and recs[0]["step"] == "inspect"
+    assert reason(recs[0]).startswith("patient P001, fdg: header check failed:") and "Units" in reason(recs[0])

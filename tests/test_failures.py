@@ -178,3 +178,45 @@ def test_a_killed_writes_temporary_goes_with_the_next_write(tmp_path):
     assert out.read_bytes() == b"complete" and not left.exists()
     assert all(f.exists() for f in others)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *(f.name for f in others)])
+
+
+def _convert_args(tmp_path):
+    out = {name: tmp_path / name for name in ("inspect.json", "ct.nii.gz", "pet_suv.nii.gz", "pet.json")}
+    args = ["convert", str(tmp_path / "dicom"), "--patient", "P009", "--tracer", "fdg", "--isolate-failures"]
+    for flag, name in zip(("--inspect", "--ct", "--pet", "--json"), out):
+        args += [flag, str(out[name])]
+    return args, out
+
+
+def test_the_header_checks_verdict_is_kept_when_the_conversion_fails_after_it(tmp_path, monkeypatch):
+    """The conversion step writes the header check's verdict first: a study that passes it
+    and fails later keeps its real verdict (ok), its images become placeholders naming the
+    conversion; a verdict left by an earlier run is never kept for a run that wrote none."""
+    import dualpet.convert as conv
+    from dualpet.errors import DualpetInputError
+    from dualpet.io import write_json
+
+    def passes(folder, *, out_json, keep_choice, **kw):
+        verdict = {"patient": "P009", "tracer": "fdg", "ok": True}
+        write_json(out_json, verdict)
+        return verdict, None
+
+    def fails(*a, **k):
+        raise DualpetInputError("patient P009, fdg: PET series 3: RescaleSlope (0028,1053) is 0")
+
+    monkeypatch.setattr(conv, "inspect_study", passes)
+    monkeypatch.setattr(conv, "convert_study", fails)
+    args, out = _convert_args(tmp_path)
+    assert main(args) == 0
+    assert json.loads(out["inspect.json"].read_text())["ok"] is True
+    for name in ("ct.nii.gz", "pet_suv.nii.gz", "pet.json"):
+        assert [r["step"] for r in read_failures(out[name])] == ["convert"], name
+
+    def bug(*a, **k):  # fails before any verdict is written
+        raise RuntimeError("a bug")
+
+    write_json(out["inspect.json"], {"ok": True})  # an earlier run's verdict
+    monkeypatch.setattr(conv, "inspect_study", bug)
+    assert main(args) == 0
+    assert read_failures(out["inspect.json"]) == read_failures(out["ct.nii.gz"])
+    assert "RuntimeError: a bug" in read_failures(out["inspect.json"])[0]["error"]

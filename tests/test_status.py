@@ -88,10 +88,16 @@ def test_a_run_followed_patient_by_patient(tmp_path):
         yield "Building DAG of jobs...\n"
         _outputs(results, "P001", None)
         yield "Finished jobid: 7 (Rule: export_seg)\n"
+        # the conversion's header check refused the study: its verdict kept, its images placeholders
+        (results / "P002" / "fdg").mkdir(parents=True)
+        verdict = {"ok": False, "tracer": "fdg", "error": "patient P002, fdg: Units CPS"}
+        (results / "P002" / "fdg" / "inspect.json").write_text(json.dumps(verdict))
         write_placeholders(
-            [results / "P002" / "fdg" / "inspect.json"], [], [record("inspect", "P002", "fdg", "Units CPS")]
+            [results / "P002" / "fdg" / n for n in ("ct.nii.gz", "pet_suv.nii.gz", "pet.json")],
+            [],
+            [record("inspect", "P002", "fdg", "Units CPS")],
         )
-        yield "Finished jobid: 9 (Rule: inspect)\n"
+        yield "Finished jobid: 9 (Rule: convert)\n"
         yield "Error in rule segment:\n"  # a step that failed outright: shown as it comes
         yield "Error in rule check_cohort:\n"  # the verdict on excluded patients: the final line's
 
@@ -103,7 +109,7 @@ def test_a_run_followed_patient_by_patient(tmp_path):
     assert out[0] == "[1/2 patients] P001: done (results/P001/review.html)"
     assert (
         out[1]
-        == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/inspect/P002_fdg.log)"
+        == "[2/2 patients] P002: excluded: patient P002, fdg: header check failed: Units CPS (log: results/logs/convert/P002_fdg.log)"
     )
     assert out[2] == "Error in rule segment:" and len(out) == 4
     assert out[3].startswith("[2/2 patients] run ended; excluded: P002 (fix or remove them; `make status` says why)")
@@ -127,7 +133,7 @@ def test_the_count_includes_patients_settled_earlier_further_down_the_sheet(tmp_
         write_placeholders(
             [results / "P003" / "fdg" / "inspect.json"], [], [record("inspect", "P003", "fdg", "no PET")]
         )
-        yield "Finished jobid: 2 (Rule: inspect)\n"
+        yield "Finished jobid: 2 (Rule: convert)\n"
         _outputs(results, "P002", None)
         yield "Finished jobid: 3 (Rule: export_seg)\n"
 

@@ -230,7 +230,7 @@ def test_nothing_to_do_after_run(workdir, tool_env):
     dot = (workdir / "audit" / "rulegraph.dot").read_text()
     names = dict(re.findall(r'(\d+) \[label="(\w+)"\]', dot))
     edges = {(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dot)}
-    assert {("inspect", "convert"), ("match", "lesion_metrics"), ("lesion_metrics", "patient_table")} <= edges
+    assert {("convert", "anatomy"), ("match", "lesion_metrics"), ("lesion_metrics", "patient_table")} <= edges
 
 
 def _identifiers(workdir):
@@ -288,7 +288,7 @@ def test_adding_a_patient_plans_only_its_jobs(workdir, tool_env):
     jobs = planned(proc)
     new = f"P{N + 1:03d}"
     assert {p for _, p in jobs if p is not None} == {new}
-    # cohort-level: `cohort` is planned; `stats` joins once the new patient's inspect
+    # cohort-level: `cohort` is planned; `stats` joins once the new patient's match
     # checkpoint has run and the DAG is re-evaluated (the next test sees its new summary)
     assert "cohort" in {r for r, p in jobs if p is None}
 
@@ -409,8 +409,8 @@ def test_fixing_a_header_in_place_reruns_that_study(workdir, tool_env):
         ds.save_as(p)
     jobs = planned(snakemake(workdir, tool_env, "-n"))
     assert {p for _, p in jobs if p is not None} == {new}
-    assert ("inspect", new) in jobs and ("convert", new) in jobs
-    assert sum(r == "inspect" for r, _ in jobs) == 1  # the edited study only
+    assert ("convert", new) in jobs
+    assert sum(r == "convert" for r, _ in jobs) == 1  # the edited study only
     proc = snakemake(workdir, tool_env)
     assert proc.returncode == 0, proc.stderr[-2000:]  # every patient included: the run is complete
     patients = pd.read_csv(workdir / "results" / "cohort" / "patients.tsv", sep="\t", keep_default_na=False)
@@ -498,7 +498,7 @@ def test_reader_decisions_rerun_only_their_patient(workdir, tool_env):
     jobs = planned(snakemake(workdir, tool_env, "-n"))
     assert {p for _, p in jobs if p is not None} == {"P001"}
     assert [r for r, p in jobs if r == "segment"] == ["segment"]  # its FDG study only
-    assert not {r for r, _ in jobs} & {"inspect", "convert", "register", "anatomy"}
+    assert not {r for r, _ in jobs} & {"convert", "register", "anatomy"}
     proc = snakemake(workdir, tool_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = pd.read_csv(res / "P001" / "lesions.tsv", sep="\t", keep_default_na=False, na_values=[""])

@@ -57,15 +57,25 @@ def _cmd_suv(a):
 
 
 def _cmd_convert(a):
-    if a.inspect:  # the header check refused the study: nothing to convert (decided before any heavy import)
-        from dualpet.failures import UpstreamFailure, record
-        from dualpet.interchange import read_inspection
+    from dualpet.convert import convert_study, inspect_study
+    from dualpet.failures import UpstreamFailure, record
 
-        verdict = read_inspection(a.inspect)
-        if not verdict.get("ok"):
-            raise UpstreamFailure([record("inspect", a.patient, a.tracer, verdict.get("error", "refused"))])
-    from dualpet.convert import convert_study
-
+    # the header check first, its verdict written whatever it is; the conversion then uses
+    # the headers it read (the folder is scanned once)
+    verdict, choice = inspect_study(
+        a.dicom_dir,
+        patient=a.patient,
+        tracer=a.tracer,
+        out_json=a.inspect,
+        pet_series=a.pet_series,
+        ct_series=a.ct_series,
+        fingerprint=a.fingerprint,
+        other_study=(a.other_dicom, a.other_tracer) if a.other_dicom else None,
+        max_uncovered_fraction=a.max_uncovered_fraction,
+        keep_choice=True,
+    )
+    if not verdict["ok"]:  # refused from its headers: nothing to convert, the patient is excluded
+        raise UpstreamFailure([record("inspect", a.patient, a.tracer, verdict["error"])])
     side = convert_study(
         a.dicom_dir,
         patient=a.patient,
@@ -73,31 +83,13 @@ def _cmd_convert(a):
         ct_out=a.ct,
         pet_out=a.pet,
         json_out=a.json,
-        pet_series=a.pet_series,
-        ct_series=a.ct_series,
+        choice=choice,
     )
     print(
-        f"{a.patient} {a.tracer}: PET {side['pet_series']['shape']}, SUV factor {side['factor']:.6g} g/Bq",
+        f"{a.patient} {a.tracer}: header check ok; PET {side['pet_series']['shape']}, "
+        f"SUV factor {side['factor']:.6g} g/Bq",
         file=sys.stderr,
     )
-
-
-def _cmd_inspect(a):
-    from dualpet.convert import inspect_study
-
-    other = (a.other_dicom, a.other_tracer) if a.other_dicom else None
-    verdict = inspect_study(
-        a.dicom_dir,
-        patient=a.patient,
-        tracer=a.tracer,
-        out_json=a.output,
-        pet_series=a.pet_series,
-        ct_series=a.ct_series,
-        fingerprint=a.fingerprint,
-        other_study=other,
-        max_uncovered_fraction=a.max_uncovered_fraction,
-    )
-    print(f"{a.patient} {a.tracer}: " + ("ok" if verdict["ok"] else f"excluded: {verdict['error']}"), file=sys.stderr)
 
 
 def _cmd_register(a):
@@ -499,10 +491,11 @@ def _run_folder_arguments(s):
     )
 
 
-def isolation(s, *, inputs=(), outputs=(), dirs=()):
+def isolation(s, *, inputs=(), outputs=(), dirs=(), kept=()):
     """Make a workflow step runnable with ``--isolate-failures`` (see :mod:`dualpet.failures`):
     ``inputs`` are the argument names whose files may be placeholders of a failed earlier
-    step, ``outputs``/``dirs`` those the step writes."""
+    step, ``outputs``/``dirs`` those the step writes, ``kept`` the outputs it writes even
+    when it refuses the data (kept when written)."""
     s.add_argument(
         "--isolate-failures",
         action="store_true",
@@ -511,7 +504,7 @@ def isolation(s, *, inputs=(), outputs=(), dirs=()):
     for name in ("--patient", "--tracer"):
         with contextlib.suppress(argparse.ArgumentError):  # most steps have them already
             s.add_argument(name, default="")
-    s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs)})
+    s.set_defaults(_io={"inputs": list(inputs), "outputs": list(outputs), "dirs": list(dirs), "kept": list(kept)})
 
 
 #: Help of the options shared by several subcommands, by option (one name, one meaning

@@ -63,10 +63,15 @@ def _with_skipped(exc, choice):
     return DualpetInputError(f"{exc}{note}") if note else exc
 
 
-def convert_study(dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None):
-    """Convert a PET/CT study folder (one row of the studies sheet)."""
+def convert_study(
+    dicom_dir, *, patient, tracer, ct_out, pet_out, json_out, pet_series=None, ct_series=None, choice=None
+):
+    """Convert a PET/CT study folder (one row of the studies sheet). ``choice``: the
+    folder's series as :func:`inspect_study` read and chose them (the folder is then not
+    read again)."""
     where = f"patient {patient}, {tracer}"
-    choice = select_in_folder(dicom_dir, where, pet_series, ct_series)
+    if choice is None:
+        choice = select_in_folder(dicom_dir, where, pet_series, ct_series)
     try:
         return _convert(choice, where, patient, tracer, ct_out, pet_out, json_out)
     except DualpetInputError as exc:
@@ -115,6 +120,7 @@ def inspect_study(
     fingerprint=None,
     other_study=None,
     max_uncovered_fraction=consistency.MAX_UNCOVERED_FRACTION,
+    keep_choice=False,
 ):
     """Check from the headers that a study can be converted; write the verdict.
 
@@ -124,7 +130,8 @@ def inspect_study(
     tracer) of the patient's other study, to compare PatientID and sex). Pixel data is read
     for one image per series. A refusal is recorded (``ok: false`` and the one-line error
     naming the series and attribute) rather than raised, so that the workflow can exclude
-    the patient from the cohort and say why.
+    the patient from the cohort and say why. Returns the verdict; with ``keep_choice``,
+    (verdict, the series read and chosen, for :func:`convert_study`; None when refused).
     """
     where = f"patient {patient}, {tracer}"
     verdict = {"patient": patient, "tracer": tracer, "folder_fingerprint": fingerprint or None}
@@ -155,5 +162,6 @@ def inspect_study(
     except DualpetInputError as exc:
         message = str(_with_skipped(exc, choice))
         verdict.update(ok=False, error=message if message.startswith(where) else f"{where}: {message}")
+        choice = None
     write_json(out_json, verdict)
-    return verdict
+    return (verdict, choice) if keep_choice else verdict

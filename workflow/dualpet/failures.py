@@ -189,7 +189,11 @@ def run_isolated(args):
     """
     io = args._io
     value = lambda name: getattr(args, name, None)  # noqa: E731
-    outputs = [value(n) for n in io["outputs"]]
+    kept = {value(n) for n in io.get("kept", ()) if value(n)}
+    for stale in kept:  # an earlier run's verdict is never taken for this run's
+        Path(stale).unlink(missing_ok=True)
+    # a kept output (a verdict) is replaced only when the step failed before writing it
+    outputs = lambda: [o for o in map(value, io["outputs"]) if o not in kept or not Path(o).is_file()]  # noqa: E731
     dirs = [value(n) for n in io["dirs"]]
     patient, tracer = value("patient") or "?", value("tracer") or None
     upstream = failures_in(value(n) for n in io["inputs"])
@@ -199,7 +203,7 @@ def run_isolated(args):
         args.func(args)
         return 0
     except UpstreamFailure as exc:
-        write_placeholders(outputs, dirs, exc.failures)
+        write_placeholders(outputs(), dirs, exc.failures)
         print(f"dualpet {args.command}: not run, the patient is excluded: {reasons(exc.failures)}", file=sys.stderr)
         return 0
     except OSError as exc:
@@ -216,6 +220,6 @@ def run_isolated(args):
             return 1
         message = str(exc) if isinstance(exc, DualpetInputError) else f"{type(exc).__name__}: {exc}"
         failure = record(args.command, patient, tracer, message)
-    write_placeholders(outputs, dirs, [failure])
+    write_placeholders(outputs(), dirs, [failure])
     print(f"dualpet {args.command}: error, the patient is excluded: {reason(failure)}", file=sys.stderr)
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 #: Per-patient stages in workflow order: (name, outputs relative to results/{patient}/ with
 #: {t} for each tracer, the log of the step relative to results/logs/).
 STAGES = (
-    ("header check", ("{t}/inspect.json",), "inspect/{p}_{t}.log"),
+    ("header check", ("{t}/inspect.json",), "convert/{p}_{t}.log"),
     ("conversion", ("{t}/pet_suv.nii.gz", "{t}/ct.nii.gz"), "convert/{p}_{t}.log"),
     ("organ map", ("{t}/anatomy.json",), "anatomy/{p}_{t}.log"),
     ("detection", ("{t}/segmentation.json",), "segment/{p}_{t}.log"),

@@ -30,6 +30,8 @@ class Opt:
     stands for (default and help from the schema; ``encode``: ``"json"`` for a list).
     ``many``: a list of files (``--metrics a b c``). ``switch``: a yes/no setting the rule
     passes as ``--flag`` or ``--no-flag``. ``folder``: an output that is a folder.
+    ``kept``: an output the step writes whatever its data (a verdict): when the step fails
+    after writing it, it is kept, not replaced by a placeholder.
     """
 
     flags: tuple = ()
@@ -44,6 +46,7 @@ class Opt:
     many: bool = False
     switch: bool = False
     folder: bool = False
+    kept: bool = False
 
     @property
     def name(self):
@@ -97,13 +100,15 @@ class Step:
     log: str = " > {log:q} 2>&1"
 
     def io(self):
-        """``inputs``, ``outputs`` and ``dirs`` (argument names) for ``--isolate-failures``."""
+        """``inputs``, ``outputs``, ``dirs`` and ``kept`` (argument names) for
+        ``--isolate-failures``; ``kept`` outputs are among ``outputs``."""
         kind = {o.name: o.source.split(".")[0] for o in self.options}
         folders = [o.name for o in self.options if o.folder]
         return {
             "inputs": [n for n, k in kind.items() if k == "input"],
             "outputs": [n for n, k in kind.items() if k == "output" and n not in folders],
             "dirs": folders,
+            "kept": [o.name for o in self.options if o.kept],
         }
 
 
@@ -145,30 +150,24 @@ def _sides(*whats, source="input", **help_by_what):
 
 #: Every workflow step, by subcommand, in the order the workflow runs them.
 STEPS = {
-    "inspect": Step(
-        "[workflow] header-only check of a study folder -> ok/error JSON",
+    "convert": Step(
+        "[workflow] study folder -> header check (inspect.json), then ct.nii.gz, pet_suv.nii.gz, pet.json",
         (
             *_study(),
             PATIENT,
             TRACER,
-            Opt(("-o", "--output"), "output", required=True),
+            out(
+                "--inspect",
+                kept=True,
+                help="the header check's verdict (JSON: ok, or why the study is refused), written first",
+            ),
+            out("--ct"),
+            out("--pet"),
+            out("--json"),
             par("--fingerprint", default="", help="the folder's content fingerprint (recorded)"),
             par("--other-dicom", default="", help="the patient's other study folder (PatientID and sex must agree)"),
             par("--other-tracer", default=""),
             par("--max-uncovered-fraction", "max_uncovered", setting="inspection.max_uncovered_fraction", type=float),
-        ),
-        isolate=False,
-    ),
-    "convert": Step(
-        "[workflow] study folder -> ct.nii.gz, pet_suv.nii.gz, pet.json",
-        (
-            *_study(),
-            PATIENT,
-            TRACER,
-            inp("--inspect", default="", help="the study's inspect.json: a refused study is not converted"),
-            out("--ct"),
-            out("--pet"),
-            out("--json"),
         ),
     ),
     "register": Step(
