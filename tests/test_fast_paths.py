@@ -211,3 +211,49 @@ def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
     want = ct_on_pet_grid(hu.astype(np.float32), ct_affine, (11, 10, 13), pet_affine, average=average)
     assert got.dtype == want.dtype == np.float32
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "radii",
+    [
+        (6, 6, 4),  # the heart's 18 mm core on a 3 x 3 x 4.5 mm work grid
+        (8, 8, 7),
+        (9, 9, 6),
+        (13, 13, 2),  # ties: 5-12-13 offsets lie exactly on the surface (kept, "<= 1")
+        (2, 1, 3),
+    ],
+)
+@pytest.mark.parametrize("at_border", [False, True])
+def test_ball_opening_and_dilation_are_scipys_with_the_ball(radii, at_border):
+    """The heart's opening by a large ball, from distance transforms, is ndimage's opening
+    and dilation with :func:`_ball`'s structuring element; masks reach the grid's border
+    (outside it is background for the erosion, as in ndimage)."""
+    from dualpet.anatomy import _ball, _ball_dilation, _ball_opening, _ellipsoid_metric
+
+    ball = _ball(1.0, (1.0 / radii[0], 1.0 / radii[1], 1.0 / radii[2]))
+    assert ball.shape == tuple(2 * r + 1 for r in radii)
+    (w0, w1, w2), big_r = _ellipsoid_metric(radii)
+    # the element is the ellipsoid with its surface, every surface offset included
+    a = np.argwhere(np.ones(ball.shape, bool)) - np.asarray(radii)
+    inside = (a[:, 0] / radii[0]) ** 2 + (a[:, 1] / radii[1]) ** 2 + (a[:, 2] / radii[2]) ** 2 <= 1 + 1e-12
+    assert np.array_equal(ball.ravel(), inside)
+    rng = np.random.default_rng(sum(radii))
+    shape = (3 * radii[0] + 9, 3 * radii[1] + 7, 3 * radii[2] + 5)
+    blobs = ndimage.gaussian_filter(rng.random(shape), np.asarray(radii) * 0.7)  # blobs of the ball's size
+    mask = blobs > np.quantile(blobs, 0.35)
+    centre = rng.integers(np.asarray(radii) + 2, np.asarray(shape) - np.asarray(radii) - 2)
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    mask |= sum(((g - c) / (1.3 * r)) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1  # one mass the ball fits
+    if not at_border:
+        mask[:2], mask[-2:], mask[:, :2], mask[:, -2:], mask[:, :, :2], mask[:, :, -2:] = (False,) * 6
+    else:
+        mask[:, :, 0] = True
+    opened = ndimage.binary_opening(mask, structure=ball)
+    assert opened.any() and not opened.all()  # the test reaches both outcomes
+    assert np.array_equal(_ball_opening(mask, radii), opened)
+    seed = np.zeros(shape, bool)
+    seed[tuple(rng.integers(0, n) for n in shape)] = True
+    seed[0, 0, 0] = True
+    assert np.array_equal(_ball_dilation(seed, radii), ndimage.binary_dilation(seed, structure=ball))
+    assert not _ball_dilation(np.zeros(shape, bool), radii).any()
+    assert (w0 * radii[0]) == (w1 * radii[1]) == (w2 * radii[2]) == big_r

@@ -784,13 +784,11 @@ def _organ_from_seed(c, seed, allowed, limit_mm=None, level=None, half=None):
         m &= d <= limit_mm
     if not m.any():
         return np.zeros_like(m), level, half
-    rb = np.maximum(np.round(ORGAN_BRIDGE_MM / c.spacing).astype(int), 1)
-    a0, a1, a2 = np.ogrid[-rb[0] : rb[0] + 1, -rb[1] : rb[1] + 1, -rb[2] : rb[2] + 1]
-    ball_se = (a0 / rb[0]) ** 2 + (a1 / rb[1]) ** 2 + (a2 / rb[2]) ** 2 <= 1.0
+    ball_se = _ball(ORGAN_BRIDGE_MM, c.spacing)
     disk = _disk(6.0, c.spacing)
     # everything below happens within the window's box, with room for the rim and the
     # closing around it (the same masks as on the whole grid: nothing lies outside)
-    box = box_around(m, int(rb.max()) + 2 * max(disk.shape) + 3)
+    box = box_around(m, max(ball_se.shape) // 2 + 2 * max(disk.shape) + 3)
     m, allowed_b, g_b = m[box], allowed[box], g[box]
     sl = tuple(slice(max(s.start - b.start, 0), max(s.stop - b.start, 0)) for s, b in zip(sl, box))
 
@@ -1154,11 +1152,47 @@ def _bladder(c, body):
     return _per_slice(ndimage.binary_fill_holes, blob), "largest water-dense blob low in the abdomen"
 
 
+def _ball_radii(radius_mm, spacing):
+    """The whole-voxel radii (at least 1) of a ball of ``radius_mm`` on a grid of ``spacing``."""
+    return tuple(int(v) for v in np.maximum(np.rint(radius_mm / np.asarray(spacing[:3])).astype(int), 1))
+
+
+def _ellipsoid_metric(radii):
+    """An offset ``a`` lies in the voxel ellipsoid of whole radii ``radii`` when
+    ``sum((a_i * w_i)**2) <= R**2``: (w, R), every quantity a whole number, so that the test is
+    exact in floating point, for the ball itself and for a distance transform sampled by ``w``."""
+    r0, r1, r2 = radii
+    return (r1 * r2, r0 * r2, r0 * r1), r0 * r1 * r2
+
+
 def _ball(radius_mm, spacing):
-    """A 3-D ball structuring element of ``radius_mm`` on a grid of ``spacing``."""
-    r = np.maximum(np.rint(radius_mm / np.asarray(spacing[:3])).astype(int), 1)
-    a0, a1, a2 = np.ogrid[-r[0] : r[0] + 1, -r[1] : r[1] + 1, -r[2] : r[2] + 1]
-    return (a0 / r[0]) ** 2 + (a1 / r[1]) ** 2 + (a2 / r[2]) ** 2 <= 1.0
+    """A 3-D ball structuring element of ``radius_mm`` on a grid of ``spacing`` (the voxel
+    ellipsoid of :func:`_ball_radii`, its surface included)."""
+    radii = _ball_radii(radius_mm, spacing)
+    (w0, w1, w2), big_r = _ellipsoid_metric(radii)
+    a0, a1, a2 = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
+    return (a0 * w0) ** 2 + (a1 * w1) ** 2 + (a2 * w2) ** 2 <= big_r**2
+
+
+def _ball_dilation(mask, radii):
+    """``binary_dilation(mask, structure=ball)`` for the voxel ellipsoid of ``radii``, from one
+    distance transform (a large ball's dilation costs its size per voxel): the voxels whose
+    nearest ``mask`` voxel lies within the ellipsoid. Distances are square roots of whole
+    numbers, so the comparison with the whole number R is exact."""
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    w, big_r = _ellipsoid_metric(radii)
+    return ndimage.distance_transform_edt(~mask, sampling=w) <= big_r
+
+
+def _ball_opening(mask, radii):
+    """``binary_opening(mask, structure=ball)`` (outside the array counts as background, as
+    there) for the voxel ellipsoid of ``radii``, from two distance transforms: the voxels
+    whose nearest background lies beyond the ellipsoid, dilated (:func:`_ball_dilation`)."""
+    w, big_r = _ellipsoid_metric(radii)
+    padded = np.pad(mask, 1)  # the nearest point outside the array is never nearer than this rim
+    core = (ndimage.distance_transform_edt(padded, sampling=w) > big_r)[1:-1, 1:-1, 1:-1]
+    return _ball_dilation(core, radii)
 
 
 def _heart(c, body, lungs, spine_centre, enhanced):
@@ -1196,11 +1230,11 @@ def _heart(c, body, lungs, spine_centre, enhanced):
     sub = m[box]
     heart, core_mm = None, None
     for core_mm in HEART_CORES_MM:
-        ball = _ball(core_mm, c.spacing)
-        core = _largest(ndimage.binary_opening(sub, structure=ball))
+        radii = _ball_radii(core_mm, c.spacing)
+        core = _largest(_ball_opening(sub, radii))
         if not core.any():
             continue
-        heart = _largest(ndimage.binary_dilation(core, structure=ball) & sub)
+        heart = _largest(_ball_dilation(core, radii) & sub)
         if c.volume(heart) <= PLAUSIBLE_ML["heart"][1]:
             break
     if heart is None:
