@@ -257,3 +257,82 @@ def test_ball_opening_and_dilation_are_scipys_with_the_ball(radii, at_border):
     assert np.array_equal(_ball_dilation(seed, radii), ndimage.binary_dilation(seed, structure=ball))
     assert not _ball_dilation(np.zeros(shape, bool), radii).any()
     assert (w0 * radii[0]) == (w1 * radii[1]) == (w2 * radii[2]) == big_r
+
+
+def _whole_plane_round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
+    """The round candidates computed on the whole plane (the code before issue 27's box)."""
+    from dualpet import anatomy as an
+
+    m = (c.g[:, :, k] > window[0]) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
+    holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)
+    if n:
+        small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= an.SMALL_HOLE_MM2)
+        m |= np.isin(holes, small[small > 0])
+    dist = ndimage.distance_transform_edt(m, sampling=c.spacing[:2])
+    peaks = (dist >= radius_mm[0]) & (dist <= radius_mm[1]) & (an._plane_distance(c, target) <= search_mm)
+    peaks &= dist >= ndimage.maximum_filter(dist, size=3) - 1e-6
+    out = []
+    for i, j in sorted(zip(*np.nonzero(peaks)), key=lambda ij: -dist[ij]):
+        xy, r = np.array([c.x[i], c.y[j]]), float(dist[i, j])
+        if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
+            continue
+        d = an._plane_distance(c, xy)
+        g = c.g[:, :, k]
+        ring = (d > r + 3.0) & (d <= r + 9.0)
+        centre = float(np.median(g[d <= max(r - 4.0, c.spacing[0])]))
+        rim = g[(d > r) & (d <= r + 4.0)]
+        inner = g[(d > r - 4.0) & (d <= r) & m]
+        bony = np.mean(rim > max(an.CORTEX_HU, an.CORTEX_OVER_LUMEN * centre)) >= an.CORTEX_SHARE
+        bony |= inner.size > 0 and float(np.percentile(inner, 75)) >= an.CORTEX_RING_OVER_CENTRE * centre and centre > 0
+        if ring.any() and m[ring].mean() <= an.AORTA_ANNULUS_MAX and not bony:
+            out.append((xy, r))
+    return out, m
+
+
+@pytest.mark.parametrize("spacing", [(2.93, 2.93, 3.0), (2.2, 2.2, 5.0), (4.0, 4.0, 2.0)])
+def test_round_candidates_in_their_box_are_the_whole_planes(spacing):
+    """Issue 27: the aorta's round candidates are computed in the box of the plane they can
+    reach. Planes of discs (vessels, some in a cortex), bands and noise holes, some cut by
+    the box's edge, targets near the plane's border and outside it: the same candidates,
+    and the same window mask wherever a candidate's tests look."""
+    from types import SimpleNamespace
+
+    from dualpet import anatomy as an
+
+    rng = np.random.default_rng(int(spacing[0] * 10))
+    n = (96, 88, 3)
+    x = -140.0 + spacing[0] * np.arange(n[0])
+    y = -120.0 + spacing[1] * np.arange(n[1])
+    g = np.full(n, -80.0, np.float32) + rng.normal(0, 8, n).astype(np.float32)  # fat
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    for _ in range(14):  # vessels of 4-24 mm radius, a third held in a cortex
+        cx, cy, r = rng.uniform(x[0], x[-1]), rng.uniform(y[0], y[-1]), rng.uniform(4.0, 24.0)
+        d = np.hypot(xx - cx, yy - cy)
+        g[..., 1][d <= r] = rng.uniform(35.0, 60.0)
+        if rng.random() < 0.33:
+            g[..., 1][(d > r) & (d <= r + 3.0)] = 700.0
+    g[..., 1][(np.abs(xx - 20.0) < 8.0)] = 45.0  # a band, elongated
+    holes = rng.random(n[:2]) < 0.01  # noise holes of one voxel
+    g[..., 1][holes] = -200.0
+    c = SimpleNamespace(g=g, x=x, y=y, spacing=np.asarray(spacing))
+    exclude = np.zeros(n, bool)
+    exclude[:4, :, :] = True
+    found_any = 0
+    for target in (
+        [0.0, 0.0],
+        [x[2], y[-3]],
+        [x[-1] + 20.0, 0.0],
+        [x[0] - 500.0, y[0]],
+        *rng.uniform(-150, 150, (8, 2)),
+    ):
+        target = np.asarray(target)
+        for window, search in ((an.BLOOD_HU, an.AORTA_SEARCH_MM), (an.BLOOD_HU, 60.0)):
+            got, m = an._round_candidates(c, 1, target, window, exclude, search, an.AORTA_RADIUS_MM)
+            want, m_whole = _whole_plane_round_candidates(c, 1, target, window, exclude, search, an.AORTA_RADIUS_MM)
+            assert len(got) == len(want) and all(
+                np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(got, want)
+            ), (target, got, want)
+            near = an._plane_distance(c, target) <= search + an.AORTA_RADIUS_MM[1] + 9.0 + 2 * max(spacing)
+            assert np.array_equal(m[near], m_whole[near])
+            found_any += len(got)
+    assert found_any > 5  # the planes hold candidates, not only refusals

@@ -174,6 +174,8 @@ AORTA_GAP_MM, AORTA_STEP_MM = 7.0, 4.0
 #: runs beside the bodies (generated 20-50).
 AORTA_ABDOMINAL_MIN_DEG = 45.0
 AORTA_ANNULUS_MAX = 0.5
+#: Holes of a round structure's window up to this area (mm²) are noise, closed first.
+SMALL_HOLE_MM2 = 30.0
 #: Cortical bone around a round structure: denser than CORTEX_HU and CORTEX_OVER_LUMEN
 #: times the structure's centre (HU on the smoothed work CT, where a thin cortex of 700+ HU
 #: reads 350-450), on at least CORTEX_SHARE of its 4 mm edge (a calcified plaque takes a
@@ -299,6 +301,18 @@ def _per_slice(fn, mask, dtype=None):
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
         out[:, :, k] = fn(mask[:, :, k])
     return out
+
+
+def _reach_box(c, xy, reach_mm):
+    """The in-plane box (a pair of slices) of the work grid's columns within ``reach_mm`` of
+    the point ``xy`` (LPS x, y) in x and in y, widened by the extent of a small hole
+    (SMALL_HOLE_MM2) and two voxels."""
+    holes = int(np.ceil(SMALL_HOLE_MM2 / (c.spacing[0] * c.spacing[1])))
+    out = []
+    for v, w, sp in ((c.x, xy[0], c.spacing[0]), (c.y, xy[1], c.spacing[1])):
+        near = np.flatnonzero(np.abs(v - w) <= reach_mm + (holes + 2) * sp)
+        out.append(slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, 0))
+    return tuple(out)
 
 
 def _plane_distance(c, xy, box=np.s_[:, :]):
@@ -611,19 +625,33 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
     than CORTEX_HU and CORTEX_OVER_LUMEN x its centre, and the upper quarter of its own
     outer 4 mm not CORTEX_RING_OVER_CENTRE x its centre: a vertebral body's marrow, as
     dense as contrast-filled blood, is held in a cortex; a vessel's edge is its lumen, or
-    darker). Returns [(centre (x, y), radius)], widest first, and the window mask."""
-    m = (c.g[:, :, k] > window[0]) & (c.g[:, :, k] < window[1]) & ~exclude[:, :, k]
-    holes, n = ndimage.label(ndimage.binary_fill_holes(m) & ~m)
+    darker). Returns [(centre (x, y), radius)], widest first, and the window mask of the
+    plane's box that holds everything the candidates reach (False beyond it).
+
+    All of it is computed in that box (:func:`_reach_box`), not in the whole plane: a
+    candidate's inscribed disk, its ring and its outer 4 mm lie within ``search_mm`` +
+    ``radius_mm[1]`` + 9 mm of the target, a distance up to ``radius_mm[1]`` sees no
+    farther, and a noise hole cut by the box's edge (closed in the plane, not in the box)
+    lies within a hole's size of that edge."""
+    reach = _reach_box(c, target, search_mm + radius_mm[1] + 9.0)
+    plane = c.g[:, :, k][reach]
+    win = (plane > window[0]) & (plane < window[1]) & ~exclude[:, :, k][reach]
+    holes, n = ndimage.label(ndimage.binary_fill_holes(win) & ~win)
     if n:
-        small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= 30.0)
-        m |= np.isin(holes, small[small > 0])
-    dist = ndimage.distance_transform_edt(m, sampling=c.spacing[:2])
-    rr = _plane_distance(c, target)
-    peaks = (dist >= radius_mm[0]) & (dist <= radius_mm[1]) & (rr <= search_mm)
-    peaks &= dist >= ndimage.maximum_filter(dist, size=3) - 1e-6
+        small = np.flatnonzero(np.bincount(holes.ravel()) * c.spacing[0] * c.spacing[1] <= SMALL_HOLE_MM2)
+        win |= np.isin(holes, small[small > 0])
+    m = np.zeros(c.g.shape[:2], bool)
+    m[reach] = win
+    if win.all():  # no edge within the box: every distance exceeds the widest radius
+        return [], m
+    dist = ndimage.distance_transform_edt(win, sampling=c.spacing[:2])
+    peaks = (dist >= radius_mm[0]) & (dist <= radius_mm[1]) & (_plane_distance(c, target, reach) <= search_mm)
+    peaks &= dist >= ndimage.maximum_filter(dist, size=3) - 1e-6  # (the box's edge is beyond the search)
+    i0, j0 = reach[0].start, reach[1].start
     out = []
-    for i, j in sorted(zip(*np.nonzero(peaks)), key=lambda ij: -dist[ij]):
-        xy, r = np.array([c.x[i], c.y[j]]), float(dist[i, j])
+    for pi, pj in sorted(zip(*np.nonzero(peaks)), key=lambda ij: -dist[ij]):
+        i, j, r = pi + i0, pj + j0, float(dist[pi, pj])
+        xy = np.array([c.x[i], c.y[j]])
         if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
             continue  # on the same disk as a wider one
         # what follows lies within r + 9 mm of the centre: the plane's box around it (a voxel wider)
