@@ -16,13 +16,15 @@ from conftest import REPO
 
 #: import name -> distribution name (conda-forge and PyPI agree for these)
 DIST = {"SimpleITK": "simpleitk", "skimage": "scikit-image", "yaml": "pyyaml", "PIL": "pillow"}
+#: PyPI distribution -> conda-forge package, where their names differ
+CONDA = {"isal": "python-isal"}
 
 
 def _command_imports(command):
     """Third-party packages a `dualpet COMMAND` may import (transitively, function-level too)."""
     from dualpet.provenance import command_modules
 
-    return {DIST.get(n, n) for n in command_modules(command)[1]}
+    return {CONDA.get(DIST.get(n, n), DIST.get(n, n)) for n in command_modules(command)[1]}
 
 
 def _rules():
@@ -79,7 +81,7 @@ def test_env_lists_what_the_rule_imports_with_pyproject_pins(rule):
     needed = _command_imports(command)
     missing = needed - set(listed)
     assert not missing, f"rule {rule} ({command}) imports {sorted(missing)}, not in {env.name}"
-    pins = _pyproject_ranges()
+    pins = {CONDA.get(name, name): spec for name, spec in _pyproject_ranges().items()}
     for name, spec in listed.items():
         if name != "python":
             assert pins.get(name) == spec, f"{env.name}: {name} {spec} differs from pyproject ({pins.get(name)})"
