@@ -112,3 +112,32 @@ def test_a_nifti_gz_is_nibabels_stream_compressed_deterministically(tmp_path):
         assert b"a.nii" not in ours[:64]  # no file name in the gzip header
     save_nifti(tmp_path / "plain.nii", img)  # an uncompressed output is nibabel's own file
     assert (tmp_path / "plain.nii").read_bytes()[:4] != b"\x1f\x8b\x08\x00"
+
+
+def test_load_nifti_reads_what_nibabel_reads(tmp_path):
+    """Issue 27: .nii.gz read through ISA-L (twice zlib's speed) give nibabel's image: the
+    same header, affine, stored type and values, scaled where the header says so, read
+    again on demand; other files (uncompressed, NIfTI-2) are nibabel's own."""
+    import nibabel as nib
+    import numpy as np
+
+    from dualpet.nifti import load_nifti
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(-1000, 2000, (11, 9, 7)).astype(np.int16)
+    cases = {}
+    plain = nib.Nifti1Image(data, np.diag([0.9, 0.9, 3.0, 1.0]))
+    cases["plain.nii.gz"] = plain
+    scaled = nib.Nifti1Image(data, np.eye(4))
+    scaled.header.set_slope_inter(0.5, 10.0)  # stored values scaled on reading
+    cases["scaled.nii.gz"] = scaled
+    cases["uncompressed.nii"] = plain
+    cases["two.nii.gz"] = nib.Nifti2Image(data, np.eye(4))
+    for name, img in cases.items():
+        nib.save(img, tmp_path / name)
+        want, got = nib.load(tmp_path / name), load_nifti(tmp_path / name)
+        assert type(got) is type(want), name
+        assert got.header.binaryblock == want.header.binaryblock and np.array_equal(got.affine, want.affine)
+        assert np.array_equal(np.asarray(got.dataobj), np.asarray(want.dataobj)), name
+        assert np.asarray(got.dataobj).dtype == np.asarray(want.dataobj).dtype, name
+        assert np.array_equal(got.get_fdata(), want.get_fdata()), name  # a second read of the stream

@@ -1560,13 +1560,12 @@ def anatomy_study(
     'totalsegmentator' (:func:`run_totalsegmentator`). Writes the map on the CT grid
     (uint8, NIfTI), ``anatomy.json`` and optionally a QC picture.
     """
-    import nibabel as nib
 
     from dualpet.geometry import lps_affine, voxel_spacing
     from dualpet.io import write_json
-    from dualpet.nifti import nifti_image, save_nifti
+    from dualpet.nifti import load_nifti, nifti_image, save_nifti
 
-    ct = nib.load(str(ct_path))
+    ct = load_nifti(ct_path)
     hu = np.asarray(ct.dataobj, dtype=np.float32)
     affine = lps_affine(ct.affine)
     labels, report, used, extra = _study_map(

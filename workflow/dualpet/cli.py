@@ -243,25 +243,24 @@ def _parse_seeds(text):
 
 
 def _load_study(pet, labels, seg):
-    import nibabel as nib
     import numpy as np
 
     from dualpet.geometry import lps_affine
     from dualpet.interchange import read_segmentation
+    from dualpet.nifti import load_nifti
 
-    img = nib.load(pet)
+    img = load_nifti(pet)
     record = read_segmentation(seg)
     return {
         "suv": np.asarray(img.dataobj, dtype=np.float32),
         "affine": lps_affine(img.affine),
-        "labels": np.asarray(nib.load(labels).dataobj).astype(np.int32),
+        "labels": np.asarray(load_nifti(labels).dataobj).astype(np.int32),
         "background": record["background_suvmean"],
         "reader_masks": record["method"] == "masks",  # its lesions are the reader's contours
     }
 
 
 def _cmd_match(a):
-    import nibabel as nib
     import numpy as np
 
     from dualpet.geometry import lps_affine
@@ -272,9 +271,9 @@ def _cmd_match(a):
         a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_detection),
         a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_detection),
     }
-    from dualpet.nifti import read_label_image
+    from dualpet.nifti import load_nifti, read_label_image
 
-    ct = nib.load(a.ref_ct)
+    ct = load_nifti(a.ref_ct)
     index = build_lesions(
         a.patient,
         (a.reference, a.index),

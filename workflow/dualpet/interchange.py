@@ -238,9 +238,8 @@ def write_voi(path, labels, affine):
 
 def read_voi(path):
     """A study's final VOI label image: (int32 labels, voxel->LPS affine)."""
-    import nibabel as nib
-
     from dualpet.geometry import lps_affine
+    from dualpet.nifti import load_nifti
 
-    img = nib.load(str(path))
+    img = load_nifti(path)
     return np.rint(np.asarray(img.dataobj)).astype(np.int32), lps_affine(img.affine)

@@ -39,13 +39,12 @@ def _png(fig):
 def _study(pet_path, ct_path, voi_path, seg_path):
     """A tracer's study for the page: its PET (SUV), its CT on its own grid (the views
     sample it at CT resolution), the VOI labels and the detection record."""
-    import nibabel as nib
-
     from dualpet.geometry import lps_affine
     from dualpet.interchange import read_segmentation
+    from dualpet.nifti import load_nifti
 
-    pet = nib.load(str(pet_path))
-    ct = nib.load(str(ct_path))
+    pet = load_nifti(pet_path)
+    ct = load_nifti(ct_path)
     voi, _ = read_voi(voi_path)
     return {
         "suv": np.asarray(pet.dataobj, dtype=np.float32),

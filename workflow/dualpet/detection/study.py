@@ -125,14 +125,12 @@ class _Study:
     """A study's CT and PET (on their own grids, LPS affines) and its organ map on the CT grid."""
 
     def __init__(self, ct_path, pet_path, anatomy, where):
-        import nibabel as nib
-
         from dualpet.errors import DualpetInputError
         from dualpet.geometry import lps_affine
-        from dualpet.nifti import read_label_image
+        from dualpet.nifti import load_nifti, read_label_image
 
         self.where = where
-        ct, pet = nib.load(str(ct_path)), nib.load(str(pet_path))
+        ct, pet = load_nifti(ct_path), load_nifti(pet_path)
         self.suv = np.asarray(pet.dataobj, dtype=np.float32)
         # as stored (whole HU in int16, as convert writes a CT): no float copy of the CT grid
         self.hu_ct = np.asarray(ct.dataobj)
