@@ -303,16 +303,21 @@ def _per_slice(fn, mask, dtype=None):
     return out
 
 
-def _reach_box(c, xy, reach_mm):
-    """The in-plane box (a pair of slices) of the work grid's columns within ``reach_mm`` of
-    the point ``xy`` (LPS x, y) in x and in y, widened by the extent of a small hole
-    (SMALL_HOLE_MM2) and two voxels."""
-    holes = int(np.ceil(SMALL_HOLE_MM2 / (c.spacing[0] * c.spacing[1])))
+def _plane_box(c, xy, reach_mm):
+    """The in-plane box (a pair of slices) of the work grid's columns within ``reach_mm``
+    (x, y) of the point ``xy`` (LPS x, y) along x and along y; empty slices beyond the plane."""
     out = []
-    for v, w, sp in ((c.x, xy[0], c.spacing[0]), (c.y, xy[1], c.spacing[1])):
-        near = np.flatnonzero(np.abs(v - w) <= reach_mm + (holes + 2) * sp)
+    for v, w, reach in ((c.x, xy[0], reach_mm[0]), (c.y, xy[1], reach_mm[1])):
+        near = np.flatnonzero(np.abs(v - w) <= reach)
         out.append(slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, 0))
     return tuple(out)
+
+
+def _reach_box(c, xy, reach_mm):
+    """:func:`_plane_box` within ``reach_mm`` of ``xy``, widened by the extent of a small
+    hole (SMALL_HOLE_MM2) and two voxels."""
+    holes = int(np.ceil(SMALL_HOLE_MM2 / (c.spacing[0] * c.spacing[1])))
+    return _plane_box(c, xy, [reach_mm + (holes + 2) * sp for sp in c.spacing[:2]])
 
 
 def _plane_distance(c, xy, box=np.s_[:, :]):
@@ -655,8 +660,7 @@ def _round_candidates(c, k, target, window, exclude, search_mm, radius_mm):
         if any(np.linalg.norm(xy - o[0]) < o[1] for o in out):
             continue  # on the same disk as a wider one
         # what follows lies within r + 9 mm of the centre: the plane's box around it (a voxel wider)
-        bi, bj = (np.flatnonzero(np.abs(v - w) <= r + 9.0 + c.spacing.max()) for v, w in ((c.x, xy[0]), (c.y, xy[1])))
-        box = np.s_[bi[0] : bi[-1] + 1, bj[0] : bj[-1] + 1]
+        box = _plane_box(c, xy, [r + 9.0 + c.spacing.max()] * 2)
         d = _plane_distance(c, xy, box)
         g, mb = c.g[:, :, k][box], m[box]
         ring = (d > r + 3.0) & (d <= r + 9.0)

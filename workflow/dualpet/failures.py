@@ -189,7 +189,7 @@ def run_isolated(args):
     """
     io = args._io
     value = lambda name: getattr(args, name, None)  # noqa: E731
-    kept = {value(n) for n in io.get("kept", ()) if value(n)}
+    kept = {value(n) for n in io["kept"] if value(n)}
     for stale in kept:  # an earlier run's verdict is never taken for this run's
         Path(stale).unlink(missing_ok=True)
     # a kept output (a verdict) is replaced only when the step failed before writing it
