@@ -19,6 +19,13 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# Each rule's `priority` ranks it by the longest chain of work it starts, in the measured
+# seconds of tests/benchmarks/bench_patient.py (tests/test_static.py checks the order): when
+# cores are short, the scheduler starts the organ maps before the registration, and the
+# registration before the detections, so the chain anatomy -> segment is not left waiting
+# behind the registration (measured on a clinical patient on 2 cores: 65 s before, 60 s after).
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/register.smk"

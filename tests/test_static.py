@@ -471,3 +471,49 @@ def test_declared_resources_cover_the_measured_patient():
         assert mem >= need_mem and runtime >= need_min, (rule, mem, runtime, need_mem, need_min)
         if rule not in COHORT_RULES:
             assert mem <= MAX_OVER * need_mem + 100 and runtime <= MAX_OVER * need_min, (rule, mem, runtime)
+
+
+def _declared_priorities():
+    out = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text()):
+            name, priority = re.match(r"(?:rule|checkpoint) (\w+):", block), re.search(r"priority: (\d+)", block)
+            if name:
+                out[name.group(1)] = int(priority.group(1)) if priority else None
+    return out
+
+
+def test_priorities_start_the_longest_chain_first(tool_env):
+    """Each rule's priority ranks it by the longest chain of work it starts (its own measured
+    job time plus the longest path after it in the rule graph, bench_patient.py's clinical
+    figures), so that with cores short the organ maps are not left waiting behind the
+    registration. Chains within 1 s of each other may come in either order: a 2-core run's
+    job times vary by about 10 % (~1 s on the long rules) between runs."""
+    import json
+    from functools import cache
+
+    measured = json.loads((REPO / "tests" / "data" / "bench_patient_clinical.json").read_text())["rules"]
+    proc = subprocess.run(
+        ["snakemake", "--rulegraph", *LINT_CONFIG], cwd=REPO, capture_output=True, text=True, env=tool_env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = dict(re.findall(r'(\d+)\[label = "(\w+)"', proc.stdout))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", proc.stdout)}
+    # A plan made before the checkpoint has run shows match -> patient_table; the lesion
+    # jobs sit between them.
+    assert ("match", "patient_table") in edges
+    edges |= {("match", "lesion_metrics"), ("lesion_metrics", "patient_table")}
+    priority = _declared_priorities()
+    assert all(v is not None for v in priority.values()), priority
+    assert set(measured) <= set(priority) and set(measured) <= set(names.values()) | {"lesion_metrics"}
+
+    @cache
+    def chain(rule):
+        return measured.get(rule, {}).get("max_job_wall_s", 0.0) + max(
+            (chain(b) for a, b in edges if a == rule), default=0.0
+        )
+
+    for a in measured:
+        for b in measured:
+            if chain(a) > chain(b) + 1.0:
+                assert priority[a] > priority[b], (a, round(chain(a), 1), b, round(chain(b), 1), priority)

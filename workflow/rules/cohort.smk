@@ -44,6 +44,7 @@ rule cohort:
         "results/logs/cohort/cohort.log",
     benchmark:
         "results/benchmarks/cohort/cohort.tsv"
+    priority: 3
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -94,6 +95,7 @@ rule figures:
         "results/logs/figures/figures.log",
     benchmark:
         "results/benchmarks/figures/figures.tsv"
+    priority: 2
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -131,6 +133,7 @@ rule stats:
         "results/logs/stats/stats.log",
     benchmark:
         "results/benchmarks/stats/stats.tsv"
+    priority: 1
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -163,6 +166,7 @@ rule check_cohort:
         "results/logs/check_cohort/check_cohort.log",
     benchmark:
         "results/benchmarks/check_cohort/check_cohort.tsv"
+    priority: 0
     conda:
         "../../envs/stats.yaml"
     threads: 1

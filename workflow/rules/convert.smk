@@ -13,6 +13,7 @@ rule convert:
         "results/logs/convert/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/convert/{patient}_{tracer}.tsv"
+    priority: 12
     conda:
         "../../envs/convert.yaml"
     threads: 1

@@ -19,6 +19,7 @@ checkpoint match:
         "results/logs/match/{patient}.log",
     benchmark:
         "results/benchmarks/match/{patient}.tsv"
+    priority: 8
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -53,6 +54,7 @@ rule export_seg:
         "results/logs/export_seg/{patient}.log",
     benchmark:
         "results/benchmarks/export_seg/{patient}.tsv"
+    priority: 4
     conda:
         "../../envs/convert.yaml"
     threads: 1
@@ -83,6 +85,7 @@ rule lesion_metrics:
         "results/logs/lesion_metrics/{patient}_{lesion}.log",
     benchmark:
         "results/benchmarks/lesion_metrics/{patient}_{lesion}.tsv"
+    priority: 7
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -116,6 +119,7 @@ rule patient_table:
         "results/logs/patient_table/{patient}.log",
     benchmark:
         "results/benchmarks/patient_table/{patient}.tsv"
+    priority: 6
     conda:
         "../../envs/stats.yaml"
     threads: 1
@@ -161,6 +165,7 @@ rule review_page:
         "results/logs/review_page/{patient}.log",
     benchmark:
         "results/benchmarks/review_page/{patient}.tsv"
+    priority: 5
     conda:
         "../../envs/lesions.yaml"
     threads: 1

@@ -20,6 +20,7 @@ rule register:
         "results/logs/register/{patient}.log",
     benchmark:
         "results/benchmarks/register/{patient}.tsv"
+    priority: 10
     conda:
         "../../envs/register.yaml"
     threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel

@@ -16,6 +16,7 @@ rule anatomy:
         "results/logs/anatomy/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/anatomy/{patient}_{tracer}.tsv"
+    priority: 11
     conda:
         "../../envs/lesions.yaml"
     threads: 1
@@ -55,6 +56,7 @@ rule segment:
         "results/logs/segment/{patient}_{tracer}.log",
     benchmark:
         "results/benchmarks/segment/{patient}_{tracer}.tsv"
+    priority: 9
     conda:
         "../../envs/lesions.yaml"
     threads: 1
