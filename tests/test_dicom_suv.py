@@ -188,6 +188,51 @@ def test_varying_slopes_first_slice_slope_one(study, tmp_path):
     assert np.allclose(vol.data, np.stack(expected, axis=2), rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("series", "slopes", "intercept"),
+    [
+        ("CT_2", (1, 1), -1024),  # a CT's usual whole numbers: the float32 path
+        ("CT_2", (2, 3), -1000),  # whole slopes varying per slice: still float32
+        ("CT_2", (1, 0.5), -1024.25),  # a fraction anywhere: float64 then rounded
+        ("PT_3", (0.37, 1.9e-3), 0),
+    ],
+)
+def test_rescale_is_float64_rounded_once_whatever_the_path(study, tmp_path, series, slopes, intercept):
+    """Every voxel is ``stored * slope + intercept`` computed in float64 and rounded once
+    to float32, whether load_series takes its exact float32 shortcut (whole stored values
+    and a whole slope and intercept) or not; the volume is [i, j, k] in NIfTI's order."""
+    dss = sorted(
+        (pydicom.dcmread(p) for p in (study / series).glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2])
+    )
+    expected = []
+    for k, ds in enumerate(dss):
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slopes[k % 2]:g}", f"{intercept:g}"
+        expected.append((ds.pixel_array.T.astype(np.float64) * slopes[k % 2] + intercept).astype(np.float32))
+        ds.save_as(tmp_path / f"{k:04d}.dcm")
+    vol = load_series(next(iter(scan_folder(tmp_path).values())))
+    assert vol.data.dtype == np.float32 and vol.data.shape == expected[0].shape + (len(dss),)
+    assert np.array_equal(vol.data, np.stack(expected, axis=2))  # to the bit: no tolerance needed
+
+
+@pytest.mark.parametrize(("intercept", "dtype"), [(-1024, np.int16), (-1024.5, np.float32), (-40000, np.float32)])
+def test_the_ct_is_stored_as_int16_exactly_when_that_loses_nothing(study, tmp_path, intercept, dtype):
+    """Whole HU within int16's range are written as int16; a fraction, or a value beyond
+    int16's range (here the lowest, -40000 + stored), keeps float32: the values read back
+    are the rescaled ones either way."""
+    shutil.copytree(study / "PT_3", tmp_path / "in" / "PT_3")
+    for k, p in enumerate(sorted((study / "CT_2").glob("*.dcm"))):
+        ds = pydicom.dcmread(p)
+        ds.RescaleIntercept = f"{intercept:g}"
+        (tmp_path / "in" / "CT_2").mkdir(parents=True, exist_ok=True)
+        ds.save_as(tmp_path / "in" / "CT_2" / f"{k:04d}.dcm")
+    out = {k: tmp_path / f"{k}.nii.gz" for k in ("ct", "pet")}
+    convert_study(tmp_path / "in", patient="P001", tracer="fdg", ct_out=out["ct"], pet_out=out["pet"], json_out=None)
+    img = nib.load(out["ct"])
+    expected = load_series(next(s for s in scan_folder(tmp_path / "in").values() if s.kind == "ct_axial")).data
+    assert img.get_data_dtype() == dtype
+    assert np.array_equal(np.asarray(img.dataobj, np.float32), expected)
+
+
 def test_missing_slice_names_the_gap(study, tmp_path):
     files = sorted((study / "PT_3").glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     for p in files[:20] + files[21:]:

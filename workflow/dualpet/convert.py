@@ -81,9 +81,10 @@ def convert_study(
 def _convert(choice, where, patient, tracer, ct_out, pet_out, json_out):
     ct_volume = load_series(choice.ct, label=where)
     hu = ct_volume.data
-    ct_data = (
-        hu.astype(np.int16) if np.array_equal(hu, np.round(hu)) and hu.min() >= -32768 and hu.max() <= 32767 else hu
-    )
+    ct_data = hu
+    if hu.min() >= -32768 and hu.max() <= 32767:  # (False for a NaN)
+        whole = hu.astype(np.int16)  # equal to hu where hu is a whole number in range
+        ct_data = whole if np.array_equal(whole, hu) else hu
     save_nifti(ct_out, nifti_image(ct_data, ct_volume.affine))
     pet, ct = choice.pet, choice.ct
     shared = bool(pet.frame_of_reference) and pet.frame_of_reference == ct.frame_of_reference

@@ -690,7 +690,10 @@ def load_series(series, *, dtype=np.float32, label=None):
     where = _where(series, label)
     datasets, affine, geometry = stack_geometry(_datasets(series, label), where)
     nk = len(datasets)
-    data = np.empty((int(datasets[0].Columns), int(datasets[0].Rows), nk), dtype=dtype)
+    # Filled a slice at a time in memory order ([k, j, i], each slice contiguous) and handed
+    # out as its [i, j, k] view (Fortran order, NIfTI's own): writing slices into the last
+    # axis of a C-order array strides every value (a clinical CT 1.4 -> 1.0 s).
+    stack = np.empty((nk, int(datasets[0].Rows), int(datasets[0].Columns)), dtype=dtype)
     slopes = np.empty(nk)
     for k, ds in enumerate(datasets):
         slope, intercept = rescale(ds, where, k, nk)
@@ -702,14 +705,31 @@ def load_series(series, *, dtype=np.float32, label=None):
                 f"{where}: cannot decode the pixel data of image InstanceNumber {header_text(ds, 'InstanceNumber') or '?'} "
                 f"(slice {k + 1} of {nk}; attribute PixelData): {redact_paths(exc)}"
             ) from exc
-        data[:, :, k] = (pix.T.astype(np.float64) * slope + intercept).astype(dtype)
+        if _exact_in_float32(pix, slope, intercept) and stack.dtype == np.float32:
+            stack[k] = pix  # whole numbers below 2**24: float32 holds every step exactly
+            if slope != 1:
+                stack[k] *= np.float32(slope)
+            stack[k] += np.float32(intercept)
+        else:
+            stack[k] = pix.astype(np.float64) * slope + intercept
         del ds.PixelData
+    data = stack.transpose(2, 1, 0)
     tilt = shear_deg(affine)
     if tilt > MAX_SHEAR_DEG:  # gantry tilt: slices stepped along z, not along their normal
         outside = -1024.0 if header_text(datasets[0], "Modality") == "CT" else 0.0
         data, affine = deshear(data, affine, outside)
         geometry = {**geometry, "gantry_tilt_deg": round(tilt, 2), "resampled": "gantry tilt removed (linear)"}
     return Volume(data=data, affine=affine, datasets=datasets, slopes=slopes, geometry=geometry)
+
+
+def _exact_in_float32(pix, slope, intercept):
+    """Whether ``pix * slope + intercept`` (whole stored values, a whole slope and
+    intercept, as a CT's usually are) stays a whole number below 2**24 at every step, so
+    float32 arithmetic gives exactly what float64's rounded to float32 does."""
+    whole = float(slope).is_integer() and float(intercept).is_integer()  # (False for NaN, inf)
+    if pix.dtype.kind not in "iu" or pix.dtype.itemsize > 2 or not whole:
+        return False
+    return 65536 * abs(slope) + abs(intercept) < 2**24
 
 
 #: Angle (degrees) between the slice step and the slices' normal above which a stack is
