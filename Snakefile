@@ -23,7 +23,7 @@ report: "workflow/report/workflow.rst"
 # seconds of tests/benchmarks/bench_patient.py (tests/test_static.py checks the order): when
 # cores are short, the scheduler starts the organ maps before the registration, and the
 # registration before the detections, so the chain anatomy -> segment is not left waiting
-# behind the registration (measured on a clinical patient on 2 cores: 65 s before, 60 s after).
+# behind the registration (docs/hpc.md).
 
 
 include: "workflow/rules/common.smk"

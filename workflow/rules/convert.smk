@@ -18,7 +18,7 @@ rule convert:
         "../../envs/convert.yaml"
     threads: 1
     resources:
-        mem_mb=1600,
+        mem_mb=1300,
         runtime=5,
     params:
         code=code_version("convert"),
