@@ -106,3 +106,33 @@ def test_no_anatomy_no_crash(kind):
     assert labels.shape == hu.shape
     for name in ("liver", "spleen", "kidney_left", "kidney_right", "heart", "aorta", "lung_left", "lung_right"):
         assert not report[name]["found"], name
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_rules_on_the_bodys_columns_give_the_whole_grids_map(real, enhanced, monkeypatch):
+    """The organ rules run on the body's columns only (with BODY_BOX_MARGIN voxels of air
+    around): on the real slab set in a wide field of view (60 voxels of air on each side,
+    as a 500 mm scan field holds a patient), the map and the report are exactly those of
+    the rules run on the whole grid, and the box is much smaller than the grid."""
+    import json
+
+    from dualpet import anatomy
+
+    hu, aff, ref = real
+    if enhanced:
+        hu = realct.enhanced(hu, ref)
+    pad = 60
+    wide = np.pad(hu, ((pad, pad), (pad, pad), (0, 0)), constant_values=-1024.0)
+    wide_aff = aff.copy()
+    wide_aff[:, 3] = aff @ np.array([-pad, -pad, 0, 1.0])
+    boxes = []
+    columns = anatomy._body_columns
+    monkeypatch.setattr(anatomy, "_body_columns", lambda body: boxes.append(columns(body)) or boxes[-1])
+    cut, cut_report = segment_ct(wide, wide_aff)
+    (box,) = boxes
+    assert box is not None and (box[0].stop - box[0].start) * (box[1].stop - box[1].start) < 0.6 * wide[..., 0].size
+    monkeypatch.setattr(anatomy, "_body_columns", lambda body: None)
+    whole, whole_report = segment_ct(wide, wide_aff)
+    assert np.array_equal(cut, whole)
+    assert json.dumps(cut_report, sort_keys=True) == json.dumps(whole_report, sort_keys=True)
+    assert cut_report["liver"]["found"] and cut_report["aorta"]["found"]

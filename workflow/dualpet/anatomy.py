@@ -369,6 +369,29 @@ class _Context:
         self.levels = {}  # organ: the CT level (HU) it was grown at
         self.body_depth = None  # see _depth_in_plane
         self.diaphragm = None  # see _above_diaphragm
+        self.columns_from = np.zeros(2, int)  # (i, j) of this grid's first column on the work grid
+
+    def cropped(self, box):
+        """The same context on an in-plane box of its grid (all slices): the smoothed CT cut
+        from this one's, the coordinates and affine shifted with it; nothing found yet."""
+        out = object.__new__(_Context)
+        out.__dict__.update(self.__dict__)
+        start = np.array([box[0].start, box[1].start, 0, 1.0])
+        out.affine = self.affine.copy()
+        out.affine[:, 3] = self.affine @ start
+        out.g, out._raw = self.g[box], self._raw[box]
+        out.x, out.y = self.x[box[0]], self.y[box[1]]
+        out.columns_from = self.columns_from + [box[0].start, box[1].start]
+        out.labels = self.labels[box].copy()
+        out.report, out.levels, out._denoised = dict(self.report), dict(self.levels), None
+        return out
+
+    def column_x(self, ii):
+        """x (mm) of the column at the mean of the indices ``ii`` (axis 0), rounded in the
+        whole work grid's numbering: a context cut to the body's columns picks the same
+        column (Python rounds halves to even, so the numbering matters)."""
+        i0 = int(self.columns_from[0])
+        return self.x[int(round(float(np.mean(ii)) + i0)) - i0]
 
     @property
     def denoised(self):
@@ -531,7 +554,7 @@ def _spine_slices(c, body, bone, trunk, disk):
         if not big.any():
             continue
         ii, jj = np.nonzero(big)
-        mids[k] = mid_x = c.x[int(round(ii.mean()))]
+        mids[k] = mid_x = c.column_x(ii)
         ys = c.y[jj]
         span = ys.max() - ys.min()  # LPS: +y posterior
         # an osteopenic body's cortex is broken at 3 mm: closed by VERTEBRA_CLOSING_MM first
@@ -729,7 +752,7 @@ def _enhanced_aorta(c, body, lungs):
         if ii.size * c.spacing[0] * c.spacing[1] < 10000.0:  # not the trunk (head, neck, arms)
             continue
         ys = c.y[jj]
-        mid = c.x[int(round(ii.mean()))]
+        mid = c.column_x(ii)
         target = np.array([mid + ENHANCED_LEFT_MM, ys.max() - ENHANCED_DEPTH * (ys.max() - ys.min())])
         cands[k], _ = _round_candidates(c, k, target, ENHANCED_BLOOD_HU, exclude, ENHANCED_SEARCH_MM, AORTA_RADIUS_MM)
     course = _longest_course(cands, c.spacing[2])
@@ -953,8 +976,10 @@ def _diaphragm_surface(c):
     if lungs.any():
         cols = lungs.any(axis=2)
         zb = np.where(lungs, c.z[None, None, :], np.inf).min(axis=2)  # each column's lowest lung voxel
-        pts = np.argwhere(cols)
-        ii, jj = np.indices(cols.shape)
+        # columns numbered on the whole work grid, also in a context cut to the body's
+        # columns: the triangulation (and so the surface) is the same either way
+        pts = np.argwhere(cols) + c.columns_from
+        ii, jj = np.indices(cols.shape) + c.columns_from[:, None, None]
         surf = griddata(pts, zb[cols], (ii, jj), method="linear")
         near = griddata(pts, zb[cols], (ii, jj), method="nearest")
         return np.where(np.isfinite(surf), surf, near)
@@ -1325,11 +1350,11 @@ def _soft_tubes(c, body, spine_centre):
             continue
         if ndimage.distance_transform_edt(np.pad(m, 1), sampling=c.spacing).max() > BOWEL_RADIUS_MM:
             continue
-        pts = (np.argwhere(m) + [s.start for s in sl]) * c.spacing
+        pts = (np.argwhere(m) + [s.start for s in sl] + [*c.columns_from, 0]) * c.spacing
         w, v = np.linalg.eigh(np.cov(pts.T))
         if 4.0 * np.sqrt(max(w[-1], 0.0)) < BOWEL_LENGTH_MM:
             continue
-        centre_x = c.x[int(round(np.argwhere(m)[:, 0].mean())) + sl[0].start]
+        centre_x = c.column_x(np.argwhere(m)[:, 0] + sl[0].start)
         if abs(v[2, -1]) > np.cos(np.deg2rad(30.0)) and abs(centre_x - sx) < 70.0:
             continue  # vertical beside the spine: a great vessel or the psoas
         tubes[sl] |= m
@@ -1349,6 +1374,9 @@ def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
     work, waff, factors = work_grid(hu, affine)
     c = _Context(work, waff)
     body = _body(c)
+    box = _body_columns(body)
+    if box is not None:
+        c, body = c.cropped(box), body[box]
     c.labels[body] = ORGANS["body"]
     c.accept("body", body, "CT above -400 HU, couch removed (5 mm opening), filled", checks={})
     head = _head(c, body)
@@ -1371,7 +1399,29 @@ def segment_ct(hu, affine, *, offset_mm=tuple(default("background.offset_mm"))):
     )
     c.report["contrast_enhanced"] = None if enhanced is None else bool(enhanced)
     _soft_organs(c, body, lungs, spine_centre, bool(enhanced))
-    return to_full_grid(c.labels, factors, hu.shape), c.report
+    labels = c.labels
+    if box is not None:
+        labels = np.zeros(work.shape, np.uint8)
+        labels[box] = c.labels
+    return to_full_grid(labels, factors, hu.shape), c.report
+
+
+#: Air (voxels of the work grid) kept around the body's columns when the organ rules are
+#: confined to them: more than any filter or structuring element reaches across the skin.
+BODY_BOX_MARGIN = 12
+
+
+def _body_columns(body):
+    """The in-plane box of the body's columns (all slices kept), BODY_BOX_MARGIN voxels
+    wider on each side; None when that is the whole plane or there is no body."""
+    from dualpet.geometry import box_around
+
+    if not body.any():
+        return None
+    bx, by, _ = box_around(body, BODY_BOX_MARGIN)
+    if (bx.stop - bx.start, by.stop - by.start) == body.shape[:2]:
+        return None
+    return (bx, by, slice(None))
 
 
 def _head(c, body):
