@@ -108,12 +108,22 @@ def test_no_anatomy_no_crash(kind):
         assert not report[name]["found"], name
 
 
-@pytest.mark.parametrize("enhanced", [False, True])
-def test_rules_on_the_bodys_columns_give_the_whole_grids_map(real, enhanced, monkeypatch):
+@pytest.mark.parametrize(
+    ("enhanced", "pads"),
+    [
+        (False, ((60, 60), (60, 60))),
+        (True, ((60, 60), (60, 60))),
+        # lopsided: the box starts at the other parity (the halves column_x rounds), is cut
+        # by the grid's edge on one side (5 < BODY_BOX_MARGIN) and not on the other
+        (False, ((13, 71), (37, 5))),
+        (True, ((71, 13), (5, 37))),
+    ],
+)
+def test_rules_on_the_bodys_columns_give_the_whole_grids_map(real, enhanced, pads, monkeypatch):
     """The organ rules run on the body's columns only (with BODY_BOX_MARGIN voxels of air
-    around): on the real slab set in a wide field of view (60 voxels of air on each side,
-    as a 500 mm scan field holds a patient), the map and the report are exactly those of
-    the rules run on the whole grid, and the box is much smaller than the grid."""
+    around): on the real slab set in a wide field of view (air around it, as a 500 mm scan
+    field holds a patient), the map and the report are exactly those of the rules run on
+    the whole grid, and the box is much smaller than the grid."""
     import json
 
     from dualpet import anatomy
@@ -121,18 +131,29 @@ def test_rules_on_the_bodys_columns_give_the_whole_grids_map(real, enhanced, mon
     hu, aff, ref = real
     if enhanced:
         hu = realct.enhanced(hu, ref)
-    pad = 60
-    wide = np.pad(hu, ((pad, pad), (pad, pad), (0, 0)), constant_values=-1024.0)
+    wide = np.pad(hu, (*pads, (0, 0)), constant_values=-1024.0)
     wide_aff = aff.copy()
-    wide_aff[:, 3] = aff @ np.array([-pad, -pad, 0, 1.0])
+    wide_aff[:, 3] = aff @ np.array([-pads[0][0], -pads[1][0], 0, 1.0])
     boxes = []
     columns = anatomy._body_columns
     monkeypatch.setattr(anatomy, "_body_columns", lambda body: boxes.append(columns(body)) or boxes[-1])
     cut, cut_report = segment_ct(wide, wide_aff)
     (box,) = boxes
-    assert box is not None and (box[0].stop - box[0].start) * (box[1].stop - box[1].start) < 0.6 * wide[..., 0].size
+    assert box is not None and (box[0].stop - box[0].start) * (box[1].stop - box[1].start) < 0.7 * wide[..., 0].size
     monkeypatch.setattr(anatomy, "_body_columns", lambda body: None)
     whole, whole_report = segment_ct(wide, wide_aff)
     assert np.array_equal(cut, whole)
     assert json.dumps(cut_report, sort_keys=True) == json.dumps(whole_report, sort_keys=True)
     assert cut_report["liver"]["found"] and cut_report["aorta"]["found"]
+
+
+def test_a_cut_context_picks_the_whole_grids_column_for_a_half_way_mean():
+    """Python rounds halves to even, so a mean column index of k + 0.5 rounds differently
+    once the columns are renumbered from an odd start: column_x rounds in the whole work
+    grid's numbering, and a context cut from column 3 picks the whole grid's column."""
+    from dualpet import anatomy
+
+    whole = anatomy._Context(np.zeros((10, 8, 4), np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    cut = whole.cropped((slice(3, 9), slice(2, 7), slice(None)))
+    for local in ([0, 1], [1, 2], [0, 3], [2, 2, 3, 3]):
+        assert cut.column_x(np.array(local)) == whole.column_x(np.array(local) + 3), local
