@@ -27,18 +27,24 @@ def _command_imports(command):
     return {CONDA.get(DIST.get(n, n), DIST.get(n, n)) for n in command_modules(command)[1]}
 
 
+def _rule_blocks():
+    """(rule file, rule name, the rule's text) of every rule and checkpoint in workflow/rules."""
+    out = []
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text()):
+            m = re.match(r"(?:checkpoint|rule) (\w+):", block)
+            if m:
+                out.append((smk, m.group(1), block))
+    return out
+
+
 def _rules():
     """rule name -> (env file, dualpet command) parsed from the rule files."""
     out = {}
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        text = smk.read_text()
-        for block in re.split(r"\n(?=(?:checkpoint|rule) )", text):
-            m = re.match(r"(?:checkpoint|rule) (\w+):", block)
-            if not m:
-                continue
-            env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            cmd = re.search(r'step_shell\(\s*"([\w-]+)"', block) or re.search(r"-m dualpet ([\w-]+)", block)
-            out[m.group(1)] = ((smk.parent / env.group(1)).resolve() if env else None, cmd.group(1) if cmd else None)
+    for smk, name, block in _rule_blocks():
+        env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+        cmd = re.search(r'step_shell\(\s*"([\w-]+)"', block) or re.search(r"-m dualpet ([\w-]+)", block)
+        out[name] = ((smk.parent / env.group(1)).resolve() if env else None, cmd.group(1) if cmd else None)
     return out
 
 
@@ -63,12 +69,9 @@ RULES = _rules()
 
 
 def test_every_rule_has_log_benchmark_resources_threads_env():
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for block in re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text()):
-            m = re.match(r"(?:checkpoint|rule) (\w+):", block)
-            if m:
-                for directive in ("log:", "benchmark:", "resources:", "threads:", "conda:"):
-                    assert directive in block, f"rule {m.group(1)} lacks {directive}"
+    for _, name, block in _rule_blocks():
+        for directive in ("log:", "benchmark:", "resources:", "threads:", "conda:"):
+            assert directive in block, f"rule {name} lacks {directive}"
     assert len(RULES) >= 8
 
 
@@ -244,15 +247,9 @@ def test_code_version_tracks_the_modules_a_command_uses(tmp_path, monkeypatch):
 
 
 def test_every_rule_passes_its_code_version():
+    blocks = {name: block for _, name, block in _rule_blocks()}
     for rule, (_, command) in RULES.items():
-        smk = next(
-            p
-            for p in (REPO / "workflow" / "rules").glob("*.smk")
-            if re.search(rf"(rule|checkpoint) {rule}:", p.read_text())
-        )
-        block = re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text())
-        block = next(b for b in block if re.match(rf"(?:checkpoint|rule) {rule}:", b))
-        assert f'code=code_version("{command}")' in block, rule
+        assert f'code=code_version("{command}")' in blocks[rule], rule
 
 
 def test_license_and_citation_agree_with_pyproject():
@@ -446,12 +443,10 @@ def _declared_resources():
     """Per rule: its declared ``mem_mb`` and ``runtime`` with the default config (as Snakemake
     evaluates them: a conditional declaration takes the default method's value)."""
     out = {}
-    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text()):
-            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
-            mem, runtime = re.search(r"mem_mb=(\d+)", block), re.search(r"runtime=(\d+)", block)
-            if name and mem and runtime:
-                out[name.group(1)] = (int(mem.group(1)), int(runtime.group(1)))
+    for _, name, block in _rule_blocks():
+        mem, runtime = re.search(r"mem_mb=(\d+)", block), re.search(r"runtime=(\d+)", block)
+        if mem and runtime:
+            out[name] = (int(mem.group(1)), int(runtime.group(1)))
     return out
 
 
@@ -475,11 +470,9 @@ def test_declared_resources_cover_the_measured_patient():
 
 def _declared_priorities():
     out = {}
-    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"(?m)^(?=(?:rule|checkpoint) )", path.read_text()):
-            name, priority = re.match(r"(?:rule|checkpoint) (\w+):", block), re.search(r"priority: (\d+)", block)
-            if name:
-                out[name.group(1)] = int(priority.group(1)) if priority else None
+    for _, name, block in _rule_blocks():
+        priority = re.search(r"priority: (\d+)", block)
+        out[name] = int(priority.group(1)) if priority else None
     return out
 
 

@@ -1352,11 +1352,11 @@ def _soft_tubes(c, body, spine_centre):
             continue
         if ndimage.distance_transform_edt(np.pad(m, 1), sampling=c.spacing).max() > BOWEL_RADIUS_MM:
             continue
-        pts = (np.argwhere(m) + [s.start for s in sl] + [*c.columns_from, 0]) * c.spacing
-        w, v = np.linalg.eigh(np.cov(pts.T))
+        idx = np.argwhere(m) + [s.start for s in sl]
+        w, v = np.linalg.eigh(np.cov(((idx + [*c.columns_from, 0]) * c.spacing).T))
         if 4.0 * np.sqrt(max(w[-1], 0.0)) < BOWEL_LENGTH_MM:
             continue
-        centre_x = c.column_x(np.argwhere(m)[:, 0] + sl[0].start)
+        centre_x = c.column_x(idx[:, 0])
         if abs(v[2, -1]) > np.cos(np.deg2rad(30.0)) and abs(centre_x - sx) < 70.0:
             continue  # vertical beside the spine: a great vessel or the psoas
         tubes[sl] |= m

@@ -705,7 +705,7 @@ def load_series(series, *, dtype=np.float32, label=None):
                 f"{where}: cannot decode the pixel data of image InstanceNumber {header_text(ds, 'InstanceNumber') or '?'} "
                 f"(slice {k + 1} of {nk}; attribute PixelData): {redact_paths(exc)}"
             ) from exc
-        if _exact_in_float32(pix, slope, intercept) and stack.dtype == np.float32:
+        if stack.dtype == np.float32 and _exact_in_float32(pix, slope, intercept):
             stack[k] = pix  # whole numbers below 2**24: float32 holds every step exactly
             if slope != 1:
                 stack[k] *= np.float32(slope)
