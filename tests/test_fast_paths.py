@@ -214,6 +214,34 @@ def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
 
 
 @pytest.mark.parametrize(
+    "spacing",
+    [
+        (0.98, 0.98, 3.0),  # a clinical CT: 3 x 3 x 1 blocks
+        (1.5, 1.5, 1.5),  # thin slices: 2 x 2 x 2
+        (0.19, 0.19, 3.0),  # 16 x 16 x 1 = 256 to a block: the most summed as integers
+        (0.3, 0.3, 0.3),  # 10 x 10 x 10: past that bound, averaged from a float32 copy
+    ],
+)
+def test_work_grid_from_stored_whole_hu_is_the_float_ct(spacing):
+    """The organ map's work grid from the CT's stored int16 (extreme values included, in
+    NIfTI's Fortran order, sizes not multiples of the block) is that of its float32 copy,
+    bit for bit."""
+    from dualpet.anatomy import work_grid
+
+    rng = np.random.default_rng(11)
+    f = [max(round(3.0 / s), 1) for s in spacing[:2]] + [max(round(3.0 / spacing[2]), 1) if spacing[2] < 2 else 1]
+    shape = tuple(3 * fa + 1 for fa in f)
+    values = np.array([32767, 32765, 30001, -32768, -1024, 41], np.int16)  # int16's extremes
+    hu = np.asfortranarray(rng.choice(values, size=shape))
+    affine = np.diag([*spacing, 1.0])
+    got, got_affine, got_f = work_grid(hu, affine)
+    want, want_affine, want_f = work_grid(hu.astype(np.float32), affine)
+    assert got_f == want_f == f and got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_affine, want_affine)
+
+
+@pytest.mark.parametrize(
     "radii",
     [
         (6, 6, 4),  # the heart's 18 mm core on a 3 x 3 x 4.5 mm work grid
