@@ -214,6 +214,39 @@ def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
 
 
 @pytest.mark.parametrize(
+    "ct_spacing, pet_spacing, pet_shape, pet_origin",
+    [
+        ((0.98, 0.98, 3.0), (4.07, 4.07, 3.0), (11, 10, 21), (1.3, -0.4, 0.0)),  # 4 x 4 x 1, slabs cut
+        ((1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (12, 11, 9), (0.5, 0.5, 0.5)),  # 2 x 2 x 2: slices averaged
+        ((0.9, 0.9, 3.0), (2.7, 2.7, 3.0), (13, 14, 21), (-0.3, 0.2, 0.0)),  # 3 x 3 x 1: rounded running sums
+        ((1.0, 2.0, 3.0), (3.0, 2.0, 3.0), (12, 14, 21), (0.0, 0.0, 0.0)),  # 3 x 1 x 1
+        ((0.98, 0.98, 3.0), (4.07, 4.07, 3.0), (15, 14, 30), (-9.0, 7.0, -12.0)),  # partly outside the CT
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_ct_averaged_at_pet_voxels_is_the_filtered_ct_sampled(ct_spacing, pet_spacing, pet_shape, pet_origin, dtype):
+    """The CT averaged over each PET voxel, filtered only along the lines the PET's voxels
+    need, is ndimage's uniform filter of the whole CT sampled at the PET voxels, bit for
+    bit (-1000 HU outside the CT)."""
+    from scipy import ndimage
+
+    from dualpet.geometry import ct_on_pet_grid, nearest_on_grid, voxel_spacing
+
+    rng = np.random.default_rng(5)
+    hu = rng.integers(-1024, 3000, size=(37, 41, 19)).astype(dtype)
+    if dtype == np.float32:
+        hu += rng.random(hu.shape, dtype=np.float32)  # fractional HU: the filter's sums are rounded
+    ct_affine, pet_affine = np.diag([*ct_spacing, 1.0]), np.diag([*pet_spacing, 1.0])
+    pet_affine[:3, 3] = pet_origin
+    size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+    whole = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
+    want = nearest_on_grid(whole, ct_affine, pet_shape, pet_affine, fill=-1000.0)
+    got = ct_on_pet_grid(hu, ct_affine, pet_shape, pet_affine, average=True)
+    assert got.dtype == want.dtype == np.float32 and (want > -1000.0).any()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
     "spacing",
     [
         (0.98, 0.98, 3.0),  # a clinical CT: 3 x 3 x 1 blocks

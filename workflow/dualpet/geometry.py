@@ -89,12 +89,8 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     (``shape``, voxel->LPS ``affine``) by nearest neighbour; ``fill`` outside ``data``.
     Slice by slice, so large grids stay cheap in memory; grids with the same axes (the
     usual PET and CT of one study) by one index per axis."""
-    to_data = np.linalg.inv(np.asarray(data_affine, dtype=float)) @ np.asarray(affine, dtype=float)
-    off_axis = np.abs(to_data[:3, :3] - np.diag(np.diag(to_data[:3, :3])))
-    # cross terms of exactly 0, or tiny (e.g. 2e-15 from NIfTI's stored orientation) where
-    # no voxel centre falls within a millionth of a voxel of a rounding tie (which they
-    # would decide: grids whose spacings have a whole ratio put every other centre there)
-    if not off_axis.any() or (off_axis.sum() * max(shape) < 1e-9 and not _near_ties(to_data, shape)):
+    to_data = _to_data(data_affine, affine)
+    if _axis_aligned(to_data, shape):
         return _nearest_axis_aligned(data, to_data, shape, fill)
     out = np.full(shape, fill, dtype=data.dtype)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -106,6 +102,20 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
         plane[ok] = data[tuple(m[ok].T)]
         out[:, :, k] = plane.reshape(ii.shape)
     return out
+
+
+def _to_data(data_affine, affine):
+    """The map from a grid's voxel indices to those of the data's grid."""
+    return np.linalg.inv(np.asarray(data_affine, dtype=float)) @ np.asarray(affine, dtype=float)
+
+
+def _axis_aligned(to_data, shape):
+    """Whether each grid axis maps onto the same data axis for nearest-neighbour sampling:
+    cross terms of exactly 0, or tiny (e.g. 2e-15 from NIfTI's stored orientation) where
+    no voxel centre falls within a millionth of a voxel of a rounding tie (which they would
+    decide: grids whose spacings have a whole ratio put every other centre there)."""
+    off_axis = np.abs(to_data[:3, :3] - np.diag(np.diag(to_data[:3, :3])))
+    return not off_axis.any() or (off_axis.sum() * max(shape) < 1e-9 and not _near_ties(to_data, shape))
 
 
 def _near_ties(to_data, shape):
@@ -122,16 +132,23 @@ def _nearest_axis_aligned(data, to_data, shape, fill):
     """:func:`nearest_on_grid` where each grid axis maps onto the same data axis (no cross
     terms, or ones that decide no rounding): the data index along an axis depends on that
     axis's index only."""
-    index, inside = [], []
-    for a in range(3):
-        m = np.rint(np.arange(shape[a], dtype=float) * to_data[a, a] + to_data[a, 3]).astype(int)
-        ok = (m >= 0) & (m < data.shape[a])
-        index.append(m[ok])
-        inside.append(np.flatnonzero(ok))
+    index, inside = _axis_indices(to_data, shape, data.shape)
     out = np.full(shape, fill, dtype=data.dtype)
     if all(len(i) for i in index):
         out[np.ix_(*inside)] = data[np.ix_(*index)]
     return out
+
+
+def _axis_indices(to_data, shape, data_shape):
+    """Per axis of an axis-aligned grid (:func:`_axis_aligned`): the data indices nearest
+    its voxel centres that lie in the data, and which grid indices those are."""
+    index, inside = [], []
+    for a in range(3):
+        m = np.rint(np.arange(shape[a], dtype=float) * to_data[a, a] + to_data[a, 3]).astype(int)
+        ok = (m >= 0) & (m < data_shape[a])
+        index.append(m[ok])
+        inside.append(np.flatnonzero(ok))
+    return index, inside
 
 
 def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
@@ -145,11 +162,53 @@ def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
     hu = np.asarray(hu)
     if average:
         size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+        to_data = _to_data(ct_affine, pet_affine)
+        if (size > 1).any() and _axis_aligned(to_data, shape):
+            index, inside = _axis_indices(to_data, shape, hu.shape)
+            out = np.full(shape, -1000.0, dtype=np.float32)
+            if all(len(i) for i in index):
+                out[np.ix_(*inside)] = _box_means_at(hu, size, index)
+            return out
         if (size > 1).any():
             # a CT of whole HU (int16) is filtered straight into float32: each line is summed in
             # double either way, so no float32 copy of the CT grid is needed first
             hu = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
     return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0).astype(np.float32, copy=False)
+
+
+#: Slices of the CT filtered at a time by :func:`_box_means_at` (when slices are not averaged).
+BOX_MEAN_SLAB = 8
+
+
+def _box_means_at(hu, size, index):
+    """``ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")[np.ix_(*index)]``
+    to the bit, filtering only the lines the picked voxels need. uniform_filter runs a
+    running mean along whole lines, axis after axis (axes of size 1 skipped), each pass into
+    float32: a line's result depends on that line alone, so the axes it skips can be picked
+    first, and each axis once filtered; the slices are done a slab at a time when they are
+    not averaged (a clinical CT: 512 x 512 x 300 filtered along its rows, then 200 of its
+    512 columns, against all of both)."""
+    from scipy import ndimage
+
+    def take(data, a):
+        same = len(index[a]) == data.shape[a] and np.array_equal(index[a], np.arange(data.shape[a]))
+        return data if same else np.take(data, index[a], axis=a)
+
+    def filtered(data):
+        for a in range(3):
+            if size[a] > 1:
+                data = take(ndimage.uniform_filter1d(data, int(size[a]), a, np.float32, "nearest"), a)
+        return data
+
+    for a in range(3):
+        if size[a] == 1:
+            hu = take(hu, a)
+    if size[2] > 1:
+        return filtered(hu)
+    out = np.empty(tuple(len(i) for i in index), dtype=np.float32)
+    for k in range(0, hu.shape[2], BOX_MEAN_SLAB):
+        out[:, :, k : k + BOX_MEAN_SLAB] = filtered(hu[:, :, k : k + BOX_MEAN_SLAB])
+    return out
 
 
 def values_in_ball(volume, affine, centre, outer_mm, inner_mm=0.0):
