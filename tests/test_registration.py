@@ -248,6 +248,37 @@ def test_deterministic_and_affine(studies, tmp_path):
     assert _tre(tmp_path / "aff.tfm", studies["r"], studies["t"]).max() < 1.0
 
 
+def test_ct_kept_in_its_stored_type_registers_as_its_float_copy(studies, tmp_path):
+    """read_ct keeps whole HU as stored (int16): the transform and the views are those of
+    the float32 copy, to the bit (every filter computes in float32 or double)."""
+    from dualpet.registration import read_ct, write_views
+
+    stored = [read_ct(studies["ref"]), read_ct(studies["idx"])]
+    assert {img.GetPixelID() for img in stored} == {sitk.sitkInt16}
+    floats = [sitk.Cast(img, sitk.sitkFloat32) for img in stored]
+    out = {}
+    for name, images in (("stored", stored), ("float", floats)):
+        d = tmp_path / name
+        d.mkdir()
+        register_ct(studies["ref"], studies["idx"], d / "t.tfm", threads=1, affine=True, images=images)
+        pet = d / "pet.nii.gz"  # a PET standing in: the index CT itself
+        nib.save(nib.load(str(studies["idx"])), str(pet))
+        write_views(
+            studies["ref"],
+            studies["idx"],
+            d / "t.tfm",
+            studies["ref"],
+            pet,
+            d / "ct.nii.gz",
+            d / "pet_in.nii.gz",
+            d / "qc.png",
+            images=list(images),
+        )
+        out[name] = {f: (d / f).read_bytes() for f in ("t.tfm", "ct.nii.gz", "pet_in.nii.gz", "qc.png")}
+    for f in out["stored"]:
+        assert out["stored"][f] == out["float"][f], f
+
+
 def test_affine_accepted_for_a_scaled_body(studies, tmp_path):
     """Anatomy scaled 6 % left-right and -5 % antero-posterior (e.g. weight change) and
     rotated 3 deg: the affine stage is accepted, written as an AffineTransform, and beats

@@ -1791,11 +1791,10 @@ def _figure_views(hu, labels, table, cj, levels, spacing):
     the axial levels (``table``: label value -> organ index, :func:`_organ_indices`)."""
     sp = np.asarray(spacing, dtype=float)
     labels = np.asarray(labels, dtype=np.uint8)
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731 - the CT as stored: drawn as floats
-    views = [(f32(hu[:, cj, :]).T, table[labels[:, cj, :]].T, "lower", "coronal", sp[2] / sp[0])]
+    views = [(hu[:, cj, :].T, table[labels[:, cj, :]].T, "lower", "coronal", sp[2] / sp[0])]
     views += [
         (
-            f32(hu[:, :, k]).T,
+            hu[:, :, k].T,
             table[labels[:, :, k]].T,
             "upper",
             f"axial, slice {k}" + (f" ({n.replace('_', ' ')})" if n else ""),

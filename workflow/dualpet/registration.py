@@ -126,10 +126,17 @@ def _read_image(path, pixel_type=sitk.sitkUnknown):
     return img
 
 
+#: Pixel types a CT is kept in as read: whole HU as stored (int16 from the conversion), or float32.
+_CT_PIXEL_TYPES = {sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16, sitk.sitkFloat32}
+
+
 def read_ct(path):
-    """A CT (NIfTI, HU) as a SimpleITK float32 image: what :func:`register_ct` and
-    :func:`write_views` take, so that a step doing both reads each CT once."""
-    return _read_image(path, sitk.sitkFloat32)
+    """A CT (NIfTI, HU) as a SimpleITK image: what :func:`register_ct` and
+    :func:`write_views` take, so that a step doing both reads each CT once. Whole HU stay in
+    their stored type (int16: no float copy of the grid); every filter after it computes in
+    float32 or double, where they are the same numbers. Other types are read as float32."""
+    img = _read_image(path)
+    return img if img.GetPixelID() in _CT_PIXEL_TYPES else sitk.Cast(img, sitk.sitkFloat32)
 
 
 def _read_geometry(path):
@@ -807,9 +814,9 @@ def _moving_image(path, interpolation, default_value):
     import nibabel as nib
 
     out_dtype = np.dtype(np.float32)
-    if isinstance(path, sitk.Image):  # already read (read_ct)
-        if interpolation != "linear" or path.GetPixelID() != sitk.sitkFloat32:
-            raise ValueError("an image already read is resampled as float32, linearly")
+    if isinstance(path, sitk.Image):  # already read (read_ct): interpolated in double, output float32
+        if interpolation != "linear":
+            raise ValueError("an image already read is resampled linearly")
         return path, sitk.sitkFloat32, out_dtype
     if interpolation == "nearest":
         mov_hdr = nib.load(str(path)).header
@@ -839,7 +846,7 @@ def resample_to_reference(
     ----------
     moving_img_path : str or path-like or SimpleITK.Image
         Index-study NIfTI (CT in HU, PET in Bq/mL or SUV, or an integer label map), or
-        one already read as float32 (:func:`read_ct`; ``"linear"`` only).
+        one already read (:func:`read_ct`; ``"linear"`` only).
         Any image of the index study works: PET and CT share its frame of reference.
     reference_img_path : str or path-like
         Reference-study NIfTI whose grid (shape, affine) the output takes.
