@@ -24,7 +24,7 @@ checkpoint match:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=1600,
+        mem_mb=1700,
         runtime=5,
     params:
         reference=REF,
@@ -59,7 +59,7 @@ rule export_seg:
         "../../envs/convert.yaml"
     threads: 1
     resources:
-        mem_mb=700,
+        mem_mb=800,
         runtime=5,
     params:
         code=code_version("export-seg"),
@@ -170,7 +170,7 @@ rule review_page:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=1800,
+        mem_mb=1900,
         runtime=5,
     params:
         reference=REF,

@@ -23,7 +23,7 @@ rule anatomy:
     resources:
         # the classical organ map as measured (tests/benchmarks/bench_patient.py, margins in
         # docs/hpc.md); TotalSegmentator's model on CPU as its documentation asks
-        mem_mb=1800 if config["anatomy"]["method"] == "classical" else 6000,
+        mem_mb=1600 if config["anatomy"]["method"] == "classical" else 6000,
         runtime=5 if config["anatomy"]["method"] == "classical" else 30,
     params:
         code=code_version("anatomy"),
@@ -61,7 +61,7 @@ rule segment:
         "../../envs/lesions.yaml"
     threads: 1
     resources:
-        mem_mb=2300,
+        mem_mb=2400,
         runtime=5,
     params:
         code=code_version("segment"),
