@@ -214,6 +214,31 @@ def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
 
 
 @pytest.mark.parametrize(
+    "factors, shape",
+    [
+        ((3, 3, 1), (512 // 16, 512 // 16, 30)),  # whole blocks
+        ((3, 3, 1), (31, 29, 7)),  # voxels past the last whole block: the edge repeated
+        ((2, 3, 4), (9, 10, 13)),
+        ((1, 1, 1), (5, 6, 7)),
+    ],
+)
+def test_full_grid_labels_are_the_repeated_work_grid(factors, shape):
+    """The organ map on the CT's grid is the work grid's repeated over each block and, past
+    the last whole block, its edge (np.repeat, then np.pad 'edge'), in Fortran order."""
+    from dualpet.anatomy import to_full_grid
+
+    work_shape = tuple(s // f for s, f in zip(shape, factors))
+    work = np.random.default_rng(3).integers(0, 255, size=work_shape).astype(np.uint8)
+    want = work
+    for a, f in enumerate(factors):
+        want = np.repeat(want, f, axis=a)
+    want = np.pad(want, [(0, s - w) for s, w in zip(shape, want.shape)], mode="edge")
+    got = to_full_grid(work, factors, shape)
+    assert got.flags.f_contiguous and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
     "ct_spacing, pet_spacing, pet_shape, pet_origin",
     [
         ((0.98, 0.98, 3.0), (4.07, 4.07, 3.0), (11, 10, 21), (1.3, -0.4, 0.0)),  # 4 x 4 x 1, slabs cut
