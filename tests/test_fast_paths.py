@@ -122,6 +122,27 @@ def test_organ_maps_are_read_in_their_stored_type(tmp_path):
         read_label_image(tmp_path / "wide.nii.gz", "organ map", dtype=np.uint8)
 
 
+def test_ct_voxels_are_kept_as_stored_when_whole(tmp_path):
+    """as_stored: an unscaled int16 CT as it is (no float copy); a scaled one, and float64
+    data, as float32 (never float64), with the scaled values."""
+    import nibabel as nib
+
+    from dualpet.nifti import as_stored, load_nifti
+
+    hu = np.arange(-1000, 1400, 20, dtype=np.int16).reshape(4, 5, 6)
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "ct.nii.gz")
+    got = as_stored(load_nifti(tmp_path / "ct.nii.gz"))
+    assert got.dtype == np.int16 and np.array_equal(got, hu)
+    scaled = nib.Nifti1Image(hu, np.eye(4))
+    scaled.header.set_slope_inter(0.5, -10.0)
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    got = as_stored(load_nifti(tmp_path / "scaled.nii.gz"))
+    assert got.dtype == np.float32 and np.array_equal(got, hu.astype(np.float32) * 0.5 - 10.0)
+    nib.save(nib.Nifti1Image(hu.astype(np.float64) + 0.25, np.eye(4)), tmp_path / "double.nii.gz")
+    got = as_stored(load_nifti(tmp_path / "double.nii.gz"))
+    assert got.dtype == np.float32 and np.array_equal(got, hu.astype(np.float32) + 0.25)
+
+
 def test_nearest_at_rounding_ties_follows_the_cross_terms():
     # PET-like grid (4 mm) over CT-like data (2 mm) offset by 1 mm: every centre maps to a
     # half-way point, where NIfTI's 2e-15 cross terms decide the rounding (regression: the
@@ -216,7 +237,7 @@ def test_ct_on_pet_grid_from_stored_whole_hu_is_the_float_ct(average):
 @pytest.mark.parametrize(
     "factors, shape",
     [
-        ((3, 3, 1), (512 // 16, 512 // 16, 30)),  # whole blocks
+        ((3, 3, 1), (33, 30, 7)),  # whole blocks
         ((3, 3, 1), (31, 29, 7)),  # voxels past the last whole block: the edge repeated
         ((2, 3, 4), (9, 10, 13)),
         ((1, 1, 1), (5, 6, 7)),
@@ -246,13 +267,20 @@ def test_full_grid_labels_are_the_repeated_work_grid(factors, shape):
         ((0.9, 0.9, 3.0), (2.7, 2.7, 3.0), (13, 14, 21), (-0.3, 0.2, 0.0)),  # 3 x 3 x 1: rounded running sums
         ((1.0, 2.0, 3.0), (3.0, 2.0, 3.0), (12, 14, 21), (0.0, 0.0, 0.0)),  # 3 x 1 x 1
         ((0.98, 0.98, 3.0), (4.07, 4.07, 3.0), (15, 14, 30), (-9.0, 7.0, -12.0)),  # partly outside the CT
+        ((0.98, 0.98, 5.0), (4.07, 4.07, -3.0), (11, 10, 30), (1.3, -0.4, 90.0)),  # PET slices finer, reversed
+        ((0.98, 0.98, 3.0), (-4.07, 4.07, 3.0), (11, 10, 21), (40.0, -0.4, 0.0)),  # PET columns reversed
+        ((1.0, 1.0, 2.0), (0.5, 3.0, 4.0), (60, 12, 9), (0.2, 0.5, 1.0)),  # PET rows finer: shared lines
     ],
 )
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
-def test_ct_averaged_at_pet_voxels_is_the_filtered_ct_sampled(ct_spacing, pet_spacing, pet_shape, pet_origin, dtype):
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_ct_averaged_at_pet_voxels_is_the_filtered_ct_sampled(
+    ct_spacing, pet_spacing, pet_shape, pet_origin, dtype, order
+):
     """The CT averaged over each PET voxel, filtered only along the lines the PET's voxels
     need, is ndimage's uniform filter of the whole CT sampled at the PET voxels, bit for
-    bit (-1000 HU outside the CT)."""
+    bit (-1000 HU outside the CT), whatever the CT's memory order, with grids whose axes
+    run opposite ways and PET voxels finer than the CT's (lines shared)."""
     from scipy import ndimage
 
     from dualpet.geometry import ct_on_pet_grid, nearest_on_grid, voxel_spacing
@@ -261,6 +289,7 @@ def test_ct_averaged_at_pet_voxels_is_the_filtered_ct_sampled(ct_spacing, pet_sp
     hu = rng.integers(-1024, 3000, size=(37, 41, 19)).astype(dtype)
     if dtype == np.float32:
         hu += rng.random(hu.shape, dtype=np.float32)  # fractional HU: the filter's sums are rounded
+    hu = np.asarray(hu, order=order)
     ct_affine, pet_affine = np.diag([*ct_spacing, 1.0]), np.diag([*pet_spacing, 1.0])
     pet_affine[:3, 3] = pet_origin
     size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)

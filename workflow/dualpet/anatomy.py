@@ -1626,10 +1626,10 @@ def anatomy_study(
 
     from dualpet.geometry import lps_affine, voxel_spacing
     from dualpet.io import write_json
-    from dualpet.nifti import load_nifti, nifti_image, save_nifti
+    from dualpet.nifti import as_stored, load_nifti, nifti_image, save_nifti
 
     ct = load_nifti(ct_path)
-    hu = np.asarray(ct.dataobj)  # as stored (int16 HU from the conversion): no float copy
+    hu = as_stored(ct)
     affine = lps_affine(ct.affine)
     labels, report, used, extra = _study_map(
         ct_path,

@@ -66,10 +66,10 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
         return [], f"no {segment} aorta in the organ map"
     # the rest is read in the aorta's box (the map is on the CT's grid: 78 M voxels)
     bi, bj, bk = box_around(aorta)
-    aorta = aorta[bi, bj, bk]
+    boxed = aorta[bi, bj, bk]
     planes = [
         k
-        for k in np.flatnonzero(aorta.any(axis=(0, 1))) + bk.start
+        for k in np.flatnonzero(boxed.any(axis=(0, 1))) + bk.start
         if bool(organ_voxels(labels[:, :, k], "lung_left", "lung_right").any()) == (segment == "thoracic")
     ]
     if not planes:
@@ -81,7 +81,7 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
     for k in planes:
         # the lumen's centre is its point deepest inside the label (a centroid is pulled by
         # partial-volume voxels at its edge), its radius that of a disk of its area
-        lumen = aorta[:, :, k - bk.start]
+        lumen = boxed[:, :, k - bk.start]
         depth = ndimage.distance_transform_edt(np.pad(lumen, 1), sampling=sp[:2])
         i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
         top = np.argwhere(depth >= depth[i, j] - 1e-6) + offset  # a plateau of equally deep points: its middle
@@ -90,7 +90,7 @@ def _aorta_levels(labels, ct_affine, hu, segment="thoracic"):
             float(np.sqrt(lumen.sum() * sp[0] * sp[1] / np.pi)),
         )
     half = int(np.ceil(BLOODPOOL_HALF_LENGTH_MM / sp[2]))
-    enhanced = float(np.median(hu[bi, bj, bk][aorta])) > 120.0
+    enhanced = float(np.median(hu[bi, bj, bk][boxed])) > 120.0
     limit = CALCIFIED_HU["enhanced" if enhanced else "plain"]
     mid = np.median(planes)
     levels, why = [], f"no 20 mm stretch of {segment} aorta with a lumen of at least {MIN_LUMEN_RADIUS_MM:g} mm radius"

@@ -271,7 +271,7 @@ def _cmd_match(a):
         a.reference: _load_study(a.ref_pet, a.ref_labels, a.ref_detection),
         a.index: _load_study(a.idx_pet, a.idx_labels, a.idx_detection),
     }
-    from dualpet.nifti import load_nifti, read_label_image
+    from dualpet.nifti import as_stored, load_nifti, read_label_image
 
     ct = load_nifti(a.ref_ct)
     index = build_lesions(
@@ -285,7 +285,7 @@ def _cmd_match(a):
         fraction=a.fraction,
         neighbourhood_mm=a.neighbourhood_mm,
         reader_masks=a.reader_masks,
-        ref_ct=(np.asarray(ct.dataobj), lps_affine(ct.affine)),
+        ref_ct=(as_stored(ct), lps_affine(ct.affine)),
         ref_anatomy=read_label_image(a.ref_anatomy, "organ map", dtype=np.uint8),
         out_vois={t: path for t, path in ((a.reference, a.ref_voi_out), (a.index, a.idx_voi_out)) if path},
     )
@@ -722,10 +722,17 @@ def _record_rusage(path, args):
 
 
 def main(argv=None):
+    """The command line (``argv``: its arguments; None: this process's, when dualpet runs
+    as a program, the console script or ``python -m dualpet``, whose freed memory is then
+    kept for reuse: :mod:`dualpet.allocator`)."""
     import os
 
     from dualpet.errors import DualpetInputError, redact_paths
 
+    if argv is None:  # a program of its own, not a caller's function (a test, a notebook)
+        from dualpet.allocator import keep_freed_memory
+
+        keep_freed_memory()
     args = build_parser().parse_args(argv)
     if os.environ.get("DUALPET_RUSAGE"):
         _record_rusage(os.environ["DUALPET_RUSAGE"], args)

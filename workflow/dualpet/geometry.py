@@ -160,19 +160,18 @@ def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
     from scipy import ndimage
 
     hu = np.asarray(hu)
-    if average:
-        size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+    size = np.maximum(np.rint(voxel_spacing(pet_affine) / voxel_spacing(ct_affine)).astype(int), 1)
+    if average and (size > 1).any():
         to_data = _to_data(ct_affine, pet_affine)
-        if (size > 1).any() and _axis_aligned(to_data, shape):
+        if _axis_aligned(to_data, shape):
             index, inside = _axis_indices(to_data, shape, hu.shape)
             out = np.full(shape, -1000.0, dtype=np.float32)
             if all(len(i) for i in index):
                 out[np.ix_(*inside)] = _box_means_at(hu, size, index)
             return out
-        if (size > 1).any():
-            # a CT of whole HU (int16) is filtered straight into float32: each line is summed in
-            # double either way, so no float32 copy of the CT grid is needed first
-            hu = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
+        # a CT of whole HU (int16) is filtered straight into float32: each line is summed in
+        # double either way, so no float32 copy of the CT grid is needed first
+        hu = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
     return nearest_on_grid(hu, ct_affine, shape, pet_affine, fill=-1000.0).astype(np.float32, copy=False)
 
 
@@ -187,12 +186,17 @@ def _box_means_at(hu, size, index):
     float32: a line's result depends on that line alone, so the axes it skips can be picked
     first, and each axis once filtered; the slices are done a slab at a time when they are
     not averaged (a clinical CT: 512 x 512 x 300 filtered along its rows, then 200 of its
-    512 columns, against all of both)."""
+    512 columns, against all of both). Each CT line is picked once, also where several PET
+    voxels share it (PET voxels finer than the CT's), and shared at the end."""
     from scipy import ndimage
 
-    def take(data, a):
-        same = len(index[a]) == data.shape[a] and np.array_equal(index[a], np.arange(data.shape[a]))
-        return data if same else np.take(data, index[a], axis=a)
+    picks, shared = zip(*(np.unique(i, return_inverse=True) for i in index))
+
+    def take(data, a, lines=None):
+        lines = picks[a] if lines is None else lines
+        if len(lines) == data.shape[a]:  # sorted and unique: every line, in order
+            return data
+        return data[(slice(None),) * a + (lines,)]  # (np.take would first copy a Fortran-order CT whole)
 
     def filtered(data):
         for a in range(3):
@@ -200,15 +204,18 @@ def _box_means_at(hu, size, index):
                 data = take(ndimage.uniform_filter1d(data, int(size[a]), a, np.float32, "nearest"), a)
         return data
 
-    for a in range(3):
+    for a in range(2):
         if size[a] == 1:
             hu = take(hu, a)
     if size[2] > 1:
-        return filtered(hu)
-    out = np.empty(tuple(len(i) for i in index), dtype=np.float32)
-    for k in range(0, hu.shape[2], BOX_MEAN_SLAB):
-        out[:, :, k : k + BOX_MEAN_SLAB] = filtered(hu[:, :, k : k + BOX_MEAN_SLAB])
-    return out
+        out = filtered(hu)
+    else:
+        out = np.empty(tuple(len(p) for p in picks), dtype=np.float32)
+        for k in range(0, len(picks[2]), BOX_MEAN_SLAB):
+            out[:, :, k : k + BOX_MEAN_SLAB] = filtered(take(hu, 2, picks[2][k : k + BOX_MEAN_SLAB]))
+    if all(np.array_equal(p, i) for p, i in zip(picks, index)):  # each PET voxel its own line, in order
+        return out
+    return out[np.ix_(*shared)]
 
 
 def values_in_ball(volume, affine, centre, outer_mm, inner_mm=0.0):

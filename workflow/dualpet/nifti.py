@@ -44,6 +44,17 @@ def load_nifti(path):
     return nib.load(path)
 
 
+def as_stored(img):
+    """An image's voxels as stored when they are whole numbers without scaling (a CT's int16
+    HU, as the conversion writes it: no float copy of 78 M voxels), else as float32 (never
+    float64: nibabel's type for scaled or double data)."""
+    proxy = img.dataobj
+    whole = np.dtype(proxy.dtype).kind in "iu" and getattr(proxy, "slope", 1.0) == 1.0
+    if whole and getattr(proxy, "inter", 0.0) == 0.0:
+        return np.asarray(proxy)
+    return np.asarray(proxy, dtype=np.float32)
+
+
 def nifti_image(data, affine_lps):
     """NIfTI-1 image with the RAS affine in both qform and sform (code 1, scanner).
 

@@ -41,7 +41,7 @@ def _study(pet_path, ct_path, voi_path, seg_path):
     sample it at CT resolution), the VOI labels and the detection record."""
     from dualpet.geometry import lps_affine
     from dualpet.interchange import read_segmentation
-    from dualpet.nifti import load_nifti
+    from dualpet.nifti import as_stored, load_nifti
 
     pet = load_nifti(pet_path)
     ct = load_nifti(ct_path)
@@ -49,7 +49,7 @@ def _study(pet_path, ct_path, voi_path, seg_path):
     return {
         "suv": np.asarray(pet.dataobj, dtype=np.float32),
         "affine": lps_affine(pet.affine),
-        "ct": np.asanyarray(ct.dataobj),
+        "ct": as_stored(ct),
         "ct_affine": lps_affine(ct.affine),
         "voi": voi,
         "seg": read_segmentation(seg_path)["record"],

@@ -127,15 +127,12 @@ class _Study:
     def __init__(self, ct_path, pet_path, anatomy, where):
         from dualpet.errors import DualpetInputError
         from dualpet.geometry import lps_affine
-        from dualpet.nifti import load_nifti, read_label_image
+        from dualpet.nifti import as_stored, load_nifti, read_label_image
 
         self.where = where
         ct, pet = load_nifti(ct_path), load_nifti(pet_path)
         self.suv = np.asarray(pet.dataobj, dtype=np.float32)
-        # as stored (whole HU in int16, as convert writes a CT): no float copy of the CT grid
-        self.hu_ct = np.asarray(ct.dataobj)
-        if self.hu_ct.dtype.kind not in "iu":
-            self.hu_ct = self.hu_ct.astype(np.float32, copy=False)
+        self.hu_ct = as_stored(ct)
         self.ct_affine, self.pet_affine = lps_affine(ct.affine), lps_affine(pet.affine)
         if anatomy is None:  # library use: the organ map from the CT's classical rules
             from dualpet.anatomy import segment_ct
