@@ -25,7 +25,7 @@ rule register:
         "../../envs/register.yaml"
     threads: 1  # the optimisation runs in one thread (deterministic); patients run in parallel
     resources:
-        mem_mb=2400,
+        mem_mb=2600,
         runtime=5,
     params:
         code=code_version("register"),
