@@ -91,7 +91,8 @@ def nearest_on_grid(data, data_affine, shape, affine, fill=0):
     usual PET and CT of one study) by one index per axis."""
     to_data = _to_data(data_affine, affine)
     if _axis_aligned(to_data, shape):
-        return _nearest_axis_aligned(data, to_data, shape, fill)
+        # one index per axis: a data index along an axis depends on that axis's index only
+        return _axis_aligned_fill(lambda index: data[np.ix_(*index)], to_data, shape, data.shape, fill, data.dtype)
     out = np.full(shape, fill, dtype=data.dtype)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     for k in range(shape[2]):
@@ -128,27 +129,20 @@ def _near_ties(to_data, shape):
     return False
 
 
-def _nearest_axis_aligned(data, to_data, shape, fill):
-    """:func:`nearest_on_grid` where each grid axis maps onto the same data axis (no cross
-    terms, or ones that decide no rounding): the data index along an axis depends on that
-    axis's index only."""
-    index, inside = _axis_indices(to_data, shape, data.shape)
-    out = np.full(shape, fill, dtype=data.dtype)
-    if all(len(i) for i in index):
-        out[np.ix_(*inside)] = data[np.ix_(*index)]
-    return out
-
-
-def _axis_indices(to_data, shape, data_shape):
-    """Per axis of an axis-aligned grid (:func:`_axis_aligned`): the data indices nearest
-    its voxel centres that lie in the data, and which grid indices those are."""
+def _axis_aligned_fill(values_at, to_data, shape, data_shape, fill, dtype):
+    """A grid axis-aligned with the data's (:func:`_axis_aligned`), each voxel given the
+    value ``values_at(index)`` returns for the data indices nearest its centre (per axis,
+    those inside the data: an array indexed like ``np.ix_(*index)``), ``fill`` elsewhere."""
     index, inside = [], []
     for a in range(3):
         m = np.rint(np.arange(shape[a], dtype=float) * to_data[a, a] + to_data[a, 3]).astype(int)
         ok = (m >= 0) & (m < data_shape[a])
         index.append(m[ok])
         inside.append(np.flatnonzero(ok))
-    return index, inside
+    out = np.full(shape, fill, dtype=dtype)
+    if all(len(i) for i in index):
+        out[np.ix_(*inside)] = values_at(index)
+    return out
 
 
 def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
@@ -164,11 +158,8 @@ def ct_on_pet_grid(hu, ct_affine, shape, pet_affine, average=False):
     if average and (size > 1).any():
         to_data = _to_data(ct_affine, pet_affine)
         if _axis_aligned(to_data, shape):
-            index, inside = _axis_indices(to_data, shape, hu.shape)
-            out = np.full(shape, -1000.0, dtype=np.float32)
-            if all(len(i) for i in index):
-                out[np.ix_(*inside)] = _box_means_at(hu, size, index)
-            return out
+            means_at = lambda index: _box_means_at(hu, size, index)  # noqa: E731
+            return _axis_aligned_fill(means_at, to_data, shape, hu.shape, -1000.0, np.float32)
         # a CT of whole HU (int16) is filtered straight into float32: each line is summed in
         # double either way, so no float32 copy of the CT grid is needed first
         hu = ndimage.uniform_filter(hu, size, output=np.float32, mode="nearest")
